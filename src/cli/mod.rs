@@ -1,0 +1,93 @@
+//! The `airlock` command line: the server's own commands and the operator CLI, a thin
+//! client of the HTTP API. `anyhow` lives here, at the edge, and nowhere else.
+
+pub mod audit;
+mod logging;
+pub mod secret;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::Client;
+
+#[derive(Parser, Debug)]
+#[command(name = "airlock", version, about = "Keeps credentials away from AI agents")]
+struct Cli {
+    #[command(flatten)]
+    log: logging::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the central secret API, or initialise / rekey its data
+    Server(server::ServerArgs),
+    /// Manage secrets
+    Secret {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: secret::SecretCommand,
+    },
+    /// Read and verify the audit trail
+    Audit {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: audit::AuditCommand,
+    },
+}
+
+/// Where the central API is and what credential to present.
+#[derive(Args, Debug)]
+struct ConnArgs {
+    /// Central API address
+    #[arg(long, env = "AIRLOCK_ADDR", default_value = "http://127.0.0.1:7878", global = true)]
+    addr: String,
+    /// API key or token (prefer the environment variable: flags show up in `ps`)
+    #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+impl ConnArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let token = self
+            .token
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("no credential: set AIRLOCK_TOKEN (or pass --token) to an API key or token"))?;
+        Client::new(&self.addr, token)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(&cli.log) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Server(args) => server::run(args).await,
+        Command::Secret { conn, cmd } => secret::run(cmd, &conn.client()?).await,
+        Command::Audit { conn, cmd } => audit::run(cmd, &conn.client()?).await,
+    }
+}

@@ -1,0 +1,291 @@
+//! `airlock server`, `airlock server init` and `airlock server rekey`: settings from flags,
+//! the environment and an optional TOML file (flags win), validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+
+use crate::crypto::{CryptoError, Keyring};
+use crate::domain::audit::{AuditDraft, kind};
+use crate::domain::rate::Rate;
+use crate::domain::time::now_ms;
+use crate::domain::{Role, Scope};
+use crate::server::auth::new_id;
+use crate::server::{AppState, MasterKeys, ServerConfig};
+use crate::store::{Engine, SqlStore, Store, Tenant};
+
+const DEFAULT_DATA_DIR: &str = ".airlock";
+const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+const DEFAULT_RATE_LIMIT: &str = "6000/min";
+const DEFAULT_TENANT: &str = "default";
+const MASTER_KEY_FILE: &str = "master.key";
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServerArgs {
+    #[command(subcommand)]
+    action: Option<ServerAction>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum ServerAction {
+    /// Create the data dir, master key, default tenant and first admin key (printed once)
+    Init(InitArgs),
+    /// Add a new master key and re-wrap every data key under it, while the server runs
+    Rekey(StorageArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct StorageArgs {
+    /// Directory for the master key and the SQLite database
+    #[arg(long, env = "AIRLOCK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// postgres://… to use PostgreSQL instead of SQLite in the data dir
+    #[arg(long, env = "AIRLOCK_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Print {"admin_key","tenant","data_dir"} as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, soft_delete_retention_days
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7878]
+    #[arg(long, env = "AIRLOCK_LISTEN")]
+    listen: Option<String>,
+    /// Directory of policy files (*.toml)
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// Requests per credential, like 6000/min or 100/s [default: 6000/min]
+    #[arg(long)]
+    rate_limit: Option<String>,
+    /// Days a soft-deleted secret stays recoverable [default: 30]
+    #[arg(long)]
+    soft_delete_retention_days: Option<u32>,
+}
+
+/// The optional `--config` file; every key is optional and unknown keys are errors.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    policies: Option<PathBuf>,
+    rate_limit: Option<String>,
+    soft_delete_retention_days: Option<u32>,
+}
+
+impl ConfigFile {
+    fn load(path: &Path) -> anyhow::Result<ConfigFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+            anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
+        })
+    }
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    match args.action {
+        Some(ServerAction::Init(a)) => init(a).await,
+        Some(ServerAction::Rekey(s)) => rekey(s).await,
+        None => serve(args.run).await,
+    }
+}
+
+struct Storage {
+    data_dir: PathBuf,
+    url: String,
+}
+
+impl Storage {
+    fn resolve(args: &StorageArgs, file: &ConfigFile) -> anyhow::Result<Storage> {
+        let data_dir = args.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let url = match args.database_url.clone().or(file.database_url.clone()) {
+            Some(url) if Engine::of_url(&url) == Some(Engine::Postgres) => url,
+            Some(url) => bail!(
+                "--database-url must start with postgres:// (got '{}'); leave it out to use SQLite in the data dir",
+                crate::store::redact_url(&url)
+            ),
+            None => Engine::sqlite_url(&data_dir),
+        };
+        Ok(Storage { data_dir, url })
+    }
+
+    fn key_file(&self) -> PathBuf {
+        self.data_dir.join(MASTER_KEY_FILE)
+    }
+
+    fn master_keys(&self) -> anyhow::Result<MasterKeys> {
+        if let Ok(value) = std::env::var("AIRLOCK_MASTER_KEY") {
+            return Ok(MasterKeys::from_env(&value)?);
+        }
+        let file = self.key_file();
+        if !file.exists() {
+            bail!(
+                "no master key at {}; run `airlock server init --data-dir {}` first (or set AIRLOCK_MASTER_KEY)",
+                file.display(),
+                self.data_dir.display()
+            );
+        }
+        Ok(MasterKeys::from_file(file)?)
+    }
+
+    async fn open(&self) -> anyhow::Result<Arc<SqlStore>> {
+        if Engine::of_url(&self.url) == Some(Engine::Sqlite) && !self.data_dir.exists() {
+            bail!(
+                "data dir {} does not exist; run `airlock server init --data-dir {}` first",
+                self.data_dir.display(),
+                self.data_dir.display()
+            );
+        }
+        SqlStore::open(&self.url)
+            .await
+            .with_context(|| format!("cannot open the database at {}", crate::store::redact_url(&self.url)))
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))
+}
+
+async fn init(args: InitArgs) -> anyhow::Result<()> {
+    let storage = Storage::resolve(&args.storage, &ConfigFile::default())?;
+    create_private_dir(&storage.data_dir)?;
+    if std::env::var("AIRLOCK_MASTER_KEY").is_err() {
+        match Keyring::create_file(&storage.key_file()) {
+            Ok(_) => {}
+            Err(CryptoError::AlreadyExists(p)) => {
+                bail!("already initialised: {} exists. The admin key was printed when it was created.", p.display())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let store = storage.open().await?;
+    if store.tenant_by_name(DEFAULT_TENANT).await?.is_some() {
+        bail!("already initialised: the database already has the '{DEFAULT_TENANT}' tenant");
+    }
+    let tenant = Tenant { id: new_id("ten"), name: DEFAULT_TENANT.into(), created_at: now_ms() };
+    let (admin, secret) = crate::server::user_key(&tenant.id, "admin", Role::Admin, &[Scope::TenantsCreate]);
+    let audit = AuditDraft {
+        id: new_id("evt"),
+        kind: kind::TENANT_CREATE,
+        path: None,
+        actor: "airlock-init".into(),
+        actor_description: Some("airlock server init".into()),
+        ip: None,
+        user_agent: None,
+        timestamp_ms: now_ms(),
+        success: true,
+        detail: serde_json::json!({ "tenant_id": tenant.id, "name": DEFAULT_TENANT, "admin_key_id": admin.id }),
+    };
+    store.create_tenant(&tenant, &admin, audit).await?;
+    let data_dir = storage.data_dir.display().to_string();
+    if args.json {
+        println!("{}", serde_json::json!({ "admin_key": secret, "tenant": DEFAULT_TENANT, "data_dir": data_dir }));
+    } else {
+        println!("Initialised Airlock in {data_dir} (tenant '{DEFAULT_TENANT}').\n");
+        println!("Admin key, shown only this once; keep it in a password manager:\n\n    {secret}\n");
+        println!("Start the server:   airlock server --data-dir {data_dir}");
+        println!("Then, in a shell:   export AIRLOCK_ADDR=http://{DEFAULT_LISTEN} AIRLOCK_TOKEN={secret}");
+    }
+    Ok(())
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let storage = Storage::resolve(&args.storage, &file)?;
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let listen: SocketAddr = listen.parse().map_err(|_| anyhow::anyhow!("--listen '{listen}' is not an address like 127.0.0.1:7878"))?;
+    let rate = args.rate_limit.or(file.rate_limit).unwrap_or_else(|| DEFAULT_RATE_LIMIT.into());
+    let rate_limit: Rate = rate.parse().map_err(|e: String| anyhow::anyhow!("--rate-limit: {e}"))?;
+    let retention_days = args.soft_delete_retention_days.or(file.soft_delete_retention_days).unwrap_or(30);
+    if let Some(dir) = args.policies.or(file.policies) {
+        tracing::warn!(dir = %dir.display(), "policies are not enforced by this version yet; ignoring --policies");
+    }
+    let keys = storage.master_keys()?;
+    let store = storage.open().await?;
+    tracing::info!(engine = store.engine().name(), data_dir = %storage.data_dir.display(), "database ready");
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
+        .ok();
+    let config = ServerConfig {
+        listen,
+        rate_limit,
+        soft_delete_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
+    };
+    let state = AppState {
+        store,
+        keys: Arc::new(keys),
+        rate_limits: Arc::new(crate::server::auth::RateLimits::new(rate_limit)),
+        metrics,
+        config: Arc::new(config),
+    };
+    crate::server::serve(state).await
+}
+
+/// Adds a master key, makes it active, and re-wraps every data key under it in batches.
+/// A running server notices the new keyring file within seconds; a last pass after that
+/// catches versions it wrote under the old key in the meantime.
+async fn rekey(args: StorageArgs) -> anyhow::Result<()> {
+    let storage = Storage::resolve(&args, &ConfigFile::default())?;
+    if std::env::var("AIRLOCK_MASTER_KEY").is_ok() {
+        bail!("rekey needs a keyring file; with AIRLOCK_MASTER_KEY set, rotate the variable's value yourself");
+    }
+    let file = storage.key_file();
+    let ring = Keyring::load_file(&file)?.rotated();
+    ring.write_file(&file)?;
+    tracing::info!(active = ring.active_kid(), "new master key written; re-wrapping data keys");
+    let store = storage.open().await?;
+    let mut total = rewrap_all(store.as_ref(), &ring).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    total += rewrap_all(store.as_ref(), &ring).await?;
+    println!("rekeyed: {total} data keys re-wrapped under {}", ring.active_kid());
+    Ok(())
+}
+
+async fn rewrap_all(store: &dyn Store, ring: &Keyring) -> anyhow::Result<u64> {
+    let mut done = 0u64;
+    loop {
+        let batch = store.wrapped_not_under(ring.active_kid(), 500).await?;
+        if batch.is_empty() {
+            return Ok(done);
+        }
+        for v in &batch {
+            let binding = crate::crypto::Binding { tenant: &v.tenant_id, path: &v.path, version: v.version };
+            let new = ring.rewrap(&binding, &v.sealed)?;
+            if store.replace_wrap(v, &new).await? {
+                done += 1;
+            }
+        }
+        tracing::info!(done, "re-wrapping data keys");
+    }
+}

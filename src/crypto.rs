@@ -1,0 +1,709 @@
+//! Envelope encryption of secret values and the master keyring.
+//!
+//! This module owns every use of key material in Airlock. Each secret
+//! version is sealed with a fresh random 256-bit data key under AES-256-GCM;
+//! the data key is itself sealed (AES-256-GCM, fresh nonce) by the keyring's
+//! active master key. Associated data binds tenant, path, version and the
+//! master key id, so a ciphertext cannot be moved to another row. The module
+//! also owns the keyring: master keys, their ids (`mk_` + 8 hex chars of the
+//! key's SHA-256), and the 0600 JSON keyring file. Data keys and master keys
+//! only ever live in `Zeroizing` buffers, and no key byte appears in any
+//! `Debug` output, `Display` output or error message.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+/// Errors from sealing, opening and keyring handling. No variant ever
+/// carries key material.
+#[derive(thiserror::Error, Debug)]
+pub enum CryptoError {
+    #[error("ciphertext is sealed under master key '{0}', which is not in the keyring")]
+    UnknownKey(String),
+    #[error("ciphertext failed authentication: it was altered or belongs to another record")]
+    Decrypt,
+    #[error("malformed input: {0}")]
+    Malformed(&'static str),
+    #[error("I/O error on {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("keyring file {}: {reason}", path.display())]
+    KeyFile { path: PathBuf, reason: String },
+    #[error("keyring file {} already exists; refusing to overwrite it", .0.display())]
+    AlreadyExists(PathBuf),
+    #[error("AIRLOCK_MASTER_KEY is invalid: {0}")]
+    BadEnvKey(String),
+}
+
+/// The row a sealed value belongs to; bound into the AEAD associated data.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    pub tenant: &'a str,
+    pub path: &'a str,
+    pub version: i64,
+}
+
+impl Binding<'_> {
+    /// `airlock/v1/<label>\0tenant\0path\0version`. NUL is refused in tenant
+    /// and path so that the encoding stays unambiguous.
+    fn aad(&self, label: &str) -> Result<Vec<u8>, CryptoError> {
+        if self.tenant.contains('\0') || self.path.contains('\0') {
+            return Err(CryptoError::Malformed(
+                "tenant and path must not contain NUL bytes",
+            ));
+        }
+        let s = format!(
+            "airlock/v1/{label}\0{}\0{}\0{}",
+            self.tenant, self.path, self.version
+        );
+        Ok(s.into_bytes())
+    }
+
+    fn value_aad(&self) -> Result<Vec<u8>, CryptoError> {
+        self.aad("value")
+    }
+
+    fn wrap_aad(&self, kid: &str) -> Result<Vec<u8>, CryptoError> {
+        let mut aad = self.aad("wrap")?;
+        aad.push(0);
+        aad.extend_from_slice(kid.as_bytes());
+        Ok(aad)
+    }
+}
+
+/// One sealed secret version: the data key wrapped under master key `kid`,
+/// and the value encrypted under the data key. Both blobs are
+/// `nonce (12 bytes) || ciphertext || tag (16 bytes)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub kid: String,
+    pub wrapped_key: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealed")
+            .field("kid", &self.kid)
+            .field("wrapped_key_len", &self.wrapped_key.len())
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
+fn fill_random(buf: &mut [u8]) {
+    getrandom::getrandom(buf).expect("the OS random number generator failed");
+}
+
+fn cipher(key: &[u8; KEY_LEN]) -> Aes256Gcm {
+    Aes256Gcm::new(key.into())
+}
+
+/// AES-256-GCM with a fresh random nonce; returns `nonce || ct+tag`.
+fn encrypt(key: &[u8; KEY_LEN], msg: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce);
+    let ct = cipher(key)
+        .encrypt(&Nonce::from(nonce), Payload { msg, aad })
+        .map_err(|_| CryptoError::Malformed("plaintext too large to encrypt"))?;
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+fn decrypt(
+    key: &[u8; KEY_LEN],
+    blob: &[u8],
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let (nonce, msg) = blob
+        .split_first_chunk::<NONCE_LEN>()
+        .filter(|(_, rest)| rest.len() >= TAG_LEN)
+        .ok_or(CryptoError::Malformed(
+            "sealed blob is shorter than nonce and tag",
+        ))?;
+    cipher(key)
+        .decrypt(nonce.into(), Payload { msg, aad })
+        .map(Zeroizing::new)
+        .map_err(|_| CryptoError::Decrypt)
+}
+
+fn to_key(bytes: &[u8]) -> Option<Zeroizing<[u8; KEY_LEN]>> {
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    (bytes.len() == KEY_LEN).then(|| {
+        key.copy_from_slice(bytes);
+        key
+    })
+}
+
+fn kid_for(key: &[u8; KEY_LEN]) -> String {
+    format!("mk_{}", hex::encode(&Sha256::digest(key)[..4]))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Clone)]
+struct MasterKey {
+    kid: String,
+    key: Zeroizing<[u8; KEY_LEN]>,
+    created_at: u64,
+}
+
+impl MasterKey {
+    fn new(key: Zeroizing<[u8; KEY_LEN]>, created_at: u64) -> Self {
+        MasterKey {
+            kid: kid_for(&key),
+            key,
+            created_at,
+        }
+    }
+
+    fn fresh() -> Self {
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        fill_random(&mut key[..]);
+        Self::new(key, now())
+    }
+}
+
+/// Master keys by id; one is active (used for wrapping), all can unwrap.
+#[derive(Clone)]
+pub struct Keyring {
+    keys: Vec<MasterKey>,
+    active: String,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("active", &self.active)
+            .field("kids", &self.kids().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// On-disk form of the keyring file.
+#[derive(Serialize, Deserialize)]
+struct KeyFileDoc {
+    active: String,
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct KeyEntry {
+    kid: String,
+    key: String,
+    created_at: u64,
+}
+
+impl KeyEntry {
+    fn parse(&self) -> Result<MasterKey, String> {
+        let bytes = B64.decode(&self.key).map(Zeroizing::new);
+        let bytes = bytes.map_err(|_| format!("key '{}' is not valid base64", self.kid))?;
+        let key = to_key(&bytes).ok_or_else(|| format!("key '{}' is not 32 bytes", self.kid))?;
+        let mk = MasterKey::new(key, self.created_at);
+        if mk.kid != self.kid {
+            return Err(format!(
+                "key listed as '{}' has id '{}'; the file is corrupt",
+                self.kid, mk.kid
+            ));
+        }
+        Ok(mk)
+    }
+}
+
+impl Keyring {
+    fn single(mk: MasterKey) -> Keyring {
+        Keyring {
+            active: mk.kid.clone(),
+            keys: vec![mk],
+        }
+    }
+
+    fn validated(keys: Vec<MasterKey>, active: String) -> Result<Keyring, String> {
+        for (i, k) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|o| o.kid == k.kid) {
+                return Err(format!("key '{}' is listed twice", k.kid));
+            }
+        }
+        let ring = Keyring { keys, active };
+        if !ring.has_kid(&ring.active) {
+            return Err(format!(
+                "active key '{}' is not among the keys",
+                ring.active
+            ));
+        }
+        Ok(ring)
+    }
+
+    fn key(&self, kid: &str) -> Option<&MasterKey> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    fn active_key(&self) -> &MasterKey {
+        self.key(&self.active)
+            .expect("keyring invariant: active key is present")
+    }
+
+    /// A keyring with one fresh random master key, active.
+    pub fn generate() -> Keyring {
+        Self::single(MasterKey::fresh())
+    }
+
+    /// Generate a keyring and write it to a new 0600 file at `path`.
+    pub fn create_file(path: &Path) -> Result<Keyring, CryptoError> {
+        let ring = Self::generate();
+        write_atomic(path, &ring.to_json(), false)?;
+        Ok(ring)
+    }
+
+    /// Load a keyring file; refuses files readable or writable by group/others.
+    pub fn load_file(path: &Path) -> Result<Keyring, CryptoError> {
+        let bytes = read_private(path)?;
+        Self::from_json(&bytes).map_err(|reason| key_file_err(path, reason))
+    }
+
+    /// A single-key keyring from `AIRLOCK_MASTER_KEY` (base64 of 32 bytes).
+    pub fn from_env_value(b64: &str) -> Result<Keyring, CryptoError> {
+        let bad = |r: String| CryptoError::BadEnvKey(r);
+        let bytes = B64.decode(b64.trim()).map(Zeroizing::new);
+        let bytes = bytes.map_err(|_| bad("not valid base64 (standard alphabet)".into()))?;
+        let key = to_key(&bytes)
+            .ok_or_else(|| bad(format!("decodes to {} bytes; expected 32", bytes.len())))?;
+        Ok(Self::single(MasterKey::new(key, now())))
+    }
+
+    /// A copy with one new key added and made active; old keys stay for reading.
+    pub fn rotated(&self) -> Keyring {
+        let mk = loop {
+            let mk = MasterKey::fresh();
+            if !self.has_kid(&mk.kid) {
+                break mk;
+            }
+        };
+        let mut ring = self.clone();
+        ring.active = mk.kid.clone();
+        ring.keys.push(mk);
+        ring
+    }
+
+    /// Write the keyring atomically (temp file, fsync, rename) with mode 0600.
+    pub fn write_file(&self, path: &Path) -> Result<(), CryptoError> {
+        write_atomic(path, &self.to_json(), true)
+    }
+
+    pub fn active_kid(&self) -> &str {
+        &self.active
+    }
+
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.kid.as_str())
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.key(kid).is_some()
+    }
+
+    fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        let entry = |k: &MasterKey| KeyEntry {
+            kid: k.kid.clone(),
+            key: B64.encode(&k.key[..]),
+            created_at: k.created_at,
+        };
+        let doc = KeyFileDoc {
+            active: self.active.clone(),
+            keys: self.keys.iter().map(entry).collect(),
+        };
+        // Pre-size so the buffer never reallocates and leaves key copies behind.
+        let mut buf = Zeroizing::new(Vec::with_capacity(256 + 256 * self.keys.len()));
+        serde_json::to_writer_pretty(&mut *buf, &doc).expect("serializing to memory cannot fail");
+        buf.push(b'\n');
+        buf
+    }
+
+    fn from_json(bytes: &[u8]) -> Result<Keyring, String> {
+        // serde_json messages can quote input, so report only kind and position.
+        let doc: KeyFileDoc = serde_json::from_slice(bytes).map_err(|e| {
+            format!(
+                "not a valid keyring ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })?;
+        let keys = doc
+            .keys
+            .iter()
+            .map(KeyEntry::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::validated(keys, doc.active.clone())
+    }
+
+    /// Seal `plaintext` for row `b` under a fresh data key.
+    pub fn seal(&self, b: &Binding, plaintext: &[u8]) -> Result<Sealed, CryptoError> {
+        let mut dk = Zeroizing::new([0u8; KEY_LEN]);
+        fill_random(&mut dk[..]);
+        let ciphertext = encrypt(&dk, plaintext, &b.value_aad()?)?;
+        self.wrap(b, &dk, ciphertext)
+    }
+
+    /// Open a sealed value for row `b`.
+    pub fn open(&self, b: &Binding, s: &Sealed) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let dk = self.unwrap(b, s)?;
+        decrypt(&dk, &s.ciphertext, &b.value_aad()?)
+    }
+
+    /// Re-wrap the data key under the active master key; ciphertext unchanged.
+    pub fn rewrap(&self, b: &Binding, s: &Sealed) -> Result<Sealed, CryptoError> {
+        let dk = self.unwrap(b, s)?;
+        self.wrap(b, &dk, s.ciphertext.clone())
+    }
+
+    fn wrap(
+        &self,
+        b: &Binding,
+        dk: &[u8; KEY_LEN],
+        ciphertext: Vec<u8>,
+    ) -> Result<Sealed, CryptoError> {
+        let mk = self.active_key();
+        let wrapped_key = encrypt(&mk.key, dk, &b.wrap_aad(&mk.kid)?)?;
+        Ok(Sealed {
+            kid: mk.kid.clone(),
+            wrapped_key,
+            ciphertext,
+        })
+    }
+
+    fn unwrap(&self, b: &Binding, s: &Sealed) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
+        let mk = self
+            .key(&s.kid)
+            .ok_or_else(|| CryptoError::UnknownKey(s.kid.clone()))?;
+        let dk = decrypt(&mk.key, &s.wrapped_key, &b.wrap_aad(&s.kid)?)?;
+        to_key(&dk).ok_or(CryptoError::Malformed(
+            "unwrapped data key has the wrong length",
+        ))
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(io::Error) -> CryptoError + '_ {
+    move |source| CryptoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn key_file_err(path: &Path, reason: String) -> CryptoError {
+    CryptoError::KeyFile {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let meta = file.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(key_file_err(path, "not a regular file".into()));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        let reason = format!(
+            "mode is {mode:04o}, so group or others can access the master keys; \
+             run `chmod 600 {}` and try again",
+            path.display()
+        );
+        return Err(key_file_err(path, reason));
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
+    file.read_to_end(&mut buf).map_err(io_err(path))?;
+    Ok(buf)
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Write to a temp file in the same dir, fsync, then rename (or hard-link
+/// when `overwrite` is false, which fails atomically if `path` exists).
+fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), CryptoError> {
+    let mut suffix = [0u8; 8];
+    fill_random(&mut suffix);
+    let name = path
+        .file_name()
+        .map_or("keyring".into(), |n| n.to_string_lossy());
+    let tmp = parent_dir(path).join(format!(".{name}.tmp-{}", hex::encode(suffix)));
+    let res = write_new(&tmp, bytes).and_then(|()| publish(&tmp, path, overwrite));
+    if res.is_err() || !overwrite {
+        let _ = fs::remove_file(&tmp);
+    }
+    res?;
+    let dir = parent_dir(path);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+fn write_new(tmp: &Path, bytes: &[u8]) -> Result<(), CryptoError> {
+    let opts = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .clone();
+    let mut f = opts.open(tmp).map_err(io_err(tmp))?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .and_then(|()| f.write_all(bytes))
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(tmp))
+}
+
+fn publish(tmp: &Path, path: &Path, overwrite: bool) -> Result<(), CryptoError> {
+    if overwrite {
+        return fs::rename(tmp, path).map_err(io_err(path));
+    }
+    fs::hard_link(tmp, path).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => CryptoError::AlreadyExists(path.to_path_buf()),
+        _ => io_err(path)(e),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind<'a>(tenant: &'a str, path: &'a str, version: i64) -> Binding<'a> {
+        Binding {
+            tenant,
+            path,
+            version,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let ring = Keyring::generate();
+        let b = bind("acme", "db/password", 3);
+        let s = ring.seal(&b, b"hunter2").unwrap();
+        assert_eq!(s.kid, ring.active_kid());
+        assert_eq!(&ring.open(&b, &s).unwrap()[..], b"hunter2");
+        assert_eq!(
+            &ring.open(&b, &ring.seal(&b, b"").unwrap()).unwrap()[..],
+            b""
+        );
+    }
+
+    #[test]
+    fn wrong_binding_fails() {
+        let ring = Keyring::generate();
+        let s = ring.seal(&bind("acme", "db/pw", 1), b"v").unwrap();
+        for b in [
+            bind("evil", "db/pw", 1),
+            bind("acme", "db/pw2", 1),
+            bind("acme", "db/pw", 2),
+        ] {
+            assert!(
+                matches!(ring.open(&b, &s), Err(CryptoError::Decrypt)),
+                "{b:?}"
+            );
+        }
+        let nul = bind("acme\0db", "pw", 1);
+        assert!(matches!(
+            ring.seal(&nul, b"v"),
+            Err(CryptoError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn swapped_ciphertext_fails() {
+        let ring = Keyring::generate();
+        let b = bind("acme", "k", 1);
+        let s1 = ring.seal(&b, b"one").unwrap();
+        let s2 = ring.seal(&b, b"two").unwrap();
+        let mixed = Sealed {
+            ciphertext: s2.ciphertext.clone(),
+            ..s1.clone()
+        };
+        assert!(matches!(ring.open(&b, &mixed), Err(CryptoError::Decrypt)));
+        let mixed = Sealed {
+            wrapped_key: s2.wrapped_key,
+            ..s1
+        };
+        assert!(matches!(ring.open(&b, &mixed), Err(CryptoError::Decrypt)));
+    }
+
+    #[test]
+    fn tampering_one_byte_fails() {
+        let ring = Keyring::generate();
+        let b = bind("acme", "k", 1);
+        let s = ring.seal(&b, b"secret value").unwrap();
+        for i in 0..s.ciphertext.len() {
+            let mut t = s.clone();
+            t.ciphertext[i] ^= 1;
+            assert!(matches!(ring.open(&b, &t), Err(CryptoError::Decrypt)));
+        }
+        let mut t = s.clone();
+        t.wrapped_key[20] ^= 0x80;
+        assert!(matches!(ring.open(&b, &t), Err(CryptoError::Decrypt)));
+        t.wrapped_key.truncate(5);
+        assert!(matches!(ring.open(&b, &t), Err(CryptoError::Malformed(_))));
+    }
+
+    #[test]
+    fn rewrap_after_rotation() {
+        let old = Keyring::generate();
+        let b = bind("acme", "k", 7);
+        let s = old.seal(&b, b"value").unwrap();
+        let new = old.rotated();
+        assert_ne!(new.active_kid(), old.active_kid());
+        assert!(new.has_kid(old.active_kid()));
+        assert_eq!(new.kids().count(), 2);
+        assert_eq!(&new.open(&b, &s).unwrap()[..], b"value");
+        let r = new.rewrap(&b, &s).unwrap();
+        assert_eq!(r.kid, new.active_kid());
+        assert_eq!(r.ciphertext, s.ciphertext);
+        assert_eq!(&new.open(&b, &r).unwrap()[..], b"value");
+        // The old ring lacks the new kid.
+        match old.open(&b, &r) {
+            Err(e @ CryptoError::UnknownKey(_)) => {
+                assert!(e.to_string().contains(new.active_kid()))
+            }
+            other => panic!("expected UnknownKey, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_kid() {
+        let b = bind("acme", "k", 1);
+        let s = Keyring::generate().seal(&b, b"v").unwrap();
+        let other = Keyring::generate();
+        assert!(matches!(other.open(&b, &s), Err(CryptoError::UnknownKey(k)) if k == s.kid));
+        assert!(matches!(
+            other.rewrap(&b, &s),
+            Err(CryptoError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn kid_format() {
+        let ring = Keyring::generate();
+        let kid = ring.active_kid();
+        assert_eq!(kid.len(), 11);
+        assert!(kid.starts_with("mk_"));
+        assert!(kid[3..].chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
+        assert_eq!(kid, kid_for(&ring.keys[0].key));
+    }
+
+    #[test]
+    fn file_round_trip_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let ring = Keyring::create_file(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(matches!(
+            Keyring::create_file(&path),
+            Err(CryptoError::AlreadyExists(_))
+        ));
+
+        let rotated = Keyring::load_file(&path).unwrap().rotated();
+        rotated.write_file(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let loaded = Keyring::load_file(&path).unwrap();
+        assert_eq!(loaded.active_kid(), rotated.active_kid());
+        assert_eq!(
+            loaded.kids().collect::<Vec<_>>(),
+            rotated.kids().collect::<Vec<_>>()
+        );
+        assert_eq!(loaded.keys[0].created_at, ring.keys[0].created_at);
+
+        let b = bind("t", "p", 1);
+        let s = ring.seal(&b, b"x").unwrap();
+        assert_eq!(&loaded.open(&b, &s).unwrap()[..], b"x");
+        // No temp files are left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn world_readable_file_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        Keyring::generate().write_file(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Keyring::load_file(&path).unwrap_err();
+        assert!(matches!(err, CryptoError::KeyFile { .. }));
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_file_errors_hide_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.json");
+        let key = B64.encode([7u8; 32]);
+        let bad = format!(
+            r#"{{"active":"mk_00000000","keys":[{{"kid":"mk_00000000","key":"{key}","created_at":"{key}"}}]}}"#
+        );
+        fs::write(&path, &bad).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let err = Keyring::load_file(&path).unwrap_err().to_string();
+        assert!(!err.contains(&key), "{err}");
+        fs::write(
+            &path,
+            bad.replace(&format!("\"created_at\":\"{key}\""), "\"created_at\":1"),
+        )
+        .unwrap();
+        let err = Keyring::load_file(&path).unwrap_err().to_string();
+        assert!(err.contains("corrupt") && !err.contains(&key), "{err}");
+    }
+
+    #[test]
+    fn env_value() {
+        let key = B64.encode([9u8; 32]);
+        let ring = Keyring::from_env_value(&format!("{key}\n")).unwrap();
+        assert_eq!(ring.active_kid(), kid_for(&[9u8; 32]));
+        let short = B64.encode([9u8; 16]);
+        for bad in [short.as_str(), "not base64!!"] {
+            let err = Keyring::from_env_value(bad).unwrap_err();
+            assert!(matches!(err, CryptoError::BadEnvKey(_)));
+            assert!(!err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_has_no_key_bytes() {
+        let ring = Keyring::generate().rotated();
+        let s = ring.seal(&bind("t", "p", 1), b"plaintext").unwrap();
+        let dbg = format!("{ring:?} {s:?} {:#?}", s);
+        for k in &ring.keys {
+            assert!(!dbg.contains(&B64.encode(&k.key[..])), "{dbg}");
+            assert!(!dbg.contains(&hex::encode(&k.key[..])), "{dbg}");
+            assert!(dbg.contains(&k.kid));
+        }
+        assert!(!dbg.contains(&format!("{:?}", s.ciphertext)), "{dbg}");
+        assert!(dbg.contains("ciphertext_len"));
+    }
+}

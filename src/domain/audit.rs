@@ -1,0 +1,215 @@
+//! The audit trail as data: what one audit record holds and how records are chained.
+//! Each record's hash covers its own fields and the previous record's hash, so editing,
+//! removing or reordering a stored record breaks the chain at that record.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the first record of every tenant's chain.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The event types the server records.
+pub mod kind {
+    pub const SECRET_CREATE: &str = "secret.create";
+    pub const SECRET_READ: &str = "secret.read";
+    pub const SECRET_LIST: &str = "secret.list";
+    pub const SECRET_UPDATE: &str = "secret.update";
+    pub const SECRET_ROTATE: &str = "secret.rotate";
+    pub const SECRET_DELETE: &str = "secret.delete";
+    pub const SECRET_UNDELETE: &str = "secret.undelete";
+    pub const SECRET_DESTROY: &str = "secret.destroy";
+    pub const KEY_CREATE: &str = "key.create";
+    pub const KEY_REVOKE: &str = "key.revoke";
+    pub const TENANT_CREATE: &str = "tenant.create";
+    pub const AUTH_FAILURE: &str = "auth.failure";
+}
+
+/// What a caller hands to the store; the store assigns the position in the chain.
+#[derive(Debug, Clone)]
+pub struct AuditDraft {
+    pub id: String,
+    pub kind: &'static str,
+    pub path: Option<String>,
+    pub actor: String,
+    pub actor_description: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub timestamp_ms: i64,
+    pub success: bool,
+    /// Free-form JSON detail (version numbers, error codes). Never a secret value.
+    pub detail: serde_json::Value,
+}
+
+/// One stored record of a tenant's chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub id: String,
+    #[serde(skip)]
+    pub tenant_id: String,
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: Option<String>,
+    pub actor: String,
+    pub actor_description: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    #[serde(rename = "timestamp", serialize_with = "crate::domain::time::serialize_ms")]
+    pub timestamp_ms: i64,
+    pub success: bool,
+    pub detail: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// Places a draft at `seq` after `prev_hash` and computes its hash.
+    pub fn chain(tenant_id: &str, seq: i64, prev_hash: &str, d: AuditDraft) -> AuditRecord {
+        let mut r = AuditRecord {
+            id: d.id,
+            tenant_id: tenant_id.to_owned(),
+            seq,
+            kind: d.kind.to_owned(),
+            path: d.path,
+            actor: d.actor,
+            actor_description: d.actor_description,
+            ip: d.ip,
+            user_agent: d.user_agent,
+            timestamp_ms: d.timestamp_ms,
+            success: d.success,
+            detail: d.detail,
+            prev_hash: prev_hash.to_owned(),
+            hash: String::new(),
+        };
+        r.hash = r.compute_hash();
+        r
+    }
+
+    /// The hash this record should carry given its fields and `prev_hash`.
+    /// The fields are encoded as one JSON array, which is unambiguous.
+    pub fn compute_hash(&self) -> String {
+        let canonical = serde_json::json!([
+            self.prev_hash,
+            self.id,
+            self.tenant_id,
+            self.seq,
+            self.kind,
+            self.path,
+            self.actor,
+            self.actor_description,
+            self.ip,
+            self.user_agent,
+            self.timestamp_ms,
+            self.success,
+            self.detail.to_string(),
+        ]);
+        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    }
+}
+
+/// Where a chain stops verifying.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BrokenLink {
+    pub id: String,
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// Walks records in `seq` order and reports the first one that does not verify.
+pub struct ChainVerifier {
+    expected_prev: String,
+    expected_seq: i64,
+    pub checked: u64,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        ChainVerifier { expected_prev: GENESIS_HASH.to_owned(), expected_seq: 1, checked: 0 }
+    }
+}
+
+impl ChainVerifier {
+    pub fn check(&mut self, r: &AuditRecord) -> Result<(), BrokenLink> {
+        let broken = |reason: &str| BrokenLink { id: r.id.clone(), seq: r.seq, reason: reason.to_owned() };
+        if r.seq != self.expected_seq {
+            return Err(broken(&format!("sequence gap: expected {}, found {}", self.expected_seq, r.seq)));
+        }
+        if r.prev_hash != self.expected_prev {
+            return Err(broken("prev_hash does not match the hash of the record before it"));
+        }
+        if r.compute_hash() != r.hash {
+            return Err(broken("record contents do not match its hash (the record was altered)"));
+        }
+        self.expected_prev = r.hash.clone();
+        self.expected_seq += 1;
+        self.checked += 1;
+        Ok(())
+    }
+
+    /// After the last record: the chain head the store keeps must match.
+    pub fn finish(&self, head_seq: i64, head_hash: &str) -> Result<(), BrokenLink> {
+        if head_seq != self.expected_seq - 1 || head_hash != self.expected_prev {
+            return Err(BrokenLink {
+                id: String::new(),
+                seq: head_seq,
+                reason: "chain head does not match the last record (records were removed)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(n: i64) -> AuditDraft {
+        AuditDraft {
+            id: format!("evt_{n}"),
+            kind: kind::SECRET_READ,
+            path: Some("a/b".into()),
+            actor: "key_1".into(),
+            actor_description: None,
+            ip: Some("127.0.0.1".into()),
+            user_agent: None,
+            timestamp_ms: 1_000 + n,
+            success: true,
+            detail: serde_json::json!({"version": 1}),
+        }
+    }
+
+    fn chain(n: i64) -> Vec<AuditRecord> {
+        let mut prev = GENESIS_HASH.to_owned();
+        (1..=n)
+            .map(|i| {
+                let r = AuditRecord::chain("t1", i, &prev, draft(i));
+                prev = r.hash.clone();
+                r
+            })
+            .collect()
+    }
+
+    fn verify(records: &[AuditRecord]) -> Result<(), BrokenLink> {
+        let mut v = ChainVerifier::default();
+        records.iter().try_for_each(|r| v.check(r))
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        assert_eq!(verify(&chain(5)), Ok(()));
+    }
+
+    #[test]
+    fn edited_record_is_named() {
+        let mut c = chain(5);
+        c[2].actor = "someone_else".into();
+        assert_eq!(verify(&c).unwrap_err().id, "evt_3");
+    }
+
+    #[test]
+    fn removed_record_is_named() {
+        let mut c = chain(5);
+        c.remove(1);
+        assert_eq!(verify(&c).unwrap_err().id, "evt_3");
+    }
+}

@@ -1,0 +1,11 @@
+//! Airlock keeps credentials away from AI agents: a central secret API stores secrets
+//! encrypted and audited, and (in later work) a sidecar proxy injects them into agents'
+//! outbound requests. This crate is the one `airlock` binary and its parts.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod client;
+pub mod crypto;
+pub mod domain;
+pub mod server;
+pub mod store;

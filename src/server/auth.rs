@@ -1,0 +1,244 @@
+//! Who is calling: bearer credentials (API keys `ak_…`, scoped tokens `at_…`) are looked up
+//! by their SHA-256, checked for revocation and expiry, rate-limited per credential, and
+//! turned into a `Caller` that handlers ask for scopes and audit drafts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::audit::{AuditDraft, kind};
+use crate::domain::rate::Rate;
+use crate::domain::time::now_ms;
+use crate::domain::{Scope, ScopeSet, SecretAction, SecretPath};
+use crate::store::{Credential, CredentialKind};
+
+/// The chain that records failures no tenant can be named for (unknown credentials).
+pub const SYSTEM_TENANT: &str = "_system";
+
+/// A new credential's secret: `<prefix>_` and 48 hex characters of OS randomness.
+pub fn new_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::getrandom(&mut bytes).expect("the OS random number generator failed");
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug)]
+pub struct Caller {
+    pub credential: Credential,
+    pub scopes: ScopeSet,
+    pub ip: IpAddr,
+    pub user_agent: Option<String>,
+}
+
+impl Caller {
+    pub fn tenant(&self) -> &str {
+        &self.credential.tenant_id
+    }
+
+    pub fn can(&self, action: SecretAction, path: &SecretPath) -> bool {
+        self.scopes.allows_secret(action, path)
+    }
+
+    pub fn has(&self, scope: &Scope) -> bool {
+        self.scopes.has(scope)
+    }
+
+    /// An audit record of this caller doing `kind`, successful unless marked otherwise.
+    pub fn draft(&self, kind: &'static str, path: Option<&str>) -> AuditDraft {
+        AuditDraft {
+            id: new_id("evt"),
+            kind,
+            path: path.map(str::to_owned),
+            actor: self.credential.id.clone(),
+            actor_description: Some(self.credential.name.clone()),
+            ip: Some(self.ip.to_string()),
+            user_agent: self.user_agent.clone(),
+            timestamp_ms: now_ms(),
+            success: true,
+            detail: serde_json::json!({}),
+        }
+    }
+}
+
+/// The extractor handlers take: the caller that `authenticate` admitted.
+pub struct Authed(pub Arc<Caller>);
+
+impl std::ops::Deref for Authed {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Arc<Caller>>()
+            .cloned()
+            .map(Authed)
+            .ok_or_else(|| ApiError::unauthorized("this endpoint needs an Authorization: Bearer credential"))
+    }
+}
+
+type KeyedLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// Per-credential request budget (GCRA), reported in `X-RateLimit-*` headers.
+pub struct RateLimits {
+    limiter: KeyedLimiter,
+    rate: Rate,
+}
+
+struct Budget {
+    remaining: u32,
+    reset_secs: u64,
+}
+
+impl RateLimits {
+    pub fn new(rate: Rate) -> RateLimits {
+        let quota = Quota::with_period(rate.interval()).expect("rate interval is never zero").allow_burst(rate.count);
+        RateLimits { limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(), rate }
+    }
+
+    fn check(&self, key: &str) -> Result<Budget, ApiError> {
+        match self.limiter.check_key(&key.to_owned()) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let used = self.rate.count.get() - remaining;
+                let reset = self.rate.interval() * used;
+                Ok(Budget { remaining, reset_secs: reset.as_secs_f64().ceil() as u64 })
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(ApiError::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64))
+            }
+        }
+    }
+
+    fn headers(&self, headers: &mut HeaderMap, budget: &Budget) {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(self.rate.count.get()));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(budget.remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(budget.reset_secs));
+    }
+
+    /// Forgets credentials that have not been seen for a while.
+    pub fn shrink(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get("authorization")
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization header; send 'Authorization: Bearer <key or token>'"))?;
+    let value = value.to_str().map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthorized("Authorization must use the Bearer scheme"))?;
+    Ok(token.trim())
+}
+
+/// Middleware on every `/v1` route.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let user_agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let caller = match identify(&state, req.headers(), peer.ip(), user_agent).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let budget = match state.rate_limits.check(&caller.credential.id) {
+        Ok(budget) => budget,
+        Err(e) => return e.into_response(),
+    };
+    req.extensions_mut().insert(Arc::new(caller));
+    let mut resp = next.run(req).await;
+    state.rate_limits.headers(resp.headers_mut(), &budget);
+    resp
+}
+
+async fn identify(state: &AppState, headers: &HeaderMap, ip: IpAddr, user_agent: Option<String>) -> Result<Caller, ApiError> {
+    let secret = bearer(headers)?;
+    let hash = hash_secret(secret);
+    let found = state.store.credential_by_hash(&hash).await?;
+    let credential = match found {
+        Some(c) if bool::from(c.secret_hash.as_bytes().ct_eq(hash.as_bytes())) => c,
+        _ => {
+            let failure = auth_failure(None, "unknown credential", ip, user_agent);
+            return Err(refuse(state, SYSTEM_TENANT, failure, "unknown API key or token").await);
+        }
+    };
+    if let Some(problem) = unusable(&credential, now_ms()) {
+        let failure = auth_failure(Some(&credential), problem, ip, user_agent);
+        return Err(refuse(state, &credential.tenant_id, failure, problem).await);
+    }
+    let scopes = ScopeSet::parse_list(&credential.scopes).map_err(|e| ApiError::internal(&e))?;
+    Ok(Caller { credential, scopes, ip, user_agent })
+}
+
+/// Why a known credential may not be used now, if it may not.
+fn unusable(c: &Credential, now: i64) -> Option<&'static str> {
+    if c.revoked_at.is_some() {
+        return Some(match c.kind {
+            CredentialKind::Token => "this token was revoked",
+            _ => "this key was revoked",
+        });
+    }
+    match c.expires_at {
+        Some(t) if t <= now => Some("this token has expired; mint a new one"),
+        _ => None,
+    }
+}
+
+fn auth_failure(c: Option<&Credential>, reason: &str, ip: IpAddr, user_agent: Option<String>) -> AuditDraft {
+    AuditDraft {
+        id: new_id("evt"),
+        kind: kind::AUTH_FAILURE,
+        path: None,
+        actor: c.map_or_else(|| "unknown".to_owned(), |c| c.id.clone()),
+        actor_description: c.map(|c| c.name.clone()),
+        ip: Some(ip.to_string()),
+        user_agent,
+        timestamp_ms: now_ms(),
+        success: false,
+        detail: serde_json::json!({ "reason": reason }),
+    }
+}
+
+/// Records the failure (fail closed: if it cannot be recorded the answer is 500) and
+/// returns the 401 to send.
+async fn refuse(state: &AppState, tenant: &str, failure: AuditDraft, message: &str) -> ApiError {
+    match state.store.record(tenant, failure, None).await {
+        Ok(()) => ApiError::unauthorized(message),
+        Err(e) => ApiError::internal(&e),
+    }
+}
+

@@ -1,0 +1,131 @@
+//! The API's error shape: `{"error":{"code","message",…}}` with one status per code.
+//! Client mistakes carry a message that says what to fix; server faults are logged with
+//! their cause and shown to the client only as `internal_error`.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    Unauthorized,
+    PermissionDenied,
+    NotFound,
+    Conflict,
+    ValidationError,
+    RateLimited,
+    Internal,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::ValidationError => "validation_error",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal_error",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub extra: Map<String, Value>,
+    pub retry_after_secs: Option<u64>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into(), extra: Map::new(), retry_after_secs: None }
+    }
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::InvalidRequest, message)
+    }
+    pub fn validation(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::ValidationError, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Unauthorized, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Conflict, message)
+    }
+    pub fn permission_denied(path: Option<&str>, required_scope: &str) -> ApiError {
+        let target = path.map(|p| format!(" on '{p}'")).unwrap_or_default();
+        let mut e = ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!("this credential lacks scope '{required_scope}'{target}"),
+        );
+        if let Some(p) = path {
+            e.extra.insert("path".into(), p.into());
+        }
+        e.extra.insert("required_scope".into(), required_scope.into());
+        e
+    }
+    pub fn rate_limited(retry_after_secs: u64) -> ApiError {
+        let mut e = ApiError::new(
+            ErrorCode::RateLimited,
+            format!("rate limit exceeded for this credential; retry in {retry_after_secs} s"),
+        );
+        e.retry_after_secs = Some(retry_after_secs);
+        e
+    }
+    /// A server-side fault: the cause goes to the log, the client sees a generic message.
+    pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(ErrorCode::Internal, "internal error; the server log has the details")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound => ApiError::not_found("not found"),
+            StoreError::Conflict(m) => ApiError::conflict(m),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = self.extra;
+        body.insert("code".into(), self.code.as_str().into());
+        body.insert("message".into(), self.message.into());
+        let mut resp = (self.code.status(), axum::Json(json!({ "error": body }))).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
+        }
+        resp
+    }
+}

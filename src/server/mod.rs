@@ -1,0 +1,175 @@
+//! The central secret API (`airlock server`): axum routes over the `Store`, with
+//! authentication and per-credential rate limits in front of every `/v1` route, metrics
+//! around everything, and background upkeep (keyring refresh, retention sweep).
+
+pub mod auth;
+mod error;
+mod extract;
+mod master_keys;
+mod ops;
+mod secrets;
+mod tenancy;
+mod trail;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+pub use error::{ApiError, ErrorCode};
+pub use master_keys::MasterKeys;
+pub use tenancy::user_key;
+
+use crate::domain::audit::kind;
+use crate::domain::rate::Rate;
+use crate::store::Store;
+
+/// Validated settings of one server process.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub rate_limit: Rate,
+    /// How long a soft-deleted secret can be undeleted.
+    pub soft_delete_retention: Duration,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<MasterKeys>,
+    pub rate_limits: Arc<auth::RateLimits>,
+    pub metrics: Option<PrometheusHandle>,
+    pub config: Arc<ServerConfig>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/secrets", post(secrets::create).get(secrets::list))
+        .route(
+            "/secrets/{path}",
+            get(secrets::read).put(secrets::update).patch(secrets::patch).delete(secrets::delete),
+        )
+        .route("/secrets/{path}/rotate", post(secrets::rotate))
+        .route("/secrets/{path}/versions", get(secrets::versions))
+        .route("/secrets/{path}/undelete", post(secrets::undelete))
+        .route("/secrets/{path}/destroy", post(secrets::destroy))
+        .route("/keys", post(tenancy::create_key).get(tenancy::list_keys))
+        .route("/keys/{id}", axum::routing::delete(tenancy::revoke_key))
+        .route("/tenants", post(tenancy::create_tenant))
+        .route("/audit", get(trail::list))
+        .route("/audit/verify", get(trail::verify))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::not_found("no such endpoint; secret paths go in one URL segment, encoded: /v1/secrets/production%2Fopenai%2Fapi-key")
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, "this endpoint does not accept that HTTP method")
+}
+
+/// Request metrics labelled by route template (never by a concrete secret path).
+async fn observe(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("airlock_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("airlock_http_request_duration_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Serves until SIGINT or SIGTERM, then drains in-flight requests.
+pub async fn serve(state: AppState) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(state.config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", state.config.listen))?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(upkeep(state.clone()));
+    tracing::info!(%addr, "airlock server listening");
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("airlock server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("cannot install the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// Periodic work: pick up a rotated keyring, forget idle rate-limit state, and purge
+/// secrets whose soft-delete retention has run out.
+async fn upkeep(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut ticks: u64 = 0;
+    loop {
+        tick.tick().await;
+        ticks += 1;
+        if let Err(e) = state.keys.refresh_if_changed() {
+            tracing::error!(error = %e, "cannot reload the master keyring; keeping the loaded one");
+        }
+        if ticks % 30 == 0 {
+            state.rate_limits.shrink();
+            purge_expired_deletions(&state).await;
+        }
+    }
+}
+
+async fn purge_expired_deletions(state: &AppState) {
+    let cutoff = crate::domain::time::now_ms() - state.config.soft_delete_retention.as_millis() as i64;
+    let due = match state.store.deleted_before(cutoff).await {
+        Ok(due) => due,
+        Err(e) => return tracing::error!(error = %e, "retention sweep failed"),
+    };
+    for (tenant, path) in due {
+        let mut draft = auth_free_draft(kind::SECRET_DESTROY, &path);
+        draft.detail = serde_json::json!({ "reason": "soft-delete retention expired", "permanent": true });
+        match state.store.purge_secret(&tenant, &path, draft).await {
+            Ok(()) => tracing::info!(%tenant, %path, "purged soft-deleted secret after retention"),
+            Err(e) => tracing::error!(%tenant, %path, error = %e, "could not purge soft-deleted secret"),
+        }
+    }
+}
+
+/// An audit draft for work the server does on its own.
+fn auth_free_draft(kind: &'static str, path: &str) -> crate::domain::audit::AuditDraft {
+    crate::domain::audit::AuditDraft {
+        id: auth::new_id("evt"),
+        kind,
+        path: Some(path.to_owned()),
+        actor: "airlock-server".into(),
+        actor_description: Some("retention sweep".into()),
+        ip: None,
+        user_agent: None,
+        timestamp_ms: crate::domain::time::now_ms(),
+        success: true,
+        detail: serde_json::json!({}),
+    }
+}
+

@@ -1,0 +1,120 @@
+//! Tenants and user API keys: `/v1/tenants` (for the bootstrap key) and `/v1/keys`.
+//! A key's secret is shown once, at creation; only its hash is stored.
+
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{Authed, Caller, hash_secret, new_id, new_secret};
+use super::error::{ApiError, ApiResult};
+use super::extract::JsonBody;
+use crate::domain::audit::kind;
+use crate::domain::time::{now_ms, to_rfc3339};
+use crate::domain::{Role, Scope};
+use crate::store::{Credential, CredentialKind, Tenant};
+
+fn require(caller: &Caller, scope: Scope) -> ApiResult<()> {
+    if caller.has(&scope) {
+        Ok(())
+    } else {
+        Err(ApiError::permission_denied(None, &scope.to_string()))
+    }
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!("name '{name}' must be 1-64 characters of [A-Za-z0-9._-]")))
+    }
+}
+
+/// A user key of `role` for `tenant`, with its one-time secret.
+pub fn user_key(tenant: &str, name: &str, role: Role, extra: &[Scope]) -> (Credential, String) {
+    let secret = new_secret("ak");
+    let mut scopes: Vec<String> = role.scopes().iter().map(|s| s.to_string()).collect();
+    scopes.extend(extra.iter().map(|s| s.to_string()));
+    let credential = Credential {
+        id: new_id("key"),
+        tenant_id: tenant.to_owned(),
+        kind: CredentialKind::UserKey,
+        name: name.to_owned(),
+        role: Some(role.as_str().to_owned()),
+        scopes,
+        secret_hash: hash_secret(&secret),
+        agent_id: None,
+        minted_by: None,
+        description: None,
+        allowed_ips: Vec::new(),
+        max_uses: None,
+        uses: 0,
+        created_at: now_ms(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    (credential, secret)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyBody {
+    name: String,
+    role: Role,
+}
+
+pub async fn create_key(State(state): State<AppState>, caller: Authed, JsonBody(b): JsonBody<CreateKeyBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+    require(&caller, Scope::KeysManage)?;
+    check_name(&b.name)?;
+    let (credential, secret) = user_key(caller.tenant(), &b.name, b.role, &[]);
+    let mut audit = caller.draft(kind::KEY_CREATE, None);
+    audit.detail = json!({ "key_id": credential.id, "name": b.name, "role": b.role.as_str() });
+    state.store.insert_credential(&credential, audit).await?;
+    let body = json!({ "id": credential.id, "name": b.name, "role": b.role.as_str(), "key": secret });
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+pub async fn list_keys(State(state): State<AppState>, caller: Authed) -> ApiResult<Json<Value>> {
+    require(&caller, Scope::KeysManage)?;
+    let keys = state.store.list_credentials(caller.tenant(), CredentialKind::UserKey).await?;
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({ "id": k.id, "name": k.name, "role": k.role, "created_at": to_rfc3339(k.created_at) }))
+        .collect();
+    Ok(Json(json!({ "keys": keys })))
+}
+
+pub async fn revoke_key(State(state): State<AppState>, caller: Authed, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    require(&caller, Scope::KeysManage)?;
+    let mut audit = caller.draft(kind::KEY_REVOKE, None);
+    audit.detail = json!({ "key_id": id });
+    state.store.revoke_credential(caller.tenant(), &id, now_ms(), audit).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound => ApiError::not_found(format!("no active key '{id}' in this tenant")),
+        other => other.into(),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantBody {
+    name: String,
+}
+
+pub async fn create_tenant(State(state): State<AppState>, caller: Authed, JsonBody(b): JsonBody<CreateTenantBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+    require(&caller, Scope::TenantsCreate)?;
+    check_name(&b.name)?;
+    let tenant = Tenant { id: new_id("ten"), name: b.name.clone(), created_at: now_ms() };
+    let (admin, secret) = user_key(&tenant.id, "admin", Role::Admin, &[]);
+    let mut audit = caller.draft(kind::TENANT_CREATE, None);
+    audit.detail = json!({ "tenant_id": tenant.id, "name": b.name, "created_by_tenant": caller.tenant() });
+    state.store.create_tenant(&tenant, &admin, audit).await?;
+    let body = json!({ "id": tenant.id, "name": tenant.name, "admin_key": secret });
+    Ok((StatusCode::CREATED, Json(body)))
+}

@@ -1,0 +1,75 @@
+//! `/v1/audit`: reading and verifying the tenant's hash-chained audit trail.
+
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{Authed, Caller};
+use super::error::{ApiError, ApiResult};
+use super::extract::QueryParams;
+use crate::domain::Scope;
+use crate::domain::time::parse_rfc3339;
+use crate::store::AuditFilter;
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    limit: Option<i64>,
+    namespace: Option<String>,
+    actor: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    cursor: Option<String>,
+}
+
+fn require_audit(caller: &Caller) -> ApiResult<()> {
+    if caller.has(&Scope::AuditRead) {
+        Ok(())
+    } else {
+        Err(ApiError::permission_denied(None, "audit:read"))
+    }
+}
+
+fn parse_bound(name: &str, v: &Option<String>) -> ApiResult<Option<i64>> {
+    v.as_deref().map(|s| parse_rfc3339(s).map_err(|e| ApiError::invalid(format!("{name}: {e}")))).transpose()
+}
+
+/// Newest first. The cursor is the `seq` of the last record of the previous page.
+pub async fn list(State(state): State<AppState>, caller: Authed, QueryParams(q): QueryParams<AuditQuery>) -> ApiResult<Json<Value>> {
+    require_audit(&caller)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit must be between 1 and 1000, not {limit}")));
+    }
+    let before_seq = match &q.cursor {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            ApiError::invalid("bad cursor; pass back the next_cursor of a previous page unchanged")
+        })?),
+    };
+    let filter = AuditFilter {
+        namespace: q.namespace,
+        actor: q.actor,
+        kind: q.kind,
+        since_ms: parse_bound("since", &q.since)?,
+        until_ms: parse_bound("until", &q.until)?,
+        before_seq,
+        limit,
+    };
+    let events = state.store.list_audit(caller.tenant(), &filter).await?;
+    let next_cursor = (events.len() as i64 == limit).then(|| events.last().map(|e| e.seq.to_string())).flatten();
+    Ok(Json(json!({ "events": events, "next_cursor": next_cursor })))
+}
+
+pub async fn verify(State(state): State<AppState>, caller: Authed) -> ApiResult<Json<Value>> {
+    require_audit(&caller)?;
+    let verdict = state.store.verify_audit(caller.tenant()).await?;
+    if !verdict.ok {
+        tracing::warn!(tenant = caller.tenant(), broken = ?verdict.first_broken, "audit chain verification failed");
+    }
+    Ok(Json(serde_json::to_value(verdict).map_err(|e| ApiError::internal(&e))?))
+}

@@ -1,0 +1,224 @@
+//! Persistence. One `Store` trait speaks in the server's terms (tenants, credentials,
+//! secret versions, the audit chain); `sql` implements it once for both engines, and
+//! `engine` holds what differs between SQLite and PostgreSQL. Every mutation writes its
+//! audit record in the same transaction, so there is never a change without its record,
+//! nor a record of a change that did not happen.
+
+mod engine;
+mod sql;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::crypto::{CryptoError, Sealed};
+use crate::domain::audit::{AuditDraft, AuditRecord, BrokenLink};
+
+pub use engine::Engine;
+pub use sql::{SqlStore, redact_url};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the audit writer is not running")]
+    AuditClosed,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// What a credential is: a user's API key, an agent's key, or a scoped token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    UserKey,
+    AgentKey,
+    Token,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::UserKey => "user_key",
+            CredentialKind::AgentKey => "agent_key",
+            CredentialKind::Token => "token",
+        }
+    }
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "user_key" => Ok(CredentialKind::UserKey),
+            "agent_key" => Ok(CredentialKind::AgentKey),
+            "token" => Ok(CredentialKind::Token),
+            other => Err(StoreError::Corrupt(format!("unknown credential kind '{other}'"))),
+        }
+    }
+}
+
+/// A stored credential. Only the SHA-256 of its secret part is kept.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub id: String,
+    pub tenant_id: String,
+    pub kind: CredentialKind,
+    pub name: String,
+    pub role: Option<String>,
+    /// Scope strings as stored; parsed by the server.
+    pub scopes: Vec<String>,
+    pub secret_hash: String,
+    pub agent_id: Option<String>,
+    pub minted_by: Option<String>,
+    pub description: Option<String>,
+    pub allowed_ips: Vec<String>,
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecretMeta {
+    pub id: String,
+    pub path: String,
+    pub current_version: i64,
+    pub tier: String,
+    pub description: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub allowed_hosts: Vec<String>,
+    pub owner: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub accessed_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub not_before: Option<i64>,
+    pub deleted_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionRow {
+    pub version: i64,
+    /// None once destroyed.
+    pub sealed: Option<Sealed>,
+    pub created_at: i64,
+    /// Set on a version replaced by a rotation: readable until then.
+    pub expires_at: Option<i64>,
+}
+
+/// Metadata changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct MetaChange {
+    pub tier: Option<String>,
+    pub description: Option<Option<String>>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub owner: Option<Option<String>>,
+}
+
+/// A new version of an existing secret.
+pub struct NewVersion<'a> {
+    /// Required current version (check-and-set).
+    pub cas: Option<i64>,
+    /// Seals the value for the version number the store assigns.
+    pub seal: &'a (dyn Fn(i64) -> std::result::Result<Sealed, CryptoError> + Sync),
+    pub meta: MetaChange,
+    /// Rotation: the replaced version stays readable until this instant.
+    pub previous_expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub namespace: Option<String>,
+    pub tag: Option<(String, Option<String>)>,
+    /// Exclusive lower bound on path.
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub namespace: Option<String>,
+    pub actor: Option<String>,
+    pub kind: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Newest first: only records with seq below this.
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditVerdict {
+    pub ok: bool,
+    pub checked: u64,
+    pub head_seq: i64,
+    pub first_broken: Option<BrokenLink>,
+}
+
+/// A version whose data key is wrapped by some master key other than the active one.
+#[derive(Debug, Clone)]
+pub struct WrappedVersion {
+    pub tenant_id: String,
+    pub path: String,
+    pub secret_id: String,
+    pub version: i64,
+    pub sealed: Sealed,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn ping(&self) -> Result<()>;
+
+    // Tenants and credentials.
+    async fn create_tenant(&self, tenant: &Tenant, admin: &Credential, audit: AuditDraft) -> Result<()>;
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>>;
+    async fn insert_credential(&self, c: &Credential, audit: AuditDraft) -> Result<()>;
+    async fn credential_by_hash(&self, secret_hash: &str) -> Result<Option<Credential>>;
+    async fn list_credentials(&self, tenant: &str, kind: CredentialKind) -> Result<Vec<Credential>>;
+    /// Revokes a credential and every token minted from it.
+    async fn revoke_credential(&self, tenant: &str, id: &str, now: i64, audit: AuditDraft) -> Result<()>;
+
+    // Secrets.
+    async fn create_secret(&self, tenant: &str, meta: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()>;
+    /// The secret's metadata, deleted or not.
+    async fn secret_meta(&self, tenant: &str, path: &str) -> Result<Option<SecretMeta>>;
+    async fn secret_version(&self, secret_id: &str, version: i64) -> Result<Option<VersionRow>>;
+    async fn list_secrets(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<SecretMeta>>;
+    async fn count_secrets(&self, tenant: &str, filter: &ListFilter) -> Result<i64>;
+    /// Writes a new version; returns the metadata after the write and the replaced version.
+    async fn write_version(&self, tenant: &str, path: &str, change: NewVersion<'_>, audit: AuditDraft)
+    -> Result<(SecretMeta, i64)>;
+    async fn patch_secret(&self, tenant: &str, path: &str, change: &MetaChange, audit: AuditDraft) -> Result<SecretMeta>;
+    async fn list_versions(&self, secret_id: &str) -> Result<Vec<VersionRow>>;
+    async fn soft_delete(&self, tenant: &str, path: &str, now: i64, audit: AuditDraft) -> Result<()>;
+    async fn undelete(&self, tenant: &str, path: &str, audit: AuditDraft) -> Result<SecretMeta>;
+    async fn purge_secret(&self, tenant: &str, path: &str, audit: AuditDraft) -> Result<()>;
+    /// Removes the ciphertext of these versions; returns how many were destroyed.
+    async fn destroy_versions(&self, tenant: &str, path: &str, versions: &[i64], audit: AuditDraft) -> Result<u64>;
+    /// (tenant, path) of secrets soft-deleted before `cutoff`, for the retention sweep.
+    async fn deleted_before(&self, cutoff: i64) -> Result<Vec<(String, String)>>;
+
+    // Audit.
+    /// Appends one record on its own (reads, failures). Batched with concurrent appends.
+    async fn record(&self, tenant: &str, audit: AuditDraft, accessed_secret: Option<&str>) -> Result<()>;
+    async fn list_audit(&self, tenant: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    async fn verify_audit(&self, tenant: &str) -> Result<AuditVerdict>;
+
+    // Master key rotation.
+    async fn wrapped_not_under(&self, kid: &str, limit: i64) -> Result<Vec<WrappedVersion>>;
+    /// Replaces the wrap of one version if it is still the one read; false if it changed.
+    async fn replace_wrap(&self, v: &WrappedVersion, new: &Sealed) -> Result<bool>;
+}

@@ -1,0 +1,937 @@
+//! The `Store` implementation, written once in SQL that both engines accept (numbered
+//! parameters, BIGINT milliseconds, `RETURNING`). Reads go straight to the pool; writes run
+//! in a transaction that first locks the tenant's audit head, so audit records of one tenant
+//! are appended strictly in order. Audit records that stand alone (reads, failures) are
+//! group-committed by a single writer task: many requests, one transaction.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Row, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::engine::Engine;
+use super::*;
+use crate::crypto::Sealed;
+use crate::domain::audit::{AuditDraft, AuditRecord, ChainVerifier};
+
+type Tx = Transaction<'static, Any>;
+
+pub struct SqlStore {
+    pool: AnyPool,
+    engine: Engine,
+    audit_jobs: mpsc::Sender<AuditJob>,
+}
+
+struct AuditJob {
+    tenant: String,
+    draft: AuditDraft,
+    accessed_secret: Option<String>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// The tenant's chain head, locked for the rest of the transaction.
+struct Head {
+    seq: i64,
+    hash: String,
+}
+
+const SECRET_COLUMNS: &str = "id, path, current_version, tier, description, tags, allowed_hosts, owner, \
+     created_at, updated_at, accessed_at, expires_at, not_before, deleted_at";
+const CREDENTIAL_COLUMNS: &str = "id, tenant_id, kind, name, role, scopes, secret_hash, agent_id, minted_by, \
+     description, allowed_ips, max_uses, uses, created_at, expires_at, revoked_at";
+const AUDIT_COLUMNS: &str = "tenant_id, seq, id, kind, path, actor, actor_description, ip, user_agent, \
+     timestamp_ms, success, detail, prev_hash, hash";
+const AUDIT_BATCH: usize = 512;
+
+impl SqlStore {
+    /// Connects, migrates and starts the audit writer.
+    pub async fn open(url: &str) -> Result<Arc<SqlStore>> {
+        let engine = Engine::of_url(url)
+            .ok_or_else(|| StoreError::Corrupt(format!("unsupported database URL scheme in '{}'", redact_url(url))))?;
+        let pool = engine.connect(url).await?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(audit_writer(pool.clone(), engine, rx));
+        Ok(Arc::new(SqlStore { pool, engine, audit_jobs: tx }))
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    async fn begin(&self) -> Result<Tx> {
+        Ok(self.pool.begin_with(self.engine.begin_sql()).await?)
+    }
+
+    async fn lock_head(&self, tx: &mut Tx, tenant: &str) -> Result<Head> {
+        lock_head(tx, self.engine, tenant).await
+    }
+
+    async fn secret_id(tx: &mut Tx, tenant: &str, path: &str, live_only: bool) -> Result<String> {
+        let sql = if live_only {
+            "SELECT id FROM secrets WHERE tenant_id = $1 AND path = $2 AND deleted_at IS NULL"
+        } else {
+            "SELECT id FROM secrets WHERE tenant_id = $1 AND path = $2"
+        };
+        sqlx::query_scalar(sql)
+            .bind(tenant)
+            .bind(path)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn meta_in(tx: &mut Tx, tenant: &str, path: &str) -> Result<SecretMeta> {
+        let row = sqlx::query(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE tenant_id = $1 AND path = $2"))
+            .bind(tenant)
+            .bind(path)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        meta_from_row(&row)
+    }
+}
+
+/// Hides the password of a database URL for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn lock_head(tx: &mut Tx, engine: Engine, tenant: &str) -> Result<Head> {
+    let sql = format!("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1{}", engine.lock_clause());
+    let row = sqlx::query(&sql)
+        .bind(tenant)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("tenant '{tenant}' has no audit chain head")))?;
+    Ok(Head { seq: row.try_get(0)?, hash: row.try_get(1)? })
+}
+
+/// Appends records after `head` and moves the head. The head must be locked by `tx`.
+async fn append(tx: &mut Tx, tenant: &str, mut head: Head, drafts: Vec<AuditDraft>) -> Result<()> {
+    for draft in drafts {
+        let record = AuditRecord::chain(tenant, head.seq + 1, &head.hash, draft);
+        insert_audit(tx, &record).await?;
+        head = Head { seq: record.seq, hash: record.hash };
+    }
+    sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3")
+        .bind(head.seq)
+        .bind(&head.hash)
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn insert_audit(tx: &mut Tx, r: &AuditRecord) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    ))
+    .bind(&r.tenant_id)
+    .bind(r.seq)
+    .bind(&r.id)
+    .bind(&r.kind)
+    .bind(&r.path)
+    .bind(&r.actor)
+    .bind(&r.actor_description)
+    .bind(&r.ip)
+    .bind(&r.user_agent)
+    .bind(r.timestamp_ms)
+    .bind(r.success as i64)
+    .bind(r.detail.to_string())
+    .bind(&r.prev_hash)
+    .bind(&r.hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Group commit: takes whatever audit jobs are waiting, writes them in one transaction
+/// (tenants in a fixed order, so concurrent writers cannot deadlock) and answers each.
+async fn audit_writer(pool: AnyPool, engine: Engine, mut jobs: mpsc::Receiver<AuditJob>) {
+    let mut batch = Vec::with_capacity(AUDIT_BATCH);
+    while jobs.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+        batch.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        let drafts: Vec<(String, AuditDraft, Option<String>)> = batch
+            .iter()
+            .map(|j| (j.tenant.clone(), j.draft.clone(), j.accessed_secret.clone()))
+            .collect();
+        let result = write_audit_batch(&pool, engine, drafts).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, records = batch.len(), "audit batch failed; the operations it recorded fail closed");
+        }
+        for job in batch.drain(..) {
+            let answer = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Corrupt(format!("audit write failed: {e}"))),
+            };
+            let _ = job.done.send(answer);
+        }
+    }
+}
+
+async fn write_audit_batch(pool: &AnyPool, engine: Engine, drafts: Vec<(String, AuditDraft, Option<String>)>) -> Result<()> {
+    let mut tx = pool.begin_with(engine.begin_sql()).await?;
+    let mut i = 0;
+    while i < drafts.len() {
+        let tenant = drafts[i].0.clone();
+        let end = drafts[i..].iter().position(|d| d.0 != tenant).map_or(drafts.len(), |n| i + n);
+        let head = lock_head(&mut tx, engine, &tenant).await?;
+        let group: Vec<AuditDraft> = drafts[i..end].iter().map(|d| d.1.clone()).collect();
+        for (_, draft, accessed) in &drafts[i..end] {
+            if let Some(secret_id) = accessed {
+                sqlx::query("UPDATE secrets SET accessed_at = $1 WHERE id = $2")
+                    .bind(draft.timestamp_ms)
+                    .bind(secret_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        append(&mut tx, &tenant, head, group).await?;
+        i = end;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn json_or_default<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> Result<T> {
+    match s {
+        None => Ok(T::default()),
+        Some(s) => serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("bad JSON column: {e}"))),
+    }
+}
+
+fn meta_from_row(row: &AnyRow) -> Result<SecretMeta> {
+    Ok(SecretMeta {
+        id: row.try_get("id")?,
+        path: row.try_get("path")?,
+        current_version: row.try_get("current_version")?,
+        tier: row.try_get("tier")?,
+        description: row.try_get("description")?,
+        tags: json_or_default(row.try_get("tags")?)?,
+        allowed_hosts: json_or_default(row.try_get("allowed_hosts")?)?,
+        owner: row.try_get("owner")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        accessed_at: row.try_get("accessed_at")?,
+        expires_at: row.try_get("expires_at")?,
+        not_before: row.try_get("not_before")?,
+        deleted_at: row.try_get("deleted_at")?,
+    })
+}
+
+fn credential_from_row(row: &AnyRow) -> Result<Credential> {
+    Ok(Credential {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        kind: CredentialKind::parse(&row.try_get::<String, _>("kind")?)?,
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        scopes: json_or_default(row.try_get("scopes")?)?,
+        secret_hash: row.try_get("secret_hash")?,
+        agent_id: row.try_get("agent_id")?,
+        minted_by: row.try_get("minted_by")?,
+        description: row.try_get("description")?,
+        allowed_ips: json_or_default(row.try_get("allowed_ips")?)?,
+        max_uses: row.try_get("max_uses")?,
+        uses: row.try_get("uses")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn version_from_row(row: &AnyRow) -> Result<VersionRow> {
+    let kid: Option<String> = row.try_get("kid")?;
+    let wrapped: Option<Vec<u8>> = row.try_get("wrapped_key")?;
+    let ciphertext: Option<Vec<u8>> = row.try_get("ciphertext")?;
+    let sealed = match (kid, wrapped, ciphertext) {
+        (Some(kid), Some(wrapped_key), Some(ciphertext)) => Some(Sealed { kid, wrapped_key, ciphertext }),
+        _ => None,
+    };
+    Ok(VersionRow {
+        version: row.try_get("version")?,
+        sealed,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+fn audit_from_row(row: &AnyRow) -> Result<AuditRecord> {
+    let detail: String = row.try_get("detail")?;
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        seq: row.try_get("seq")?,
+        kind: row.try_get("kind")?,
+        path: row.try_get("path")?,
+        actor: row.try_get("actor")?,
+        actor_description: row.try_get("actor_description")?,
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
+        timestamp_ms: row.try_get("timestamp_ms")?,
+        success: row.try_get::<i64, _>("success")? != 0,
+        detail: serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A bound parameter of a query assembled at run time.
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// WHERE clauses with numbered parameters, for the list queries.
+#[derive(Default)]
+struct Conditions {
+    sql: Vec<String>,
+    params: Vec<Param>,
+}
+
+impl Conditions {
+    /// Adds a condition; `?` in `clause` stands for the parameter.
+    fn push(&mut self, clause: &str, param: Param) {
+        self.params.push(param);
+        self.sql.push(clause.replace('?', &format!("${}", self.params.len())));
+    }
+    fn push_bare(&mut self, clause: &str) {
+        self.sql.push(clause.to_owned());
+    }
+    fn next_index(&self) -> usize {
+        self.params.len() + 1
+    }
+    fn where_clause(&self) -> String {
+        self.sql.join(" AND ")
+    }
+    fn bind<'q>(
+        &'q self,
+        mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+        for p in &self.params {
+            q = match p {
+                Param::Text(s) => q.bind(s.as_str()),
+                Param::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }
+}
+
+/// Paths strictly inside `namespace`: a range scan, so `_` and `%` in names mean nothing.
+/// ('0' is the character after '/'.)
+fn push_namespace(c: &mut Conditions, column: &str, namespace: &str) {
+    let ns = namespace.trim_end_matches('/');
+    c.push(&format!("{column} > ?"), Param::Text(format!("{ns}/")));
+    c.push(&format!("{column} < ?"), Param::Text(format!("{ns}0")));
+}
+
+fn secret_conditions(tenant: &str, f: &ListFilter) -> Conditions {
+    let mut c = Conditions::default();
+    c.push("tenant_id = ?", Param::Text(tenant.to_owned()));
+    c.push_bare("deleted_at IS NULL");
+    if let Some(ns) = &f.namespace {
+        push_namespace(&mut c, "path", ns);
+    }
+    if let Some((key, value)) = &f.tag {
+        let n = c.next_index();
+        c.params.push(Param::Text(key.clone()));
+        let mut clause = format!("EXISTS (SELECT 1 FROM secret_tags t WHERE t.secret_id = secrets.id AND t.key = ${n}");
+        if let Some(v) = value {
+            c.params.push(Param::Text(v.clone()));
+            clause.push_str(&format!(" AND t.value = ${}", n + 1));
+        }
+        clause.push(')');
+        c.push_bare(&clause);
+    }
+    c
+}
+
+async fn write_tags(tx: &mut Tx, secret_id: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    sqlx::query("DELETE FROM secret_tags WHERE secret_id = $1").bind(secret_id).execute(&mut **tx).await?;
+    for (k, v) in tags {
+        sqlx::query("INSERT INTO secret_tags (secret_id, key, value) VALUES ($1, $2, $3)")
+            .bind(secret_id)
+            .bind(k)
+            .bind(v)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn update_meta(tx: &mut Tx, m: &SecretMeta) -> Result<()> {
+    sqlx::query(
+        "UPDATE secrets SET current_version = $1, tier = $2, description = $3, tags = $4, allowed_hosts = $5, \
+         owner = $6, updated_at = $7 WHERE id = $8",
+    )
+    .bind(m.current_version)
+    .bind(&m.tier)
+    .bind(&m.description)
+    .bind(to_json(&m.tags))
+    .bind(m.allowed_hosts_json())
+    .bind(&m.owner)
+    .bind(m.updated_at)
+    .bind(&m.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_version(tx: &mut Tx, secret_id: &str, version: i64, sealed: &Sealed, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO secret_versions (secret_id, version, kid, wrapped_key, ciphertext, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+    )
+    .bind(secret_id)
+    .bind(version)
+    .bind(&sealed.kid)
+    .bind(sealed.wrapped_key.clone())
+    .bind(sealed.ciphertext.clone())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl SecretMeta {
+    fn allowed_hosts_json(&self) -> Option<String> {
+        (!self.allowed_hosts.is_empty()).then(|| to_json(&self.allowed_hosts))
+    }
+
+    fn apply(&mut self, change: &MetaChange) {
+        if let Some(t) = &change.tier {
+            self.tier = t.clone();
+        }
+        if let Some(d) = &change.description {
+            self.description = d.clone();
+        }
+        if let Some(t) = &change.tags {
+            self.tags = t.clone();
+        }
+        if let Some(h) = &change.allowed_hosts {
+            self.allowed_hosts = h.clone();
+        }
+        if let Some(o) = &change.owner {
+            self.owner = o.clone();
+        }
+    }
+}
+
+fn with_detail(mut audit: AuditDraft, key: &str, value: serde_json::Value) -> AuditDraft {
+    if let serde_json::Value::Object(map) = &mut audit.detail {
+        map.insert(key.to_owned(), value);
+    } else {
+        audit.detail = serde_json::json!({ key: value });
+    }
+    audit
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant, admin: &Credential, audit: AuditDraft) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let taken: Option<String> = sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
+            .bind(&tenant.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!("a tenant named '{}' already exists", tenant.name)));
+        }
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&tenant.id)
+            .bind(&tenant.name)
+            .bind(tenant.created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)")
+            .bind(&tenant.id)
+            .bind(crate::domain::audit::GENESIS_HASH)
+            .execute(&mut *tx)
+            .await?;
+        insert_credential(&mut tx, admin).await?;
+        let head = self.lock_head(&mut tx, &tenant.id).await?;
+        append(&mut tx, &tenant.id, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
+        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(Tenant { id: r.try_get(0)?, name: r.try_get(1)?, created_at: r.try_get(2)? }))
+            .transpose()
+    }
+
+    async fn insert_credential(&self, c: &Credential, audit: AuditDraft) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, &c.tenant_id).await?;
+        insert_credential(&mut tx, c).await?;
+        append(&mut tx, &c.tenant_id, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn credential_by_hash(&self, secret_hash: &str) -> Result<Option<Credential>> {
+        let row = sqlx::query(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE secret_hash = $1"))
+            .bind(secret_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(credential_from_row).transpose()
+    }
+
+    async fn list_credentials(&self, tenant: &str, kind: CredentialKind) -> Result<Vec<Credential>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE tenant_id = $1 AND kind = $2 AND revoked_at IS NULL \
+             ORDER BY created_at, id"
+        ))
+        .bind(tenant)
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(credential_from_row).collect()
+    }
+
+    async fn revoke_credential(&self, tenant: &str, id: &str, now: i64, audit: AuditDraft) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let revoked = sqlx::query(
+            "UPDATE credentials SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if revoked == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("UPDATE credentials SET revoked_at = $1 WHERE tenant_id = $2 AND minted_by = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        append(&mut tx, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_secret(&self, tenant: &str, m: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let existing: Option<Option<i64>> = sqlx::query_scalar("SELECT deleted_at FROM secrets WHERE tenant_id = $1 AND path = $2")
+            .bind(tenant)
+            .bind(&m.path)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match existing {
+            Some(None) => return Err(StoreError::Conflict(format!("a secret already exists at '{}'; use PUT to add a version", m.path))),
+            Some(Some(_)) => {
+                return Err(StoreError::Conflict(format!(
+                    "a deleted secret exists at '{}'; undelete it or delete it permanently first",
+                    m.path
+                )));
+            }
+            None => {}
+        }
+        sqlx::query(&format!(
+            "INSERT INTO secrets (tenant_id, {SECRET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12, $13, NULL)"
+        ))
+        .bind(tenant)
+        .bind(&m.id)
+        .bind(&m.path)
+        .bind(m.current_version)
+        .bind(&m.tier)
+        .bind(&m.description)
+        .bind(to_json(&m.tags))
+        .bind(m.allowed_hosts_json())
+        .bind(&m.owner)
+        .bind(m.created_at)
+        .bind(m.updated_at)
+        .bind(m.expires_at)
+        .bind(m.not_before)
+        .execute(&mut *tx)
+        .await?;
+        write_tags(&mut tx, &m.id, &m.tags).await?;
+        insert_version(&mut tx, &m.id, m.current_version, sealed, m.created_at).await?;
+        append(&mut tx, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn secret_meta(&self, tenant: &str, path: &str) -> Result<Option<SecretMeta>> {
+        let row = sqlx::query(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE tenant_id = $1 AND path = $2"))
+            .bind(tenant)
+            .bind(path)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(meta_from_row).transpose()
+    }
+
+    async fn secret_version(&self, secret_id: &str, version: i64) -> Result<Option<VersionRow>> {
+        let row = sqlx::query(
+            "SELECT version, kid, wrapped_key, ciphertext, created_at, expires_at FROM secret_versions \
+             WHERE secret_id = $1 AND version = $2",
+        )
+        .bind(secret_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    async fn list_secrets(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<SecretMeta>> {
+        let mut c = secret_conditions(tenant, filter);
+        if let Some(after) = &filter.after {
+            c.push("path > ?", Param::Text(after.clone()));
+        }
+        let limit_at = c.next_index();
+        let sql = format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE {} ORDER BY path LIMIT ${limit_at}",
+            c.where_clause()
+        );
+        let rows = c.bind(sqlx::query(&sql)).bind(filter.limit).fetch_all(&self.pool).await?;
+        rows.iter().map(meta_from_row).collect()
+    }
+
+    async fn count_secrets(&self, tenant: &str, filter: &ListFilter) -> Result<i64> {
+        let c = secret_conditions(tenant, filter);
+        let sql = format!("SELECT COUNT(*) FROM secrets WHERE {}", c.where_clause());
+        let row = c.bind(sqlx::query(&sql)).fetch_one(&self.pool).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn write_version(
+        &self,
+        tenant: &str,
+        path: &str,
+        change: NewVersion<'_>,
+        audit: AuditDraft,
+    ) -> Result<(SecretMeta, i64)> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let mut meta = Self::meta_in(&mut tx, tenant, path).await?;
+        if meta.deleted_at.is_some() {
+            return Err(StoreError::NotFound);
+        }
+        let previous = meta.current_version;
+        if let Some(cas) = change.cas {
+            if cas != previous {
+                return Err(StoreError::Conflict(format!(
+                    "check-and-set failed: the current version of '{path}' is {previous}, not {cas}"
+                )));
+            }
+        }
+        let now = crate::domain::time::now_ms();
+        let version = previous + 1;
+        let sealed = (change.seal)(version)?;
+        insert_version(&mut tx, &meta.id, version, &sealed, now).await?;
+        if let Some(until) = change.previous_expires_at {
+            sqlx::query("UPDATE secret_versions SET expires_at = $1 WHERE secret_id = $2 AND version = $3")
+                .bind(until)
+                .bind(&meta.id)
+                .bind(previous)
+                .execute(&mut *tx)
+                .await?;
+        }
+        meta.apply(&change.meta);
+        meta.current_version = version;
+        meta.updated_at = now;
+        update_meta(&mut tx, &meta).await?;
+        if change.meta.tags.is_some() {
+            write_tags(&mut tx, &meta.id, &meta.tags).await?;
+        }
+        let audit = with_detail(with_detail(audit, "version", version.into()), "previous_version", previous.into());
+        append(&mut tx, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok((meta, previous))
+    }
+
+    async fn patch_secret(&self, tenant: &str, path: &str, change: &MetaChange, audit: AuditDraft) -> Result<SecretMeta> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let mut meta = Self::meta_in(&mut tx, tenant, path).await?;
+        if meta.deleted_at.is_some() {
+            return Err(StoreError::NotFound);
+        }
+        meta.apply(change);
+        meta.updated_at = crate::domain::time::now_ms();
+        update_meta(&mut tx, &meta).await?;
+        if change.tags.is_some() {
+            write_tags(&mut tx, &meta.id, &meta.tags).await?;
+        }
+        append(&mut tx, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(meta)
+    }
+
+    async fn list_versions(&self, secret_id: &str) -> Result<Vec<VersionRow>> {
+        let rows = sqlx::query(
+            "SELECT version, kid, wrapped_key, ciphertext, created_at, expires_at FROM secret_versions \
+             WHERE secret_id = $1 ORDER BY version",
+        )
+        .bind(secret_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn soft_delete(&self, tenant: &str, path: &str, now: i64, audit: AuditDraft) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let n = sqlx::query("UPDATE secrets SET deleted_at = $1 WHERE tenant_id = $2 AND path = $3 AND deleted_at IS NULL")
+            .bind(now)
+            .bind(tenant)
+            .bind(path)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        append(&mut tx, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn undelete(&self, tenant: &str, path: &str, audit: AuditDraft) -> Result<SecretMeta> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let n = sqlx::query("UPDATE secrets SET deleted_at = NULL WHERE tenant_id = $1 AND path = $2 AND deleted_at IS NOT NULL")
+            .bind(tenant)
+            .bind(path)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let meta = Self::meta_in(&mut tx, tenant, path).await?;
+        append(&mut tx, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(meta)
+    }
+
+    async fn purge_secret(&self, tenant: &str, path: &str, audit: AuditDraft) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let id = Self::secret_id(&mut tx, tenant, path, false).await?;
+        for sql in [
+            "DELETE FROM secret_versions WHERE secret_id = $1",
+            "DELETE FROM secret_tags WHERE secret_id = $1",
+            "DELETE FROM secrets WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(&id).execute(&mut *tx).await?;
+        }
+        append(&mut tx, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn destroy_versions(&self, tenant: &str, path: &str, versions: &[i64], audit: AuditDraft) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let id = Self::secret_id(&mut tx, tenant, path, false).await?;
+        let mut destroyed = 0;
+        for v in versions {
+            destroyed += sqlx::query(
+                "UPDATE secret_versions SET kid = NULL, wrapped_key = NULL, ciphertext = NULL \
+                 WHERE secret_id = $1 AND version = $2 AND ciphertext IS NOT NULL",
+            )
+            .bind(&id)
+            .bind(*v)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        append(&mut tx, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(destroyed)
+    }
+
+    async fn deleted_before(&self, cutoff: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT tenant_id, path FROM secrets WHERE deleted_at IS NOT NULL AND deleted_at < $1")
+            .bind(cutoff)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    async fn record(&self, tenant: &str, audit: AuditDraft, accessed_secret: Option<&str>) -> Result<()> {
+        let (done, answer) = oneshot::channel();
+        let job = AuditJob {
+            tenant: tenant.to_owned(),
+            draft: audit,
+            accessed_secret: accessed_secret.map(str::to_owned),
+            done,
+        };
+        self.audit_jobs.send(job).await.map_err(|_| StoreError::AuditClosed)?;
+        answer.await.map_err(|_| StoreError::AuditClosed)?
+    }
+
+    async fn list_audit(&self, tenant: &str, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let mut c = Conditions::default();
+        c.push("tenant_id = ?", Param::Text(tenant.to_owned()));
+        if let Some(seq) = f.before_seq {
+            c.push("seq < ?", Param::Int(seq));
+        }
+        if let Some(actor) = &f.actor {
+            c.push("actor = ?", Param::Text(actor.clone()));
+        }
+        if let Some(kind) = &f.kind {
+            c.push("kind = ?", Param::Text(kind.clone()));
+        }
+        if let Some(since) = f.since_ms {
+            c.push("timestamp_ms >= ?", Param::Int(since));
+        }
+        if let Some(until) = f.until_ms {
+            c.push("timestamp_ms < ?", Param::Int(until));
+        }
+        if let Some(ns) = &f.namespace {
+            push_namespace(&mut c, "path", ns);
+        }
+        let limit_at = c.next_index();
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {} ORDER BY seq DESC LIMIT ${limit_at}",
+            c.where_clause()
+        );
+        let rows = c.bind(sqlx::query(&sql)).bind(f.limit).fetch_all(&self.pool).await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn verify_audit(&self, tenant: &str) -> Result<AuditVerdict> {
+        let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await?;
+        let (head_seq, head_hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+        let mut verifier = ChainVerifier::default();
+        let mut after = 0i64;
+        let verdict = |verifier: &ChainVerifier, first_broken: Option<crate::domain::audit::BrokenLink>| AuditVerdict {
+            ok: first_broken.is_none(),
+            checked: verifier.checked,
+            head_seq,
+            first_broken,
+        };
+        loop {
+            let rows = sqlx::query(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT 1000"
+            ))
+            .bind(tenant)
+            .bind(after)
+            .bind(head_seq)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let record = audit_from_row(row)?;
+                if let Err(broken) = verifier.check(&record) {
+                    return Ok(verdict(&verifier, Some(broken)));
+                }
+                after = record.seq;
+            }
+        }
+        Ok(verdict(&verifier, verifier.finish(head_seq, &head_hash).err()))
+    }
+
+    async fn wrapped_not_under(&self, kid: &str, limit: i64) -> Result<Vec<WrappedVersion>> {
+        let rows = sqlx::query(
+            "SELECT s.tenant_id, s.path, v.secret_id, v.version, v.kid, v.wrapped_key, v.ciphertext, v.created_at, v.expires_at \
+             FROM secret_versions v JOIN secrets s ON s.id = v.secret_id \
+             WHERE v.kid IS NOT NULL AND v.kid <> $1 ORDER BY v.secret_id, v.version LIMIT $2",
+        )
+        .bind(kid)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let v = version_from_row(r)?;
+                Ok(WrappedVersion {
+                    tenant_id: r.try_get("tenant_id")?,
+                    path: r.try_get("path")?,
+                    secret_id: r.try_get("secret_id")?,
+                    version: v.version,
+                    sealed: v.sealed.ok_or_else(|| StoreError::Corrupt("half-destroyed version".into()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_wrap(&self, v: &WrappedVersion, new: &Sealed) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE secret_versions SET kid = $1, wrapped_key = $2 \
+             WHERE secret_id = $3 AND version = $4 AND kid = $5 AND wrapped_key = $6",
+        )
+        .bind(&new.kid)
+        .bind(new.wrapped_key.clone())
+        .bind(&v.secret_id)
+        .bind(v.version)
+        .bind(&v.sealed.kid)
+        .bind(v.sealed.wrapped_key.clone())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+}
+
+async fn insert_credential(tx: &mut Tx, c: &Credential) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    ))
+    .bind(&c.id)
+    .bind(&c.tenant_id)
+    .bind(c.kind.as_str())
+    .bind(&c.name)
+    .bind(&c.role)
+    .bind(to_json(&c.scopes))
+    .bind(&c.secret_hash)
+    .bind(&c.agent_id)
+    .bind(&c.minted_by)
+    .bind(&c.description)
+    .bind((!c.allowed_ips.is_empty()).then(|| to_json(&c.allowed_ips)))
+    .bind(c.max_uses)
+    .bind(c.uses)
+    .bind(c.created_at)
+    .bind(c.expires_at)
+    .bind(c.revoked_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn database_passwords_are_hidden() {
+        assert_eq!(redact_url("postgres://app:hunter2@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+    }
+}
