@@ -1,3 +1,350 @@
-//! stub until the client lands
-pub struct Client;
-impl Client { pub fn new(_: &str, _: &str) -> anyhow::Result<Client> { Ok(Client) } }
+//! The typed HTTP client of the central API (DESIGN §2), used by the operator CLI: it owns
+//! the connection settings (base URL, bearer credential, user agent, timeouts), the URL
+//! encoding of secret paths and query values, and the translation of responses into JSON
+//! bodies or a [`ClientError`] that says whether the API refused the request, the server
+//! could not be reached, or it answered something that is not the API. The credential never
+//! appears in an error or in `Debug` output.
+
+use std::fmt;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::{Method, StatusCode, Url, header};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+const USER_AGENT: &str = concat!("airlock-cli/", env!("CARGO_PKG_VERSION"));
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything outside `[A-Za-z0-9._-]` is escaped, so `/` in a secret path becomes `%2F`
+/// and a query value cannot smuggle `&`, `=`, `+` or `#`.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'.').remove(b'_').remove(b'-');
+
+/// How much of a non-API error body is quoted back to the user.
+const SNIPPET_CHARS: usize = 200;
+/// The largest `limit` the API accepts on a listing.
+const MAX_PAGE: usize = 100;
+
+/// A connection to one Airlock server with one credential.
+pub struct Client {
+    http: reqwest::Client,
+    /// `http(s)://host[:port][/prefix]`, without a trailing slash.
+    base: String,
+    token: Zeroizing<String>,
+}
+
+/// One page of a cursor-paginated listing.
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<Value>,
+    /// `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The API answered with its error shape `{"error":{"code","message",…}}`.
+    #[error("{code}: {message}")]
+    Api { status: u16, code: String, message: String, body: Value },
+    /// The cause ("Connection refused") is the `source`, shown by `{:#}` as the CLI prints
+    /// errors; putting it in the message as well would print it twice.
+    #[error("cannot reach the Airlock server at {url}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("unexpected response from the server: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The API error code (`not_found`, `conflict`, …), if the API answered with one.
+    pub fn api_code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).field("token", &"***").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the server at `base_url` (`http://` or `https://`, optionally with a path
+    /// prefix) authenticating with `token` (an `ak_…` key or `at_…` token).
+    pub fn new(base_url: &str, token: &str) -> anyhow::Result<Client> {
+        let base = parse_base_url(base_url)?;
+        let token = Zeroizing::new(token.trim().to_owned());
+        check_token(&token)?;
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Client { http, base, token })
+    }
+
+    /// The server's base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends `body` (if any) as JSON; the parsed response body, or `None` for 204 No Content.
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ClientError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.token.as_str())
+            .header(header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        parse_response(status, &bytes)
+    }
+
+    /// `GET` that must answer with a JSON body.
+    pub async fn get_json(&self, path_and_query: &str) -> Result<Value, ClientError> {
+        self.request_json(Method::GET, path_and_query, None).await
+    }
+
+    /// Like [`Client::send_json`], for calls that must answer with a JSON body.
+    pub async fn request_json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        let what = format!("{method} {path}");
+        self.send_json(method, path, body)
+            .await?
+            .ok_or_else(|| ClientError::Protocol(format!("{what} answered without a body")))
+    }
+
+    /// One page of a listing: `params` (filters, `limit`, `cursor`) go in the query, and
+    /// `items_key` names the array of the response (`items`, `events`).
+    pub async fn page(&self, path: &str, params: &[(&str, String)], items_key: &str) -> Result<Page, ClientError> {
+        let mut body = self.get_json(&Client::with_query(path, params)).await?;
+        let next_cursor = body.get("next_cursor").and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_owned);
+        match body.get_mut(items_key).map(Value::take) {
+            Some(Value::Array(items)) => Ok(Page { items, next_cursor }),
+            _ => Err(ClientError::Protocol(format!("GET {path} answered without an `{items_key}` array"))),
+        }
+    }
+
+    /// Follows `next_cursor` from the first page until `limit` items or the last page.
+    pub async fn list(
+        &self,
+        path: &str,
+        filters: &[(&str, String)],
+        items_key: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, ClientError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        while items.len() < limit {
+            let mut params = filters.to_vec();
+            params.push(("limit", (limit - items.len()).min(MAX_PAGE).to_string()));
+            params.extend(cursor.clone().map(|c| ("cursor", c)));
+            let page = self.page(path, &params, items_key).await?;
+            items.extend(page.items);
+            match page.next_cursor {
+                None => break,
+                Some(next) if cursor.as_ref() == Some(&next) => {
+                    return Err(ClientError::Protocol(format!("GET {path} returned the same next_cursor twice")));
+                }
+                next => cursor = next,
+            }
+        }
+        items.truncate(limit);
+        Ok(items)
+    }
+
+    /// `/v1/secrets/{path}` with the path in one URL segment.
+    pub fn secret_url(path: &str) -> String {
+        // A whole path of "." or ".." would be a dot-segment that URL normalisation removes,
+        // sending the request to another endpoint; escaped, it reaches the server's path check.
+        if !path.is_empty() && path.bytes().all(|b| b == b'.') {
+            return format!("/v1/secrets/{}", "%2E".repeat(path.len()));
+        }
+        format!("/v1/secrets/{}", encode(path))
+    }
+
+    /// `path?k=v&…` with keys and values percent-encoded; `path` alone when `params` is empty.
+    pub fn with_query<V: AsRef<str>>(path: &str, params: &[(&str, V)]) -> String {
+        let query: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v.as_ref()))).collect();
+        if query.is_empty() { path.to_owned() } else { format!("{path}?{}", query.join("&")) }
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> ClientError {
+        // The URL is already in our message; reqwest would repeat it.
+        ClientError::Unreachable { url: self.base.clone(), source: e.without_url() }
+    }
+}
+
+fn encode(s: &str) -> String {
+    utf8_percent_encode(s, UNRESERVED).to_string()
+}
+
+fn parse_base_url(base_url: &str) -> anyhow::Result<String> {
+    let trimmed = base_url.trim().trim_end_matches('/');
+    let url = Url::parse(trimmed)
+        .map_err(|e| anyhow::anyhow!("invalid server URL '{base_url}': {e}; expected e.g. http://127.0.0.1:7878"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        anyhow::bail!("invalid server URL '{base_url}': it must start with http:// or https:// and name a host");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        anyhow::bail!("invalid server URL '{base_url}': remove the query string or fragment");
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn check_token(token: &str) -> anyhow::Result<()> {
+    if token.is_empty() {
+        anyhow::bail!("the API credential is empty; set AIRLOCK_TOKEN to an ak_… key or at_… token");
+    }
+    // Anything else cannot travel in an HTTP header; say so without echoing the credential.
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        anyhow::bail!("the API credential contains spaces, control or non-ASCII characters; check how it was copied");
+    }
+    Ok(())
+}
+
+/// A response as the API defines it: JSON on success, nothing on 204, the error shape otherwise.
+fn parse_response(status: StatusCode, body: &[u8]) -> Result<Option<Value>, ClientError> {
+    if status.is_success() {
+        if status == StatusCode::NO_CONTENT || body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        return serde_json::from_slice(body)
+            .map(Some)
+            .map_err(|e| ClientError::Protocol(format!("HTTP {status} with a body that is not JSON ({e})")));
+    }
+    Err(parse_error(status, body))
+}
+
+fn parse_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let Ok(json) = serde_json::from_slice::<Value>(body) else {
+        return ClientError::Protocol(format!("HTTP {status} with a body that is not JSON: {}", snippet(body)));
+    };
+    let error = json.get("error");
+    let code = error.and_then(|e| e.get("code")).and_then(Value::as_str);
+    let message = error.and_then(|e| e.get("message")).and_then(Value::as_str);
+    match code {
+        Some(code) => ClientError::Api {
+            status: status.as_u16(),
+            code: code.to_owned(),
+            message: message.unwrap_or_else(|| status.canonical_reason().unwrap_or("error")).to_owned(),
+            body: json.clone(),
+        },
+        None => ClientError::Protocol(format!("HTTP {status} without an Airlock error object: {}", snippet(body))),
+    }
+}
+
+/// The start of a foreign body (a reverse proxy's HTML page, say), safe to print.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text.chars().take(SNIPPET_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if text.chars().nth(SNIPPET_CHARS).is_some() {
+        out.push('…');
+    }
+    out.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_urls_put_the_whole_path_in_one_segment() {
+        let cases = [
+            ("production/openai/api-key", "/v1/secrets/production%2Fopenai%2Fapi-key"),
+            ("a.b_c-D9", "/v1/secrets/a.b_c-D9"),
+            ("a b+c?d#e&f", "/v1/secrets/a%20b%2Bc%3Fd%23e%26f"),
+            ("x/../y", "/v1/secrets/x%2F..%2Fy"),
+            ("..", "/v1/secrets/%2E%2E"),
+            (".", "/v1/secrets/%2E"),
+            ("100%", "/v1/secrets/100%25"),
+            ("é", "/v1/secrets/%C3%A9"),
+        ];
+        for (path, url) in cases {
+            assert_eq!(Client::secret_url(path), url, "{path}");
+        }
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        let q = Client::with_query(
+            "/v1/audit",
+            &[("since", "2025-01-02T03:04:05+01:00"), ("tag", "team=a&b"), ("actor", "ak 1")],
+        );
+        assert_eq!(q, "/v1/audit?since=2025-01-02T03%3A04%3A05%2B01%3A00&tag=team%3Da%26b&actor=ak%201");
+        assert_eq!(Client::with_query::<&str>("/v1/audit", &[]), "/v1/audit");
+    }
+
+    #[test]
+    fn base_url_must_be_http_or_https() {
+        assert_eq!(Client::new("http://127.0.0.1:7878/", "ak_x").unwrap().base_url(), "http://127.0.0.1:7878");
+        assert_eq!(
+            Client::new("https://vault.example/airlock//", "ak_x").unwrap().base_url(),
+            "https://vault.example/airlock"
+        );
+        for bad in ["127.0.0.1:7878", "ftp://host", "http://", "", "http://h/?x=1", "localhost"] {
+            assert!(Client::new(bad, "ak_x").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_credentials_are_refused_without_being_echoed() {
+        assert!(Client::new("http://h", "  ").is_err());
+        let e = Client::new("http://h", "ak_se cret").unwrap_err().to_string();
+        assert!(!e.contains("se cret"), "{e}");
+        assert!(Client::new("http://h", "ak_ok\n").is_ok(), "a trailing newline from a file is trimmed");
+    }
+
+    #[test]
+    fn debug_output_hides_the_credential() {
+        let client = Client::new("http://h", "ak_supersecret").unwrap();
+        let shown = format!("{client:?}");
+        assert!(shown.contains("***") && !shown.contains("supersecret"), "{shown}");
+    }
+
+    #[test]
+    fn api_errors_are_parsed_from_the_error_object() {
+        let body = br#"{"error":{"code":"permission_denied","message":"lacks scope","path":"a/b","required_scope":"secrets:read:a/b"}}"#;
+        let e = parse_response(StatusCode::FORBIDDEN, body).unwrap_err();
+        assert_eq!(e.to_string(), "permission_denied: lacks scope");
+        assert_eq!(e.api_code(), Some("permission_denied"));
+        let ClientError::Api { status, body, .. } = e else { panic!("not an API error") };
+        assert_eq!(status, 403);
+        assert_eq!(body["error"]["required_scope"], "secrets:read:a/b");
+    }
+
+    #[test]
+    fn foreign_error_bodies_are_protocol_errors() {
+        let html = b"<html>\n<h1>502 Bad Gateway</h1></html>";
+        let e = parse_response(StatusCode::BAD_GATEWAY, html).unwrap_err();
+        assert!(matches!(e, ClientError::Protocol(_)));
+        assert!(e.to_string().contains("502 Bad Gateway") && !e.to_string().contains('\n'), "{e}");
+        let e = parse_response(StatusCode::NOT_FOUND, br#"{"message":"nope"}"#).unwrap_err();
+        assert!(matches!(e, ClientError::Protocol(_)), "{e}");
+        let long = "x".repeat(1000);
+        let e = parse_response(StatusCode::BAD_GATEWAY, long.as_bytes()).unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+    }
+
+    #[test]
+    fn success_bodies() {
+        assert_eq!(parse_response(StatusCode::NO_CONTENT, b"").unwrap(), None);
+        assert_eq!(parse_response(StatusCode::OK, br#"{"ok":true}"#).unwrap(), Some(serde_json::json!({"ok": true})));
+        assert!(matches!(parse_response(StatusCode::OK, b"not json"), Err(ClientError::Protocol(_))));
+    }
+}

@@ -62,14 +62,9 @@ impl Binding<'_> {
     /// and path so that the encoding stays unambiguous.
     fn aad(&self, label: &str) -> Result<Vec<u8>, CryptoError> {
         if self.tenant.contains('\0') || self.path.contains('\0') {
-            return Err(CryptoError::Malformed(
-                "tenant and path must not contain NUL bytes",
-            ));
+            return Err(CryptoError::Malformed("tenant and path must not contain NUL bytes"));
         }
-        let s = format!(
-            "airlock/v1/{label}\0{}\0{}\0{}",
-            self.tenant, self.path, self.version
-        );
+        let s = format!("airlock/v1/{label}\0{}\0{}\0{}", self.tenant, self.path, self.version);
         Ok(s.into_bytes())
     }
 
@@ -126,21 +121,12 @@ fn encrypt(key: &[u8; KEY_LEN], msg: &[u8], aad: &[u8]) -> Result<Vec<u8>, Crypt
     Ok(out)
 }
 
-fn decrypt(
-    key: &[u8; KEY_LEN],
-    blob: &[u8],
-    aad: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+fn decrypt(key: &[u8; KEY_LEN], blob: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let (nonce, msg) = blob
         .split_first_chunk::<NONCE_LEN>()
         .filter(|(_, rest)| rest.len() >= TAG_LEN)
-        .ok_or(CryptoError::Malformed(
-            "sealed blob is shorter than nonce and tag",
-        ))?;
-    cipher(key)
-        .decrypt(nonce.into(), Payload { msg, aad })
-        .map(Zeroizing::new)
-        .map_err(|_| CryptoError::Decrypt)
+        .ok_or(CryptoError::Malformed("sealed blob is shorter than nonce and tag"))?;
+    cipher(key).decrypt(nonce.into(), Payload { msg, aad }).map(Zeroizing::new).map_err(|_| CryptoError::Decrypt)
 }
 
 fn to_key(bytes: &[u8]) -> Option<Zeroizing<[u8; KEY_LEN]>> {
@@ -156,9 +142,7 @@ fn kid_for(key: &[u8; KEY_LEN]) -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[derive(Clone)]
@@ -170,11 +154,7 @@ struct MasterKey {
 
 impl MasterKey {
     fn new(key: Zeroizing<[u8; KEY_LEN]>, created_at: u64) -> Self {
-        MasterKey {
-            kid: kid_for(&key),
-            key,
-            created_at,
-        }
+        MasterKey { kid: kid_for(&key), key, created_at }
     }
 
     fn fresh() -> Self {
@@ -193,10 +173,7 @@ pub struct Keyring {
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyring")
-            .field("active", &self.active)
-            .field("kids", &self.kids().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("Keyring").field("active", &self.active).field("kids", &self.kids().collect::<Vec<_>>()).finish()
     }
 }
 
@@ -221,10 +198,7 @@ impl KeyEntry {
         let key = to_key(&bytes).ok_or_else(|| format!("key '{}' is not 32 bytes", self.kid))?;
         let mk = MasterKey::new(key, self.created_at);
         if mk.kid != self.kid {
-            return Err(format!(
-                "key listed as '{}' has id '{}'; the file is corrupt",
-                self.kid, mk.kid
-            ));
+            return Err(format!("key listed as '{}' has id '{}'; the file is corrupt", self.kid, mk.kid));
         }
         Ok(mk)
     }
@@ -232,10 +206,7 @@ impl KeyEntry {
 
 impl Keyring {
     fn single(mk: MasterKey) -> Keyring {
-        Keyring {
-            active: mk.kid.clone(),
-            keys: vec![mk],
-        }
+        Keyring { active: mk.kid.clone(), keys: vec![mk] }
     }
 
     fn validated(keys: Vec<MasterKey>, active: String) -> Result<Keyring, String> {
@@ -246,10 +217,7 @@ impl Keyring {
         }
         let ring = Keyring { keys, active };
         if !ring.has_kid(&ring.active) {
-            return Err(format!(
-                "active key '{}' is not among the keys",
-                ring.active
-            ));
+            return Err(format!("active key '{}' is not among the keys", ring.active));
         }
         Ok(ring)
     }
@@ -259,8 +227,7 @@ impl Keyring {
     }
 
     fn active_key(&self) -> &MasterKey {
-        self.key(&self.active)
-            .expect("keyring invariant: active key is present")
+        self.key(&self.active).expect("keyring invariant: active key is present")
     }
 
     /// A keyring with one fresh random master key, active.
@@ -286,8 +253,7 @@ impl Keyring {
         let bad = |r: String| CryptoError::BadEnvKey(r);
         let bytes = B64.decode(b64.trim()).map(Zeroizing::new);
         let bytes = bytes.map_err(|_| bad("not valid base64 (standard alphabet)".into()))?;
-        let key = to_key(&bytes)
-            .ok_or_else(|| bad(format!("decodes to {} bytes; expected 32", bytes.len())))?;
+        let key = to_key(&bytes).ok_or_else(|| bad(format!("decodes to {} bytes; expected 32", bytes.len())))?;
         Ok(Self::single(MasterKey::new(key, now())))
     }
 
@@ -323,15 +289,9 @@ impl Keyring {
     }
 
     fn to_json(&self) -> Zeroizing<Vec<u8>> {
-        let entry = |k: &MasterKey| KeyEntry {
-            kid: k.kid.clone(),
-            key: B64.encode(&k.key[..]),
-            created_at: k.created_at,
-        };
-        let doc = KeyFileDoc {
-            active: self.active.clone(),
-            keys: self.keys.iter().map(entry).collect(),
-        };
+        let entry =
+            |k: &MasterKey| KeyEntry { kid: k.kid.clone(), key: B64.encode(&k.key[..]), created_at: k.created_at };
+        let doc = KeyFileDoc { active: self.active.clone(), keys: self.keys.iter().map(entry).collect() };
         // Pre-size so the buffer never reallocates and leaves key copies behind.
         let mut buf = Zeroizing::new(Vec::with_capacity(256 + 256 * self.keys.len()));
         serde_json::to_writer_pretty(&mut *buf, &doc).expect("serializing to memory cannot fail");
@@ -342,18 +302,9 @@ impl Keyring {
     fn from_json(bytes: &[u8]) -> Result<Keyring, String> {
         // serde_json messages can quote input, so report only kind and position.
         let doc: KeyFileDoc = serde_json::from_slice(bytes).map_err(|e| {
-            format!(
-                "not a valid keyring ({:?} error at line {}, column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            )
+            format!("not a valid keyring ({:?} error at line {}, column {})", e.classify(), e.line(), e.column())
         })?;
-        let keys = doc
-            .keys
-            .iter()
-            .map(KeyEntry::parse)
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = doc.keys.iter().map(KeyEntry::parse).collect::<Result<Vec<_>, _>>()?;
         Self::validated(keys, doc.active.clone())
     }
 
@@ -377,44 +328,25 @@ impl Keyring {
         self.wrap(b, &dk, s.ciphertext.clone())
     }
 
-    fn wrap(
-        &self,
-        b: &Binding,
-        dk: &[u8; KEY_LEN],
-        ciphertext: Vec<u8>,
-    ) -> Result<Sealed, CryptoError> {
+    fn wrap(&self, b: &Binding, dk: &[u8; KEY_LEN], ciphertext: Vec<u8>) -> Result<Sealed, CryptoError> {
         let mk = self.active_key();
         let wrapped_key = encrypt(&mk.key, dk, &b.wrap_aad(&mk.kid)?)?;
-        Ok(Sealed {
-            kid: mk.kid.clone(),
-            wrapped_key,
-            ciphertext,
-        })
+        Ok(Sealed { kid: mk.kid.clone(), wrapped_key, ciphertext })
     }
 
     fn unwrap(&self, b: &Binding, s: &Sealed) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
-        let mk = self
-            .key(&s.kid)
-            .ok_or_else(|| CryptoError::UnknownKey(s.kid.clone()))?;
+        let mk = self.key(&s.kid).ok_or_else(|| CryptoError::UnknownKey(s.kid.clone()))?;
         let dk = decrypt(&mk.key, &s.wrapped_key, &b.wrap_aad(&s.kid)?)?;
-        to_key(&dk).ok_or(CryptoError::Malformed(
-            "unwrapped data key has the wrong length",
-        ))
+        to_key(&dk).ok_or(CryptoError::Malformed("unwrapped data key has the wrong length"))
     }
 }
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> CryptoError + '_ {
-    move |source| CryptoError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| CryptoError::Io { path: path.to_path_buf(), source }
 }
 
 fn key_file_err(path: &Path, reason: String) -> CryptoError {
-    CryptoError::KeyFile {
-        path: path.to_path_buf(),
-        reason,
-    }
+    CryptoError::KeyFile { path: path.to_path_buf(), reason }
 }
 
 fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
@@ -449,9 +381,7 @@ fn parent_dir(path: &Path) -> &Path {
 fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), CryptoError> {
     let mut suffix = [0u8; 8];
     fill_random(&mut suffix);
-    let name = path
-        .file_name()
-        .map_or("keyring".into(), |n| n.to_string_lossy());
+    let name = path.file_name().map_or("keyring".into(), |n| n.to_string_lossy());
     let tmp = parent_dir(path).join(format!(".{name}.tmp-{}", hex::encode(suffix)));
     let res = write_new(&tmp, bytes).and_then(|()| publish(&tmp, path, overwrite));
     if res.is_err() || !overwrite {
@@ -459,17 +389,11 @@ fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), Crypto
     }
     res?;
     let dir = parent_dir(path);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
 fn write_new(tmp: &Path, bytes: &[u8]) -> Result<(), CryptoError> {
-    let opts = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .clone();
+    let opts = OpenOptions::new().write(true).create_new(true).mode(0o600).clone();
     let mut f = opts.open(tmp).map_err(io_err(tmp))?;
     f.set_permissions(fs::Permissions::from_mode(0o600))
         .and_then(|()| f.write_all(bytes))
@@ -492,11 +416,7 @@ mod tests {
     use super::*;
 
     fn bind<'a>(tenant: &'a str, path: &'a str, version: i64) -> Binding<'a> {
-        Binding {
-            tenant,
-            path,
-            version,
-        }
+        Binding { tenant, path, version }
     }
 
     #[test]
@@ -506,31 +426,18 @@ mod tests {
         let s = ring.seal(&b, b"hunter2").unwrap();
         assert_eq!(s.kid, ring.active_kid());
         assert_eq!(&ring.open(&b, &s).unwrap()[..], b"hunter2");
-        assert_eq!(
-            &ring.open(&b, &ring.seal(&b, b"").unwrap()).unwrap()[..],
-            b""
-        );
+        assert_eq!(&ring.open(&b, &ring.seal(&b, b"").unwrap()).unwrap()[..], b"");
     }
 
     #[test]
     fn wrong_binding_fails() {
         let ring = Keyring::generate();
         let s = ring.seal(&bind("acme", "db/pw", 1), b"v").unwrap();
-        for b in [
-            bind("evil", "db/pw", 1),
-            bind("acme", "db/pw2", 1),
-            bind("acme", "db/pw", 2),
-        ] {
-            assert!(
-                matches!(ring.open(&b, &s), Err(CryptoError::Decrypt)),
-                "{b:?}"
-            );
+        for b in [bind("evil", "db/pw", 1), bind("acme", "db/pw2", 1), bind("acme", "db/pw", 2)] {
+            assert!(matches!(ring.open(&b, &s), Err(CryptoError::Decrypt)), "{b:?}");
         }
         let nul = bind("acme\0db", "pw", 1);
-        assert!(matches!(
-            ring.seal(&nul, b"v"),
-            Err(CryptoError::Malformed(_))
-        ));
+        assert!(matches!(ring.seal(&nul, b"v"), Err(CryptoError::Malformed(_))));
     }
 
     #[test]
@@ -539,15 +446,9 @@ mod tests {
         let b = bind("acme", "k", 1);
         let s1 = ring.seal(&b, b"one").unwrap();
         let s2 = ring.seal(&b, b"two").unwrap();
-        let mixed = Sealed {
-            ciphertext: s2.ciphertext.clone(),
-            ..s1.clone()
-        };
+        let mixed = Sealed { ciphertext: s2.ciphertext.clone(), ..s1.clone() };
         assert!(matches!(ring.open(&b, &mixed), Err(CryptoError::Decrypt)));
-        let mixed = Sealed {
-            wrapped_key: s2.wrapped_key,
-            ..s1
-        };
+        let mixed = Sealed { wrapped_key: s2.wrapped_key, ..s1 };
         assert!(matches!(ring.open(&b, &mixed), Err(CryptoError::Decrypt)));
     }
 
@@ -597,10 +498,7 @@ mod tests {
         let s = Keyring::generate().seal(&b, b"v").unwrap();
         let other = Keyring::generate();
         assert!(matches!(other.open(&b, &s), Err(CryptoError::UnknownKey(k)) if k == s.kid));
-        assert!(matches!(
-            other.rewrap(&b, &s),
-            Err(CryptoError::UnknownKey(_))
-        ));
+        assert!(matches!(other.rewrap(&b, &s), Err(CryptoError::UnknownKey(_))));
     }
 
     #[test]
@@ -618,27 +516,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring.json");
         let ring = Keyring::create_file(&path).unwrap();
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert!(matches!(
-            Keyring::create_file(&path),
-            Err(CryptoError::AlreadyExists(_))
-        ));
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(matches!(Keyring::create_file(&path), Err(CryptoError::AlreadyExists(_))));
 
         let rotated = Keyring::load_file(&path).unwrap().rotated();
         rotated.write_file(&path).unwrap();
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let loaded = Keyring::load_file(&path).unwrap();
         assert_eq!(loaded.active_kid(), rotated.active_kid());
-        assert_eq!(
-            loaded.kids().collect::<Vec<_>>(),
-            rotated.kids().collect::<Vec<_>>()
-        );
+        assert_eq!(loaded.kids().collect::<Vec<_>>(), rotated.kids().collect::<Vec<_>>());
         assert_eq!(loaded.keys[0].created_at, ring.keys[0].created_at);
 
         let b = bind("t", "p", 1);
@@ -671,11 +557,7 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         let err = Keyring::load_file(&path).unwrap_err().to_string();
         assert!(!err.contains(&key), "{err}");
-        fs::write(
-            &path,
-            bad.replace(&format!("\"created_at\":\"{key}\""), "\"created_at\":1"),
-        )
-        .unwrap();
+        fs::write(&path, bad.replace(&format!("\"created_at\":\"{key}\""), "\"created_at\":1")).unwrap();
         let err = Keyring::load_file(&path).unwrap_err().to_string();
         assert!(err.contains("corrupt") && !err.contains(&key), "{err}");
     }

@@ -54,10 +54,9 @@ struct ConnArgs {
 
 impl ConnArgs {
     fn client(&self) -> anyhow::Result<Client> {
-        let token = self
-            .token
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("no credential: set AIRLOCK_TOKEN (or pass --token) to an API key or token"))?;
+        let token = self.token.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("no credential: set AIRLOCK_TOKEN (or pass --token) to an API key or token")
+        })?;
         Client::new(&self.addr, token)
     }
 }

@@ -96,7 +96,8 @@ struct ConfigFile {
 
 impl ConfigFile {
     fn load(path: &Path) -> anyhow::Result<ConfigFile> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).map_err(|e| {
             let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
             anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
@@ -223,7 +224,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     };
     let storage = Storage::resolve(&args.storage, &file)?;
     let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
-    let listen: SocketAddr = listen.parse().map_err(|_| anyhow::anyhow!("--listen '{listen}' is not an address like 127.0.0.1:7878"))?;
+    let listen: SocketAddr =
+        listen.parse().map_err(|_| anyhow::anyhow!("--listen '{listen}' is not an address like 127.0.0.1:7878"))?;
     let rate = args.rate_limit.or(file.rate_limit).unwrap_or_else(|| DEFAULT_RATE_LIMIT.into());
     let rate_limit: Rate = rate.parse().map_err(|e: String| anyhow::anyhow!("--rate-limit: {e}"))?;
     let retention_days = args.soft_delete_retention_days.or(file.soft_delete_retention_days).unwrap_or(30);

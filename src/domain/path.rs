@@ -64,9 +64,7 @@ impl SecretPath {
     /// trailing slash; one trailing slash is ignored).
     pub fn is_within(&self, namespace: &str) -> bool {
         let namespace = namespace.strip_suffix('/').unwrap_or(namespace);
-        self.0
-            .strip_prefix(namespace)
-            .is_some_and(|rest| rest.starts_with('/'))
+        self.0.strip_prefix(namespace).is_some_and(|rest| rest.starts_with('/'))
     }
 }
 
@@ -98,15 +96,9 @@ pub(super) fn validate_segment(segment: &str, offset: usize) -> Result<(), PathE
     if segment.is_empty() {
         return Err(PathError::EmptySegment);
     }
-    let bad = segment
-        .chars()
-        .enumerate()
-        .find(|&(_, c)| !is_segment_char(c));
+    let bad = segment.chars().enumerate().find(|&(_, c)| !is_segment_char(c));
     if let Some((i, ch)) = bad {
-        return Err(PathError::InvalidChar {
-            ch,
-            position: offset + i,
-        });
+        return Err(PathError::InvalidChar { ch, position: offset + i });
     }
     if segment == "." || segment == ".." {
         return Err(PathError::DotSegment(segment.to_owned()));
@@ -166,14 +158,7 @@ mod tests {
     #[test]
     fn parse_accepts_valid_paths() {
         let max = "a".repeat(MAX_PATH_CHARS);
-        for ok in [
-            "a",
-            "production/openai/api-key",
-            "A.b_c-D/9",
-            "..a/b..",
-            "x/.hidden",
-            &max,
-        ] {
+        for ok in ["a", "production/openai/api-key", "A.b_c-D/9", "..a/b..", "x/.hidden", &max] {
             let path = SecretPath::parse(ok).expect(ok);
             assert_eq!(path.as_str(), ok);
         }
@@ -184,12 +169,7 @@ mod tests {
         let long = "a".repeat(MAX_PATH_CHARS + 1);
         let cases: Vec<(&str, PathError)> = vec![
             ("", PathError::Empty),
-            (
-                &long,
-                PathError::TooLong {
-                    len: MAX_PATH_CHARS + 1,
-                },
-            ),
+            (&long, PathError::TooLong { len: MAX_PATH_CHARS + 1 }),
             ("/a", PathError::EmptySegment),
             ("a/", PathError::EmptySegment),
             ("a//b", PathError::EmptySegment),
@@ -197,48 +177,12 @@ mod tests {
             (".", PathError::DotSegment(".".into())),
             ("a/../b", PathError::DotSegment("..".into())),
             ("a/./b", PathError::DotSegment(".".into())),
-            (
-                "a b",
-                PathError::InvalidChar {
-                    ch: ' ',
-                    position: 1,
-                },
-            ),
-            (
-                "ab/c*d",
-                PathError::InvalidChar {
-                    ch: '*',
-                    position: 4,
-                },
-            ),
-            (
-                "é/x",
-                PathError::InvalidChar {
-                    ch: 'é',
-                    position: 0,
-                },
-            ),
-            (
-                "a/bé\n",
-                PathError::InvalidChar {
-                    ch: 'é',
-                    position: 3,
-                },
-            ),
-            (
-                "a\\b",
-                PathError::InvalidChar {
-                    ch: '\\',
-                    position: 1,
-                },
-            ),
-            (
-                "a:b",
-                PathError::InvalidChar {
-                    ch: ':',
-                    position: 1,
-                },
-            ),
+            ("a b", PathError::InvalidChar { ch: ' ', position: 1 }),
+            ("ab/c*d", PathError::InvalidChar { ch: '*', position: 4 }),
+            ("é/x", PathError::InvalidChar { ch: 'é', position: 0 }),
+            ("a/bé\n", PathError::InvalidChar { ch: 'é', position: 3 }),
+            ("a\\b", PathError::InvalidChar { ch: '\\', position: 1 }),
+            ("a:b", PathError::InvalidChar { ch: ':', position: 1 }),
         ];
         for (input, expected) in cases {
             assert_eq!(SecretPath::parse(input), Err(expected), "input {input:?}");
@@ -248,10 +192,7 @@ mod tests {
     #[test]
     fn error_messages_quote_the_problem() {
         let cases = [
-            (
-                "a/../b",
-                "secret path segment '..' is not allowed; use names of [A-Za-z0-9._-]",
-            ),
+            ("a/../b", "secret path segment '..' is not allowed; use names of [A-Za-z0-9._-]"),
             ("a b", "' ' at position 1"),
             ("a\nb", "'\\n' at position 1"),
             ("a//b", "empty segment"),
@@ -267,11 +208,7 @@ mod tests {
         let cases: [(&str, Option<&str>, &[&str]); 3] = [
             ("a", None, &["a"]),
             ("a/b", Some("a"), &["a", "b"]),
-            (
-                "prod/openai/key",
-                Some("prod/openai"),
-                &["prod", "openai", "key"],
-            ),
+            ("prod/openai/key", Some("prod/openai"), &["prod", "openai", "key"]),
         ];
         for (input, namespace, segments) in cases {
             let path = SecretPath::parse(input).unwrap();
@@ -296,11 +233,7 @@ mod tests {
         ];
         for (path, namespace, expected) in cases {
             let path = SecretPath::parse(path).unwrap();
-            assert_eq!(
-                path.is_within(namespace),
-                expected,
-                "{path} within {namespace:?}"
-            );
+            assert_eq!(path.is_within(namespace), expected, "{path} within {namespace:?}");
         }
     }
 
@@ -308,10 +241,7 @@ mod tests {
     fn validate_namespace_uses_path_rules() {
         assert_eq!(validate_namespace("prod/openai"), Ok(()));
         assert_eq!(validate_namespace("prod/"), Err(PathError::EmptySegment));
-        assert_eq!(
-            validate_namespace(".."),
-            Err(PathError::DotSegment("..".into()))
-        );
+        assert_eq!(validate_namespace(".."), Err(PathError::DotSegment("..".into())));
     }
 
     #[test]

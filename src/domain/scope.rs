@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::path::{PathError, SecretPath, check_length, validate_segment};
 
-const EXPECTED_ACTIONS: &str =
-    "read, write, delete, rotate, read_metadata, undelete, destroy, owner_update";
+const EXPECTED_ACTIONS: &str = "read, write, delete, rotate, read_metadata, undelete, destroy, owner_update";
 const EXPECTED_SCOPES: &str = "secrets:<action>:<glob>, tokens:create, audit:read, \
      approvals:decide, tenants:create, keys:manage, agents:manage";
 
@@ -22,15 +21,11 @@ const EXPECTED_SCOPES: &str = "secrets:<action>:<glob>, tokens:create, audit:rea
 pub enum ScopeError {
     #[error("unknown scope '{0}'; expected one of {EXPECTED_SCOPES}")]
     UnknownScope(String),
-    #[error(
-        "scope '{0}' has no glob; write it as secrets:<action>:<glob>, e.g. secrets:read:production/**"
-    )]
+    #[error("scope '{0}' has no glob; write it as secrets:<action>:<glob>, e.g. secrets:read:production/**")]
     MissingGlob(String),
     #[error("unknown secret action '{0}'; expected one of {EXPECTED_ACTIONS}")]
     UnknownAction(String),
-    #[error(
-        "unknown secret action '{action}' in scope '{scope}'; expected one of {EXPECTED_ACTIONS}"
-    )]
+    #[error("unknown secret action '{action}' in scope '{scope}'; expected one of {EXPECTED_ACTIONS}")]
     UnknownActionInScope { action: String, scope: String },
     #[error("invalid glob '{glob}': {source}")]
     InvalidGlob { glob: String, source: PathError },
@@ -90,10 +85,7 @@ impl FromStr for SecretAction {
     type Err = ScopeError;
 
     fn from_str(s: &str) -> Result<Self, ScopeError> {
-        Self::ALL
-            .into_iter()
-            .find(|action| action.as_str() == s)
-            .ok_or_else(|| ScopeError::UnknownAction(s.to_owned()))
+        Self::ALL.into_iter().find(|action| action.as_str() == s).ok_or_else(|| ScopeError::UnknownAction(s.to_owned()))
     }
 }
 
@@ -148,22 +140,13 @@ pub struct PathGlob {
 impl PathGlob {
     /// `**`: every path.
     pub fn any_path() -> Self {
-        Self {
-            head: Vec::new(),
-            rest: true,
-        }
+        Self { head: Vec::new(), rest: true }
     }
 
     pub fn parse(s: &str) -> Result<Self, ScopeError> {
-        let invalid = |source| ScopeError::InvalidGlob {
-            glob: s.to_owned(),
-            source,
-        };
+        let invalid = |source| ScopeError::InvalidGlob { glob: s.to_owned(), source };
         check_length(s).map_err(invalid)?;
-        let mut glob = Self {
-            head: Vec::new(),
-            rest: false,
-        };
+        let mut glob = Self { head: Vec::new(), rest: false };
         let mut offset = 0;
         for segment in s.split('/') {
             if glob.rest {
@@ -174,10 +157,7 @@ impl PathGlob {
                 "*" => glob.head.push(Segment::Any),
                 _ if segment.contains('*') => {
                     let segment = segment.to_owned();
-                    return Err(ScopeError::StarInSegment {
-                        segment,
-                        glob: s.to_owned(),
-                    });
+                    return Err(ScopeError::StarInSegment { segment, glob: s.to_owned() });
                 }
                 _ => {
                     validate_segment(segment, offset).map_err(invalid)?;
@@ -191,11 +171,7 @@ impl PathGlob {
 
     pub fn matches(&self, path: &SecretPath) -> bool {
         let segments: Vec<&str> = path.segments().collect();
-        let length_ok = if self.rest {
-            segments.len() > self.head.len()
-        } else {
-            segments.len() == self.head.len()
-        };
+        let length_ok = if self.rest { segments.len() > self.head.len() } else { segments.len() == self.head.len() };
         length_ok && self.head.iter().zip(&segments).all(|(g, s)| g.matches(s))
     }
 
@@ -207,12 +183,7 @@ impl PathGlob {
             !self.rest && self.head.len() == other.head.len()
         };
         // When lengths line up, `self.head` reaches every position of `other.head`.
-        length_ok
-            && self
-                .head
-                .iter()
-                .zip(&other.head)
-                .all(|(a, b)| a.is_subset_of(b))
+        length_ok && self.head.iter().zip(&other.head).all(|(a, b)| a.is_subset_of(b))
     }
 
     /// Fewest segments a matching path can have.
@@ -257,10 +228,7 @@ impl Serialize for PathGlob {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Scope {
-    Secrets {
-        action: SecretAction,
-        glob: PathGlob,
-    },
+    Secrets { action: SecretAction, glob: PathGlob },
     TokensCreate,
     AuditRead,
     ApprovalsDecide,
@@ -296,9 +264,7 @@ impl Scope {
     }
 
     pub fn parse(s: &str) -> Result<Self, ScopeError> {
-        let bare = Self::bare_scopes()
-            .into_iter()
-            .find(|b| b.bare_name() == Some(s));
+        let bare = Self::bare_scopes().into_iter().find(|b| b.bare_name() == Some(s));
         match bare {
             Some(scope) => Ok(scope),
             None => Self::parse_secrets(s),
@@ -314,10 +280,7 @@ impl Scope {
         };
         let action = action
             .parse()
-            .map_err(|_| ScopeError::UnknownActionInScope {
-                action: action.to_owned(),
-                scope: s.to_owned(),
-            })?;
+            .map_err(|_| ScopeError::UnknownActionInScope { action: action.to_owned(), scope: s.to_owned() })?;
         let glob = PathGlob::parse(glob)?;
         Ok(Self::Secrets { action, glob })
     }
@@ -326,16 +289,9 @@ impl Scope {
     /// scope, or a secrets scope with an implied action on a narrower glob.
     pub fn covers(&self, other: &Scope) -> bool {
         match (self, other) {
-            (
-                Self::Secrets {
-                    action: held,
-                    glob: held_glob,
-                },
-                Self::Secrets {
-                    action: wanted,
-                    glob: wanted_glob,
-                },
-            ) => held.implies(*wanted) && wanted_glob.is_subset_of(held_glob),
+            (Self::Secrets { action: held, glob: held_glob }, Self::Secrets { action: wanted, glob: wanted_glob }) => {
+                held.implies(*wanted) && wanted_glob.is_subset_of(held_glob)
+            }
             _ => self == other,
         }
     }
@@ -453,32 +409,18 @@ impl Role {
     /// `secrets:read_metadata:**`.
     pub fn scopes(self) -> ScopeSet {
         use SecretAction as A;
-        let on_everything = |action| Scope::Secrets {
-            action,
-            glob: PathGlob::any_path(),
-        };
+        let on_everything = |action| Scope::Secrets { action, glob: PathGlob::any_path() };
         let scopes: Vec<Scope> = match self {
             Self::Admin => A::ALL
                 .into_iter()
                 .map(on_everything)
-                .chain(
-                    Scope::bare_scopes()
-                        .into_iter()
-                        .filter(|s| *s != Scope::TenantsCreate),
-                )
+                .chain(Scope::bare_scopes().into_iter().filter(|s| *s != Scope::TenantsCreate))
                 .collect(),
-            Self::Deployer => [
-                A::Read,
-                A::Write,
-                A::Delete,
-                A::Rotate,
-                A::ReadMetadata,
-                A::Undelete,
-            ]
-            .into_iter()
-            .map(on_everything)
-            .chain([Scope::TokensCreate])
-            .collect(),
+            Self::Deployer => [A::Read, A::Write, A::Delete, A::Rotate, A::ReadMetadata, A::Undelete]
+                .into_iter()
+                .map(on_everything)
+                .chain([Scope::TokensCreate])
+                .collect(),
             Self::Reader => vec![on_everything(A::ReadMetadata)],
         };
         ScopeSet::new(scopes)
@@ -549,37 +491,13 @@ mod tests {
             ("secrets:read:prod/x", "secrets:read:production/x", false),
             ("secrets:read:prod/*", "secrets:read:production/a", false),
             ("secrets:read:prod/**", "secrets:read:production/a", false),
-            (
-                "secrets:read:production/**",
-                "secrets:read:productionx/a",
-                false,
-            ),
-            (
-                "secrets:read:production/**",
-                "secrets:read:production",
-                false,
-            ),
+            ("secrets:read:production/**", "secrets:read:productionx/a", false),
+            ("secrets:read:production/**", "secrets:read:production", false),
             // widening attempts
-            (
-                "secrets:read:production/openai/*",
-                "secrets:read:production/**",
-                false,
-            ),
-            (
-                "secrets:read:production/openai/*",
-                "secrets:write:production/openai/*",
-                false,
-            ),
-            (
-                "secrets:read:production/openai/*",
-                "secrets:read:production/openai/x/y",
-                false,
-            ),
-            (
-                "secrets:read:production/**",
-                "secrets:read:production/openai/*",
-                true,
-            ),
+            ("secrets:read:production/openai/*", "secrets:read:production/**", false),
+            ("secrets:read:production/openai/*", "secrets:write:production/openai/*", false),
+            ("secrets:read:production/openai/*", "secrets:read:production/openai/x/y", false),
+            ("secrets:read:production/**", "secrets:read:production/openai/*", true),
             ("secrets:read_metadata:**", "secrets:read:a", false),
             ("secrets:write:**", "secrets:destroy:a", false),
             ("secrets:delete:**", "secrets:undelete:a", false),
@@ -659,10 +577,7 @@ mod tests {
                  expected one of read, write, delete, rotate, read_metadata",
             ),
             ("secrets:read:", "invalid glob '': secret path is empty"),
-            (
-                "secrets:read:**/a",
-                "'**' may only be the last segment of a glob",
-            ),
+            ("secrets:read:**/a", "'**' may only be the last segment of a glob"),
             ("secrets:read:a/**/**", "'**' may only be the last segment"),
             ("secrets:read:ab*", "not part of 'ab*'"),
             ("secrets:read:a/***", "not part of '***'"),
@@ -687,17 +602,10 @@ mod tests {
             assert_eq!(action.as_str().parse::<SecretAction>(), Ok(action));
         }
         assert!("Read".parse::<SecretAction>().is_err());
-        for (s, role) in [
-            ("admin", Role::Admin),
-            ("deployer", Role::Deployer),
-            ("reader", Role::Reader),
-        ] {
+        for (s, role) in [("admin", Role::Admin), ("deployer", Role::Deployer), ("reader", Role::Reader)] {
             assert_eq!(s.parse::<Role>(), Ok(role));
             assert_eq!(serde_json::to_string(&role).unwrap(), format!("\"{s}\""));
-            assert_eq!(
-                serde_json::from_str::<Role>(&format!("\"{s}\"")).unwrap(),
-                role
-            );
+            assert_eq!(serde_json::from_str::<Role>(&format!("\"{s}\"")).unwrap(), role);
         }
         assert_eq!(
             "root".parse::<Role>().unwrap_err().to_string(),
@@ -709,8 +617,7 @@ mod tests {
     fn implies_table() {
         for a in SecretAction::ALL {
             for b in SecretAction::ALL {
-                let expected =
-                    a == b || (a == SecretAction::Read && b == SecretAction::ReadMetadata);
+                let expected = a == b || (a == SecretAction::Read && b == SecretAction::ReadMetadata);
                 assert_eq!(a.implies(b), expected, "{a} implies {b}");
             }
         }
@@ -747,9 +654,7 @@ mod tests {
 
     #[test]
     fn scope_set_queries() {
-        let set =
-            ScopeSet::parse_list(&["secrets:read:prod/*", "secrets:write:dev/**", "audit:read"])
-                .unwrap();
+        let set = ScopeSet::parse_list(&["secrets:read:prod/*", "secrets:write:dev/**", "audit:read"]).unwrap();
         let cases = [
             (SecretAction::Read, "prod/a", true),
             (SecretAction::ReadMetadata, "prod/a", true),
@@ -760,29 +665,18 @@ mod tests {
             (SecretAction::Read, "production/a", false),
         ];
         for (action, p, expected) in cases {
-            assert_eq!(
-                set.allows_secret(action, &path(p)),
-                expected,
-                "{action} {p}"
-            );
+            assert_eq!(set.allows_secret(action, &path(p)), expected, "{action} {p}");
         }
         assert!(set.has(&Scope::AuditRead));
         assert!(!set.has(&Scope::TokensCreate));
 
-        let requested =
-            ScopeSet::parse_list(&["secrets:read:prod/x", "secrets:read:dev/x"]).unwrap();
+        let requested = ScopeSet::parse_list(&["secrets:read:prod/x", "secrets:read:dev/x"]).unwrap();
         assert!(!set.covers_all(&requested));
-        assert_eq!(
-            set.first_uncovered(&requested),
-            Some(&scope("secrets:read:dev/x"))
-        );
+        assert_eq!(set.first_uncovered(&requested), Some(&scope("secrets:read:dev/x")));
         assert!(set.covers_all(&ScopeSet::new(vec![])));
 
         let json = serde_json::to_string(&set).unwrap();
-        assert_eq!(
-            json,
-            r#"["secrets:read:prod/*","secrets:write:dev/**","audit:read"]"#
-        );
+        assert_eq!(json, r#"["secrets:read:prod/*","secrets:write:dev/**","audit:read"]"#);
         assert_eq!(serde_json::from_str::<ScopeSet>(&json).unwrap(), set);
         assert!(serde_json::from_str::<ScopeSet>(r#"["tokens:delete"]"#).is_err());
         assert!(ScopeSet::parse_list(&["audit:read", "nope"]).is_err());

@@ -69,10 +69,7 @@ impl<'de> Deserialize<'de> for SecretValue {
 }
 
 /// Serializes the plaintext as a string; for the one response that returns it.
-pub fn serialize_exposed<S: Serializer>(
-    value: &SecretValue,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+pub fn serialize_exposed<S: Serializer>(value: &SecretValue, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(value.expose())
 }
 
@@ -116,19 +113,11 @@ mod tests {
 
     #[test]
     fn from_bytes_table() {
-        let cases: [(&[u8], Option<&str>); 4] = [
-            (b"token", Some("token")),
-            (b"", Some("")),
-            ("é".as_bytes(), Some("é")),
-            (&[b'a', 0xff, b'b'], None),
-        ];
+        let cases: [(&[u8], Option<&str>); 4] =
+            [(b"token", Some("token")), (b"", Some("")), ("é".as_bytes(), Some("é")), (&[b'a', 0xff, b'b'], None)];
         for (bytes, expected) in cases {
             let got = SecretValue::from_bytes(bytes.to_vec());
-            assert_eq!(
-                got.as_ref().ok().map(SecretValue::expose),
-                expected,
-                "{bytes:?}"
-            );
+            assert_eq!(got.as_ref().ok().map(SecretValue::expose), expected, "{bytes:?}");
         }
         let error = SecretValue::from_bytes(vec![b'a', 0xff]).unwrap_err();
         assert_eq!(error.valid_up_to(), 1);
@@ -144,10 +133,7 @@ mod tests {
     fn serde_in_and_out() {
         let response: Response = serde_json::from_str(r#"{"value":"s3cr\"t"}"#).unwrap();
         assert_eq!(response.value.expose(), "s3cr\"t");
-        assert_eq!(
-            serde_json::to_string(&response).unwrap(),
-            r#"{"value":"s3cr\"t"}"#
-        );
+        assert_eq!(serde_json::to_string(&response).unwrap(), r#"{"value":"s3cr\"t"}"#);
         assert!(serde_json::from_str::<SecretValue>("42").is_err());
     }
 }

@@ -152,9 +152,9 @@ impl RateLimits {
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let value = headers
-        .get("authorization")
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization header; send 'Authorization: Bearer <key or token>'"))?;
+    let value = headers.get("authorization").ok_or_else(|| {
+        ApiError::unauthorized("missing Authorization header; send 'Authorization: Bearer <key or token>'")
+    })?;
     let value = value.to_str().map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
     let token = value
         .strip_prefix("Bearer ")
@@ -185,7 +185,12 @@ pub async fn authenticate(
     resp
 }
 
-async fn identify(state: &AppState, headers: &HeaderMap, ip: IpAddr, user_agent: Option<String>) -> Result<Caller, ApiError> {
+async fn identify(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: IpAddr,
+    user_agent: Option<String>,
+) -> Result<Caller, ApiError> {
     let secret = bearer(headers)?;
     let hash = hash_secret(secret);
     let found = state.store.credential_by_hash(&hash).await?;
@@ -241,4 +246,3 @@ async fn refuse(state: &AppState, tenant: &str, failure: AuditDraft, message: &s
         Err(e) => ApiError::internal(&e),
     }
 }
-

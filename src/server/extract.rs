@@ -22,9 +22,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::invalid(format!("request body is unreadable or larger than {MAX_BODY_BYTES} bytes")))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
+            ApiError::invalid(format!("request body is unreadable or larger than {MAX_BODY_BYTES} bytes"))
+        })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -50,7 +50,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 fn describe_shape_error(field: &str, message: &str) -> String {
     let message = message.split(" at line ").next().unwrap_or(message);
     let at = if field.is_empty() || field == "." { String::new() } else { format!(" in field '{field}'") };
-    if message.starts_with("invalid type") || message.starts_with("invalid value") || message.starts_with("invalid length") {
+    if message.starts_with("invalid type")
+        || message.starts_with("invalid value")
+        || message.starts_with("invalid length")
+    {
         let expected = message.split(", expected ").nth(1).unwrap_or("a different value");
         return format!("invalid value{at}: expected {expected}");
     }

@@ -15,11 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -52,10 +52,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/secrets", post(secrets::create).get(secrets::list))
-        .route(
-            "/secrets/{path}",
-            get(secrets::read).put(secrets::update).patch(secrets::patch).delete(secrets::delete),
-        )
+        .route("/secrets/{path}", get(secrets::read).put(secrets::update).patch(secrets::patch).delete(secrets::delete))
         .route("/secrets/{path}/rotate", post(secrets::rotate))
         .route("/secrets/{path}/versions", get(secrets::versions))
         .route("/secrets/{path}/undelete", post(secrets::undelete))
@@ -79,7 +76,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn unknown_route() -> ApiError {
-    ApiError::not_found("no such endpoint; secret paths go in one URL segment, encoded: /v1/secrets/production%2Fopenai%2Fapi-key")
+    ApiError::not_found(
+        "no such endpoint; secret paths go in one URL segment, encoded: /v1/secrets/production%2Fopenai%2Fapi-key",
+    )
 }
 
 async fn wrong_method() -> ApiError {
@@ -95,7 +94,8 @@ async fn observe(req: Request, next: Next) -> Response {
     let status = resp.status().as_u16().to_string();
     metrics::counter!("airlock_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!("airlock_http_request_duration_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("airlock_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
     resp
 }
 
@@ -172,4 +172,3 @@ fn auth_free_draft(kind: &'static str, path: &str) -> crate::domain::audit::Audi
         detail: serde_json::json!({}),
     }
 }
-

@@ -150,10 +150,7 @@ fn check_tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
 }
 
 fn parse_time(field: &str, value: &Option<String>) -> ApiResult<Option<i64>> {
-    value
-        .as_deref()
-        .map(|s| parse_rfc3339(s).map_err(|e| ApiError::validation(format!("{field}: {e}"))))
-        .transpose()
+    value.as_deref().map(|s| parse_rfc3339(s).map_err(|e| ApiError::validation(format!("{field}: {e}")))).transpose()
 }
 
 fn seal_for<'a>(
@@ -176,7 +173,12 @@ async fn fail(state: &AppState, caller: &Caller, kind: &'static str, path: &Secr
 }
 
 /// Records an unsuccessful operation; if even that cannot be written the request fails.
-pub(super) async fn audit_failure(state: &AppState, caller: &Caller, mut draft: AuditDraft, code: &str) -> ApiResult<()> {
+pub(super) async fn audit_failure(
+    state: &AppState,
+    caller: &Caller,
+    mut draft: AuditDraft,
+    code: &str,
+) -> ApiResult<()> {
     draft.success = false;
     draft.detail = json!({ "error": code });
     state.store.record(caller.tenant(), draft, None).await.map_err(ApiError::from)
@@ -196,7 +198,11 @@ pub struct CreateBody {
     not_before: Option<String>,
 }
 
-pub async fn create(State(state): State<AppState>, caller: Authed, JsonBody(b): JsonBody<CreateBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Authed,
+    JsonBody(b): JsonBody<CreateBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     authorize(&state, &caller, SecretAction::Write, &b.path, kind::SECRET_CREATE).await?;
     check_value(&b.value, "value")?;
     let tags = b.tags.unwrap_or_default();
@@ -328,12 +334,20 @@ fn list_filter(q: &ListQuery) -> ApiResult<ListFilter> {
     Ok(ListFilter { namespace: q.namespace.clone(), tag, after, limit })
 }
 
-pub async fn list(State(state): State<AppState>, caller: Authed, QueryParams(q): QueryParams<ListQuery>) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Authed,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Value>> {
     let mut filter = list_filter(&q)?;
-    let sees_all = caller.scopes.covers(&Scope::Secrets { action: SecretAction::ReadMetadata, glob: PathGlob::any_path() });
+    let sees_all =
+        caller.scopes.covers(&Scope::Secrets { action: SecretAction::ReadMetadata, glob: PathGlob::any_path() });
     let (items, total, more) = if sees_all {
         let total = state.store.count_secrets(caller.tenant(), &filter).await?;
-        let mut page = state.store.list_secrets(caller.tenant(), &ListFilter { limit: filter.limit + 1, ..filter.clone() }).await?;
+        let mut page = state
+            .store
+            .list_secrets(caller.tenant(), &ListFilter { limit: filter.limit + 1, ..filter.clone() })
+            .await?;
         let more = page.len() as i64 > filter.limit;
         page.truncate(filter.limit as usize);
         (page, total, more)
@@ -349,7 +363,11 @@ pub async fn list(State(state): State<AppState>, caller: Authed, QueryParams(q):
 }
 
 /// A caller limited to some paths sees only those, in pages of the requested size.
-async fn list_visible(state: &AppState, caller: &Caller, filter: &mut ListFilter) -> ApiResult<(Vec<SecretMeta>, i64, bool)> {
+async fn list_visible(
+    state: &AppState,
+    caller: &Caller,
+    filter: &mut ListFilter,
+) -> ApiResult<(Vec<SecretMeta>, i64, bool)> {
     let visible = |m: &SecretMeta| SecretPath::parse(&m.path).is_ok_and(|p| caller.can(SecretAction::ReadMetadata, &p));
     let want = filter.limit as usize;
     let mut scan = ListFilter { after: None, limit: 500, ..filter.clone() };
@@ -404,7 +422,9 @@ pub async fn update(
     let change = NewVersion { cas: b.cas, seal: &seal, meta, previous_expires_at: None };
     let audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
     match state.store.write_version(caller.tenant(), path.as_str(), change, audit).await {
-        Ok((m, _)) => Ok(Json(json!({ "path": m.path, "version": m.current_version, "updated_at": crate::domain::time::to_rfc3339(m.updated_at) }))),
+        Ok((m, _)) => Ok(Json(
+            json!({ "path": m.path, "version": m.current_version, "updated_at": crate::domain::time::to_rfc3339(m.updated_at) }),
+        )),
         Err(e) => Err(fail(&state, &caller, kind::SECRET_UPDATE, &path, e).await),
     }
 }
@@ -473,7 +493,8 @@ pub async fn rotate(
     check_value(&b.new_value, "new_value")?;
     let old_expires_at = now_ms() + i64::from(b.grace_period_seconds) * 1000;
     let seal = seal_for(&state, caller.tenant(), &path, &b.new_value);
-    let change = NewVersion { cas: None, seal: &seal, meta: MetaChange::default(), previous_expires_at: Some(old_expires_at) };
+    let change =
+        NewVersion { cas: None, seal: &seal, meta: MetaChange::default(), previous_expires_at: Some(old_expires_at) };
     let mut audit = caller.draft(kind::SECRET_ROTATE, Some(path.as_str()));
     audit.detail = json!({ "grace_period_seconds": b.grace_period_seconds });
     match state.store.write_version(caller.tenant(), path.as_str(), change, audit).await {
@@ -503,7 +524,11 @@ fn version_state(meta: &SecretMeta, v: &VersionRow, now: i64) -> &'static str {
     }
 }
 
-pub async fn versions(State(state): State<AppState>, caller: Authed, PathParam(path): PathParam) -> ApiResult<Json<Value>> {
+pub async fn versions(
+    State(state): State<AppState>,
+    caller: Authed,
+    PathParam(path): PathParam,
+) -> ApiResult<Json<Value>> {
     authorize(&state, &caller, SecretAction::ReadMetadata, &path, kind::SECRET_READ).await?;
     let meta = state
         .store
@@ -557,7 +582,11 @@ pub async fn delete(
     }
 }
 
-pub async fn undelete(State(state): State<AppState>, caller: Authed, PathParam(path): PathParam) -> ApiResult<Json<Value>> {
+pub async fn undelete(
+    State(state): State<AppState>,
+    caller: Authed,
+    PathParam(path): PathParam,
+) -> ApiResult<Json<Value>> {
     authorize(&state, &caller, SecretAction::Undelete, &path, kind::SECRET_UNDELETE).await?;
     let audit = caller.draft(kind::SECRET_UNDELETE, Some(path.as_str()));
     match state.store.undelete(caller.tenant(), path.as_str(), audit).await {

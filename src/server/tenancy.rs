@@ -1,7 +1,6 @@
 //! Tenants and user API keys: `/v1/tenants` (for the bootstrap key) and `/v1/keys`.
 //! A key's secret is shown once, at creation; only its hash is stored.
 
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,11 +17,7 @@ use crate::domain::{Role, Scope};
 use crate::store::{Credential, CredentialKind, Tenant};
 
 fn require(caller: &Caller, scope: Scope) -> ApiResult<()> {
-    if caller.has(&scope) {
-        Ok(())
-    } else {
-        Err(ApiError::permission_denied(None, &scope.to_string()))
-    }
+    if caller.has(&scope) { Ok(()) } else { Err(ApiError::permission_denied(None, &scope.to_string())) }
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
@@ -69,7 +64,11 @@ pub struct CreateKeyBody {
     role: Role,
 }
 
-pub async fn create_key(State(state): State<AppState>, caller: Authed, JsonBody(b): JsonBody<CreateKeyBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Authed,
+    JsonBody(b): JsonBody<CreateKeyBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     require(&caller, Scope::KeysManage)?;
     check_name(&b.name)?;
     let (credential, secret) = user_key(caller.tenant(), &b.name, b.role, &[]);
@@ -90,7 +89,11 @@ pub async fn list_keys(State(state): State<AppState>, caller: Authed) -> ApiResu
     Ok(Json(json!({ "keys": keys })))
 }
 
-pub async fn revoke_key(State(state): State<AppState>, caller: Authed, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Authed,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     require(&caller, Scope::KeysManage)?;
     let mut audit = caller.draft(kind::KEY_REVOKE, None);
     audit.detail = json!({ "key_id": id });
@@ -107,7 +110,11 @@ pub struct CreateTenantBody {
     name: String,
 }
 
-pub async fn create_tenant(State(state): State<AppState>, caller: Authed, JsonBody(b): JsonBody<CreateTenantBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    caller: Authed,
+    JsonBody(b): JsonBody<CreateTenantBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     require(&caller, Scope::TenantsCreate)?;
     check_name(&b.name)?;
     let tenant = Tenant { id: new_id("ten"), name: b.name.clone(), created_at: now_ms() };

@@ -1,6 +1,5 @@
 //! `/v1/audit`: reading and verifying the tenant's hash-chained audit trail.
 
-
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
@@ -27,11 +26,7 @@ pub struct AuditQuery {
 }
 
 fn require_audit(caller: &Caller) -> ApiResult<()> {
-    if caller.has(&Scope::AuditRead) {
-        Ok(())
-    } else {
-        Err(ApiError::permission_denied(None, "audit:read"))
-    }
+    if caller.has(&Scope::AuditRead) { Ok(()) } else { Err(ApiError::permission_denied(None, "audit:read")) }
 }
 
 fn parse_bound(name: &str, v: &Option<String>) -> ApiResult<Option<i64>> {
@@ -39,18 +34,23 @@ fn parse_bound(name: &str, v: &Option<String>) -> ApiResult<Option<i64>> {
 }
 
 /// Newest first. The cursor is the `seq` of the last record of the previous page.
-pub async fn list(State(state): State<AppState>, caller: Authed, QueryParams(q): QueryParams<AuditQuery>) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Authed,
+    QueryParams(q): QueryParams<AuditQuery>,
+) -> ApiResult<Json<Value>> {
     require_audit(&caller)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid(format!("limit must be between 1 and 1000, not {limit}")));
     }
-    let before_seq = match &q.cursor {
-        None => None,
-        Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            ApiError::invalid("bad cursor; pass back the next_cursor of a previous page unchanged")
-        })?),
-    };
+    let before_seq =
+        match &q.cursor {
+            None => None,
+            Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ApiError::invalid("bad cursor; pass back the next_cursor of a previous page unchanged")
+            })?),
+        };
     let filter = AuditFilter {
         namespace: q.namespace,
         actor: q.actor,

@@ -199,9 +199,20 @@ pub trait Store: Send + Sync {
     async fn list_secrets(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<SecretMeta>>;
     async fn count_secrets(&self, tenant: &str, filter: &ListFilter) -> Result<i64>;
     /// Writes a new version; returns the metadata after the write and the replaced version.
-    async fn write_version(&self, tenant: &str, path: &str, change: NewVersion<'_>, audit: AuditDraft)
-    -> Result<(SecretMeta, i64)>;
-    async fn patch_secret(&self, tenant: &str, path: &str, change: &MetaChange, audit: AuditDraft) -> Result<SecretMeta>;
+    async fn write_version(
+        &self,
+        tenant: &str,
+        path: &str,
+        change: NewVersion<'_>,
+        audit: AuditDraft,
+    ) -> Result<(SecretMeta, i64)>;
+    async fn patch_secret(
+        &self,
+        tenant: &str,
+        path: &str,
+        change: &MetaChange,
+        audit: AuditDraft,
+    ) -> Result<SecretMeta>;
     async fn list_versions(&self, secret_id: &str) -> Result<Vec<VersionRow>>;
     async fn soft_delete(&self, tenant: &str, path: &str, now: i64, audit: AuditDraft) -> Result<()>;
     async fn undelete(&self, tenant: &str, path: &str, audit: AuditDraft) -> Result<SecretMeta>;

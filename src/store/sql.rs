@@ -74,12 +74,7 @@ impl SqlStore {
         } else {
             "SELECT id FROM secrets WHERE tenant_id = $1 AND path = $2"
         };
-        sqlx::query_scalar(sql)
-            .bind(tenant)
-            .bind(path)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or(StoreError::NotFound)
+        sqlx::query_scalar(sql).bind(tenant).bind(path).fetch_optional(&mut **tx).await?.ok_or(StoreError::NotFound)
     }
 
     async fn meta_in(tx: &mut Tx, tenant: &str, path: &str) -> Result<SecretMeta> {
@@ -160,10 +155,8 @@ async fn audit_writer(pool: AnyPool, engine: Engine, mut jobs: mpsc::Receiver<Au
     let mut batch = Vec::with_capacity(AUDIT_BATCH);
     while jobs.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
         batch.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-        let drafts: Vec<(String, AuditDraft, Option<String>)> = batch
-            .iter()
-            .map(|j| (j.tenant.clone(), j.draft.clone(), j.accessed_secret.clone()))
-            .collect();
+        let drafts: Vec<(String, AuditDraft, Option<String>)> =
+            batch.iter().map(|j| (j.tenant.clone(), j.draft.clone(), j.accessed_secret.clone())).collect();
         let result = write_audit_batch(&pool, engine, drafts).await;
         if let Err(e) = &result {
             tracing::error!(error = %e, records = batch.len(), "audit batch failed; the operations it recorded fail closed");
@@ -178,7 +171,11 @@ async fn audit_writer(pool: AnyPool, engine: Engine, mut jobs: mpsc::Receiver<Au
     }
 }
 
-async fn write_audit_batch(pool: &AnyPool, engine: Engine, drafts: Vec<(String, AuditDraft, Option<String>)>) -> Result<()> {
+async fn write_audit_batch(
+    pool: &AnyPool,
+    engine: Engine,
+    drafts: Vec<(String, AuditDraft, Option<String>)>,
+) -> Result<()> {
     let mut tx = pool.begin_with(engine.begin_sql()).await?;
     let mut i = 0;
     while i < drafts.len() {
@@ -479,8 +476,7 @@ impl Store for SqlStore {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok(Tenant { id: r.try_get(0)?, name: r.try_get(1)?, created_at: r.try_get(2)? }))
-            .transpose()
+        row.map(|r| Ok(Tenant { id: r.try_get(0)?, name: r.try_get(1)?, created_at: r.try_get(2)? })).transpose()
     }
 
     async fn insert_credential(&self, c: &Credential, audit: AuditDraft) -> Result<()> {
@@ -527,12 +523,14 @@ impl Store for SqlStore {
         if revoked == 0 {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("UPDATE credentials SET revoked_at = $1 WHERE tenant_id = $2 AND minted_by = $3 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE credentials SET revoked_at = $1 WHERE tenant_id = $2 AND minted_by = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         append(&mut tx, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(())
@@ -541,13 +539,19 @@ impl Store for SqlStore {
     async fn create_secret(&self, tenant: &str, m: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()> {
         let mut tx = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
-        let existing: Option<Option<i64>> = sqlx::query_scalar("SELECT deleted_at FROM secrets WHERE tenant_id = $1 AND path = $2")
-            .bind(tenant)
-            .bind(&m.path)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let existing: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT deleted_at FROM secrets WHERE tenant_id = $1 AND path = $2")
+                .bind(tenant)
+                .bind(&m.path)
+                .fetch_optional(&mut *tx)
+                .await?;
         match existing {
-            Some(None) => return Err(StoreError::Conflict(format!("a secret already exists at '{}'; use PUT to add a version", m.path))),
+            Some(None) => {
+                return Err(StoreError::Conflict(format!(
+                    "a secret already exists at '{}'; use PUT to add a version",
+                    m.path
+                )));
+            }
             Some(Some(_)) => {
                 return Err(StoreError::Conflict(format!(
                     "a deleted secret exists at '{}'; undelete it or delete it permanently first",
@@ -608,10 +612,8 @@ impl Store for SqlStore {
             c.push("path > ?", Param::Text(after.clone()));
         }
         let limit_at = c.next_index();
-        let sql = format!(
-            "SELECT {SECRET_COLUMNS} FROM secrets WHERE {} ORDER BY path LIMIT ${limit_at}",
-            c.where_clause()
-        );
+        let sql =
+            format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE {} ORDER BY path LIMIT ${limit_at}", c.where_clause());
         let rows = c.bind(sqlx::query(&sql)).bind(filter.limit).fetch_all(&self.pool).await?;
         rows.iter().map(meta_from_row).collect()
     }
@@ -669,7 +671,13 @@ impl Store for SqlStore {
         Ok((meta, previous))
     }
 
-    async fn patch_secret(&self, tenant: &str, path: &str, change: &MetaChange, audit: AuditDraft) -> Result<SecretMeta> {
+    async fn patch_secret(
+        &self,
+        tenant: &str,
+        path: &str,
+        change: &MetaChange,
+        audit: AuditDraft,
+    ) -> Result<SecretMeta> {
         let mut tx = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let mut meta = Self::meta_in(&mut tx, tenant, path).await?;
@@ -701,13 +709,14 @@ impl Store for SqlStore {
     async fn soft_delete(&self, tenant: &str, path: &str, now: i64, audit: AuditDraft) -> Result<()> {
         let mut tx = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
-        let n = sqlx::query("UPDATE secrets SET deleted_at = $1 WHERE tenant_id = $2 AND path = $3 AND deleted_at IS NULL")
-            .bind(now)
-            .bind(tenant)
-            .bind(path)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n =
+            sqlx::query("UPDATE secrets SET deleted_at = $1 WHERE tenant_id = $2 AND path = $3 AND deleted_at IS NULL")
+                .bind(now)
+                .bind(tenant)
+                .bind(path)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if n == 0 {
             return Err(StoreError::NotFound);
         }
@@ -719,12 +728,14 @@ impl Store for SqlStore {
     async fn undelete(&self, tenant: &str, path: &str, audit: AuditDraft) -> Result<SecretMeta> {
         let mut tx = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
-        let n = sqlx::query("UPDATE secrets SET deleted_at = NULL WHERE tenant_id = $1 AND path = $2 AND deleted_at IS NOT NULL")
-            .bind(tenant)
-            .bind(path)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE secrets SET deleted_at = NULL WHERE tenant_id = $1 AND path = $2 AND deleted_at IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(path)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if n == 0 {
             return Err(StoreError::NotFound);
         }

@@ -1,0 +1,11 @@
+//! Airlock's integration tests: one binary, real server processes, real HTTP clients.
+
+mod support;
+
+mod access;
+mod audit_trail;
+mod bad_input;
+mod cli;
+mod ops;
+mod secrets_api;
+mod storage;

@@ -1,0 +1,280 @@
+//! The shared fixture: a real `airlock` server process on an ephemeral port, on SQLite in a
+//! temp dir or on its own PostgreSQL schema, logging at trace level to a file that is
+//! checked for planted secret values when the fixture is dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Every secret value a test plants contains this marker, so any leak is easy to find.
+pub const MARKER: &str = "SeCrEt";
+
+pub fn secret_value(n: impl std::fmt::Display) -> String {
+    format!("sk-{MARKER}-{n}-9f8e7d")
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_airlock");
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs `body` once per backend; PostgreSQL is skipped, with a notice, when
+/// `AIRLOCK_TEST_DATABASE_URL` is unset.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name($crate::support::Backend::Sqlite) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() {
+                if $crate::support::postgres_url().is_some() {
+                    super::$name($crate::support::Backend::Postgres)
+                }
+            } )*
+        }
+    };
+}
+
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("AIRLOCK_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("notice: AIRLOCK_TEST_DATABASE_URL is unset; skipping the PostgreSQL run of this test");
+            None
+        }
+    }
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    pub admin_key: String,
+    pub database_url: Option<String>,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+    http: reqwest::blocking::Client,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 6];
+    getrandom::getrandom(&mut b).unwrap();
+    hex::encode(b)
+}
+
+impl Server {
+    pub fn start(backend: Backend) -> Server {
+        Server::start_with(backend, &[])
+    }
+
+    pub fn start_with(backend: Backend, extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(fresh_schema(&postgres_url().expect("checked by the caller"))),
+        };
+        let mut init = Command::new(BIN);
+        init.args(["server", "init", "--json", "--data-dir"]).arg(dir.path().join("data"));
+        if let Some(url) = &database_url {
+            init.args(["--database-url", url]);
+        }
+        let out = init.output().unwrap();
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let init: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut server = Server {
+            dir,
+            addr: String::new(),
+            admin_key: init["admin_key"].as_str().unwrap().to_owned(),
+            database_url,
+
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// Starts (or restarts) the server process on a fresh port and waits until it answers.
+    pub fn spawn(&mut self) {
+        let port = free_port();
+        self.addr = format!("http://127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--log-level", "trace", "server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(self.data_dir())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(url) = &self.database_url {
+            cmd.args(["--database-url", url]);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.http.get(format!("{}/healthz", self.addr)).send().is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not come up; log:\n{}", self.log());
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.addr, path)
+    }
+
+    /// A request with a bearer credential; returns (status, JSON body or Null).
+    pub fn call(&self, method: &str, path: &str, key: &str, body: Option<&str>) -> (u16, Value) {
+        let resp = self.raw(method, path, key, body);
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub fn raw(&self, method: &str, path: &str, key: &str, body: Option<&str>) -> reqwest::blocking::Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(key);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_owned());
+        }
+        req.send().unwrap()
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.call(method, path, &self.admin_key, body)
+    }
+
+    pub fn create(&self, path: &str, value: &str) {
+        let body = serde_json::json!({ "path": path, "value": value }).to_string();
+        let (status, resp) = self.admin("POST", "/v1/secrets", Some(&body));
+        assert_eq!(status, 201, "{resp}");
+    }
+
+    /// Runs the `airlock` CLI against this server with `key`.
+    pub fn cli(&self, key: &str, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).env("AIRLOCK_ADDR", &self.addr).env("AIRLOCK_TOKEN", key).output().unwrap()
+    }
+
+    /// Runs raw SQL against this server's database.
+    pub fn sql(&self, statements: &[&str]) {
+        let url = self
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir().join("airlock.db").display()));
+        block_on(async move {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            for s in statements {
+                sqlx::query(s).execute(&pool).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+            }
+            pool.close().await;
+        });
+    }
+
+    /// Every byte the database holds, as text (SQLite: the files; PostgreSQL: the rows).
+    pub fn database_dump(&self) -> Vec<u8> {
+        match &self.database_url {
+            None => std::fs::read_dir(self.data_dir())
+                .unwrap()
+                .flat_map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                .collect(),
+            Some(url) => {
+                let url = url.clone();
+                block_on(async move {
+                    sqlx::any::install_default_drivers();
+                    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+                    let mut out = Vec::new();
+                    for table in ["secrets", "secret_versions", "secret_tags", "audit_events", "credentials"] {
+                        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT CAST(t AS TEXT) FROM {table} t"))
+                            .fetch_all(&pool)
+                            .await
+                            .unwrap();
+                        out.extend(rows.join("\n").into_bytes());
+                    }
+                    pool.close().await;
+                    out
+                })
+            }
+        }
+    }
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// A schema of its own for one test, named in the URL's search_path.
+fn fresh_schema(base: &str) -> String {
+    let schema = format!("it_{}", random_suffix());
+    let admin_url = base.to_owned();
+    let create = schema.clone();
+    block_on(async move {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&admin_url).await.expect("cannot reach AIRLOCK_TEST_DATABASE_URL");
+        sqlx::query(&format!("CREATE SCHEMA {create}")).execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options[search_path]={schema}")
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let log = self.log();
+            assert!(!log.is_empty(), "the server wrote no log at trace level");
+            if let Some(line) = log.lines().find(|l| l.contains(MARKER)) {
+                panic!("a secret value reached the server log: {line}");
+            }
+        }
+    }
+}
+
+pub fn enc(path: &str) -> String {
+    path.replace('/', "%2F")
+}
+
+pub fn assert_error(resp: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(resp.0, status, "{}", resp.1);
+    assert_eq!(resp.1["error"]["code"], code, "{}", resp.1);
+    assert!(resp.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", resp.1);
+}
