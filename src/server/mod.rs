@@ -134,7 +134,7 @@ async fn upkeep(state: AppState) {
         if let Err(e) = state.keys.refresh_if_changed() {
             tracing::error!(error = %e, "cannot reload the master keyring; keeping the loaded one");
         }
-        if ticks % 30 == 0 {
+        if ticks.is_multiple_of(30) {
             state.rate_limits.shrink();
             purge_expired_deletions(&state).await;
         }

@@ -639,12 +639,12 @@ impl Store for SqlStore {
             return Err(StoreError::NotFound);
         }
         let previous = meta.current_version;
-        if let Some(cas) = change.cas {
-            if cas != previous {
-                return Err(StoreError::Conflict(format!(
-                    "check-and-set failed: the current version of '{path}' is {previous}, not {cas}"
-                )));
-            }
+        if let Some(cas) = change.cas
+            && cas != previous
+        {
+            return Err(StoreError::Conflict(format!(
+                "check-and-set failed: the current version of '{path}' is {previous}, not {cas}"
+            )));
         }
         let now = crate::domain::time::now_ms();
         let version = previous + 1;
