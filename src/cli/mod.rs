@@ -1,6 +1,7 @@
 //! The `airlock` command line: the server's own commands and the operator CLI, a thin
 //! client of the HTTP API. `anyhow` lives here, at the edge, and nowhere else.
 
+mod access;
 pub mod audit;
 mod logging;
 pub mod secret;
@@ -31,6 +32,27 @@ enum Command {
         conn: ConnArgs,
         #[command(subcommand)]
         cmd: secret::SecretCommand,
+    },
+    /// Register agents (their power comes from their policy file)
+    Agent {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: access::AgentCommand,
+    },
+    /// Mint and revoke scoped tokens
+    Token {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: access::TokenCommand,
+    },
+    /// Decide token requests that a policy sends for approval
+    Approval {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: access::ApprovalCommand,
     },
     /// Read and verify the audit trail
     Audit {
@@ -88,5 +110,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Server(args) => server::run(args).await,
         Command::Secret { conn, cmd } => secret::run(cmd, &conn.client()?).await,
         Command::Audit { conn, cmd } => audit::run(cmd, &conn.client()?).await,
+        Command::Agent { conn, cmd } => access::agent(cmd, &conn.client()?).await,
+        Command::Token { conn, cmd } => access::token(cmd, &conn.client()?).await,
+        Command::Approval { conn, cmd } => access::approval(cmd, &conn.client()?).await,
     }
 }

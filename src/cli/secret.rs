@@ -410,14 +410,14 @@ pub(super) fn field(v: &Value, key: &str) -> String {
     out
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
+pub(super) fn print_json(v: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
     Ok(())
 }
 
-fn print_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> anyhow::Result<()> {
+pub(super) fn print_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(format_table(headers, rows).as_bytes())?;
     Ok(())

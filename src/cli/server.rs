@@ -22,6 +22,7 @@ use crate::store::{Engine, SqlStore, Store, Tenant};
 const DEFAULT_DATA_DIR: &str = ".airlock";
 const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 const DEFAULT_RATE_LIMIT: &str = "6000/min";
+const DEFAULT_AUTH_FAILURE_LIMIT: &str = "60/min";
 const DEFAULT_TENANT: &str = "default";
 const MASTER_KEY_FILE: &str = "master.key";
 
@@ -65,7 +66,7 @@ struct InitArgs {
 struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
-    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, soft_delete_retention_days
+    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7878]
@@ -77,6 +78,9 @@ struct RunArgs {
     /// Requests per credential, like 6000/min or 100/s [default: 6000/min]
     #[arg(long)]
     rate_limit: Option<String>,
+    /// Authentication failures per client address before it is refused for a while [default: 60/min]
+    #[arg(long)]
+    auth_failure_limit: Option<String>,
     /// Days a soft-deleted secret stays recoverable [default: 30]
     #[arg(long)]
     soft_delete_retention_days: Option<u32>,
@@ -91,6 +95,7 @@ struct ConfigFile {
     database_url: Option<String>,
     policies: Option<PathBuf>,
     rate_limit: Option<String>,
+    auth_failure_limit: Option<String>,
     soft_delete_retention_days: Option<u32>,
 }
 
@@ -229,8 +234,15 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let rate = args.rate_limit.or(file.rate_limit).unwrap_or_else(|| DEFAULT_RATE_LIMIT.into());
     let rate_limit: Rate = rate.parse().map_err(|e: String| anyhow::anyhow!("--rate-limit: {e}"))?;
     let retention_days = args.soft_delete_retention_days.or(file.soft_delete_retention_days).unwrap_or(30);
-    if let Some(dir) = args.policies.or(file.policies) {
-        tracing::warn!(dir = %dir.display(), "policies are not enforced by this version yet; ignoring --policies");
+    let failures =
+        args.auth_failure_limit.or(file.auth_failure_limit).unwrap_or_else(|| DEFAULT_AUTH_FAILURE_LIMIT.into());
+    let auth_failure_limit: Rate =
+        failures.parse().map_err(|e: String| anyhow::anyhow!("--auth-failure-limit: {e}"))?;
+    let policy_dir = args.policies.or(file.policies);
+    let policies = crate::server::policies::Policies::load(policy_dir.clone())?;
+    match &policy_dir {
+        Some(dir) => tracing::info!(dir = %dir.display(), policies = policies.current().len(), "policies loaded"),
+        None => tracing::warn!("no --policies directory: agents cannot mint tokens until one is configured"),
     }
     let keys = storage.master_keys()?;
     let store = storage.open().await?;
@@ -242,12 +254,16 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         listen,
         rate_limit,
+        auth_failure_limit,
         soft_delete_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
     };
     let state = AppState {
         store,
         keys: Arc::new(keys),
         rate_limits: Arc::new(crate::server::auth::RateLimits::new(rate_limit)),
+        auth_failures: Arc::new(crate::server::auth::FailureThrottle::new(auth_failure_limit)),
+        policies: Arc::new(policies),
+        tenant_names: Default::default(),
         metrics,
         config: Arc::new(config),
     };

@@ -22,6 +22,15 @@ pub mod kind {
     pub const KEY_REVOKE: &str = "key.revoke";
     pub const TENANT_CREATE: &str = "tenant.create";
     pub const AUTH_FAILURE: &str = "auth.failure";
+    pub const TOKEN_CREATE: &str = "token.create";
+    pub const TOKEN_REVOKE: &str = "token.revoke";
+    pub const TOKEN_DENIED: &str = "token.denied";
+    pub const AGENT_CREATE: &str = "agent.create";
+    pub const AGENT_DELETE: &str = "agent.delete";
+    pub const APPROVAL_REQUEST: &str = "approval.request";
+    pub const APPROVAL_APPROVE: &str = "approval.approve";
+    pub const APPROVAL_DENY: &str = "approval.deny";
+    pub const POLICY_RELOAD: &str = "policy.reload";
 }
 
 /// What a caller hands to the store; the store assigns the position in the chain.

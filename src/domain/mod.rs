@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod path;
+pub mod policy;
 pub mod rate;
 pub mod scope;
 pub mod time;

@@ -43,6 +43,13 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
+/// The agent a credential acts for: an agent key, or a token minted by or for one.
+#[derive(Debug, Clone)]
+pub struct AgentRef {
+    pub id: String,
+    pub name: String,
+}
+
 /// The authenticated caller of one request.
 #[derive(Debug)]
 pub struct Caller {
@@ -55,6 +62,15 @@ pub struct Caller {
 impl Caller {
     pub fn tenant(&self) -> &str {
         &self.credential.tenant_id
+    }
+
+    pub fn agent(&self) -> Option<AgentRef> {
+        let c = &self.credential;
+        match (c.kind, &c.agent_id) {
+            (CredentialKind::AgentKey, _) => Some(AgentRef { id: c.id.clone(), name: c.name.clone() }),
+            (CredentialKind::Token, Some(agent)) => Some(AgentRef { id: agent.clone(), name: c.name.clone() }),
+            _ => None,
+        }
     }
 
     pub fn can(&self, action: SecretAction, path: &SecretPath) -> bool {
@@ -191,6 +207,11 @@ async fn identify(
     ip: IpAddr,
     user_agent: Option<String>,
 ) -> Result<Caller, ApiError> {
+    if let Some(wait) = state.auth_failures.blocked(ip) {
+        let mut e = ApiError::rate_limited(wait);
+        e.message = format!("too many failed authentications from {ip}; retry in {wait} s");
+        return Err(e);
+    }
     let secret = bearer(headers)?;
     let hash = hash_secret(secret);
     let found = state.store.credential_by_hash(&hash).await?;
@@ -201,32 +222,41 @@ async fn identify(
             return Err(refuse(state, SYSTEM_TENANT, failure, "unknown API key or token").await);
         }
     };
-    if let Some(problem) = unusable(&credential, now_ms()) {
-        let failure = auth_failure(Some(&credential), problem, ip, user_agent);
-        return Err(refuse(state, &credential.tenant_id, failure, problem).await);
+    let mut problem = unusable(&credential, ip, now_ms());
+    if problem.is_none() && credential.max_uses.is_some() && !state.store.consume_use(&credential.id).await? {
+        problem = Some("this token has no uses left".to_owned());
+    }
+    if let Some(problem) = problem {
+        let failure = auth_failure(Some(&credential), &problem, ip, user_agent);
+        return Err(refuse(state, &credential.tenant_id, failure, &problem).await);
     }
     let scopes = ScopeSet::parse_list(&credential.scopes).map_err(|e| ApiError::internal(&e))?;
     Ok(Caller { credential, scopes, ip, user_agent })
 }
 
-/// Why a known credential may not be used now, if it may not.
-fn unusable(c: &Credential, now: i64) -> Option<&'static str> {
+/// Why a known credential may not be used now, from this address, if it may not.
+fn unusable(c: &Credential, ip: IpAddr, now: i64) -> Option<String> {
     if c.revoked_at.is_some() {
         return Some(match c.kind {
-            CredentialKind::Token => "this token was revoked",
-            _ => "this key was revoked",
+            CredentialKind::Token => "this token was revoked".into(),
+            _ => "this key was revoked".into(),
         });
     }
-    match c.expires_at {
-        Some(t) if t <= now => Some("this token has expired; mint a new one"),
-        _ => None,
+    if c.expires_at.is_some_and(|t| t <= now) {
+        return Some("this token has expired; mint a new one".into());
     }
+    let nets: Vec<ipnet::IpNet> = c.allowed_ips.iter().filter_map(|n| n.parse().ok()).collect();
+    if !c.allowed_ips.is_empty() && !nets.iter().any(|n| n.contains(&ip)) {
+        return Some(format!("this token may not be used from {ip}"));
+    }
+    None
 }
 
 fn auth_failure(c: Option<&Credential>, reason: &str, ip: IpAddr, user_agent: Option<String>) -> AuditDraft {
+    let is_token = c.is_some_and(|c| c.kind == CredentialKind::Token);
     AuditDraft {
         id: new_id("evt"),
-        kind: kind::AUTH_FAILURE,
+        kind: if is_token { kind::TOKEN_DENIED } else { kind::AUTH_FAILURE },
         path: None,
         actor: c.map_or_else(|| "unknown".to_owned(), |c| c.id.clone()),
         actor_description: c.map(|c| c.name.clone()),
@@ -241,8 +271,51 @@ fn auth_failure(c: Option<&Credential>, reason: &str, ip: IpAddr, user_agent: Op
 /// Records the failure (fail closed: if it cannot be recorded the answer is 500) and
 /// returns the 401 to send.
 async fn refuse(state: &AppState, tenant: &str, failure: AuditDraft, message: &str) -> ApiError {
+    if let Some(ip) = failure.ip.as_deref().and_then(|ip| ip.parse().ok()) {
+        state.auth_failures.note(ip);
+    }
     match state.store.record(tenant, failure, None).await {
         Ok(()) => ApiError::unauthorized(message),
         Err(e) => ApiError::internal(&e),
+    }
+}
+
+/// Slows down guessing: an address that fails authentication more often than the budget
+/// allows is refused outright (429) until its budget comes back.
+pub struct FailureThrottle {
+    limiter: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>,
+    blocked: std::sync::Mutex<std::collections::HashMap<IpAddr, std::time::Instant>>,
+}
+
+impl FailureThrottle {
+    pub fn new(rate: Rate) -> FailureThrottle {
+        let quota = Quota::with_period(rate.interval()).expect("rate interval is never zero").allow_burst(rate.count);
+        FailureThrottle { limiter: RateLimiter::keyed(quota), blocked: Default::default() }
+    }
+
+    /// Seconds to wait if `ip` is blocked now.
+    fn blocked(&self, ip: IpAddr) -> Option<u64> {
+        let mut blocked = self.blocked.lock().expect("throttle lock poisoned");
+        let until = *blocked.get(&ip)?;
+        let now = std::time::Instant::now();
+        if until <= now {
+            blocked.remove(&ip);
+            return None;
+        }
+        Some((until - now).as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    fn note(&self, ip: IpAddr) {
+        if let Err(not_until) = self.limiter.check_key(&ip) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            tracing::warn!(%ip, wait_secs = wait.as_secs(), "too many authentication failures; blocking this address");
+            self.blocked.lock().expect("throttle lock poisoned").insert(ip, std::time::Instant::now() + wait);
+        }
+    }
+
+    pub fn shrink(&self) {
+        self.limiter.retain_recent();
+        let now = std::time::Instant::now();
+        self.blocked.lock().expect("throttle lock poisoned").retain(|_, until| *until > now);
     }
 }

@@ -2,13 +2,17 @@
 //! authentication and per-credential rate limits in front of every `/v1` route, metrics
 //! around everything, and background upkeep (keyring refresh, retention sweep).
 
+mod agents;
+mod approvals;
 pub mod auth;
 mod error;
 mod extract;
 mod master_keys;
 mod ops;
+pub mod policies;
 mod secrets;
 mod tenancy;
+mod tokens;
 mod trail;
 
 use std::net::SocketAddr;
@@ -36,6 +40,8 @@ use crate::store::Store;
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub rate_limit: Rate,
+    /// Authentication failures one address may make before it is refused for a while.
+    pub auth_failure_limit: Rate,
     /// How long a soft-deleted secret can be undeleted.
     pub soft_delete_retention: Duration,
 }
@@ -45,8 +51,32 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<MasterKeys>,
     pub rate_limits: Arc<auth::RateLimits>,
+    pub auth_failures: Arc<auth::FailureThrottle>,
+    pub policies: Arc<policies::Policies>,
+    pub tenant_names: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
     pub metrics: Option<PrometheusHandle>,
     pub config: Arc<ServerConfig>,
+}
+
+impl AppState {
+    /// The policy of `agent` in `tenant` (by id), or a 403 that says which file is missing.
+    pub async fn policy_for(&self, tenant: &str, agent: &str) -> Result<crate::domain::policy::Policy, ApiError> {
+        let tenant_name = self.tenant_name(tenant).await?;
+        self.policies.current().get(&tenant_name, agent).cloned().ok_or_else(|| {
+            let mut e = ApiError::permission_denied(None, "a policy for this agent");
+            e.message = format!("no policy names agent '{agent}' in tenant '{tenant_name}'; add one to the policies directory and reload");
+            e
+        })
+    }
+
+    async fn tenant_name(&self, tenant: &str) -> Result<String, ApiError> {
+        if let Some(name) = self.tenant_names.read().expect("tenant cache poisoned").get(tenant) {
+            return Ok(name.clone());
+        }
+        let name = self.store.tenant_name(tenant).await?.ok_or_else(|| ApiError::not_found("no such tenant"))?;
+        self.tenant_names.write().expect("tenant cache poisoned").insert(tenant.to_owned(), name.clone());
+        Ok(name)
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -60,6 +90,17 @@ pub fn router(state: AppState) -> Router {
         .route("/keys", post(tenancy::create_key).get(tenancy::list_keys))
         .route("/keys/{id}", axum::routing::delete(tenancy::revoke_key))
         .route("/tenants", post(tenancy::create_tenant))
+        .route("/agents", post(agents::create).get(agents::list))
+        .route("/agents/self/policy", get(agents::self_policy))
+        .route("/agents/{id}", axum::routing::delete(agents::delete))
+        .route("/policies/reload", post(agents::reload))
+        .route("/tokens", post(tokens::mint))
+        .route("/tokens/self", get(tokens::introspect))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}", get(approvals::get))
+        .route("/approvals/{id}/approve", post(approvals::approve))
+        .route("/approvals/{id}/deny", post(approvals::deny))
         .route("/audit", get(trail::list))
         .route("/audit/verify", get(trail::verify))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
@@ -106,6 +147,7 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", state.config.listen))?;
     let addr = listener.local_addr()?;
     tokio::spawn(upkeep(state.clone()));
+    tokio::spawn(reload_on_sighup(state.clone()));
     tracing::info!(%addr, "airlock server listening");
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
@@ -123,6 +165,16 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested; finishing in-flight requests");
 }
 
+async fn reload_on_sighup(state: AppState) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        if let Err(e) = state.policies.reload() {
+            tracing::error!(error = %e, "policy reload on SIGHUP failed");
+        }
+    }
+}
+
 /// Periodic work: pick up a rotated keyring, forget idle rate-limit state, and purge
 /// secrets whose soft-delete retention has run out.
 async fn upkeep(state: AppState) {
@@ -136,6 +188,7 @@ async fn upkeep(state: AppState) {
         }
         if ticks.is_multiple_of(30) {
             state.rate_limits.shrink();
+            state.auth_failures.shrink();
             purge_expired_deletions(&state).await;
         }
     }

@@ -20,7 +20,7 @@ fn require(caller: &Caller, scope: Scope) -> ApiResult<()> {
     if caller.has(&scope) { Ok(()) } else { Err(ApiError::permission_denied(None, &scope.to_string())) }
 }
 
-fn check_name(name: &str) -> ApiResult<()> {
+pub(super) fn check_name(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));

@@ -11,7 +11,8 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 use super::Result;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("migrations/0001_init.sql")), (2, include_str!("migrations/0002_approvals.sql"))];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {

@@ -168,6 +168,28 @@ pub struct AuditVerdict {
     pub first_broken: Option<BrokenLink>,
 }
 
+/// A token request waiting for (or past) a human decision.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub id: String,
+    pub tenant_id: String,
+    pub requester_id: String,
+    pub agent_id: Option<String>,
+    pub agent_name: Option<String>,
+    /// pending | approved | denied
+    pub status: String,
+    /// The token request as JSON (scopes, ttl_seconds, description, allowed_ips, max_uses).
+    pub request: serde_json::Value,
+    /// Why approval is needed (the grants that ask for it).
+    pub reason: String,
+    pub created_at: i64,
+    pub decided_at: Option<i64>,
+    pub decided_by: Option<String>,
+    pub note: Option<String>,
+    /// Set once the requester has collected the token.
+    pub token_id: Option<String>,
+}
+
 /// A version whose data key is wrapped by some master key other than the active one.
 #[derive(Debug, Clone)]
 pub struct WrappedVersion {
@@ -188,8 +210,31 @@ pub trait Store: Send + Sync {
     async fn insert_credential(&self, c: &Credential, audit: AuditDraft) -> Result<()>;
     async fn credential_by_hash(&self, secret_hash: &str) -> Result<Option<Credential>>;
     async fn list_credentials(&self, tenant: &str, kind: CredentialKind) -> Result<Vec<Credential>>;
-    /// Revokes a credential and every token minted from it.
+    async fn credential_by_id(&self, tenant: &str, id: &str) -> Result<Option<Credential>>;
+    /// Revokes a credential, every token minted from it and, for an agent, every token it holds.
     async fn revoke_credential(&self, tenant: &str, id: &str, now: i64, audit: AuditDraft) -> Result<()>;
+    /// Counts one use of a credential with `max_uses`; false when none is left. Atomic.
+    async fn consume_use(&self, id: &str) -> Result<bool>;
+    async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>>;
+
+    // Approvals.
+    async fn create_approval(&self, a: &Approval, audit: AuditDraft) -> Result<()>;
+    async fn approval(&self, tenant: &str, id: &str) -> Result<Option<Approval>>;
+    async fn list_approvals(&self, tenant: &str, status: Option<&str>, limit: i64) -> Result<Vec<Approval>>;
+    /// Moves a pending approval to `status`; Conflict if it was already decided.
+    async fn decide_approval(
+        &self,
+        tenant: &str,
+        id: &str,
+        status: &str,
+        by: &str,
+        note: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<Approval>;
+    /// Hands the approved token out once: records `token` as issued for the approval,
+    /// or returns false if it was already collected.
+    async fn issue_approved_token(&self, tenant: &str, id: &str, token: &Credential, audit: AuditDraft)
+    -> Result<bool>;
 
     // Secrets.
     async fn create_secret(&self, tenant: &str, meta: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()>;

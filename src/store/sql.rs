@@ -43,6 +43,8 @@ const CREDENTIAL_COLUMNS: &str = "id, tenant_id, kind, name, role, scopes, secre
      description, allowed_ips, max_uses, uses, created_at, expires_at, revoked_at";
 const AUDIT_COLUMNS: &str = "tenant_id, seq, id, kind, path, actor, actor_description, ip, user_agent, \
      timestamp_ms, success, detail, prev_hash, hash";
+const APPROVAL_COLUMNS: &str = "id, tenant_id, requester_id, agent_id, agent_name, status, request, reason, \
+     created_at, decided_at, decided_by, note, token_id";
 const AUDIT_BATCH: usize = 512;
 
 impl SqlStore {
@@ -243,6 +245,25 @@ fn credential_from_row(row: &AnyRow) -> Result<Credential> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn approval_from_row(row: &AnyRow) -> Result<Approval> {
+    let request: String = row.try_get("request")?;
+    Ok(Approval {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        requester_id: row.try_get("requester_id")?,
+        agent_id: row.try_get("agent_id")?,
+        agent_name: row.try_get("agent_name")?,
+        status: row.try_get("status")?,
+        request: serde_json::from_str(&request).map_err(|e| StoreError::Corrupt(format!("approval request: {e}")))?,
+        reason: row.try_get("reason")?,
+        created_at: row.try_get("created_at")?,
+        decided_at: row.try_get("decided_at")?,
+        decided_by: row.try_get("decided_by")?,
+        note: row.try_get("note")?,
+        token_id: row.try_get("token_id")?,
     })
 }
 
@@ -534,6 +555,142 @@ impl Store for SqlStore {
         append(&mut tx, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn credential_by_id(&self, tenant: &str, id: &str) -> Result<Option<Credential>> {
+        let row =
+            sqlx::query(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE tenant_id = $1 AND id = $2"))
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(credential_from_row).transpose()
+    }
+
+    async fn consume_use(&self, id: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE credentials SET uses = uses + 1 WHERE id = $1 AND (max_uses IS NULL OR uses < max_uses)",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn create_approval(&self, a: &Approval, audit: AuditDraft) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, &a.tenant_id).await?;
+        sqlx::query(&format!("INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, NULL, NULL)"))
+            .bind(&a.id)
+            .bind(&a.tenant_id)
+            .bind(&a.requester_id)
+            .bind(&a.agent_id)
+            .bind(&a.agent_name)
+            .bind(&a.status)
+            .bind(a.request.to_string())
+            .bind(&a.reason)
+            .bind(a.created_at)
+            .execute(&mut *tx)
+            .await?;
+        append(&mut tx, &a.tenant_id, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn approval(&self, tenant: &str, id: &str) -> Result<Option<Approval>> {
+        let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    async fn list_approvals(&self, tenant: &str, status: Option<&str>, limit: i64) -> Result<Vec<Approval>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND ($2 = '' OR status = $2) \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(status.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    async fn decide_approval(
+        &self,
+        tenant: &str,
+        id: &str,
+        status: &str,
+        by: &str,
+        note: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<Approval> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let n = sqlx::query(
+            "UPDATE approvals SET status = $1, decided_at = $2, decided_by = $3, note = $4 \
+             WHERE tenant_id = $5 AND id = $6 AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(audit.timestamp_ms)
+        .bind(by)
+        .bind(note)
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let approval = approval_from_row(&row)?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!("approval request '{id}' was already {}", approval.status)));
+        }
+        append(&mut tx, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(approval)
+    }
+
+    async fn issue_approved_token(
+        &self,
+        tenant: &str,
+        id: &str,
+        token: &Credential,
+        audit: AuditDraft,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let n = sqlx::query(
+            "UPDATE approvals SET token_id = $1 WHERE tenant_id = $2 AND id = $3 AND status = 'approved' AND token_id IS NULL",
+        )
+        .bind(&token.id)
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        insert_credential(&mut tx, token).await?;
+        append(&mut tx, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn create_secret(&self, tenant: &str, m: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()> {

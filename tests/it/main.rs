@@ -3,9 +3,11 @@
 mod support;
 
 mod access;
+mod agents;
 mod audit_trail;
 mod bad_input;
 mod cli;
 mod ops;
 mod secrets_api;
 mod storage;
+mod tokens;

@@ -1,0 +1,220 @@
+//! Agents and their policies: minting within the policy, strict reloads that keep the old
+//! set on a typo, and the approval flow through the CLI.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::support::{Backend, Server, assert_error, secret_value};
+
+const RESEARCH: &str = r#"
+[agent]
+name = "research-agent"
+token_ttl = "10m"
+
+[egress]
+allow = ["api.openai.com", "api.github.com"]
+
+[[grant]]
+secrets = "production/openai/*"
+hosts = ["api.openai.com"]
+"#;
+
+const PAYMENTS: &str = r#"
+[agent]
+name = "payments-agent"
+token_ttl = "5m"
+allowed_ips = ["127.0.0.1/32"]
+
+[egress]
+allow = ["api.stripe.com"]
+
+[[grant]]
+secrets = "production/stripe/*"
+hosts = ["api.stripe.com"]
+approval = true
+"#;
+
+fn policies_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn server_with(backend: Backend, dir: &Path) -> Server {
+    Server::start_with(backend, &["--policies", dir.to_str().unwrap()])
+}
+
+fn add_agent(srv: &Server, name: &str) -> (String, String) {
+    let (status, body) = srv.admin("POST", "/v1/agents", Some(&json!({ "name": name }).to_string()));
+    assert_eq!(status, 201, "{body}");
+    (body["id"].as_str().unwrap().to_owned(), body["key"].as_str().unwrap().to_owned())
+}
+
+fn mint(srv: &Server, key: &str, body: Value) -> (u16, Value) {
+    srv.call("POST", "/v1/tokens", key, Some(&body.to_string()))
+}
+
+fn an_agent_mints_only_within_its_policy(backend: Backend) {
+    let dir = policies_dir(&[("research.toml", RESEARCH)]);
+    let srv = server_with(backend, dir.path());
+    srv.create("production/openai/api-key", &secret_value("openai"));
+    srv.create("production/stripe/key", &secret_value("stripe"));
+    let (_, key) = add_agent(&srv, "research-agent");
+
+    // The agent key itself reads nothing; it mints.
+    assert_error(&srv.call("GET", "/v1/secrets/production%2Fopenai%2Fapi-key", &key, None), 403, "permission_denied");
+    let (status, t) = mint(&srv, &key, json!({ "scope": "secrets:read:production/openai/*" }));
+    assert_eq!((status, t["ttl_seconds"].as_u64()), (201, Some(600)), "the policy's token_ttl is the default: {t}");
+    let token = t["value"].as_str().unwrap();
+    let (status, read) = srv.call("GET", "/v1/secrets/production%2Fopenai%2Fapi-key", token, None);
+    assert_eq!((status, read["value"].as_str()), (200, Some(secret_value("openai").as_str())));
+
+    for scope in ["secrets:read:production/stripe/*", "secrets:read:production/**", "secrets:write:production/openai/*"]
+    {
+        let resp = mint(&srv, &key, json!({ "scope": scope }));
+        assert_error(&resp, 403, "permission_denied");
+    }
+    assert_error(
+        &mint(&srv, &key, json!({ "scope": "secrets:read:production/openai/*", "ttl_seconds": 601 })),
+        422,
+        "validation_error",
+    );
+
+    let (status, policy) = srv.call("GET", "/v1/agents/self/policy", token, None);
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(policy["agent"]["name"], "research-agent");
+    let (_, denied) = srv.admin("GET", "/v1/audit?type=token.denied", None);
+    assert!(denied["events"].as_array().unwrap().len() >= 4, "refused mints are audited: {denied}");
+}
+
+fn an_agent_without_a_policy_mints_nothing(backend: Backend) {
+    let dir = policies_dir(&[("research.toml", RESEARCH)]);
+    let srv = server_with(backend, dir.path());
+    let (_, key) = add_agent(&srv, "stranger");
+    let resp = mint(&srv, &key, json!({ "scope": "secrets:read:production/openai/*" }));
+    assert_error(&resp, 403, "permission_denied");
+    assert!(resp.1["error"]["message"].as_str().unwrap().contains("no policy"), "{}", resp.1);
+}
+
+fn deleting_an_agent_revokes_its_key_and_tokens(backend: Backend) {
+    let dir = policies_dir(&[("research.toml", RESEARCH)]);
+    let srv = server_with(backend, dir.path());
+    srv.create("production/openai/api-key", &secret_value("openai"));
+    let (id, key) = add_agent(&srv, "research-agent");
+    let (_, t) = mint(&srv, &key, json!({ "scope": "secrets:read:production/openai/*" }));
+    let token = t["value"].as_str().unwrap();
+    assert_eq!(srv.call("GET", "/v1/secrets/production%2Fopenai%2Fapi-key", token, None).0, 200);
+    assert_eq!(srv.admin("DELETE", &format!("/v1/agents/{id}"), None).0, 204);
+    assert_error(&srv.call("GET", "/v1/secrets/production%2Fopenai%2Fapi-key", token, None), 401, "unauthorized");
+    assert_error(&mint(&srv, &key, json!({ "scope": "secrets:read:production/openai/*" })), 401, "unauthorized");
+}
+
+fn a_policy_typo_fails_the_reload_and_keeps_the_old_policy(backend: Backend) {
+    let dir = policies_dir(&[("research.toml", RESEARCH)]);
+    let srv = server_with(backend, dir.path());
+    let (_, key) = add_agent(&srv, "research-agent");
+    let github = json!({ "scope": "secrets:read:production/github/*" });
+    assert_error(&mint(&srv, &key, github.clone()), 403, "permission_denied");
+
+    let typo = RESEARCH.replace("hosts = [\"api.openai.com\"]", "hostz = [\"api.openai.com\"]");
+    std::fs::write(dir.path().join("research.toml"), &typo).unwrap();
+    let resp = srv.admin("POST", "/v1/policies/reload", None);
+    assert_error(&resp, 422, "validation_error");
+    let message = resp.1["error"]["message"].as_str().unwrap();
+    let line = typo.lines().position(|l| l.starts_with("hostz")).unwrap() + 1;
+    assert!(message.contains(&format!("research.toml:{line}")), "names file and line {line}: {message}");
+    assert_eq!(mint(&srv, &key, json!({ "scope": "secrets:read:production/openai/*" })).0, 201, "old policy applies");
+
+    let widened = format!("{RESEARCH}\n[[grant]]\nsecrets = \"production/github/*\"\nhosts = [\"api.github.com\"]\n");
+    std::fs::write(dir.path().join("research.toml"), &widened).unwrap();
+    let (status, body) = srv.admin("POST", "/v1/policies/reload", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(mint(&srv, &key, github.clone()).0, 201, "the edit applies without a restart");
+
+    // SIGHUP reloads too.
+    std::fs::write(dir.path().join("research.toml"), RESEARCH).unwrap();
+    let pid = srv.pid();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while mint(&srv, &key, github.clone()).0 == 201 {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload the policies");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn ok_stdout(out: std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "stderr: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn the_approval_flow_works_end_to_end_through_the_cli(backend: Backend) {
+    let dir = policies_dir(&[("payments.toml", PAYMENTS)]);
+    let srv = server_with(backend, dir.path());
+    srv.create("production/stripe/key", &secret_value("stripe"));
+    let admin = srv.admin_key.clone();
+    let agent_out = ok_stdout(srv.cli(&admin, &["agent", "add", "payments-agent"]));
+    let agent_key = agent_out.split_whitespace().find(|w| w.starts_with("ak_")).unwrap().to_owned();
+    let scope = "secrets:read:production/stripe/*";
+
+    // A request the admin denies.
+    let first = ok_stdout(srv.cli(&agent_key, &["token", "create", "--scope", scope])).trim().to_owned();
+    assert!(first.starts_with("apr_"), "202 gives an approval id: {first}");
+    let pending = ok_stdout(srv.cli(&admin, &["approval", "ls"]));
+    assert!(pending.contains(&first), "{pending}");
+    ok_stdout(srv.cli(&admin, &["approval", "deny", &first, "--reason", "not during the freeze"]));
+    let denied = ok_stdout(srv.cli(&agent_key, &["approval", "get", &first]));
+    assert!(denied.contains("denied") && !denied.contains("at_"), "{denied}");
+
+    // Nobody approves their own request; the agent cannot decide at all.
+    let second = ok_stdout(srv.cli(&agent_key, &["token", "create", "--scope", scope])).trim().to_owned();
+    let own = srv.cli(&agent_key, &["approval", "approve", &second]);
+    assert!(!own.status.success(), "an agent approved its own request");
+    assert!(String::from_utf8_lossy(&own.stderr).contains("permission_denied"));
+
+    // Approved: the requester collects the token once, and it reads the secret.
+    ok_stdout(srv.cli(&admin, &["approval", "approve", &second, "--comment", "batch run 4821"]));
+    let collected = ok_stdout(srv.cli(&agent_key, &["approval", "get", &second]));
+    let token =
+        collected.split_whitespace().find(|w| w.starts_with("at_")).expect("the token is handed out").to_owned();
+    let again = ok_stdout(srv.cli(&agent_key, &["approval", "get", &second]));
+    assert!(!again.contains("at_"), "the value is handed out only once: {again}");
+    let (status, body) = srv.call("GET", "/v1/secrets/production%2Fstripe%2Fkey", &token, None);
+    assert_eq!((status, body["value"].as_str()), (200, Some(secret_value("stripe").as_str())));
+    let (_, audit) = srv.admin("GET", "/v1/audit?limit=100", None);
+    let kinds: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for kind in ["approval.request", "approval.deny", "approval.approve", "token.create"] {
+        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+    }
+}
+
+fn a_decision_is_made_once_by_someone_other_than_the_requester(backend: Backend) {
+    let dir = policies_dir(&[("payments.toml", PAYMENTS)]);
+    let srv = server_with(backend, dir.path());
+    let (_, agent_key) = add_agent(&srv, "payments-agent");
+    let (status, pending) = mint(&srv, &agent_key, json!({ "scope": "secrets:read:production/stripe/*" }));
+    assert_eq!(status, 202, "{pending}");
+    assert!(pending["approve_url"].as_str().unwrap().ends_with(pending["approval_request_id"].as_str().unwrap()));
+    // Give the agent's own credential the power to decide: it still may not decide its own request.
+    let (_, decider) = srv.admin("POST", "/v1/tokens", Some(r#"{"scope":["approvals:decide"],"ttl_seconds":60}"#));
+    let id = pending["approval_request_id"].as_str().unwrap();
+    assert_eq!(
+        srv.call("POST", &format!("/v1/approvals/{id}/approve"), decider["value"].as_str().unwrap(), None).0,
+        200
+    );
+    let resp = srv.call("POST", &format!("/v1/approvals/{id}/deny"), &srv.admin_key, None);
+    assert_error(&resp, 409, "conflict");
+}
+
+both_backends!(
+    an_agent_mints_only_within_its_policy,
+    an_agent_without_a_policy_mints_nothing,
+    deleting_an_agent_revokes_its_key_and_tokens,
+    a_policy_typo_fails_the_reload_and_keeps_the_old_policy,
+    the_approval_flow_works_end_to_end_through_the_cli,
+    a_decision_is_made_once_by_someone_other_than_the_requester,
+);
