@@ -7,5 +7,6 @@ pub mod cli;
 pub mod client;
 pub mod crypto;
 pub mod domain;
+pub mod proxy;
 pub mod server;
 pub mod store;

@@ -4,6 +4,7 @@
 mod access;
 pub mod audit;
 mod logging;
+mod proxy;
 pub mod secret;
 mod server;
 
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the central secret API, or initialise / rekey its data
     Server(server::ServerArgs),
+    /// Run the sidecar proxy for one agent
+    Proxy(proxy::ProxyCommand),
     /// Manage secrets
     Secret {
         #[command(flatten)]
@@ -89,6 +92,8 @@ pub fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
+    // rustls is built with ring only; make it the process default for every TLS client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -108,6 +113,7 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Server(args) => server::run(args).await,
+        Command::Proxy(cmd) => proxy::run(cmd).await,
         Command::Secret { conn, cmd } => secret::run(cmd, &conn.client()?).await,
         Command::Audit { conn, cmd } => audit::run(cmd, &conn.client()?).await,
         Command::Agent { conn, cmd } => access::agent(cmd, &conn.client()?).await,

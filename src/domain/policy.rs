@@ -57,6 +57,8 @@ pub struct Policy {
     pub routes: Vec<Route>,
     /// The file the policy came from.
     pub source: String,
+    /// The file's text, so a proxy can parse the same policy with the same rules.
+    pub text: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,7 +153,8 @@ impl Policy {
         };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| located(e.span(), e.message().to_owned()))?;
         let name_line = line_of(text, raw.agent.name.span().start);
-        let policy = Policy::from_raw(raw, file).map_err(|e| located(Some(e.span), e.message))?;
+        let mut policy = Policy::from_raw(raw, file).map_err(|e| located(Some(e.span), e.message))?;
+        policy.text = text.to_owned();
         Ok((policy, name_line))
     }
 
@@ -162,7 +165,7 @@ impl Policy {
             raw.grant.into_iter().map(|g| Grant::from_raw(g, &egress)).collect::<Result<_, _>>()?;
         let injects = raw.inject.into_iter().map(|i| Inject::from_raw(i, &grants)).collect::<Result<_, _>>()?;
         let routes = routes_from_raw(raw.route, &egress)?;
-        Ok(Policy { agent, egress, grants, injects, routes, source: source.to_owned() })
+        Ok(Policy { agent, egress, grants, injects, routes, source: source.to_owned(), text: String::new() })
     }
 
     /// Whether a caller at `ip` may act as this agent; an empty list allows any address.
@@ -455,6 +458,16 @@ impl Placeholder {
     /// Byte range of the whole `{{secret:…}}` in the scanned string.
     pub fn span(&self) -> Range<usize> {
         self.span.clone()
+    }
+}
+
+/// The placeholder as an agent writes it: `{{secret:PATH}}` or `{{secret:PATH#FIELD}}`.
+impl std::fmt::Display for Placeholder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{{{{secret:{}#{field}}}}}", self.path),
+            None => write!(f, "{{{{secret:{}}}}}", self.path),
+        }
     }
 }
 

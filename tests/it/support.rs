@@ -78,6 +78,8 @@ impl Server {
     }
 
     pub fn start_with(backend: Backend, extra_args: &[&str]) -> Server {
+        // reqwest is built without a rustls provider of its own; the suite uses ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let database_url = match backend {
             Backend::Sqlite => None,

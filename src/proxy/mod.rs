@@ -1,0 +1,99 @@
+//! The sidecar proxy (`airlock proxy`): the agent sends its HTTP(S) traffic here with
+//! placeholders where credentials belong; the proxy injects the real values only toward
+//! the hosts they are bound to, redacts them from responses and reports every use.
+//! `pipeline` holds the per-request sequence; the other modules are its parts.
+
+mod body;
+pub mod central;
+pub mod egress;
+mod error;
+mod limits;
+mod listen;
+mod ops;
+pub mod pipeline;
+pub mod redact;
+pub mod substitute;
+pub mod tls;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+pub use error::{Fault, ProxyError};
+
+/// Validated settings of one proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub server: String,
+    pub agent_key: Zeroizing<String>,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub session_key: Option<Zeroizing<String>>,
+    pub upstream_ca: Option<PathBuf>,
+    pub pins: Vec<egress::Pin>,
+    pub value_ttl: Duration,
+}
+
+pub struct Proxy {
+    central: Arc<central::Central>,
+    resolver: Arc<egress::Resolver>,
+    upstreams: upstream::Upstreams,
+    ca: tls::LocalCa,
+    session_key: Option<Zeroizing<String>>,
+    limits: limits::Limits,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// A proxy bound to its port, not yet serving.
+pub struct Bound {
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        self.proxy.ca.ca_pem()
+    }
+
+    /// Serves until the task is dropped.
+    pub async fn serve(self) {
+        listen::serve(self.proxy, self.listener).await
+    }
+}
+
+/// Connects to the central API (policy, tokens), prepares the CA and binds the listener.
+pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> anyhow::Result<Bound> {
+    let ca = tls::LocalCa::load_or_create(&config.data_dir)?;
+    let central = central::Central::connect(&config.server, config.agent_key.clone(), config.value_ttl)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = central.policy();
+    tracing::info!(agent = %policy.agent.name, grants = policy.grants.len(), routes = policy.routes.len(), "policy loaded");
+    central.start();
+    let resolver = Arc::new(egress::Resolver::new(config.pins.clone()));
+    let client_tls = tls::upstream_client_config(config.upstream_ca.as_deref(), &[b"h2", b"http/1.1"])?;
+    let upstreams = upstream::client(resolver.clone(), client_tls);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let proxy = Proxy {
+        limits: limits::Limits::from_policy(&policy),
+        central,
+        resolver,
+        upstreams,
+        ca,
+        session_key: config.session_key.clone(),
+        metrics,
+    };
+    Ok(Bound { proxy: Arc::new(proxy), listener })
+}

@@ -1,0 +1,32 @@
+//! `/_airlock/…` on the proxy listener: liveness, readiness (the proxy holds its token),
+//! metrics and the local CA certificate. These are answered here and never forwarded.
+
+use http::{Response, StatusCode};
+
+use super::Proxy;
+use super::pipeline::text;
+use super::upstream::Body;
+
+pub fn answer(proxy: &Proxy, path: &str) -> Response<Body> {
+    match path {
+        "/_airlock/healthz" => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+        "/_airlock/readyz" if proxy.central.is_ready() => {
+            text(StatusCode::OK, "application/json", r#"{"status":"ready"}"#)
+        }
+        "/_airlock/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            r#"{"status":"not_ready","reason":"the proxy has no token yet (central API unreachable or approval pending)"}"#,
+        ),
+        "/_airlock/ca.pem" => text(StatusCode::OK, "application/x-pem-file", proxy.ca.ca_pem().to_owned()),
+        "/_airlock/metrics" => {
+            let body = proxy.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+            text(StatusCode::OK, "text/plain; version=0.0.4", body)
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            r#"{"error":{"code":"not_found","message":"no such /_airlock/ endpoint"}}"#,
+        ),
+    }
+}

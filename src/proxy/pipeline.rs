@@ -1,0 +1,475 @@
+//! One request through the proxy, top to bottom, in the order DESIGN §3 gives:
+//! admit caller → egress check → host agreement → rate limit → substitute → bind check →
+//! forward → redact → record. Nothing is sent upstream before the bind check has passed
+//! for every value the request would carry.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use zeroize::Zeroizing;
+
+use super::Proxy;
+use super::central::{CentralError, Fetched};
+use super::error::ProxyError;
+use super::redact::Redactor;
+use super::substitute::{self, Binding, Found, Refusal, RefusalCode};
+use super::upstream::{Body, BoxError, full};
+use crate::domain::policy::{Placeholder, Policy};
+
+/// How a request reached the proxy.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// Straight on the listener: forward proxy, route, or `/_airlock/`.
+    Direct,
+    /// Inside a TLS connection the proxy terminated for `CONNECT host:port`.
+    Mitm { host: String, port: u16, sni: Option<String> },
+}
+
+/// Where the request goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// The absolute upstream URI.
+    pub uri: Uri,
+    /// Plain http:// toward this host was named on purpose by a route or an inject rule.
+    pub plain_http_allowed: bool,
+    pub route: Option<String>,
+}
+
+/// Entry point: every outcome becomes a response; errors in the API's JSON shape.
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    req: Request<Incoming>,
+    via: Via,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let result = serve(&proxy, req, &via).await;
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::info!(%method, code = e.code, fault = e.fault.as_str(), message = %e.message, "request refused");
+            metrics::counter!("airlock_proxy_refusals_total", "code" => e.code, "fault" => e.fault.as_str())
+                .increment(1);
+            e.into_response()
+        }
+    };
+    metrics::histogram!("airlock_proxy_request_duration_seconds").record(started.elapsed().as_secs_f64());
+    Ok(resp)
+}
+
+async fn serve(proxy: &Proxy, req: Request<Incoming>, via: &Via) -> Result<Response<Body>, ProxyError> {
+    if matches!(via, Via::Direct) && req.uri().scheme().is_none() && req.uri().path().starts_with("/_airlock/") {
+        return Ok(super::ops::answer(proxy, req.uri().path()));
+    }
+    let policy = proxy.central.policy();
+    let (mut head, body) = req.into_parts();
+    let target = target(&policy, &head, via)?;
+    admit(proxy, &mut head, via, &target)?;
+    egress(proxy, &policy, &target).await?;
+    agree(&head, via, &target)?;
+    proxy.limits.check(&target.host)?;
+    let (head, used) = substitute(proxy, &policy, head, &target).await?;
+    let resp = forward(proxy, head, body, &target).await?;
+    let resp = redact(resp, &used);
+    record(&target, &used, resp.status());
+    Ok(resp)
+}
+
+// ---- target -------------------------------------------------------------------------
+
+fn target(policy: &Policy, head: &Parts, via: &Via) -> Result<Target, ProxyError> {
+    match via {
+        Via::Mitm { host, port, .. } => {
+            let uri = absolute("https", host, *port, head.uri.path_and_query().map_or("/", |p| p.as_str()))?;
+            Ok(Target { tls: true, host: host.clone(), port: *port, uri, plain_http_allowed: false, route: None })
+        }
+        Via::Direct if head.uri.scheme().is_some() => forward_target(policy, &head.uri),
+        Via::Direct if head.uri.path().starts_with("/r/") => route_target(policy, &head.uri),
+        Via::Direct => Err(ProxyError::bad_request(
+            "this is the Airlock proxy: send proxy requests (HTTP_PROXY / HTTPS_PROXY), or use a route: /r/<route>/<path>",
+        )),
+    }
+}
+
+fn absolute(scheme: &str, host: &str, port: u16, path_and_query: &str) -> Result<Uri, ProxyError> {
+    let default = (scheme == "https" && port == 443) || (scheme == "http" && port == 80);
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
+    let authority = if default { host } else { format!("{host}:{port}") };
+    format!("{scheme}://{authority}{path_and_query}")
+        .parse()
+        .map_err(|_| ProxyError::bad_request("the request target is not a valid URI"))
+}
+
+fn forward_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
+    if uri.scheme_str() != Some("http") {
+        return Err(ProxyError::bad_request(
+            "only http:// goes through the forward proxy; use CONNECT (HTTPS_PROXY) for https",
+        ));
+    }
+    let host = uri.host().ok_or_else(|| ProxyError::bad_request("the request URI names no host"))?;
+    let host = host.trim_matches(['[', ']']).trim_end_matches('.').to_ascii_lowercase();
+    let port = uri.port_u16().unwrap_or(80);
+    let plain_http_allowed = policy.injects.iter().any(|i| i.host.matches(&host))
+        && policy.routes.iter().any(|r| r.upstream.host == host && !r.upstream.is_tls());
+    Ok(Target { tls: false, uri: uri.clone(), host, port, plain_http_allowed, route: None })
+}
+
+fn route_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
+    let rest = &uri.path()["/r/".len()..];
+    let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let route = policy.routes.iter().find(|r| r.name == name).ok_or_else(|| {
+        let names: Vec<&str> = policy.routes.iter().map(|r| r.name.as_str()).collect();
+        ProxyError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_route",
+            super::error::Fault::Agent,
+            format!("no route '{name}'; this agent's routes: {names:?}"),
+        )
+    })?;
+    let up = &route.upstream;
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let path = format!("{}/{tail}{query}", up.base_path);
+    let tls = up.is_tls();
+    let uri = absolute(if tls { "https" } else { "http" }, &up.host, up.port, &path)?;
+    Ok(Target {
+        tls,
+        host: up.host.clone(),
+        port: up.port,
+        uri,
+        plain_http_allowed: !tls,
+        route: Some(route.name.clone()),
+    })
+}
+
+// ---- admit --------------------------------------------------------------------------
+
+/// With a session key, only callers that present it get through. Route mode takes it as
+/// the bearer or API key the SDK sends, and drops it so an inject rule can put the real one.
+fn admit(proxy: &Proxy, head: &mut Parts, via: &Via, target: &Target) -> Result<(), ProxyError> {
+    let Some(key) = &proxy.session_key else { return Ok(()) };
+    if matches!(via, Via::Mitm { .. }) {
+        return Ok(()); // checked on the CONNECT that opened this connection
+    }
+    if target.route.is_some() {
+        for name in [header::AUTHORIZATION, HeaderName::from_static("x-api-key")] {
+            let presented =
+                head.headers.get(&name).and_then(|v| v.to_str().ok()).map(|v| v.strip_prefix("Bearer ").unwrap_or(v));
+            if presented.is_some_and(|p| constant_eq(p, key)) {
+                head.headers.remove(&name);
+                return Ok(());
+            }
+        }
+        return Err(ProxyError::unauthorized("this route needs the session key as its bearer token or API key"));
+    }
+    proxy_authorized(&head.headers, key)
+}
+
+pub fn proxy_authorized(headers: &http::HeaderMap, key: &str) -> Result<(), ProxyError> {
+    use base64::Engine as _;
+    let presented = headers
+        .get(header::PROXY_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .map(Zeroizing::new);
+    let ok = presented
+        .as_ref()
+        .and_then(|raw| std::str::from_utf8(raw).ok())
+        .and_then(|creds| creds.split_once(':'))
+        .is_some_and(|(_, password)| constant_eq(password, key));
+    if ok { Ok(()) } else { Err(ProxyError::unauthorized("the proxy needs the session key (Proxy-Authorization)")) }
+}
+
+fn constant_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+// ---- egress -------------------------------------------------------------------------
+
+async fn egress(proxy: &Proxy, policy: &Policy, target: &Target) -> Result<(), ProxyError> {
+    if !policy.host_allowed(&target.host) {
+        return Err(ProxyError::policy(
+            "egress_denied",
+            format!("'{}' is not in this agent's egress.allow", target.host),
+        ));
+    }
+    proxy.resolver.resolve(&target.host, target.port, policy.egress.deny_private_networks).await.map(|_| ())
+}
+
+/// Under CONNECT, the CONNECT authority, the TLS SNI and the request's Host must name the
+/// same host; for a forward request the URI and Host must agree.
+fn agree(head: &Parts, via: &Via, target: &Target) -> Result<(), ProxyError> {
+    let mismatch = |what: &str, other: &str| {
+        ProxyError::policy(
+            "host_mismatch",
+            format!("{what} '{other}' does not match the target host '{}'", target.host),
+        )
+    };
+    if let Via::Mitm { sni: Some(sni), .. } = via
+        && !sni.eq_ignore_ascii_case(&target.host)
+    {
+        return Err(mismatch("the TLS server name", sni));
+    }
+    if target.route.is_some() {
+        return Ok(());
+    }
+    let named = head
+        .uri
+        .host()
+        .map(str::to_owned)
+        .or_else(|| head.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(|h| strip_port(h).to_owned()));
+    if let Some(named) = named {
+        let named = named.trim_matches(['[', ']']).trim_end_matches('.');
+        if !named.eq_ignore_ascii_case(&target.host) {
+            return Err(mismatch("the request's host", named));
+        }
+    }
+    if let Some(h) = head.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        let h = strip_port(h).trim_matches(['[', ']']).trim_end_matches('.');
+        if !h.eq_ignore_ascii_case(&target.host) {
+            return Err(mismatch("the Host header", h));
+        }
+    }
+    Ok(())
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { host })
+}
+
+// ---- substitute + bind check ----------------------------------------------------------
+
+/// A value this request carries, kept for redaction and the access record.
+pub struct Used {
+    pub fetched: Arc<Fetched>,
+    pub placeholder: Placeholder,
+    pub injected: Zeroizing<Vec<u8>>,
+}
+
+/// Applies inject rules, finds every placeholder, resolves the granted values and returns
+/// the head with values in place; refuses (sending nothing) when any binding fails.
+async fn substitute(
+    proxy: &Proxy,
+    policy: &Policy,
+    mut head: Parts,
+    target: &Target,
+) -> Result<(Parts, Vec<Used>), ProxyError> {
+    apply_inject_rules(policy, &mut head, target)?;
+    if !head_has_placeholder(&head) {
+        return Ok((head, Vec::new()));
+    }
+    let found = substitute::scan(&head)?;
+    let mut fetched: Vec<Arc<Fetched>> = Vec::new();
+    for f in &found {
+        let path = f.placeholder.path();
+        if policy.grant_for(path).is_none() || fetched.iter().any(|v| &v.path == path) {
+            continue;
+        }
+        fetched.push(proxy.central.value(path).await.map_err(central_error)?);
+    }
+    let bindings = |p: &Placeholder| {
+        let grant = policy.grant_for(p.path())?;
+        let v = fetched.iter().find(|v| &v.path == p.path())?;
+        Some(Binding { value: &v.value, grant, secret_allowed_hosts: &v.allowed_hosts })
+    };
+    let new_head = substitute::inject(&head, &found, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
+    let used = used_values(&found, &fetched);
+    Ok((new_head, used))
+}
+
+fn head_has_placeholder(head: &Parts) -> bool {
+    substitute::has_placeholder_text(head.uri.to_string().as_bytes())
+        || head.headers.values().any(|v| substitute::has_placeholder_text(v.as_bytes()) || is_basic(v))
+}
+
+fn is_basic(v: &HeaderValue) -> bool {
+    v.as_bytes().len() > 6 && v.as_bytes()[..6].eq_ignore_ascii_case(b"basic ")
+}
+
+/// `[[inject]]` rules put their header in place unless the agent's own value already
+/// carries a placeholder.
+fn apply_inject_rules(policy: &Policy, head: &mut Parts, target: &Target) -> Result<(), ProxyError> {
+    for rule in policy.injects.iter().filter(|i| i.host.matches(&target.host)) {
+        let name =
+            HeaderName::from_bytes(rule.header.as_bytes()).map_err(|_| ProxyError::internal("bad inject header"))?;
+        let has_own = head.headers.get(&name).is_some_and(|v| substitute::has_placeholder_text(v.as_bytes()));
+        if !has_own {
+            let value = HeaderValue::from_str(&rule.value).map_err(|_| ProxyError::internal("bad inject value"))?;
+            head.headers.insert(name, value);
+        }
+    }
+    Ok(())
+}
+
+fn used_values(found: &[Found], fetched: &[Arc<Fetched>]) -> Vec<Used> {
+    let mut used: Vec<Used> = Vec::new();
+    for f in found {
+        let Some(v) = fetched.iter().find(|v| &v.path == f.placeholder.path()) else { continue };
+        if used.iter().any(|u| u.placeholder.to_string() == f.placeholder.to_string()) {
+            continue;
+        }
+        let injected = match f.placeholder.field() {
+            None => Zeroizing::new(v.value.expose().as_bytes().to_vec()),
+            Some(field) => match serde_json::from_str::<serde_json::Value>(v.value.expose()) {
+                Ok(serde_json::Value::Object(map)) => match map.get(field) {
+                    Some(serde_json::Value::String(s)) => Zeroizing::new(s.as_bytes().to_vec()),
+                    _ => continue,
+                },
+                _ => continue,
+            },
+        };
+        used.push(Used { fetched: v.clone(), placeholder: f.placeholder.clone(), injected });
+    }
+    used
+}
+
+fn central_error(e: Arc<CentralError>) -> ProxyError {
+    match e.as_ref() {
+        CentralError::NotFound(path) => Refusal {
+            code: RefusalCode::SecretNotGranted,
+            message: format!("secret '{path}' is not available to this agent (missing, deleted or not granted)"),
+        }
+        .into(),
+        CentralError::AwaitingApproval(path) => ProxyError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "approval_pending",
+            super::error::Fault::Policy,
+            format!("the grant for '{path}' waits for an operator's approval"),
+        ),
+        other => ProxyError::central(other.to_string()),
+    }
+}
+
+// ---- forward ------------------------------------------------------------------------
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+fn is_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("upgrade")))
+}
+
+async fn forward(
+    proxy: &Proxy,
+    mut head: Parts,
+    body: Incoming,
+    target: &Target,
+) -> Result<Response<Body>, ProxyError> {
+    let upgrade = is_upgrade(&head.headers);
+    let agent_upgrade = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    for name in HOP_BY_HOP {
+        if !(upgrade && name == "connection") {
+            head.headers.remove(name);
+        }
+    }
+    if !upgrade {
+        head.headers.remove(header::UPGRADE);
+    }
+    head.headers.remove(header::HOST);
+    head.uri = target.uri.clone();
+    head.version = http::Version::HTTP_11;
+    let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+    let mut resp = proxy
+        .upstreams
+        .request(Request::from_parts(head, body))
+        .await
+        .map_err(|e| ProxyError::upstream(format!("{}: {}", target.host, describe(&e))))?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        splice_upgrade(agent_upgrade, hyper::upgrade::on(&mut resp));
+    }
+    let (mut parts, body) = resp.into_parts();
+    for name in HOP_BY_HOP {
+        if !(upgrade && name == "connection") {
+            parts.headers.remove(name);
+        }
+    }
+    Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))
+}
+
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// After a 101, joins the agent's and the upstream's upgraded connections (WebSocket).
+fn splice_upgrade(agent: Option<hyper::upgrade::OnUpgrade>, upstream: hyper::upgrade::OnUpgrade) {
+    let Some(agent) = agent else { return };
+    tokio::spawn(async move {
+        match tokio::try_join!(agent, upstream) {
+            Ok((a, u)) => {
+                let (mut a, mut u) = (hyper_util::rt::TokioIo::new(a), hyper_util::rt::TokioIo::new(u));
+                let _ = tokio::io::copy_bidirectional(&mut a, &mut u).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+}
+
+// ---- redact -------------------------------------------------------------------------
+
+/// Replaces every injected value in the response's headers and body by its placeholder.
+fn redact(resp: Response<Body>, used: &[Used]) -> Response<Body> {
+    let names: Vec<String> = used.iter().map(|u| u.placeholder.to_string()).collect();
+    let pairs: Vec<(&[u8], &str)> = used.iter().zip(&names).map(|(u, n)| (u.injected.as_slice(), n.as_str())).collect();
+    let Some(redactor) = Redactor::new(&pairs) else { return resp };
+    let (mut parts, body) = resp.into_parts();
+    for value in parts.headers.values_mut() {
+        if let Some(clean) = redactor.redact_header(value.as_bytes()) {
+            *value = HeaderValue::from_bytes(&clean).unwrap_or_else(|_| HeaderValue::from_static("[redacted]"));
+        }
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, super::body::Redacted::new(body, redactor).boxed())
+}
+
+// ---- record -------------------------------------------------------------------------
+
+fn record(target: &Target, used: &[Used], status: StatusCode) {
+    let outcome = if used.is_empty() { "passed" } else { "injected" };
+    metrics::counter!("airlock_proxy_requests_total", "outcome" => outcome).increment(1);
+    for u in used {
+        tracing::debug!(path = %u.fetched.path, version = u.fetched.version, host = %target.host, status = status.as_u16(), "value injected");
+    }
+}
+
+pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+pub fn is_connect(method: &Method) -> bool {
+    method == Method::CONNECT
+}

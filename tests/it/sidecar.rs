@@ -1,0 +1,170 @@
+//! A running sidecar: a central server with the agent's policy, a recording TLS upstream
+//! that presents certificates for api.openai.com and api.evil.example, and an
+//! `airlock proxy` process pinned to it, logging at trace level.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{BIN, Backend, MARKER, Server, secret_value};
+use crate::upstream::Upstream;
+
+pub const OPENAI_KEY_PATH: &str = "production/openai/api-key";
+
+pub fn policy(extra: &str) -> String {
+    format!(
+        r#"
+[agent]
+name = "research-agent"
+token_ttl = "15m"
+
+[egress]
+allow = ["api.openai.com", "api.evil.example", "ws.local", "127.0.0.1", "169.254.169.254", "10.0.0.1", "192.168.1.1"]
+deny_private_networks = true
+per_host_rate = {{ "api.evil.example" = "3/min" }}
+
+[[grant]]
+secrets = "production/openai/*"
+hosts = ["api.openai.com"]
+
+[[grant]]
+secrets = "production/multi/*"
+hosts = ["api.openai.com"]
+headers = ["authorization", "x-api-key"]
+query = true
+
+[[route]]
+name = "openai"
+upstream = "https://api.openai.com/v1"
+{extra}
+"#
+    )
+}
+
+pub struct Sidecar {
+    pub server: Server,
+    pub upstream: Upstream,
+    pub proxy_addr: String,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Sidecar {
+    pub fn start() -> Sidecar {
+        Sidecar::start_with("", &[])
+    }
+
+    /// `extra` is appended to the policy; `extra_args` go to `airlock proxy`.
+    pub fn start_with(extra: &str, extra_args: &[&str]) -> Sidecar {
+        let upstream = Upstream::start_tls(&["api.openai.com", "api.evil.example"]);
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        std::fs::write(policies.join("research.toml"), policy(extra)).unwrap();
+        let server = Server::start_with(Backend::Sqlite, &["--policies", policies.to_str().unwrap()]);
+        server.create(OPENAI_KEY_PATH, &secret_value("openai"));
+        let (status, agent) =
+            server.admin("POST", "/v1/agents", Some(&json!({ "name": "research-agent" }).to_string()));
+        assert_eq!(status, 201, "{agent}");
+        std::fs::write(dir.path().join("agent.key"), agent["key"].as_str().unwrap()).unwrap();
+        let mut sidecar = Sidecar { server, upstream, proxy_addr: String::new(), dir, child: None };
+        sidecar.spawn(extra_args);
+        sidecar
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("proxy").join("ca.pem")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("proxy.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self, extra_args: &[&str]) {
+        let port = free_port();
+        self.proxy_addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let pin = |host: &str| format!("{host}=127.0.0.1:{}", self.upstream.port);
+        let child = Command::new(BIN)
+            .args(["--log-level", "trace", "proxy", "--server", &self.server.addr, "--listen", &self.proxy_addr])
+            .arg("--agent-key-file")
+            .arg(self.dir.path().join("agent.key"))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("proxy"))
+            .arg("--upstream-ca")
+            .arg(&self.upstream.ca_pem)
+            .args(["--resolve", &pin("api.openai.com"), "--resolve", &pin("api.evil.example")])
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::blocking::Client::new();
+        while Instant::now() < deadline {
+            let ready = http.get(format!("http://{}/_airlock/readyz", self.proxy_addr)).send();
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("proxy did not become ready; log:\n{}", self.log());
+    }
+
+    /// curl through the proxy with the Airlock CA; returns (status, headers+body text).
+    pub fn curl(&self, args: &[&str]) -> (u16, String) {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-i",
+                "-g",
+                "--max-time",
+                "20",
+                "--proxy",
+                &format!("http://{}", self.proxy_addr),
+                "--cacert",
+            ])
+            .arg(self.ca_path())
+            .args(["-w", "\n%{http_code} %{http_connect}"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, codes) = text.rsplit_once('\n').unwrap_or((&text, "0 0"));
+        // A refused CONNECT has no response code of its own, only the CONNECT's.
+        let status = codes.split_whitespace().filter_map(|c| c.parse::<u16>().ok()).find(|c| *c != 0).unwrap_or(0);
+        (status, format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    pub fn requests_to(&self, host: &str) -> Vec<crate::upstream::Recorded> {
+        self.upstream.requests().into_iter().filter(|r| r.host.starts_with(host)).collect()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let log = self.log();
+            assert!(!log.is_empty(), "the proxy wrote no log at trace level");
+            if let Some(line) = log.lines().find(|l| l.contains(MARKER)) {
+                panic!("a secret value reached the proxy log: {line}");
+            }
+        }
+    }
+}
