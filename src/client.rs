@@ -79,6 +79,7 @@ impl Client {
     /// A client of the server at `base_url` (`http://` or `https://`, optionally with a path
     /// prefix) authenticating with `token` (an `ak_…` key or `at_…` token).
     pub fn new(base_url: &str, token: &str) -> anyhow::Result<Client> {
+        crate::install_crypto_provider();
         let base = parse_base_url(base_url)?;
         let token = Zeroizing::new(token.trim().to_owned());
         check_token(&token)?;

@@ -10,3 +10,9 @@ pub mod domain;
 pub mod proxy;
 pub mod server;
 pub mod store;
+
+/// rustls is built with ring only (no aws-lc-rs); make ring the process default so every
+/// TLS client (reqwest included) finds a provider. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

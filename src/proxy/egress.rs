@@ -39,9 +39,12 @@ impl std::str::FromStr for Pin {
     }
 }
 
+/// Checked addresses per (host, port), with when they were checked.
+type Checked = HashMap<(String, u16), (Vec<SocketAddr>, Instant)>;
+
 pub struct Resolver {
     pins: Vec<Pin>,
-    checked: Mutex<HashMap<(String, u16), (Vec<SocketAddr>, Instant)>>,
+    checked: Mutex<Checked>,
 }
 
 impl Resolver {

@@ -37,8 +37,8 @@ pub struct Target {
     pub tls: bool,
     pub host: String,
     pub port: u16,
-    /// The absolute upstream URI.
-    pub uri: Uri,
+    /// Route mode: the upstream's base path that replaces `/r/<route>`.
+    pub base_path: Option<String>,
     /// Plain http:// toward this host was named on purpose by a route or an inject rule.
     pub plain_http_allowed: bool,
     pub route: Option<String>,
@@ -86,12 +86,37 @@ async fn serve(proxy: &Proxy, req: Request<Incoming>, via: &Via) -> Result<Respo
 
 // ---- target -------------------------------------------------------------------------
 
+impl Target {
+    /// The absolute upstream URI for a request (taken after substitution, so injected query
+    /// values are part of it).
+    pub fn uri_for(&self, request: &Uri) -> Result<Uri, ProxyError> {
+        let path_and_query = request.path_and_query().map_or("/", |p| p.as_str());
+        let path = match (&self.base_path, &self.route) {
+            (Some(base), Some(route)) => {
+                let tail = path_and_query.strip_prefix(&format!("/r/{route}")).unwrap_or(path_and_query);
+                let tail = if tail.starts_with('/') || tail.starts_with('?') || tail.is_empty() {
+                    tail.to_owned()
+                } else {
+                    format!("/{tail}")
+                };
+                format!("{base}{tail}")
+            }
+            _ => path_and_query.to_owned(),
+        };
+        absolute(if self.tls { "https" } else { "http" }, &self.host, self.port, &path)
+    }
+}
+
 fn target(policy: &Policy, head: &Parts, via: &Via) -> Result<Target, ProxyError> {
     match via {
-        Via::Mitm { host, port, .. } => {
-            let uri = absolute("https", host, *port, head.uri.path_and_query().map_or("/", |p| p.as_str()))?;
-            Ok(Target { tls: true, host: host.clone(), port: *port, uri, plain_http_allowed: false, route: None })
-        }
+        Via::Mitm { host, port, .. } => Ok(Target {
+            tls: true,
+            host: host.clone(),
+            port: *port,
+            base_path: None,
+            plain_http_allowed: false,
+            route: None,
+        }),
         Via::Direct if head.uri.scheme().is_some() => forward_target(policy, &head.uri),
         Via::Direct if head.uri.path().starts_with("/r/") => route_target(policy, &head.uri),
         Via::Direct => Err(ProxyError::bad_request(
@@ -120,12 +145,12 @@ fn forward_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
     let port = uri.port_u16().unwrap_or(80);
     let plain_http_allowed = policy.injects.iter().any(|i| i.host.matches(&host))
         && policy.routes.iter().any(|r| r.upstream.host == host && !r.upstream.is_tls());
-    Ok(Target { tls: false, uri: uri.clone(), host, port, plain_http_allowed, route: None })
+    Ok(Target { tls: false, base_path: None, host, port, plain_http_allowed, route: None })
 }
 
 fn route_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
     let rest = &uri.path()["/r/".len()..];
-    let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let name = rest.split_once('/').map_or(rest, |(name, _)| name);
     let route = policy.routes.iter().find(|r| r.name == name).ok_or_else(|| {
         let names: Vec<&str> = policy.routes.iter().map(|r| r.name.as_str()).collect();
         ProxyError::new(
@@ -136,15 +161,12 @@ fn route_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
         )
     })?;
     let up = &route.upstream;
-    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let path = format!("{}/{tail}{query}", up.base_path);
     let tls = up.is_tls();
-    let uri = absolute(if tls { "https" } else { "http" }, &up.host, up.port, &path)?;
     Ok(Target {
         tls,
         host: up.host.clone(),
         port: up.port,
-        uri,
+        base_path: Some(up.base_path.clone()),
         plain_http_allowed: !tls,
         route: Some(route.name.clone()),
     })
@@ -291,7 +313,9 @@ async fn substitute(
 }
 
 fn head_has_placeholder(head: &Parts) -> bool {
-    substitute::has_placeholder_text(head.uri.to_string().as_bytes())
+    substitute::has_placeholder_text(head.uri.path().as_bytes())
+        || head.uri.query().is_some_and(|q| substitute::has_placeholder_text(q.as_bytes()))
+        || head.uri.authority().is_some_and(|a| substitute::has_placeholder_text(a.as_str().as_bytes()))
         || head.headers.values().any(|v| substitute::has_placeholder_text(v.as_bytes()) || is_basic(v))
 }
 
@@ -391,7 +415,7 @@ async fn forward(
         head.headers.remove(header::UPGRADE);
     }
     head.headers.remove(header::HOST);
-    head.uri = target.uri.clone();
+    head.uri = target.uri_for(&head.uri)?;
     head.version = http::Version::HTTP_11;
     let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
     let mut resp = proxy

@@ -198,7 +198,10 @@ mod tests {
         out
     }
 
-    const CASES: &[(&str, &[(&[u8], &str)], &[u8])] = &[
+    /// `(value, placeholder text)` pairs, as `Redactor::new` takes them.
+    type Pairs<'a> = &'a [(&'a [u8], &'a str)];
+
+    const CASES: &[(&str, Pairs, &[u8])] = &[
         ("single value", &[(b"sk-live-42", "{{secret:p/k}}")], b"token=sk-live-42; again sk-live-42!"),
         ("back to back", &[(b"abc", "{{secret:a}}")], b"abcabcabc-abcab-cabc"),
         (

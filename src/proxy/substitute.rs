@@ -168,10 +168,10 @@ pub fn scan(head: &Parts) -> Result<Vec<Found>, Refusal> {
         let place = Place::Header(name.clone());
         if let Some(text) = header_text(value.as_bytes(), &place)? {
             collect(text, &place, &mut found)?;
-        } else if let Some(basic) = BasicCredentials::parse(name, value.as_bytes()) {
-            if let Some(text) = basic.text()? {
-                collect(text, &Place::BasicAuth, &mut found)?;
-            }
+        } else if let Some(basic) = BasicCredentials::parse(name, value.as_bytes())
+            && let Some(text) = basic.text()?
+        {
+            collect(text, &Place::BasicAuth, &mut found)?;
         }
     }
     scan_url(&head.uri, &mut found)?;
@@ -431,7 +431,7 @@ impl<'b> Rules<'_, 'b> {
             })?),
         };
         let in_header = matches!(place, Place::Header(_) | Place::BasicAuth);
-        if in_header && resolved.as_str().contains(['\r', '\n', '\0']) {
+        if in_header && resolved.as_str().bytes().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
             let message = format!("the value of secret '{path}' holds CR, LF or NUL and is never written into {place}");
             return Err(refuse(RefusalCode::UnsafeValue, message));
         }
@@ -693,6 +693,11 @@ query = true
 secrets = "prod/db/*"
 hosts = ["db.example.com", "plain.example.org"]
 headers = ["authorization", "x-api-key", "x-custom"]
+
+[[grant]]
+secrets = "prod/hdr/*"
+hosts = ["api.openai.com"]
+headers = ["x-api-key"]
 "#;
 
     /// Secret values by path, with their `allowed_hosts`. Every value is distinctive, so a
@@ -708,6 +713,7 @@ headers = ["authorization", "x-api-key", "x-custom"]
         ("prod/db/pass", "p@ss:w0rd-8888", &[]),
         ("prod/db/json", r#"{"user":"svc","password":"pw\"9999","port":5432}"#, &[]),
         ("prod/db/notjson", "not-json-0000", &[]),
+        ("prod/hdr/key", "hdr-only-1212", &[]),
     ];
 
     struct Fixture {
@@ -858,9 +864,21 @@ headers = ["authorization", "x-api-key", "x-custom"]
             ),
             (
                 "basic auth without authorization in the grant",
+                head("/", &[("authorization", &basic("u:{{secret:prod/hdr/key}}"))]),
+                openai,
+                Refused(PlacementNotAllowed),
+            ),
+            (
+                "base64 in another header is not decoded",
                 head("/", &[("x-api-key", &basic("u:{{secret:prod/openai/key}}"))]),
                 openai,
                 Header("x-api-key", basic("u:{{secret:prod/openai/key}}")),
+            ),
+            (
+                "placeholder in percent-encoded user info",
+                head("http://%7B%7Bsecret%3Aprod%2Fopenai%2Fkey%7D%7D@api.openai.com/", &[]),
+                openai,
+                Refused(PlacementNotAllowed),
             ),
             ("placeholder in path", head("/v1/{{secret:prod/openai/key}}", &[]), openai, Refused(PlacementNotAllowed)),
             (
