@@ -264,6 +264,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         auth_failures: Arc::new(crate::server::auth::FailureThrottle::new(auth_failure_limit)),
         policies: Arc::new(policies),
         tenant_names: Default::default(),
+        changes: Default::default(),
         metrics,
         config: Arc::new(config),
     };

@@ -31,6 +31,7 @@ pub mod kind {
     pub const APPROVAL_APPROVE: &str = "approval.approve";
     pub const APPROVAL_DENY: &str = "approval.deny";
     pub const POLICY_RELOAD: &str = "policy.reload";
+    pub const ACCESS: &str = "access";
 }
 
 /// What a caller hands to the store; the store assigns the position in the chain.

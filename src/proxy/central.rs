@@ -18,6 +18,8 @@ use crate::domain::{SecretPath, SecretValue};
 
 /// How long a fetched value is served from memory at most.
 pub const DEFAULT_VALUE_TTL: Duration = Duration::from_secs(60);
+/// How long a value may still be served while the central API is unreachable.
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CentralError {
@@ -29,6 +31,8 @@ pub enum CentralError {
     NotFound(String),
     #[error("no token covers secret '{0}' yet: its grant waits for approval")]
     AwaitingApproval(String),
+    #[error("the proxy holds no valid token for secret '{0}' (revoked, or the agent was deleted)")]
+    NoToken(String),
     #[error("unexpected answer from the central API: {0}")]
     Protocol(String),
 }
@@ -50,6 +54,7 @@ impl std::fmt::Debug for Fetched {
 }
 
 struct Token {
+    id: String,
     value: Zeroizing<String>,
     expires_at: Instant,
     lifetime: Duration,
@@ -60,6 +65,8 @@ struct Slot {
     scopes: Vec<String>,
     needs_approval: bool,
     token: RwLock<Option<Token>>,
+    /// Wakes the slot's keeper to mint again now (its token was revoked).
+    remint: tokio::sync::Notify,
 }
 
 pub struct Central {
@@ -69,8 +76,14 @@ pub struct Central {
     policy: std::sync::RwLock<Arc<Policy>>,
     slots: Vec<Arc<Slot>>,
     values: moka::future::Cache<String, Arc<Fetched>>,
+    /// Last good value per path, served while the central API is unreachable.
+    stale: std::sync::Mutex<std::collections::HashMap<String, (Arc<Fetched>, Instant)>>,
     value_ttl: Duration,
+    stale_if_error: Duration,
     ready: AtomicBool,
+    agent_id: String,
+    /// Bumped whenever the policy is replaced, so the proxy can rebuild what depends on it.
+    pub policy_generation: std::sync::atomic::AtomicU64,
 }
 
 struct FreshUntil;
@@ -96,6 +109,7 @@ impl Central {
             .map_err(|e| CentralError::Protocol(e.to_string()))?;
         let base = base.trim_end_matches('/').to_owned();
         let policy = fetch_policy(&http, &base, &agent_key).await?;
+        let agent_id = fetch_agent_id(&http, &base, &agent_key).await?;
         let slots = slots_for(&policy);
         let values = moka::future::Cache::builder().max_capacity(10_000).expire_after(FreshUntil).build();
         Ok(Arc::new(Central {
@@ -105,8 +119,12 @@ impl Central {
             policy: std::sync::RwLock::new(Arc::new(policy)),
             slots,
             values,
+            stale: Default::default(),
             value_ttl,
+            stale_if_error: DEFAULT_STALE_IF_ERROR,
             ready: AtomicBool::new(false),
+            agent_id,
+            policy_generation: Default::default(),
         }))
     }
 
@@ -143,7 +161,10 @@ impl Central {
                         self.ready.store(true, Ordering::Relaxed);
                     }
                     backoff = Duration::from_millis(500);
-                    tokio::time::sleep(renew_in).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(renew_in) => {}
+                        _ = slot.remint.notified() => tracing::info!("proxy token revoked; minting a new one"),
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot mint the proxy token");
@@ -194,13 +215,32 @@ impl Central {
     /// The value of `path`: from memory when fresh, else from the central API (one fetch
     /// however many requests miss at once).
     pub async fn value(&self, path: &SecretPath) -> Result<Arc<Fetched>, Arc<CentralError>> {
-        self.values.try_get_with(path.as_str().to_owned(), self.fetch(path)).await
+        match self.values.try_get_with(path.as_str().to_owned(), self.fetch(path)).await {
+            Ok(v) => Ok(v),
+            Err(e) if matches!(*e, CentralError::Unreachable { .. }) => self.stale_value(path.as_str()).ok_or(e),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn stale_value(&self, path: &str) -> Option<Arc<Fetched>> {
+        let stale = self.stale.lock().expect("stale lock poisoned");
+        let (v, at) = stale.get(path)?;
+        (at.elapsed() < self.stale_if_error).then(|| {
+            tracing::warn!(%path, age_secs = at.elapsed().as_secs(), "central API unreachable; serving the last known value");
+            v.clone()
+        })
     }
 
     async fn fetch(&self, path: &SecretPath) -> Result<Arc<Fetched>, CentralError> {
         let slot = self.slot_for(path)?;
         let guard = slot.token.read().await;
-        let token = guard.as_ref().ok_or_else(|| CentralError::AwaitingApproval(path.to_string()))?;
+        let token = guard.as_ref().ok_or_else(|| {
+            if slot.needs_approval {
+                CentralError::AwaitingApproval(path.to_string())
+            } else {
+                CentralError::NoToken(path.to_string())
+            }
+        })?;
         let url = format!("/v1/secrets/{}", encode_path(path.as_str()));
         let (status, mut resp) = self.call(reqwest::Method::GET, &url, &token.value, None).await?;
         match status {
@@ -218,13 +258,19 @@ impl Central {
             let left = Duration::from_millis(expiry.saturating_sub(now_ms()).max(0) as u64);
             fresh_until = fresh_until.min(now + left);
         }
-        Ok(Arc::new(Fetched {
+        let fetched = Arc::new(Fetched {
             path: path.clone(),
             value,
             version: resp["version"].as_i64().unwrap_or(0),
             allowed_hosts: serde_json::from_value(resp["allowed_hosts"].take()).unwrap_or_default(),
             fresh_until,
-        }))
+        });
+        let mut stale = self.stale.lock().expect("stale lock poisoned");
+        if stale.len() >= 10_000 {
+            stale.clear();
+        }
+        stale.insert(path.to_string(), (fetched.clone(), now));
+        Ok(fetched)
     }
 
     fn slot_for(&self, path: &SecretPath) -> Result<&Arc<Slot>, CentralError> {
@@ -234,10 +280,120 @@ impl Central {
         self.slots.iter().find(|s| s.scopes.contains(&scope)).ok_or_else(|| CentralError::NotFound(path.to_string()))
     }
 
-    pub fn forget(&self, path: &str) {
-        let values = self.values.clone();
-        let path = path.to_owned();
-        tokio::spawn(async move { values.invalidate(&path).await });
+    /// Drops a cached value at once (and its stale copy): it changed or was deleted.
+    pub async fn forget(&self, path: &str) {
+        self.stale.lock().expect("stale lock poisoned").remove(path);
+        self.values.invalidate(path).await;
+    }
+
+    async fn forget_all(&self) {
+        self.stale.lock().expect("stale lock poisoned").clear();
+        self.values.invalidate_all();
+    }
+
+    /// Posts access events with the agent key.
+    pub async fn report(&self, events: &[Value]) -> Result<(), CentralError> {
+        let body = json!({ "events": events });
+        let (status, resp) =
+            self.call(reqwest::Method::POST, "/v1/access-events", &self.agent_key, Some(&body)).await?;
+        if status == 202 { Ok(()) } else { Err(refused(status, &resp)) }
+    }
+
+    /// Follows `GET /v1/events` and invalidates at once; reconnects with backoff. While
+    /// disconnected, the cache TTL bounds how stale a value can be.
+    pub async fn watch(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match self.follow_events().await {
+                Ok(()) => backoff = Duration::from_millis(250),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "change stream interrupted")
+                }
+            }
+            // Whatever changed while we were not listening is unknown: start clean.
+            self.forget_all().await;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn follow_events(&self) -> Result<(), CentralError> {
+        let url = format!("{}/v1/events", self.base);
+        let unreachable = |e: reqwest::Error| CentralError::Unreachable {
+            url: self.base.clone(),
+            reason: e.without_url().to_string(),
+        };
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(unreachable)?;
+        let mut resp = http.get(&url).bearer_auth(self.agent_key.as_str()).send().await.map_err(unreachable)?;
+        if resp.status() != 200 {
+            return Err(CentralError::Refused {
+                status: resp.status().as_u16(),
+                code: "events".into(),
+                message: String::new(),
+            });
+        }
+        tracing::info!("following the central API's change stream");
+        let mut buf = Vec::new();
+        let mut event = String::new();
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line).trim_end().to_owned();
+                if let Some(name) = line.strip_prefix("event:") {
+                    event = name.trim().to_owned();
+                } else if let Some(data) = line.strip_prefix("data:") {
+                    let data: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+                    self.on_change(&event, &data).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_change(&self, kind: &str, data: &Value) {
+        tracing::debug!(kind, path = ?data["path"].as_str(), "change received");
+        match kind {
+            "secret.updated" | "secret.rotated" | "secret.deleted" => {
+                if let Some(path) = data["path"].as_str() {
+                    self.forget(path).await;
+                }
+            }
+            "token.revoked" => self.on_revoked(data).await,
+            "policy.updated" => self.refresh_policy().await,
+            "resync" => self.forget_all().await,
+            _ => {}
+        }
+    }
+
+    async fn on_revoked(&self, data: &Value) {
+        let agent_gone = data["agent_id"].as_str() == Some(self.agent_id.as_str()) && data["token_id"].is_null();
+        let mut hit = agent_gone;
+        for slot in &self.slots {
+            let mut token = slot.token.write().await;
+            let ours = token.as_ref().is_some_and(|t| Some(t.id.as_str()) == data["token_id"].as_str());
+            if ours || agent_gone {
+                *token = None;
+                slot.remint.notify_one();
+                hit = true;
+            }
+        }
+        if hit {
+            tracing::warn!(agent_deleted = agent_gone, "a credential of this proxy was revoked; cached values dropped");
+            self.forget_all().await;
+        }
+    }
+
+    async fn refresh_policy(&self) {
+        match fetch_policy(&self.http, &self.base, &self.agent_key).await {
+            Ok(policy) => {
+                *self.policy.write().expect("policy lock poisoned") = Arc::new(policy);
+                self.policy_generation.fetch_add(1, Ordering::Relaxed);
+                self.forget_all().await;
+                tracing::info!("policy updated from the central API");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot fetch the updated policy; keeping the current one"),
+        }
     }
 
     async fn call(
@@ -279,6 +435,18 @@ async fn fetch_policy(http: &reqwest::Client, base: &str, agent_key: &str) -> Re
     Policy::parse(source, toml).map_err(|e| CentralError::Protocol(format!("policy: {e}")))
 }
 
+async fn fetch_agent_id(http: &reqwest::Client, base: &str, agent_key: &str) -> Result<String, CentralError> {
+    let unreachable =
+        |e: reqwest::Error| CentralError::Unreachable { url: base.to_owned(), reason: e.without_url().to_string() };
+    let resp = http.get(format!("{base}/v1/tokens/self")).bearer_auth(agent_key).send().await.map_err(unreachable)?;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status != 200 {
+        return Err(refused(status, &body));
+    }
+    Ok(body["agent"]["id"].as_str().unwrap_or_default().to_owned())
+}
+
 fn read_scope(glob: &str) -> String {
     format!("secrets:read:{glob}")
 }
@@ -286,8 +454,9 @@ fn read_scope(glob: &str) -> String {
 /// Grants that need no approval share one token; each approval-gated grant gets its own,
 /// so one pending approval does not hold up the rest.
 fn slots_for(policy: &Policy) -> Vec<Arc<Slot>> {
-    let slot =
-        |scopes: Vec<String>, needs_approval| Arc::new(Slot { scopes, needs_approval, token: RwLock::new(None) });
+    let slot = |scopes: Vec<String>, needs_approval| {
+        Arc::new(Slot { scopes, needs_approval, token: RwLock::new(None), remint: tokio::sync::Notify::new() })
+    };
     let open: Vec<String> =
         policy.grants.iter().filter(|g| !g.approval).map(|g| read_scope(&g.secrets.to_string())).collect();
     let mut slots: Vec<Arc<Slot>> = Vec::new();
@@ -305,7 +474,8 @@ fn token_from(resp: &Value) -> Result<Token, CentralError> {
         resp["value"].as_str().ok_or_else(|| CentralError::Protocol("token response without a value".into()))?;
     let ttl = resp["ttl_seconds"].as_u64().unwrap_or(60).max(1);
     let lifetime = Duration::from_secs(ttl);
-    Ok(Token { value: Zeroizing::new(value.to_owned()), expires_at: Instant::now() + lifetime, lifetime })
+    let id = resp["id"].as_str().unwrap_or_default().to_owned();
+    Ok(Token { id, value: Zeroizing::new(value.to_owned()), expires_at: Instant::now() + lifetime, lifetime })
 }
 
 fn refused(status: u16, body: &Value) -> CentralError {

@@ -12,6 +12,7 @@ mod listen;
 mod ops;
 pub mod pipeline;
 pub mod redact;
+pub mod report;
 pub mod substitute;
 pub mod tls;
 mod upstream;
@@ -46,8 +47,23 @@ pub struct Proxy {
     upstreams: upstream::Upstreams,
     ca: tls::LocalCa,
     session_key: Option<Zeroizing<String>>,
-    limits: limits::Limits,
+    /// Rate limits built from the policy of the generation they carry.
+    limits: std::sync::RwLock<(u64, Arc<limits::Limits>)>,
+    reporter: report::Reporter,
     metrics: Option<PrometheusHandle>,
+}
+
+impl Proxy {
+    /// The rate limits of the current policy (rebuilt when the policy changed).
+    fn limits(&self) -> Arc<limits::Limits> {
+        let generation = self.central.policy_generation.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(l) = self.limits.read().ok().filter(|l| l.0 == generation).map(|l| l.1.clone()) {
+            return l;
+        }
+        let fresh = Arc::new(limits::Limits::from_policy(&self.central.policy()));
+        *self.limits.write().expect("limits lock poisoned") = (generation, fresh.clone());
+        fresh
+    }
 }
 
 /// A proxy bound to its port, not yet serving.
@@ -80,6 +96,8 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
     let policy = central.policy();
     tracing::info!(agent = %policy.agent.name, grants = policy.grants.len(), routes = policy.routes.len(), "policy loaded");
     central.start();
+    tokio::spawn(central.clone().watch());
+    let reporter = report::start(&config.data_dir.join("spool"), central.clone())?;
     let resolver = Arc::new(egress::Resolver::new(config.pins.clone()));
     let client_tls = tls::upstream_client_config(config.upstream_ca.as_deref(), &[b"h2", b"http/1.1"])?;
     let upstreams = upstream::client(resolver.clone(), client_tls);
@@ -87,7 +105,8 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let proxy = Proxy {
-        limits: limits::Limits::from_policy(&policy),
+        limits: std::sync::RwLock::new((0, Arc::new(limits::Limits::from_policy(&policy)))),
+        reporter,
         central,
         resolver,
         upstreams,

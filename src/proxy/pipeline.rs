@@ -18,6 +18,7 @@ use super::Proxy;
 use super::central::{CentralError, Fetched};
 use super::error::ProxyError;
 use super::redact::Redactor;
+use super::report::AccessEvent;
 use super::substitute::{self, Binding, Found, Refusal, RefusalCode};
 use super::upstream::{Body, BoxError, full};
 use crate::domain::policy::{Placeholder, Policy};
@@ -51,14 +52,14 @@ pub async fn handle(
     via: Via,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
-    let method = req.method().clone();
-    let result = serve(&proxy, req, &via).await;
-    let resp = match result {
+    let seen = Seen::of(&req, &via);
+    let resp = match serve(&proxy, req, &via, &seen, started).await {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::info!(%method, code = e.code, fault = e.fault.as_str(), message = %e.message, "request refused");
+            tracing::info!(method = %seen.method, code = e.code, fault = e.fault.as_str(), message = %e.message, "request refused");
             metrics::counter!("airlock_proxy_refusals_total", "code" => e.code, "fault" => e.fault.as_str())
                 .increment(1);
+            proxy.reporter.record(seen.event(&proxy, None, Some(&e), e.status, started));
             e.into_response()
         }
     };
@@ -66,7 +67,55 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn serve(proxy: &Proxy, req: Request<Incoming>, via: &Via) -> Result<Response<Body>, ProxyError> {
+/// What the access record says of a request, taken before the request is consumed (and
+/// before substitution: the URL path never carries a value).
+struct Seen {
+    method: String,
+    host: Option<String>,
+    url_path: String,
+}
+
+impl Seen {
+    fn of(req: &Request<Incoming>, via: &Via) -> Seen {
+        let host = match via {
+            Via::Mitm { host, .. } => Some(host.clone()),
+            Via::Direct => req.uri().host().map(str::to_owned),
+        };
+        Seen { method: req.method().to_string(), host, url_path: req.uri().path().to_owned() }
+    }
+
+    fn event(
+        &self,
+        proxy: &Proxy,
+        used: Option<&Used>,
+        error: Option<&ProxyError>,
+        status: StatusCode,
+        started: Instant,
+    ) -> AccessEvent {
+        AccessEvent {
+            id: AccessEvent::new_id(),
+            agent: proxy.central.policy().agent.name.clone(),
+            path: used.map(|u| u.fetched.path.to_string()),
+            version: used.map(|u| u.fetched.version),
+            host: self.host.clone().unwrap_or_default(),
+            method: self.method.clone(),
+            url_path: self.url_path.clone(),
+            outcome: if error.is_some() { "denied" } else { "injected" },
+            error_code: error.map(|e| e.code),
+            status: Some(status.as_u16()),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            timestamp: crate::domain::time::to_rfc3339(crate::domain::time::now_ms()),
+        }
+    }
+}
+
+async fn serve(
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    via: &Via,
+    seen: &Seen,
+    started: Instant,
+) -> Result<Response<Body>, ProxyError> {
     if matches!(via, Via::Direct) && req.uri().scheme().is_none() && req.uri().path().starts_with("/_airlock/") {
         return Ok(super::ops::answer(proxy, req.uri().path()));
     }
@@ -76,11 +125,11 @@ async fn serve(proxy: &Proxy, req: Request<Incoming>, via: &Via) -> Result<Respo
     admit(proxy, &mut head, via, &target)?;
     egress(proxy, &policy, &target).await?;
     agree(&head, via, &target)?;
-    proxy.limits.check(&target.host)?;
+    proxy.limits().check(&target.host)?;
     let (head, used) = substitute(proxy, &policy, head, &target).await?;
     let resp = forward(proxy, head, body, &target).await?;
     let resp = redact(resp, &used);
-    record(&target, &used, resp.status());
+    record(proxy, seen, &target, &used, resp.status(), started);
     Ok(resp)
 }
 
@@ -367,6 +416,7 @@ fn central_error(e: Arc<CentralError>) -> ProxyError {
             message: format!("secret '{path}' is not available to this agent (missing, deleted or not granted)"),
         }
         .into(),
+        CentralError::NoToken(_) => ProxyError::central(e.to_string()),
         CentralError::AwaitingApproval(path) => ProxyError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "approval_pending",
@@ -479,11 +529,15 @@ fn redact(resp: Response<Body>, used: &[Used]) -> Response<Body> {
 
 // ---- record -------------------------------------------------------------------------
 
-fn record(target: &Target, used: &[Used], status: StatusCode) {
+/// One access event per injected value; requests that carried none are only counted.
+fn record(proxy: &Proxy, seen: &Seen, target: &Target, used: &[Used], status: StatusCode, started: Instant) {
     let outcome = if used.is_empty() { "passed" } else { "injected" };
     metrics::counter!("airlock_proxy_requests_total", "outcome" => outcome).increment(1);
     for u in used {
         tracing::debug!(path = %u.fetched.path, version = u.fetched.version, host = %target.host, status = status.as_u16(), "value injected");
+        let mut event = seen.event(proxy, Some(u), None, status, started);
+        event.host = target.host.clone();
+        proxy.reporter.record(event);
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{Authed, Caller, hash_secret, new_id, new_secret};
+use super::changes::{ALL_TENANTS, Change};
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
 use super::policies::ReloadError;
@@ -91,7 +92,10 @@ pub async fn delete(State(state): State<AppState>, caller: Authed, Path(id): Pat
     let mut audit = caller.draft(kind::AGENT_DELETE, None);
     audit.detail = json!({ "agent_id": id });
     match state.store.revoke_credential(caller.tenant(), &id, now_ms(), audit).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            state.changes.publish(Change::new(caller.tenant(), "token.revoked").agent(&id));
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(StoreError::NotFound) => Err(not_found()),
         Err(e) => Err(e.into()),
     }
@@ -116,7 +120,10 @@ pub async fn reload(State(state): State<AppState>, caller: Authed) -> ApiResult<
     };
     state.store.record(caller.tenant(), audit, None).await?;
     match result {
-        Ok(set) => Ok(Json(json!({ "reloaded": true, "policies": set.len() }))),
+        Ok(set) => {
+            state.changes.publish(Change::new(ALL_TENANTS, "policy.updated"));
+            Ok(Json(json!({ "reloaded": true, "policies": set.len() })))
+        }
         Err(e @ ReloadError::NoDirectory) => Err(ApiError::conflict(e.to_string())),
         Err(e @ ReloadError::Invalid(_)) => Err(ApiError::validation(e.to_string())),
     }

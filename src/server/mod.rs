@@ -2,9 +2,11 @@
 //! authentication and per-credential rate limits in front of every `/v1` route, metrics
 //! around everything, and background upkeep (keyring refresh, retention sweep).
 
+mod access;
 mod agents;
 mod approvals;
 pub mod auth;
+pub mod changes;
 mod error;
 mod extract;
 mod master_keys;
@@ -55,6 +57,7 @@ pub struct AppState {
     pub policies: Arc<policies::Policies>,
     pub tenant_names: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
     pub metrics: Option<PrometheusHandle>,
+    pub changes: Arc<changes::Changes>,
     pub config: Arc<ServerConfig>,
 }
 
@@ -101,6 +104,9 @@ pub fn router(state: AppState) -> Router {
         .route("/approvals/{id}", get(approvals::get))
         .route("/approvals/{id}/approve", post(approvals::approve))
         .route("/approvals/{id}/deny", post(approvals::deny))
+        .route("/events", get(changes::stream))
+        .route("/access-events", post(access::report))
+        .route("/secrets/{path}/access-events", get(access::list))
         .route("/audit", get(trail::list))
         .route("/audit/verify", get(trail::verify))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
@@ -169,8 +175,9 @@ async fn reload_on_sighup(state: AppState) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
-        if let Err(e) = state.policies.reload() {
-            tracing::error!(error = %e, "policy reload on SIGHUP failed");
+        match state.policies.reload() {
+            Ok(_) => state.changes.publish(changes::Change::new(changes::ALL_TENANTS, "policy.updated")),
+            Err(e) => tracing::error!(error = %e, "policy reload on SIGHUP failed"),
         }
     }
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{Authed, Caller, new_id};
+use super::changes::Change;
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, PathParam, QueryParams};
 use crate::crypto::Binding;
@@ -422,9 +423,13 @@ pub async fn update(
     let change = NewVersion { cas: b.cas, seal: &seal, meta, previous_expires_at: None };
     let audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
     match state.store.write_version(caller.tenant(), path.as_str(), change, audit).await {
-        Ok((m, _)) => Ok(Json(
-            json!({ "path": m.path, "version": m.current_version, "updated_at": crate::domain::time::to_rfc3339(m.updated_at) }),
-        )),
+        Ok((m, _)) => {
+            state
+                .changes
+                .publish(Change::new(caller.tenant(), "secret.updated").path(&m.path).version(m.current_version));
+            let updated_at = crate::domain::time::to_rfc3339(m.updated_at);
+            Ok(Json(json!({ "path": m.path, "version": m.current_version, "updated_at": updated_at })))
+        }
         Err(e) => Err(fail(&state, &caller, kind::SECRET_UPDATE, &path, e).await),
     }
 }
@@ -470,7 +475,10 @@ pub async fn patch(
     let mut audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
     audit.detail = json!({ "metadata_only": true });
     match state.store.patch_secret(caller.tenant(), path.as_str(), &change, audit).await {
-        Ok(m) => Ok(Json(serde_json::to_value(MetaView::from(&m)).map_err(|e| ApiError::internal(&e))?)),
+        Ok(m) => Ok(Json({
+            state.changes.publish(Change::new(caller.tenant(), "secret.updated").path(&m.path));
+            serde_json::to_value(MetaView::from(&m)).map_err(|e| ApiError::internal(&e))?
+        })),
         Err(e) => Err(fail(&state, &caller, kind::SECRET_UPDATE, &path, e).await),
     }
 }
@@ -498,12 +506,17 @@ pub async fn rotate(
     let mut audit = caller.draft(kind::SECRET_ROTATE, Some(path.as_str()));
     audit.detail = json!({ "grace_period_seconds": b.grace_period_seconds });
     match state.store.write_version(caller.tenant(), path.as_str(), change, audit).await {
-        Ok((m, old)) => Ok(Json(json!({
+        Ok((m, old)) => Ok(Json({
+            state
+                .changes
+                .publish(Change::new(caller.tenant(), "secret.rotated").path(&m.path).version(m.current_version));
+            json!({
             "path": m.path,
             "old_version": old,
             "new_version": m.current_version,
             "old_expires_at": crate::domain::time::to_rfc3339(old_expires_at),
-        }))),
+            })
+        })),
         Err(e) => Err(fail(&state, &caller, kind::SECRET_ROTATE, &path, e).await),
     }
 }
@@ -577,7 +590,10 @@ pub async fn delete(
         state.store.soft_delete(caller.tenant(), path.as_str(), now_ms(), audit).await
     };
     match result {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            state.changes.publish(Change::new(caller.tenant(), "secret.deleted").path(path.as_str()));
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(e) => Err(fail(&state, &caller, kind, &path, e).await),
     }
 }
@@ -590,7 +606,10 @@ pub async fn undelete(
     authorize(&state, &caller, SecretAction::Undelete, &path, kind::SECRET_UNDELETE).await?;
     let audit = caller.draft(kind::SECRET_UNDELETE, Some(path.as_str()));
     match state.store.undelete(caller.tenant(), path.as_str(), audit).await {
-        Ok(m) => Ok(Json(serde_json::to_value(MetaView::from(&m)).map_err(|e| ApiError::internal(&e))?)),
+        Ok(m) => Ok(Json({
+            state.changes.publish(Change::new(caller.tenant(), "secret.updated").path(&m.path));
+            serde_json::to_value(MetaView::from(&m)).map_err(|e| ApiError::internal(&e))?
+        })),
         Err(e) => Err(fail(&state, &caller, kind::SECRET_UNDELETE, &path, e).await),
     }
 }
@@ -614,7 +633,10 @@ pub async fn destroy(
     let mut audit = caller.draft(kind::SECRET_DESTROY, Some(path.as_str()));
     audit.detail = json!({ "versions": b.versions });
     match state.store.destroy_versions(caller.tenant(), path.as_str(), &b.versions, audit).await {
-        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Ok(_) => {
+            state.changes.publish(Change::new(caller.tenant(), "secret.updated").path(path.as_str()));
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(e) => Err(fail(&state, &caller, kind::SECRET_DESTROY, &path, e).await),
     }
 }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::approvals::open_request;
 use super::auth::{AgentRef, Authed, Caller, hash_secret, new_id, new_secret};
+use super::changes::Change;
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
 use crate::domain::audit::kind;
@@ -266,5 +267,8 @@ pub async fn revoke(State(state): State<AppState>, caller: Authed, Path(id): Pat
     let mut audit = caller.draft(kind::TOKEN_REVOKE, None);
     audit.detail = json!({ "token_id": id });
     state.store.revoke_credential(caller.tenant(), &id, now_ms(), audit).await?;
+    let mut change = Change::new(caller.tenant(), "token.revoked").token(&id);
+    change.agent_id = token.agent_id.clone();
+    state.changes.publish(change);
     Ok(StatusCode::NO_CONTENT)
 }

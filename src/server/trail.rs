@@ -53,6 +53,7 @@ pub async fn list(
         };
     let filter = AuditFilter {
         namespace: q.namespace,
+        path: None,
         actor: q.actor,
         kind: q.kind,
         since_ms: parse_bound("since", &q.since)?,

@@ -151,6 +151,8 @@ pub struct ListFilter {
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub namespace: Option<String>,
+    /// Exactly this path.
+    pub path: Option<String>,
     pub actor: Option<String>,
     pub kind: Option<String>,
     pub since_ms: Option<i64>,
@@ -270,6 +272,8 @@ pub trait Store: Send + Sync {
     // Audit.
     /// Appends one record on its own (reads, failures). Batched with concurrent appends.
     async fn record(&self, tenant: &str, audit: AuditDraft, accessed_secret: Option<&str>) -> Result<()>;
+    /// Appends proxy access events, skipping ids already recorded; returns (accepted, duplicates).
+    async fn record_access(&self, tenant: &str, events: Vec<AuditDraft>) -> Result<(u64, u64)>;
     async fn list_audit(&self, tenant: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     async fn verify_audit(&self, tenant: &str) -> Result<AuditVerdict>;
 

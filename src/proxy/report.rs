@@ -1,0 +1,197 @@
+//! Access events: every injection and every refusal becomes an event with a client ULID.
+//! Events are appended to a spool file in the proxy's data dir as they happen, and a sender
+//! posts them to the central API in batches (≤ 1 s or 100 events), advancing a persisted
+//! offset only after the API acknowledged them. A restart resumes from the offset; the API
+//! drops ids it has already recorded, so each event lands exactly once.
+
+use std::io::{BufRead, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc};
+
+use super::central::Central;
+
+const BATCH: usize = 100;
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessEvent {
+    pub id: String,
+    pub agent: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    pub host: String,
+    pub method: String,
+    pub url_path: String,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    pub timestamp: String,
+}
+
+impl AccessEvent {
+    pub fn new_id() -> String {
+        ulid::Ulid::new().to_string()
+    }
+}
+
+/// The handle the pipeline records through; never blocks the request.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: mpsc::UnboundedSender<AccessEvent>,
+}
+
+impl Reporter {
+    pub fn record(&self, event: AccessEvent) {
+        let _ = self.tx.send(event);
+    }
+}
+
+struct Spool {
+    path: PathBuf,
+    offset_path: PathBuf,
+    /// Held while appending and while truncating, so the two never interleave.
+    file: Mutex<std::fs::File>,
+    appended: Notify,
+}
+
+/// Opens the spool in `dir` and starts the writer and the sender.
+pub fn start(dir: &Path, central: Arc<Central>) -> std::io::Result<Reporter> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("access-events.jsonl");
+    let file = std::fs::OpenOptions::new().create(true).append(true).read(true).open(&path)?;
+    let spool = Arc::new(Spool {
+        offset_path: dir.join("access-events.offset"),
+        path,
+        file: Mutex::new(file),
+        appended: Notify::new(),
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(write_spool(spool.clone(), rx));
+    tokio::spawn(send_spool(spool, central));
+    Ok(Reporter { tx })
+}
+
+async fn write_spool(spool: Arc<Spool>, mut rx: mpsc::UnboundedReceiver<AccessEvent>) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let mut lines = Vec::with_capacity(batch.len() * 256);
+        for e in batch.drain(..) {
+            if serde_json::to_writer(&mut lines, &e).is_ok() {
+                lines.push(b'\n');
+            }
+        }
+        let written = spool.file.lock().expect("spool lock poisoned").write_all(&lines);
+        if let Err(e) = written {
+            tracing::error!(error = %e, path = %spool.path.display(), "cannot append access events to the spool");
+        }
+        metrics::gauge!("airlock_proxy_spool_bytes").set(spool_len(&spool) as f64);
+        spool.appended.notify_one();
+    }
+}
+
+fn spool_len(spool: &Spool) -> u64 {
+    std::fs::metadata(&spool.path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn read_offset(path: &Path) -> u64 {
+    std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+fn write_offset(path: &Path, offset: u64) -> std::io::Result<()> {
+    let tmp = path.with_extension("offset.tmp");
+    std::fs::write(&tmp, offset.to_string())?;
+    std::fs::rename(tmp, path)
+}
+
+/// Up to `BATCH` complete lines from `offset`; returns them and the offset after them.
+fn read_batch(path: &Path, offset: u64) -> std::io::Result<(Vec<serde_json::Value>, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = std::io::BufReader::new(file);
+    let (mut events, mut next) = (Vec::new(), offset);
+    let mut line = String::new();
+    while events.len() < BATCH {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 || !line.ends_with('\n') {
+            break; // end, or a line still being written
+        }
+        next += n as u64;
+        if let Ok(v) = serde_json::from_str(&line) {
+            events.push(v);
+        }
+    }
+    Ok((events, next))
+}
+
+async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
+    let mut offset = read_offset(&spool.offset_path);
+    if offset > spool_len(&spool) {
+        offset = 0; // the spool was emptied after the offset was last written
+    }
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let _ = tokio::time::timeout(FLUSH_EVERY, spool.appended.notified()).await;
+        loop {
+            let (events, next) = match read_batch(&spool.path, offset) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the access-event spool");
+                    break;
+                }
+            };
+            if events.is_empty() {
+                offset = compact(&spool, offset);
+                break;
+            }
+            match central.report(&events).await {
+                Ok(()) => {
+                    offset = next;
+                    if let Err(e) = write_offset(&spool.offset_path, offset) {
+                        tracing::error!(error = %e, "cannot persist the spool offset");
+                    }
+                    backoff = Duration::from_millis(500);
+                    if events.len() < BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, pending_from = offset, retry_in_ms = backoff.as_millis() as u64, "access events kept in the spool");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// Once everything in the spool is acknowledged, empties it. The offset is reset first: a
+/// crash in between resends what was sent, which the API recognises, rather than skipping.
+fn compact(spool: &Spool, offset: u64) -> u64 {
+    if offset == 0 {
+        return 0;
+    }
+    let file = spool.file.lock().expect("spool lock poisoned");
+    if file.metadata().map(|m| m.len()).unwrap_or(0) != offset {
+        return offset;
+    }
+    if write_offset(&spool.offset_path, 0).is_err() {
+        return offset;
+    }
+    match file.set_len(0) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot empty the access-event spool");
+            offset
+        }
+    }
+}

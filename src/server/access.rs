@@ -1,0 +1,131 @@
+//! Access events from proxies: `POST /v1/access-events` (idempotent by the proxy's event id,
+//! recorded in the audit chain as type `access`) and `GET /v1/secrets/{path}/access-events`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::Authed;
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, PathParam, QueryParams};
+use crate::domain::audit::kind;
+use crate::domain::time::parse_rfc3339;
+use crate::domain::{SecretAction, SecretPath};
+use crate::store::AuditFilter;
+
+const MAX_BATCH: usize = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    events: Vec<AccessEvent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessEvent {
+    id: String,
+    agent: Option<String>,
+    path: Option<String>,
+    version: Option<i64>,
+    host: String,
+    method: String,
+    url_path: String,
+    outcome: Outcome,
+    error_code: Option<String>,
+    status: Option<u16>,
+    latency_ms: Option<f64>,
+    timestamp: String,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Outcome {
+    Injected,
+    Denied,
+    Error,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Injected => "injected",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+fn check_id(id: &str) -> ApiResult<()> {
+    let ok = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!("event id '{id}' must be 1-64 characters of [A-Za-z0-9_-]")))
+    }
+}
+
+pub async fn report(
+    State(state): State<AppState>,
+    caller: Authed,
+    JsonBody(b): JsonBody<Report>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let agent = caller.agent().ok_or_else(|| ApiError::permission_denied(None, "an agent credential"))?;
+    if b.events.len() > MAX_BATCH {
+        return Err(ApiError::validation(format!("at most {MAX_BATCH} events per report")));
+    }
+    let mut drafts = Vec::with_capacity(b.events.len());
+    for e in b.events {
+        check_id(&e.id)?;
+        if let Some(p) = &e.path {
+            SecretPath::parse(p).map_err(|err| ApiError::validation(format!("event {}: path: {err}", e.id)))?;
+        }
+        let timestamp_ms =
+            parse_rfc3339(&e.timestamp).map_err(|err| ApiError::validation(format!("event {}: {err}", e.id)))?;
+        let mut draft = caller.draft(kind::ACCESS, e.path.as_deref());
+        draft.id = format!("acc_{}", e.id);
+        draft.timestamp_ms = timestamp_ms;
+        draft.success = e.outcome == Outcome::Injected;
+        draft.actor_description = Some(e.agent.unwrap_or_else(|| agent.name.clone()));
+        draft.detail = json!({
+            "version": e.version, "host": e.host, "method": e.method, "url_path": e.url_path,
+            "outcome": e.outcome.as_str(), "error_code": e.error_code, "status": e.status, "latency_ms": e.latency_ms,
+        });
+        drafts.push(draft);
+    }
+    let (accepted, duplicates) = state.store.record_access(caller.tenant(), drafts).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted, "duplicates": duplicates }))))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Authed,
+    PathParam(path): PathParam,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    if !caller.can(SecretAction::ReadMetadata, &path) {
+        return Err(ApiError::permission_denied(Some(path.as_str()), &format!("secrets:read_metadata:{path}")));
+    }
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let before_seq =
+        q.cursor.as_deref().map(|c| c.parse::<i64>().map_err(|_| ApiError::invalid("bad cursor"))).transpose()?;
+    let filter = AuditFilter {
+        path: Some(path.to_string()),
+        kind: Some(kind::ACCESS.into()),
+        before_seq,
+        limit,
+        ..AuditFilter::default()
+    };
+    let events = state.store.list_audit(caller.tenant(), &filter).await?;
+    let next_cursor = (events.len() as i64 == limit).then(|| events.last().map(|e| e.seq.to_string())).flatten();
+    Ok(Json(json!({ "events": events, "next_cursor": next_cursor })))
+}
