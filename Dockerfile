@@ -85,8 +85,9 @@ EXPOSE 7878 7879
 # Works for both roles: the server answers /healthz on 7878 (the default below); for the
 # proxy set AIRLOCK_HEALTH_URL=http://127.0.0.1:7879/_airlock/healthz (or …/readyz).
 ENV AIRLOCK_HEALTH_URL=http://127.0.0.1:7878/healthz
+# A shell expands the variable at run time (exit 1 is Docker's "unhealthy", whatever curl said).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD curl -fsS --max-time 4 -o /dev/null "$AIRLOCK_HEALTH_URL" || exit 1
+  CMD ["/bin/sh", "-c", "curl -fsS --max-time 4 -o /dev/null \"$AIRLOCK_HEALTH_URL\" || exit 1"]
 
 ENTRYPOINT ["airlock"]
 CMD ["server", "--listen", "0.0.0.0:7878", "--data-dir", "/var/lib/airlock", "--policies", "/etc/airlock/policies"]

@@ -310,8 +310,9 @@ impl Central {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "change stream interrupted")
                 }
             }
-            // Whatever changed while we were not listening is unknown: start clean.
-            self.forget_all().await;
+            // Whatever changed while we were not listening is unknown: refetch when possible.
+            // (The last known values stay available for stale-if-error.)
+            self.values.invalidate_all();
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }

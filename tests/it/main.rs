@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod ops;
 mod proxy;
+mod resilience;
 mod secrets_api;
 mod sidecar;
 mod storage;

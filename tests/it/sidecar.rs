@@ -63,11 +63,16 @@ impl Sidecar {
 
     /// `extra` is appended to the policy; `extra_args` go to `airlock proxy`.
     pub fn start_with(extra: &str, extra_args: &[&str]) -> Sidecar {
+        Sidecar::start_custom(&policy(extra), extra_args)
+    }
+
+    /// Starts with this exact policy text.
+    pub fn start_custom(policy_text: &str, extra_args: &[&str]) -> Sidecar {
         let upstream = Upstream::start_tls(&["api.openai.com", "api.evil.example"]);
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir(&policies).unwrap();
-        std::fs::write(policies.join("research.toml"), policy(extra)).unwrap();
+        std::fs::write(policies.join("research.toml"), policy_text).unwrap();
         let server = Server::start_with(Backend::Sqlite, &["--policies", policies.to_str().unwrap()]);
         server.create(OPENAI_KEY_PATH, &secret_value("openai"));
         let (status, agent) =
@@ -91,10 +96,22 @@ impl Sidecar {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts the proxy again with the same data dir (CA and spool) on a new port.
+    pub fn restart(&mut self) {
+        self.spawn(&[]);
+    }
+
     fn spawn(&mut self, extra_args: &[&str]) {
         let port = free_port();
         self.proxy_addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let pin = |host: &str| format!("{host}=127.0.0.1:{}", self.upstream.port);
         let child = Command::new(BIN)
             .args(["--log-level", "trace", "proxy", "--server", &self.server.addr, "--listen", &self.proxy_addr])

@@ -117,7 +117,16 @@ impl Server {
 
     /// Starts (or restarts) the server process on a fresh port and waits until it answers.
     pub fn spawn(&mut self) {
-        let port = free_port();
+        self.spawn_on(free_port());
+    }
+
+    /// Restarts on the port it had, so clients configured with its address find it again.
+    pub fn restart_same_port(&mut self) {
+        let port: u16 = self.addr.rsplit(':').next().unwrap().parse().unwrap();
+        self.spawn_on(port);
+    }
+
+    pub fn spawn_on(&mut self, port: u16) {
         self.addr = format!("http://127.0.0.1:{port}");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = Command::new(BIN);

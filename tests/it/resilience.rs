@@ -1,0 +1,190 @@
+//! The proxy when the world changes or misbehaves: rotations and deletions reach it at
+//! once, misses are single-flight, tokens renew, revocation bites, and access events
+//! survive an outage of the central API and a SIGKILL of the proxy, exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::sidecar::{Sidecar, policy};
+use crate::support::secret_value;
+
+const AUTH: &str = "Authorization: Bearer {{secret:production/openai/api-key}}";
+
+fn last_authorization(sc: &Sidecar) -> Option<String> {
+    sc.upstream.requests().last().and_then(|r| r.header("authorization").map(str::to_owned))
+}
+
+fn until(deadline: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_rotation_reaches_the_proxy_within_a_second_and_a_deletion_stops_injection() {
+    let sc = Sidecar::start();
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/a"]).0, 200);
+    assert_eq!(last_authorization(&sc), Some(format!("Bearer {}", secret_value("openai"))));
+
+    let rotate = json!({ "new_value": secret_value("rotated") }).to_string();
+    assert_eq!(sc.server.admin("POST", "/v1/secrets/production%2Fopenai%2Fapi-key/rotate", Some(&rotate)).0, 200);
+    let rotated_at = Instant::now();
+    assert!(
+        until(Duration::from_secs(1), || {
+            sc.curl(&["-H", AUTH, "https://api.openai.com/v1/b"]);
+            last_authorization(&sc) == Some(format!("Bearer {}", secret_value("rotated")))
+        }),
+        "the new value was not used within 1 s of the rotation"
+    );
+    assert!(rotated_at.elapsed() < Duration::from_millis(1500));
+
+    assert_eq!(sc.server.admin("DELETE", "/v1/secrets/production%2Fopenai%2Fapi-key", None).0, 204);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = sc.upstream.requests().len();
+    let (status, out) = sc.curl(&["-H", AUTH, "https://api.openai.com/v1/c"]);
+    assert!(status == 403 || status == 404, "after rm: {status} {out}");
+    assert_eq!(sc.upstream.requests().len(), before, "nothing was sent with the old value");
+}
+
+#[test]
+fn two_hundred_concurrent_misses_make_one_central_read() {
+    let sc = Arc::new(Sidecar::start());
+    let path = "production/openai/burst";
+    sc.server.create(path, &secret_value("burst"));
+    let barrier = Arc::new(std::sync::Barrier::new(200));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..200)
+        .map(|_| {
+            let (sc, barrier, ok) = (sc.clone(), barrier.clone(), ok.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let (status, _) = sc.curl(&[
+                    "-H",
+                    &format!("Authorization: Bearer {{{{secret:{path}}}}}"),
+                    "https://api.openai.com/v1/burst",
+                ]);
+                if status == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(ok.load(Ordering::Relaxed), 200);
+    let (_, audit) = sc.server.admin("GET", "/v1/audit?type=secret.read&limit=1000", None);
+    let reads =
+        audit["events"].as_array().unwrap().iter().filter(|e| e["path"] == path && e["success"] == true).count();
+    assert_eq!(reads, 1, "one read at the central API for 200 concurrent misses");
+}
+
+#[test]
+fn a_five_second_token_renews_through_a_twenty_second_run() {
+    let sc = Sidecar::start_custom(&policy("").replace("token_ttl = \"15m\"", "token_ttl = \"5s\""), &[]);
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut failures = Vec::new();
+    let mut count = 0;
+    while Instant::now() < end {
+        let (status, out) = sc.curl(&["-H", AUTH, "https://api.openai.com/v1/renew"]);
+        count += 1;
+        if status != 200 {
+            failures.push(out);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(failures.is_empty(), "{} of {count} requests failed: {:?}", failures.len(), failures.first());
+    let (_, audit) = sc.server.admin("GET", "/v1/audit?type=token.create&limit=100", None);
+    assert!(audit["events"].as_array().unwrap().len() >= 4, "the token was renewed: {audit}");
+}
+
+#[test]
+fn deleting_the_agent_stops_injection_within_a_second() {
+    let sc = Sidecar::start();
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/a"]).0, 200);
+    let (_, agents) = sc.server.admin("GET", "/v1/agents", None);
+    let id = agents["agents"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(sc.server.admin("DELETE", &format!("/v1/agents/{id}"), None).0, 204);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = sc.upstream.requests().len();
+    let (status, out) = sc.curl(&["-H", AUTH, "https://api.openai.com/v1/after"]);
+    assert_ne!(status, 200, "{out}");
+    assert_eq!(sc.upstream.requests().len(), before, "no value went out after the agent was deleted");
+}
+
+#[test]
+fn a_revoked_proxy_token_is_never_used_again() {
+    let sc = Sidecar::start();
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/a"]).0, 200);
+    let (_, reads) = sc.server.admin("GET", "/v1/audit?type=secret.read&limit=10", None);
+    let token_id = reads["events"][0]["actor"].as_str().unwrap().to_owned();
+    assert!(token_id.starts_with("tok_"));
+    assert_eq!(sc.server.admin("DELETE", &format!("/v1/tokens/{token_id}"), None).0, 204);
+    std::thread::sleep(Duration::from_secs(1));
+    let rotate = json!({ "new_value": secret_value("after-revoke") }).to_string();
+    sc.server.admin("POST", "/v1/secrets/production%2Fopenai%2Fapi-key/rotate", Some(&rotate));
+    assert!(until(Duration::from_secs(5), || sc.curl(&["-H", AUTH, "https://api.openai.com/v1/b"]).0 == 200));
+    let (_, reads) = sc.server.admin("GET", "/v1/audit?type=secret.read&limit=10", None);
+    let latest = reads["events"][0]["actor"].as_str().unwrap();
+    assert_ne!(latest, token_id, "the value was read with a fresh token, not the revoked one");
+    let (_, denied) = sc.server.admin("GET", "/v1/audit?type=token.denied", None);
+    assert!(denied["events"].as_array().unwrap().is_empty(), "the revoked token was never presented: {denied}");
+}
+
+/// `n` injected requests, 100 ms apart; each must succeed.
+fn send(sc: &Sidecar, n: usize) -> usize {
+    for _ in 0..n {
+        let (status, out) = sc.curl(&["-H", AUTH, "https://api.openai.com/v1/steady"]);
+        assert_eq!(status, 200, "{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    n
+}
+
+fn access_events(sc: &Sidecar) -> Vec<serde_json::Value> {
+    let (_, page) = sc.server.admin("GET", "/v1/secrets/production%2Fopenai%2Fapi-key/access-events?limit=1000", None);
+    page["events"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn access_events_survive_an_outage_and_a_sigkill_exactly_once() {
+    let mut sc = Sidecar::start();
+    let mut sent = send(&sc, 5);
+
+    // 30 s without the central API, under steady load: cached values keep working.
+    sc.server.kill9();
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(30) {
+        sent += send(&sc, 10);
+    }
+    sc.server.restart_same_port();
+    assert!(
+        until(Duration::from_secs(20), || access_events(&sc).len() >= sent),
+        "after the outage {} of {sent} events arrived",
+        access_events(&sc).len()
+    );
+
+    // Events spooled while the API is down, then the proxy is killed and restarted.
+    sc.server.kill9();
+    sent += send(&sc, 10);
+    std::thread::sleep(Duration::from_millis(300));
+    sc.kill9();
+    sc.server.restart_same_port();
+    sc.restart();
+    assert!(until(Duration::from_secs(20), || access_events(&sc).len() >= sent), "spooled events were lost");
+    std::thread::sleep(Duration::from_secs(2));
+    let events = access_events(&sc);
+    assert_eq!(events.len(), sent, "every access event exactly once");
+    let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), sent, "no event recorded twice");
+    let (_, verdict) = sc.server.admin("GET", "/v1/audit/verify", None);
+    assert_eq!(verdict["ok"], true, "{verdict}");
+}
