@@ -3,8 +3,12 @@
 # One image for every Airlock role: the central API (`airlock server`, the default command),
 # the sidecar proxy (`airlock proxy …`) and the operator CLI (`airlock secret …`).
 #
-#   docker build -t airlock .
+#   docker build -t airlock --build-arg REVISION="$(git rev-parse HEAD)" .
 #   docker run --rm airlock --help
+#
+#   docker volume create airlock-data
+#   docker run --rm -v airlock-data:/var/lib/airlock airlock server init --data-dir /var/lib/airlock
+#   docker run -d --name airlock -p 127.0.0.1:7878:7878 -v airlock-data:/var/lib/airlock airlock
 #
 # Examples of running it: examples/docker-compose.yml and examples/kubernetes/.
 
@@ -14,10 +18,10 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 
-# 1. Dependencies only, so that editing src/ does not rebuild them. The package needs a
-#    lib, a bin and the [[bench]] target that Cargo.toml declares to exist, so stand-ins are
-#    written for all three; afterwards everything compiled for the `airlock` package itself
-#    is removed, so that step 2 rebuilds it whatever the files' timestamps say.
+# 1. Dependencies only, so that editing src/ does not rebuild them. Cargo wants the lib, the
+#    bin and the [[bench]] target named in Cargo.toml to exist, so stand-ins are written for
+#    all three; afterwards everything compiled for the `airlock` package itself is removed,
+#    so that step 2 rebuilds it whatever the files' timestamps say.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
@@ -53,8 +57,8 @@ LABEL org.opencontainers.image.title="airlock" \
       org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
 
 # ca-certificates: trust roots for upstream TLS (the proxy) and for a remote central API.
-# curl: the HTTP client of HEALTHCHECK (and of the examples' CA-publishing step); about
-# 1 MB plus its libraries, with recommends left out.
+# curl: the HTTP client of HEALTHCHECK, the Kubernetes exec probes and the examples'
+# CA-publishing step; a few MB with its libraries, recommends left out.
 # Versions are not pinned: bookworm's security updates replace the exact versions, and a
 # pinned version that left the archive would break the build; a rebuild picks up fixes.
 # hadolint ignore=DL3008

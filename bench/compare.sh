@@ -144,6 +144,7 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/airlock-compare.XXXXXX")
 declare -A PID_OF=()  # name -> pid of every process this script started
 declare -A LOG_OF=()  # name -> its stdout/stderr log
+STARTED=()            # names in start order (stopped in reverse)
 
 stop_pid() { # PID: TERM, wait up to 5 s, then KILL that one pid
   local pid=$1
@@ -160,10 +161,10 @@ stop_pid() { # PID: TERM, wait up to 5 s, then KILL that one pid
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  local name
-  for name in "${!PID_OF[@]}"; do stop_pid "${PID_OF[$name]}"; done
+  local i name
+  for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_pid "${PID_OF[${STARTED[$i]}]}"; done
   if ((rc != 0)); then
-    for name in "${!LOG_OF[@]}"; do
+    for name in "${STARTED[@]}"; do
       if [[ -s ${LOG_OF[$name]} ]]; then
         echo "--- $name log, last 15 lines (${LOG_OF[$name]}) ---" >&2
         tail -n 15 "${LOG_OF[$name]}" >&2
@@ -187,6 +188,7 @@ start() { # NAME COMMAND... : runs it in the background, output to $WORK/NAME.lo
   LOG_OF[$name]="$WORK/$name.log"
   "$@" >"${LOG_OF[$name]}" 2>&1 &
   PID_OF[$name]=$!
+  STARTED+=("$name")
 }
 alive() { kill -0 "${PID_OF[$1]}" 2>/dev/null; }
 require_alive() { # NAME WHEN

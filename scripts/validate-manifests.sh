@@ -94,7 +94,7 @@ log "Dockerfile"
 # Any finding fails, down to style. Rules switched off for a reason are ignored inline in
 # the Dockerfile, next to that reason.
 check "hadolint Dockerfile (failure threshold: style)" \
-  offline hadolint --failure-threshold style Dockerfile
+  offline hadolint --no-color --failure-threshold style Dockerfile
 
 # The build context: every COPY source must exist and survive .dockerignore. Follows
 # Docker's rules: patterns in order, the last one matching a path or any of its parent
@@ -193,6 +193,74 @@ for v in $K8S_VERSIONS; do
   check "kubernetes-validate --strict -k $v" \
     offline kubernetes-validate --strict --kubernetes-version "$v" "${K8S_FILES[@]}"
 done
+
+# What the README promises for every pod, checked on every container (init containers and
+# sidecars included), so a container added later cannot quietly miss it: the Pod Security
+# Standard "restricted" (which 00-namespace.yaml also enforces at admission), a read-only
+# root filesystem, and CPU and memory requests and limits.
+k8s_hardening() {
+  offline "$PY" - "${K8S_FILES[@]}" <<'PY'
+import os, sys, yaml
+
+ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                   "persistentVolumeClaim", "projected", "secret"}
+bad = 0
+def fail(where, msg):
+    global bad
+    print(f"{where}: {msg}"); bad += 1
+
+for path in sys.argv[1:]:
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    for doc in docs:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        pod = doc["spec"] if kind == "Pod" else doc.get("spec", {}).get("template", {}).get("spec")
+        if not pod:
+            continue
+        where = f"{os.path.basename(path)} {kind}/{name}"
+        psc = pod.get("securityContext", {})
+        for field in ("hostNetwork", "hostPID", "hostIPC"):
+            if pod.get(field):
+                fail(where, f"{field} is set")
+        if pod.get("automountServiceAccountToken") is not False:
+            fail(where, "automountServiceAccountToken is not false")
+        for v in pod.get("volumes", []):
+            vtype = next(k for k in v if k != "name")
+            if vtype not in ALLOWED_VOLUMES:
+                fail(where, f"volume {v['name']} is a {vtype}, not allowed by 'restricted'")
+        containers = pod.get("initContainers", []) + pod.get("containers", [])
+        for c in containers:
+            cw = f"{where} container {c['name']}"
+            sc = c.get("securityContext", {})
+            eff = lambda k: sc.get(k, psc.get(k))
+            if eff("runAsNonRoot") is not True:
+                fail(cw, "runAsNonRoot is not true")
+            if eff("runAsUser") == 0:
+                fail(cw, "runAsUser is 0")
+            if sc.get("privileged"):
+                fail(cw, "privileged")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                fail(cw, "allowPrivilegeEscalation is not false")
+            caps = sc.get("capabilities", {})
+            if "ALL" not in caps.get("drop", []):
+                fail(cw, "capabilities.drop lacks ALL")
+            if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+                fail(cw, f"adds capabilities {caps['add']}")
+            seccomp = (eff("seccompProfile") or {}).get("type")
+            if seccomp not in ("RuntimeDefault", "Localhost"):
+                fail(cw, f"seccompProfile is {seccomp}")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                fail(cw, "readOnlyRootFilesystem is not true")
+            res = c.get("resources", {})
+            for section in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    if r not in res.get(section, {}):
+                        fail(cw, f"no {section}.{r}")
+        print(f"{where}: {len(containers)} container(s) checked")
+sys.exit(1 if bad else 0)
+PY
+}
+check "pod hardening: Pod Security 'restricted', read-only root, requests and limits" k8s_hardening
 
 # --- embedded scripts and policies ------------------------------------------------------
 log "shell, Python and policy TOML embedded in the manifests"

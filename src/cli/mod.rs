@@ -5,6 +5,7 @@ mod access;
 pub mod audit;
 mod logging;
 mod proxy;
+mod run;
 pub mod secret;
 mod server;
 
@@ -29,6 +30,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Run the sidecar proxy for one agent
     Proxy(proxy::ProxyCommand),
+    /// Run a command with an in-process proxy and the proxy/CA environment set
+    Run(run::RunCommand),
     /// Manage secrets
     Secret {
         #[command(flatten)]
@@ -101,7 +104,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -109,8 +112,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    if let Command::Run(cmd) = command {
+        return run::run(cmd).await;
+    }
+    dispatch(command).await.map(|()| ExitCode::SUCCESS)
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Run(_) => unreachable!("handled by run"),
         Command::Server(args) => server::run(args).await,
         Command::Proxy(cmd) => proxy::run(cmd).await,
         Command::Secret { conn, cmd } => secret::run(cmd, &conn.client()?).await,

@@ -81,6 +81,11 @@ impl Bound {
         self.proxy.ca.ca_pem()
     }
 
+    /// The agent's routes (`/r/<name>/`), for `<NAME>_BASE_URL`.
+    pub fn route_names(&self) -> Vec<String> {
+        self.proxy.central.policy().routes.iter().map(|r| r.name.clone()).collect()
+    }
+
     /// Serves until the task is dropped.
     pub async fn serve(self) {
         listen::serve(self.proxy, self.listener).await

@@ -10,6 +10,7 @@ mod cli;
 mod ops;
 mod proxy;
 mod resilience;
+mod run;
 mod secrets_api;
 mod sidecar;
 mod storage;

@@ -1,0 +1,109 @@
+//! `airlock run [proxy flags] -- CMD ARGS…`: an in-process proxy on a free port with a fresh
+//! session key, and CMD started with the proxy and trust-store variables set (like
+//! `op run` / `doppler run`). The agent key and the central API's address are removed from
+//! CMD's environment; signals are forwarded; the exit code is CMD's.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use zeroize::Zeroizing;
+
+use super::proxy::ProxyArgs;
+
+#[derive(Args, Debug)]
+pub struct RunCommand {
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+    /// The command to run, after `--`
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Where the merged bundle starts from: the system trust store.
+const SYSTEM_BUNDLES: &[&str] =
+    &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+/// Variables CMD must not see: they would hand it the agent key or the central API.
+const WITHHELD: &[&str] = &["AIRLOCK_AGENT_KEY", "AIRLOCK_TOKEN", "AIRLOCK_ADDR"];
+
+pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
+    let session = Zeroizing::new(crate::server::auth::new_secret("sk_airlock"));
+    let config = cmd.proxy.config("127.0.0.1:0".parse()?, Some(session.clone()))?;
+    let data_dir = config.data_dir.clone();
+    let bound = crate::proxy::bind(config, None).await?;
+    let addr = bound.local_addr()?;
+    let bundles = write_bundles(&data_dir, bound.ca_pem())?;
+    let routes: Vec<String> = bound.route_names();
+    tokio::spawn(bound.serve());
+    tracing::info!(%addr, "airlock proxy for the command is listening");
+
+    let proxy_url = format!("http://airlock:{}@{addr}", session.as_str());
+    let mut child = tokio::process::Command::new(&cmd.command[0]);
+    child.args(&cmd.command[1..]);
+    for name in WITHHELD {
+        child.env_remove(name);
+    }
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"] {
+        child.env(name, &proxy_url);
+    }
+    child.env("NO_PROXY", "localhost,127.0.0.1,::1").env("no_proxy", "localhost,127.0.0.1,::1");
+    for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"] {
+        child.env(name, &bundles.merged);
+    }
+    child.env("NODE_EXTRA_CA_CERTS", &bundles.ca);
+    for route in &routes {
+        let var = route.to_ascii_uppercase().replace('-', "_");
+        child.env(format!("{var}_BASE_URL"), format!("http://{addr}/r/{route}"));
+        child.env(format!("{var}_API_KEY"), session.as_str());
+    }
+    let mut child = child.spawn().with_context(|| format!("cannot start '{}'", cmd.command[0]))?;
+    let status = wait_forwarding_signals(&mut child).await?;
+    Ok(exit_code(status))
+}
+
+struct Bundles {
+    merged: PathBuf,
+    ca: PathBuf,
+}
+
+/// The CA alone (for NODE_EXTRA_CA_CERTS, which adds to Node's roots) and a bundle of the
+/// system roots plus the CA (for the variables that replace the trust store).
+fn write_bundles(data_dir: &Path, ca_pem: &str) -> anyhow::Result<Bundles> {
+    let ca = data_dir.join("ca.pem");
+    let system = SYSTEM_BUNDLES.iter().find_map(|p| std::fs::read_to_string(p).ok()).unwrap_or_else(|| {
+        tracing::warn!("no system CA bundle found; the merged bundle holds only the Airlock CA");
+        String::new()
+    });
+    let merged = data_dir.join("ca-bundle.pem");
+    std::fs::write(&merged, format!("{system}\n{ca_pem}"))
+        .with_context(|| format!("cannot write {}", merged.display()))?;
+    Ok(Bundles { merged, ca })
+}
+
+async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> anyhow::Result<ExitStatus> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Some(pid) = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) else {
+        bail!("the command exited before it could be watched");
+    };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        let forward = tokio::select! {
+            status = child.wait() => return Ok(status?),
+            _ = term.recv() => rustix::process::Signal::TERM,
+            _ = int.recv() => rustix::process::Signal::INT,
+            _ = hup.recv() => rustix::process::Signal::HUP,
+        };
+        tracing::debug!(signal = ?forward, "forwarding signal to the command");
+        let _ = rustix::process::kill_process(pid, forward);
+    }
+}
+
+fn exit_code(status: ExitStatus) -> std::process::ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
+    std::process::ExitCode::from(code.clamp(0, 255) as u8)
+}
