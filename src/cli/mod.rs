@@ -3,6 +3,7 @@
 
 mod access;
 pub mod audit;
+mod dev;
 mod logging;
 mod proxy;
 mod run;
@@ -26,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The quickstart: server, demo proxy and demo upstream in ./.airlock, one command
+    Dev(dev::DevCommand),
     /// Run the central secret API, or initialise / rekey its data
     Server(server::ServerArgs),
     /// Run the sidecar proxy for one agent
@@ -123,6 +126,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(_) => unreachable!("handled by run"),
         Command::Server(args) => server::run(args).await,
+        Command::Dev(cmd) => dev::run(cmd).await,
         Command::Proxy(cmd) => proxy::run(cmd).await,
         Command::Secret { conn, cmd } => secret::run(cmd, &conn.client()?).await,
         Command::Audit { conn, cmd } => audit::run(cmd, &conn.client()?).await,

@@ -63,14 +63,14 @@ pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
     Ok(exit_code(status))
 }
 
-struct Bundles {
-    merged: PathBuf,
-    ca: PathBuf,
+pub(super) struct Bundles {
+    pub merged: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// The CA alone (for NODE_EXTRA_CA_CERTS, which adds to Node's roots) and a bundle of the
 /// system roots plus the CA (for the variables that replace the trust store).
-fn write_bundles(data_dir: &Path, ca_pem: &str) -> anyhow::Result<Bundles> {
+pub(super) fn write_bundles(data_dir: &Path, ca_pem: &str) -> anyhow::Result<Bundles> {
     let ca = data_dir.join("ca.pem");
     let system = SYSTEM_BUNDLES.iter().find_map(|p| std::fs::read_to_string(p).ok()).unwrap_or_else(|| {
         tracing::warn!("no system CA bundle found; the merged bundle holds only the Airlock CA");

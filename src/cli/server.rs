@@ -44,13 +44,13 @@ enum ServerAction {
 }
 
 #[derive(Args, Debug, Clone)]
-struct StorageArgs {
+pub(super) struct StorageArgs {
     /// Directory for the master key and the SQLite database
     #[arg(long, env = "AIRLOCK_DATA_DIR")]
-    data_dir: Option<PathBuf>,
+    pub(super) data_dir: Option<PathBuf>,
     /// postgres://… to use PostgreSQL instead of SQLite in the data dir
     #[arg(long, env = "AIRLOCK_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    pub(super) database_url: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -63,7 +63,7 @@ struct InitArgs {
 }
 
 #[derive(Args, Debug)]
-struct RunArgs {
+pub(super) struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
     /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days
@@ -180,7 +180,26 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 async fn init(args: InitArgs) -> anyhow::Result<()> {
+    let secret = initialise(&args.storage).await?;
     let storage = Storage::resolve(&args.storage, &ConfigFile::default())?;
+    let data_dir = storage.data_dir.display().to_string();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "admin_key": secret.as_str(), "tenant": DEFAULT_TENANT, "data_dir": data_dir })
+        );
+    } else {
+        println!("Initialised Airlock in {data_dir} (tenant '{DEFAULT_TENANT}').\n");
+        println!("Admin key, shown only this once; keep it in a password manager:\n\n    {}\n", secret.as_str());
+        println!("Start the server:   airlock server --data-dir {data_dir}");
+        println!("Then, in a shell:   export AIRLOCK_ADDR=http://{DEFAULT_LISTEN} AIRLOCK_TOKEN={}", secret.as_str());
+    }
+    Ok(())
+}
+
+/// Creates the data dir, master key, default tenant and first admin key; returns the key.
+pub(super) async fn initialise(storage: &StorageArgs) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let storage = Storage::resolve(storage, &ConfigFile::default())?;
     create_private_dir(&storage.data_dir)?;
     if std::env::var("AIRLOCK_MASTER_KEY").is_err() {
         match Keyring::create_file(&storage.key_file()) {
@@ -210,19 +229,30 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         detail: serde_json::json!({ "tenant_id": tenant.id, "name": DEFAULT_TENANT, "admin_key_id": admin.id }),
     };
     store.create_tenant(&tenant, &admin, audit).await?;
-    let data_dir = storage.data_dir.display().to_string();
-    if args.json {
-        println!("{}", serde_json::json!({ "admin_key": secret, "tenant": DEFAULT_TENANT, "data_dir": data_dir }));
-    } else {
-        println!("Initialised Airlock in {data_dir} (tenant '{DEFAULT_TENANT}').\n");
-        println!("Admin key, shown only this once; keep it in a password manager:\n\n    {secret}\n");
-        println!("Start the server:   airlock server --data-dir {data_dir}");
-        println!("Then, in a shell:   export AIRLOCK_ADDR=http://{DEFAULT_LISTEN} AIRLOCK_TOKEN={secret}");
-    }
-    Ok(())
+    Ok(zeroize::Zeroizing::new(secret))
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    crate::server::serve(state_from(args).await?).await
+}
+
+impl RunArgs {
+    /// Settings for the server `airlock dev` runs in-process.
+    pub(super) fn dev(data_dir: PathBuf, listen: SocketAddr, policies: PathBuf) -> RunArgs {
+        RunArgs {
+            storage: StorageArgs { data_dir: Some(data_dir), database_url: None },
+            config: None,
+            listen: Some(listen.to_string()),
+            policies: Some(policies),
+            rate_limit: None,
+            auth_failure_limit: None,
+            soft_delete_retention_days: None,
+        }
+    }
+}
+
+/// Validates the settings and opens everything the server needs.
+pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
     let file = match &args.config {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
@@ -268,7 +298,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         metrics,
         config: Arc::new(config),
     };
-    crate::server::serve(state).await
+    Ok(state)
 }
 
 /// Adds a master key, makes it active, and re-wraps every data key under it in batches.

@@ -80,13 +80,23 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Result<Respon
     Ok(Response::new(full("")))
 }
 
-/// Terminates the agent's TLS with a leaf for the server name it asked for and serves
-/// the requests inside through the pipeline.
+/// Terminates the agent's TLS with a leaf for the server name it asked for (or, when the
+/// tunnel carries plain HTTP, reads it as is) and serves the requests inside through the
+/// pipeline.
 async fn intercept(proxy: Arc<Proxy>, upgrade: hyper::upgrade::OnUpgrade, host: String, port: u16) {
-    let agent = match upgrade.await {
+    let mut agent = match upgrade.await {
         Ok(io) => TokioIo::new(io),
         Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
     };
+    let mut first = [0u8; 1];
+    if tokio::io::AsyncReadExt::read_exact(&mut agent, &mut first).await.is_err() {
+        return;
+    }
+    let agent = Prefixed { first: Some(first[0]), inner: agent };
+    if first[0] != TLS_HANDSHAKE {
+        let via = Via::Mitm { host, port, sni: None, tls: false };
+        return serve_tunnel(proxy, agent, via).await;
+    }
     let start = match tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), agent).await {
         Ok(start) => start,
         Err(e) => {
@@ -105,11 +115,62 @@ async fn intercept(proxy: Arc<Proxy>, upgrade: hyper::upgrade::OnUpgrade, host: 
             return tracing::info!(%host, error = %e, "agent TLS handshake failed (does the agent trust the Airlock CA?)");
         }
     };
-    let via = Via::Mitm { host, port, sni };
+    serve_tunnel(proxy, tls, Via::Mitm { host, port, sni, tls: true }).await
+}
+
+async fn serve_tunnel<IO>(proxy: Arc<Proxy>, io: IO, via: Via)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req: Request<Incoming>| pipeline::handle(proxy.clone(), req, via.clone()));
     if let Err(e) =
-        auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(tls), service).await
+        auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(io), service).await
     {
-        tracing::debug!(error = %e, "intercepted connection ended with an error");
+        tracing::debug!(error = %e, "tunnelled connection ended with an error");
+    }
+}
+
+/// The first byte of a TLS record carrying a handshake (the ClientHello).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A stream with one byte already read from it put back in front.
+struct Prefixed<T> {
+    first: Option<u8>,
+    inner: T,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(b) = self.first.take() {
+            buf.put_slice(&[b]);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -28,8 +28,9 @@ use crate::domain::policy::{Placeholder, Policy};
 pub enum Via {
     /// Straight on the listener: forward proxy, route, or `/_airlock/`.
     Direct,
-    /// Inside a TLS connection the proxy terminated for `CONNECT host:port`.
-    Mitm { host: String, port: u16, sni: Option<String> },
+    /// Inside a `CONNECT host:port` tunnel: TLS the proxy terminated, or plain HTTP (some
+    /// clients, undici's ProxyAgent among them, tunnel even http:// requests).
+    Mitm { host: String, port: u16, sni: Option<String>, tls: bool },
 }
 
 /// Where the request goes.
@@ -158,12 +159,12 @@ impl Target {
 
 fn target(policy: &Policy, head: &Parts, via: &Via) -> Result<Target, ProxyError> {
     match via {
-        Via::Mitm { host, port, .. } => Ok(Target {
-            tls: true,
+        Via::Mitm { host, port, tls, .. } => Ok(Target {
+            tls: *tls,
             host: host.clone(),
             port: *port,
             base_path: None,
-            plain_http_allowed: false,
+            plain_http_allowed: !tls && plain_http_named(policy, host),
             route: None,
         }),
         Via::Direct if head.uri.scheme().is_some() => forward_target(policy, &head.uri),
@@ -183,6 +184,13 @@ fn absolute(scheme: &str, host: &str, port: u16, path_and_query: &str) -> Result
         .map_err(|_| ProxyError::bad_request("the request target is not a valid URI"))
 }
 
+/// A plain http:// upstream may carry values only when the policy names it so on purpose:
+/// an inject rule for the host and a route to its http:// address.
+fn plain_http_named(policy: &Policy, host: &str) -> bool {
+    policy.injects.iter().any(|i| i.host.matches(host))
+        && policy.routes.iter().any(|r| r.upstream.host == host && !r.upstream.is_tls())
+}
+
 fn forward_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
     if uri.scheme_str() != Some("http") {
         return Err(ProxyError::bad_request(
@@ -192,8 +200,7 @@ fn forward_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
     let host = uri.host().ok_or_else(|| ProxyError::bad_request("the request URI names no host"))?;
     let host = host.trim_matches(['[', ']']).trim_end_matches('.').to_ascii_lowercase();
     let port = uri.port_u16().unwrap_or(80);
-    let plain_http_allowed = policy.injects.iter().any(|i| i.host.matches(&host))
-        && policy.routes.iter().any(|r| r.upstream.host == host && !r.upstream.is_tls());
+    let plain_http_allowed = plain_http_named(policy, &host);
     Ok(Target { tls: false, base_path: None, host, port, plain_http_allowed, route: None })
 }
 
