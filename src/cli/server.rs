@@ -295,6 +295,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         policies: Arc::new(policies),
         tenant_names: Default::default(),
         changes: Default::default(),
+        credentials: crate::server::credential_cache(),
         metrics,
         config: Arc::new(config),
     };

@@ -45,6 +45,19 @@ pub struct Fetched {
     pub allowed_hosts: Vec<String>,
     /// When this entry must leave the cache.
     pub fresh_until: Instant,
+    /// Redaction patterns for the whole value, built on first use and shared by every response.
+    patterns: std::sync::OnceLock<Option<Arc<crate::proxy::redact::Patterns>>>,
+}
+
+impl Fetched {
+    pub fn patterns(&self) -> Option<Arc<crate::proxy::redact::Patterns>> {
+        self.patterns
+            .get_or_init(|| {
+                let placeholder = format!("{{{{secret:{}}}}}", self.path);
+                crate::proxy::redact::Patterns::build(&[(self.value.expose().as_bytes(), placeholder.as_str())])
+            })
+            .clone()
+    }
 }
 
 impl std::fmt::Debug for Fetched {
@@ -264,6 +277,7 @@ impl Central {
             version: resp["version"].as_i64().unwrap_or(0),
             allowed_hosts: serde_json::from_value(resp["allowed_hosts"].take()).unwrap_or_default(),
             fresh_until,
+            patterns: std::sync::OnceLock::new(),
         });
         let mut stale = self.stale.lock().expect("stale lock poisoned");
         if stale.len() >= 10_000 {

@@ -363,8 +363,13 @@ async fn substitute(
         let v = fetched.iter().find(|v| &v.path == p.path())?;
         Some(Binding { value: &v.value, grant, secret_allowed_hosts: &v.allowed_hosts })
     };
-    let new_head = substitute::inject(&head, &found, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
+    let mut new_head =
+        substitute::inject(&head, &found, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
     let used = used_values(&found, &fetched);
+    if !used.is_empty() {
+        // Redaction reads the response as sent; a compressed body would hide a value from it.
+        new_head.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
     Ok((new_head, used))
 }
 
@@ -521,9 +526,17 @@ fn splice_upgrade(agent: Option<hyper::upgrade::OnUpgrade>, upstream: hyper::upg
 
 /// Replaces every injected value in the response's headers and body by its placeholder.
 fn redact(resp: Response<Body>, used: &[Used]) -> Response<Body> {
-    let names: Vec<String> = used.iter().map(|u| u.placeholder.to_string()).collect();
-    let pairs: Vec<(&[u8], &str)> = used.iter().zip(&names).map(|(u, n)| (u.injected.as_slice(), n.as_str())).collect();
-    let Some(redactor) = Redactor::new(&pairs) else { return resp };
+    let redactor = match used {
+        [] => None,
+        [one] if one.placeholder.field().is_none() => one.fetched.patterns().map(Redactor::with),
+        many => {
+            let names: Vec<String> = many.iter().map(|u| u.placeholder.to_string()).collect();
+            let pairs: Vec<(&[u8], &str)> =
+                many.iter().zip(&names).map(|(u, n)| (u.injected.as_slice(), n.as_str())).collect();
+            Redactor::new(&pairs)
+        }
+    };
+    let Some(redactor) = redactor else { return resp };
     let (mut parts, body) = resp.into_parts();
     for value in parts.headers.values_mut() {
         if let Some(clean) = redactor.redact_header(value.as_bytes()) {

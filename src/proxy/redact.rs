@@ -8,6 +8,7 @@
 //! redact after content decoding). Pure: no I/O, no logging.
 
 use std::fmt;
+use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, Input, MatchKind};
 use bytes::Bytes;
@@ -17,14 +18,47 @@ use zeroize::{Zeroize, Zeroizing};
 /// body chunks. The values and the held-back tail live in zeroizing buffers; the automaton's
 /// own tables are a copy the `aho-corasick` crate does not wipe.
 pub struct Redactor {
+    patterns: Arc<Patterns>,
+    /// Bytes not yet emitted: a proper prefix of some value, shorter than the longest one.
+    held: Zeroizing<Vec<u8>>,
+}
+
+/// What a redactor looks for, built once and shared: building the automaton is the costly
+/// part, so a value's patterns are kept with the cached value and reused by every response.
+pub struct Patterns {
     /// Leftmost-longest over the values; pattern `i` is `needles[i]`.
     matcher: AhoCorasick,
     needles: Vec<Needle>,
     /// Placeholder text of pattern `i`.
     replacements: Vec<Box<[u8]>>,
-    /// Bytes not yet emitted: a proper prefix of some value, shorter than the longest one.
-    held: Zeroizing<Vec<u8>>,
     longest: usize,
+}
+
+impl Patterns {
+    /// Patterns for `(value, placeholder text)` pairs; `None` when no value is non-empty.
+    pub fn build(pairs: &[(&[u8], &str)]) -> Option<Arc<Patterns>> {
+        let pairs: Vec<_> = pairs.iter().filter(|(value, _)| !value.is_empty()).collect();
+        if pairs.is_empty() {
+            return None;
+        }
+        let needles: Vec<Needle> = pairs.iter().map(|(value, _)| Needle::new(value)).collect();
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(needles.iter().map(|n| &n.bytes[..]))
+            // Only a pattern set beyond u32::MAX automaton states fails; values are at most
+            // 64 KiB each, so that takes tens of thousands of them. Failing open is not an option.
+            .expect("the value automaton builds");
+        let replacements = pairs.iter().map(|(_, text)| Box::from(text.as_bytes())).collect();
+        let longest = needles.iter().map(|n| n.bytes.len()).max().unwrap_or(0);
+        Some(Arc::new(Patterns { matcher, needles, replacements, longest }))
+    }
+}
+
+impl std::ops::Deref for Redactor {
+    type Target = Patterns;
+    fn deref(&self) -> &Patterns {
+        &self.patterns
+    }
 }
 
 /// One value with its KMP border table, to find how much of a tail could start it.
@@ -70,20 +104,12 @@ impl Redactor {
     /// A redactor for `(value, placeholder text)` pairs; `None` when there is no non-empty
     /// value to look for. A value listed twice is replaced by its first placeholder text.
     pub fn new(pairs: &[(&[u8], &str)]) -> Option<Redactor> {
-        let pairs: Vec<_> = pairs.iter().filter(|(value, _)| !value.is_empty()).collect();
-        if pairs.is_empty() {
-            return None;
-        }
-        let needles: Vec<Needle> = pairs.iter().map(|(value, _)| Needle::new(value)).collect();
-        let matcher = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(needles.iter().map(|n| &n.bytes[..]))
-            // Only a pattern set beyond u32::MAX automaton states fails; values are at most
-            // 64 KiB each, so that takes tens of thousands of them. Failing open is not an option.
-            .expect("the value automaton builds");
-        let replacements = pairs.iter().map(|(_, text)| Box::from(text.as_bytes())).collect();
-        let longest = needles.iter().map(|n| n.bytes.len()).max().unwrap_or(0);
-        Some(Redactor { matcher, needles, replacements, held: Zeroizing::new(Vec::new()), longest })
+        Patterns::build(pairs).map(Redactor::with)
+    }
+
+    /// A redactor (fresh stream state) over patterns built earlier.
+    pub fn with(patterns: Arc<Patterns>) -> Redactor {
+        Redactor { patterns, held: Zeroizing::new(Vec::new()) }
     }
 
     /// Returns the bytes that are safe to emit now; holds back at most (longest value − 1)

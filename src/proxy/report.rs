@@ -93,7 +93,6 @@ async fn write_spool(spool: Arc<Spool>, mut rx: mpsc::UnboundedReceiver<AccessEv
         if let Err(e) = written {
             tracing::error!(error = %e, path = %spool.path.display(), "cannot append access events to the spool");
         }
-        metrics::gauge!("airlock_proxy_spool_bytes").set(spool_len(&spool) as f64);
         spool.appended.notify_one();
     }
 }
@@ -156,8 +155,11 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
             match central.report(&events).await {
                 Ok(()) => {
                     offset = next;
-                    if let Err(e) = write_offset(&spool.offset_path, offset) {
-                        tracing::error!(error = %e, "cannot persist the spool offset");
+                    let path = spool.offset_path.clone();
+                    match tokio::task::spawn_blocking(move || write_offset(&path, offset)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the spool offset"),
+                        Err(e) => tracing::error!(error = %e, "spool offset writer failed"),
                     }
                     backoff = Duration::from_millis(500);
                     if events.len() < BATCH {

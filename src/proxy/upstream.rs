@@ -37,7 +37,7 @@ pub fn client(resolver: Arc<Resolver>, tls: Arc<rustls::ClientConfig>) -> Upstre
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
-        .set_host(false)
+        .set_host(true)
         .build(Dialer { resolver, tls: TlsConnector::from(tls) })
 }
 

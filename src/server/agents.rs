@@ -93,6 +93,7 @@ pub async fn delete(State(state): State<AppState>, caller: Authed, Path(id): Pat
     audit.detail = json!({ "agent_id": id });
     match state.store.revoke_credential(caller.tenant(), &id, now_ms(), audit).await {
         Ok(()) => {
+            state.credentials.invalidate_all();
             state.changes.publish(Change::new(caller.tenant(), "token.revoked").agent(&id));
             Ok(StatusCode::NO_CONTENT)
         }

@@ -214,7 +214,16 @@ async fn identify(
     }
     let secret = bearer(headers)?;
     let hash = hash_secret(secret);
-    let found = state.store.credential_by_hash(&hash).await?;
+    let found = match state.credentials.get(&hash).await {
+        Some(c) => Some(c),
+        None => {
+            let c = state.store.credential_by_hash(&hash).await?.map(Arc::new);
+            if let Some(c) = &c {
+                state.credentials.insert(hash.clone(), c.clone()).await;
+            }
+            c
+        }
+    };
     let credential = match found {
         Some(c) if bool::from(c.secret_hash.as_bytes().ct_eq(hash.as_bytes())) => c,
         _ => {
@@ -231,7 +240,7 @@ async fn identify(
         return Err(refuse(state, &credential.tenant_id, failure, &problem).await);
     }
     let scopes = ScopeSet::parse_list(&credential.scopes).map_err(|e| ApiError::internal(&e))?;
-    Ok(Caller { credential, scopes, ip, user_agent })
+    Ok(Caller { credential: Credential::clone(&credential), scopes, ip, user_agent })
 }
 
 /// Why a known credential may not be used now, from this address, if it may not.

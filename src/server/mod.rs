@@ -58,7 +58,17 @@ pub struct AppState {
     pub tenant_names: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
     pub metrics: Option<PrometheusHandle>,
     pub changes: Arc<changes::Changes>,
+    /// Credentials by hash, for a few seconds: most requests then skip the lookup. Revoking
+    /// on this server empties it at once; another replica's revocation shows within the TTL.
+    pub credentials: moka::future::Cache<String, Arc<crate::store::Credential>>,
     pub config: Arc<ServerConfig>,
+}
+
+/// How long a looked-up credential is trusted without asking the database again.
+pub const CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(2);
+
+pub fn credential_cache() -> moka::future::Cache<String, Arc<crate::store::Credential>> {
+    moka::future::Cache::builder().max_capacity(10_000).time_to_live(CREDENTIAL_CACHE_TTL).build()
 }
 
 impl AppState {

@@ -271,12 +271,11 @@ pub async fn read(
     authorize(&state, &caller, SecretAction::Read, &path, kind::SECRET_READ).await?;
     let now = now_ms();
     let not_found = |why: &str| ApiError::not_found(format!("secret '{path}' is not readable: {why}"));
-    let Some(mut meta) = state.store.secret_meta(caller.tenant(), path.as_str()).await? else {
+    let Some((mut meta, row)) = state.store.secret_for_read(caller.tenant(), path.as_str(), q.version).await? else {
         audit_failure(&state, &caller, caller.draft(kind::SECRET_READ, Some(path.as_str())), "not_found").await?;
         return Err(not_found("no such secret"));
     };
     let version = q.version.unwrap_or(meta.current_version);
-    let row = state.store.secret_version(&meta.id, version).await?;
     if let Some(why) = unreadable(&meta, row.as_ref(), now) {
         audit_failure(&state, &caller, caller.draft(kind::SECRET_READ, Some(path.as_str())), "not_found").await?;
         return Err(not_found(why));

@@ -101,6 +101,7 @@ pub async fn revoke_key(
         crate::store::StoreError::NotFound => ApiError::not_found(format!("no active key '{id}' in this tenant")),
         other => other.into(),
     })?;
+    state.credentials.invalidate_all();
     state.changes.publish(super::changes::Change::new(caller.tenant(), "token.revoked").token(&id));
     Ok(StatusCode::NO_CONTENT)
 }

@@ -269,6 +269,7 @@ pub async fn revoke(State(state): State<AppState>, caller: Authed, Path(id): Pat
     state.store.revoke_credential(caller.tenant(), &id, now_ms(), audit).await?;
     let mut change = Change::new(caller.tenant(), "token.revoked").token(&id);
     change.agent_id = token.agent_id.clone();
+    state.credentials.invalidate_all();
     state.changes.publish(change);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -243,6 +243,13 @@ pub trait Store: Send + Sync {
     /// The secret's metadata, deleted or not.
     async fn secret_meta(&self, tenant: &str, path: &str) -> Result<Option<SecretMeta>>;
     async fn secret_version(&self, secret_id: &str, version: i64) -> Result<Option<VersionRow>>;
+    /// A secret and one of its versions (the current one when `version` is None) in one query.
+    async fn secret_for_read(
+        &self,
+        tenant: &str,
+        path: &str,
+        version: Option<i64>,
+    ) -> Result<Option<(SecretMeta, Option<VersionRow>)>>;
     async fn list_secrets(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<SecretMeta>>;
     async fn count_secrets(&self, tenant: &str, filter: &ListFilter) -> Result<i64>;
     /// Writes a new version; returns the metadata after the write and the replaced version.

@@ -763,6 +763,45 @@ impl Store for SqlStore {
         row.as_ref().map(version_from_row).transpose()
     }
 
+    async fn secret_for_read(
+        &self,
+        tenant: &str,
+        path: &str,
+        version: Option<i64>,
+    ) -> Result<Option<(SecretMeta, Option<VersionRow>)>> {
+        let columns: Vec<String> = SECRET_COLUMNS.split(", ").map(|c| format!("s.{}", c.trim())).collect();
+        let sql = format!(
+            "SELECT {}, v.version AS v_version, v.kid AS v_kid, v.wrapped_key AS v_wrapped_key, v.ciphertext AS v_ciphertext, \
+             v.created_at AS v_created_at, v.expires_at AS v_expires_at \
+             FROM secrets s LEFT JOIN secret_versions v ON v.secret_id = s.id AND v.version = COALESCE($3, s.current_version) \
+             WHERE s.tenant_id = $1 AND s.path = $2",
+            columns.join(", ")
+        );
+        let row = sqlx::query(&sql).bind(tenant).bind(path).bind(version).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let meta = meta_from_row(&row)?;
+        let v_version: Option<i64> = row.try_get("v_version")?;
+        let version = match v_version {
+            None => None,
+            Some(version) => {
+                let kid: Option<String> = row.try_get("v_kid")?;
+                let wrapped: Option<Vec<u8>> = row.try_get("v_wrapped_key")?;
+                let ciphertext: Option<Vec<u8>> = row.try_get("v_ciphertext")?;
+                let sealed = match (kid, wrapped, ciphertext) {
+                    (Some(kid), Some(wrapped_key), Some(ciphertext)) => Some(Sealed { kid, wrapped_key, ciphertext }),
+                    _ => None,
+                };
+                Some(VersionRow {
+                    version,
+                    sealed,
+                    created_at: row.try_get("v_created_at")?,
+                    expires_at: row.try_get("v_expires_at")?,
+                })
+            }
+        };
+        Ok(Some((meta, version)))
+    }
+
     async fn list_secrets(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<SecretMeta>> {
         let mut c = secret_conditions(tenant, filter);
         if let Some(after) = &filter.after {

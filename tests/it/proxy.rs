@@ -255,6 +255,13 @@ fn websocket_upgrades_pass_through() {
     let sc = Sidecar::start_with("", &["--resolve", &format!("ws.local={}", plain.addr())]);
     let reply = crate::upstream::ws_echo_via(&sc.proxy_addr, "ws.local", plain.port, "/ws", "hello through airlock");
     assert_eq!(reply, "hello through airlock");
+    let upgrade = &plain.requests()[0];
+    assert_eq!(upgrade.version, "HTTP/1.1");
+    assert_eq!(
+        upgrade.header("host"),
+        Some(format!("ws.local:{}", plain.port).as_str()),
+        "HTTP/1.1 upstreams get a Host header"
+    );
 }
 
 #[test]
