@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::auth::{Authed, Caller, hash_secret, new_id, new_secret};
+use super::auth::{Authed, Caller, issue};
 use super::changes::{ALL_TENANTS, Change};
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
@@ -17,7 +17,7 @@ use super::tenancy::check_name;
 use crate::domain::Scope;
 use crate::domain::audit::kind;
 use crate::domain::time::{now_ms, to_rfc3339};
-use crate::store::{Credential, CredentialKind, StoreError};
+use crate::store::{CredentialKind, StoreError};
 
 fn require_manage(caller: &Caller) -> ApiResult<()> {
     if caller.has(&Scope::AgentsManage) { Ok(()) } else { Err(ApiError::permission_denied(None, "agents:manage")) }
@@ -41,26 +41,11 @@ pub async fn create(
     if existing.iter().any(|a| a.name == b.name) {
         return Err(ApiError::conflict(format!("an agent named '{}' already exists", b.name)));
     }
-    let secret = new_secret("ak");
-    let id = new_id("agt");
-    let agent = Credential {
-        id: id.clone(),
-        tenant_id: caller.tenant().to_owned(),
-        kind: CredentialKind::AgentKey,
-        name: b.name.clone(),
-        role: None,
-        scopes: vec![Scope::TokensCreate.to_string()],
-        secret_hash: hash_secret(&secret),
-        agent_id: Some(id),
-        minted_by: Some(caller.credential.id.clone()),
-        description: b.description,
-        allowed_ips: Vec::new(),
-        max_uses: None,
-        uses: 0,
-        created_at: now_ms(),
-        expires_at: None,
-        revoked_at: None,
-    };
+    let (mut agent, secret) =
+        issue(CredentialKind::AgentKey, caller.tenant(), &b.name, vec![Scope::TokensCreate.to_string()]);
+    agent.agent_id = Some(agent.id.clone());
+    agent.minted_by = Some(caller.credential.id.clone());
+    agent.description = b.description;
     let mut audit = caller.draft(kind::AGENT_CREATE, None);
     audit.detail = json!({ "agent_id": agent.id, "name": agent.name });
     state.store.insert_credential(&agent, audit).await?;

@@ -39,6 +39,36 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// A new credential of `kind` with its one-time secret; callers fill in what else applies
+/// (role, agent, minter, limits). Only the secret's hash is in the row.
+pub fn issue(kind: CredentialKind, tenant: &str, name: &str, scopes: Vec<String>) -> (Credential, String) {
+    let (id_prefix, secret_prefix) = match kind {
+        CredentialKind::UserKey => ("key", "ak"),
+        CredentialKind::AgentKey => ("agt", "ak"),
+        CredentialKind::Token => ("tok", "at"),
+    };
+    let secret = new_secret(secret_prefix);
+    let credential = Credential {
+        id: new_id(id_prefix),
+        tenant_id: tenant.to_owned(),
+        kind,
+        name: name.to_owned(),
+        role: None,
+        scopes,
+        secret_hash: hash_secret(&secret),
+        agent_id: None,
+        minted_by: None,
+        description: None,
+        allowed_ips: Vec::new(),
+        max_uses: None,
+        uses: 0,
+        created_at: now_ms(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    (credential, secret)
+}
+
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::auth::{Authed, Caller, hash_secret, new_id, new_secret};
+use super::auth::{Authed, Caller, issue, new_id};
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
 use crate::domain::audit::kind;
@@ -33,27 +33,10 @@ pub(super) fn check_name(name: &str) -> ApiResult<()> {
 
 /// A user key of `role` for `tenant`, with its one-time secret.
 pub fn user_key(tenant: &str, name: &str, role: Role, extra: &[Scope]) -> (Credential, String) {
-    let secret = new_secret("ak");
     let mut scopes: Vec<String> = role.scopes().iter().map(|s| s.to_string()).collect();
     scopes.extend(extra.iter().map(|s| s.to_string()));
-    let credential = Credential {
-        id: new_id("key"),
-        tenant_id: tenant.to_owned(),
-        kind: CredentialKind::UserKey,
-        name: name.to_owned(),
-        role: Some(role.as_str().to_owned()),
-        scopes,
-        secret_hash: hash_secret(&secret),
-        agent_id: None,
-        minted_by: None,
-        description: None,
-        allowed_ips: Vec::new(),
-        max_uses: None,
-        uses: 0,
-        created_at: now_ms(),
-        expires_at: None,
-        revoked_at: None,
-    };
+    let (mut credential, secret) = issue(CredentialKind::UserKey, tenant, name, scopes);
+    credential.role = Some(role.as_str().to_owned());
     (credential, secret)
 }
 

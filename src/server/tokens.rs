@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::approvals::open_request;
-use super::auth::{AgentRef, Authed, Caller, hash_secret, new_id, new_secret};
+use super::auth::{AgentRef, Authed, Caller, issue};
 use super::changes::Change;
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
@@ -64,26 +64,14 @@ pub struct TokenRequest {
 impl TokenRequest {
     /// The token row this request becomes, minted now by `minter` (for `agent`).
     pub fn mint(&self, tenant: &str, minter: &str, agent: Option<&AgentRef>) -> (Credential, String) {
-        let secret = new_secret("at");
-        let now = now_ms();
-        let credential = Credential {
-            id: new_id("tok"),
-            tenant_id: tenant.to_owned(),
-            kind: CredentialKind::Token,
-            name: agent.map_or_else(|| "token".to_owned(), |a| a.name.clone()),
-            role: None,
-            scopes: self.scopes.clone(),
-            secret_hash: hash_secret(&secret),
-            agent_id: agent.map(|a| a.id.clone()),
-            minted_by: Some(minter.to_owned()),
-            description: self.description.clone(),
-            allowed_ips: self.allowed_ips.clone(),
-            max_uses: self.max_uses,
-            uses: 0,
-            created_at: now,
-            expires_at: Some(now + self.ttl_seconds as i64 * 1000),
-            revoked_at: None,
-        };
+        let name = agent.map_or("token", |a| a.name.as_str());
+        let (mut credential, secret) = issue(CredentialKind::Token, tenant, name, self.scopes.clone());
+        credential.agent_id = agent.map(|a| a.id.clone());
+        credential.minted_by = Some(minter.to_owned());
+        credential.description = self.description.clone();
+        credential.allowed_ips = self.allowed_ips.clone();
+        credential.max_uses = self.max_uses;
+        credential.expires_at = Some(credential.created_at + self.ttl_seconds as i64 * 1000);
         (credential, secret)
     }
 }

@@ -268,18 +268,24 @@ fn approval_from_row(row: &AnyRow) -> Result<Approval> {
 }
 
 fn version_from_row(row: &AnyRow) -> Result<VersionRow> {
-    let kid: Option<String> = row.try_get("kid")?;
-    let wrapped: Option<Vec<u8>> = row.try_get("wrapped_key")?;
-    let ciphertext: Option<Vec<u8>> = row.try_get("ciphertext")?;
+    version_columns(row, "")
+}
+
+/// A version from columns named `{prefix}version`, `{prefix}kid`, …
+fn version_columns(row: &AnyRow, prefix: &str) -> Result<VersionRow> {
+    let col = |name: &str| format!("{prefix}{name}");
+    let kid: Option<String> = row.try_get(col("kid").as_str())?;
+    let wrapped: Option<Vec<u8>> = row.try_get(col("wrapped_key").as_str())?;
+    let ciphertext: Option<Vec<u8>> = row.try_get(col("ciphertext").as_str())?;
     let sealed = match (kid, wrapped, ciphertext) {
         (Some(kid), Some(wrapped_key), Some(ciphertext)) => Some(Sealed { kid, wrapped_key, ciphertext }),
         _ => None,
     };
     Ok(VersionRow {
-        version: row.try_get("version")?,
+        version: row.try_get(col("version").as_str())?,
         sealed,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
+        created_at: row.try_get(col("created_at").as_str())?,
+        expires_at: row.try_get(col("expires_at").as_str())?,
     })
 }
 
@@ -781,24 +787,7 @@ impl Store for SqlStore {
         let Some(row) = row else { return Ok(None) };
         let meta = meta_from_row(&row)?;
         let v_version: Option<i64> = row.try_get("v_version")?;
-        let version = match v_version {
-            None => None,
-            Some(version) => {
-                let kid: Option<String> = row.try_get("v_kid")?;
-                let wrapped: Option<Vec<u8>> = row.try_get("v_wrapped_key")?;
-                let ciphertext: Option<Vec<u8>> = row.try_get("v_ciphertext")?;
-                let sealed = match (kid, wrapped, ciphertext) {
-                    (Some(kid), Some(wrapped_key), Some(ciphertext)) => Some(Sealed { kid, wrapped_key, ciphertext }),
-                    _ => None,
-                };
-                Some(VersionRow {
-                    version,
-                    sealed,
-                    created_at: row.try_get("v_created_at")?,
-                    expires_at: row.try_get("v_expires_at")?,
-                })
-            }
-        };
+        let version = v_version.map(|_| version_columns(&row, "v_")).transpose()?;
         Ok(Some((meta, version)))
     }
 
