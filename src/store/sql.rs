@@ -22,6 +22,28 @@ pub struct SqlStore {
     pool: AnyPool,
     engine: Engine,
     audit_jobs: mpsc::Sender<AuditJob>,
+    /// SQLite has one writer: writers of this process queue here, in order, instead of
+    /// polling SQLite's lock with its sleeping busy handler (which ruins tail latency).
+    writer: WriteLock,
+}
+
+/// Held for the life of a write transaction on SQLite; absent on PostgreSQL.
+type WriteGuard = Option<tokio::sync::OwnedMutexGuard<()>>;
+
+#[derive(Clone)]
+struct WriteLock(Option<Arc<tokio::sync::Mutex<()>>>);
+
+impl WriteLock {
+    fn for_engine(engine: Engine) -> WriteLock {
+        WriteLock((engine == Engine::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))))
+    }
+
+    async fn acquire(&self) -> WriteGuard {
+        match &self.0 {
+            Some(m) => Some(m.clone().lock_owned().await),
+            None => None,
+        }
+    }
 }
 
 struct AuditJob {
@@ -54,16 +76,18 @@ impl SqlStore {
             .ok_or_else(|| StoreError::Corrupt(format!("unsupported database URL scheme in '{}'", redact_url(url))))?;
         let pool = engine.connect(url).await?;
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(audit_writer(pool.clone(), engine, rx));
-        Ok(Arc::new(SqlStore { pool, engine, audit_jobs: tx }))
+        let writer = WriteLock::for_engine(engine);
+        tokio::spawn(audit_writer(pool.clone(), engine, writer.clone(), rx));
+        Ok(Arc::new(SqlStore { pool, engine, audit_jobs: tx, writer }))
     }
 
     pub fn engine(&self) -> Engine {
         self.engine
     }
 
-    async fn begin(&self) -> Result<Tx> {
-        Ok(self.pool.begin_with(self.engine.begin_sql()).await?)
+    async fn begin(&self) -> Result<(Tx, WriteGuard)> {
+        let guard = self.writer.acquire().await;
+        Ok((self.pool.begin_with(self.engine.begin_sql()).await?, guard))
     }
 
     async fn lock_head(&self, tx: &mut Tx, tenant: &str) -> Result<Head> {
@@ -153,13 +177,15 @@ async fn insert_audit(tx: &mut Tx, r: &AuditRecord) -> Result<()> {
 
 /// Group commit: takes whatever audit jobs are waiting, writes them in one transaction
 /// (tenants in a fixed order, so concurrent writers cannot deadlock) and answers each.
-async fn audit_writer(pool: AnyPool, engine: Engine, mut jobs: mpsc::Receiver<AuditJob>) {
+async fn audit_writer(pool: AnyPool, engine: Engine, writer: WriteLock, mut jobs: mpsc::Receiver<AuditJob>) {
     let mut batch = Vec::with_capacity(AUDIT_BATCH);
     while jobs.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
         batch.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         let drafts: Vec<(String, AuditDraft, Option<String>)> =
             batch.iter().map(|j| (j.tenant.clone(), j.draft.clone(), j.accessed_secret.clone())).collect();
+        let guard = writer.acquire().await;
         let result = write_audit_batch(&pool, engine, drafts).await;
+        drop(guard);
         if let Err(e) = &result {
             tracing::error!(error = %e, records = batch.len(), "audit batch failed; the operations it recorded fail closed");
         }
@@ -472,7 +498,7 @@ impl Store for SqlStore {
     }
 
     async fn create_tenant(&self, tenant: &Tenant, admin: &Credential, audit: AuditDraft) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let taken: Option<String> = sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
             .bind(&tenant.name)
             .fetch_optional(&mut *tx)
@@ -507,7 +533,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_credential(&self, c: &Credential, audit: AuditDraft) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, &c.tenant_id).await?;
         insert_credential(&mut tx, c).await?;
         append(&mut tx, &c.tenant_id, head, vec![audit]).await?;
@@ -536,7 +562,7 @@ impl Store for SqlStore {
     }
 
     async fn revoke_credential(&self, tenant: &str, id: &str, now: i64, audit: AuditDraft) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let revoked = sqlx::query(
             "UPDATE credentials SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
@@ -592,7 +618,7 @@ impl Store for SqlStore {
     }
 
     async fn create_approval(&self, a: &Approval, audit: AuditDraft) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, &a.tenant_id).await?;
         sqlx::query(&format!("INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, NULL, NULL)"))
             .bind(&a.id)
@@ -642,7 +668,7 @@ impl Store for SqlStore {
         note: Option<&str>,
         audit: AuditDraft,
     ) -> Result<Approval> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let n = sqlx::query(
             "UPDATE approvals SET status = $1, decided_at = $2, decided_by = $3, note = $4 \
@@ -679,7 +705,7 @@ impl Store for SqlStore {
         token: &Credential,
         audit: AuditDraft,
     ) -> Result<bool> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let n = sqlx::query(
             "UPDATE approvals SET token_id = $1 WHERE tenant_id = $2 AND id = $3 AND status = 'approved' AND token_id IS NULL",
@@ -700,7 +726,7 @@ impl Store for SqlStore {
     }
 
     async fn create_secret(&self, tenant: &str, m: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let existing: Option<Option<i64>> =
             sqlx::query_scalar("SELECT deleted_at FROM secrets WHERE tenant_id = $1 AND path = $2")
@@ -817,7 +843,7 @@ impl Store for SqlStore {
         change: NewVersion<'_>,
         audit: AuditDraft,
     ) -> Result<(SecretMeta, i64)> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let mut meta = Self::meta_in(&mut tx, tenant, path).await?;
         if meta.deleted_at.is_some() {
@@ -863,7 +889,7 @@ impl Store for SqlStore {
         change: &MetaChange,
         audit: AuditDraft,
     ) -> Result<SecretMeta> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let mut meta = Self::meta_in(&mut tx, tenant, path).await?;
         if meta.deleted_at.is_some() {
@@ -892,7 +918,7 @@ impl Store for SqlStore {
     }
 
     async fn soft_delete(&self, tenant: &str, path: &str, now: i64, audit: AuditDraft) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let n =
             sqlx::query("UPDATE secrets SET deleted_at = $1 WHERE tenant_id = $2 AND path = $3 AND deleted_at IS NULL")
@@ -911,7 +937,7 @@ impl Store for SqlStore {
     }
 
     async fn undelete(&self, tenant: &str, path: &str, audit: AuditDraft) -> Result<SecretMeta> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let n = sqlx::query(
             "UPDATE secrets SET deleted_at = NULL WHERE tenant_id = $1 AND path = $2 AND deleted_at IS NOT NULL",
@@ -931,7 +957,7 @@ impl Store for SqlStore {
     }
 
     async fn purge_secret(&self, tenant: &str, path: &str, audit: AuditDraft) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let id = Self::secret_id(&mut tx, tenant, path, false).await?;
         for sql in [
@@ -947,7 +973,7 @@ impl Store for SqlStore {
     }
 
     async fn destroy_versions(&self, tenant: &str, path: &str, versions: &[i64], audit: AuditDraft) -> Result<u64> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let id = Self::secret_id(&mut tx, tenant, path, false).await?;
         let mut destroyed = 0;
@@ -988,7 +1014,7 @@ impl Store for SqlStore {
     }
 
     async fn record_access(&self, tenant: &str, events: Vec<AuditDraft>) -> Result<(u64, u64)> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let total = events.len() as u64;
         let mut fresh = Vec::with_capacity(events.len());
