@@ -7,6 +7,8 @@
 # secrets, then runs wrk (-t2 -c$CONNECTIONS -d${DURATION}s --latency) for:
 #   read (admin key)     GET  /v1/secrets/bench%2Fread%2Fk<random>   bench/read.lua
 #   read (deployer key)  same, with a deployer key                   bench/read.lua
+#   read (scoped token)  same, with a token minted for bench/read/*   bench/read.lua
+#   mint token           POST /v1/tokens (admin key)                   bench/mint.lua
 #   create (admin key)   POST /v1/secrets, unique path per request   bench/create.lua
 # and prints one table (req/s, p50, p99, non-2xx, socket errors, target verdict).
 #
@@ -136,7 +138,10 @@ curl -fsS -o /dev/null --max-time 2 "$BASE/healthz" || die "server did not answe
 # --- seed ------------------------------------------------------------------------
 DEPLOYER_KEY=$(AIRLOCK_BENCH_KEY="$ADMIN_KEY" python3 "$BENCH/seed.py" "$PORT" "$SEED_COUNT") ||
   die "seeding failed"
-for key_name in ADMIN_KEY DEPLOYER_KEY; do
+TOKEN=$(curl -sS --max-time 5 -H "Authorization: Bearer $ADMIN_KEY" -X POST "$BASE/v1/tokens" \
+  -d '{"scope":"secrets:read:bench/read/*","ttl_seconds":3600}' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["value"])') || die "minting the bench token failed"
+for key_name in ADMIN_KEY DEPLOYER_KEY TOKEN; do
   status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 \
     -H "Authorization: Bearer ${!key_name}" "$BASE/v1/secrets/bench%2Fread%2Fk0")
   [[ $status == 200 ]] || die "sanity read of bench/read/k0 with $key_name returned $status, not 200"
@@ -189,18 +194,24 @@ fi
 
 # Both reads run back to back before the creates, so the admin/deployer comparison
 # sees the same database size.
-WORKLOADS=(read-admin read-deployer create-admin)
+WORKLOADS=(read-admin read-deployer read-token create-admin mint-admin)
 declare -A LABEL=(
   [read-admin]="read (admin key)"
   [read-deployer]="read (deployer key)"
+  [read-token]="read (scoped token)"
   [create-admin]="create (admin key)"
+  [mint-admin]="mint token"
 )
 echo "  read (admin key) ..." >&2
 run_wrk read-admin "$BENCH/read.lua" "$ADMIN_KEY" "$DURATION" "$SEED_COUNT"
 echo "  read (deployer key) ..." >&2
 run_wrk read-deployer "$BENCH/read.lua" "$DEPLOYER_KEY" "$DURATION" "$SEED_COUNT"
+echo "  read (scoped token) ..." >&2
+run_wrk read-token "$BENCH/read.lua" "$TOKEN" "$DURATION" "$SEED_COUNT"
 echo "  create (admin key) ..." >&2
 run_wrk create-admin "$BENCH/create.lua" "$ADMIN_KEY" "$DURATION"
+echo "  mint token ..." >&2
+run_wrk mint-admin "$BENCH/mint.lua" "$ADMIN_KEY" "$DURATION"
 
 # The audit trail must still verify after the load (every read and create appended to it).
 AUDIT=$(curl -sS --max-time 300 -H "Authorization: Bearer $ADMIN_KEY" "$BASE/v1/audit/verify" || true)
@@ -247,7 +258,7 @@ declare -A RPS_OF
 for w in "${WORKLOADS[@]}"; do
   parse "$w"
   RPS_OF[$w]=$RPS
-  if [[ $w == create-* ]]; then target=$CREATE_TARGET; else target=$READ_TARGET; fi
+  if [[ $w == create-* || $w == mint-* ]]; then target=$CREATE_TARGET; else target=$READ_TARGET; fi
   non2xx_cell=$NON2XX
   [[ $NON2XX == 0 ]] || non2xx_cell="$NON2XX ($STATUSES)"
   result=$(verdict "$RPS" "$P99" "$target")
@@ -264,8 +275,11 @@ if [[ -f $WORK/wrk-warmup.txt ]]; then
   [[ $SOCKERR == 0 ]] || FAILED+=("warm-up: $SOCKERR socket errors")
 fi
 echo
-awk -v d="${RPS_OF[read-deployer]}" -v a="${RPS_OF[read-admin]}" \
-  'BEGIN { printf "ratio deployer-read / admin-read throughput: %.2f\n", (a > 0) ? d / a : 0 }'
+awk -v d="${RPS_OF[read-deployer]}" -v t="${RPS_OF[read-token]}" -v a="${RPS_OF[read-admin]}" 'BEGIN {
+  printf "ratio deployer-read / admin-read throughput: %.2f\n", (a > 0) ? d / a : 0
+  r = (a > 0) ? t / a : 0
+  printf "ratio token-read / admin-read throughput: %.2f (target: auth costs at most 10%% -> >= 0.90: %s)\n", r, (r >= 0.9) ? "PASS" : "MISS"
+}'
 echo "audit chain after the runs: $AUDIT_LINE"
 [[ $AUDIT_LINE == ok* ]] || FAILED+=("audit chain verification: $AUDIT_LINE")
 

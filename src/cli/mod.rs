@@ -73,7 +73,7 @@ enum Command {
 }
 
 /// Where the central API is and what credential to present.
-#[derive(Args, Debug)]
+#[derive(Args)]
 struct ConnArgs {
     /// Central API address
     #[arg(long, env = "AIRLOCK_ADDR", default_value = "http://127.0.0.1:7878", global = true)]
@@ -81,6 +81,15 @@ struct ConnArgs {
     /// API key or token (prefer the environment variable: flags show up in `ps`)
     #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+}
+
+impl std::fmt::Debug for ConnArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnArgs")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl ConnArgs {

@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 pub use error::{Fault, ProxyError};
 
 /// Validated settings of one proxy.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProxyConfig {
     pub server: String,
     pub agent_key: Zeroizing<String>,
@@ -39,6 +39,20 @@ pub struct ProxyConfig {
     pub upstream_ca: Option<PathBuf>,
     pub pins: Vec<egress::Pin>,
     pub value_ttl: Duration,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("server", &self.server)
+            .field("agent_key", &"***")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("session_key", &self.session_key.as_ref().map(|_| "***"))
+            .field("upstream_ca", &self.upstream_ca)
+            .field("pins", &self.pins)
+            .finish()
+    }
 }
 
 pub struct Proxy {
