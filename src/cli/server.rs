@@ -294,7 +294,10 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         auth_failures: Arc::new(crate::server::auth::FailureThrottle::new(auth_failure_limit)),
         policies: Arc::new(policies),
         tenant_names: Default::default(),
-        changes: Default::default(),
+        changes: Arc::new(match Engine::of_url(&storage.url) {
+            Some(Engine::Postgres) => crate::server::changes::Changes::across_replicas(&storage.url),
+            _ => crate::server::changes::Changes::default(),
+        }),
         credentials: crate::server::credential_cache(),
         metrics,
         config: Arc::new(config),

@@ -1,6 +1,8 @@
 //! The change stream, `GET /v1/events` (server-sent events): secret, token and policy
 //! changes with paths and ids, never values. Proxies subscribe and invalidate at once.
-//! Within one process a broadcast channel carries changes to every subscriber.
+//! Within one process a broadcast channel carries changes to every subscriber; on
+//! PostgreSQL every change is also sent with `NOTIFY`, and each replica `LISTEN`s and
+//! passes on the changes of the others, so a proxy may follow any replica.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::AppState;
@@ -35,6 +37,44 @@ pub struct Change {
     #[serde(serialize_with = "serialize_ms")]
     pub timestamp: i64,
 }
+
+const KINDS: [&str; 6] =
+    ["secret.updated", "secret.rotated", "secret.deleted", "token.revoked", "policy.updated", "resync"];
+
+/// A change as it travels between replicas: which replica made it, and for which tenant.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    origin: String,
+    tenant: String,
+    kind: String,
+    path: Option<String>,
+    version: Option<i64>,
+    token_id: Option<String>,
+    agent_id: Option<String>,
+}
+
+impl Wire {
+    fn of(origin: &str, c: &Change) -> Wire {
+        Wire {
+            origin: origin.to_owned(),
+            tenant: c.tenant.clone(),
+            kind: c.kind.to_owned(),
+            path: c.path.clone(),
+            version: c.version,
+            token_id: c.token_id.clone(),
+            agent_id: c.agent_id.clone(),
+        }
+    }
+
+    fn into_change(self) -> Option<Change> {
+        let kind = KINDS.iter().find(|k| **k == self.kind).copied()?;
+        let mut c = Change::new(&self.tenant, kind);
+        (c.path, c.version, c.token_id, c.agent_id) = (self.path, self.version, self.token_id, self.agent_id);
+        Some(c)
+    }
+}
+
+const CHANNEL: &str = "airlock_changes";
 
 impl Change {
     pub fn new(tenant: &str, kind: &'static str) -> Change {
@@ -68,18 +108,83 @@ impl Change {
 
 pub struct Changes {
     tx: broadcast::Sender<Change>,
+    /// Set on PostgreSQL: changes to announce to the other replicas.
+    notify: Option<tokio::sync::mpsc::UnboundedSender<Change>>,
 }
 
 impl Default for Changes {
     fn default() -> Self {
-        Changes { tx: broadcast::channel(1024).0 }
+        Changes { tx: broadcast::channel(1024).0, notify: None }
     }
 }
 
 impl Changes {
     pub fn publish(&self, change: Change) {
         tracing::debug!(kind = change.kind, path = ?change.path, "change published");
+        if let Some(notify) = &self.notify {
+            let _ = notify.send(change.clone());
+        }
         let _ = self.tx.send(change);
+    }
+
+    /// Changes shared with every replica on the same PostgreSQL database.
+    pub fn across_replicas(database_url: &str) -> Changes {
+        let (tx, _) = broadcast::channel(1024);
+        let (notify, outbox) = tokio::sync::mpsc::unbounded_channel();
+        let origin = crate::server::auth::new_id("srv");
+        tokio::spawn(announce(database_url.to_owned(), origin.clone(), outbox));
+        tokio::spawn(listen(database_url.to_owned(), origin, tx.clone()));
+        Changes { tx, notify: Some(notify) }
+    }
+}
+
+async fn announce(url: String, origin: String, mut outbox: tokio::sync::mpsc::UnboundedReceiver<Change>) {
+    let mut conn: Option<sqlx::PgConnection> = None;
+    while let Some(change) = outbox.recv().await {
+        let payload = serde_json::to_string(&Wire::of(&origin, &change)).unwrap_or_default();
+        for _attempt in 0..2 {
+            if conn.is_none() {
+                conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.ok();
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            match sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(&payload).execute(&mut *c).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot announce a change to other replicas");
+                    conn = None;
+                }
+            }
+        }
+    }
+}
+
+async fn listen(url: String, origin: String, tx: broadcast::Sender<Change>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let result = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(CHANNEL).await?;
+            tracing::info!("following other replicas' changes (LISTEN {CHANNEL})");
+            loop {
+                let n = listener.recv().await?;
+                let Ok(wire) = serde_json::from_str::<Wire>(n.payload()) else { continue };
+                if wire.origin != origin
+                    && let Some(change) = wire.into_change()
+                {
+                    let _ = tx.send(change);
+                }
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "replica change listener interrupted");
+        }
+        // Changes may have been missed: every subscriber drops its caches.
+        let _ = tx.send(Change::new(ALL_TENANTS, "resync"));
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod examples;
 mod ops;
 mod proxy;
+mod replicas;
 mod resilience;
 mod run;
 mod secrets_api;

@@ -156,6 +156,28 @@ impl Server {
         }
     }
 
+    /// A second server process on the same database (PostgreSQL) and keyring.
+    pub fn replica(&self) -> Replica {
+        let port = free_port();
+        let addr = format!("http://127.0.0.1:{port}");
+        let log = self.dir.path().join("replica.log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--log-level", "trace", "server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(self.data_dir())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(url) = &self.database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.http.get(format!("{addr}/healthz")).send().map_or(true, |r| r.status() != 200) {
+            assert!(Instant::now() < deadline, "replica did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Replica { child, addr, log }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server is running").id()
     }
@@ -280,6 +302,23 @@ impl Drop for Server {
             if let Some(line) = log.lines().find(|l| l.contains(MARKER)) {
                 panic!("a secret value reached the server log: {line}");
             }
+        }
+    }
+}
+
+pub struct Replica {
+    child: Child,
+    pub addr: String,
+    log: PathBuf,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            assert!(!log.contains(MARKER), "a secret value reached the replica's log");
         }
     }
 }
