@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use zeroize::Zeroizing;
@@ -566,8 +566,4 @@ pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Byte
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
-}
-
-pub fn is_connect(method: &Method) -> bool {
-    method == Method::CONNECT
 }
