@@ -16,6 +16,7 @@ use tokio::io::AsyncReadExt;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::client::{Client, ClientError};
+use crate::domain::Tier;
 
 /// Largest secret value the API accepts, in bytes of UTF-8.
 const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -55,7 +56,8 @@ pub struct PutArgs {
     /// Read the value from stdin (one trailing newline is removed)
     #[arg(long, conflicts_with = "value")]
     pub stdin: bool,
-    #[arg(long, value_enum)]
+    /// standard or sensitive
+    #[arg(long)]
     pub tier: Option<Tier>,
     #[arg(long)]
     pub description: Option<String>,
@@ -119,21 +121,6 @@ pub struct RmArgs {
     /// Remove every version's ciphertext now; cannot be undone
     #[arg(long)]
     pub permanent: bool,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tier {
-    Standard,
-    Sensitive,
-}
-
-impl Tier {
-    fn as_str(self) -> &'static str {
-        match self {
-            Tier::Standard => "standard",
-            Tier::Sensitive => "sensitive",
-        }
-    }
 }
 
 /// A secret value given on the command line: wiped on drop, `Debug` shows `***`.

@@ -10,9 +10,11 @@ pub mod path;
 pub mod policy;
 pub mod rate;
 pub mod scope;
+pub mod tier;
 pub mod time;
 pub mod value;
 
 pub use path::{PathError, SecretPath};
 pub use scope::{PathGlob, Role, Scope, ScopeError, ScopeSet, SecretAction};
+pub use tier::Tier;
 pub use value::SecretValue;

@@ -53,14 +53,14 @@ pub async fn handle(
     via: Via,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
-    let seen = Seen::of(&req, &via);
+    let seen = Seen::of(&req);
     let resp = match serve(&proxy, req, &via, &seen, started).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::info!(method = %seen.method, code = e.code, fault = e.fault.as_str(), message = %e.message, "request refused");
             metrics::counter!("airlock_proxy_refusals_total", "code" => e.code, "fault" => e.fault.as_str())
                 .increment(1);
-            proxy.reporter.record(seen.event(&proxy, None, Some(&e), e.status, started));
+            proxy.reporter.record(seen.event(&proxy, seen.host(&via), None, Some(&e), e.status, started));
             e.into_response()
         }
     };
@@ -70,24 +70,29 @@ pub async fn handle(
 
 /// What the access record says of a request, taken before the request is consumed (and
 /// before substitution: the URL path never carries a value).
+/// Both fields are reference-counted clones: nothing is allocated unless an event is made.
 struct Seen {
-    method: String,
-    host: Option<String>,
-    url_path: String,
+    method: http::Method,
+    uri: Uri,
 }
 
 impl Seen {
-    fn of(req: &Request<Incoming>, via: &Via) -> Seen {
-        let host = match via {
-            Via::Mitm { host, .. } => Some(host.clone()),
-            Via::Direct => req.uri().host().map(str::to_owned),
-        };
-        Seen { method: req.method().to_string(), host, url_path: req.uri().path().to_owned() }
+    fn of(req: &Request<Incoming>) -> Seen {
+        Seen { method: req.method().clone(), uri: req.uri().clone() }
+    }
+
+    /// The host the agent named, before any target was worked out.
+    fn host<'a>(&'a self, via: &'a Via) -> &'a str {
+        match via {
+            Via::Mitm { host, .. } => host,
+            Via::Direct => self.uri.host().unwrap_or_default(),
+        }
     }
 
     fn event(
         &self,
         proxy: &Proxy,
+        host: &str,
         used: Option<&Used>,
         error: Option<&ProxyError>,
         status: StatusCode,
@@ -98,9 +103,9 @@ impl Seen {
             agent: proxy.central.policy().agent.name.clone(),
             path: used.map(|u| u.fetched.path.to_string()),
             version: used.map(|u| u.fetched.version),
-            host: self.host.clone().unwrap_or_default(),
-            method: self.method.clone(),
-            url_path: self.url_path.clone(),
+            host: host.to_owned(),
+            method: self.method.to_string(),
+            url_path: self.uri.path().to_owned(),
             outcome: if error.is_some() { "denied" } else { "injected" },
             error_code: error.map(|e| e.code),
             status: Some(status.as_u16()),
@@ -555,9 +560,7 @@ fn record(proxy: &Proxy, seen: &Seen, target: &Target, used: &[Used], status: St
     metrics::counter!("airlock_proxy_requests_total", "outcome" => outcome).increment(1);
     for u in used {
         tracing::debug!(path = %u.fetched.path, version = u.fetched.version, host = %target.host, status = status.as_u16(), "value injected");
-        let mut event = seen.event(proxy, Some(u), None, status, started);
-        event.host = target.host.clone();
-        proxy.reporter.record(event);
+        proxy.reporter.record(seen.event(proxy, &target.host, Some(u), None, status, started));
     }
 }
 

@@ -23,24 +23,8 @@ use crate::domain::audit::{AuditDraft, kind};
 use crate::domain::path::validate_namespace;
 use crate::domain::time::{now_ms, parse_rfc3339, serialize_ms, serialize_opt_ms};
 use crate::domain::value::{MAX_VALUE_BYTES, serialize_exposed};
-use crate::domain::{PathGlob, Scope, SecretAction, SecretPath, SecretValue};
+use crate::domain::{PathGlob, Scope, SecretAction, SecretPath, SecretValue, Tier};
 use crate::store::{ListFilter, MetaChange, NewVersion, SecretMeta, StoreError, VersionRow};
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-#[serde(rename_all = "lowercase")]
-enum Tier {
-    Standard,
-    Sensitive,
-}
-
-impl Tier {
-    fn as_str(self) -> &'static str {
-        match self {
-            Tier::Standard => "standard",
-            Tier::Sensitive => "sensitive",
-        }
-    }
-}
 
 /// Metadata as the API shows it (never with a value).
 #[derive(Serialize)]
