@@ -306,11 +306,29 @@ impl Central {
     }
 
     /// Posts access events with the agent key.
-    pub async fn report(&self, events: &[Value]) -> Result<(), CentralError> {
-        let body = json!({ "events": events });
-        let (status, resp) =
-            self.call(reqwest::Method::POST, "/v1/access-events", &self.agent_key, Some(&body)).await?;
-        if status == 202 { Ok(()) } else { Err(refused(status, &resp)) }
+    /// Posts a batch of access events, given as the JSON body `{"events":[…]}` already
+    /// assembled from the spool's lines.
+    pub async fn report(&self, body: Vec<u8>) -> Result<(), CentralError> {
+        let url = format!("{}/v1/access-events", self.base);
+        let unreachable = |e: reqwest::Error| CentralError::Unreachable {
+            url: self.base.clone(),
+            reason: e.without_url().to_string(),
+        };
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(self.agent_key.as_str())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        if status == 202 {
+            return Ok(());
+        }
+        let bytes = resp.bytes().await.map_err(unreachable)?;
+        Err(refused(status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 
     /// Follows `GET /v1/events` and invalidates at once; reconnects with backoff. While

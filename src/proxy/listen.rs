@@ -6,19 +6,46 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use super::Proxy;
 use super::error::ProxyError;
+use super::h1::{self, Served};
 use super::pipeline::{self, Via, proxy_authorized};
 use super::upstream::{Body, full};
 
-pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
+/// Accepts on the caller's runtime and deals the connections out, in turn, to `workers`
+/// threads that each run a single-threaded runtime: a connection and everything it does
+/// (its upstream connection included) stay on one thread, so no request is handed between
+/// threads. Dropping the returned future stops the workers and their connections.
+pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, workers: usize) {
+    let mut lanes = Vec::with_capacity(workers);
+    for n in 0..workers.max(1) {
+        let (tx, rx) = mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+        let proxy = proxy.clone();
+        let spawned = std::thread::Builder::new().name(format!("airlock-proxy-{n}")).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(error = %e, "cannot start a proxy worker"),
+            };
+            runtime.block_on(work(proxy, rx));
+        });
+        match spawned {
+            Ok(_) => lanes.push(tx),
+            Err(e) => tracing::error!(error = %e, "cannot start a proxy worker thread"),
+        }
+    }
+    if lanes.is_empty() {
+        tracing::error!("no proxy worker could start; serving on the main runtime");
+    }
+    let mut next = 0usize;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -29,11 +56,41 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(proxy.clone(), stream, peer));
+        if lanes.is_empty() {
+            tokio::spawn(serve_connection(proxy.clone(), stream, peer));
+            continue;
+        }
+        let Ok(stream) = stream.into_std() else { continue };
+        next = (next + 1) % lanes.len();
+        if let Err(mpsc::error::SendError((stream, peer))) = lanes[next].send((stream, peer)) {
+            // That worker is gone: serve here rather than drop the agent.
+            lanes.remove(next);
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                tokio::spawn(serve_connection(proxy.clone(), stream, peer));
+            }
+        }
     }
 }
 
+/// One worker: serves the connections dealt to it until the acceptor goes away.
+async fn work(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>) {
+    while let Some((stream, peer)) = rx.recv().await {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                tokio::spawn(serve_connection(proxy.clone(), stream, peer));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot take over an accepted connection"),
+        }
+    }
+}
+
+/// An agent connection: HTTP/1.1 on the fast path while its requests fit it, hyper
+/// (HTTP/1.1 and HTTP/2, CONNECT, upgrades) for the rest.
 async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
+    let io = match h1::serve(&proxy, stream, &Via::Direct).await {
+        Served::Done => return,
+        Served::Fallback(io) => io,
+    };
     let service = service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
         async move {
@@ -45,7 +102,7 @@ async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr
         }
     });
     if let Err(e) =
-        auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).await
+        auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(io), service).await
     {
         tracing::debug!(%peer, error = %e, "agent connection ended with an error");
     }
@@ -92,7 +149,7 @@ async fn intercept(proxy: Arc<Proxy>, upgrade: hyper::upgrade::OnUpgrade, host: 
     if tokio::io::AsyncReadExt::read_exact(&mut agent, &mut first).await.is_err() {
         return;
     }
-    let agent = Prefixed { first: Some(first[0]), inner: agent };
+    let agent = Rewind::new(Bytes::copy_from_slice(&first), agent);
     if first[0] != TLS_HANDSHAKE {
         let via = Via::Mitm { host, port, sni: None, tls: false };
         return serve_tunnel(proxy, agent, via).await;
@@ -122,6 +179,10 @@ async fn serve_tunnel<IO>(proxy: Arc<Proxy>, io: IO, via: Via)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let io = match h1::serve(&proxy, io, &via).await {
+        Served::Done => return,
+        Served::Fallback(io) => io,
+    };
     let service = service_fn(move |req: Request<Incoming>| pipeline::handle(proxy.clone(), req, via.clone()));
     if let Err(e) =
         auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(io), service).await
@@ -133,27 +194,34 @@ where
 /// The first byte of a TLS record carrying a handshake (the ClientHello).
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// A stream with one byte already read from it put back in front.
-struct Prefixed<T> {
-    first: Option<u8>,
+/// A stream with bytes already read from it put back in front.
+pub(super) struct Rewind<T> {
+    pre: Bytes,
     inner: T,
 }
 
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<T> {
+impl<T> Rewind<T> {
+    pub(super) fn new(pre: Bytes, inner: T) -> Rewind<T> {
+        Rewind { pre, inner }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Rewind<T> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        if let Some(b) = self.first.take() {
-            buf.put_slice(&[b]);
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre.split_to(n));
             return std::task::Poll::Ready(Ok(()));
         }
         std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Prefixed<T> {
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Rewind<T> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

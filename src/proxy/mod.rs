@@ -7,6 +7,7 @@ mod body;
 pub mod central;
 pub mod egress;
 mod error;
+mod h1;
 mod limits;
 mod listen;
 mod ops;
@@ -59,6 +60,7 @@ pub struct Proxy {
     central: Arc<central::Central>,
     resolver: Arc<egress::Resolver>,
     upstreams: upstream::Upstreams,
+    dialer: upstream::Dialer,
     ca: tls::LocalCa,
     session_key: Option<Zeroizing<String>>,
     /// Rate limits built from the policy of the generation they carry.
@@ -100,9 +102,10 @@ impl Bound {
         self.proxy.central.policy().routes.iter().map(|r| r.name.clone()).collect()
     }
 
-    /// Serves until the task is dropped.
+    /// Serves until the task is dropped, on one worker thread per core.
     pub async fn serve(self) {
-        listen::serve(self.proxy, self.listener).await
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        listen::serve(self.proxy, self.listener, workers).await
     }
 }
 
@@ -118,8 +121,8 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
     tokio::spawn(central.clone().watch());
     let reporter = report::start(&config.data_dir.join("spool"), central.clone())?;
     let resolver = Arc::new(egress::Resolver::new(config.pins.clone()));
-    let client_tls = tls::upstream_client_config(config.upstream_ca.as_deref(), &[b"h2", b"http/1.1"])?;
-    let upstreams = upstream::client(resolver.clone(), client_tls);
+    let dialer = upstream::Dialer::new(resolver.clone(), config.upstream_ca.as_deref())?;
+    let upstreams = upstream::client(dialer.clone());
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -129,6 +132,7 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
         central,
         resolver,
         upstreams,
+        dialer,
         ca,
         session_key: config.session_key.clone(),
         metrics,

@@ -53,32 +53,39 @@ pub async fn handle(
     via: Via,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
-    let seen = Seen::of(&req);
+    let seen = Seen::new(req.method().clone(), req.uri().clone());
     let resp = match serve(&proxy, req, &via, &seen, started).await {
         Ok(resp) => resp,
-        Err(e) => {
-            tracing::info!(method = %seen.method, code = e.code, fault = e.fault.as_str(), message = %e.message, "request refused");
-            metrics::counter!("airlock_proxy_refusals_total", "code" => e.code, "fault" => e.fault.as_str())
-                .increment(1);
-            proxy.reporter.record(seen.event(&proxy, seen.host(&via), None, Some(&e), e.status, started));
-            e.into_response()
-        }
+        Err(e) => refused(&proxy, &seen, &via, e, started),
     };
-    metrics::histogram!("airlock_proxy_request_duration_seconds").record(started.elapsed().as_secs_f64());
+    finished(started);
     Ok(resp)
+}
+
+/// A refusal: logged, counted, recorded as an access event, and answered.
+pub(super) fn refused(proxy: &Proxy, seen: &Seen, via: &Via, e: ProxyError, started: Instant) -> Response<Body> {
+    tracing::info!(method = %seen.method, code = e.code, fault = e.fault.as_str(), message = %e.message, "request refused");
+    metrics::counter!("airlock_proxy_refusals_total", "code" => e.code, "fault" => e.fault.as_str()).increment(1);
+    proxy.reporter.record(seen.event(proxy, seen.host(via), None, Some(&e), e.status, started));
+    e.into_response()
+}
+
+/// Every request, whatever its outcome, ends here.
+pub(super) fn finished(started: Instant) {
+    metrics::histogram!("airlock_proxy_request_duration_seconds").record(started.elapsed().as_secs_f64());
 }
 
 /// What the access record says of a request, taken before the request is consumed (and
 /// before substitution: the URL path never carries a value).
 /// Both fields are reference-counted clones: nothing is allocated unless an event is made.
-struct Seen {
+pub(super) struct Seen {
     method: http::Method,
     uri: Uri,
 }
 
 impl Seen {
-    fn of(req: &Request<Incoming>) -> Seen {
-        Seen { method: req.method().clone(), uri: req.uri().clone() }
+    pub(super) fn new(method: http::Method, uri: Uri) -> Seen {
+        Seen { method, uri }
     }
 
     /// The host the agent named, before any target was worked out.
@@ -125,18 +132,33 @@ async fn serve(
     if matches!(via, Via::Direct) && req.uri().scheme().is_none() && req.uri().path().starts_with("/_airlock/") {
         return Ok(super::ops::answer(proxy, req.uri().path()));
     }
+    let (head, body) = req.into_parts();
+    let Prepared { head, target, used } = prepare(proxy, head, via).await?;
+    let resp = forward(proxy, head, body, &target).await?;
+    let resp = redact(resp, &used);
+    record(proxy, seen, &target, &used, resp.status(), started);
+    Ok(resp)
+}
+
+/// A request that passed every check, with its values in place, ready to be sent.
+pub(super) struct Prepared {
+    pub head: Parts,
+    pub target: Target,
+    pub used: Vec<Used>,
+}
+
+/// Every step before the request leaves the proxy: target → admit → egress → host
+/// agreement → rate limit → substitute + bind check. Shared by the hyper path and the
+/// HTTP/1.1 fast path (`h1`), which differ only in how they forward.
+pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via) -> Result<Prepared, ProxyError> {
     let policy = proxy.central.policy();
-    let (mut head, body) = req.into_parts();
     let target = target(&policy, &head, via)?;
     admit(proxy, &mut head, via, &target)?;
     egress(proxy, &policy, &target).await?;
     agree(&head, via, &target)?;
     proxy.limits().check(&target.host)?;
     let (head, used) = substitute(proxy, &policy, head, &target).await?;
-    let resp = forward(proxy, head, body, &target).await?;
-    let resp = redact(resp, &used);
-    record(proxy, seen, &target, &used, resp.status(), started);
-    Ok(resp)
+    Ok(Prepared { head, target, used })
 }
 
 // ---- target -------------------------------------------------------------------------
@@ -446,7 +468,7 @@ fn central_error(e: Arc<CentralError>) -> ProxyError {
 
 // ---- forward ------------------------------------------------------------------------
 
-const HOP_BY_HOP: [&str; 8] = [
+pub(super) const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "proxy-connection",
     "keep-alive",
@@ -531,17 +553,7 @@ fn splice_upgrade(agent: Option<hyper::upgrade::OnUpgrade>, upstream: hyper::upg
 
 /// Replaces every injected value in the response's headers and body by its placeholder.
 fn redact(resp: Response<Body>, used: &[Used]) -> Response<Body> {
-    let redactor = match used {
-        [] => None,
-        [one] if one.placeholder.field().is_none() => one.fetched.patterns().map(Redactor::with),
-        many => {
-            let names: Vec<String> = many.iter().map(|u| u.placeholder.to_string()).collect();
-            let pairs: Vec<(&[u8], &str)> =
-                many.iter().zip(&names).map(|(u, n)| (u.injected.as_slice(), n.as_str())).collect();
-            Redactor::new(&pairs)
-        }
-    };
-    let Some(redactor) = redactor else { return resp };
+    let Some(redactor) = redactor_for(used) else { return resp };
     let (mut parts, body) = resp.into_parts();
     for value in parts.headers.values_mut() {
         if let Some(clean) = redactor.redact_header(value.as_bytes()) {
@@ -552,10 +564,25 @@ fn redact(resp: Response<Body>, used: &[Used]) -> Response<Body> {
     Response::from_parts(parts, super::body::Redacted::new(body, redactor).boxed())
 }
 
+/// What the response to a request that carried `used` is scrubbed with (none if it carried
+/// no value).
+pub(super) fn redactor_for(used: &[Used]) -> Option<Redactor> {
+    match used {
+        [] => None,
+        [one] if one.placeholder.field().is_none() => one.fetched.patterns().map(Redactor::with),
+        many => {
+            let names: Vec<String> = many.iter().map(|u| u.placeholder.to_string()).collect();
+            let pairs: Vec<(&[u8], &str)> =
+                many.iter().zip(&names).map(|(u, n)| (u.injected.as_slice(), n.as_str())).collect();
+            Redactor::new(&pairs)
+        }
+    }
+}
+
 // ---- record -------------------------------------------------------------------------
 
 /// One access event per injected value; requests that carried none are only counted.
-fn record(proxy: &Proxy, seen: &Seen, target: &Target, used: &[Used], status: StatusCode, started: Instant) {
+pub(super) fn record(proxy: &Proxy, seen: &Seen, target: &Target, used: &[Used], status: StatusCode, started: Instant) {
     let outcome = if used.is_empty() { "passed" } else { "injected" };
     metrics::counter!("airlock_proxy_requests_total", "outcome" => outcome).increment(1);
     for u in used {

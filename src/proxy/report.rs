@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::central::Central;
 
@@ -43,15 +43,32 @@ impl AccessEvent {
     }
 }
 
-/// The handle the pipeline records through; never blocks the request.
+/// The handle the pipeline records through; never blocks the request. Events wait in
+/// memory for at most `WRITE_EVERY` before the writer appends them to the spool: the writer
+/// is woken once per pause, not once per event, so a busy proxy thread pays no wake-up.
 #[derive(Clone)]
 pub struct Reporter {
-    tx: mpsc::UnboundedSender<AccessEvent>,
+    pending: Arc<Pending>,
 }
+
+struct Pending {
+    events: Mutex<Vec<AccessEvent>>,
+    waiting: Notify,
+}
+
+/// How long the writer lets events gather before appending them.
+const WRITE_EVERY: Duration = Duration::from_millis(20);
 
 impl Reporter {
     pub fn record(&self, event: AccessEvent) {
-        let _ = self.tx.send(event);
+        let first = {
+            let mut events = self.pending.events.lock().expect("access-event queue poisoned");
+            events.push(event);
+            events.len() == 1
+        };
+        if first {
+            self.pending.waiting.notify_one();
+        }
     }
 }
 
@@ -74,15 +91,19 @@ pub fn start(dir: &Path, central: Arc<Central>) -> std::io::Result<Reporter> {
         file: Mutex::new(file),
         appended: Notify::new(),
     });
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(write_spool(spool.clone(), rx));
+    let pending = Arc::new(Pending { events: Mutex::new(Vec::new()), waiting: Notify::new() });
+    tokio::spawn(write_spool(spool.clone(), pending.clone()));
     tokio::spawn(send_spool(spool, central));
-    Ok(Reporter { tx })
+    Ok(Reporter { pending })
 }
 
-async fn write_spool(spool: Arc<Spool>, mut rx: mpsc::UnboundedReceiver<AccessEvent>) {
-    let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
+/// Appends what was recorded to the spool, a batch per pause.
+async fn write_spool(spool: Arc<Spool>, pending: Arc<Pending>) {
+    let mut batch = Vec::new();
+    loop {
+        pending.waiting.notified().await;
+        tokio::time::sleep(WRITE_EVERY).await;
+        std::mem::swap(&mut batch, &mut *pending.events.lock().expect("access-event queue poisoned"));
         let mut lines = Vec::with_capacity(batch.len() * 256);
         for e in batch.drain(..) {
             if serde_json::to_writer(&mut lines, &e).is_ok() {
@@ -111,25 +132,33 @@ fn write_offset(path: &Path, offset: u64) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-/// Up to `BATCH` complete lines from `offset`; returns them and the offset after them.
-fn read_batch(path: &Path, offset: u64) -> std::io::Result<(Vec<serde_json::Value>, u64)> {
+/// Up to `BATCH` complete lines from `offset`, as the body `{"events":[…]}`; returns the
+/// body, how many events it holds and the offset after them. A line that is not a JSON
+/// object (a torn write) is skipped.
+fn read_batch(path: &Path, offset: u64) -> std::io::Result<(Vec<u8>, usize, u64)> {
     let mut file = std::fs::File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
     let mut reader = std::io::BufReader::new(file);
-    let (mut events, mut next) = (Vec::new(), offset);
-    let mut line = String::new();
-    while events.len() < BATCH {
+    let (mut body, mut count, mut next) = (b"{\"events\":[".to_vec(), 0, offset);
+    let mut line = Vec::new();
+    while count < BATCH {
         line.clear();
-        let n = reader.read_line(&mut line)?;
-        if n == 0 || !line.ends_with('\n') {
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
             break; // end, or a line still being written
         }
         next += n as u64;
-        if let Ok(v) = serde_json::from_str(&line) {
-            events.push(v);
+        let event = line[..n - 1].trim_ascii();
+        if event.first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(event).is_ok() {
+            if count > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(event);
+            count += 1;
         }
     }
-    Ok((events, next))
+    body.extend_from_slice(b"]}");
+    Ok((body, count, next))
 }
 
 async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
@@ -141,18 +170,22 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
     loop {
         let _ = tokio::time::timeout(FLUSH_EVERY, spool.appended.notified()).await;
         loop {
-            let (events, next) = match read_batch(&spool.path, offset) {
+            let (body, count, next) = match read_batch(&spool.path, offset) {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the access-event spool");
                     break;
                 }
             };
-            if events.is_empty() {
+            if count == 0 {
+                if next > offset {
+                    offset = next; // only unreadable lines: step over them
+                    continue;
+                }
                 offset = compact(&spool, offset);
                 break;
             }
-            match central.report(&events).await {
+            match central.report(body).await {
                 Ok(()) => {
                     offset = next;
                     let path = spool.offset_path.clone();
@@ -162,7 +195,7 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
                         Err(e) => tracing::error!(error = %e, "spool offset writer failed"),
                     }
                     backoff = Duration::from_millis(500);
-                    if events.len() < BATCH {
+                    if count < BATCH {
                         break;
                     }
                 }

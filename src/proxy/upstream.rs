@@ -32,19 +32,23 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
-/// Builds the pooled client.
-pub fn client(resolver: Arc<Resolver>, tls: Arc<rustls::ClientConfig>) -> Upstreams {
+/// Builds the pooled client (the hyper path: HTTP/2 when the upstream offers it).
+pub fn client(dialer: Dialer) -> Upstreams {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .set_host(true)
-        .build(Dialer { resolver, tls: TlsConnector::from(tls) })
+        .build(dialer)
 }
 
+/// Opens upstream connections to addresses the egress check resolved, and only those.
 #[derive(Clone)]
 pub struct Dialer {
     resolver: Arc<Resolver>,
+    /// Offers h2 and http/1.1 (the pooled hyper client speaks both).
     tls: TlsConnector,
+    /// Offers http/1.1 alone (the HTTP/1.1 fast path).
+    tls_h1: TlsConnector,
 }
 
 impl tower_service::Service<Uri> for Dialer {
@@ -58,29 +62,50 @@ impl tower_service::Service<Uri> for Dialer {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { this.dial(uri).await })
+        Box::pin(async move {
+            let host = uri.host().ok_or("upstream URI without a host")?.trim_matches(['[', ']']).to_owned();
+            let tls = uri.scheme_str() == Some("https");
+            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+            let stream = this.open(&host, port, tls, Alpn::H2OrH1).await?;
+            let h2 = matches!(&stream, Stream::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2"));
+            Ok(UpstreamIo { inner: TokioIo::new(stream), h2 })
+        })
     }
 }
 
+/// What a TLS upstream is offered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    H2OrH1,
+    H1,
+}
+
 impl Dialer {
-    async fn dial(&self, uri: Uri) -> Result<UpstreamIo, BoxError> {
-        let host = uri.host().ok_or("upstream URI without a host")?.trim_matches(['[', ']']).to_owned();
-        let tls = uri.scheme_str() == Some("https");
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    pub fn new(
+        resolver: Arc<Resolver>,
+        extra_ca: Option<&std::path::Path>,
+    ) -> Result<Dialer, super::tls::TlsError> {
+        let tls = super::tls::upstream_client_config(extra_ca, &[b"h2", b"http/1.1"])?;
+        let tls_h1 = super::tls::upstream_client_config(extra_ca, &[b"http/1.1"])?;
+        Ok(Dialer { resolver, tls: TlsConnector::from(tls), tls_h1: TlsConnector::from(tls_h1) })
+    }
+
+    /// A connection to `host:port` (TLS verified against the system roots and
+    /// `--upstream-ca`), dialled at the addresses the egress check resolved for it.
+    pub async fn open(&self, host: &str, port: u16, tls: bool, alpn: Alpn) -> Result<Stream, BoxError> {
         let addrs = self
             .resolver
-            .checked(&host, port)
+            .checked(host, port)
             .ok_or_else(|| format!("'{host}:{port}' was not resolved by the egress check"))?;
         let tcp = connect_any(&addrs).await?;
         tcp.set_nodelay(true)?;
         if !tls {
-            return Ok(UpstreamIo { inner: TokioIo::new(Stream::Plain(tcp)), h2: false });
+            return Ok(Stream::Plain(tcp));
         }
-        let name =
-            ServerName::try_from(host.clone()).map_err(|_| format!("'{host}' is not a valid TLS server name"))?;
-        let stream = self.tls.connect(name, tcp).await?;
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        Ok(UpstreamIo { inner: TokioIo::new(Stream::Tls(Box::new(stream))), h2 })
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|_| format!("'{host}' is not a valid TLS server name"))?;
+        let connector = if alpn == Alpn::H1 { &self.tls_h1 } else { &self.tls };
+        Ok(Stream::Tls(Box::new(connector.connect(name, tcp).await?)))
     }
 }
 
@@ -99,6 +124,21 @@ async fn connect_any(addrs: &[std::net::SocketAddr]) -> io::Result<TcpStream> {
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Whether an idle keep-alive connection can take another request: nothing (no data,
+    /// no EOF) has arrived on it since its last response. Costs no system call unless the
+    /// reactor saw the socket become readable, then one `MSG_PEEK`.
+    pub fn idle_and_open(&self) -> bool {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        tcp.poll_peek(&mut cx, &mut tokio::io::ReadBuf::new(&mut byte)).is_pending()
+    }
 }
 
 impl tokio::io::AsyncRead for Stream {

@@ -1,0 +1,699 @@
+//! The HTTP/1.1 fast path. Most agent traffic is plain keep-alive HTTP/1.1 — a route
+//! (`/r/<name>/…`), an `http://` forward request, or a request inside a CONNECT tunnel — and
+//! for it the proxy's cost per request is what decides its throughput. This module serves
+//! such requests straight off the socket: it parses the head with `httparse`, runs the same
+//! decision steps as every request (`pipeline::prepare`: target, admit, egress, host
+//! agreement, rate limit, substitute + bind check), writes the request upstream on a
+//! connection this agent connection keeps, and passes the response back, redacted, with
+//! one write where it fits in one. Nothing is queued between tasks and no header map is
+//! built for the response.
+//!
+//! What it does not take — HTTP/1.0, `Transfer-Encoding` or `Expect` on a request, upgrades,
+//! CONNECT, HTTP/2, `/_airlock/`, anything malformed — it hands over, with the bytes
+//! already read, to hyper (`Served::Fallback`), which serves the rest of that connection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Response, StatusCode, Uri};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::Proxy;
+use super::error::ProxyError;
+use super::listen::Rewind;
+use super::pipeline::{self, HOP_BY_HOP, Prepared, Seen, Via};
+use super::redact::Redactor;
+use super::upstream::{Alpn, Body, Stream};
+
+/// Longest request or response head taken here (hyper answers longer requests with 431).
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+/// Read size, and the spare room kept in a buffer before reading.
+const READ_CHUNK: usize = 16 * 1024;
+/// A response whose body is to be redacted is buffered whole up to this size (and keeps its
+/// `Content-Length`); longer ones are streamed chunked.
+const BUFFER_REDACTED: u64 = 64 * 1024;
+/// Longest chunk-size line (with extensions) or trailer line accepted from an upstream.
+const MAX_CHUNK_LINE: usize = 4096;
+
+pub(super) enum Served<IO> {
+    /// The connection is finished.
+    Done,
+    /// Hyper serves the rest of it, starting with these bytes.
+    Fallback(Rewind<IO>),
+}
+
+/// Serves the agent connection `io` while its requests fit the fast path.
+pub(super) async fn serve<IO>(proxy: &Arc<Proxy>, mut io: IO, via: &Via) -> Served<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut upstream: Option<Upstream> = None;
+    loop {
+        let head = loop {
+            match parse_request(&buf, via) {
+                Parsed::Complete(head) => break head,
+                Parsed::Partial => {}
+                Parsed::Unfit => return Served::Fallback(Rewind::new(buf.freeze(), io)),
+            }
+            match read_into(&mut io, &mut buf).await {
+                Ok(0) | Err(_) => return Served::Done,
+                Ok(_) => {}
+            }
+        };
+        buf.advance(head.len);
+        if !exchange(proxy, &mut io, &mut buf, &mut upstream, via, head).await {
+            let _ = io.shutdown().await;
+            return Served::Done;
+        }
+    }
+}
+
+// ---- the request --------------------------------------------------------------------
+
+struct Head {
+    parts: http::request::Parts,
+    /// Bytes of the head in the buffer.
+    len: usize,
+    /// `Content-Length` (0 without one: a request without framing headers has no body).
+    body_len: u64,
+    /// The agent asked to close after this exchange.
+    close: bool,
+}
+
+enum Parsed {
+    Complete(Head),
+    Partial,
+    Unfit,
+}
+
+fn parse_request(buf: &[u8], via: &Via) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
+        _ => return Parsed::Unfit,
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else { return Parsed::Unfit };
+    let fits = match via {
+        Via::Direct => {
+            path.starts_with("/r/") || path.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        }
+        Via::Mitm { .. } => path.starts_with('/'),
+    };
+    if !fits || method == "CONNECT" {
+        return Parsed::Unfit;
+    }
+    let mut map = HeaderMap::with_capacity(req.headers.len());
+    let (mut body_len, mut close) = (None, false);
+    for h in req.headers.iter() {
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value))
+        else {
+            return Parsed::Unfit;
+        };
+        if name == header::TRANSFER_ENCODING || name == header::UPGRADE || name == header::EXPECT {
+            return Parsed::Unfit;
+        }
+        if name == header::CONTENT_LENGTH {
+            match (body_len, content_length(h.value)) {
+                (None, Some(n)) => body_len = Some(n),
+                _ => return Parsed::Unfit, // repeated or not a number: hyper's to refuse
+            }
+        }
+        if name == header::CONNECTION {
+            close |= has_token(h.value, "close");
+        }
+        map.append(name, value);
+    }
+    let (Ok(method), Ok(uri)) = (Method::from_bytes(method.as_bytes()), path.parse::<Uri>()) else {
+        return Parsed::Unfit;
+    };
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.headers = map;
+    Parsed::Complete(Head { parts, len, body_len: body_len.unwrap_or(0), close })
+}
+
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+fn has_token(value: &[u8], token: &str) -> bool {
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+// ---- one exchange -------------------------------------------------------------------
+
+/// One request and its response. Returns whether the agent connection stays open.
+async fn exchange<IO>(
+    proxy: &Arc<Proxy>,
+    io: &mut IO,
+    buf: &mut BytesMut,
+    upstream: &mut Option<Upstream>,
+    via: &Via,
+    head: Head,
+) -> bool
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let seen = Seen::new(head.parts.method.clone(), head.parts.uri.clone());
+    let (body_len, close) = (head.body_len, head.close);
+    let outcome = match pipeline::prepare(proxy, head.parts, via).await {
+        Ok(prepared) => forward(proxy, io, buf, upstream, prepared, body_len, close).await,
+        Err(e) => Err(Failed::Refused(e, body_len)),
+    };
+    let keep = match outcome {
+        Ok((target, used, status, keep)) => {
+            pipeline::record(proxy, &seen, &target, &used, status, started);
+            keep && !close
+        }
+        Err(Failed::Refused(e, unsent_body)) => {
+            // The agent's body, if any, was not read: closing is the only way past it.
+            let close = close || unsent_body > 0;
+            let resp = pipeline::refused(proxy, &seen, via, e, started);
+            write_response(io, resp, close).await.is_ok() && !close
+        }
+        Err(Failed::Broken) => false,
+    };
+    pipeline::finished(started);
+    keep
+}
+
+enum Failed {
+    /// Refused before any byte of a response reached the agent; the number is how much of
+    /// the agent's request body is still unread.
+    Refused(ProxyError, u64),
+    /// A connection broke after the response started (or while reading the agent's body).
+    Broken,
+}
+
+/// The upstream connection an agent connection keeps between its requests.
+struct Upstream {
+    key: (bool, String, u16),
+    stream: Stream,
+    buf: BytesMut,
+}
+
+type Forwarded = (pipeline::Target, Vec<pipeline::Used>, StatusCode, bool);
+
+async fn forward<IO>(
+    proxy: &Arc<Proxy>,
+    io: &mut IO,
+    buf: &mut BytesMut,
+    slot: &mut Option<Upstream>,
+    prepared: Prepared,
+    body_len: u64,
+    agent_close: bool,
+) -> Result<Forwarded, Failed>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let Prepared { head, target, used } = prepared;
+    let uri = target.uri_for(&head.uri).map_err(|e| Failed::Refused(e, body_len))?;
+    let is_head = head.method == Method::HEAD;
+    let idempotent = matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
+
+    // The request: head, and as much of the body as has arrived, in one buffer.
+    let mut out = BytesMut::with_capacity(512 + buf.len().min(body_len as usize));
+    request_head(&mut out, &head, &uri);
+    let buffered = buf.len().min(usize::try_from(body_len).unwrap_or(usize::MAX));
+    out.extend_from_slice(&buf.split_to(buffered));
+    let mut unsent = body_len - buffered as u64;
+    let out = out.freeze();
+
+    let key = (target.tls, target.host.clone(), target.port);
+    if slot.as_ref().is_some_and(|u| u.key != key || !u.stream.idle_and_open()) {
+        *slot = None;
+    }
+    // A kept connection the upstream closed meanwhile fails the first write or read; the
+    // request is sent again once, on a new connection, when that is safe: the whole body
+    // is in hand, and either the request never left or its method is idempotent.
+    let mut retry = slot.is_some() && unsent == 0;
+    let resp = loop {
+        if slot.is_none() {
+            let stream = proxy
+                .dialer
+                .open(&target.host, target.port, target.tls, Alpn::H1)
+                .await
+                .map_err(|e| Failed::Refused(ProxyError::upstream(format!("{}: {e}", target.host)), unsent))?;
+            *slot = Some(Upstream { key: key.clone(), stream, buf: BytesMut::with_capacity(READ_CHUNK) });
+        }
+        let up = slot.as_mut().expect("an upstream connection was just set");
+        let unreachable = |e: std::io::Error| ProxyError::upstream(format!("{}: {e}", target.host));
+        if let Err(e) = up.stream.write_all(&out).await {
+            *slot = None;
+            if std::mem::take(&mut retry) {
+                continue;
+            }
+            return Err(Failed::Refused(unreachable(e), unsent));
+        }
+        if unsent > 0 {
+            copy_body(io, buf, &mut up.stream, unsent).await.map_err(|_| Failed::Broken)?;
+            unsent = 0;
+        }
+        match read_response_head(up).await {
+            Ok(resp) => break resp,
+            Err(e) => {
+                *slot = None;
+                if std::mem::take(&mut retry) && idempotent && e.nothing_received {
+                    continue;
+                }
+                return Err(Failed::Refused(ProxyError::upstream(format!("{}: {}", target.host, e.message)), 0));
+            }
+        }
+    };
+
+    let framing = if is_head || resp.status == StatusCode::NO_CONTENT || resp.status == StatusCode::NOT_MODIFIED {
+        Framing::Empty
+    } else {
+        resp.framing
+    };
+    let redactor = pipeline::redactor_for(&used);
+    let status = resp.status;
+    let keep_upstream = resp.keep_alive && !matches!(framing, Framing::UntilClose);
+    let up = slot.as_mut().expect("the response came from this connection");
+    respond(io, up, resp, framing, redactor, is_head, agent_close).await.map_err(|_| Failed::Broken)?;
+    if !keep_upstream {
+        *slot = None;
+    }
+    Ok((target, used, status, true))
+}
+
+/// `METHOD path HTTP/1.1`, `host`, then the agent's headers minus hop-by-hop ones.
+fn request_head(out: &mut BytesMut, head: &http::request::Parts, uri: &Uri) {
+    out.put_slice(head.method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    out.put_slice(b" HTTP/1.1\r\nhost: ");
+    out.put_slice(uri.authority().map_or("", |a| a.as_str()).as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in &head.headers {
+        if name == header::HOST || HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Copies the rest of the agent's request body (`left` bytes) upstream.
+async fn copy_body<IO>(io: &mut IO, buf: &mut BytesMut, up: &mut Stream, mut left: u64) -> std::io::Result<()>
+where
+    IO: AsyncRead + Unpin,
+{
+    while left > 0 {
+        if buf.is_empty() && read_into(io, buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        up.write_all(&buf.split_to(n)).await?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+// ---- the response -------------------------------------------------------------------
+
+struct ResponseHead {
+    status: StatusCode,
+    /// The status line and headers as they go to the agent, minus framing headers.
+    head: BytesMut,
+    framing: Framing,
+    /// The upstream did not ask to close.
+    keep_alive: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+struct HeadError {
+    message: String,
+    /// The connection ended before any byte of a response (a kept connection gone stale).
+    nothing_received: bool,
+}
+
+/// Reads one final response head (interim 1xx responses are dropped) off `up`.
+async fn read_response_head(up: &mut Upstream) -> Result<ResponseHead, HeadError> {
+    let mut received = false;
+    loop {
+        match parse_response(&up.buf) {
+            Ok(Some((len, resp))) => {
+                up.buf.advance(len);
+                if resp.status.is_informational() && resp.status != StatusCode::SWITCHING_PROTOCOLS {
+                    received = true;
+                    continue;
+                }
+                if resp.status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(HeadError {
+                        message: "upstream switched protocols without being asked to".into(),
+                        nothing_received: false,
+                    });
+                }
+                return Ok(resp);
+            }
+            Ok(None) => {}
+            Err(message) => return Err(HeadError { message, nothing_received: false }),
+        }
+        match read_into(&mut up.stream, &mut up.buf).await {
+            Ok(0) => {
+                let nothing_received = !received && up.buf.is_empty();
+                return Err(HeadError { message: "connection closed before a response".into(), nothing_received });
+            }
+            Ok(_) => received = true,
+            Err(e) => {
+                let nothing_received = !received && up.buf.is_empty();
+                return Err(HeadError { message: e.to_string(), nothing_received });
+            }
+        }
+    }
+}
+
+fn parse_response(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err("response head over 64 KiB".into()),
+        Err(e) => return Err(format!("malformed response: {e}")),
+    };
+    let status = resp.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or("malformed status")?;
+    let mut keep_alive = resp.version == Some(1);
+    let (mut length, mut chunked, mut encoded) = (None, false, false);
+    let mut head = BytesMut::with_capacity(len + 64);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(status.as_str().as_bytes());
+    head.put_u8(b' ');
+    head.put_slice(resp.reason.unwrap_or_else(|| status.canonical_reason().unwrap_or("")).as_bytes());
+    head.put_slice(b"\r\n");
+    for h in resp.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            match (length, content_length(h.value)) {
+                (None, Some(n)) => length = Some(n),
+                (Some(a), Some(b)) if a == b => {}
+                _ => return Err("invalid Content-Length in the response".into()),
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            encoded = true;
+            chunked = h.value.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            if has_token(h.value, "close") {
+                keep_alive = false;
+            } else if has_token(h.value, "keep-alive") {
+                keep_alive = true;
+            }
+        } else if !is_hop_by_hop(name) {
+            put_header(&mut head, name.as_bytes(), h.value);
+        }
+    }
+    let framing = match (encoded, chunked, length) {
+        (true, true, _) => Framing::Chunked,
+        (true, false, _) => Framing::UntilClose,
+        (false, _, Some(n)) => Framing::Length(n),
+        (false, _, None) => Framing::UntilClose,
+    };
+    Ok(Some((len, ResponseHead { status, head, framing, keep_alive })))
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    name.eq_ignore_ascii_case("upgrade") || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Sends the response to the agent: headers (redacted), then the body as it arrives —
+/// with its own length when it is passed through or buffered whole, chunked otherwise.
+async fn respond<IO>(
+    io: &mut IO,
+    up: &mut Upstream,
+    resp: ResponseHead,
+    framing: Framing,
+    mut redactor: Option<Redactor>,
+    is_head: bool,
+    agent_close: bool,
+) -> std::io::Result<()>
+where
+    IO: AsyncWrite + Unpin,
+{
+    let mut head = resp.head;
+    if let Some(r) = &redactor {
+        head = redact_head(&head, r);
+    }
+    let finish_head = |out: &mut BytesMut, framing_header: Option<(&[u8], &[u8])>| {
+        if let Some((name, value)) = framing_header {
+            put_header(out, name, value);
+        }
+        if agent_close {
+            out.put_slice(b"connection: close\r\n");
+        }
+        out.put_slice(b"\r\n");
+    };
+    match framing {
+        Framing::Empty => {
+            // A HEAD response keeps the length the body would have had (unless redacted).
+            let length = match (resp.framing, is_head, &redactor) {
+                (Framing::Length(n), true, None) => Some(n),
+                _ => None,
+            };
+            let length = length.map(|n| n.to_string());
+            finish_head(&mut head, length.as_deref().map(|n| (&b"content-length"[..], n.as_bytes())));
+            io.write_all(&head).await
+        }
+        Framing::Length(n) if redactor.is_none() => {
+            finish_head(&mut head, Some((b"content-length", n.to_string().as_bytes())));
+            let ready = up.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            head.extend_from_slice(&up.buf.split_to(ready));
+            io.write_all(&head).await?;
+            let mut left = n - ready as u64;
+            while left > 0 {
+                if read_into(&mut up.stream, &mut up.buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                let take = up.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                io.write_all(&up.buf.split_to(take)).await?;
+                left -= take as u64;
+            }
+            Ok(())
+        }
+        Framing::Length(n) if n <= BUFFER_REDACTED => {
+            let n = n as usize;
+            while up.buf.len() < n {
+                if read_into(&mut up.stream, &mut up.buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            let body = up.buf.split_to(n);
+            let r = redactor.as_mut().expect("matched above");
+            let (a, b) = (r.push(&body), r.finish());
+            finish_head(&mut head, Some((b"content-length", (a.len() + b.len()).to_string().as_bytes())));
+            head.extend_from_slice(&a);
+            head.extend_from_slice(&b);
+            io.write_all(&head).await
+        }
+        framing => {
+            finish_head(&mut head, Some((b"transfer-encoding", b"chunked")));
+            stream_chunked(io, up, framing, redactor, head).await
+        }
+    }
+}
+
+fn redact_head(head: &[u8], redactor: &Redactor) -> BytesMut {
+    match redactor.redact_header(head) {
+        Some(clean) => BytesMut::from(&clean[..]),
+        None => BytesMut::from(head),
+    }
+}
+
+/// Streams a body the agent gets chunked: decoded from the upstream's framing, redacted,
+/// re-chunked. Whatever is at hand is written before waiting for more (SSE stays live).
+async fn stream_chunked<IO>(
+    io: &mut IO,
+    up: &mut Upstream,
+    framing: Framing,
+    mut redactor: Option<Redactor>,
+    mut out: BytesMut,
+) -> std::io::Result<()>
+where
+    IO: AsyncWrite + Unpin,
+{
+    let mut body = match framing {
+        Framing::Length(n) => Decoder::Length(n),
+        Framing::Chunked => Decoder::Chunked(ChunkState::Size),
+        _ => Decoder::UntilClose,
+    };
+    loop {
+        match body.next(&mut up.buf).map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, m))? {
+            Piece::Data(data) => {
+                let data = match &mut redactor {
+                    Some(r) => r.push(&data),
+                    None => data.freeze(),
+                };
+                put_chunk(&mut out, &data);
+            }
+            Piece::End => break,
+            Piece::NeedMore => {
+                if !out.is_empty() {
+                    io.write_all(&out).await?;
+                    out.clear();
+                }
+                if read_into(&mut up.stream, &mut up.buf).await? == 0 {
+                    if matches!(body, Decoder::UntilClose) {
+                        break;
+                    }
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+    }
+    if let Some(r) = &mut redactor {
+        put_chunk(&mut out, &r.finish());
+    }
+    out.put_slice(b"0\r\n\r\n");
+    io.write_all(&out).await
+}
+
+fn put_chunk(out: &mut BytesMut, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+enum Decoder {
+    Length(u64),
+    Chunked(ChunkState),
+    UntilClose,
+}
+
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+enum Piece {
+    Data(BytesMut),
+    NeedMore,
+    End,
+}
+
+impl Decoder {
+    /// The next piece of body in `buf`, consuming framing as it goes.
+    fn next(&mut self, buf: &mut BytesMut) -> Result<Piece, &'static str> {
+        loop {
+            match self {
+                Decoder::Length(0) => return Ok(Piece::End),
+                Decoder::Length(left) | Decoder::Chunked(ChunkState::Data(left)) => {
+                    if buf.is_empty() {
+                        return Ok(Piece::NeedMore);
+                    }
+                    let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    *left -= n as u64;
+                    if let Decoder::Chunked(state @ ChunkState::Data(0)) = self {
+                        *state = ChunkState::DataEnd;
+                    }
+                    return Ok(Piece::Data(buf.split_to(n)));
+                }
+                Decoder::UntilClose => {
+                    return Ok(if buf.is_empty() { Piece::NeedMore } else { Piece::Data(buf.split()) });
+                }
+                Decoder::Chunked(ChunkState::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(Piece::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err("chunk data not followed by CRLF");
+                    }
+                    buf.advance(2);
+                    *self = Decoder::Chunked(ChunkState::Size);
+                }
+                Decoder::Chunked(ChunkState::Size) => {
+                    let Some(line) = take_line(buf)? else { return Ok(Piece::NeedMore) };
+                    let digits = line[..].split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+                    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+                        return Err("malformed chunk size");
+                    }
+                    let size = u64::from_str_radix(std::str::from_utf8(digits).unwrap_or("x"), 16)
+                        .map_err(|_| "malformed chunk size")?;
+                    *self = Decoder::Chunked(if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) });
+                }
+                Decoder::Chunked(ChunkState::Trailers) => {
+                    let Some(line) = take_line(buf)? else { return Ok(Piece::NeedMore) };
+                    if line.is_empty() {
+                        *self = Decoder::Length(0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A CRLF-terminated line off the front of `buf` (without the CRLF), if all there.
+fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, &'static str> {
+    let Some(end) = memchr::memchr(b'\n', buf) else {
+        return if buf.len() > MAX_CHUNK_LINE { Err("chunk framing line too long") } else { Ok(None) };
+    };
+    if end == 0 || buf[end - 1] != b'\r' {
+        return Err("chunk framing line not ended by CRLF");
+    }
+    let mut line = buf.split_to(end + 1);
+    line.truncate(end - 1);
+    Ok(Some(line))
+}
+
+/// An answer the proxy makes itself (a refusal), written whole.
+async fn write_response<IO>(io: &mut IO, resp: Response<Body>, close: bool) -> std::io::Result<()>
+where
+    IO: AsyncWrite + Unpin,
+{
+    use http_body_util::BodyExt;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let mut out = BytesMut::with_capacity(256 + body.len());
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(parts.status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        put_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    put_header(&mut out, b"content-length", body.len().to_string().as_bytes());
+    if close {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(&body);
+    io.write_all(&out).await
+}
+
+/// Reads once into the spare room of `buf` (making room first); 0 at end of stream.
+async fn read_into<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    r.read_buf(buf).await
+}
