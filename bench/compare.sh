@@ -577,6 +577,10 @@ run() {
   local t=$1 tag=$2 secs=$3 out="$WORK/run-$1-$2.txt" rc=0 pids before after
   pids=$(pids_of "${PROC[$t]}")
   before=$(cpu_ticks $pids)
+  # Airlock's proxy reports every injection to the central server, which records it: that
+  # work shares the cores too, and is shown beside the proxy's own.
+  local central_before
+  central_before=$(cpu_ticks "${PID_OF[airlock-server]}")
   case $t in
     direct) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency -H "$AUTH_HEADER" \
       "http://127.0.0.1:$UP_PORT/" >"$out" 2>&1 || rc=$? ;;
@@ -593,6 +597,7 @@ run() {
   esac
   after=$(cpu_ticks $pids)
   echo $((after - before)) >"$WORK/run-$t-$tag.cpu"
+  echo $(($(cpu_ticks "${PID_OF[airlock-server]}") - central_before)) >"$WORK/run-$t-$tag.central"
   local name
   for name in "${!PID_OF[@]}"; do require_alive "$name" "during the ${LABEL[$t]} run ($tag)"; done
   if ((rc != 0)); then
@@ -642,6 +647,8 @@ parse() {
   local ticks
   ticks=$(cat "$WORK/run-$t-$2.cpu")
   CPU_US=$(awk -v k="$ticks" -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN { if (n > 0) printf "%.0f", k / hz * 1e6 / n; else print "nan" }')
+  ticks=$(cat "$WORK/run-$t-$2.central")
+  CENTRAL_US=$(awk -v k="$ticks" -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN { if (n > 0) printf "%.0f", k / hz * 1e6 / n; else print "nan" }')
 }
 
 FAILED=()
@@ -764,12 +771,15 @@ for t in "${TARGETS[@]}"; do
   # cload re-opens a connection only after an error or Connection: close.
   [[ -z $CONNS || $CONNS == "$CONNECTIONS" ]] || errors="none ($CONNS connections opened)"
   ((bad_total + err_total == 0)) || errors="INVALID: $bad_total non-2xx, $err_total socket/client errors"
+  cpu=$CPU_US
+  [[ ${PROC[$t]} != airlock-proxy ]] || cpu="$CPU_US+$CENTRAL_US"
   printf "$ROW" "${LABEL[$t]}" "${CLIENT[$t]}" "$(printf '%.0f' "$RPS")" "$rounds" "$(printf '%.2f' "$P50")" \
-    "$(printf '%.2f' "$P99")" "$CPU_US" "$errors"
+    "$(printf '%.2f' "$P99")" "$cpu" "$errors"
 done
 echo
 echo "CPU us/req: user+system CPU of the target's own processes (the proxy; for the direct rows the"
-echo "upstream nginx) per request in the reported round. wrk rows and cload rows are not comparable"
+echo "upstream nginx) per request in the reported round; Airlock rows add (+) the central server's CPU"
+echo "per request (it records the access event the proxy reports for each injection). wrk rows and cload rows are not comparable"
 echo "with each other: the clients differ (cload is Go and does TLS) and share the 2 cores with the target."
 echo
 

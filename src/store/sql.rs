@@ -138,10 +138,14 @@ async fn lock_head(tx: &mut Tx, engine: Engine, tenant: &str) -> Result<Head> {
 
 /// Appends records after `head` and moves the head. The head must be locked by `tx`.
 async fn append(tx: &mut Tx, tenant: &str, mut head: Head, drafts: Vec<AuditDraft>) -> Result<()> {
+    let mut records = Vec::with_capacity(drafts.len());
     for draft in drafts {
         let record = AuditRecord::chain(tenant, head.seq + 1, &head.hash, draft);
-        insert_audit(tx, &record).await?;
-        head = Head { seq: record.seq, hash: record.hash };
+        head = Head { seq: record.seq, hash: record.hash.clone() };
+        records.push(record);
+    }
+    for rows in records.chunks(AUDIT_ROWS_PER_INSERT) {
+        insert_audit(tx, rows).await?;
     }
     sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3")
         .bind(head.seq)
@@ -152,26 +156,47 @@ async fn append(tx: &mut Tx, tenant: &str, mut head: Head, drafts: Vec<AuditDraf
     Ok(())
 }
 
-async fn insert_audit(tx: &mut Tx, r: &AuditRecord) -> Result<()> {
-    sqlx::query(&format!(
-        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-    ))
-    .bind(&r.tenant_id)
-    .bind(r.seq)
-    .bind(&r.id)
-    .bind(&r.kind)
-    .bind(&r.path)
-    .bind(&r.actor)
-    .bind(&r.actor_description)
-    .bind(&r.ip)
-    .bind(&r.user_agent)
-    .bind(r.timestamp_ms)
-    .bind(r.success as i64)
-    .bind(r.detail.to_string())
-    .bind(&r.prev_hash)
-    .bind(&r.hash)
-    .execute(&mut **tx)
-    .await?;
+/// Rows per multi-row INSERT: 14 parameters each, well under SQLite's and PostgreSQL's
+/// limits on parameters per statement.
+const AUDIT_ROWS_PER_INSERT: usize = 32;
+
+/// `($1, …, $n), (…)…` for `rows` rows of `columns` parameters, numbered from `$1`.
+fn values_list(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * columns + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+async fn insert_audit(tx: &mut Tx, rows: &[AuditRecord]) -> Result<()> {
+    let sql = format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {}", values_list(rows.len(), 14));
+    let mut query = sqlx::query(&sql);
+    for r in rows {
+        query = query
+            .bind(&r.tenant_id)
+            .bind(r.seq)
+            .bind(&r.id)
+            .bind(&r.kind)
+            .bind(&r.path)
+            .bind(&r.actor)
+            .bind(&r.actor_description)
+            .bind(&r.ip)
+            .bind(&r.user_agent)
+            .bind(r.timestamp_ms)
+            .bind(r.success as i64)
+            .bind(r.detail.to_string())
+            .bind(&r.prev_hash)
+            .bind(&r.hash);
+    }
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -211,14 +236,21 @@ async fn write_audit_batch(
         let end = drafts[i..].iter().position(|d| d.0 != tenant).map_or(drafts.len(), |n| i + n);
         let head = lock_head(&mut tx, engine, &tenant).await?;
         let group: Vec<AuditDraft> = drafts[i..end].iter().map(|d| d.1.clone()).collect();
-        for (_, draft, accessed) in &drafts[i..end] {
-            if let Some(secret_id) = accessed {
-                sqlx::query("UPDATE secrets SET accessed_at = $1 WHERE id = $2")
-                    .bind(draft.timestamp_ms)
-                    .bind(secret_id)
-                    .execute(&mut *tx)
-                    .await?;
+        // One update per secret read in this batch, to its latest read.
+        let mut accessed: Vec<(&str, i64)> = Vec::new();
+        for (_, draft, secret) in &drafts[i..end] {
+            let Some(secret) = secret.as_deref() else { continue };
+            match accessed.iter_mut().find(|(id, _)| *id == secret) {
+                Some((_, at)) => *at = (*at).max(draft.timestamp_ms),
+                None => accessed.push((secret, draft.timestamp_ms)),
             }
+        }
+        for (secret_id, at) in accessed {
+            sqlx::query("UPDATE secrets SET accessed_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(secret_id)
+                .execute(&mut *tx)
+                .await?;
         }
         append(&mut tx, &tenant, head, group).await?;
         i = end;
@@ -1017,13 +1049,18 @@ impl Store for SqlStore {
         let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, tenant).await?;
         let total = events.len() as u64;
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for chunk in events.chunks(AUDIT_ROWS_PER_INSERT * 4) {
+            let sql = format!("SELECT id FROM audit_events WHERE id IN {}", values_list(1, chunk.len()));
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for e in chunk {
+                query = query.bind(&e.id);
+            }
+            seen.extend(query.fetch_all(&mut *tx).await?);
+        }
         let mut fresh = Vec::with_capacity(events.len());
         for e in events {
-            let seen: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_events WHERE id = $1")
-                .bind(&e.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if seen.is_none() && !fresh.iter().any(|f: &AuditDraft| f.id == e.id) {
+            if seen.insert(e.id.clone()) {
                 fresh.push(e);
             }
         }
