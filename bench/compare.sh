@@ -694,14 +694,21 @@ profile() {
       note "profile: perf record on Airlock during a ${DURATION}s ${LABEL[$t]} run ..."
       perf record -e cpu-clock -F 999 -g -p "$pid" -o "$data" -- sleep "$DURATION" >"$WORK/perf-$t.log" 2>&1 &
       local perf_pid=$!
+      # The central server records the access events of this run: sampled too.
+      perf record -e cpu-clock -F 999 -g -p "${PID_OF[airlock-server]}" -o "$data.central" -- sleep "$DURATION" \
+        >"$WORK/perf-$t-central.log" 2>&1 &
+      local perf_central_pid=$!
       run "$t" profile "$DURATION"
-      wait "$perf_pid" || true
+      wait "$perf_pid" "$perf_central_pid" || true
       parse "$t" profile
       PROFILE_OUT+=("perf, ${LABEL[$t]} (${CPU_US} us CPU/req while sampled): top symbols by self time; by binary:")
       PROFILE_OUT+=("$(perf report -i "$data" --no-children --sort dso -g none --stdio 2>/dev/null |
         awk '/^ +[0-9.]+%/ {printf "%s %s  ", $1, $2} END {print ""}')")
       PROFILE_OUT+=("$(perf report -i "$data" --no-children --sort symbol -g none --percent-limit 1 --stdio 2>/dev/null |
-        grep -E '^ +[0-9.]+%' | head -n 25 | cut -c1-150)")
+        grep -E '^ +[0-9.]+%' | sed -n '1,25p' | cut -c1-150)")
+      PROFILE_OUT+=("perf, the central server during that run (${CENTRAL_US} us CPU/req): top symbols by self time:")
+      PROFILE_OUT+=("$(perf report -i "$data.central" --no-children --sort symbol -g none --percent-limit 1 --stdio 2>/dev/null |
+        grep -E '^ +[0-9.]+%' | sed -n '1,15p' | cut -c1-150)")
     done
   else
     PROFILE_OUT+=("perf: cannot record here (perf_event_paranoid or no perf); skipped")

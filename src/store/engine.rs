@@ -52,6 +52,27 @@ impl Engine {
         }
     }
 
+    /// `(…), (…)…`: parameters for `rows` rows of `columns` values, for a statement that
+    /// has no other parameters. SQLite gets anonymous `?`: binding a `$N` makes it look the
+    /// name up in a list, which is quadratic over a few hundred parameters.
+    pub(super) fn values_list(self, rows: usize, columns: usize) -> String {
+        let mut sql = String::with_capacity(rows * columns * 5);
+        for r in 0..rows {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for c in 0..columns {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                match self {
+                    Engine::Sqlite => sql.push('?'),
+                    Engine::Postgres => sql.push_str(&format!("${}", r * columns + c + 1)),
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
     /// Appended to the select of a tenant's audit head inside a write transaction.
     pub(super) fn lock_clause(self) -> &'static str {
         match self {
@@ -139,5 +160,17 @@ impl Engine {
             conn.execute("SELECT pg_advisory_unlock(7878)").await?;
         }
         Ok(result?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Engine;
+
+    #[test]
+    fn values_lists_number_postgres_parameters_and_leave_sqlite_ones_anonymous() {
+        assert_eq!(Engine::Postgres.values_list(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(Engine::Sqlite.values_list(2, 2), "(?, ?), (?, ?)");
+        assert_eq!(Engine::Postgres.values_list(1, 3), "($1, $2, $3)");
     }
 }

@@ -137,7 +137,7 @@ async fn lock_head(tx: &mut Tx, engine: Engine, tenant: &str) -> Result<Head> {
 }
 
 /// Appends records after `head` and moves the head. The head must be locked by `tx`.
-async fn append(tx: &mut Tx, tenant: &str, mut head: Head, drafts: Vec<AuditDraft>) -> Result<()> {
+async fn append(tx: &mut Tx, engine: Engine, tenant: &str, mut head: Head, drafts: Vec<AuditDraft>) -> Result<()> {
     let mut records = Vec::with_capacity(drafts.len());
     for draft in drafts {
         let record = AuditRecord::chain(tenant, head.seq + 1, &head.hash, draft);
@@ -145,7 +145,7 @@ async fn append(tx: &mut Tx, tenant: &str, mut head: Head, drafts: Vec<AuditDraf
         records.push(record);
     }
     for rows in records.chunks(AUDIT_ROWS_PER_INSERT) {
-        insert_audit(tx, rows).await?;
+        insert_audit(tx, engine, rows).await?;
     }
     sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3")
         .bind(head.seq)
@@ -160,24 +160,8 @@ async fn append(tx: &mut Tx, tenant: &str, mut head: Head, drafts: Vec<AuditDraf
 /// limits on parameters per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 32;
 
-/// `($1, …, $n), (…)…` for `rows` rows of `columns` parameters, numbered from `$1`.
-fn values_list(rows: usize, columns: usize) -> String {
-    let mut sql = String::with_capacity(rows * columns * 5);
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..columns {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", r * columns + c + 1));
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-async fn insert_audit(tx: &mut Tx, rows: &[AuditRecord]) -> Result<()> {
-    let sql = format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {}", values_list(rows.len(), 14));
+async fn insert_audit(tx: &mut Tx, engine: Engine, rows: &[AuditRecord]) -> Result<()> {
+    let sql = format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {}", engine.values_list(rows.len(), 14));
     let mut query = sqlx::query(&sql);
     for r in rows {
         query = query
@@ -252,7 +236,7 @@ async fn write_audit_batch(
                 .execute(&mut *tx)
                 .await?;
         }
-        append(&mut tx, &tenant, head, group).await?;
+        append(&mut tx, engine, &tenant, head, group).await?;
         i = end;
     }
     tx.commit().await?;
@@ -551,7 +535,7 @@ impl Store for SqlStore {
             .await?;
         insert_credential(&mut tx, admin).await?;
         let head = self.lock_head(&mut tx, &tenant.id).await?;
-        append(&mut tx, &tenant.id, head, vec![audit]).await?;
+        append(&mut tx, self.engine, &tenant.id, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -568,7 +552,7 @@ impl Store for SqlStore {
         let (mut tx, _write) = self.begin().await?;
         let head = self.lock_head(&mut tx, &c.tenant_id).await?;
         insert_credential(&mut tx, c).await?;
-        append(&mut tx, &c.tenant_id, head, vec![audit]).await?;
+        append(&mut tx, self.engine, &c.tenant_id, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -616,7 +600,7 @@ impl Store for SqlStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        append(&mut tx, tenant, head, vec![audit]).await?;
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -664,7 +648,7 @@ impl Store for SqlStore {
             .bind(a.created_at)
             .execute(&mut *tx)
             .await?;
-        append(&mut tx, &a.tenant_id, head, vec![audit]).await?;
+        append(&mut tx, self.engine, &a.tenant_id, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -725,7 +709,7 @@ impl Store for SqlStore {
         if n == 0 {
             return Err(StoreError::Conflict(format!("approval request '{id}' was already {}", approval.status)));
         }
-        append(&mut tx, tenant, head, vec![audit]).await?;
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(approval)
     }
@@ -752,7 +736,7 @@ impl Store for SqlStore {
             return Ok(false);
         }
         insert_credential(&mut tx, token).await?;
-        append(&mut tx, tenant, head, vec![audit]).await?;
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -801,7 +785,7 @@ impl Store for SqlStore {
         .await?;
         write_tags(&mut tx, &m.id, &m.tags).await?;
         insert_version(&mut tx, &m.id, m.current_version, sealed, m.created_at).await?;
-        append(&mut tx, tenant, head, vec![audit]).await?;
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -909,7 +893,7 @@ impl Store for SqlStore {
             write_tags(&mut tx, &meta.id, &meta.tags).await?;
         }
         let audit = with_detail(with_detail(audit, "version", version.into()), "previous_version", previous.into());
-        append(&mut tx, tenant, head, vec![audit]).await?;
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok((meta, previous))
     }
@@ -933,7 +917,7 @@ impl Store for SqlStore {
         if change.tags.is_some() {
             write_tags(&mut tx, &meta.id, &meta.tags).await?;
         }
-        append(&mut tx, tenant, head, vec![audit]).await?;
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(meta)
     }
@@ -963,7 +947,7 @@ impl Store for SqlStore {
         if n == 0 {
             return Err(StoreError::NotFound);
         }
-        append(&mut tx, tenant, head, vec![audit]).await?;
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -983,7 +967,7 @@ impl Store for SqlStore {
             return Err(StoreError::NotFound);
         }
         let meta = Self::meta_in(&mut tx, tenant, path).await?;
-        append(&mut tx, tenant, head, vec![audit]).await?;
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(meta)
     }
@@ -999,7 +983,7 @@ impl Store for SqlStore {
         ] {
             sqlx::query(sql).bind(&id).execute(&mut *tx).await?;
         }
-        append(&mut tx, tenant, head, vec![audit]).await?;
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1020,7 +1004,7 @@ impl Store for SqlStore {
             .await?
             .rows_affected();
         }
-        append(&mut tx, tenant, head, vec![audit]).await?;
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
         tx.commit().await?;
         Ok(destroyed)
     }
@@ -1051,7 +1035,7 @@ impl Store for SqlStore {
         let total = events.len() as u64;
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         for chunk in events.chunks(AUDIT_ROWS_PER_INSERT * 4) {
-            let sql = format!("SELECT id FROM audit_events WHERE id IN {}", values_list(1, chunk.len()));
+            let sql = format!("SELECT id FROM audit_events WHERE id IN {}", self.engine.values_list(1, chunk.len()));
             let mut query = sqlx::query_scalar::<_, String>(&sql);
             for e in chunk {
                 query = query.bind(&e.id);
@@ -1065,7 +1049,7 @@ impl Store for SqlStore {
             }
         }
         let accepted = fresh.len() as u64;
-        append(&mut tx, tenant, head, fresh).await?;
+        append(&mut tx, self.engine, tenant, head, fresh).await?;
         tx.commit().await?;
         Ok((accepted, total - accepted))
     }
