@@ -35,6 +35,8 @@
 #   BENCH_KEEP=1           keep the temp dir (configs, logs, raw client output)
 #   BENCH_WARMUP=<s>       warm-up per target before the rounds (default 2; 0 skips)
 #   BENCH_ROUNDS=<n>       timed rounds per target (default 2)
+#   BENCH_PROFILE=1        also profile Airlock (perf, strace; see below); BENCH_CALLGRAPH=dwarf
+#                          records call stacks by DWARF unwinding (for perf report --children)
 #   AIRLOCK_BIN=<path>     benchmark that binary instead of building target/release/airlock
 #   BENCH_AIRLOCK_H2=1     workaround for builds that send HTTP/1.1 upstream without Host
 #                          (see below): Airlock's upstream leg becomes TLS + HTTP/2
@@ -692,10 +694,10 @@ profile() {
     for t in airlock-route airlock-mitm; do
       data="$WORK/perf-$t.data"
       note "profile: perf record on Airlock during a ${DURATION}s ${LABEL[$t]} run ..."
-      perf record -e cpu-clock -F 999 -g -p "$pid" -o "$data" -- sleep "$DURATION" >"$WORK/perf-$t.log" 2>&1 &
+      perf record -e cpu-clock -F 999 --call-graph "${BENCH_CALLGRAPH:-fp}" -p "$pid" -o "$data" -- sleep "$DURATION" >"$WORK/perf-$t.log" 2>&1 &
       local perf_pid=$!
       # The central server records the access events of this run: sampled too.
-      perf record -e cpu-clock -F 999 -g -p "${PID_OF[airlock-server]}" -o "$data.central" -- sleep "$DURATION" \
+      perf record -e cpu-clock -F 999 --call-graph "${BENCH_CALLGRAPH:-fp}" -p "${PID_OF[airlock-server]}" -o "$data.central" -- sleep "$DURATION" \
         >"$WORK/perf-$t-central.log" 2>&1 &
       local perf_central_pid=$!
       run "$t" profile "$DURATION"
