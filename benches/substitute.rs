@@ -40,6 +40,28 @@ fn time(name: &str, iterations: u32, mut work: impl FnMut()) -> Duration {
     per_iteration
 }
 
+/// Like `time`, for work that consumes its input: inputs are made in batches of `BATCH`
+/// outside the timed part.
+fn time_consuming<I>(name: &str, iterations: u32, make: impl Fn() -> I, mut work: impl FnMut(I)) -> Duration {
+    const BATCH: u32 = 1_000;
+    let mut run = |n: u32| {
+        let mut elapsed = Duration::ZERO;
+        for _ in 0..n / BATCH {
+            let inputs: Vec<I> = (0..BATCH).map(|_| make()).collect();
+            let start = Instant::now();
+            for input in inputs {
+                work(input);
+            }
+            elapsed += start.elapsed();
+        }
+        elapsed
+    };
+    run(WARM_UP);
+    let per_iteration = run(iterations) / iterations;
+    println!("{name:<48} {:>9.1} ns/iter", per_iteration.as_secs_f64() * 1e9);
+    per_iteration
+}
+
 fn head(authorization: &str) -> http::request::Parts {
     let request = http::Request::builder()
         .method("POST")
@@ -59,18 +81,20 @@ fn main() {
     let bindings =
         |_: &airlock::domain::policy::Placeholder| Some(Binding { value: &value, grant, secret_allowed_hosts: &[] });
 
-    let with_placeholder = head("Bearer {{secret:production/openai/api-key}}");
-    let injected = time("scan + inject (one Bearer placeholder)", ITERATIONS, || {
-        let head = black_box(&with_placeholder);
-        let found = scan(head).expect("scan");
+    // The head is the proxy's own by then (it parsed it); inject writes into it in place.
+    let with_placeholder = || head("Bearer {{secret:production/openai/api-key}}");
+    let injected = time_consuming("scan + inject (one Bearer placeholder)", ITERATIONS, with_placeholder, |head| {
+        let head = black_box(head);
+        let found = scan(&head).expect("scan");
         let out = inject(head, &found, "api.openai.com", true, false, &bindings).expect("inject");
         black_box(out);
     });
 
     let without = head("Bearer agent-own-token-0123456789abcdef");
-    time("scan + inject (no placeholder)", ITERATIONS, || {
-        let head = black_box(&without);
-        let found = scan(head).expect("scan");
+    let without_placeholder = || head("Bearer agent-own-token-0123456789abcdef");
+    time_consuming("scan + inject (no placeholder)", ITERATIONS, without_placeholder, |head| {
+        let head = black_box(head);
+        let found = scan(&head).expect("scan");
         black_box(inject(head, &found, "api.openai.com", true, false, &bindings).expect("inject"));
     });
 

@@ -83,6 +83,9 @@ pub(super) fn check_length(s: &str) -> Result<(), PathError> {
     if s.is_empty() {
         return Err(PathError::Empty);
     }
+    if s.len() <= MAX_PATH_CHARS {
+        return Ok(()); // never more characters than bytes
+    }
     let len = s.chars().count();
     if len > MAX_PATH_CHARS {
         return Err(PathError::TooLong { len });
@@ -111,7 +114,7 @@ fn validate(s: &str) -> Result<(), PathError> {
     let mut offset = 0;
     for segment in s.split('/') {
         validate_segment(segment, offset)?;
-        offset += segment.chars().count() + 1;
+        offset += segment.len() + 1; // a valid segment is ASCII: bytes are characters
     }
     Ok(())
 }

@@ -487,10 +487,11 @@ pub enum PlaceholderError {
 pub fn placeholders(s: &str) -> Result<Vec<Placeholder>, PlaceholderError> {
     let mut found = Vec::new();
     let mut from = 0;
-    while let Some(offset) = s[from..].find(PLACEHOLDER_OPEN) {
+    let find = |haystack: &str, needle: &str| memchr::memmem::find(haystack.as_bytes(), needle.as_bytes());
+    while let Some(offset) = find(&s[from..], PLACEHOLDER_OPEN) {
         let start = from + offset;
         let body_start = start + PLACEHOLDER_OPEN.len();
-        let body_len = s[body_start..].find(PLACEHOLDER_CLOSE).ok_or(PlaceholderError::Unterminated { at: start })?;
+        let body_len = find(&s[body_start..], PLACEHOLDER_CLOSE).ok_or(PlaceholderError::Unterminated { at: start })?;
         let end = body_start + body_len + PLACEHOLDER_CLOSE.len();
         found.push(placeholder(&s[body_start..body_start + body_len], &s[start..end], start..end)?);
         from = end;

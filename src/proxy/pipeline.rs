@@ -391,7 +391,7 @@ async fn substitute(
         Some(Binding { value: &v.value, grant, secret_allowed_hosts: &v.allowed_hosts })
     };
     let mut new_head =
-        substitute::inject(&head, &found, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
+        substitute::inject(head, &found, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
     let used = used_values(&found, &fetched);
     if !used.is_empty() {
         // Redaction reads the response as sent; a compressed body would hide a value from it.

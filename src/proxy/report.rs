@@ -1,8 +1,9 @@
 //! Access events: every injection and every refusal becomes an event with a client ULID.
 //! Events are appended to a spool file in the proxy's data dir as they happen, and a sender
-//! posts them to the central API in batches (≤ 1 s or 100 events), advancing a persisted
-//! offset only after the API acknowledged them. A restart resumes from the offset; the API
-//! drops ids it has already recorded, so each event lands exactly once.
+//! posts them to the central API in batches (≤ 1 s or 100 events), advancing an offset only
+//! after the API acknowledged them (persisted at most once a second, and when the spool is
+//! emptied). A restart resumes from the persisted offset; the API drops ids it has already
+//! recorded, so each event lands exactly once.
 
 use std::io::{BufRead, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ use super::central::Central;
 
 const BATCH: usize = 100;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often, under steady load, the acknowledged offset is written to disk.
+const PERSIST_OFFSET_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AccessEvent {
@@ -167,6 +170,7 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
         offset = 0; // the spool was emptied after the offset was last written
     }
     let mut backoff = Duration::from_millis(500);
+    let mut persisted = std::time::Instant::now();
     loop {
         let _ = tokio::time::timeout(FLUSH_EVERY, spool.appended.notified()).await;
         loop {
@@ -188,11 +192,16 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
             match central.report(body).await {
                 Ok(()) => {
                     offset = next;
-                    let path = spool.offset_path.clone();
-                    match tokio::task::spawn_blocking(move || write_offset(&path, offset)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the spool offset"),
-                        Err(e) => tracing::error!(error = %e, "spool offset writer failed"),
+                    // Persisted at most once per pause: after a crash the events since
+                    // are sent again, and the API drops the ids it already has.
+                    if persisted.elapsed() >= PERSIST_OFFSET_EVERY {
+                        let path = spool.offset_path.clone();
+                        match tokio::task::spawn_blocking(move || write_offset(&path, offset)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the spool offset"),
+                            Err(e) => tracing::error!(error = %e, "spool offset writer failed"),
+                        }
+                        persisted = std::time::Instant::now();
                     }
                     backoff = Duration::from_millis(500);
                     if count < BATCH {

@@ -309,14 +309,15 @@ pub struct Binding<'a> {
 }
 
 /// Checks every found placeholder against its binding for `host` (the upstream host the
-/// request will go to), then returns a new request head with every placeholder replaced;
-/// extensions are not carried over. Nothing is built when any check fails, and the first
-/// failure in `found` order wins. The head is walked again while substituting and every
-/// placeholder met there is checked too, so a `found` that misses one fails closed.
+/// request will go to), then writes every value into the head in place and returns it;
+/// extensions are dropped. All of `found` is checked before anything is written, and the
+/// first failure in `found` order wins; the head is walked again while substituting and
+/// every placeholder met there is checked too, so a `found` that misses one fails closed.
+/// On a refusal the head is consumed: the caller sends nothing.
 /// `plain_http_allowed`: the upstream is http:// AND a route or inject names it http:// on purpose.
 /// `bindings` borrows from the caller (`'b`), not from the placeholder it is asked about.
 pub fn inject<'b>(
-    head: &Parts,
+    mut head: Parts,
     found: &[Found],
     host: &str,
     is_tls: bool,
@@ -327,19 +328,16 @@ pub fn inject<'b>(
     for found in found {
         rules.check(&found.placeholder, &found.place)?;
     }
-    let mut headers = head.headers.clone();
-    for (name, value) in headers.iter_mut() {
+    for (name, value) in head.headers.iter_mut() {
         if let Some(injected) = rules.header(name, value)? {
             *value = injected;
         }
     }
-    let uri = rules.uri(&head.uri)?;
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = head.method.clone();
-    parts.uri = uri;
-    parts.version = head.version;
-    parts.headers = headers;
-    Ok(parts)
+    if let Some(uri) = rules.uri(&head.uri)? {
+        head.uri = uri;
+    }
+    head.extensions = http::Extensions::new();
+    Ok(head)
 }
 
 /// What one request's placeholders are checked against.
@@ -461,14 +459,15 @@ impl<'b> Rules<'_, 'b> {
         header_value(&full, &Place::BasicAuth).map(Some)
     }
 
-    /// The URI with query placeholders replaced; any placeholder in the path is refused.
-    fn uri(&self, uri: &Uri) -> Result<Uri, Refusal> {
+    /// The URI with query placeholders replaced (`None`: it has no query to change); any
+    /// placeholder in the path is refused.
+    fn uri(&self, uri: &Uri) -> Result<Option<Uri>, Refusal> {
         let mut in_url = Vec::new();
         scan_url(uri, &mut in_url)?;
         for found in &in_url {
             self.check(&found.placeholder, &found.place)?;
         }
-        let Some(query) = DecodedQuery::parse(uri)? else { return Ok(uri.clone()) };
+        let Some(query) = DecodedQuery::parse(uri)? else { return Ok(None) };
         let spliced =
             self.splice(query.text()?, &Place::Query, Encoding::Percent, query.raw, |span| query.raw_span(span))?;
         let mut path_and_query = Zeroizing::new(String::with_capacity(uri.path().len() + 1 + spliced.len()));
@@ -478,7 +477,7 @@ impl<'b> Rules<'_, 'b> {
         let unsafe_uri = || refuse(RefusalCode::UnsafeValue, "the query string is not valid after substitution".into());
         let mut parts = uri.clone().into_parts();
         parts.path_and_query = Some(PathAndQuery::try_from(path_and_query.as_str()).map_err(|_| unsafe_uri())?);
-        Uri::from_parts(parts).map_err(|_| unsafe_uri())
+        Uri::from_parts(parts).map(Some).map_err(|_| unsafe_uri())
     }
 
     /// Checks the placeholders of `text` (found at `place`) and returns `source` with their
@@ -741,8 +740,18 @@ headers = ["x-api-key"]
 
         fn run(&self, head: &Parts, host: &str, is_tls: bool, plain_ok: bool) -> Result<Parts, Refusal> {
             let found = scan(head)?;
-            inject(head, &found, host, is_tls, plain_ok, &|p| self.binding(p))
+            inject(copy(head), &found, host, is_tls, plain_ok, &|p| self.binding(p))
         }
+    }
+
+    /// A second head like `head` (`Parts` is not `Clone`: its extensions are not).
+    fn copy(head: &Parts) -> Parts {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = head.method.clone();
+        parts.uri = head.uri.clone();
+        parts.version = head.version;
+        parts.headers = head.headers.clone();
+        parts
     }
 
     fn head(uri: &str, headers: &[(&str, &str)]) -> Parts {
@@ -982,7 +991,7 @@ headers = ["x-api-key"]
         let with_allowed = |allowed: &[&str]| {
             let allowed: Vec<String> = allowed.iter().map(|h| (*h).to_owned()).collect();
             let binding = |_: &Placeholder| Some(Binding { value: &value, grant, secret_allowed_hosts: &allowed });
-            inject(&request, &found, "api.openai.com", true, false, &binding).map_err(|r| r.code)
+            inject(copy(&request), &found, "api.openai.com", true, false, &binding).map_err(|r| r.code)
         };
         let injected = |out: Result<Parts, RefusalCode>| out.map(|p| p.headers["authorization"].clone());
         assert_eq!(injected(with_allowed(&["*.openai.com"])), Ok(HeaderValue::from_static("sk-scoped-3333")));
@@ -1012,7 +1021,7 @@ headers = ["x-api-key"]
         for header in ["cookie", "user-agent", "referer", "host", "x-forwarded-for"] {
             let request = head("/", &[(header, "{{secret:prod/openai/key}}")]);
             let found = scan(&request).unwrap();
-            let refusal = inject(&request, &found, "api.openai.com", true, false, &|_| {
+            let refusal = inject(copy(&request), &found, "api.openai.com", true, false, &|_| {
                 Some(Binding { value: &value, grant: &grant, secret_allowed_hosts: &[] })
             })
             .unwrap_err();
@@ -1053,7 +1062,7 @@ headers = ["x-api-key"]
         let request =
             head("/", &[("authorization", "{{secret:prod/openai/key}}"), ("cookie", "{{secret:prod/openai/key}}")]);
         // A caller that passes fewer finds than the head holds still gets every one checked.
-        let refusal = inject(&request, &[], "api.openai.com", true, false, &|p| fixture.binding(p)).unwrap_err();
+        let refusal = inject(copy(&request), &[], "api.openai.com", true, false, &|p| fixture.binding(p)).unwrap_err();
         assert_eq!(refusal.code, RefusalCode::PlacementNotAllowed);
     }
 
