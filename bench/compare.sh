@@ -14,6 +14,9 @@
 #   nginx reverse proxy            wrk     proxy_set_header, upstream keepalive 64
 #   Envoy                          wrk     request_headers_to_add
 #   Airlock route                  wrk     /r/bench/ -> http upstream, [[inject]] rule
+#   Airlock route, no injection    wrk     /r/plain/ -> the same upstream under another name with
+#                                          no inject rule; the client sends the header itself
+#                                          (the plain proxy path, to price injection on a cache hit)
 #   upstream TLS directly          cload   client sends the header itself (ceiling of cload)
 #   Airlock CONNECT/MITM           cload   CONNECT + TLS interception, [[inject]] rule
 #   mitmproxy                      cload   mitmdump --modify-headers
@@ -54,9 +57,13 @@ WORKERS=2        # nginx worker_processes / envoy --concurrency, = Airlock's tok
 SECRET_VALUE="sk-bench-123"
 SECRET_PATH="production/openai/api-key"
 UPSTREAM_HOST="api.bench.local"
+PLAIN_HOST="plain.bench.local" # the same upstream, reached by the route that injects nothing
 # Targets from the issue.
 ROUTE_VS_NGINX_TARGET=1.0   # Airlock route req/s >= 1.0 x nginx, with p99 <= nginx's
 MITM_VS_MITMPROXY_TARGET=30 # Airlock MITM req/s >= 30 x mitmproxy
+HIT_VS_PLAIN_TARGET=0.95    # injection from the value cache costs nothing measurable: >= 0.95 x plain
+MISS_P99_TARGET_MS=2        # a cache miss (proxy -> central API -> back) adds < 2 ms at p99
+MISS_SAMPLES=300
 RSS_IDLE_TARGET_KIB=$((16 * 1024))
 RSS_LOADED_TARGET_KIB=$((48 * 1024))
 RSS_LOADED_REQUESTS=100000
@@ -424,7 +431,7 @@ name = "bench-agent"
 token_ttl = "1h"
 
 [egress]
-allow = ["$UPSTREAM_HOST", "127.0.0.1"]
+allow = ["$UPSTREAM_HOST", "$PLAIN_HOST", "127.0.0.1"]
 deny_private_networks = false
 
 [[grant]]
@@ -440,6 +447,11 @@ value = "Bearer {{secret:$SECRET_PATH}}"
 [[route]]
 name = "bench"
 upstream = "$ROUTE_UPSTREAM"
+
+# The same upstream under a name no inject rule or grant covers: nothing is substituted.
+[[route]]
+name = "plain"
+upstream = "http://$PLAIN_HOST:$UP_PORT"
 EOF
 
 ADMIN_KEY=$("$BIN" server init --data-dir "$SRV_DATA" --json 2>"$WORK/init.log" |
@@ -468,7 +480,7 @@ AGENT_KEY_FILE="$WORK/agent.key"
 # host are dialled at 127.0.0.1 (a pin with a port would send every port there).
 start airlock-proxy "$BIN" --log-level warn proxy --server "$SRV" --agent-key-file "$AGENT_KEY_FILE" \
   --listen "127.0.0.1:$AIRLOCK_PORT" --data-dir "$PROXY_DATA" --upstream-ca "$UPSTREAM_CA" \
-  --resolve "$UPSTREAM_HOST=127.0.0.1"
+  --resolve "$UPSTREAM_HOST=127.0.0.1" --resolve "$PLAIN_HOST=127.0.0.1"
 AIRLOCK="http://127.0.0.1:$AIRLOCK_PORT"
 wait_until airlock-proxy "/_airlock/readyz = 200" curl -fsS --max-time 1 "$AIRLOCK/_airlock/readyz"
 [[ -s $PROXY_DATA/ca.pem ]] || die "the Airlock proxy wrote no CA at $PROXY_DATA/ca.pem"
@@ -510,18 +522,20 @@ cpu_ticks() { # PID... -> utime + stime, clock ticks, summed
 CLK_TCK=$(getconf CLK_TCK)
 
 # --- targets --------------------------------------------------------------------------
-TARGETS=(direct nginx envoy airlock-route direct-tls airlock-mitm mitmproxy)
+TARGETS=(direct nginx envoy airlock-route airlock-plain direct-tls airlock-mitm mitmproxy)
 declare -A LABEL=(
   [direct]="upstream directly"
   [nginx]="nginx reverse proxy"
   [envoy]="Envoy"
   [airlock-route]="Airlock route"
+  [airlock-plain]="Airlock route, no inject"
   [direct-tls]="upstream TLS directly"
   [airlock-mitm]="Airlock CONNECT/MITM"
   [mitmproxy]="mitmproxy (mitmdump)"
 )
-declare -A CLIENT=([direct]=wrk [nginx]=wrk [envoy]=wrk [airlock-route]=wrk [direct-tls]=cload [airlock-mitm]=cload [mitmproxy]=cload)
+declare -A CLIENT=([direct]=wrk [nginx]=wrk [envoy]=wrk [airlock-route]=wrk [airlock-plain]=wrk [direct-tls]=cload [airlock-mitm]=cload [mitmproxy]=cload)
 declare -A PROC=([direct]=nginx-upstream [nginx]=nginx-proxy [envoy]=envoy [airlock-route]=airlock-proxy
+  [airlock-plain]=airlock-proxy
   [direct-tls]=nginx-upstream [airlock-mitm]=airlock-proxy [mitmproxy]=mitmproxy)
 AUTH_HEADER="Authorization: Bearer $SECRET_VALUE"
 TLS_URL="https://$UPSTREAM_HOST:$TLS_PORT"
@@ -535,6 +549,7 @@ curl_target() { # PATH TARGET CURL-ARGS...
     nginx) curl "$@" --max-time 10 "http://127.0.0.1:$NGX_PORT$path" ;;
     envoy) curl "$@" --max-time 10 "http://127.0.0.1:$ENVOY_PORT$path" ;;
     airlock-route) curl "$@" --max-time 10 "$AIRLOCK/r/bench$path" ;;
+    airlock-plain) curl "$@" --max-time 10 -H "$AUTH_HEADER" "$AIRLOCK/r/plain$path" ;;
     direct-tls) curl "$@" --max-time 10 --http1.1 --cacert "$UPSTREAM_CA" \
       --resolve "$UPSTREAM_HOST:$TLS_PORT:127.0.0.1" -H "$AUTH_HEADER" "$TLS_URL$path" ;;
     airlock-mitm) curl "$@" --max-time 10 --http1.1 --proxy "$AIRLOCK" --cacert "$PROXY_DATA/ca.pem" "$TLS_URL$path" ;;
@@ -589,6 +604,8 @@ run() {
     nginx) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "http://127.0.0.1:$NGX_PORT/" >"$out" 2>&1 || rc=$? ;;
     envoy) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "http://127.0.0.1:$ENVOY_PORT/" >"$out" 2>&1 || rc=$? ;;
     airlock-route) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "$AIRLOCK/r/bench/" >"$out" 2>&1 || rc=$? ;;
+    airlock-plain) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency -H "$AUTH_HEADER" \
+      "$AIRLOCK/r/plain/" >"$out" 2>&1 || rc=$? ;;
     # Through a proxy the name is resolved by the proxy; directly, cload dials 127.0.0.1.
     direct-tls) "$CLOAD" -c "$CONNECTIONS" -d "${secs}s" -target "$UPSTREAM_HOST:$TLS_PORT" \
       -dial "127.0.0.1:$TLS_PORT" -cacert "$UPSTREAM_CA" -H "$AUTH_HEADER" >"$out" 2>&1 || rc=$? ;;
@@ -599,6 +616,16 @@ run() {
   esac
   after=$(cpu_ticks $pids)
   echo $((after - before)) >"$WORK/run-$t-$tag.cpu"
+  # The events of this run are this run's cost: wait until the proxy has delivered them all
+  # (the spool is emptied once everything in it is acknowledged), then read the server's CPU.
+  if [[ ${PROC[$t]} == airlock-proxy ]]; then
+    local i
+    for i in $(seq 1 600); do
+      [[ -s $PROXY_DATA/spool/access-events.jsonl ]] || break
+      sleep 0.1
+    done
+    ((i < 600)) || note "the proxy's access-event spool did not drain within 60 s after ${LABEL[$t]} ($tag)"
+  fi
   echo $(($(cpu_ticks "${PID_OF[airlock-server]}") - central_before)) >"$WORK/run-$t-$tag.central"
   local name
   for name in "${!PID_OF[@]}"; do require_alive "$name" "during the ${LABEL[$t]} run ($tag)"; done
@@ -680,6 +707,13 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 RSS_LOADED=$(rss_kib "${PID_OF[airlock-proxy]}")
+
+# --- value cache: what a miss costs (after the timed rounds, with the machine otherwise idle) --
+note "cache misses: $MISS_SAMPLES new secrets, each read through the proxy once (miss) and again (hit) ..."
+MISS_LINE=$(python3 "$BENCH/cache_miss.py" "$SRV" "$ADMIN_KEY" "127.0.0.1:$AIRLOCK_PORT" bench \
+  "production/openai" "$SECRET_VALUE" "$MISS_SAMPLES" 2>"$WORK/cache_miss.err") ||
+  { cat "$WORK/cache_miss.err" >&2; die "bench/cache_miss.py failed"; }
+miss_field() { printf '%s\n' "$MISS_LINE" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
 # --- optional profile (BENCH_PROFILE=1), after the timed rounds and the RSS reading ------
 # perf (Debian linux-perf) samples Airlock's stacks with the cpu-clock software event (no
@@ -788,8 +822,10 @@ done
 echo
 echo "CPU us/req: user+system CPU of the target's own processes (the proxy; for the direct rows the"
 echo "upstream nginx) per request in the reported round; Airlock rows add (+) the central server's CPU"
-echo "per request (it records the access event the proxy reports for each injection). wrk rows and cload rows are not comparable"
-echo "with each other: the clients differ (cload is Go and does TLS) and share the 2 cores with the target."
+echo "per request (it records the access event the proxy reports for each injection; counted until the"
+echo "proxy has delivered the run's last event, which the script waits for after each run). wrk rows and"
+echo "cload rows are not comparable with each other: the clients differ (cload is Go and does TLS) and"
+echo "share the 2 cores with the target."
 echo
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
@@ -809,6 +845,12 @@ printf "$RROW" "Airlock route / nginx req/s" "${R_NGINX}x (p99 $P99_R vs $P99_N 
 printf "$RROW" "Airlock route / Envoy req/s" "${R_ENVOY}x" "(no target)" "-"
 printf "$RROW" "Airlock MITM / mitmproxy req/s" "${R_MITM}x" ">= ${MITM_VS_MITMPROXY_TARGET}x" \
   "$(verdict at_least "$R_MITM" "$MITM_VS_MITMPROXY_TARGET")"
+R_HIT=$(ratio "${BEST_RPS[airlock-route]}" "${BEST_RPS[airlock-plain]}")
+printf "$RROW" "Airlock route: injecting / no injection" "${R_HIT}x req/s" ">= ${HIT_VS_PLAIN_TARGET}x (cache hit ~ free)" \
+  "$(verdict at_least "$R_HIT" "$HIT_VS_PLAIN_TARGET")"
+MISS_EXTRA_P99=$(miss_field extra_p99_ms)
+printf "$RROW" "Airlock cache miss: extra latency p99" "$(printf '%.2f' "$MISS_EXTRA_P99") ms (p50 $(printf '%.2f' "$(miss_field extra_p50_ms)"))" \
+  "< ${MISS_P99_TARGET_MS} ms" "$(verdict at_least "$MISS_P99_TARGET_MS" "$MISS_EXTRA_P99")"
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 printf "$RROW" "Airlock proxy RSS idle (after start)" "$(mib "$RSS_IDLE")" "<= $(mib "$RSS_IDLE_TARGET_KIB")" \
   "$(verdict test "$RSS_IDLE" -le "$RSS_IDLE_TARGET_KIB")"
@@ -819,6 +861,10 @@ else
 fi
 printf "$RROW" "Airlock proxy RSS after $AIRLOCK_REQUESTS requests" "$(mib "$RSS_LOADED")" \
   "<= $(mib "$RSS_LOADED_TARGET_KIB") after $RSS_LOADED_REQUESTS" "$loaded_verdict"
+echo
+echo "cache misses ($(miss_field samples) pairs on one keep-alive connection, Python http.client through"
+echo "/r/bench/ with the client's own placeholder, each pair a new secret): miss p50 $(miss_field miss_p50_ms) /"
+echo "p99 $(miss_field miss_p99_ms) ms, hit p50 $(miss_field hit_p50_ms) / p99 $(miss_field hit_p99_ms) ms; extra is miss - hit per pair."
 echo
 echo "injection check (upstream /echo before timing; Airlock redacts the value it injected in what"
 echo "the agent gets back, so its rows show the placeholder):"

@@ -1,9 +1,10 @@
 //! Access events: every injection and every refusal becomes an event with a client ULID.
-//! Events are appended to a spool file in the proxy's data dir as they happen, and a sender
-//! posts them to the central API in batches (≤ 1 s or 100 events), advancing an offset only
-//! after the API acknowledged them (persisted at most once a second, and when the spool is
-//! emptied). A restart resumes from the persisted offset; the API drops ids it has already
-//! recorded, so each event lands exactly once.
+//! Events are appended to a spool file in the proxy's data dir every 20 ms, and a sender
+//! posts them to the central API as soon as they are appended (at least once a second), up
+//! to 500 per request, advancing an offset only after the API acknowledged them (persisted
+//! at most once a second, and when the spool is emptied). A restart resumes from the
+//! persisted offset; the API drops ids it has already recorded, so each event lands
+//! exactly once.
 
 use std::io::{BufRead, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,9 @@ use tokio::sync::Notify;
 
 use super::central::Central;
 
-const BATCH: usize = 100;
+/// Events per report: whatever is waiting, up to the API's limit per request (a proxy that
+/// falls behind catches up in fewer, larger requests).
+const BATCH: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How often, under steady load, the acknowledged offset is written to disk.
 const PERSIST_OFFSET_EVERY: Duration = Duration::from_secs(1);
