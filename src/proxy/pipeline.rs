@@ -18,7 +18,7 @@ use super::Proxy;
 use super::central::{CentralError, Fetched};
 use super::error::ProxyError;
 use super::redact::Redactor;
-use super::report::AccessEvent;
+use super::report::Use;
 use super::substitute::{self, Binding, Found, Refusal, RefusalCode};
 use super::upstream::{Body, BoxError, full};
 use crate::domain::policy::{Placeholder, Policy};
@@ -66,7 +66,7 @@ pub async fn handle(
 pub(super) fn refused(proxy: &Proxy, seen: &Seen, via: &Via, e: ProxyError, started: Instant) -> Response<Body> {
     tracing::info!(method = %seen.method, code = e.code, fault = e.fault.as_str(), message = %e.message, "request refused");
     metrics::counter!("airlock_proxy_refusals_total", "code" => e.code, "fault" => e.fault.as_str()).increment(1);
-    proxy.reporter.record(seen.event(proxy, seen.host(via), None, Some(&e), e.status, started));
+    seen.report(proxy, seen.host(via), None, Some(&e), e.status, started);
     e.into_response()
 }
 
@@ -96,7 +96,8 @@ impl Seen {
         }
     }
 
-    fn event(
+    /// Reports this request as a use: of the value `used` (an injection) or a refusal.
+    fn report(
         &self,
         proxy: &Proxy,
         host: &str,
@@ -104,21 +105,20 @@ impl Seen {
         error: Option<&ProxyError>,
         status: StatusCode,
         started: Instant,
-    ) -> AccessEvent {
-        AccessEvent {
-            id: AccessEvent::new_id(),
-            agent: proxy.central.policy().agent.name.clone(),
-            path: used.map(|u| u.fetched.path.to_string()),
+    ) {
+        let policy = proxy.central.policy();
+        proxy.reporter.record(Use {
+            agent: &policy.agent.name,
+            path: used.map(|u| u.fetched.path.as_str()),
             version: used.map(|u| u.fetched.version),
-            host: host.to_owned(),
-            method: self.method.to_string(),
-            url_path: self.uri.path().to_owned(),
+            host,
+            method: self.method.as_str(),
+            url_path: self.uri.path(),
             outcome: if error.is_some() { "denied" } else { "injected" },
             error_code: error.map(|e| e.code),
             status: Some(status.as_u16()),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            timestamp: crate::domain::time::to_rfc3339(crate::domain::time::now_ms()),
-        }
+        });
     }
 }
 
@@ -587,7 +587,7 @@ pub(super) fn record(proxy: &Proxy, seen: &Seen, target: &Target, used: &[Used],
     metrics::counter!("airlock_proxy_requests_total", "outcome" => outcome).increment(1);
     for u in used {
         tracing::debug!(path = %u.fetched.path, version = u.fetched.version, host = %target.host, status = status.as_u16(), "value injected");
-        proxy.reporter.record(seen.event(proxy, &target.host, Some(u), None, status, started));
+        seen.report(proxy, &target.host, Some(u), None, status, started);
     }
 }
 

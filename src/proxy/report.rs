@@ -39,38 +39,116 @@ pub struct AccessEvent {
     pub error_code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// The mean over the `count` uses this event stands for.
     pub latency_ms: f64,
+    /// When the first of them happened.
     pub timestamp: String,
+    /// How many uses, identical in every other field, this event stands for.
+    pub count: u64,
+    #[serde(skip)]
+    latency_total_ms: f64,
 }
 
-impl AccessEvent {
-    pub fn new_id() -> String {
-        ulid::Ulid::new().to_string()
+/// One use (an injection or a refusal) as the pipeline sees it; borrowed, so a use that
+/// repeats one already waiting costs a comparison and no allocation.
+#[derive(Clone, Copy)]
+pub struct Use<'a> {
+    pub agent: &'a str,
+    pub path: Option<&'a str>,
+    pub version: Option<i64>,
+    pub host: &'a str,
+    pub method: &'a str,
+    pub url_path: &'a str,
+    pub outcome: &'static str,
+    pub error_code: Option<&'static str>,
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+}
+
+impl Use<'_> {
+    fn key_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.agent, self.path, self.version, self.host, self.method, self.url_path).hash(&mut h);
+        (self.outcome, self.error_code, self.status).hash(&mut h);
+        h.finish()
+    }
+
+    fn same_as(&self, e: &AccessEvent) -> bool {
+        self.agent == e.agent
+            && self.path == e.path.as_deref()
+            && self.version == e.version
+            && self.host == e.host
+            && self.method == e.method
+            && self.url_path == e.url_path
+            && self.outcome == e.outcome
+            && self.error_code == e.error_code
+            && self.status == e.status
+    }
+
+    fn event(&self) -> AccessEvent {
+        AccessEvent {
+            id: ulid::Ulid::new().to_string(),
+            agent: self.agent.to_owned(),
+            path: self.path.map(str::to_owned),
+            version: self.version,
+            host: self.host.to_owned(),
+            method: self.method.to_owned(),
+            url_path: self.url_path.to_owned(),
+            outcome: self.outcome,
+            error_code: self.error_code,
+            status: self.status,
+            latency_ms: self.latency_ms,
+            timestamp: crate::domain::time::to_rfc3339(crate::domain::time::now_ms()),
+            count: 1,
+            latency_total_ms: self.latency_ms,
+        }
     }
 }
 
-/// The handle the pipeline records through; never blocks the request. Events wait in
-/// memory for at most `WRITE_EVERY` before the writer appends them to the spool: the writer
-/// is woken once per pause, not once per event, so a busy proxy thread pays no wake-up.
+/// The handle the pipeline records through; never blocks the request. Uses wait in memory
+/// for at most `WRITE_EVERY` before the writer appends them to the spool; uses identical in
+/// every field but time (same secret, version, host, method, path, outcome, status) within
+/// that window become one event with their `count`. The writer is woken once per window,
+/// not once per use, so a busy proxy thread pays no wake-up.
 #[derive(Clone)]
 pub struct Reporter {
     pending: Arc<Pending>,
 }
 
 struct Pending {
-    events: Mutex<Vec<AccessEvent>>,
+    window: Mutex<Window>,
     waiting: Notify,
 }
 
-/// How long the writer lets events gather before appending them.
+#[derive(Default)]
+struct Window {
+    events: Vec<AccessEvent>,
+    /// Key hash → index in `events` of the event that uses with that key join.
+    index: std::collections::HashMap<u64, usize>,
+}
+
+/// How long the writer lets uses gather before appending them.
 const WRITE_EVERY: Duration = Duration::from_millis(20);
 
 impl Reporter {
-    pub fn record(&self, event: AccessEvent) {
+    pub fn record(&self, u: Use<'_>) {
+        let hash = u.key_hash();
         let first = {
-            let mut events = self.pending.events.lock().expect("access-event queue poisoned");
-            events.push(event);
-            events.len() == 1
+            let mut window = self.pending.window.lock().expect("access-event window poisoned");
+            let window = &mut *window;
+            match window.index.get(&hash).map(|&i| &mut window.events[i]) {
+                Some(e) if u.same_as(e) => {
+                    e.count += 1;
+                    e.latency_total_ms += u.latency_ms;
+                    e.latency_ms = e.latency_total_ms / e.count as f64;
+                }
+                _ => {
+                    window.index.insert(hash, window.events.len());
+                    window.events.push(u.event());
+                }
+            }
+            window.events.len() == 1 && window.events[0].count == 1
         };
         if first {
             self.pending.waiting.notify_one();
@@ -97,7 +175,7 @@ pub fn start(dir: &Path, central: Arc<Central>) -> std::io::Result<Reporter> {
         file: Mutex::new(file),
         appended: Notify::new(),
     });
-    let pending = Arc::new(Pending { events: Mutex::new(Vec::new()), waiting: Notify::new() });
+    let pending = Arc::new(Pending { window: Mutex::new(Window::default()), waiting: Notify::new() });
     tokio::spawn(write_spool(spool.clone(), pending.clone()));
     tokio::spawn(send_spool(spool, central));
     Ok(Reporter { pending })
@@ -109,7 +187,11 @@ async fn write_spool(spool: Arc<Spool>, pending: Arc<Pending>) {
     loop {
         pending.waiting.notified().await;
         tokio::time::sleep(WRITE_EVERY).await;
-        std::mem::swap(&mut batch, &mut *pending.events.lock().expect("access-event queue poisoned"));
+        {
+            let mut window = pending.window.lock().expect("access-event window poisoned");
+            std::mem::swap(&mut batch, &mut window.events);
+            window.index.clear();
+        }
         let mut lines = Vec::with_capacity(batch.len() * 256);
         for e in batch.drain(..) {
             if serde_json::to_writer(&mut lines, &e).is_ok() {
@@ -240,5 +322,42 @@ fn compact(spool: &Spool, offset: u64) -> u64 {
             tracing::error!(error = %e, "cannot empty the access-event spool");
             offset
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a_use(status: u16, latency_ms: f64) -> Use<'static> {
+        Use {
+            agent: "research-agent",
+            path: Some("production/openai/api-key"),
+            version: Some(2),
+            host: "api.openai.com",
+            method: "POST",
+            url_path: "/v1/chat/completions",
+            outcome: "injected",
+            error_code: None,
+            status: Some(status),
+            latency_ms,
+        }
+    }
+
+    #[test]
+    fn identical_uses_in_one_window_become_one_event_with_their_count() {
+        let reporter =
+            Reporter { pending: Arc::new(Pending { window: Mutex::new(Window::default()), waiting: Notify::new() }) };
+        reporter.record(a_use(200, 1.0));
+        reporter.record(a_use(200, 3.0));
+        reporter.record(a_use(429, 1.0));
+        reporter.record(a_use(200, 5.0));
+        let window = reporter.pending.window.lock().unwrap();
+        let counts: Vec<(Option<u16>, u64, f64)> =
+            window.events.iter().map(|e| (e.status, e.count, e.latency_ms)).collect();
+        assert_eq!(counts, vec![(Some(200), 3, 3.0), (Some(429), 1, 1.0)]);
+        let line = serde_json::to_value(&window.events[0]).unwrap();
+        assert_eq!(line["count"], 3);
+        assert!(line.get("latency_total_ms").is_none(), "internal totals are not reported: {line}");
     }
 }

@@ -17,6 +17,7 @@ use crate::domain::{SecretAction, SecretPath};
 use crate::store::AuditFilter;
 
 const MAX_BATCH: usize = 500;
+const MAX_COUNT: u64 = 1_000_000_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +40,9 @@ pub struct AccessEvent {
     status: Option<u16>,
     latency_ms: Option<f64>,
     timestamp: String,
+    /// Identical uses this event stands for (the proxy folds repeats within its spool
+    /// window); 1 when absent.
+    count: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -85,6 +89,10 @@ pub async fn report(
         }
         let timestamp_ms =
             parse_rfc3339(&e.timestamp).map_err(|err| ApiError::validation(format!("event {}: {err}", e.id)))?;
+        let count = e.count.unwrap_or(1);
+        if !(1..=MAX_COUNT).contains(&count) {
+            return Err(ApiError::validation(format!("event {}: count must be 1 to {MAX_COUNT}", e.id)));
+        }
         let mut draft = caller.draft(kind::ACCESS, e.path.as_deref());
         draft.id = format!("acc_{}", e.id);
         draft.timestamp_ms = timestamp_ms;
@@ -93,6 +101,7 @@ pub async fn report(
         draft.detail = json!({
             "version": e.version, "host": e.host, "method": e.method, "url_path": e.url_path,
             "outcome": e.outcome.as_str(), "error_code": e.error_code, "status": e.status, "latency_ms": e.latency_ms,
+            "count": count,
         });
         drafts.push(draft);
     }

@@ -210,7 +210,53 @@ fn a_decision_is_made_once_by_someone_other_than_the_requester(backend: Backend)
     assert_error(&resp, 409, "conflict");
 }
 
+/// What a proxy reports: each event once by id, folded uses counted, bad counts refused
+/// with nothing written, and the events readable per secret and in the audit trail.
+fn access_events_are_recorded_once_with_their_counts(backend: Backend) {
+    let dir = policies_dir(&[("research.toml", RESEARCH)]);
+    let srv = server_with(backend, dir.path());
+    srv.create("production/openai/api-key", &secret_value("events"));
+    let (_, agent_key) = add_agent(&srv, "research-agent");
+    let event = |id: &str, count: Option<u64>| {
+        let mut e = json!({
+            "id": id, "agent": "research-agent", "path": "production/openai/api-key", "version": 1,
+            "host": "api.openai.com", "method": "POST", "url_path": "/v1/chat/completions",
+            "outcome": "injected", "status": 200, "latency_ms": 1.5, "timestamp": "2026-11-23T10:00:00Z",
+        });
+        if let Some(n) = count {
+            e["count"] = json!(n);
+        }
+        e
+    };
+    let report = |events: Value| srv.call("POST", "/v1/access-events", &agent_key, Some(&json!({ "events": events }).to_string()));
+    let (status, body) = report(json!([event("01JEVENTA", Some(40)), event("01JEVENTB", None)]));
+    assert_eq!((status, &body), (202, &json!({ "accepted": 2, "duplicates": 0 })));
+    let (status, body) = report(json!([event("01JEVENTA", Some(40)), event("01JEVENTC", Some(2))]));
+    assert_eq!((status, &body), (202, &json!({ "accepted": 1, "duplicates": 1 })));
+
+    assert_error(&report(json!([event("01JEVENTD", Some(0))])), 422, "validation_error");
+    assert_error(&report(json!([event("01JEVENTE", Some(2_000_000_000))])), 422, "validation_error");
+    let mut unknown = event("01JEVENTF", None);
+    unknown["extra"] = json!(true);
+    assert!(report(json!([unknown])).0 >= 400);
+
+    let (status, page) = srv.admin("GET", "/v1/secrets/production%2Fopenai%2Fapi-key/access-events", None);
+    assert_eq!(status, 200, "{page}");
+    let mut counts: Vec<(String, u64)> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["id"].as_str().unwrap().to_owned(), e["detail"]["count"].as_u64().unwrap()))
+        .collect();
+    counts.sort();
+    let want = [("acc_01JEVENTA", 40), ("acc_01JEVENTB", 1), ("acc_01JEVENTC", 2)].map(|(i, n)| (i.to_owned(), n));
+    assert_eq!(counts, want, "each event once, with its count; refused ones absent");
+    let (_, audit) = srv.admin("GET", "/v1/audit?type=access", None);
+    assert_eq!(audit["events"].as_array().map(Vec::len), Some(3), "{audit}");
+}
+
 both_backends!(
+    access_events_are_recorded_once_with_their_counts,
     an_agent_mints_only_within_its_policy,
     an_agent_without_a_policy_mints_nothing,
     deleting_an_agent_revokes_its_key_and_tokens,
