@@ -144,3 +144,22 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Approval { conn, cmd } => access::approval(cmd, &conn.client()?).await,
     }
 }
+
+/// Installs the process's Prometheus recorder (`None`, logged, if one is already installed)
+/// and keeps it drained: histogram samples wait in the recorder until upkeep folds them into
+/// their summaries, so without it memory grows with every request.
+pub(crate) fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
+        .ok()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Some(handle)
+}

@@ -89,7 +89,7 @@ pub struct ProxyCommand {
 
 pub async fn run(cmd: ProxyCommand) -> anyhow::Result<()> {
     let config = cmd.common.config(cmd.listen, None)?;
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+    let metrics = super::install_metrics();
     let bound = crate::proxy::bind(config, metrics).await?;
     tracing::info!(addr = %bound.local_addr()?, "airlock proxy listening");
     tokio::select! {

@@ -277,10 +277,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
     let keys = storage.master_keys()?;
     let store = storage.open().await?;
     tracing::info!(engine = store.engine().name(), data_dir = %storage.data_dir.display(), "database ready");
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
-        .ok();
+    let metrics = super::install_metrics();
     let config = ServerConfig {
         listen,
         rate_limit,

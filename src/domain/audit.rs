@@ -194,8 +194,19 @@ mod tests {
         // Chains written by earlier versions hashed exactly this text; they must still verify.
         let r = AuditRecord::chain("t1", 7, "00ff", draft(7));
         let text = serde_json::json!([
-            r.prev_hash, r.id, r.tenant_id, r.seq, r.kind, r.path, r.actor, r.actor_description,
-            r.ip, r.user_agent, r.timestamp_ms, r.success, r.detail.to_string(),
+            r.prev_hash,
+            r.id,
+            r.tenant_id,
+            r.seq,
+            r.kind,
+            r.path,
+            r.actor,
+            r.actor_description,
+            r.ip,
+            r.user_agent,
+            r.timestamp_ms,
+            r.success,
+            r.detail.to_string(),
         ])
         .to_string();
         assert_eq!(r.hash, hex::encode(Sha256::digest(text.as_bytes())));

@@ -84,6 +84,8 @@ struct Head {
     close: bool,
 }
 
+// Lives on the stack for one parse; boxing the head would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     Complete(Head),
     Partial,
@@ -417,7 +419,8 @@ fn parse_response(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, String> {
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             encoded = true;
-            chunked = h.value.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked =
+                h.value.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case("connection") {
             if has_token(h.value, "close") {
                 keep_alive = false;
@@ -448,7 +451,7 @@ async fn respond<IO>(
     up: &mut Upstream,
     resp: ResponseHead,
     framing: Framing,
-    mut redactor: Option<Redactor>,
+    redactor: Option<Redactor>,
     is_head: bool,
     agent_close: bool,
 ) -> std::io::Result<()>
@@ -456,8 +459,8 @@ where
     IO: AsyncWrite + Unpin,
 {
     let mut head = resp.head;
-    if let Some(r) = &redactor {
-        head = redact_head(&head, r);
+    if let Some(clean) = redactor.as_ref().and_then(|r| r.redact_whole(&head)) {
+        head = BytesMut::from(&clean[..]);
     }
     let finish_head = |out: &mut BytesMut, framing_header: Option<(&[u8], &[u8])>| {
         if let Some((name, value)) = framing_header {
@@ -503,24 +506,18 @@ where
                 }
             }
             let body = up.buf.split_to(n);
-            let r = redactor.as_mut().expect("matched above");
-            let (a, b) = (r.push(&body), r.finish());
-            finish_head(&mut head, Some((b"content-length", (a.len() + b.len()).to_string().as_bytes())));
-            head.extend_from_slice(&a);
-            head.extend_from_slice(&b);
+            let r = redactor.as_ref().expect("matched above");
+            // The whole body is here: one pass says whether any value is in it.
+            let clean = r.redact_whole(&body);
+            let body = clean.as_deref().unwrap_or(&body);
+            finish_head(&mut head, Some((b"content-length", body.len().to_string().as_bytes())));
+            head.extend_from_slice(body);
             io.write_all(&head).await
         }
         framing => {
             finish_head(&mut head, Some((b"transfer-encoding", b"chunked")));
             stream_chunked(io, up, framing, redactor, head).await
         }
-    }
-}
-
-fn redact_head(head: &[u8], redactor: &Redactor) -> BytesMut {
-    match redactor.redact_header(head) {
-        Some(clean) => BytesMut::from(&clean[..]),
-        None => BytesMut::from(head),
     }
 }
 

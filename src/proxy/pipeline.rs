@@ -556,7 +556,7 @@ fn redact(resp: Response<Body>, used: &[Used]) -> Response<Body> {
     let Some(redactor) = redactor_for(used) else { return resp };
     let (mut parts, body) = resp.into_parts();
     for value in parts.headers.values_mut() {
-        if let Some(clean) = redactor.redact_header(value.as_bytes()) {
+        if let Some(clean) = redactor.redact_whole(value.as_bytes()) {
             *value = HeaderValue::from_bytes(&clean).unwrap_or_else(|_| HeaderValue::from_static("[redacted]"));
         }
     }

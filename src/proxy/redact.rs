@@ -131,8 +131,9 @@ impl Redactor {
         Bytes::from(self.matcher.replace_all_bytes(&tail, &self.replacements))
     }
 
-    /// Header values: returns `Some(redacted)` when a value occurred in it.
-    pub fn redact_header(&self, value: &[u8]) -> Option<Vec<u8>> {
+    /// Bytes seen whole (a header value, a head, a complete body): returns `Some(redacted)`
+    /// when a value occurred in them.
+    pub fn redact_whole(&self, value: &[u8]) -> Option<Vec<u8>> {
         self.matcher.is_match(value).then(|| self.matcher.replace_all_bytes(value, &self.replacements))
     }
 
@@ -332,10 +333,10 @@ mod tests {
     #[test]
     fn header_values() {
         let redactor = Redactor::new(&[(b"sk-1", "{{secret:a/k}}"), (b"", "{{secret:empty}}")]).unwrap();
-        assert_eq!(redactor.redact_header(b"Bearer sk-1"), Some(b"Bearer {{secret:a/k}}".to_vec()));
-        assert_eq!(redactor.redact_header(b"sk-1,sk-1"), Some(b"{{secret:a/k}},{{secret:a/k}}".to_vec()));
-        assert_eq!(redactor.redact_header(b"Bearer sk-2"), None);
-        assert_eq!(redactor.redact_header(b""), None);
+        assert_eq!(redactor.redact_whole(b"Bearer sk-1"), Some(b"Bearer {{secret:a/k}}".to_vec()));
+        assert_eq!(redactor.redact_whole(b"sk-1,sk-1"), Some(b"{{secret:a/k}},{{secret:a/k}}".to_vec()));
+        assert_eq!(redactor.redact_whole(b"Bearer sk-2"), None);
+        assert_eq!(redactor.redact_whole(b""), None);
     }
 
     #[test]

@@ -81,10 +81,7 @@ pub enum Alpn {
 }
 
 impl Dialer {
-    pub fn new(
-        resolver: Arc<Resolver>,
-        extra_ca: Option<&std::path::Path>,
-    ) -> Result<Dialer, super::tls::TlsError> {
+    pub fn new(resolver: Arc<Resolver>, extra_ca: Option<&std::path::Path>) -> Result<Dialer, super::tls::TlsError> {
         let tls = super::tls::upstream_client_config(extra_ca, &[b"h2", b"http/1.1"])?;
         let tls_h1 = super::tls::upstream_client_config(extra_ca, &[b"http/1.1"])?;
         Ok(Dialer { resolver, tls: TlsConnector::from(tls), tls_h1: TlsConnector::from(tls_h1) })
@@ -102,8 +99,8 @@ impl Dialer {
         if !tls {
             return Ok(Stream::Plain(tcp));
         }
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|_| format!("'{host}' is not a valid TLS server name"))?;
+        let name =
+            ServerName::try_from(host.to_owned()).map_err(|_| format!("'{host}' is not a valid TLS server name"))?;
         let connector = if alpn == Alpn::H1 { &self.tls_h1 } else { &self.tls };
         Ok(Stream::Tls(Box::new(connector.connect(name, tcp).await?)))
     }

@@ -228,7 +228,9 @@ fn access_events_are_recorded_once_with_their_counts(backend: Backend) {
         }
         e
     };
-    let report = |events: Value| srv.call("POST", "/v1/access-events", &agent_key, Some(&json!({ "events": events }).to_string()));
+    let report = |events: Value| {
+        srv.call("POST", "/v1/access-events", &agent_key, Some(&json!({ "events": events }).to_string()))
+    };
     let (status, body) = report(json!([event("01JEVENTA", Some(40)), event("01JEVENTB", None)]));
     assert_eq!((status, &body), (202, &json!({ "accepted": 2, "duplicates": 0 })));
     let (status, body) = report(json!([event("01JEVENTA", Some(40)), event("01JEVENTC", Some(2))]));

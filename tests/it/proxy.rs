@@ -94,6 +94,46 @@ print(echo["headers"].get("authorization"))
     assert_eq!(header(&got[0], "authorization"), Some(format!("Bearer {}", secret_value("openai")).as_str()));
 }
 
+/// One keep-alive connection in route mode: a response too long to buffer comes back
+/// streamed with every copy of the value replaced; the same connection then carries a
+/// request with a chunked body (served by the hyper fallback) and a plain one again.
+#[test]
+fn long_responses_are_redacted_in_stream_and_the_connection_lives_on() {
+    let sc = Sidecar::start();
+    let value = secret_value("openai");
+    let script = format!(
+        r#"
+import json, requests
+s = requests.Session()
+auth = {{"Authorization": "Bearer {PLACEHOLDER}"}}
+base = "http://{}/r/openai"
+r = s.get(base + "/echo?size=200000", headers=auth)
+body = r.text
+echo = json.loads(body)
+print(r.status_code, r.headers.get("transfer-encoding"), len(echo["padding"]), echo["headers"]["authorization"])
+print("VALUE-IN-BODY" if "{value}" in body else "clean")
+def chunks():
+    yield b'{{"part": 1,'
+    yield b' "part2": 2}}'
+r = s.post(base + "/echo", data=chunks(), headers=auth)
+print(r.status_code, json.loads(r.text)["body"])
+r = s.get(base + "/echo", headers=auth)
+print(r.status_code, r.headers.get("x-echo-authorization"))
+"#,
+        sc.proxy_addr
+    );
+    let (ok, out) = python(&script, &[]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("200 chunked 200000 Bearer {PLACEHOLDER}"), "{out}");
+    assert_eq!(lines[1], "clean", "{out}");
+    assert_eq!(lines[2], r#"200 {"part": 1, "part2": 2}"#, "{out}");
+    assert_eq!(lines[3], format!("200 Bearer {PLACEHOLDER}"), "{out}");
+    let got = sc.requests_to("api.openai.com");
+    assert_eq!(got.len(), 3, "three requests reached the upstream");
+    assert!(got.iter().all(|r| header(r, "authorization") == Some(format!("Bearer {value}").as_str())));
+}
+
 fn reqwest_via_proxy(sc: &Sidecar) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(sc.ca_path()).unwrap()).unwrap();
