@@ -38,6 +38,29 @@ pub enum CentralError {
 }
 
 /// A value as the proxy holds it; zeroized when the last reference goes.
+/// The front value cache: entries by path, and a count of invalidations that a lookup
+/// compares before putting an entry back.
+#[derive(Default)]
+struct Hot {
+    values: std::collections::HashMap<String, Arc<Fetched>>,
+    epoch: u64,
+}
+
+/// At most this many paths in the front cache (the back one holds up to 10,000).
+const HOT_CAPACITY: usize = 1024;
+
+impl Hot {
+    fn forget(&mut self, path: Option<&str>) {
+        self.epoch += 1;
+        match path {
+            Some(path) => {
+                self.values.remove(path);
+            }
+            None => self.values.clear(),
+        }
+    }
+}
+
 pub struct Fetched {
     pub path: SecretPath,
     pub value: SecretValue,
@@ -89,6 +112,9 @@ pub struct Central {
     policy: std::sync::RwLock<Arc<Policy>>,
     slots: Vec<Arc<Slot>>,
     values: moka::future::Cache<String, Arc<Fetched>>,
+    /// In front of `values`: fresh entries any request can read under a shared lock, so a
+    /// cache hit costs a map lookup. Filled from `values`, emptied with it.
+    hot: std::sync::RwLock<Hot>,
     /// Last good value per path, served while the central API is unreachable.
     stale: std::sync::Mutex<std::collections::HashMap<String, (Arc<Fetched>, Instant)>>,
     value_ttl: Duration,
@@ -132,6 +158,7 @@ impl Central {
             policy: std::sync::RwLock::new(Arc::new(policy)),
             slots,
             values,
+            hot: Default::default(),
             stale: Default::default(),
             value_ttl,
             stale_if_error: DEFAULT_STALE_IF_ERROR,
@@ -228,8 +255,26 @@ impl Central {
     /// The value of `path`: from memory when fresh, else from the central API (one fetch
     /// however many requests miss at once).
     pub async fn value(&self, path: &SecretPath) -> Result<Arc<Fetched>, Arc<CentralError>> {
+        let epoch = {
+            let hot = self.hot.read().expect("hot cache lock poisoned");
+            if let Some(v) = hot.values.get(path.as_str()).filter(|v| v.fresh_until > Instant::now()) {
+                return Ok(v.clone());
+            }
+            hot.epoch
+        };
         match self.values.try_get_with(path.as_str().to_owned(), self.fetch(path)).await {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                // Kept only if nothing was invalidated since the lookup began.
+                let mut hot = self.hot.write().expect("hot cache lock poisoned");
+                // Expired entries leave here (a miss comes at least once per value TTL), so
+                // no value outlives its expiry in memory by more than that.
+                let now = Instant::now();
+                hot.values.retain(|_, v| v.fresh_until > now);
+                if hot.epoch == epoch && hot.values.len() < HOT_CAPACITY {
+                    hot.values.insert(path.as_str().to_owned(), v.clone());
+                }
+                Ok(v)
+            }
             Err(e) if matches!(*e, CentralError::Unreachable { .. }) => self.stale_value(path.as_str()).ok_or(e),
             Err(e) => Err(e),
         }
@@ -298,11 +343,19 @@ impl Central {
     pub async fn forget(&self, path: &str) {
         self.stale.lock().expect("stale lock poisoned").remove(path);
         self.values.invalidate(path).await;
+        self.hot.write().expect("hot cache lock poisoned").forget(Some(path));
     }
 
     async fn forget_all(&self) {
         self.stale.lock().expect("stale lock poisoned").clear();
+        self.invalidate_values();
+    }
+
+    /// Empties both caches; the front one last, so a lookup racing this cannot put back
+    /// what the back one held.
+    fn invalidate_values(&self) {
         self.values.invalidate_all();
+        self.hot.write().expect("hot cache lock poisoned").forget(None);
     }
 
     /// Posts access events with the agent key.
@@ -344,7 +397,7 @@ impl Central {
             }
             // Whatever changed while we were not listening is unknown: refetch when possible.
             // (The last known values stay available for stale-if-error.)
-            self.values.invalidate_all();
+            self.invalidate_values();
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }

@@ -186,7 +186,7 @@ where
         }
         Err(Failed::Broken) => false,
     };
-    pipeline::finished(started);
+    pipeline::finished(proxy, started);
     keep
 }
 

@@ -67,6 +67,7 @@ pub struct Proxy {
     limits: std::sync::RwLock<(u64, Arc<limits::Limits>)>,
     reporter: report::Reporter,
     metrics: Option<PrometheusHandle>,
+    meters: pipeline::Meters,
 }
 
 impl Proxy {
@@ -136,6 +137,7 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
         ca,
         session_key: config.session_key.clone(),
         metrics,
+        meters: pipeline::Meters::register(),
     };
     Ok(Bound { proxy: Arc::new(proxy), listener })
 }

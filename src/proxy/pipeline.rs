@@ -58,7 +58,7 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(e) => refused(&proxy, &seen, &via, e, started),
     };
-    finished(started);
+    finished(&proxy, started);
     Ok(resp)
 }
 
@@ -71,8 +71,27 @@ pub(super) fn refused(proxy: &Proxy, seen: &Seen, via: &Via, e: ProxyError, star
 }
 
 /// Every request, whatever its outcome, ends here.
-pub(super) fn finished(started: Instant) {
-    metrics::histogram!("airlock_proxy_request_duration_seconds").record(started.elapsed().as_secs_f64());
+pub(super) fn finished(proxy: &Proxy, started: Instant) {
+    proxy.meters.duration.record(started.elapsed().as_secs_f64());
+}
+
+/// The per-request metrics, registered once (a lookup by name and labels per request is
+/// measurable on the hot path). Refusals keep the macro: their labels vary.
+pub(super) struct Meters {
+    duration: metrics::Histogram,
+    injected: metrics::Counter,
+    passed: metrics::Counter,
+}
+
+impl Meters {
+    /// Registers with the recorder installed now (none: the metrics go nowhere).
+    pub(super) fn register() -> Meters {
+        Meters {
+            duration: metrics::histogram!("airlock_proxy_request_duration_seconds"),
+            injected: metrics::counter!("airlock_proxy_requests_total", "outcome" => "injected"),
+            passed: metrics::counter!("airlock_proxy_requests_total", "outcome" => "passed"),
+        }
+    }
 }
 
 /// What the access record says of a request, taken before the request is consumed (and
@@ -583,8 +602,7 @@ pub(super) fn redactor_for(used: &[Used]) -> Option<Redactor> {
 
 /// One access event per injected value; requests that carried none are only counted.
 pub(super) fn record(proxy: &Proxy, seen: &Seen, target: &Target, used: &[Used], status: StatusCode, started: Instant) {
-    let outcome = if used.is_empty() { "passed" } else { "injected" };
-    metrics::counter!("airlock_proxy_requests_total", "outcome" => outcome).increment(1);
+    if used.is_empty() { &proxy.meters.passed } else { &proxy.meters.injected }.increment(1);
     for u in used {
         tracing::debug!(path = %u.fetched.path, version = u.fetched.version, host = %target.host, status = status.as_u16(), "value injected");
         seen.report(proxy, &target.host, Some(u), None, status, started);

@@ -33,6 +33,11 @@ fn curl_through_https_proxy_gets_the_value_injected_and_redacted() {
     assert!(!out.contains(&value), "curl saw the value: {out}");
     assert!(out.contains(&format!("x-echo-authorization: Bearer {PLACEHOLDER}")), "echoed header redacted: {out}");
     assert!(out.contains(PLACEHOLDER), "{out}");
+    // The proxy counted it, and its metrics carry no value.
+    let metrics = reqwest::blocking::get(format!("http://{}/_airlock/metrics", sc.proxy_addr)).unwrap().text().unwrap();
+    assert!(metrics.contains(r#"airlock_proxy_requests_total{outcome="injected"} 1"#), "{metrics}");
+    assert!(metrics.contains("airlock_proxy_request_duration_seconds"), "{metrics}");
+    assert!(!metrics.contains(&value), "a value in the metrics");
 }
 
 fn python(script: &str, envs: &[(&str, String)]) -> (bool, String) {
