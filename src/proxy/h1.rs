@@ -110,7 +110,8 @@ fn parse_request(buf: &[u8], via: &Via) -> Parsed {
     if !fits || method == "CONNECT" {
         return Parsed::Unfit;
     }
-    let mut map = HeaderMap::with_capacity(req.headers.len());
+    // Room for what the pipeline adds (an injected header, Accept-Encoding) without regrowing.
+    let mut map = HeaderMap::with_capacity(req.headers.len() + 4);
     let (mut body_len, mut close) = (None, false);
     for h in req.headers.iter() {
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value))
@@ -220,13 +221,12 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let Prepared { head, target, used } = prepared;
-    let uri = target.uri_for(&head.uri).map_err(|e| Failed::Refused(e, body_len))?;
     let is_head = head.method == Method::HEAD;
     let idempotent = matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
 
     // The request: head, and as much of the body as has arrived, in one buffer.
     let mut out = BytesMut::with_capacity(512 + buf.len().min(body_len as usize));
-    request_head(&mut out, &head, &uri);
+    request_head(&mut out, &head, &target);
     let buffered = buf.len().min(usize::try_from(body_len).unwrap_or(usize::MAX));
     out.extend_from_slice(&buf.split_to(buffered));
     let mut unsent = body_len - buffered as u64;
@@ -291,12 +291,12 @@ where
 }
 
 /// `METHOD path HTTP/1.1`, `host`, then the agent's headers minus hop-by-hop ones.
-fn request_head(out: &mut BytesMut, head: &http::request::Parts, uri: &Uri) {
+fn request_head(out: &mut BytesMut, head: &http::request::Parts, target: &pipeline::Target) {
     out.put_slice(head.method.as_str().as_bytes());
     out.put_u8(b' ');
-    out.put_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    out.put_slice(target.path_for(&head.uri).as_bytes());
     out.put_slice(b" HTTP/1.1\r\nhost: ");
-    out.put_slice(uri.authority().map_or("", |a| a.as_str()).as_bytes());
+    out.put_slice(target.authority().as_bytes());
     out.put_slice(b"\r\n");
     for (name, value) in &head.headers {
         if name == header::HOST || HOP_BY_HOP.contains(&name.as_str()) {

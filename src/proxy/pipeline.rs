@@ -186,20 +186,31 @@ impl Target {
     /// The absolute upstream URI for a request (taken after substitution, so injected query
     /// values are part of it).
     pub fn uri_for(&self, request: &Uri) -> Result<Uri, ProxyError> {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority(), self.path_for(request))
+            .parse()
+            .map_err(|_| ProxyError::bad_request("the request target is not a valid URI"))
+    }
+
+    /// `host[:port]` as the upstream is addressed (the port only when not the default).
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let default = if self.tls { 443 } else { 80 };
+        if self.port == default { host } else { format!("{host}:{}", self.port) }
+    }
+
+    /// The upstream path and query: in route mode the route's base path replaces `/r/<route>`.
+    pub fn path_for<'u>(&self, request: &'u Uri) -> std::borrow::Cow<'u, str> {
         let path_and_query = request.path_and_query().map_or("/", |p| p.as_str());
-        let path = match (&self.base_path, &self.route) {
-            (Some(base), Some(route)) => {
-                let tail = path_and_query.strip_prefix(&format!("/r/{route}")).unwrap_or(path_and_query);
-                let tail = if tail.starts_with('/') || tail.starts_with('?') || tail.is_empty() {
-                    tail.to_owned()
-                } else {
-                    format!("/{tail}")
-                };
-                format!("{base}{tail}")
-            }
-            _ => path_and_query.to_owned(),
+        let (Some(base), Some(route)) = (&self.base_path, &self.route) else {
+            return path_and_query.into();
         };
-        absolute(if self.tls { "https" } else { "http" }, &self.host, self.port, &path)
+        let tail = path_and_query
+            .strip_prefix("/r/")
+            .and_then(|rest| rest.strip_prefix(route.as_str()))
+            .unwrap_or(path_and_query);
+        let slash = if tail.starts_with('/') || tail.starts_with('?') || tail.is_empty() { "" } else { "/" };
+        format!("{base}{slash}{tail}").into()
     }
 }
 
@@ -219,15 +230,6 @@ fn target(policy: &Policy, head: &Parts, via: &Via) -> Result<Target, ProxyError
             "this is the Airlock proxy: send proxy requests (HTTP_PROXY / HTTPS_PROXY), or use a route: /r/<route>/<path>",
         )),
     }
-}
-
-fn absolute(scheme: &str, host: &str, port: u16, path_and_query: &str) -> Result<Uri, ProxyError> {
-    let default = (scheme == "https" && port == 443) || (scheme == "http" && port == 80);
-    let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
-    let authority = if default { host } else { format!("{host}:{port}") };
-    format!("{scheme}://{authority}{path_and_query}")
-        .parse()
-        .map_err(|_| ProxyError::bad_request("the request target is not a valid URI"))
 }
 
 /// A plain http:// upstream may carry values only when the policy names it so on purpose:
