@@ -39,7 +39,8 @@
 #   BENCH_WARMUP=<s>       warm-up per target before the rounds (default 2; 0 skips)
 #   BENCH_ROUNDS=<n>       timed rounds per target (default 2)
 #   BENCH_PROFILE=1        also profile Airlock (perf, strace; see below); BENCH_CALLGRAPH=dwarf
-#                          records call stacks by DWARF unwinding (for perf report --children)
+#                          records call stacks by DWARF unwinding (for perf report --children);
+#                          BENCH_PROFILE_TARGETS="airlock-route airlock-plain" picks the runs profiled
 #   AIRLOCK_BIN=<path>     benchmark that binary instead of building target/release/airlock
 #   BENCH_AIRLOCK_H2=1     workaround for builds that send HTTP/1.1 upstream without Host
 #                          (see below): Airlock's upstream leg becomes TLS + HTTP/2
@@ -725,7 +726,7 @@ profile() {
   command -v strace >/dev/null || apt_install strace
   local pid=${PID_OF[airlock-proxy]} t data rc reqs total
   if perf record -e cpu-clock -o "$WORK/perf-probe.data" -- true >/dev/null 2>&1; then
-    for t in airlock-route airlock-mitm; do
+    for t in ${BENCH_PROFILE_TARGETS:-airlock-route airlock-mitm}; do
       data="$WORK/perf-$t.data"
       note "profile: perf record on Airlock during a ${DURATION}s ${LABEL[$t]} run ..."
       perf record -e cpu-clock -F 999 --call-graph "${BENCH_CALLGRAPH:-fp}" -p "$pid" -o "$data" -- sleep "$DURATION" >"$WORK/perf-$t.log" 2>&1 &
@@ -741,10 +742,10 @@ profile() {
       PROFILE_OUT+=("$(perf report -i "$data" --no-children --sort dso -g none --stdio 2>/dev/null |
         awk '/^ +[0-9.]+%/ {printf "%s %s  ", $1, $2} END {print ""}')")
       PROFILE_OUT+=("$(perf report -i "$data" --no-children --sort symbol -g none --percent-limit 1 --stdio 2>/dev/null |
-        grep -E '^ +[0-9.]+%' | sed -n '1,25p' | cut -c1-150)")
+        awk '/^ +[0-9.]+%/' | sed -n '1,25p' | cut -c1-150)")
       PROFILE_OUT+=("perf, the central server during that run (${CENTRAL_US} us CPU/req): top symbols by self time:")
       PROFILE_OUT+=("$(perf report -i "$data.central" --no-children --sort symbol -g none --percent-limit 1 --stdio 2>/dev/null |
-        grep -E '^ +[0-9.]+%' | sed -n '1,15p' | cut -c1-150)")
+        awk '/^ +[0-9.]+%/' | sed -n '1,15p' | cut -c1-150)")
     done
   else
     PROFILE_OUT+=("perf: cannot record here (perf_event_paranoid or no perf); skipped")

@@ -398,18 +398,21 @@ async fn substitute(
         return Ok((head, Vec::new()));
     }
     let found = substitute::scan(&head)?;
+    // Each granted secret once, with its grant (looked up once, not at every check).
     let mut fetched: Vec<Arc<Fetched>> = Vec::new();
+    let mut grants = Vec::new();
     for f in &found {
         let path = f.placeholder.path();
-        if policy.grant_for(path).is_none() || fetched.iter().any(|v| &v.path == path) {
+        if fetched.iter().any(|v| &v.path == path) {
             continue;
         }
+        let Some(grant) = policy.grant_for(path) else { continue };
         fetched.push(proxy.central.value(path).await.map_err(central_error)?);
+        grants.push(grant);
     }
     let bindings = |p: &Placeholder| {
-        let grant = policy.grant_for(p.path())?;
-        let v = fetched.iter().find(|v| &v.path == p.path())?;
-        Some(Binding { value: &v.value, grant, secret_allowed_hosts: &v.allowed_hosts })
+        let i = fetched.iter().position(|v| &v.path == p.path())?;
+        Some(Binding { value: &fetched[i].value, grant: grants[i], secret_allowed_hosts: &fetched[i].allowed_hosts })
     };
     let mut new_head =
         substitute::inject(head, &found, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
