@@ -58,21 +58,9 @@ if ! command -v wrk >/dev/null; then
 fi
 
 # --- release binary, rebuilt when older than the sources -------------------------
-# AIRLOCK_BIN=/path/to/airlock benchmarks that binary as it is (no build, no check).
-if [[ -n ${AIRLOCK_BIN:-} ]]; then
-  BIN=$AIRLOCK_BIN
-  [[ -x $BIN ]] || die "AIRLOCK_BIN=$BIN is not an executable"
-  BIN_SOURCE="prebuilt $BIN"
-else
-  TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-  BIN="$TARGET_DIR/release/airlock"
-  if [[ ! -x $BIN ]] || [[ -n $(find src Cargo.toml Cargo.lock -newer "$BIN" -print -quit) ]]; then
-    echo "building release binary (cargo build --release --locked) ..." >&2
-    cargo build --release --locked >&2 || die "cargo build --release --locked failed"
-  fi
-  [[ -x $BIN ]] || die "no binary at $BIN after the build"
-  BIN_SOURCE="working tree"
-fi
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+airlock_binary
 
 # --- temp dir, server, cleanup ---------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/airlock-bench.XXXXXX")

@@ -154,20 +154,9 @@ fi
 [[ -n $MITMDUMP && -x $MITMDUMP ]] || die "no mitmdump (set MITMDUMP_BIN)"
 
 # --- release binary, rebuilt when older than the sources -------------------------
-if [[ -n ${AIRLOCK_BIN:-} ]]; then
-  BIN=$AIRLOCK_BIN
-  [[ -x $BIN ]] || die "AIRLOCK_BIN=$BIN is not an executable"
-  BIN_SOURCE="prebuilt $BIN"
-else
-  TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-  BIN="$TARGET_DIR/release/airlock"
-  if [[ ! -x $BIN ]] || [[ -n $(find src Cargo.toml Cargo.lock -newer "$BIN" -print -quit) ]]; then
-    note "building release binary (cargo build --release --locked) ..."
-    cargo build --release --locked >&2 || die "cargo build --release --locked failed"
-  fi
-  [[ -x $BIN ]] || die "no binary at $BIN after the build"
-  BIN_SOURCE="working tree"
-fi
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+airlock_binary
 
 # --- temp dir, processes, cleanup ------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/airlock-compare.XXXXXX")

@@ -201,9 +201,26 @@ enum Failed {
 
 /// The upstream connection an agent connection keeps between its requests.
 struct Upstream {
+    /// TLS, host and port it was opened for.
     key: (bool, String, u16),
     stream: Stream,
     buf: BytesMut,
+}
+
+impl Upstream {
+    fn serves(&self, target: &pipeline::Target) -> bool {
+        let (tls, host, port) = &self.key;
+        *tls == target.tls && *port == target.port && *host == target.host
+    }
+}
+
+/// A buffer zeroed when dropped (an outbound request head carries injected values).
+struct Wiped(BytesMut);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0[..]);
+    }
 }
 
 type Forwarded = (pipeline::Target, Vec<pipeline::Used>, StatusCode, bool);
@@ -224,16 +241,15 @@ where
     let is_head = head.method == Method::HEAD;
     let idempotent = matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
 
-    // The request: head, and as much of the body as has arrived, in one buffer.
-    let mut out = BytesMut::with_capacity(512 + buf.len().min(body_len as usize));
-    request_head(&mut out, &head, &target);
+    // The request: head, and as much of the body as has arrived, in one buffer. It holds
+    // the injected values, so it is wiped once sent (`Wiped`).
+    let mut out = Wiped(BytesMut::with_capacity(512 + buf.len().min(body_len as usize)));
+    request_head(&mut out.0, &head, &target);
     let buffered = buf.len().min(usize::try_from(body_len).unwrap_or(usize::MAX));
-    out.extend_from_slice(&buf.split_to(buffered));
+    out.0.extend_from_slice(&buf.split_to(buffered));
     let mut unsent = body_len - buffered as u64;
-    let out = out.freeze();
 
-    let key = (target.tls, target.host.clone(), target.port);
-    if slot.as_ref().is_some_and(|u| u.key != key || !u.stream.idle_and_open()) {
+    if slot.as_ref().is_some_and(|u| !u.serves(&target) || !u.stream.idle_and_open()) {
         *slot = None;
     }
     // A kept connection the upstream closed meanwhile fails the first write or read; the
@@ -247,11 +263,12 @@ where
                 .open(&target.host, target.port, target.tls, Alpn::H1)
                 .await
                 .map_err(|e| Failed::Refused(ProxyError::upstream(format!("{}: {e}", target.host)), unsent))?;
-            *slot = Some(Upstream { key: key.clone(), stream, buf: BytesMut::with_capacity(READ_CHUNK) });
+            let key = (target.tls, target.host.clone(), target.port);
+            *slot = Some(Upstream { key, stream, buf: BytesMut::with_capacity(READ_CHUNK) });
         }
         let up = slot.as_mut().expect("an upstream connection was just set");
         let unreachable = |e: std::io::Error| ProxyError::upstream(format!("{}: {e}", target.host));
-        if let Err(e) = up.stream.write_all(&out).await {
+        if let Err(e) = up.stream.write_all(&out.0).await {
             *slot = None;
             if std::mem::take(&mut retry) {
                 continue;

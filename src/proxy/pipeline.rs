@@ -453,21 +453,20 @@ fn apply_inject_rules(policy: &Policy, head: &mut Parts, target: &Target) -> Res
 fn used_values(found: &[Found], fetched: &[Arc<Fetched>]) -> Vec<Used> {
     let mut used: Vec<Used> = Vec::new();
     for f in found {
-        let Some(v) = fetched.iter().find(|v| &v.path == f.placeholder.path()) else { continue };
-        if used.iter().any(|u| u.placeholder.to_string() == f.placeholder.to_string()) {
+        let p = &f.placeholder;
+        let Some(v) = fetched.iter().find(|v| &v.path == p.path()) else { continue };
+        if used.iter().any(|u| u.placeholder.path() == p.path() && u.placeholder.field() == p.field()) {
             continue;
         }
-        let injected = match f.placeholder.field() {
+        // The same text inject wrote (a field through the same zeroizing extraction).
+        let injected = match p.field() {
             None => Zeroizing::new(v.value.expose().as_bytes().to_vec()),
-            Some(field) => match serde_json::from_str::<serde_json::Value>(v.value.expose()) {
-                Ok(serde_json::Value::Object(map)) => match map.get(field) {
-                    Some(serde_json::Value::String(s)) => Zeroizing::new(s.as_bytes().to_vec()),
-                    _ => continue,
-                },
-                _ => continue,
+            Some(field) => match substitute::json_field(v.value.expose(), field) {
+                Some(text) => Zeroizing::new(text.as_bytes().to_vec()),
+                None => continue,
             },
         };
-        used.push(Used { fetched: v.clone(), placeholder: f.placeholder.clone(), injected });
+        used.push(Used { fetched: v.clone(), placeholder: p.clone(), injected });
     }
     used
 }

@@ -544,7 +544,7 @@ fn placement_allowed(grant: &Grant, place: &Place) -> bool {
 /// The string value of `field` in the JSON object `json`; `None` when `json` is not an
 /// object, the field is missing, repeated or not a string. Other fields are skipped without
 /// being copied, and serde errors (which may quote the input) are dropped unread.
-fn json_field(json: &str, field: &str) -> Option<Zeroizing<String>> {
+pub fn json_field(json: &str, field: &str) -> Option<Zeroizing<String>> {
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let value = FieldOf(field).deserialize(&mut deserializer).ok()?;
     deserializer.end().ok()?;
