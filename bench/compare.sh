@@ -41,6 +41,8 @@
 #   BENCH_PROFILE=1        also profile Airlock (perf, strace; see below); BENCH_CALLGRAPH=dwarf
 #                          records call stacks by DWARF unwinding (for perf report --children);
 #                          BENCH_PROFILE_TARGETS="airlock-route airlock-plain" picks the runs profiled
+#   BENCH_TARGETS="nginx airlock-route airlock-plain"  time only these targets (in the order above);
+#                          ratios whose targets did not run print nan / MISS
 #   AIRLOCK_BIN=<path>     benchmark that binary instead of building target/release/airlock
 #   BENCH_AIRLOCK_H2=1     workaround for builds that send HTTP/1.1 upstream without Host
 #                          (see below): Airlock's upstream leg becomes TLS + HTTP/2
@@ -512,7 +514,11 @@ cpu_ticks() { # PID... -> utime + stime, clock ticks, summed
 CLK_TCK=$(getconf CLK_TCK)
 
 # --- targets --------------------------------------------------------------------------
-TARGETS=(direct nginx envoy airlock-route airlock-plain direct-tls airlock-mitm mitmproxy)
+ALL_TARGETS=(direct nginx envoy airlock-route airlock-plain direct-tls airlock-mitm mitmproxy)
+read -r -a TARGETS <<<"${BENCH_TARGETS:-${ALL_TARGETS[*]}}"
+for t in "${TARGETS[@]}"; do
+  [[ " ${ALL_TARGETS[*]} " == *" $t "* ]] || die "BENCH_TARGETS: unknown target '$t' (targets: ${ALL_TARGETS[*]})"
+done
 declare -A LABEL=(
   [direct]="upstream directly"
   [nginx]="nginx reverse proxy"
@@ -822,12 +828,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 at_least() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 >= b + 0) }'; }
 verdict() { if "$@"; then echo PASS; else echo MISS; fi; }
 
-R_NGINX=$(ratio "${BEST_RPS[airlock-route]}" "${BEST_RPS[nginx]}")
-R_ENVOY=$(ratio "${BEST_RPS[airlock-route]}" "${BEST_RPS[envoy]}")
-R_MITM=$(ratio "${BEST_RPS[airlock-mitm]}" "${BEST_RPS[mitmproxy]}")
-P99_R=$(printf '%.2f' "${BEST_P99[airlock-route]}")
-P99_N=$(printf '%.2f' "${BEST_P99[nginx]}")
-route_ok() { at_least "$R_NGINX" "$ROUTE_VS_NGINX_TARGET" && at_least "${BEST_P99[nginx]}" "${BEST_P99[airlock-route]}"; }
+R_NGINX=$(ratio "${BEST_RPS[airlock-route]:-0}" "${BEST_RPS[nginx]:-0}")
+R_ENVOY=$(ratio "${BEST_RPS[airlock-route]:-0}" "${BEST_RPS[envoy]:-0}")
+R_MITM=$(ratio "${BEST_RPS[airlock-mitm]:-0}" "${BEST_RPS[mitmproxy]:-0}")
+P99_R=$(printf '%.2f' "${BEST_P99[airlock-route]:-0}")
+P99_N=$(printf '%.2f' "${BEST_P99[nginx]:-0}")
+route_ok() { at_least "$R_NGINX" "$ROUTE_VS_NGINX_TARGET" && at_least "${BEST_P99[nginx]:-0}" "${BEST_P99[airlock-route]:-0}"; }
 RROW='%-44s %-30s %-26s %s\n'
 printf "$RROW" comparison value target result
 printf "$RROW" "Airlock route / nginx req/s" "${R_NGINX}x (p99 $P99_R vs $P99_N ms)" \
@@ -835,7 +841,7 @@ printf "$RROW" "Airlock route / nginx req/s" "${R_NGINX}x (p99 $P99_R vs $P99_N 
 printf "$RROW" "Airlock route / Envoy req/s" "${R_ENVOY}x" "(no target)" "-"
 printf "$RROW" "Airlock MITM / mitmproxy req/s" "${R_MITM}x" ">= ${MITM_VS_MITMPROXY_TARGET}x" \
   "$(verdict at_least "$R_MITM" "$MITM_VS_MITMPROXY_TARGET")"
-R_HIT=$(ratio "${BEST_RPS[airlock-route]}" "${BEST_RPS[airlock-plain]}")
+R_HIT=$(ratio "${BEST_RPS[airlock-route]:-0}" "${BEST_RPS[airlock-plain]:-0}")
 printf "$RROW" "Airlock route: injecting / no injection" "${R_HIT}x req/s" ">= ${HIT_VS_PLAIN_TARGET}x (cache hit ~ free)" \
   "$(verdict at_least "$R_HIT" "$HIT_VS_PLAIN_TARGET")"
 MISS_EXTRA_P99=$(miss_field extra_p99_ms)

@@ -86,7 +86,7 @@ fn main() {
     let injected = time_consuming("scan + inject (one Bearer placeholder)", ITERATIONS, with_placeholder, |head| {
         let head = black_box(head);
         let found = scan(&head).expect("scan");
-        let out = inject(head, &found, "api.openai.com", true, false, &bindings).expect("inject");
+        let out = inject(head, &found, &[], "api.openai.com", true, false, &bindings).expect("inject");
         black_box(out);
     });
 
@@ -95,7 +95,7 @@ fn main() {
     time_consuming("scan + inject (no placeholder)", ITERATIONS, without_placeholder, |head| {
         let head = black_box(head);
         let found = scan(&head).expect("scan");
-        black_box(inject(head, &found, "api.openai.com", true, false, &bindings).expect("inject"));
+        black_box(inject(head, &found, &[], "api.openai.com", true, false, &bindings).expect("inject"));
     });
 
     time("has_placeholder_text over a head without one", ITERATIONS, || {

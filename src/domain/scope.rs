@@ -170,9 +170,10 @@ impl PathGlob {
     }
 
     pub fn matches(&self, path: &SecretPath) -> bool {
-        let segments: Vec<&str> = path.segments().collect();
-        let length_ok = if self.rest { segments.len() > self.head.len() } else { segments.len() == self.head.len() };
-        length_ok && self.head.iter().zip(&segments).all(|(g, s)| g.matches(s))
+        let mut segments = path.segments();
+        let head_ok = self.head.iter().all(|g| segments.next().is_some_and(|s| g.matches(s)));
+        // `**` takes one segment or more; without it the path must end here.
+        head_ok && segments.next().is_some() == self.rest
     }
 
     /// True iff every path matched by `self` is matched by `other`.

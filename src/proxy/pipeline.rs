@@ -19,7 +19,7 @@ use super::central::{CentralError, Fetched};
 use super::error::ProxyError;
 use super::redact::Redactor;
 use super::report::Use;
-use super::substitute::{self, Binding, Found, Refusal, RefusalCode};
+use super::substitute::{self, Binding, Refusal, RefusalCode};
 use super::upstream::{Body, BoxError, full};
 use crate::domain::policy::{Placeholder, Policy};
 
@@ -381,8 +381,26 @@ fn strip_port(host: &str) -> &str {
 /// A value this request carries, kept for redaction and the access record.
 pub struct Used {
     pub fetched: Arc<Fetched>,
-    pub placeholder: Placeholder,
-    pub injected: Zeroizing<Vec<u8>>,
+    /// When the placeholder named a `#field`: the field's name and the text written for it.
+    pub field: Option<(String, Zeroizing<String>)>,
+}
+
+impl Used {
+    /// The text written into the request: what redaction looks for.
+    pub fn injected(&self) -> &[u8] {
+        match &self.field {
+            Some((_, text)) => text.as_bytes(),
+            None => self.fetched.value.expose().as_bytes(),
+        }
+    }
+
+    /// The placeholder the value is shown as when redacted.
+    fn placeholder(&self) -> String {
+        match &self.field {
+            Some((field, _)) => format!("{{{{secret:{}#{field}}}}}", self.fetched.path),
+            None => format!("{{{{secret:{}}}}}", self.fetched.path),
+        }
+    }
 }
 
 /// Applies inject rules, finds every placeholder, resolves the granted values and returns
@@ -390,24 +408,30 @@ pub struct Used {
 async fn substitute(
     proxy: &Proxy,
     policy: &Policy,
-    mut head: Parts,
+    head: Parts,
     target: &Target,
 ) -> Result<(Parts, Vec<Used>), ProxyError> {
-    apply_inject_rules(policy, &mut head, target)?;
-    if !head_has_placeholder(&head) {
+    let agent_placeholders = head_has_placeholder(&head);
+    let templates = inject_templates(policy, &head, target, agent_placeholders)?;
+    if !agent_placeholders && templates.is_empty() {
         return Ok((head, Vec::new()));
     }
-    let found = substitute::scan(&head)?;
+    let found = if agent_placeholders { substitute::scan(&head)? } else { Vec::new() };
+    let all = || found.iter().map(|f| &f.placeholder).chain(templates.iter().flat_map(|t| t.placeholders));
     // Each granted secret once, with its grant (looked up once, not at every check).
     let mut fetched: Vec<Arc<Fetched>> = Vec::new();
     let mut grants = Vec::new();
-    for f in &found {
-        let path = f.placeholder.path();
+    for placeholder in all() {
+        let path = placeholder.path();
         if fetched.iter().any(|v| &v.path == path) {
             continue;
         }
         let Some(grant) = policy.grant_for(path) else { continue };
-        fetched.push(proxy.central.value(path).await.map_err(central_error)?);
+        let value = match proxy.central.cached(path) {
+            Some(value) => value,
+            None => proxy.central.value(path).await.map_err(central_error)?,
+        };
+        fetched.push(value);
         grants.push(grant);
     }
     let bindings = |p: &Placeholder| {
@@ -415,8 +439,8 @@ async fn substitute(
         Some(Binding { value: &fetched[i].value, grant: grants[i], secret_allowed_hosts: &fetched[i].allowed_hosts })
     };
     let mut new_head =
-        substitute::inject(head, &found, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
-    let used = used_values(&found, &fetched);
+        substitute::inject(head, &found, &templates, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
+    let used = used_values(all(), &fetched);
     if !used.is_empty() {
         // Redaction reads the response as sent; a compressed body would hide a value from it.
         new_head.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
@@ -435,38 +459,45 @@ fn is_basic(v: &HeaderValue) -> bool {
     v.as_bytes().len() > 6 && v.as_bytes()[..6].eq_ignore_ascii_case(b"basic ")
 }
 
-/// `[[inject]]` rules put their header in place unless the agent's own value already
-/// carries a placeholder.
-fn apply_inject_rules(policy: &Policy, head: &mut Parts, target: &Target) -> Result<(), ProxyError> {
+/// The `[[inject]]` rules for this host whose header the agent has not filled with a
+/// placeholder of its own (the agent's own placeholder wins).
+fn inject_templates<'p>(
+    policy: &'p Policy,
+    head: &Parts,
+    target: &Target,
+    agent_placeholders: bool,
+) -> Result<Vec<substitute::Template<'p>>, ProxyError> {
+    let mut templates = Vec::new();
     for rule in policy.injects.iter().filter(|i| i.host.matches(&target.host)) {
-        let name =
+        let header =
             HeaderName::from_bytes(rule.header.as_bytes()).map_err(|_| ProxyError::internal("bad inject header"))?;
-        let has_own = head.headers.get(&name).is_some_and(|v| substitute::has_placeholder_text(v.as_bytes()));
+        let has_own = agent_placeholders
+            && head.headers.get(&header).is_some_and(|v| substitute::has_placeholder_text(v.as_bytes()));
         if !has_own {
-            let value = HeaderValue::from_str(&rule.value).map_err(|_| ProxyError::internal("bad inject value"))?;
-            head.headers.insert(name, value);
+            templates.push(substitute::Template { header, text: &rule.value, placeholders: &rule.placeholders });
         }
     }
-    Ok(())
+    Ok(templates)
 }
 
-fn used_values(found: &[Found], fetched: &[Arc<Fetched>]) -> Vec<Used> {
+/// Each value written into the request once (by path and field), in the order met.
+fn used_values<'a>(placeholders: impl Iterator<Item = &'a Placeholder>, fetched: &[Arc<Fetched>]) -> Vec<Used> {
     let mut used: Vec<Used> = Vec::new();
-    for f in found {
-        let p = &f.placeholder;
+    for p in placeholders {
         let Some(v) = fetched.iter().find(|v| &v.path == p.path()) else { continue };
-        if used.iter().any(|u| u.placeholder.path() == p.path() && u.placeholder.field() == p.field()) {
+        if used.iter().any(|u| u.fetched.path == v.path && u.field.as_ref().map(|(name, _)| name.as_str()) == p.field())
+        {
             continue;
         }
-        // The same text inject wrote (a field through the same zeroizing extraction).
-        let injected = match p.field() {
-            None => Zeroizing::new(v.value.expose().as_bytes().to_vec()),
+        // A field: the same text inject wrote, through the same zeroizing extraction.
+        let field = match p.field() {
+            None => None,
             Some(field) => match substitute::json_field(v.value.expose(), field) {
-                Some(text) => Zeroizing::new(text.as_bytes().to_vec()),
+                Some(text) => Some((field.to_owned(), text)),
                 None => continue,
             },
         };
-        used.push(Used { fetched: v.clone(), placeholder: p.clone(), injected });
+        used.push(Used { fetched: v.clone(), field });
     }
     used
 }
@@ -592,11 +623,10 @@ fn redact(resp: Response<Body>, used: &[Used]) -> Response<Body> {
 pub(super) fn redactor_for(used: &[Used]) -> Option<Redactor> {
     match used {
         [] => None,
-        [one] if one.placeholder.field().is_none() => one.fetched.patterns().map(Redactor::with),
+        [one] if one.field.is_none() => one.fetched.patterns().map(Redactor::with),
         many => {
-            let names: Vec<String> = many.iter().map(|u| u.placeholder.to_string()).collect();
-            let pairs: Vec<(&[u8], &str)> =
-                many.iter().zip(&names).map(|(u, n)| (u.injected.as_slice(), n.as_str())).collect();
+            let names: Vec<String> = many.iter().map(Used::placeholder).collect();
+            let pairs: Vec<(&[u8], &str)> = many.iter().zip(&names).map(|(u, n)| (u.injected(), n.as_str())).collect();
             Redactor::new(&pairs)
         }
     }

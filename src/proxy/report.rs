@@ -66,9 +66,11 @@ pub struct Use<'a> {
 }
 
 impl Use<'_> {
+    /// A hash of what makes two uses the same event (not DoS-resistant and need not be: a
+    /// collision only costs the comparison `same_as` makes anyway).
     fn key_hash(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = foldhash::fast::FixedState::with_seed(0).build_hasher();
         (self.agent, self.path, self.version, self.host, self.method, self.url_path).hash(&mut h);
         (self.outcome, self.error_code, self.status).hash(&mut h);
         h.finish()
@@ -117,7 +119,9 @@ pub struct Reporter {
 }
 
 struct Pending {
-    window: Mutex<Window>,
+    /// One window per shard; a thread records into its own shard, so the proxy's worker
+    /// threads never wait on each other here.
+    windows: Vec<Mutex<Window>>,
     waiting: Notify,
 }
 
@@ -125,17 +129,48 @@ struct Pending {
 struct Window {
     events: Vec<AccessEvent>,
     /// Key hash → index in `events` of the event that uses with that key join.
-    index: std::collections::HashMap<u64, usize>,
+    index: std::collections::HashMap<u64, usize, std::hash::BuildHasherDefault<KeyHashed>>,
+}
+
+/// The index's keys are hashes already: used as they are.
+#[derive(Default)]
+struct KeyHashed(u64);
+
+impl std::hash::Hasher for KeyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// How long the writer lets uses gather before appending them.
 const WRITE_EVERY: Duration = Duration::from_millis(20);
+const SHARDS: usize = 8;
+
+/// This thread's shard: threads take shards in turn as they first record.
+fn shard() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
 
 impl Reporter {
     pub fn record(&self, u: Use<'_>) {
         let hash = u.key_hash();
         let first = {
-            let mut window = self.pending.window.lock().expect("access-event window poisoned");
+            let mut window = self.pending.windows[shard()].lock().expect("access-event window poisoned");
             let window = &mut *window;
             match window.index.get(&hash).map(|&i| &mut window.events[i]) {
                 Some(e) if u.same_as(e) => {
@@ -175,7 +210,8 @@ pub fn start(dir: &Path, central: Arc<Central>) -> std::io::Result<Reporter> {
         file: Mutex::new(file),
         appended: Notify::new(),
     });
-    let pending = Arc::new(Pending { window: Mutex::new(Window::default()), waiting: Notify::new() });
+    let windows = (0..SHARDS).map(|_| Mutex::new(Window::default())).collect();
+    let pending = Arc::new(Pending { windows, waiting: Notify::new() });
     tokio::spawn(write_spool(spool.clone(), pending.clone()));
     tokio::spawn(send_spool(spool, central));
     Ok(Reporter { pending })
@@ -187,9 +223,9 @@ async fn write_spool(spool: Arc<Spool>, pending: Arc<Pending>) {
     loop {
         pending.waiting.notified().await;
         tokio::time::sleep(WRITE_EVERY).await;
-        {
-            let mut window = pending.window.lock().expect("access-event window poisoned");
-            std::mem::swap(&mut batch, &mut window.events);
+        for window in &pending.windows {
+            let mut window = window.lock().expect("access-event window poisoned");
+            batch.append(&mut window.events);
             window.index.clear();
         }
         let mut lines = Vec::with_capacity(batch.len() * 256);
@@ -346,13 +382,14 @@ mod tests {
 
     #[test]
     fn identical_uses_in_one_window_become_one_event_with_their_count() {
-        let reporter =
-            Reporter { pending: Arc::new(Pending { window: Mutex::new(Window::default()), waiting: Notify::new() }) };
+        let windows = (0..SHARDS).map(|_| Mutex::new(Window::default())).collect();
+        let reporter = Reporter { pending: Arc::new(Pending { windows, waiting: Notify::new() }) };
         reporter.record(a_use(200, 1.0));
         reporter.record(a_use(200, 3.0));
         reporter.record(a_use(429, 1.0));
         reporter.record(a_use(200, 5.0));
-        let window = reporter.pending.window.lock().unwrap();
+        // One thread: one shard holds them all.
+        let window = reporter.pending.windows[shard()].lock().unwrap();
         let counts: Vec<(Option<u16>, u64, f64)> =
             window.events.iter().map(|e| (e.status, e.count, e.latency_ms)).collect();
         assert_eq!(counts, vec![(Some(200), 3, 3.0), (Some(429), 1, 1.0)]);

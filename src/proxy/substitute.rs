@@ -308,17 +308,29 @@ pub struct Binding<'a> {
     pub secret_allowed_hosts: &'a [String],
 }
 
-/// Checks every found placeholder against its binding for `host` (the upstream host the
-/// request will go to), then writes every value into the head in place and returns it;
-/// extensions are dropped. All of `found` is checked before anything is written, and the
-/// first failure in `found` order wins; the head is walked again while substituting and
-/// every placeholder met there is checked too, so a `found` that misses one fails closed.
-/// On a refusal the head is consumed: the caller sends nothing.
+/// A header an `[[inject]]` rule writes: its template and the template's placeholders, parsed
+/// once when the policy was read. It replaces the agent's header of that name.
+#[derive(Debug, Clone)]
+pub struct Template<'t> {
+    pub header: HeaderName,
+    pub text: &'t str,
+    pub placeholders: &'t [Placeholder],
+}
+
+/// Checks every found placeholder, then every template's, against its binding for `host`
+/// (the upstream host the request will go to), then writes every value into the head in
+/// place, puts each template's header in, and returns the head; extensions are dropped. All
+/// is checked before anything is written, and the first failure (`found` order, then
+/// `templates`) wins; the head is walked again while substituting and every placeholder met
+/// there is checked too, so a `found` that misses one fails closed. Template headers go in
+/// last, so a value is never scanned for placeholders itself. On a refusal the head is
+/// consumed: the caller sends nothing.
 /// `plain_http_allowed`: the upstream is http:// AND a route or inject names it http:// on purpose.
 /// `bindings` borrows from the caller (`'b`), not from the placeholder it is asked about.
 pub fn inject<'b>(
     mut head: Parts,
     found: &[Found],
+    templates: &[Template<'_>],
     host: &str,
     is_tls: bool,
     plain_http_allowed: bool,
@@ -328,6 +340,12 @@ pub fn inject<'b>(
     for found in found {
         rules.check(&found.placeholder, &found.place)?;
     }
+    for template in templates {
+        let place = Place::Header(template.header.clone());
+        for placeholder in template.placeholders {
+            rules.check(placeholder, &place)?;
+        }
+    }
     for (name, value) in head.headers.iter_mut() {
         if let Some(injected) = rules.header(name, value)? {
             *value = injected;
@@ -335,6 +353,11 @@ pub fn inject<'b>(
     }
     if let Some(uri) = rules.uri(&head.uri)? {
         head.uri = uri;
+    }
+    for template in templates {
+        let place = Place::Header(template.header.clone());
+        let spliced = rules.splice(template.placeholders, &place, Encoding::Raw, template.text, |span| span)?;
+        head.headers.insert(template.header.clone(), header_value(&spliced, &place)?);
     }
     head.extensions = http::Extensions::new();
     Ok(head)
@@ -429,7 +452,7 @@ impl<'b> Rules<'_, 'b> {
             })?),
         };
         let in_header = matches!(place, Place::Header(_) | Place::BasicAuth);
-        if in_header && resolved.as_str().bytes().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+        if in_header && memchr::memchr3(b'\r', b'\n', b'\0', resolved.as_str().as_bytes()).is_some() {
             let message = format!("the value of secret '{path}' holds CR, LF or NUL and is never written into {place}");
             return Err(refuse(RefusalCode::UnsafeValue, message));
         }
@@ -447,12 +470,14 @@ impl<'b> Rules<'_, 'b> {
     fn header(&self, name: &HeaderName, value: &HeaderValue) -> Result<Option<HeaderValue>, Refusal> {
         let place = Place::Header(name.clone());
         if let Some(text) = header_text(value.as_bytes(), &place)? {
-            let spliced = self.splice(text, &place, Encoding::Raw, text, |span| span)?;
+            let found = placeholders(text).map_err(|e| malformed(&place, e))?;
+            let spliced = self.splice(&found, &place, Encoding::Raw, text, |span| span)?;
             return header_value(&spliced, &place).map(Some);
         }
         let Some(basic) = BasicCredentials::parse(name, value.as_bytes()) else { return Ok(None) };
         let Some(text) = basic.text()? else { return Ok(None) };
-        let spliced = self.splice(text, &Place::BasicAuth, Encoding::Raw, text, |span| span)?;
+        let found = placeholders(text).map_err(|e| malformed(&Place::BasicAuth, e))?;
+        let spliced = self.splice(&found, &Place::BasicAuth, Encoding::Raw, text, |span| span)?;
         let mut full = Zeroizing::new(String::with_capacity(basic.scheme.len() + spliced.len().div_ceil(3) * 4));
         full.push_str(basic.scheme);
         STANDARD.encode_string(spliced.as_bytes(), &mut full);
@@ -468,8 +493,8 @@ impl<'b> Rules<'_, 'b> {
             self.check(&found.placeholder, &found.place)?;
         }
         let Some(query) = DecodedQuery::parse(uri)? else { return Ok(None) };
-        let spliced =
-            self.splice(query.text()?, &Place::Query, Encoding::Percent, query.raw, |span| query.raw_span(span))?;
+        let found = placeholders(query.text()?).map_err(|e| malformed(&Place::Query, e))?;
+        let spliced = self.splice(&found, &Place::Query, Encoding::Percent, query.raw, |span| query.raw_span(span))?;
         let mut path_and_query = Zeroizing::new(String::with_capacity(uri.path().len() + 1 + spliced.len()));
         path_and_query.push_str(uri.path());
         path_and_query.push('?');
@@ -480,22 +505,21 @@ impl<'b> Rules<'_, 'b> {
         Uri::from_parts(parts).map(Some).map_err(|_| unsafe_uri())
     }
 
-    /// Checks the placeholders of `text` (found at `place`) and returns `source` with their
-    /// values written in: `to_source` maps a placeholder's span in `text` to the range it
-    /// replaces in `source` (the same span for headers, the raw span for the decoded query).
+    /// Checks the placeholders `found` (parsed from a text at `place`) and returns `source` with
+    /// their values written in: `to_source` maps a placeholder's span in that text to the range
+    /// it replaces in `source` (the same span for headers, the raw span for the decoded query).
     /// Sized up front so the buffer holding values is never reallocated, which would leave an
     /// unwiped copy behind.
     fn splice(
         &self,
-        text: &str,
+        found: &[Placeholder],
         place: &Place,
         encoding: Encoding,
         source: &str,
         to_source: impl Fn(Range<usize>) -> Range<usize>,
     ) -> Result<Zeroizing<String>, Refusal> {
-        let found = placeholders(text).map_err(|e| malformed(place, e))?;
         let mut pieces = Vec::with_capacity(found.len());
-        for placeholder in &found {
+        for placeholder in found {
             pieces.push((to_source(placeholder.span()), self.check(placeholder, place)?));
         }
         let replaced: usize = pieces.iter().map(|(span, _)| span.len()).sum();
@@ -740,7 +764,7 @@ headers = ["x-api-key"]
 
         fn run(&self, head: &Parts, host: &str, is_tls: bool, plain_ok: bool) -> Result<Parts, Refusal> {
             let found = scan(head)?;
-            inject(copy(head), &found, host, is_tls, plain_ok, &|p| self.binding(p))
+            inject(copy(head), &found, &[], host, is_tls, plain_ok, &|p| self.binding(p))
         }
     }
 
@@ -991,7 +1015,7 @@ headers = ["x-api-key"]
         let with_allowed = |allowed: &[&str]| {
             let allowed: Vec<String> = allowed.iter().map(|h| (*h).to_owned()).collect();
             let binding = |_: &Placeholder| Some(Binding { value: &value, grant, secret_allowed_hosts: &allowed });
-            inject(copy(&request), &found, "api.openai.com", true, false, &binding).map_err(|r| r.code)
+            inject(copy(&request), &found, &[], "api.openai.com", true, false, &binding).map_err(|r| r.code)
         };
         let injected = |out: Result<Parts, RefusalCode>| out.map(|p| p.headers["authorization"].clone());
         assert_eq!(injected(with_allowed(&["*.openai.com"])), Ok(HeaderValue::from_static("sk-scoped-3333")));
@@ -1021,7 +1045,7 @@ headers = ["x-api-key"]
         for header in ["cookie", "user-agent", "referer", "host", "x-forwarded-for"] {
             let request = head("/", &[(header, "{{secret:prod/openai/key}}")]);
             let found = scan(&request).unwrap();
-            let refusal = inject(copy(&request), &found, "api.openai.com", true, false, &|_| {
+            let refusal = inject(copy(&request), &found, &[], "api.openai.com", true, false, &|_| {
                 Some(Binding { value: &value, grant: &grant, secret_allowed_hosts: &[] })
             })
             .unwrap_err();
@@ -1062,7 +1086,8 @@ headers = ["x-api-key"]
         let request =
             head("/", &[("authorization", "{{secret:prod/openai/key}}"), ("cookie", "{{secret:prod/openai/key}}")]);
         // A caller that passes fewer finds than the head holds still gets every one checked.
-        let refusal = inject(copy(&request), &[], "api.openai.com", true, false, &|p| fixture.binding(p)).unwrap_err();
+        let refusal =
+            inject(copy(&request), &[], &[], "api.openai.com", true, false, &|p| fixture.binding(p)).unwrap_err();
         assert_eq!(refusal.code, RefusalCode::PlacementNotAllowed);
     }
 
