@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -128,8 +128,21 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(to_completion))
         .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// Every request runs to its end in a task of its own, so a client that disconnects (or
+/// times out) never cancels a handler halfway through a database transaction: a
+/// transaction dropped mid-way is rolled back by the driver only after its write lock
+/// has been handed on, and a writer that then begins waits on SQLite's busy handler.
+async fn to_completion(req: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(resp) => resp,
+        // The payload is not logged: a panic message is not vetted for what it quotes.
+        Err(_) => ApiError::internal(&"a request handler panicked").into_response(),
+    }
 }
 
 async fn unknown_route() -> ApiError {
