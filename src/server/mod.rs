@@ -133,11 +133,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Every request runs to its end in a task of its own, so a client that disconnects (or
-/// times out) never cancels a handler halfway through a database transaction: a
-/// transaction dropped mid-way is rolled back by the driver only after its write lock
-/// has been handed on, and a writer that then begins waits on SQLite's busy handler.
+/// Every request that may write runs to its end in a task of its own, so a client that
+/// disconnects (or times out) never cancels a handler halfway through a database
+/// transaction. A transaction dropped mid-way left a pooled SQLite connection inside it,
+/// and every later writer waited out the busy timeout. Reads write only through the audit
+/// writer, which no request can cancel, and skip the extra task.
 async fn to_completion(req: Request, next: Next) -> Response {
+    if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+        return next.run(req).await;
+    }
     match tokio::spawn(next.run(req)).await {
         Ok(resp) => resp,
         // The payload is not logged: a panic message is not vetted for what it quotes.

@@ -85,9 +85,22 @@ impl SqlStore {
         self.engine
     }
 
+    /// A write transaction, and on SQLite the process's write lock with it.
+    ///
+    /// The begin runs in a task of its own. sqlx (0.8.6) leaves a connection inside its
+    /// transaction when a `begin` future is dropped after the database ran `BEGIN` but
+    /// before the future took the answer: nothing rolls it back, the connection goes back to
+    /// the pool holding SQLite's write lock, and every later writer waits out the busy
+    /// timeout. In its own task the begin always finishes; a caller that went away meanwhile
+    /// drops the transaction there, which rolls it back.
     async fn begin(&self) -> Result<(Tx, WriteGuard)> {
-        let guard = self.writer.acquire().await;
-        Ok((self.pool.begin_with(self.engine.begin_sql()).await?, guard))
+        let (pool, sql, writer) = (self.pool.clone(), self.engine.begin_sql(), self.writer.clone());
+        let begun = tokio::spawn(async move {
+            let guard = writer.acquire().await;
+            pool.begin_with(sql).await.map(|tx| (tx, guard))
+        });
+        // The task fails only if it panicked or the runtime is shutting down.
+        begun.await.map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?.map_err(StoreError::from)
     }
 
     async fn lock_head(&self, tx: &mut Tx, tenant: &str) -> Result<Head> {
@@ -229,17 +242,31 @@ async fn write_audit_batch(
                 None => accessed.push((secret, draft.timestamp_ms)),
             }
         }
-        for (secret_id, at) in accessed {
-            sqlx::query("UPDATE secrets SET accessed_at = $1 WHERE id = $2")
-                .bind(at)
-                .bind(secret_id)
-                .execute(&mut *tx)
-                .await?;
+        for rows in accessed.chunks(ACCESSED_ROWS_PER_UPDATE) {
+            touch_accessed(&mut tx, engine, rows).await?;
         }
         append(&mut tx, engine, &tenant, head, group).await?;
         i = end;
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Secrets per `accessed_at` update: two parameters each.
+const ACCESSED_ROWS_PER_UPDATE: usize = 200;
+
+/// Sets `accessed_at` of several secrets in one statement (one round trip to the database
+/// instead of one per secret read in the batch).
+async fn touch_accessed(tx: &mut Tx, engine: Engine, rows: &[(&str, i64)]) -> Result<()> {
+    let sql = format!(
+        "WITH v(id, at) AS (VALUES {}) UPDATE secrets SET accessed_at = v.at FROM v WHERE secrets.id = v.id",
+        engine.values_list(rows.len(), 2)
+    );
+    let mut query = sqlx::query(&sql);
+    for (secret_id, at) in rows {
+        query = query.bind(*secret_id).bind(*at);
+    }
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 
