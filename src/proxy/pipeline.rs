@@ -408,13 +408,18 @@ impl Used {
 async fn substitute(
     proxy: &Proxy,
     policy: &Policy,
-    head: Parts,
+    mut head: Parts,
     target: &Target,
 ) -> Result<(Parts, Vec<Used>), ProxyError> {
     let agent_placeholders = head_has_placeholder(&head);
     let templates = inject_templates(policy, &head, target, agent_placeholders)?;
     if !agent_placeholders && templates.is_empty() {
         return Ok((head, Vec::new()));
+    }
+    // A rule's header replaces the agent's (which holds no placeholder, or the rule would
+    // not apply): whatever the agent's was, it is neither checked nor sent.
+    for template in &templates {
+        head.headers.remove(&template.header);
     }
     let found = if agent_placeholders { substitute::scan(&head)? } else { Vec::new() };
     let all = || found.iter().map(|f| &f.placeholder).chain(templates.iter().flat_map(|t| t.placeholders));
