@@ -252,14 +252,14 @@ impl Central {
         }
     }
 
-    /// The value of `path`: from memory when fresh, else from the central API (one fetch
-    /// however many requests miss at once).
     /// A fresh value from the front cache, without waiting: what most requests need.
     pub fn cached(&self, path: &SecretPath) -> Option<Arc<Fetched>> {
         let hot = self.hot.read().expect("hot cache lock poisoned");
         hot.values.get(path.as_str()).filter(|v| v.fresh_until > Instant::now()).cloned()
     }
 
+    /// The value of `path`: from memory when fresh, else from the central API (one fetch
+    /// however many requests miss at once).
     pub async fn value(&self, path: &SecretPath) -> Result<Arc<Fetched>, Arc<CentralError>> {
         let epoch = {
             let hot = self.hot.read().expect("hot cache lock poisoned");

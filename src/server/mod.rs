@@ -134,10 +134,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Every request that may write runs to its end in a task of its own, so a client that
-/// disconnects (or times out) never cancels a handler halfway through a database
-/// transaction. A transaction dropped mid-way left a pooled SQLite connection inside it,
-/// and every later writer waited out the busy timeout. Reads write only through the audit
-/// writer, which no request can cancel, and skip the extra task.
+/// disconnects (or times out) never cancels a handler halfway through its database work:
+/// the write is done whole or, on an error, not at all. (A cancelled begin once left a
+/// pooled SQLite connection inside its transaction, and every later writer waited out the
+/// busy timeout; `SqlStore::begin` guards against that too.) Reads write only through the
+/// audit writer, which no request can cancel, and skip the extra task.
 async fn to_completion(req: Request, next: Next) -> Response {
     if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
         return next.run(req).await;
