@@ -136,8 +136,42 @@ fn abandoned_writes_leave_each_write_whole_and_the_server_writing(backend: Backe
     assert_eq!(verdict["ok"], true, "{verdict}");
 }
 
+/// Creates that arrive together are committed together, each with its own answer: of 16
+/// concurrent creates of one path exactly one wins (201) and the others get 409, while
+/// creates of other paths in the same moment all succeed.
+fn concurrent_creates_each_get_their_own_answer(backend: Backend) {
+    let srv = std::sync::Arc::new(Server::start(backend));
+    let attempts: Vec<_> = (0..32)
+        .map(|n| {
+            let srv = srv.clone();
+            std::thread::spawn(move || {
+                let path = if n % 2 == 0 { "race/same".to_owned() } else { format!("race/own{n}") };
+                let body = serde_json::json!({ "path": path, "value": secret_value(n) }).to_string();
+                (n, srv.admin("POST", "/v1/secrets", Some(&body)))
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for attempt in attempts {
+        let (n, resp) = attempt.join().unwrap();
+        if n % 2 == 1 {
+            assert_eq!(resp.0, 201, "race/own{n}: {}", resp.1);
+        } else if resp.0 == 201 {
+            winners.push(n);
+        } else {
+            assert_error(&resp, 409, "conflict");
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one create of race/same wins: {winners:?}");
+    let (status, body) = srv.admin("GET", "/v1/secrets/race%2Fsame", None);
+    assert_eq!((status, body["value"].as_str()), (200, Some(secret_value(winners[0]).as_str())));
+    let (_, verdict) = srv.admin("GET", "/v1/audit/verify", None);
+    assert_eq!(verdict["ok"], true, "{verdict}");
+}
+
 both_backends!(
     abandoned_writes_leave_each_write_whole_and_the_server_writing,
+    concurrent_creates_each_get_their_own_answer,
     database_never_holds_plaintext,
     ciphertext_moved_to_another_row_fails_to_open,
     rekey_keeps_every_secret_readable_while_serving,
