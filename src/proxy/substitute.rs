@@ -357,7 +357,7 @@ pub fn inject<'b>(
     for template in templates {
         let place = Place::Header(template.header.clone());
         let spliced = rules.splice(template.placeholders, &place, Encoding::Raw, template.text, |span| span)?;
-        head.headers.insert(template.header.clone(), header_value(&spliced, &place)?);
+        head.headers.insert(template.header.clone(), header_value(spliced, &place)?);
     }
     head.extensions = http::Extensions::new();
     Ok(head)
@@ -472,7 +472,7 @@ impl<'b> Rules<'_, 'b> {
         if let Some(text) = header_text(value.as_bytes(), &place)? {
             let found = placeholders(text).map_err(|e| malformed(&place, e))?;
             let spliced = self.splice(&found, &place, Encoding::Raw, text, |span| span)?;
-            return header_value(&spliced, &place).map(Some);
+            return header_value(spliced, &place).map(Some);
         }
         let Some(basic) = BasicCredentials::parse(name, value.as_bytes()) else { return Ok(None) };
         let Some(text) = basic.text()? else { return Ok(None) };
@@ -481,7 +481,7 @@ impl<'b> Rules<'_, 'b> {
         let mut full = Zeroizing::new(String::with_capacity(basic.scheme.len() + spliced.len().div_ceil(3) * 4));
         full.push_str(basic.scheme);
         STANDARD.encode_string(spliced.as_bytes(), &mut full);
-        header_value(&full, &Place::BasicAuth).map(Some)
+        header_value(full, &Place::BasicAuth).map(Some)
     }
 
     /// The URI with query placeholders replaced (`None`: it has no query to change); any
@@ -537,13 +537,24 @@ impl<'b> Rules<'_, 'b> {
 }
 
 /// A header value built from substituted text; invalid bytes fail closed.
-fn header_value(text: &str, place: &Place) -> Result<HeaderValue, Refusal> {
-    let mut value = HeaderValue::from_str(text).map_err(|_| {
+/// The header keeps the zeroizing buffer the value was written into (no copy) and wipes it
+/// when its last clone goes.
+fn header_value(text: Zeroizing<String>, place: &Place) -> Result<HeaderValue, Refusal> {
+    let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(WipedText(text))).map_err(|_| {
         let message = format!("{place} would not be a valid header value after substitution");
         refuse(RefusalCode::UnsafeValue, message)
     })?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+/// Text holding a value, seen as bytes by the `Bytes` that owns it.
+struct WipedText(Zeroizing<String>);
+
+impl AsRef<[u8]> for WipedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 fn secret_allows_host(allowed_hosts: &[String], host: &str) -> bool {
