@@ -1,7 +1,7 @@
 //! Access events: every injection and every refusal becomes an event with a client ULID.
 //! Events are appended to a spool file in the proxy's data dir every 20 ms, and a sender
-//! posts them to the central API as soon as they are appended (at least once a second), up
-//! to 500 per request, advancing an offset only after the API acknowledged them (persisted
+//! posts them to the central API once they are appended (at most every 200 ms while they
+//! keep coming, at least once a second), up to 500 per request, advancing an offset only after the API acknowledged them (persisted
 //! at most once a second, and when the spool is emptied). A restart resumes from the
 //! persisted offset; the API drops ids it has already recorded, so each event lands
 //! exactly once.
@@ -20,6 +20,9 @@ use super::central::Central;
 /// falls behind catches up in fewer, larger requests).
 const BATCH: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two reports while events keep coming: each report is a request and a
+/// write transaction at the central API, which shares the machine with busy proxies.
+const SEND_GAP: Duration = Duration::from_millis(200);
 /// How often, under steady load, the acknowledged offset is written to disk.
 const PERSIST_OFFSET_EVERY: Duration = Duration::from_secs(1);
 
@@ -292,8 +295,11 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
     }
     let mut backoff = Duration::from_millis(500);
     let mut persisted = std::time::Instant::now();
+    let mut sent = tokio::time::Instant::now();
     loop {
         let _ = tokio::time::timeout(FLUSH_EVERY, spool.appended.notified()).await;
+        tokio::time::sleep_until(sent + SEND_GAP).await;
+        sent = tokio::time::Instant::now();
         loop {
             let (body, count, next) = match read_batch(&spool.path, offset) {
                 Ok(batch) => batch,
