@@ -464,10 +464,16 @@ impl Placeholder {
 /// The placeholder as an agent writes it: `{{secret:PATH}}` or `{{secret:PATH#FIELD}}`.
 impl std::fmt::Display for Placeholder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.field {
-            Some(field) => write!(f, "{{{{secret:{}#{field}}}}}", self.path),
-            None => write!(f, "{{{{secret:{}}}}}", self.path),
-        }
+        f.write_str(&placeholder_text(&self.path, self.field.as_deref()))
+    }
+}
+
+/// `{{secret:PATH}}` or `{{secret:PATH#FIELD}}`: how a value is named in a request, and
+/// shown when redacted.
+pub fn placeholder_text(path: &SecretPath, field: Option<&str>) -> String {
+    match field {
+        Some(field) => format!("{{{{secret:{path}#{field}}}}}"),
+        None => format!("{{{{secret:{path}}}}}"),
     }
 }
 

@@ -37,7 +37,6 @@ pub enum CentralError {
     Protocol(String),
 }
 
-/// A value as the proxy holds it; zeroized when the last reference goes.
 /// The front value cache: entries by path, and a count of invalidations that a lookup
 /// compares before putting an entry back.
 #[derive(Default)]
@@ -61,6 +60,7 @@ impl Hot {
     }
 }
 
+/// A value as the proxy holds it; zeroized when the last reference goes.
 pub struct Fetched {
     pub path: SecretPath,
     pub value: SecretValue,
@@ -76,7 +76,7 @@ impl Fetched {
     pub fn patterns(&self) -> Option<Arc<crate::proxy::redact::Patterns>> {
         self.patterns
             .get_or_init(|| {
-                let placeholder = format!("{{{{secret:{}}}}}", self.path);
+                let placeholder = crate::domain::policy::placeholder_text(&self.path, None);
                 crate::proxy::redact::Patterns::build(&[(self.value.expose().as_bytes(), placeholder.as_str())])
             })
             .clone()
@@ -261,13 +261,11 @@ impl Central {
     /// The value of `path`: from memory when fresh, else from the central API (one fetch
     /// however many requests miss at once).
     pub async fn value(&self, path: &SecretPath) -> Result<Arc<Fetched>, Arc<CentralError>> {
-        let epoch = {
-            let hot = self.hot.read().expect("hot cache lock poisoned");
-            if let Some(v) = hot.values.get(path.as_str()).filter(|v| v.fresh_until > Instant::now()) {
-                return Ok(v.clone());
-            }
-            hot.epoch
-        };
+        if let Some(v) = self.cached(path) {
+            return Ok(v);
+        }
+        // Read before the fetch begins, so an invalidation during it is seen below.
+        let epoch = self.hot.read().expect("hot cache lock poisoned").epoch;
         match self.values.try_get_with(path.as_str().to_owned(), self.fetch(path)).await {
             Ok(v) => {
                 // Kept only if nothing was invalidated since the lookup began.

@@ -12,6 +12,7 @@
 //! CONNECT, HTTP/2, `/_airlock/`, anything malformed — it hands over, with the bytes
 //! already read, to hyper (`Served::Fallback`), which serves the rest of that connection.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -313,7 +314,8 @@ fn request_head(out: &mut BytesMut, head: &http::request::Parts, target: &pipeli
     out.put_u8(b' ');
     out.put_slice(target.path_for(&head.uri).as_bytes());
     out.put_slice(b" HTTP/1.1\r\nhost: ");
-    out.put_slice(target.authority().as_bytes());
+    // Writing into a `BytesMut` cannot fail: it grows.
+    let _ = write!(out, "{}", target.authority());
     out.put_slice(b"\r\n");
     for (name, value) in &head.headers {
         if name == header::HOST || HOP_BY_HOP.contains(&name.as_str()) {

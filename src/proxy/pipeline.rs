@@ -192,11 +192,25 @@ impl Target {
             .map_err(|_| ProxyError::bad_request("the request target is not a valid URI"))
     }
 
-    /// `host[:port]` as the upstream is addressed (the port only when not the default).
-    pub fn authority(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        let default = if self.tls { 443 } else { 80 };
-        if self.port == default { host } else { format!("{host}:{}", self.port) }
+    /// `host[:port]` as the upstream is addressed (the port only when not the default);
+    /// written where it goes, without a string of its own per request.
+    pub fn authority(&self) -> impl std::fmt::Display + '_ {
+        struct Authority<'t>(&'t Target);
+        impl std::fmt::Display for Authority<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let t = self.0;
+                if t.host.contains(':') {
+                    write!(f, "[{}]", t.host)?
+                } else {
+                    f.write_str(&t.host)?
+                }
+                if t.port != if t.tls { 443 } else { 80 } {
+                    write!(f, ":{}", t.port)?
+                }
+                Ok(())
+            }
+        }
+        Authority(self)
     }
 
     /// The upstream path and query: in route mode the route's base path replaces `/r/<route>`.
@@ -396,10 +410,7 @@ impl Used {
 
     /// The placeholder the value is shown as when redacted.
     fn placeholder(&self) -> String {
-        match &self.field {
-            Some((field, _)) => format!("{{{{secret:{}#{field}}}}}", self.fetched.path),
-            None => format!("{{{{secret:{}}}}}", self.fetched.path),
-        }
+        crate::domain::policy::placeholder_text(&self.fetched.path, self.field.as_ref().map(|(name, _)| name.as_str()))
     }
 }
 

@@ -1,8 +1,9 @@
 //! Access events: every injection and every refusal becomes an event with a client ULID.
 //! Events are appended to a spool file in the proxy's data dir every 20 ms, and a sender
 //! posts them to the central API once they are appended (at most every 200 ms while they
-//! keep coming, at least once a second), up to 500 per request, advancing an offset only after the API acknowledged them (persisted
-//! at most once a second, and when the spool is emptied). A restart resumes from the
+//! keep coming, at least once a second), up to 500 per request, advancing an offset only
+//! after the API acknowledged them (persisted at most once a second, and when the spool is
+//! emptied). A restart resumes from the
 //! persisted offset; the API drops ids it has already recorded, so each event lands
 //! exactly once.
 
@@ -157,7 +158,14 @@ impl std::hash::Hasher for KeyHashed {
 
 /// How long the writer lets uses gather before appending them.
 const WRITE_EVERY: Duration = Duration::from_millis(20);
+/// Windows: more than the proxy has worker threads on the machines it runs on.
 const SHARDS: usize = 8;
+
+impl Pending {
+    fn new() -> Pending {
+        Pending { windows: (0..SHARDS).map(|_| Mutex::new(Window::default())).collect(), waiting: Notify::new() }
+    }
+}
 
 /// This thread's shard: threads take shards in turn as they first record.
 fn shard() -> usize {
@@ -213,8 +221,7 @@ pub fn start(dir: &Path, central: Arc<Central>) -> std::io::Result<Reporter> {
         file: Mutex::new(file),
         appended: Notify::new(),
     });
-    let windows = (0..SHARDS).map(|_| Mutex::new(Window::default())).collect();
-    let pending = Arc::new(Pending { windows, waiting: Notify::new() });
+    let pending = Arc::new(Pending::new());
     tokio::spawn(write_spool(spool.clone(), pending.clone()));
     tokio::spawn(send_spool(spool, central));
     Ok(Reporter { pending })
@@ -388,8 +395,7 @@ mod tests {
 
     #[test]
     fn identical_uses_in_one_window_become_one_event_with_their_count() {
-        let windows = (0..SHARDS).map(|_| Mutex::new(Window::default())).collect();
-        let reporter = Reporter { pending: Arc::new(Pending { windows, waiting: Notify::new() }) };
+        let reporter = Reporter { pending: Arc::new(Pending::new()) };
         reporter.record(a_use(200, 1.0));
         reporter.record(a_use(200, 3.0));
         reporter.record(a_use(429, 1.0));

@@ -134,11 +134,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Every request that may write runs to its end in a task of its own, so a client that
-/// disconnects (or times out) never cancels a handler halfway through its database work:
-/// the write is done whole or, on an error, not at all. (A cancelled begin once left a
-/// pooled SQLite connection inside its transaction, and every later writer waited out the
-/// busy timeout; `SqlStore::begin` guards against that too.) Reads write only through the
-/// audit writer, which no request can cancel, and skip the extra task.
+/// disconnects (or times out) never stops a handler between its steps: a rotation that has
+/// committed still announces itself on the change stream, so proxies drop the old value.
+/// (A transaction cancelled while it began is the store's to handle: `SqlStore::begin`.)
+/// Reads write only through the audit writer, which no request can cancel, and skip the
+/// extra task.
 async fn to_completion(req: Request, next: Next) -> Response {
     if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
         return next.run(req).await;

@@ -56,21 +56,19 @@ impl Engine {
     /// has no other parameters. SQLite gets anonymous `?`: binding a `$N` makes it look the
     /// name up in a list, which is quadratic over a few hundred parameters.
     pub(super) fn values_list(self, rows: usize, columns: usize) -> String {
-        let mut sql = String::with_capacity(rows * columns * 5);
-        for r in 0..rows {
-            sql.push_str(if r == 0 { "(" } else { ", (" });
-            for c in 0..columns {
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                match self {
-                    Engine::Sqlite => sql.push('?'),
-                    Engine::Postgres => sql.push_str(&format!("${}", r * columns + c + 1)),
-                }
-            }
-            sql.push(')');
-        }
-        sql
+        let rows: Vec<String> = (0..rows).map(|r| format!("({})", self.param_list(r * columns + 1, columns))).collect();
+        rows.join(", ")
+    }
+
+    /// `?, ?, …` or `$first, $first+1, …`: `n` parameters, numbered from `first` on PostgreSQL.
+    pub(super) fn param_list(self, first: usize, n: usize) -> String {
+        let params: Vec<String> = (first..first + n)
+            .map(|i| match self {
+                Engine::Sqlite => "?".to_owned(),
+                Engine::Postgres => format!("${i}"),
+            })
+            .collect();
+        params.join(", ")
     }
 
     /// Appended to the select of a tenant's audit head inside a write transaction.

@@ -334,18 +334,8 @@ async fn write_create_batch(pool: &AnyPool, engine: Engine, jobs: &[CreateJob]) 
 
 /// One create in its own transaction (the write lock is held by the caller).
 async fn write_one_create(pool: &AnyPool, engine: Engine, job: &CreateJob) -> Result<()> {
-    let mut tx = pool.begin_with(engine.begin_sql()).await?;
-    let head = lock_head(&mut tx, engine, &job.tenant).await?;
-    let existing = existing_paths(&mut tx, engine, &job.tenant, std::slice::from_ref(job)).await?;
-    if let Some((path, deleted)) = existing.into_iter().next() {
-        return Err(create_conflict(&path, deleted));
-    }
-    insert_secrets(&mut tx, engine, &job.tenant, &[job]).await?;
-    insert_versions(&mut tx, engine, &[job]).await?;
-    write_tags(&mut tx, &job.meta.id, &job.meta.tags).await?;
-    append(&mut tx, engine, &job.tenant, head, vec![job.audit.clone()]).await?;
-    tx.commit().await?;
-    Ok(())
+    let mut answers = write_create_batch(pool, engine, std::slice::from_ref(job)).await?;
+    answers.pop().expect("one answer per create")
 }
 
 fn create_conflict(path: &str, deleted: bool) -> StoreError {
@@ -364,12 +354,11 @@ const CREATE_ROWS_PER_INSERT: usize = 64;
 async fn existing_paths(tx: &mut Tx, engine: Engine, tenant: &str, jobs: &[CreateJob]) -> Result<Vec<(String, bool)>> {
     let mut found = Vec::new();
     for chunk in jobs.chunks(CREATE_ROWS_PER_INSERT) {
-        let list = engine.values_list(1, chunk.len() + 1);
-        // `(t, p1, p2, …)`: the first parameter is the tenant, the rest the paths.
-        let params = &list[1..list.len() - 1];
-        let (tenant_param, paths) = params.split_once(", ").expect("at least two parameters");
-        let sql =
-            format!("SELECT path, deleted_at FROM secrets WHERE tenant_id = {tenant_param} AND path IN ({paths})");
+        let sql = format!(
+            "SELECT path, deleted_at FROM secrets WHERE tenant_id = {} AND path IN ({})",
+            engine.param_list(1, 1),
+            engine.param_list(2, chunk.len())
+        );
         let mut query = sqlx::query(&sql).bind(tenant);
         for job in chunk {
             query = query.bind(&job.meta.path);
