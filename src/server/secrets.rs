@@ -246,6 +246,9 @@ fn unreadable(meta: &SecretMeta, row: Option<&VersionRow>, now: i64) -> Option<&
     None
 }
 
+/// How far the stored `accessed_at` of a secret may lag behind its latest read.
+const ACCESSED_AT_PRECISION_MS: i64 = 60_000;
+
 pub async fn read(
     State(state): State<AppState>,
     caller: Authed,
@@ -270,8 +273,13 @@ pub async fn read(
     let value = SecretValue::from_bytes(plaintext.to_vec()).map_err(|e| ApiError::internal(&e))?;
     let mut audit = caller.draft(kind::SECRET_READ, Some(path.as_str()));
     audit.detail = json!({ "version": version });
-    state.store.record(caller.tenant(), audit, Some(&meta.id)).await?;
-    meta.accessed_at = Some(now);
+    // `accessed_at` is kept to the minute, so that a secret read over and over does not
+    // rewrite its row with every read (the audit trail has each one).
+    let stale = meta.accessed_at.is_none_or(|at| now - at >= ACCESSED_AT_PRECISION_MS);
+    state.store.record(caller.tenant(), audit, stale.then_some(meta.id.as_str())).await?;
+    if stale {
+        meta.accessed_at = Some(now);
+    }
     let mut view = MetaView::from(&meta);
     view.version = version;
     Ok(Json(serde_json::to_value(ValueView { meta: view, value: &value }).map_err(|e| ApiError::internal(&e))?))

@@ -102,7 +102,7 @@ impl Engine {
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                                  PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                                 PRAGMA wal_autocheckpoint = 0;",
+                                 PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 33554432;",
                             )
                             .await?;
                             Ok(())
@@ -114,9 +114,6 @@ impl Engine {
             Engine::Postgres => AnyPoolOptions::new().max_connections(16).connect_with(options).await?,
         };
         self.migrate(&pool).await?;
-        if self == Engine::Sqlite {
-            tokio::spawn(checkpoint(pool.clone()));
-        }
         Ok(pool)
     }
 
@@ -162,23 +159,6 @@ impl Engine {
             conn.execute("SELECT pg_advisory_unlock(7878)").await?;
         }
         Ok(result?)
-    }
-}
-
-/// SQLite's own checkpoints run inside the commit that crosses the WAL threshold, and that
-/// commit (with every request waiting on it) pays for copying the log back. Here they run
-/// beside the writers instead, once a second (PASSIVE: never waits for readers or writers).
-async fn checkpoint(pool: AnyPool) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying in a second");
-        }
     }
 }
 
