@@ -102,7 +102,7 @@ impl Engine {
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                                  PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                                 PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 201326592;",
+                                 PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 134217728;",
                             )
                             .await?;
                             Ok(())

@@ -274,7 +274,7 @@ async fn write_audit_batch(
 /// stalls the writes beside it, and every read waits on a write (its audit record).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// WAL frames (4 KiB pages) after which the log is started over from its beginning.
-const WAL_RESTART_FRAMES: i64 = 8192;
+const WAL_RESTART_FRAMES: i64 = 16384;
 
 /// Checkpoints beside the writers, instead of inside the commit that crosses SQLite's
 /// threshold (where every request waiting on that commit would pay for it).
@@ -286,7 +286,7 @@ const WAL_RESTART_FRAMES: i64 = 8192;
 /// seconds of reads, measured). So once the log is past `WAL_RESTART_FRAMES`, the
 /// checkpoint is repeated with this process's writers held back (`restart_wal`). It then
 /// has only the frames of the last moments to copy, and the next write starts the log over.
-/// `journal_size_limit` (64 MiB, above the restart point so that steady load overwrites
+/// `journal_size_limit` (128 MiB, above the restart point so that steady load overwrites
 /// the same file) gives back the space of a log that grew past it meanwhile.
 async fn checkpoint(pool: AnyPool, writer: WriteLock) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
@@ -319,10 +319,20 @@ async fn restart_wal(pool: &AnyPool, writer: &WriteLock, database_file: &mut Opt
         let row = sqlx::query("PRAGMA database_list").fetch_one(pool).await?;
         *database_file = Some(row.try_get(2)?);
     }
-    let file = database_file.clone().unwrap_or_default();
-    let flushed = tokio::task::spawn_blocking(move || std::fs::File::open(file)?.sync_data()).await;
-    if let Ok(Err(e)) = flushed {
-        tracing::debug!(error = %e, "could not flush the database file ahead of the WAL restart");
+    // Writes go on while the file is flushed, and the next checkpoint copies them: flush
+    // again while that still takes long, a few times at most.
+    for round in 1..=4 {
+        let file = database_file.clone().unwrap_or_default();
+        let started = std::time::Instant::now();
+        let flushed = tokio::task::spawn_blocking(move || std::fs::File::open(file)?.sync_data()).await;
+        if let Ok(Err(e)) = flushed {
+            tracing::debug!(error = %e, "could not flush the database file ahead of the WAL restart");
+            break;
+        }
+        if started.elapsed() < std::time::Duration::from_millis(3) || round == 4 {
+            break;
+        }
+        passive_checkpoint(pool).await?;
     }
     let started = std::time::Instant::now();
     let _writers_wait = writer.acquire().await;
