@@ -93,7 +93,7 @@ impl SqlStore {
         let (creates, create_rx) = mpsc::channel(1024);
         tokio::spawn(create_writer(pool.clone(), engine, writer.clone(), create_rx));
         if engine == Engine::Sqlite {
-            tokio::spawn(checkpoint(pool.clone(), writer.clone()));
+            tokio::spawn(checkpoint(pool.clone(), writer.clone(), WAL_RESTART_FRAMES));
         }
         Ok(Arc::new(SqlStore { pool, engine, audit_jobs: tx, creates, writer }))
     }
@@ -283,12 +283,12 @@ const WAL_RESTART_FRAMES: i64 = 16384;
 /// the log over only when a write begins after everything is copied and no reader still
 /// looks into the log. Under steady load that moment never comes: the next audit commit
 /// lands a millisecond after each checkpoint and the WAL grows without end (300 MB in ten
-/// seconds of reads, measured). So once the log is past `WAL_RESTART_FRAMES`, the
+/// seconds of reads, measured). So once the log is past `restart_frames`, the
 /// checkpoint is repeated with this process's writers held back (`restart_wal`). It then
 /// has only the frames of the last moments to copy, and the next write starts the log over.
 /// `journal_size_limit` (128 MiB, above the restart point so that steady load overwrites
 /// the same file) gives back the space of a log that grew past it meanwhile.
-async fn checkpoint(pool: AnyPool, writer: WriteLock) {
+async fn checkpoint(pool: AnyPool, writer: WriteLock, restart_frames: i64) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut database_file = None;
@@ -298,7 +298,7 @@ async fn checkpoint(pool: AnyPool, writer: WriteLock) {
             return;
         }
         let result = match passive_checkpoint(&pool).await {
-            Ok((frames, _)) if frames > WAL_RESTART_FRAMES => restart_wal(&pool, &writer, &mut database_file).await,
+            Ok((frames, _)) if frames > restart_frames => restart_wal(&pool, &writer, &mut database_file).await,
             other => other.map(drop),
         };
         if let Err(e) = result {
@@ -1431,7 +1431,48 @@ async fn insert_credential(tx: &mut Tx, c: &Credential) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::*;
+
+    /// Under reads and writes that never pause, SQLite alone never starts its WAL over.
+    /// The checkpoint task must, so the file stops growing near the restart point.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_started_over_while_reads_and_writes_go_on() {
+        const RESTART_FRAMES: i64 = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Engine::Sqlite.connect(&Engine::sqlite_url(dir.path())).await.unwrap();
+        let writer = WriteLock::for_engine(Engine::Sqlite);
+        tokio::spawn(checkpoint(pool.clone(), writer.clone(), RESTART_FRAMES));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (pool, stop) = (pool.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        sqlx::query("SELECT count(*) FROM audit_heads").fetch_one(&pool).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let wal = dir.path().join("airlock.db-wal");
+        let mut largest = 0;
+        for i in 0..4000 {
+            let _write = writer.acquire().await;
+            sqlx::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)")
+                .bind(format!("t{i}"))
+                .bind("0".repeat(64))
+                .execute(&pool)
+                .await
+                .unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            r.await.unwrap();
+        }
+        let frame = 4096 + 24;
+        // 4000 commits of a frame or more: 16 MB and more if the log were never restarted.
+        assert!(largest < 8 * RESTART_FRAMES as u64 * frame, "the WAL grew to {largest} bytes");
+    }
 
     #[test]
     fn database_passwords_are_hidden() {
