@@ -167,6 +167,11 @@ async fn lock_head(tx: &mut Tx, engine: Engine, tenant: &str) -> Result<Head> {
 }
 
 /// Appends records after `head` and moves the head. The head must be locked by `tx`.
+///
+/// On SQLite the inserts and the head update go as one multi-statement query: one round
+/// trip to the connection's worker thread instead of one per statement (sqlx binds
+/// anonymous parameters across the statements, in order). PostgreSQL takes one statement
+/// per query with parameters.
 async fn append(tx: &mut Tx, engine: Engine, tenant: &str, mut head: Head, drafts: Vec<AuditDraft>) -> Result<()> {
     let mut records = Vec::with_capacity(drafts.len());
     for draft in drafts {
@@ -174,15 +179,29 @@ async fn append(tx: &mut Tx, engine: Engine, tenant: &str, mut head: Head, draft
         head = Head { seq: record.seq, hash: record.hash.clone() };
         records.push(record);
     }
-    for rows in records.chunks(AUDIT_ROWS_PER_INSERT) {
-        insert_audit(tx, engine, rows).await?;
+    let move_head = match engine {
+        Engine::Sqlite => "UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?",
+        Engine::Postgres => "UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3",
+    };
+    match engine {
+        Engine::Sqlite => {
+            let mut sql = String::new();
+            for rows in records.chunks(AUDIT_ROWS_PER_INSERT) {
+                sql.push_str(&insert_audit_sql(engine, rows.len()));
+                sql.push_str(";\n");
+            }
+            sql.push_str(move_head);
+            let query = bind_audit_rows(sqlx::query(&sql), &records);
+            query.bind(head.seq).bind(&head.hash).bind(tenant).execute(&mut **tx).await?;
+        }
+        Engine::Postgres => {
+            for rows in records.chunks(AUDIT_ROWS_PER_INSERT) {
+                let sql = insert_audit_sql(engine, rows.len());
+                bind_audit_rows(sqlx::query(&sql), rows).execute(&mut **tx).await?;
+            }
+            sqlx::query(move_head).bind(head.seq).bind(&head.hash).bind(tenant).execute(&mut **tx).await?;
+        }
     }
-    sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3")
-        .bind(head.seq)
-        .bind(&head.hash)
-        .bind(tenant)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 
@@ -190,9 +209,14 @@ async fn append(tx: &mut Tx, engine: Engine, tenant: &str, mut head: Head, draft
 /// limits on parameters per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 32;
 
-async fn insert_audit(tx: &mut Tx, engine: Engine, rows: &[AuditRecord]) -> Result<()> {
-    let sql = format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {}", engine.values_list(rows.len(), 14));
-    let mut query = sqlx::query(&sql);
+fn insert_audit_sql(engine: Engine, rows: usize) -> String {
+    format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {}", engine.values_list(rows, 14))
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the 14 values of each record, in `AUDIT_COLUMNS` order.
+fn bind_audit_rows<'q>(mut query: AnyQuery<'q>, rows: &'q [AuditRecord]) -> AnyQuery<'q> {
     for r in rows {
         query = query
             .bind(&r.tenant_id)
@@ -210,8 +234,7 @@ async fn insert_audit(tx: &mut Tx, engine: Engine, rows: &[AuditRecord]) -> Resu
             .bind(&r.prev_hash)
             .bind(&r.hash);
     }
-    query.execute(&mut **tx).await?;
-    Ok(())
+    query
 }
 
 /// Group commit: takes whatever audit jobs are waiting, writes them in one transaction
