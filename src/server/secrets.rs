@@ -276,9 +276,10 @@ pub async fn read(
     // `accessed_at` is kept to the minute, so that a secret read over and over does not
     // rewrite its row with every read (the audit trail has each one).
     let stale = meta.accessed_at.is_none_or(|at| now - at >= ACCESSED_AT_PRECISION_MS);
+    let read_at = audit.timestamp_ms; // what the store records as `accessed_at`
     state.store.record(caller.tenant(), audit, stale.then_some(meta.id.as_str())).await?;
     if stale {
-        meta.accessed_at = Some(now);
+        meta.accessed_at = Some(read_at);
     }
     let mut view = MetaView::from(&meta);
     view.version = version;

@@ -167,12 +167,24 @@ async fn lock_head(tx: &mut Tx, engine: Engine, tenant: &str) -> Result<Head> {
 }
 
 /// Appends records after `head` and moves the head. The head must be locked by `tx`.
+async fn append(tx: &mut Tx, engine: Engine, tenant: &str, head: Head, drafts: Vec<AuditDraft>) -> Result<()> {
+    append_touching(tx, engine, tenant, head, drafts, &[]).await
+}
+
+/// `append`, after setting `accessed_at` of the secrets in `accessed` (id, time).
 ///
-/// On SQLite the inserts and the head update go as one multi-statement query: one round
-/// trip to the connection's worker thread instead of one per statement (sqlx binds
-/// anonymous parameters across the statements, in order). PostgreSQL takes one statement
-/// per query with parameters.
-async fn append(tx: &mut Tx, engine: Engine, tenant: &str, mut head: Head, drafts: Vec<AuditDraft>) -> Result<()> {
+/// On SQLite all of it goes as one multi-statement query: one round trip to the
+/// connection's worker thread instead of one per statement (sqlx binds anonymous
+/// parameters across the statements, in order). PostgreSQL takes one statement per query
+/// with parameters.
+async fn append_touching(
+    tx: &mut Tx,
+    engine: Engine,
+    tenant: &str,
+    mut head: Head,
+    drafts: Vec<AuditDraft>,
+    accessed: &[(&str, i64)],
+) -> Result<()> {
     let mut records = Vec::with_capacity(drafts.len());
     for draft in drafts {
         let record = AuditRecord::chain(tenant, head.seq + 1, &head.hash, draft);
@@ -186,15 +198,26 @@ async fn append(tx: &mut Tx, engine: Engine, tenant: &str, mut head: Head, draft
     match engine {
         Engine::Sqlite => {
             let mut sql = String::new();
+            for rows in accessed.chunks(ACCESSED_ROWS_PER_UPDATE) {
+                sql.push_str(&touch_sql(engine, rows.len()));
+                sql.push_str(";\n");
+            }
             for rows in records.chunks(AUDIT_ROWS_PER_INSERT) {
                 sql.push_str(&insert_audit_sql(engine, rows.len()));
                 sql.push_str(";\n");
             }
             sql.push_str(move_head);
-            let query = bind_audit_rows(sqlx::query(&sql), &records);
+            let mut query = sqlx::query(&sql);
+            for (secret_id, at) in accessed {
+                query = query.bind(*secret_id).bind(*at);
+            }
+            let query = bind_audit_rows(query, &records);
             query.bind(head.seq).bind(&head.hash).bind(tenant).execute(&mut **tx).await?;
         }
         Engine::Postgres => {
+            for rows in accessed.chunks(ACCESSED_ROWS_PER_UPDATE) {
+                touch_accessed(tx, engine, rows).await?;
+            }
             for rows in records.chunks(AUDIT_ROWS_PER_INSERT) {
                 let sql = insert_audit_sql(engine, rows.len());
                 bind_audit_rows(sqlx::query(&sql), rows).execute(&mut **tx).await?;
@@ -282,10 +305,7 @@ async fn write_audit_batch(
                 None => accessed.push((secret, draft.timestamp_ms)),
             }
         }
-        for rows in accessed.chunks(ACCESSED_ROWS_PER_UPDATE) {
-            touch_accessed(&mut tx, engine, rows).await?;
-        }
-        append(&mut tx, engine, &tenant, head, group).await?;
+        append_touching(&mut tx, engine, &tenant, head, group, &accessed).await?;
         i = end;
     }
     tx.commit().await?;
@@ -533,11 +553,15 @@ const ACCESSED_ROWS_PER_UPDATE: usize = 200;
 
 /// Sets `accessed_at` of several secrets in one statement (one round trip to the database
 /// instead of one per secret read in the batch).
-async fn touch_accessed(tx: &mut Tx, engine: Engine, rows: &[(&str, i64)]) -> Result<()> {
-    let sql = format!(
+fn touch_sql(engine: Engine, rows: usize) -> String {
+    format!(
         "WITH v(id, at) AS (VALUES {}) UPDATE secrets SET accessed_at = v.at FROM v WHERE secrets.id = v.id",
-        engine.values_list(rows.len(), 2)
-    );
+        engine.values_list(rows, 2)
+    )
+}
+
+async fn touch_accessed(tx: &mut Tx, engine: Engine, rows: &[(&str, i64)]) -> Result<()> {
+    let sql = touch_sql(engine, rows.len());
     let mut query = sqlx::query(&sql);
     for (secret_id, at) in rows {
         query = query.bind(*secret_id).bind(*at);

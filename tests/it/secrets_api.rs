@@ -155,7 +155,26 @@ fn patch_changes_metadata_only(backend: Backend) {
     assert_eq!(read["value"].as_str(), Some(secret_value(1).as_str()));
 }
 
+/// A read sets `accessed_at` (docs/api.md: kept to the minute): the first read records
+/// it, the listing shows it, and a read within the minute leaves it where it was.
+fn a_read_records_accessed_at_to_the_minute(backend: Backend) {
+    let srv = Server::start(backend);
+    srv.create("app/seen", &secret_value(1));
+    let listed =
+        |srv: &Server| srv.admin("GET", "/v1/secrets?namespace=app", None).1["items"][0]["accessed_at"].clone();
+    assert_eq!(listed(&srv), Value::Null, "never read yet");
+    let (status, first) = srv.admin("GET", "/v1/secrets/app%2Fseen", None);
+    assert_eq!(status, 200, "{first}");
+    assert!(first["accessed_at"].is_string(), "{first}");
+    assert_eq!(listed(&srv), first["accessed_at"], "the read was recorded");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (_, second) = srv.admin("GET", "/v1/secrets/app%2Fseen", None);
+    assert_eq!(second["accessed_at"], first["accessed_at"], "a read within the minute leaves it");
+    assert_eq!(listed(&srv), first["accessed_at"]);
+}
+
 both_backends!(
+    a_read_records_accessed_at_to_the_minute,
     seed_examples_work_with_curl,
     listing_pages_by_cursor_and_filters_by_namespace_and_tag,
     destroyed_versions_are_gone_and_permanent_delete_frees_the_path,
