@@ -106,8 +106,9 @@ pub struct Grant {
 #[derive(Debug, Clone, Serialize)]
 pub struct Inject {
     pub host: HostPattern,
-    /// Lower-case header name.
-    pub header: String,
+    /// Lower-case header name, parsed once here rather than on every request.
+    #[serde(serialize_with = "as_string")]
+    pub header: http::HeaderName,
     /// The template, with at least one placeholder.
     pub value: String,
     /// The placeholders of `value`, in order.
@@ -837,7 +838,10 @@ impl Inject {
     /// `Policy::grant_for` picks) that sends it to this host in this header.
     fn from_raw(raw: RawInject, grants: &[Grant]) -> Result<Inject, Invalid> {
         let host = host_pattern(&raw.host, "inject host")?;
-        let header = parse_at(&raw.header, "inject header", header_name)?;
+        let header = parse_at(&raw.header, "inject header", |s| {
+            let name = header_name(s)?;
+            http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("'{s}' is not a header name"))
+        })?;
         let value = raw.value.get_ref();
         if value.contains(['\r', '\n', '\0']) {
             return Err(invalid(&raw.value, "inject value may not contain CR, LF or NUL"));
@@ -848,7 +852,8 @@ impl Inject {
             return Err(invalid(&raw.value, message));
         }
         for placeholder in &placeholders {
-            check_inject_binding(placeholder, &host, &header, grants).map_err(|why| invalid(&raw.value, why))?;
+            check_inject_binding(placeholder, &host, header.as_str(), grants)
+                .map_err(|why| invalid(&raw.value, why))?;
         }
         Ok(Inject { host, header, value: value.clone(), placeholders })
     }
@@ -910,9 +915,13 @@ fn as_strings<S: Serializer, T: fmt::Display>(items: &[T], serializer: S) -> Res
     serializer.collect_seq(items.iter().map(T::to_string))
 }
 
+fn as_string<S: Serializer, T: fmt::Display>(item: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(item)
+}
+
 fn as_optional_string<S: Serializer, T: fmt::Display>(item: &Option<T>, serializer: S) -> Result<S::Ok, S::Error> {
     match item {
-        Some(item) => serializer.collect_str(item),
+        Some(item) => as_string(item, serializer),
         None => serializer.serialize_none(),
     }
 }

@@ -423,14 +423,14 @@ async fn substitute(
     target: &Target,
 ) -> Result<(Parts, Vec<Used>), ProxyError> {
     let agent_placeholders = head_has_placeholder(&head);
-    let templates = inject_templates(policy, &head, target, agent_placeholders)?;
+    let templates = inject_templates(policy, &head, target, agent_placeholders);
     if !agent_placeholders && templates.is_empty() {
         return Ok((head, Vec::new()));
     }
     // A rule's header replaces the agent's (which holds no placeholder, or the rule would
     // not apply): whatever the agent's was, it is neither checked nor sent.
     for template in &templates {
-        head.headers.remove(&template.header);
+        head.headers.remove(template.header);
     }
     let found = if agent_placeholders { substitute::scan(&head)? } else { Vec::new() };
     let all = || found.iter().map(|f| &f.placeholder).chain(templates.iter().flat_map(|t| t.placeholders));
@@ -482,18 +482,20 @@ fn inject_templates<'p>(
     head: &Parts,
     target: &Target,
     agent_placeholders: bool,
-) -> Result<Vec<substitute::Template<'p>>, ProxyError> {
+) -> Vec<substitute::Template<'p>> {
     let mut templates = Vec::new();
     for rule in policy.injects.iter().filter(|i| i.host.matches(&target.host)) {
-        let header =
-            HeaderName::from_bytes(rule.header.as_bytes()).map_err(|_| ProxyError::internal("bad inject header"))?;
         let has_own = agent_placeholders
-            && head.headers.get(&header).is_some_and(|v| substitute::has_placeholder_text(v.as_bytes()));
+            && head.headers.get(&rule.header).is_some_and(|v| substitute::has_placeholder_text(v.as_bytes()));
         if !has_own {
-            templates.push(substitute::Template { header, text: &rule.value, placeholders: &rule.placeholders });
+            templates.push(substitute::Template {
+                header: &rule.header,
+                text: &rule.value,
+                placeholders: &rule.placeholders,
+            });
         }
     }
-    Ok(templates)
+    templates
 }
 
 /// Each value written into the request once (by path and field), in the order met.

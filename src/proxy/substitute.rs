@@ -312,7 +312,7 @@ pub struct Binding<'a> {
 /// once when the policy was read. It replaces the agent's header of that name.
 #[derive(Debug, Clone)]
 pub struct Template<'t> {
-    pub header: HeaderName,
+    pub header: &'t HeaderName,
     pub text: &'t str,
     pub placeholders: &'t [Placeholder],
 }

@@ -93,7 +93,8 @@ impl SqlStore {
         let (creates, create_rx) = mpsc::channel(1024);
         tokio::spawn(create_writer(pool.clone(), engine, writer.clone(), create_rx));
         if engine == Engine::Sqlite {
-            tokio::spawn(checkpoint(pool.clone(), writer.clone(), WAL_RESTART_FRAMES));
+            let file: String = sqlx::query("PRAGMA database_list").fetch_one(&pool).await?.try_get(2)?;
+            tokio::spawn(checkpoint(pool.clone(), writer.clone(), file.into(), WAL_RESTART_FRAMES));
         }
         Ok(Arc::new(SqlStore { pool, engine, audit_jobs: tx, creates, writer }))
     }
@@ -191,10 +192,6 @@ async fn append_touching(
         head = Head { seq: record.seq, hash: record.hash.clone() };
         records.push(record);
     }
-    let move_head = match engine {
-        Engine::Sqlite => "UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?",
-        Engine::Postgres => "UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3",
-    };
     match engine {
         Engine::Sqlite => {
             let mut sql = String::new();
@@ -206,23 +203,25 @@ async fn append_touching(
                 sql.push_str(&insert_audit_sql(engine, rows.len()));
                 sql.push_str(";\n");
             }
-            sql.push_str(move_head);
-            let mut query = sqlx::query(&sql);
-            for (secret_id, at) in accessed {
-                query = query.bind(*secret_id).bind(*at);
-            }
-            let query = bind_audit_rows(query, &records);
+            sql.push_str("UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?");
+            let query = bind_audit_rows(bind_accessed(sqlx::query(&sql), accessed), &records);
             query.bind(head.seq).bind(&head.hash).bind(tenant).execute(&mut **tx).await?;
         }
         Engine::Postgres => {
             for rows in accessed.chunks(ACCESSED_ROWS_PER_UPDATE) {
-                touch_accessed(tx, engine, rows).await?;
+                let sql = touch_sql(engine, rows.len());
+                bind_accessed(sqlx::query(&sql), rows).execute(&mut **tx).await?;
             }
             for rows in records.chunks(AUDIT_ROWS_PER_INSERT) {
                 let sql = insert_audit_sql(engine, rows.len());
                 bind_audit_rows(sqlx::query(&sql), rows).execute(&mut **tx).await?;
             }
-            sqlx::query(move_head).bind(head.seq).bind(&head.hash).bind(tenant).execute(&mut **tx).await?;
+            sqlx::query("UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3")
+                .bind(head.seq)
+                .bind(&head.hash)
+                .bind(tenant)
+                .execute(&mut **tx)
+                .await?;
         }
     }
     Ok(())
@@ -331,17 +330,16 @@ const WAL_RESTART_FRAMES: i64 = 16384;
 /// has only the frames of the last moments to copy, and the next write starts the log over.
 /// `journal_size_limit` (128 MiB, above the restart point so that steady load overwrites
 /// the same file) gives back the space of a log that grew past it meanwhile.
-async fn checkpoint(pool: AnyPool, writer: WriteLock, restart_frames: i64) {
+async fn checkpoint(pool: AnyPool, writer: WriteLock, database_file: std::path::PathBuf, restart_frames: i64) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut database_file = None;
     loop {
         tick.tick().await;
         if pool.is_closed() {
             return;
         }
         let result = match passive_checkpoint(&pool).await {
-            Ok((frames, _)) if frames > restart_frames => restart_wal(&pool, &writer, &mut database_file).await,
+            Ok(frames) if frames > restart_frames => restart_wal(&pool, &writer, &database_file).await,
             other => other.map(drop),
         };
         if let Err(e) = result {
@@ -357,25 +355,23 @@ async fn checkpoint(pool: AnyPool, writer: WriteLock, restart_frames: i64) {
 /// syncs only a checkpoint that completes): 15-50 ms with the writers waiting, measured. So
 /// the file is flushed first, with nobody waiting, and the sync inside the hold has only
 /// the last moments' pages to write.
-async fn restart_wal(pool: &AnyPool, writer: &WriteLock, database_file: &mut Option<String>) -> Result<()> {
-    if database_file.is_none() {
-        let row = sqlx::query("PRAGMA database_list").fetch_one(pool).await?;
-        *database_file = Some(row.try_get(2)?);
-    }
+async fn restart_wal(pool: &AnyPool, writer: &WriteLock, database_file: &std::path::Path) -> Result<()> {
     // Writes go on while the file is flushed, and the next checkpoint copies them: flush
     // again while that still takes long, a few times at most.
-    for round in 1..=4 {
-        let file = database_file.clone().unwrap_or_default();
+    for _ in 0..4 {
+        let file = database_file.to_owned();
         let started = std::time::Instant::now();
-        let flushed = tokio::task::spawn_blocking(move || std::fs::File::open(file)?.sync_data()).await;
-        if let Ok(Err(e)) = flushed {
-            tracing::debug!(error = %e, "could not flush the database file ahead of the WAL restart");
-            break;
+        match tokio::task::spawn_blocking(move || std::fs::File::open(file)?.sync_data()).await {
+            Ok(Ok(())) if started.elapsed() >= std::time::Duration::from_millis(3) => {
+                passive_checkpoint(pool).await?;
+            }
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not flush the database file ahead of the WAL restart");
+                break;
+            }
+            Err(_) => break, // the blocking pool is shutting down
         }
-        if started.elapsed() < std::time::Duration::from_millis(3) || round == 4 {
-            break;
-        }
-        passive_checkpoint(pool).await?;
     }
     let started = std::time::Instant::now();
     let _writers_wait = writer.acquire().await;
@@ -389,10 +385,10 @@ async fn restart_wal(pool: &AnyPool, writer: &WriteLock, database_file: &mut Opt
     result
 }
 
-/// Runs a PASSIVE checkpoint: (frames in the WAL, frames copied back to the database).
-async fn passive_checkpoint(pool: &AnyPool) -> Result<(i64, i64)> {
+/// Runs a PASSIVE checkpoint and answers the number of frames in the WAL.
+async fn passive_checkpoint(pool: &AnyPool) -> Result<i64> {
     let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await?;
-    Ok((row.try_get(1)?, row.try_get(2)?))
+    Ok(row.try_get(1)?)
 }
 
 /// Group commit for creates: takes whatever creates are waiting and writes them in one
@@ -560,14 +556,12 @@ fn touch_sql(engine: Engine, rows: usize) -> String {
     )
 }
 
-async fn touch_accessed(tx: &mut Tx, engine: Engine, rows: &[(&str, i64)]) -> Result<()> {
-    let sql = touch_sql(engine, rows.len());
-    let mut query = sqlx::query(&sql);
-    for (secret_id, at) in rows {
-        query = query.bind(*secret_id).bind(*at);
+/// Binds (secret id, time) pairs, in `touch_sql` order.
+fn bind_accessed<'q>(mut query: AnyQuery<'q>, rows: &[(&'q str, i64)]) -> AnyQuery<'q> {
+    for &(secret_id, at) in rows {
+        query = query.bind(secret_id).bind(at);
     }
-    query.execute(&mut **tx).await?;
-    Ok(())
+    query
 }
 
 fn json_or_default<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> Result<T> {
@@ -1488,7 +1482,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = Engine::Sqlite.connect(&Engine::sqlite_url(dir.path())).await.unwrap();
         let writer = WriteLock::for_engine(Engine::Sqlite);
-        tokio::spawn(checkpoint(pool.clone(), writer.clone(), RESTART_FRAMES));
+        tokio::spawn(checkpoint(pool.clone(), writer.clone(), dir.path().join("airlock.db"), RESTART_FRAMES));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let readers: Vec<_> = (0..3)
             .map(|_| {
