@@ -30,17 +30,36 @@ pub struct SqlStore {
 }
 
 /// Held for the life of a write transaction on SQLite; absent on PostgreSQL.
-type WriteGuard = Option<tokio::sync::OwnedMutexGuard<()>>;
+type WriteGuard = Option<tokio::sync::OwnedMutexGuard<KnownHeads>>;
 
 #[derive(Clone)]
-struct WriteLock(Option<Arc<tokio::sync::Mutex<()>>>);
+struct WriteLock(Option<Arc<tokio::sync::Mutex<KnownHeads>>>);
+
+/// Audit chain heads (tenant to head) as the audit writer last left them. They live under
+/// the write lock and hold only while nobody else writes: every writer of this process
+/// takes the lock, and all but the audit writer forget them when they do. A writer in
+/// another process cannot be seen, but it cannot fork the chain either: a stale head
+/// makes the next append collide with the record at its `seq` (the primary key), and the
+/// audit writer then reads the heads again.
+#[derive(Default)]
+struct KnownHeads(std::collections::HashMap<String, Head>);
 
 impl WriteLock {
     fn for_engine(engine: Engine) -> WriteLock {
-        WriteLock((engine == Engine::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))))
+        WriteLock((engine == Engine::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(KnownHeads::default()))))
     }
 
+    /// The lock, for a writer that may move chain heads: the known heads are forgotten.
     async fn acquire(&self) -> WriteGuard {
+        let mut guard = self.acquire_keeping_heads().await;
+        if let Some(heads) = guard.as_deref_mut() {
+            heads.0.clear();
+        }
+        guard
+    }
+
+    /// The lock with the known heads, for the audit writer, which keeps them up to date.
+    async fn acquire_keeping_heads(&self) -> WriteGuard {
         match &self.0 {
             Some(m) => Some(m.clone().lock_owned().await),
             None => None,
@@ -63,7 +82,8 @@ struct CreateJob {
     done: oneshot::Sender<Result<()>>,
 }
 
-/// The tenant's chain head, locked for the rest of the transaction.
+/// A tenant's audit chain head: the seq and hash of its last record.
+#[derive(Clone)]
 struct Head {
     seq: i64,
     hash: String,
@@ -158,10 +178,15 @@ pub fn redact_url(url: &str) -> String {
 }
 
 async fn lock_head(tx: &mut Tx, engine: Engine, tenant: &str) -> Result<Head> {
+    read_head(&mut **tx, engine, tenant).await
+}
+
+/// The tenant's chain head; in a transaction on PostgreSQL, locked for the rest of it.
+async fn read_head<'c, E: sqlx::Executor<'c, Database = Any>>(conn: E, engine: Engine, tenant: &str) -> Result<Head> {
     let sql = format!("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1{}", engine.lock_clause());
     let row = sqlx::query(&sql)
         .bind(tenant)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(conn)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("tenant '{tenant}' has no audit chain head")))?;
     Ok(Head { seq: row.try_get(0)?, hash: row.try_get(1)? })
@@ -182,30 +207,16 @@ async fn append_touching(
     tx: &mut Tx,
     engine: Engine,
     tenant: &str,
-    mut head: Head,
+    head: Head,
     drafts: Vec<AuditDraft>,
     accessed: &[(&str, i64)],
 ) -> Result<()> {
-    let mut records = Vec::with_capacity(drafts.len());
-    for draft in drafts {
-        let record = AuditRecord::chain(tenant, head.seq + 1, &head.hash, draft);
-        head = Head { seq: record.seq, hash: record.hash.clone() };
-        records.push(record);
-    }
+    let (records, head) = chain(tenant, head, drafts);
     match engine {
         Engine::Sqlite => {
             let mut sql = String::new();
-            for rows in accessed.chunks(ACCESSED_ROWS_PER_UPDATE) {
-                sql.push_str(&touch_sql(engine, rows.len()));
-                sql.push_str(";\n");
-            }
-            for rows in records.chunks(AUDIT_ROWS_PER_INSERT) {
-                sql.push_str(&insert_audit_sql(engine, rows.len()));
-                sql.push_str(";\n");
-            }
-            sql.push_str("UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?");
-            let query = bind_audit_rows(bind_accessed(sqlx::query(&sql), accessed), &records);
-            query.bind(head.seq).bind(&head.hash).bind(tenant).execute(&mut **tx).await?;
+            push_append_sql(&mut sql, accessed.len(), records.len());
+            bind_append(sqlx::query(&sql), tenant, accessed, &records, &head).execute(&mut **tx).await?;
         }
         Engine::Postgres => {
             for rows in accessed.chunks(ACCESSED_ROWS_PER_UPDATE) {
@@ -225,6 +236,45 @@ async fn append_touching(
         }
     }
     Ok(())
+}
+
+/// The records of `drafts`, chained after `head`, and the head after them.
+fn chain(tenant: &str, mut head: Head, drafts: Vec<AuditDraft>) -> (Vec<AuditRecord>, Head) {
+    let mut records = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        let record = AuditRecord::chain(tenant, head.seq + 1, &head.hash, draft);
+        head = Head { seq: record.seq, hash: record.hash.clone() };
+        records.push(record);
+    }
+    (records, head)
+}
+
+/// SQLite statements (anonymous `?` parameters, bound by `bind_append`) that set
+/// `accessed_at` of `accessed` secrets, insert `records` audit records and move the head.
+fn push_append_sql(sql: &mut String, accessed: usize, records: usize) {
+    type Statement = fn(Engine, usize) -> String;
+    let statements: [(usize, usize, Statement); 2] =
+        [(accessed, ACCESSED_ROWS_PER_UPDATE, touch_sql), (records, AUDIT_ROWS_PER_INSERT, insert_audit_sql)];
+    for (mut left, per_statement, statement) in statements {
+        while left > 0 {
+            let rows = left.min(per_statement);
+            sql.push_str(&statement(Engine::Sqlite, rows));
+            sql.push_str(";\n");
+            left -= rows;
+        }
+    }
+    sql.push_str("UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?;\n");
+}
+
+/// Binds the parameters of `push_append_sql`, in its order.
+fn bind_append<'q>(
+    query: AnyQuery<'q>,
+    tenant: &'q str,
+    accessed: &[(&'q str, i64)],
+    records: &'q [AuditRecord],
+    head: &'q Head,
+) -> AnyQuery<'q> {
+    bind_audit_rows(bind_accessed(query, accessed), records).bind(head.seq).bind(&head.hash).bind(tenant)
 }
 
 /// Rows per multi-row INSERT: 14 parameters each, well under SQLite's and PostgreSQL's
@@ -265,10 +315,12 @@ async fn audit_writer(pool: AnyPool, engine: Engine, writer: WriteLock, mut jobs
     let mut batch = Vec::with_capacity(AUDIT_BATCH);
     while jobs.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
         batch.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-        let drafts: Vec<(String, AuditDraft, Option<String>)> =
-            batch.iter().map(|j| (j.tenant.clone(), j.draft.clone(), j.accessed_secret.clone())).collect();
-        let guard = writer.acquire().await;
-        let result = write_audit_batch(&pool, engine, drafts).await;
+        let groups = tenant_groups(&batch);
+        let mut guard = writer.acquire_keeping_heads().await;
+        let result = match guard.as_deref_mut() {
+            Some(heads) => write_audit_batch_sqlite(&pool, heads, &groups).await,
+            None => write_audit_batch(&pool, engine, &groups).await,
+        };
         drop(guard);
         if let Err(e) = &result {
             tracing::error!(error = %e, records = batch.len(), "audit batch failed; the operations it recorded fail closed");
@@ -283,31 +335,95 @@ async fn audit_writer(pool: AnyPool, engine: Engine, writer: WriteLock, mut jobs
     }
 }
 
-async fn write_audit_batch(
-    pool: &AnyPool,
-    engine: Engine,
-    drafts: Vec<(String, AuditDraft, Option<String>)>,
-) -> Result<()> {
-    let mut tx = pool.begin_with(engine.begin_sql()).await?;
-    let mut i = 0;
-    while i < drafts.len() {
-        let tenant = drafts[i].0.clone();
-        let end = drafts[i..].iter().position(|d| d.0 != tenant).map_or(drafts.len(), |n| i + n);
-        let head = lock_head(&mut tx, engine, &tenant).await?;
-        let group: Vec<AuditDraft> = drafts[i..end].iter().map(|d| d.1.clone()).collect();
-        // One update per secret read in this batch, to its latest read.
-        let mut accessed: Vec<(&str, i64)> = Vec::new();
-        for (_, draft, secret) in &drafts[i..end] {
-            let Some(secret) = secret.as_deref() else { continue };
-            match accessed.iter_mut().find(|(id, _)| *id == secret) {
-                Some((_, at)) => *at = (*at).max(draft.timestamp_ms),
-                None => accessed.push((secret, draft.timestamp_ms)),
+/// One tenant's part of an audit batch: its records, and the secrets read (one
+/// `accessed_at` per secret, its latest read).
+struct TenantGroup<'a> {
+    tenant: &'a str,
+    drafts: Vec<AuditDraft>,
+    accessed: Vec<(&'a str, i64)>,
+}
+
+/// Splits a batch sorted by tenant into its tenants' groups.
+fn tenant_groups(batch: &[AuditJob]) -> Vec<TenantGroup<'_>> {
+    let mut groups: Vec<TenantGroup> = Vec::new();
+    for job in batch {
+        let group = match groups.last_mut() {
+            Some(g) if g.tenant == job.tenant => g,
+            _ => {
+                groups.push(TenantGroup { tenant: &job.tenant, drafts: Vec::new(), accessed: Vec::new() });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        group.drafts.push(job.draft.clone());
+        if let Some(secret) = job.accessed_secret.as_deref() {
+            match group.accessed.iter_mut().find(|(id, _)| *id == secret) {
+                Some((_, at)) => *at = (*at).max(job.draft.timestamp_ms),
+                None => group.accessed.push((secret, job.draft.timestamp_ms)),
             }
         }
-        append_touching(&mut tx, engine, &tenant, head, group, &accessed).await?;
-        i = end;
+    }
+    groups
+}
+
+async fn write_audit_batch(pool: &AnyPool, engine: Engine, groups: &[TenantGroup<'_>]) -> Result<()> {
+    let mut tx = pool.begin_with(engine.begin_sql()).await?;
+    for g in groups {
+        let head = lock_head(&mut tx, engine, g.tenant).await?;
+        append_touching(&mut tx, engine, g.tenant, head, g.drafts.clone(), &g.accessed).await?;
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// The audit batch on SQLite: one multi-statement query from `BEGIN IMMEDIATE` to
+/// `COMMIT`, one round trip to the connection's thread where a transaction takes five
+/// (begin, head, append, commit), with the chain heads this process already knows. A
+/// batch that fails on known heads is written again once, after reading them afresh.
+async fn write_audit_batch_sqlite(pool: &AnyPool, heads: &mut KnownHeads, groups: &[TenantGroup<'_>]) -> Result<()> {
+    let knew_some = groups.iter().any(|g| heads.0.contains_key(g.tenant));
+    match append_batch_sqlite(pool, heads, groups).await {
+        Err(e) if knew_some => {
+            tracing::warn!(error = %e, "audit append on the known chain heads failed; reading the heads again");
+            heads.0.clear();
+            append_batch_sqlite(pool, heads, groups).await
+        }
+        done => done,
+    }
+}
+
+async fn append_batch_sqlite(pool: &AnyPool, heads: &mut KnownHeads, groups: &[TenantGroup<'_>]) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    let mut appended = Vec::with_capacity(groups.len());
+    for g in groups {
+        let head = match heads.0.get(g.tenant) {
+            Some(head) => head.clone(),
+            // Read outside the transaction: this process's writers are held back, so
+            // nothing moves it before the BEGIN.
+            None => read_head(&mut *conn, Engine::Sqlite, g.tenant).await?,
+        };
+        appended.push(chain(g.tenant, head, g.drafts.clone()));
+    }
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    for (g, (records, _)) in groups.iter().zip(&appended) {
+        push_append_sql(&mut sql, g.accessed.len(), records.len());
+    }
+    sql.push_str("COMMIT");
+    let mut query = sqlx::query(&sql);
+    for (g, (records, head)) in groups.iter().zip(&appended) {
+        query = bind_append(query, g.tenant, &g.accessed, records, head);
+    }
+    if let Err(e) = query.execute(&mut *conn).await {
+        // A statement failed after BEGIN: roll back here, as no `Transaction` will.
+        // If that fails too, the connection is closed rather than given back.
+        if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+            conn.close_on_drop();
+        }
+        heads.0.clear();
+        return Err(e.into());
+    }
+    for (g, (_, head)) in groups.iter().zip(appended) {
+        heads.0.insert(g.tenant.to_owned(), head);
+    }
     Ok(())
 }
 
@@ -1513,6 +1629,38 @@ mod tests {
         let frame = 4096 + 24;
         // 4000 commits of a frame or more: 16 MB and more if the log were never restarted.
         assert!(largest < 8 * RESTART_FRAMES as u64 * frame, "the WAL grew to {largest} bytes");
+    }
+
+    /// The audit writer appends on the chain heads it knows. Another writer of the same
+    /// file (another process) moves a head behind its back: the append collides with the
+    /// record at that `seq`, is written again on the heads read afresh, and nothing is lost.
+    #[tokio::test]
+    async fn an_audit_head_moved_by_another_process_is_read_again() {
+        const TENANT: &str = crate::server::auth::SYSTEM_TENANT;
+        let draft = |n: i64| AuditDraft {
+            id: crate::server::auth::new_id("evt"),
+            kind: crate::domain::audit::kind::SECRET_READ,
+            path: Some(format!("team/secret-{n}")),
+            actor: "key_test".into(),
+            actor_description: None,
+            ip: None,
+            user_agent: None,
+            timestamp_ms: n,
+            success: true,
+            detail: serde_json::json!({}),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let url = Engine::sqlite_url(dir.path());
+        let ours = SqlStore::open(&url).await.unwrap();
+        let theirs = SqlStore::open(&url).await.unwrap();
+        let start = ours.verify_audit(TENANT).await.unwrap().head_seq;
+        ours.record(TENANT, draft(1), None).await.unwrap();
+        theirs.record(TENANT, draft(2), None).await.unwrap();
+        ours.record(TENANT, draft(3), None).await.expect("the append is written again on the head read afresh");
+        ours.record(TENANT, draft(4), None).await.unwrap();
+        let verdict = ours.verify_audit(TENANT).await.unwrap();
+        assert!(verdict.ok, "{verdict:?}");
+        assert_eq!(verdict.head_seq, start + 4);
     }
 
     #[test]
