@@ -121,6 +121,8 @@ pub struct Central {
     stale_if_error: Duration,
     ready: AtomicBool,
     agent_id: String,
+    /// The agent's name: its policy is found by it, so no policy update changes it.
+    agent_name: String,
     /// Bumped whenever the policy is replaced, so the proxy can rebuild what depends on it.
     pub policy_generation: std::sync::atomic::AtomicU64,
 }
@@ -150,6 +152,7 @@ impl Central {
         let policy = fetch_policy(&http, &base, &agent_key).await?;
         let agent_id = fetch_agent_id(&http, &base, &agent_key).await?;
         let slots = slots_for(&policy);
+        let agent_name = policy.agent.name.clone();
         let values = moka::future::Cache::builder().max_capacity(10_000).expire_after(FreshUntil).build();
         Ok(Arc::new(Central {
             http,
@@ -164,12 +167,18 @@ impl Central {
             stale_if_error: DEFAULT_STALE_IF_ERROR,
             ready: AtomicBool::new(false),
             agent_id,
+            agent_name,
             policy_generation: Default::default(),
         }))
     }
 
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.read().expect("policy lock poisoned").clone()
+    }
+
+    /// The agent's name, without the policy lock (every injection's access event names it).
+    pub fn agent_name(&self) -> &str {
+        &self.agent_name
     }
 
     pub fn is_ready(&self) -> bool {

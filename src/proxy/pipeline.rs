@@ -125,9 +125,8 @@ impl Seen {
         status: StatusCode,
         started: Instant,
     ) {
-        let policy = proxy.central.policy();
         proxy.reporter.record(Use {
-            agent: &policy.agent.name,
+            agent: proxy.central.agent_name(),
             path: used.map(|u| u.fetched.path.as_str()),
             version: used.map(|u| u.fetched.version),
             host,

@@ -125,9 +125,15 @@ pub struct Reporter {
 struct Pending {
     /// One window per shard; a thread records into its own shard, so the proxy's worker
     /// threads never wait on each other here.
-    windows: Vec<Mutex<Window>>,
+    windows: Vec<Shard>,
     waiting: Notify,
 }
+
+/// A window on cache lines of its own: worker threads that record side by side must not
+/// contend for one line (adjacent lines are fetched in pairs, hence 128 bytes).
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(Mutex<Window>);
 
 #[derive(Default)]
 struct Window {
@@ -163,7 +169,7 @@ const SHARDS: usize = 8;
 
 impl Pending {
     fn new() -> Pending {
-        Pending { windows: (0..SHARDS).map(|_| Mutex::new(Window::default())).collect(), waiting: Notify::new() }
+        Pending { windows: (0..SHARDS).map(|_| Shard::default()).collect(), waiting: Notify::new() }
     }
 }
 
@@ -181,7 +187,7 @@ impl Reporter {
     pub fn record(&self, u: Use<'_>) {
         let hash = u.key_hash();
         let first = {
-            let mut window = self.pending.windows[shard()].lock().expect("access-event window poisoned");
+            let mut window = self.pending.windows[shard()].0.lock().expect("access-event window poisoned");
             let window = &mut *window;
             match window.index.get(&hash).map(|&i| &mut window.events[i]) {
                 Some(e) if u.same_as(e) => {
@@ -234,7 +240,7 @@ async fn write_spool(spool: Arc<Spool>, pending: Arc<Pending>) {
         pending.waiting.notified().await;
         tokio::time::sleep(WRITE_EVERY).await;
         for window in &pending.windows {
-            let mut window = window.lock().expect("access-event window poisoned");
+            let mut window = window.0.lock().expect("access-event window poisoned");
             batch.append(&mut window.events);
             window.index.clear();
         }
@@ -401,7 +407,7 @@ mod tests {
         reporter.record(a_use(429, 1.0));
         reporter.record(a_use(200, 5.0));
         // One thread: one shard holds them all.
-        let window = reporter.pending.windows[shard()].lock().unwrap();
+        let window = reporter.pending.windows[shard()].0.lock().unwrap();
         let counts: Vec<(Option<u16>, u64, f64)> =
             window.events.iter().map(|e| (e.status, e.count, e.latency_ms)).collect();
         assert_eq!(counts, vec![(Some(200), 3, 3.0), (Some(429), 1, 1.0)]);
