@@ -37,12 +37,10 @@ pub enum CentralError {
     Protocol(String),
 }
 
-/// The front value cache: entries by path, and a count of invalidations that a lookup
-/// compares before putting an entry back.
+/// The front value cache: entries by path.
 #[derive(Default)]
 struct Hot {
     values: std::collections::HashMap<String, Arc<Fetched>>,
-    epoch: u64,
 }
 
 /// At most this many paths in the front cache (the back one holds up to 10,000).
@@ -50,7 +48,6 @@ const HOT_CAPACITY: usize = 1024;
 
 impl Hot {
     fn forget(&mut self, path: Option<&str>) {
-        self.epoch += 1;
         match path {
             Some(path) => {
                 self.values.remove(path);
@@ -73,6 +70,19 @@ pub struct Fetched {
 }
 
 impl Fetched {
+    /// A copy of its own (its reference count and patterns on memory no other copy shares):
+    /// what a worker thread keeps (`proxy::local`). The value is copied into a zeroizing buffer.
+    pub fn private_copy(&self) -> Fetched {
+        Fetched {
+            path: self.path.clone(),
+            value: self.value.clone(),
+            version: self.version,
+            allowed_hosts: self.allowed_hosts.clone(),
+            fresh_until: self.fresh_until,
+            patterns: std::sync::OnceLock::new(),
+        }
+    }
+
     pub fn patterns(&self) -> Option<Arc<crate::proxy::redact::Patterns>> {
         self.patterns
             .get_or_init(|| {
@@ -125,6 +135,12 @@ pub struct Central {
     agent_name: String,
     /// Bumped whenever the policy is replaced, so the proxy can rebuild what depends on it.
     pub policy_generation: std::sync::atomic::AtomicU64,
+    /// Bumped (under the front cache's write lock, after the entries went) by every
+    /// invalidation: a lookup compares it before putting an entry back, and the worker
+    /// threads drop their copies of values when it moves.
+    value_epoch: std::sync::atomic::AtomicU64,
+    /// Tells this `Central` from any other in the process (per-thread copies are keyed by it).
+    id: u64,
 }
 
 struct FreshUntil;
@@ -169,6 +185,11 @@ impl Central {
             agent_id,
             agent_name,
             policy_generation: Default::default(),
+            value_epoch: Default::default(),
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
         }))
     }
 
@@ -179,6 +200,16 @@ impl Central {
     /// The agent's name, without the policy lock (every injection's access event names it).
     pub fn agent_name(&self) -> &str {
         &self.agent_name
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// How many invalidations there have been: a copy of a value taken at one epoch is not
+    /// used at another.
+    pub fn value_epoch(&self) -> u64 {
+        self.value_epoch.load(Ordering::Acquire)
     }
 
     pub fn is_ready(&self) -> bool {
@@ -274,7 +305,7 @@ impl Central {
             return Ok(v);
         }
         // Read before the fetch begins, so an invalidation during it is seen below.
-        let epoch = self.hot.read().expect("hot cache lock poisoned").epoch;
+        let epoch = self.value_epoch();
         match self.values.try_get_with(path.as_str().to_owned(), self.fetch(path)).await {
             Ok(v) => {
                 // Kept only if nothing was invalidated since the lookup began.
@@ -283,7 +314,7 @@ impl Central {
                 // no value outlives its expiry in memory by more than that.
                 let now = Instant::now();
                 hot.values.retain(|_, v| v.fresh_until > now);
-                if hot.epoch == epoch && hot.values.len() < HOT_CAPACITY {
+                if self.value_epoch() == epoch && hot.values.len() < HOT_CAPACITY {
                     hot.values.insert(path.as_str().to_owned(), v.clone());
                 }
                 Ok(v)
@@ -356,7 +387,13 @@ impl Central {
     pub async fn forget(&self, path: &str) {
         self.stale.lock().expect("stale lock poisoned").remove(path);
         self.values.invalidate(path).await;
-        self.hot.write().expect("hot cache lock poisoned").forget(Some(path));
+        self.forget_hot(Some(path));
+    }
+
+    fn forget_hot(&self, path: Option<&str>) {
+        let mut hot = self.hot.write().expect("hot cache lock poisoned");
+        hot.forget(path);
+        self.value_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     async fn forget_all(&self) {
@@ -368,7 +405,7 @@ impl Central {
     /// what the back one held.
     fn invalidate_values(&self) {
         self.values.invalidate_all();
-        self.hot.write().expect("hot cache lock poisoned").forget(None);
+        self.forget_hot(None);
     }
 
     /// Posts access events with the agent key.

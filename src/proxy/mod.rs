@@ -10,6 +10,7 @@ mod error;
 mod h1;
 mod limits;
 mod listen;
+mod local;
 mod ops;
 pub mod pipeline;
 pub mod redact;

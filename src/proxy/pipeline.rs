@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 use super::Proxy;
 use super::central::{CentralError, Fetched};
 use super::error::ProxyError;
+use super::local::{self, Epoch, Plan, View};
 use super::redact::Redactor;
 use super::report::Use;
 use super::substitute::{self, Binding, Refusal, RefusalCode};
@@ -169,13 +170,13 @@ pub(super) struct Prepared {
 /// agreement → rate limit → substitute + bind check. Shared by the hyper path and the
 /// HTTP/1.1 fast path (`h1`), which differ only in how they forward.
 pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via) -> Result<Prepared, ProxyError> {
-    let policy = proxy.central.policy();
-    let target = target(&policy, &head, via)?;
+    let (view, epoch) = local::view(proxy);
+    let target = target(&view.policy, &head, via)?;
     admit(proxy, &mut head, via, &target)?;
-    egress(proxy, &policy, &target).await?;
+    egress(proxy, &view.policy, &target).await?;
     agree(&head, via, &target)?;
-    proxy.limits().check(&target.host)?;
-    let (head, used) = substitute(proxy, &policy, head, &target).await?;
+    view.limits.check(&target.host)?;
+    let (head, used) = substitute(proxy, &view, epoch, head, &target).await?;
     Ok(Prepared { head, target, used })
 }
 
@@ -392,6 +393,7 @@ fn strip_port(host: &str) -> &str {
 // ---- substitute + bind check ----------------------------------------------------------
 
 /// A value this request carries, kept for redaction and the access record.
+#[derive(Clone)]
 pub struct Used {
     pub fetched: Arc<Fetched>,
     /// When the placeholder named a `#field`: the field's name and the text written for it.
@@ -415,15 +417,26 @@ impl Used {
 
 /// Applies inject rules, finds every placeholder, resolves the granted values and returns
 /// the head with values in place; refuses (sending nothing) when any binding fails.
+/// A request without placeholders of its own gets what the rules put toward its upstream
+/// from this thread's plan for it, made (and checked) by the first such request.
 async fn substitute(
     proxy: &Proxy,
-    policy: &Policy,
+    view: &Arc<View>,
+    epoch: Epoch,
     mut head: Parts,
     target: &Target,
 ) -> Result<(Parts, Vec<Used>), ProxyError> {
+    let policy = &view.policy;
     let agent_placeholders = head_has_placeholder(&head);
+    if !agent_placeholders && let Some((injected, used)) = local::apply_plan(proxy, target, &mut head.headers) {
+        if injected {
+            head.extensions = http::Extensions::new(); // as `substitute::inject` leaves it
+        }
+        return Ok((identity_encoding(head, &used), used));
+    }
     let templates = inject_templates(policy, &head, target, agent_placeholders);
     if !agent_placeholders && templates.is_empty() {
+        local::keep_plan(proxy, view, epoch, target, Plan::new(Vec::new(), Vec::new()));
         return Ok((head, Vec::new()));
     }
     // A rule's header replaces the agent's (which holds no placeholder, or the rule would
@@ -442,9 +455,9 @@ async fn substitute(
             continue;
         }
         let Some(grant) = policy.grant_for(path) else { continue };
-        let value = match proxy.central.cached(path) {
+        let value = match local::cached(proxy, epoch, path) {
             Some(value) => value,
-            None => proxy.central.value(path).await.map_err(central_error)?,
+            None => local::adopt(proxy, epoch, &proxy.central.value(path).await.map_err(central_error)?),
         };
         fetched.push(value);
         grants.push(grant);
@@ -453,14 +466,25 @@ async fn substitute(
         let i = fetched.iter().position(|v| &v.path == p.path())?;
         Some(Binding { value: &fetched[i].value, grant: grants[i], secret_allowed_hosts: &fetched[i].allowed_hosts })
     };
-    let mut new_head =
+    let new_head =
         substitute::inject(head, &found, &templates, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
     let used = used_values(all(), &fetched);
-    if !used.is_empty() {
-        // Redaction reads the response as sent; a compressed body would hide a value from it.
-        new_head.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    if !agent_placeholders {
+        let headers = templates
+            .iter()
+            .filter_map(|t| Some((t.header.clone(), new_head.headers.get(t.header)?.clone())))
+            .collect();
+        local::keep_plan(proxy, view, epoch, target, Plan::new(headers, used.clone()));
     }
-    Ok((new_head, used))
+    Ok((identity_encoding(new_head, &used), used))
+}
+
+/// Redaction reads the response as sent; a compressed body would hide a value from it.
+fn identity_encoding(mut head: Parts, used: &[Used]) -> Parts {
+    if !used.is_empty() {
+        head.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+    head
 }
 
 fn head_has_placeholder(head: &Parts) -> bool {

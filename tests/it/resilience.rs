@@ -54,6 +54,49 @@ fn a_rotation_reaches_the_proxy_within_a_second_and_a_deletion_stops_injection()
     assert_eq!(sc.upstream.requests().len(), before, "nothing was sent with the old value");
 }
 
+/// The same through an `[[inject]]` rule, where each proxy thread reuses the headers it made
+/// for the first request (the agent sends no placeholder): a rotation and a deletion must
+/// reach that reuse as fast as they reach a placeholder.
+#[test]
+fn an_inject_rule_follows_a_rotation_within_a_second_and_stops_at_a_deletion() {
+    let rule = "[[inject]]\nhost = \"api.openai.com\"\nheader = \"authorization\"\n\
+                value = \"Bearer {{secret:production/openai/api-key}}\"\n";
+    let sc = Sidecar::start_custom(&policy(rule), &[]);
+    // Enough requests (each its own connection) that every proxy thread has reused its headers.
+    for n in 0..6 {
+        let (status, out) = sc.curl(&[&format!("https://api.openai.com/v1/warm{n}")]);
+        assert_eq!(status, 200, "{out}");
+        assert!(!out.contains(&secret_value("openai")), "the value came back unredacted: {out}");
+        assert_eq!(last_authorization(&sc), Some(format!("Bearer {}", secret_value("openai"))));
+    }
+
+    let rotate = json!({ "new_value": secret_value("rotated") }).to_string();
+    assert_eq!(sc.server.admin("POST", "/v1/secrets/production%2Fopenai%2Fapi-key/rotate", Some(&rotate)).0, 200);
+    let rotated_at = Instant::now();
+    assert!(
+        until(Duration::from_secs(1), || {
+            sc.curl(&["https://api.openai.com/v1/b"]);
+            last_authorization(&sc) == Some(format!("Bearer {}", secret_value("rotated")))
+        }),
+        "the new value was not used within 1 s of the rotation"
+    );
+    assert!(rotated_at.elapsed() < Duration::from_millis(1500));
+    // Every thread, not just the first to hear of it.
+    for n in 0..6 {
+        assert_eq!(sc.curl(&[&format!("https://api.openai.com/v1/after{n}")]).0, 200);
+        assert_eq!(last_authorization(&sc), Some(format!("Bearer {}", secret_value("rotated"))), "request {n}");
+    }
+
+    assert_eq!(sc.server.admin("DELETE", "/v1/secrets/production%2Fopenai%2Fapi-key", None).0, 204);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = sc.upstream.requests().len();
+    for n in 0..6 {
+        let (status, out) = sc.curl(&[&format!("https://api.openai.com/v1/gone{n}")]);
+        assert!(status == 403 || status == 404, "after rm: {status} {out}");
+    }
+    assert_eq!(sc.upstream.requests().len(), before, "nothing was sent with the old value");
+}
+
 #[test]
 fn two_hundred_concurrent_misses_make_one_central_read() {
     let sc = Arc::new(Sidecar::start());

@@ -1,0 +1,184 @@
+//! What a worker thread keeps of the proxy's shared state, so that an ordinary request
+//! writes to no memory another core also writes to: its own copy of the policy (with the
+//! rate limits built from it), its own copies of the values it injects, and, per upstream,
+//! the headers the `[[inject]]` rules put there (checked once, then reused). Every copy is
+//! dropped when what it was taken from moves on: the policy generation, the value epoch
+//! (bumped by every invalidation: rotation, deletion, revocation, a policy update, a lost
+//! change stream) or a value's expiry.
+//!
+//! Why: on two cores, a reference count or a lock word that both worker threads update
+//! moves between their caches on every request, and an injected request took ~1 µs more
+//! CPU than a plain one, which was enough to double its p99 under load (bench/README).
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderName, HeaderValue};
+
+use super::Proxy;
+use super::central::Fetched;
+use super::limits::Limits;
+use super::pipeline::{Target, Used};
+use crate::domain::SecretPath;
+use crate::domain::policy::Policy;
+
+/// The policy and rate limits a request is checked against.
+pub(super) struct View {
+    pub policy: Policy,
+    pub limits: Arc<Limits>,
+}
+
+/// What `[[inject]]` does toward one upstream when the agent sent no placeholder: the
+/// headers to set (values already in place, in buffers wiped when the last copy goes), and
+/// the values they carry (for redaction and the access record). No rule for the upstream:
+/// both empty.
+pub(super) struct Plan {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub used: Vec<Used>,
+    /// The first of its values' expiries.
+    fresh_until: Option<Instant>,
+}
+
+impl Plan {
+    pub fn new(headers: Vec<(HeaderName, HeaderValue)>, used: Vec<Used>) -> Plan {
+        let fresh_until = used.iter().map(|u| u.fetched.fresh_until).min();
+        Plan { headers, used, fresh_until }
+    }
+
+    fn fresh(&self, now: Instant) -> bool {
+        self.fresh_until.is_none_or(|t| t > now)
+    }
+}
+
+/// Upstreams with a plan, per thread, at most (then they start over).
+const PLANS: usize = 64;
+/// Values copied, per thread, at most (then they start over).
+const VALUES: usize = 256;
+
+struct Local {
+    central: u64,
+    generation: u64,
+    epoch: u64,
+    view: Arc<View>,
+    values: Vec<Arc<Fetched>>,
+    /// By (host, port, TLS, plain http named): everything the rules and checks depend on
+    /// besides the policy and the values.
+    plans: Vec<((String, u16, bool, bool), Plan)>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+/// The value epoch a request began at: what it copies or plans is kept only if no
+/// invalidation came in between.
+#[derive(Clone, Copy)]
+pub(super) struct Epoch(u64);
+
+/// This thread's view of the policy, brought up to date first (as are its values and plans).
+pub(super) fn view(proxy: &Proxy) -> (Arc<View>, Epoch) {
+    let central = &proxy.central;
+    let (id, generation, epoch) =
+        (central.id(), central.policy_generation.load(std::sync::atomic::Ordering::Acquire), central.value_epoch());
+    LOCAL.with_borrow_mut(|local| {
+        match local {
+            Some(l) if l.central == id && l.generation == generation => {
+                if l.epoch != epoch {
+                    l.epoch = epoch;
+                    l.values.clear();
+                    l.plans.clear();
+                }
+            }
+            _ => {
+                let view = View { policy: (*central.policy()).clone(), limits: proxy.limits() };
+                *local = Some(Local {
+                    central: id,
+                    generation,
+                    epoch,
+                    view: Arc::new(view),
+                    values: Vec::new(),
+                    plans: Vec::new(),
+                });
+            }
+        }
+        (local.as_ref().expect("set above").view.clone(), Epoch(epoch))
+    })
+}
+
+/// A fresh value without waiting: this thread's copy, else a copy of the shared cache's.
+pub(super) fn cached(proxy: &Proxy, epoch: Epoch, path: &SecretPath) -> Option<Arc<Fetched>> {
+    let now = Instant::now();
+    let mine = with_current(proxy, |l| l.values.iter().find(|v| &v.path == path && v.fresh_until > now).cloned());
+    if let Some(v) = mine.flatten() {
+        return Some(v);
+    }
+    proxy.central.cached(path).map(|shared| adopt(proxy, epoch, &shared))
+}
+
+/// This thread's copy of a value fetched from the shared cache or the central API (the
+/// value itself when it is not fresh, a stale one served while the API is down, or when an
+/// invalidation came after the request began).
+pub(super) fn adopt(proxy: &Proxy, epoch: Epoch, shared: &Arc<Fetched>) -> Arc<Fetched> {
+    if shared.fresh_until <= Instant::now() || !unchanged(proxy, epoch) {
+        return shared.clone();
+    }
+    let copy = Arc::new(shared.private_copy());
+    with_current(proxy, |l| {
+        if l.values.len() >= VALUES {
+            l.values.clear();
+        }
+        l.values.retain(|v| v.path != copy.path);
+        l.values.push(copy.clone());
+    });
+    copy
+}
+
+/// Applies the fresh plan for `target`, if this thread has one: its headers go into
+/// `headers`; returns whether it set any, and the values they carry.
+pub(super) fn apply_plan(proxy: &Proxy, target: &Target, headers: &mut http::HeaderMap) -> Option<(bool, Vec<Used>)> {
+    let now = Instant::now();
+    with_current(proxy, |l| {
+        let (_, plan) = l.plans.iter().find(|(key, plan)| same(key, target) && plan.fresh(now))?;
+        for (name, value) in &plan.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        Some((!plan.headers.is_empty(), plan.used.clone()))
+    })
+    .flatten()
+}
+
+/// Keeps `plan` for `target`, made with `view` from values taken at `epoch`, unless the
+/// policy or the values moved on meanwhile.
+pub(super) fn keep_plan(proxy: &Proxy, view: &Arc<View>, epoch: Epoch, target: &Target, plan: Plan) {
+    if !plan.fresh(Instant::now()) || !unchanged(proxy, epoch) {
+        return;
+    }
+    with_current(proxy, |l| {
+        if !Arc::ptr_eq(&l.view, view) {
+            return;
+        }
+        if l.plans.len() >= PLANS {
+            l.plans.clear();
+        }
+        l.plans.retain(|(key, _)| !same(key, target));
+        l.plans.push(((target.host.clone(), target.port, target.tls, target.plain_http_allowed), plan));
+    });
+}
+
+fn same(key: &(String, u16, bool, bool), t: &Target) -> bool {
+    key.1 == t.port && key.2 == t.tls && key.3 == t.plain_http_allowed && key.0 == t.host
+}
+
+/// No invalidation since `epoch`, seen by this thread or by the central cache.
+fn unchanged(proxy: &Proxy, epoch: Epoch) -> bool {
+    proxy.central.value_epoch() == epoch.0 && with_current(proxy, |l| l.epoch == epoch.0) == Some(true)
+}
+
+/// Runs `f` on this thread's state if it belongs to `proxy` and is current (`view` made it so
+/// at the start of the request; an invalidation since then is seen by the next request, as
+/// it would be by one already past its lookup).
+fn with_current<R>(proxy: &Proxy, f: impl FnOnce(&mut Local) -> R) -> Option<R> {
+    let id = proxy.central.id();
+    LOCAL.with_borrow_mut(|local| local.as_mut().filter(|l| l.central == id).map(f))
+}
