@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use super::Proxy;
 use super::error::ProxyError;
 use super::h1::{self, Served};
+use super::local;
 use super::pipeline::{self, Via, proxy_authorized};
 use super::upstream::{Body, full};
 
@@ -72,8 +73,17 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, workers: usize) {
     }
 }
 
-/// One worker: serves the connections dealt to it until the acceptor goes away.
+/// One worker: serves the connections dealt to it until the acceptor goes away, and drops
+/// this thread's out-of-date copies of shared state (`local::sweep`) every second.
 async fn work(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>) {
+    let sweeper = proxy.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(local::SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            local::sweep(&sweeper);
+        }
+    });
     while let Some((stream, peer)) = rx.recv().await {
         match TcpStream::from_std(stream) {
             Ok(stream) => {

@@ -78,9 +78,7 @@ pub(super) struct Epoch(u64);
 
 /// This thread's view of the policy, brought up to date first (as are its values and plans).
 pub(super) fn view(proxy: &Proxy) -> (Arc<View>, Epoch) {
-    let central = &proxy.central;
-    let (id, generation, epoch) =
-        (central.id(), central.policy_generation.load(std::sync::atomic::Ordering::Acquire), central.value_epoch());
+    let (id, generation, epoch) = now_at(proxy);
     LOCAL.with_borrow_mut(|local| {
         match local {
             Some(l) if l.central == id && l.generation == generation => {
@@ -91,7 +89,7 @@ pub(super) fn view(proxy: &Proxy) -> (Arc<View>, Epoch) {
                 }
             }
             _ => {
-                let view = View { policy: (*central.policy()).clone(), limits: proxy.limits() };
+                let view = View { policy: (*proxy.central.policy()).clone(), limits: proxy.limits() };
                 *local = Some(Local {
                     central: id,
                     generation,
@@ -105,6 +103,25 @@ pub(super) fn view(proxy: &Proxy) -> (Arc<View>, Epoch) {
         (local.as_ref().expect("set above").view.clone(), Epoch(epoch))
     })
 }
+
+/// Drops what this thread holds that is out of date: everything after a policy update or
+/// an invalidation, and expired values and the plans over them. Each worker runs this every
+/// second (`SWEEP_EVERY`), so a deleted or expired value does not stay in memory on a thread
+/// that serves no request.
+pub(super) fn sweep(proxy: &Proxy) {
+    let (id, generation, epoch) = now_at(proxy);
+    let now = Instant::now();
+    LOCAL.with_borrow_mut(|local| match local {
+        Some(l) if l.central == id && l.generation == generation && l.epoch == epoch => {
+            l.values.retain(|v| v.fresh_until > now);
+            l.plans.retain(|(_, plan)| plan.fresh(now));
+        }
+        _ => *local = None,
+    });
+}
+
+/// How often each worker drops its out-of-date copies.
+pub(super) const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A fresh value without waiting: this thread's copy, else a copy of the shared cache's.
 pub(super) fn cached(proxy: &Proxy, epoch: Epoch, path: &SecretPath) -> Option<Arc<Fetched>> {
@@ -168,6 +185,12 @@ pub(super) fn keep_plan(proxy: &Proxy, view: &Arc<View>, epoch: Epoch, target: &
 
 fn same(key: &(String, u16, bool, bool), t: &Target) -> bool {
     key.1 == t.port && key.2 == t.tls && key.3 == t.plain_http_allowed && key.0 == t.host
+}
+
+/// Which proxy, policy generation and value epoch the shared state is at.
+fn now_at(proxy: &Proxy) -> (u64, u64, u64) {
+    let central = &proxy.central;
+    (central.id(), central.policy_generation.load(std::sync::atomic::Ordering::Acquire), central.value_epoch())
 }
 
 /// No invalidation since `epoch`, seen by this thread or by the central cache.
