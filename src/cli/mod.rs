@@ -3,6 +3,7 @@
 
 mod access;
 pub mod audit;
+mod ca;
 mod dev;
 mod logging;
 mod proxy;
@@ -69,6 +70,11 @@ enum Command {
         conn: ConnArgs,
         #[command(subcommand)]
         cmd: audit::AuditCommand,
+    },
+    /// The proxy's local CA, which agents must trust for HTTPS through it
+    Ca {
+        #[command(subcommand)]
+        cmd: ca::CaCommand,
     },
 }
 
@@ -142,6 +148,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Agent { conn, cmd } => access::agent(cmd, &conn.client()?).await,
         Command::Token { conn, cmd } => access::token(cmd, &conn.client()?).await,
         Command::Approval { conn, cmd } => access::approval(cmd, &conn.client()?).await,
+        Command::Ca { cmd } => ca::run(cmd),
     }
 }
 

@@ -64,3 +64,35 @@ fn cli_without_a_token_says_what_to_set() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("AIRLOCK_TOKEN"));
 }
+
+/// `airlock ca export` gives an operator the certificate agents must trust: the one a proxy
+/// on that data dir serves, or, before any proxy ran, a CA the proxy will then use.
+#[test]
+fn ca_export_prints_the_ca_the_proxy_serves_and_can_make_it_before_the_first_start() {
+    let sc = crate::sidecar::Sidecar::start();
+    let served = reqwest::blocking::get(format!("http://{}/_airlock/ca.pem", sc.proxy_addr)).unwrap().text().unwrap();
+    let data_dir = sc.dir.path().join("proxy");
+    let exported = ok(Command::new(BIN).args(["ca", "export", "--data-dir"]).arg(&data_dir).output().unwrap());
+    assert!(exported.starts_with("-----BEGIN CERTIFICATE-----"), "{exported}");
+    assert_eq!(exported, served, "the exported CA is the one the running proxy serves");
+
+    // A fresh data dir: the CA is made (key 0600), written with --out, and kept.
+    let fresh = tempfile::tempdir().unwrap();
+    let dir = fresh.path().join("proxy");
+    let out = fresh.path().join("agent-ca.pem");
+    ok(Command::new(BIN).args(["ca", "export", "--data-dir"]).arg(&dir).arg("--out").arg(&out).output().unwrap());
+    let first = std::fs::read_to_string(&out).unwrap();
+    assert!(first.starts_with("-----BEGIN CERTIFICATE-----"), "{first}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(dir.join("ca.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    let again = ok(Command::new(BIN).args(["ca", "export", "--data-dir"]).arg(&dir).output().unwrap());
+    assert_eq!(again, first, "a second export gives the same CA");
+
+    // A key that does not belong to the certificate: a clear error, and nothing replaced.
+    std::fs::write(dir.join("ca.key"), "not a key").unwrap();
+    let bad = Command::new(BIN).args(["ca", "export", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("ca.key") && err.contains("not a usable private key"), "{err}");
+    assert_eq!(std::fs::read_to_string(dir.join("ca.pem")).unwrap(), first, "the certificate was left as it was");
+}
