@@ -794,14 +794,15 @@ echo "mitmproxy ${MITM_V:-?}; wrk ${WRK_V:-?} -t$THREADS; cload = bench/connectl
 echo
 ROW='%-24s %-6s %9s  %-17s %8s %8s %10s  %s\n'
 printf "$ROW" target client 'req/s' 'rounds req/s' 'p50 ms' 'p99 ms' 'CPU us/req' errors
-declare -A BEST_RPS BEST_P50 BEST_P99 MEDIAN_RPS
+declare -A BEST_RPS BEST_P50 BEST_P99 MEDIAN_RPS MEDIAN_P99
 median() { tr ' ' '\n' | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 for t in "${TARGETS[@]}"; do
-  best_tag="" best=-1 rounds="" cpu="" bad_total=0 err_total=0 all=""
+  best_tag="" best=-1 rounds="" cpu="" bad_total=0 err_total=0 all="" all_p99=""
   for r in $(seq 1 "$ROUNDS"); do
     parse "$t" "r$r"
     rounds+="${rounds:+ / }$(printf '%.0f' "$RPS")"
     all+="${all:+ }$RPS"
+    all_p99+="${all_p99:+ }$P99"
     bad_total=$((bad_total + BAD))
     err_total=$((err_total + ERRS))
     if awk -v a="$RPS" -v b="$best" 'BEGIN { exit !(a > b) }'; then best=$RPS best_tag="r$r"; fi
@@ -809,6 +810,7 @@ for t in "${TARGETS[@]}"; do
   parse "$t" "$best_tag"
   BEST_RPS[$t]=$RPS BEST_P50[$t]=$P50 BEST_P99[$t]=$P99
   MEDIAN_RPS[$t]=$(printf '%s' "$all" | median)
+  MEDIAN_P99[$t]=$(printf '%s' "$all_p99" | median)
   errors="none"
   # cload re-opens a connection only after an error or Connection: close.
   [[ -z $CONNS || $CONNS == "$CONNECTIONS" ]] || errors="none ($CONNS connections opened)"
@@ -850,7 +852,9 @@ printf "$RROW" "Airlock route: injecting / no injection" "${R_HIT}x req/s" ">= $
 # The same two ratios over the median round of each target: on a shared machine one lucky
 # (or unlucky) round moves the best-round ratio by 10-20%; the median moves less.
 if ((ROUNDS >= 3)); then
-  printf "$RROW" "  by median round: route / nginx" "$(ratio "${MEDIAN_RPS[airlock-route]:-0}" "${MEDIAN_RPS[nginx]:-0}")x" "(robustness check)" "-"
+  printf "$RROW" "  by median round: route / nginx" \
+    "$(ratio "${MEDIAN_RPS[airlock-route]:-0}" "${MEDIAN_RPS[nginx]:-0}")x (p99 $(printf '%.2f' "${MEDIAN_P99[airlock-route]:-0}") vs $(printf '%.2f' "${MEDIAN_P99[nginx]:-0}") ms)" \
+    "(robustness check)" "-"
   printf "$RROW" "  by median round: injecting / no injection" "$(ratio "${MEDIAN_RPS[airlock-route]:-0}" "${MEDIAN_RPS[airlock-plain]:-0}")x" "(robustness check)" "-"
 fi
 MISS_EXTRA_P99=$(miss_field extra_p99_ms)
