@@ -11,6 +11,7 @@
 //! CPU than a plain one, which was enough to double its p99 under load (bench/README).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,7 +62,8 @@ struct Local {
     generation: u64,
     epoch: u64,
     view: Arc<View>,
-    values: Vec<Arc<Fetched>>,
+    /// By path.
+    values: HashMap<String, Arc<Fetched>>,
     /// By (host, port, TLS, plain http named): everything the rules and checks depend on
     /// besides the policy and the values.
     plans: Vec<((String, u16, bool, bool), Plan)>,
@@ -95,7 +97,7 @@ pub(super) fn view(proxy: &Proxy) -> (Arc<View>, Epoch) {
                     generation,
                     epoch,
                     view: Arc::new(view),
-                    values: Vec::new(),
+                    values: HashMap::new(),
                     plans: Vec::new(),
                 });
             }
@@ -113,7 +115,7 @@ pub(super) fn sweep(proxy: &Proxy) {
     let now = Instant::now();
     LOCAL.with_borrow_mut(|local| match local {
         Some(l) if l.central == id && l.generation == generation && l.epoch == epoch => {
-            l.values.retain(|v| v.fresh_until > now);
+            l.values.retain(|_, v| v.fresh_until > now);
             l.plans.retain(|(_, plan)| plan.fresh(now));
         }
         _ => *local = None,
@@ -126,7 +128,7 @@ pub(super) const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_se
 /// A fresh value without waiting: this thread's copy, else a copy of the shared cache's.
 pub(super) fn cached(proxy: &Proxy, epoch: Epoch, path: &SecretPath) -> Option<Arc<Fetched>> {
     let now = Instant::now();
-    let mine = with_current(proxy, |l| l.values.iter().find(|v| &v.path == path && v.fresh_until > now).cloned());
+    let mine = with_current(proxy, |l| l.values.get(path.as_str()).filter(|v| v.fresh_until > now).cloned());
     if let Some(v) = mine.flatten() {
         return Some(v);
     }
@@ -145,8 +147,7 @@ pub(super) fn adopt(proxy: &Proxy, epoch: Epoch, shared: &Arc<Fetched>) -> Arc<F
         if l.values.len() >= VALUES {
             l.values.clear();
         }
-        l.values.retain(|v| v.path != copy.path);
-        l.values.push(copy.clone());
+        l.values.insert(copy.path.as_str().to_owned(), copy.clone());
     });
     copy
 }
