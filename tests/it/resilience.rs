@@ -28,23 +28,28 @@ fn until(deadline: Duration, mut ok: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Rotates the OpenAI key; within 1 s a request made with `curl_args` carries the new value.
+fn rotate_and_see_it_within_a_second(sc: &Sidecar, curl_args: &[&str]) {
+    let rotate = json!({ "new_value": secret_value("rotated") }).to_string();
+    assert_eq!(sc.server.admin("POST", "/v1/secrets/production%2Fopenai%2Fapi-key/rotate", Some(&rotate)).0, 200);
+    let rotated_at = Instant::now();
+    assert!(
+        until(Duration::from_secs(1), || {
+            sc.curl(curl_args);
+            last_authorization(sc) == Some(format!("Bearer {}", secret_value("rotated")))
+        }),
+        "the new value was not used within 1 s of the rotation"
+    );
+    assert!(rotated_at.elapsed() < Duration::from_millis(1500));
+}
+
 #[test]
 fn a_rotation_reaches_the_proxy_within_a_second_and_a_deletion_stops_injection() {
     let sc = Sidecar::start();
     assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/a"]).0, 200);
     assert_eq!(last_authorization(&sc), Some(format!("Bearer {}", secret_value("openai"))));
 
-    let rotate = json!({ "new_value": secret_value("rotated") }).to_string();
-    assert_eq!(sc.server.admin("POST", "/v1/secrets/production%2Fopenai%2Fapi-key/rotate", Some(&rotate)).0, 200);
-    let rotated_at = Instant::now();
-    assert!(
-        until(Duration::from_secs(1), || {
-            sc.curl(&["-H", AUTH, "https://api.openai.com/v1/b"]);
-            last_authorization(&sc) == Some(format!("Bearer {}", secret_value("rotated")))
-        }),
-        "the new value was not used within 1 s of the rotation"
-    );
-    assert!(rotated_at.elapsed() < Duration::from_millis(1500));
+    rotate_and_see_it_within_a_second(&sc, &["-H", AUTH, "https://api.openai.com/v1/b"]);
 
     assert_eq!(sc.server.admin("DELETE", "/v1/secrets/production%2Fopenai%2Fapi-key", None).0, 204);
     std::thread::sleep(Duration::from_millis(300));
@@ -70,17 +75,7 @@ fn an_inject_rule_follows_a_rotation_within_a_second_and_stops_at_a_deletion() {
         assert_eq!(last_authorization(&sc), Some(format!("Bearer {}", secret_value("openai"))));
     }
 
-    let rotate = json!({ "new_value": secret_value("rotated") }).to_string();
-    assert_eq!(sc.server.admin("POST", "/v1/secrets/production%2Fopenai%2Fapi-key/rotate", Some(&rotate)).0, 200);
-    let rotated_at = Instant::now();
-    assert!(
-        until(Duration::from_secs(1), || {
-            sc.curl(&["https://api.openai.com/v1/b"]);
-            last_authorization(&sc) == Some(format!("Bearer {}", secret_value("rotated")))
-        }),
-        "the new value was not used within 1 s of the rotation"
-    );
-    assert!(rotated_at.elapsed() < Duration::from_millis(1500));
+    rotate_and_see_it_within_a_second(&sc, &["https://api.openai.com/v1/b"]);
     // Every thread, not just the first to hear of it.
     for n in 0..6 {
         assert_eq!(sc.curl(&[&format!("https://api.openai.com/v1/after{n}")]).0, 200);
