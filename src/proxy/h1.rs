@@ -20,6 +20,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroize;
 
 use super::Proxy;
 use super::error::ProxyError;
@@ -220,7 +221,7 @@ struct Wiped(BytesMut);
 
 impl Drop for Wiped {
     fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0[..]);
+        self.0[..].zeroize();
     }
 }
 
@@ -257,6 +258,7 @@ where
     // request is sent again once, on a new connection, when that is safe: the whole body
     // is in hand, and either the request never left or its method is idempotent.
     let mut retry = slot.is_some() && unsent == 0;
+    let redactor = pipeline::redactor_for(&used);
     let resp = loop {
         if slot.is_none() {
             let stream = proxy
@@ -280,7 +282,7 @@ where
             copy_body(io, buf, &mut up.stream, unsent).await.map_err(|_| Failed::Broken)?;
             unsent = 0;
         }
-        match read_response_head(up).await {
+        match read_response_head(up, redactor.is_some()).await {
             Ok(resp) => break resp,
             Err(e) => {
                 *slot = None;
@@ -297,7 +299,6 @@ where
     } else {
         resp.framing
     };
-    let redactor = pipeline::redactor_for(&used);
     let status = resp.status;
     let keep_upstream = resp.keep_alive && !matches!(framing, Framing::UntilClose);
     let up = slot.as_mut().expect("the response came from this connection");
@@ -374,12 +375,17 @@ struct HeadError {
     nothing_received: bool,
 }
 
-/// Reads one final response head (interim 1xx responses are dropped) off `up`.
-async fn read_response_head(up: &mut Upstream) -> Result<ResponseHead, HeadError> {
+/// Reads one final response head (interim 1xx responses are dropped) off `up`; with `wipe`
+/// (the request carried values, which an upstream may echo) the raw head is zeroed in the
+/// read buffer once parsed.
+async fn read_response_head(up: &mut Upstream, wipe: bool) -> Result<ResponseHead, HeadError> {
     let mut received = false;
     loop {
         match parse_response(&up.buf) {
             Ok(Some((len, resp))) => {
+                if wipe {
+                    up.buf[..len].zeroize();
+                }
                 up.buf.advance(len);
                 if resp.status.is_informational() && resp.status != StatusCode::SWITCHING_PROTOCOLS {
                     received = true;
@@ -479,6 +485,7 @@ where
 {
     let mut head = resp.head;
     if let Some(clean) = redactor.as_ref().and_then(|r| r.redact_whole(&head)) {
+        head.zeroize();
         head = BytesMut::from(&clean[..]);
     }
     let finish_head = |out: &mut BytesMut, framing_header: Option<(&[u8], &[u8])>| {
@@ -524,13 +531,17 @@ where
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
             }
-            let body = up.buf.split_to(n);
+            let mut body = up.buf.split_to(n);
             let r = redactor.as_ref().expect("matched above");
             // The whole body is here: one pass says whether any value is in it.
-            let clean = r.redact_whole(&body);
-            let body = clean.as_deref().unwrap_or(&body);
-            finish_head(&mut head, Some((b"content-length", body.len().to_string().as_bytes())));
-            head.extend_from_slice(body);
+            let Some(clean) = r.redact_whole(&body) else {
+                finish_head(&mut head, Some((b"content-length", body.len().to_string().as_bytes())));
+                head.extend_from_slice(&body);
+                return io.write_all(&head).await;
+            };
+            body.zeroize();
+            finish_head(&mut head, Some((b"content-length", clean.len().to_string().as_bytes())));
+            head.extend_from_slice(&clean);
             io.write_all(&head).await
         }
         framing => {
@@ -559,9 +570,14 @@ where
     };
     loop {
         match body.next(&mut up.buf).map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, m))? {
-            Piece::Data(data) => {
+            Piece::Data(mut data) => {
                 let data = match &mut redactor {
-                    Some(r) => r.push(&data),
+                    Some(r) => {
+                        // The raw bytes may hold a value (or part of one): zeroed once redacted.
+                        let clean = r.push(&data);
+                        data.zeroize();
+                        clean
+                    }
                     None => data.freeze(),
                 };
                 put_chunk(&mut out, &data);
