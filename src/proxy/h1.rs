@@ -534,14 +534,13 @@ where
             let mut body = up.buf.split_to(n);
             let r = redactor.as_ref().expect("matched above");
             // The whole body is here: one pass says whether any value is in it.
-            let Some(clean) = r.redact_whole(&body) else {
-                finish_head(&mut head, Some((b"content-length", body.len().to_string().as_bytes())));
-                head.extend_from_slice(&body);
-                return io.write_all(&head).await;
-            };
-            body.zeroize();
-            finish_head(&mut head, Some((b"content-length", clean.len().to_string().as_bytes())));
-            head.extend_from_slice(&clean);
+            let clean = r.redact_whole(&body);
+            if clean.is_some() {
+                body.zeroize(); // it held a value
+            }
+            let body = clean.as_deref().unwrap_or(&body);
+            finish_head(&mut head, Some((b"content-length", body.len().to_string().as_bytes())));
+            head.extend_from_slice(body);
             io.write_all(&head).await
         }
         framing => {
