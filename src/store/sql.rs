@@ -1604,8 +1604,12 @@ mod tests {
             .map(|_| {
                 let (pool, stop) = (pool.clone(), stop.clone());
                 tokio::spawn(async move {
+                    // Reads all along, each reader ~1,000 a second: unpaced, three readers on a
+                    // machine busy with other tests kept a read in the log at every restart
+                    // chance for half a second (the WAL reached 20 MB once).
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         sqlx::query("SELECT count(*) FROM audit_heads").fetch_one(&pool).await.unwrap();
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                     }
                 })
             })
@@ -1627,8 +1631,10 @@ mod tests {
             r.await.unwrap();
         }
         let frame = 4096 + 24;
-        // 4000 commits of a frame or more: 16 MB and more if the log were never restarted.
-        assert!(largest < 8 * RESTART_FRAMES as u64 * frame, "the WAL grew to {largest} bytes");
+        // 4000 commits of a frame or more: 16 MB and more if the log were never restarted
+        // (36 MB measured without the restart). The bound leaves room for a checkpoint task
+        // that runs late on a machine busy with other tests (7-20 MB seen alongside the unit suite).
+        assert!(largest < 20 * RESTART_FRAMES as u64 * frame, "the WAL grew to {largest} bytes");
     }
 
     /// The audit writer appends on the chain heads it knows. Another writer of the same
