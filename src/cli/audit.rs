@@ -100,7 +100,7 @@ async fn follow(client: &Client, filters: &[(&str, String)], mut newest: Newest,
             Err(e @ ClientError::Unreachable { .. }) => {
                 if !offline {
                     let e = anyhow::Error::from(e);
-                    eprintln!("warning: {e:#}; still trying every {} s", POLL_INTERVAL.as_secs());
+                    eprintln!("warning: {}; still trying every {} s", super::describe(&e), POLL_INTERVAL.as_secs());
                 }
                 offline = true;
             }

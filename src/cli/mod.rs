@@ -110,7 +110,7 @@ impl ConnArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = logging::init(&cli.log) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", describe(&e));
         return ExitCode::from(2);
     }
     crate::install_crypto_provider();
@@ -124,10 +124,27 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: many libraries end their message
+/// with their source's, which printing the chain (`{:#}`) would repeat.
+pub(crate) fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -169,4 +186,25 @@ pub(crate) fn install_metrics() -> Option<metrics_exporter_prometheus::Prometheu
         }
     });
     Some(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error communicating with database: {0}")]
+    struct Wrapping(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let e = anyhow::Error::new(Wrapping(io)).context("cannot open the database");
+        assert_eq!(
+            describe(&e),
+            "cannot open the database: error communicating with database: invalid peer certificate: UnknownIssuer"
+        );
+        let e = anyhow::anyhow!("no such file").context("cannot read policies/a.toml");
+        assert_eq!(describe(&e), "cannot read policies/a.toml: no such file");
+    }
 }

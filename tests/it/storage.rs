@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::both_backends;
-use crate::support::{BIN, Backend, MARKER, Server, assert_error, secret_value};
+use crate::support::{BIN, Backend, MARKER, Server, assert_error, block_on, fresh_schema, postgres_url, secret_value};
 
 fn database_never_holds_plaintext(backend: Backend) {
     let srv = Server::start(backend);
@@ -177,3 +177,50 @@ both_backends!(
     rekey_keeps_every_secret_readable_while_serving,
     acknowledged_write_survives_kill_9,
 );
+
+/// `sslmode=require` in the database URL: every connection the server holds is TLS. With
+/// `verify-full` and a certificate the machine does not trust for that name, the server does
+/// not start, and says why.
+#[test]
+fn postgres_connections_use_tls_when_the_url_asks_for_it() {
+    let Some(base) = postgres_url() else { return };
+    let ssl: String = block_on(async {
+        let pool = sqlx::PgPool::connect(&base).await.unwrap();
+        sqlx::query_scalar("SHOW ssl").fetch_one(&pool).await.unwrap()
+    });
+    if ssl != "on" {
+        eprintln!("notice: the test database has ssl = {ssl}; skipping the TLS test");
+        return;
+    }
+    let name = format!("airlock-tls-{}", std::process::id());
+    let url = format!("{}&sslmode=require&application_name={name}", fresh_schema(&base));
+    let srv = Server::start_on(Some(url.clone()), &[]);
+    srv.create("tls/check", &secret_value("tls"));
+    let (status, body) = srv.admin("GET", "/v1/secrets/tls%2Fcheck", None);
+    assert_eq!((status, body["value"].as_str()), (200, Some(secret_value("tls").as_str())));
+    let (all_tls, count): (Option<bool>, i64) = block_on(async {
+        let pool = sqlx::PgPool::connect(&base).await.unwrap();
+        sqlx::query_as(
+            "SELECT bool_and(s.ssl), count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = $1",
+        )
+        .bind(&name)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    });
+    assert!(count > 0, "the server's connections carry the application name");
+    assert_eq!(all_tls, Some(true), "every one of the server's {count} connections is TLS");
+
+    let untrusted = url.replace("sslmode=require", "sslmode=verify-full");
+    let out = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(srv.data_dir())
+        .args(["--database-url", &untrusted])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open the database") && err.contains("certificate"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -78,13 +78,18 @@ impl Server {
     }
 
     pub fn start_with(backend: Backend, extra_args: &[&str]) -> Server {
-        // reqwest is built without a rustls provider of its own; the suite uses ring.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().unwrap();
         let database_url = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(fresh_schema(&postgres_url().expect("checked by the caller"))),
         };
+        Server::start_on(database_url, extra_args)
+    }
+
+    /// A server on PostgreSQL at `url` (made by `fresh_schema`), or on SQLite.
+    pub fn start_on(database_url: Option<String>, extra_args: &[&str]) -> Server {
+        // reqwest is built without a rustls provider of its own; the suite uses ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
         let mut init = Command::new(BIN);
         init.args(["server", "init", "--json", "--data-dir"]).arg(dir.path().join("data"));
         if let Some(url) = &database_url {
@@ -271,7 +276,7 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// A schema of its own for one test, named in the URL's search_path.
-fn fresh_schema(base: &str) -> String {
+pub fn fresh_schema(base: &str) -> String {
     let schema = format!("it_{}", random_suffix());
     let admin_url = base.to_owned();
     let create = schema.clone();
