@@ -1,18 +1,16 @@
-//! Micro benchmark of the proxy's per-request substitution work: `scan` + `inject` on a
-//! typical head with one Bearer placeholder, the `has_placeholder_text` quick skip on a head
-//! without one, and `Redactor::push` over a 16 KiB response chunk. Plain `fn main` with
-//! `Instant` (no criterion): `cargo bench --bench substitute`.
+//! Criterion benchmark of the proxy's per-request substitution work: `scan` + `inject` on a
+//! typical head (three headers) with one Bearer placeholder (target: under 2 µs), the same
+//! without a placeholder, the `has_placeholder_text` quick skip, and `Redactor::push` over a
+//! 16 KiB response chunk: `cargo bench --bench substitute` (add `-- --quick` for a short run).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 use airlock::domain::SecretValue;
 use airlock::domain::policy::Policy;
 use airlock::proxy::redact::Redactor;
 use airlock::proxy::substitute::{Binding, has_placeholder_text, inject, scan};
-
-const ITERATIONS: u32 = 200_000;
-const WARM_UP: u32 = 20_000;
 
 const POLICY: &str = r#"
 [agent]
@@ -26,42 +24,6 @@ secrets = "production/openai/*"
 hosts = ["api.openai.com"]
 "#;
 
-/// Runs `work` `WARM_UP` times, then `iterations` times, and prints the mean time per run.
-fn time(name: &str, iterations: u32, mut work: impl FnMut()) -> Duration {
-    for _ in 0..WARM_UP {
-        work();
-    }
-    let start = Instant::now();
-    for _ in 0..iterations {
-        work();
-    }
-    let per_iteration = start.elapsed() / iterations;
-    println!("{name:<48} {:>9.1} ns/iter", per_iteration.as_secs_f64() * 1e9);
-    per_iteration
-}
-
-/// Like `time`, for work that consumes its input: inputs are made in batches of `BATCH`
-/// outside the timed part.
-fn time_consuming<I>(name: &str, iterations: u32, make: impl Fn() -> I, mut work: impl FnMut(I)) -> Duration {
-    const BATCH: u32 = 1_000;
-    let mut run = |n: u32| {
-        let mut elapsed = Duration::ZERO;
-        for _ in 0..n / BATCH {
-            let inputs: Vec<I> = (0..BATCH).map(|_| make()).collect();
-            let start = Instant::now();
-            for input in inputs {
-                work(input);
-            }
-            elapsed += start.elapsed();
-        }
-        elapsed
-    };
-    run(WARM_UP);
-    let per_iteration = run(iterations) / iterations;
-    println!("{name:<48} {:>9.1} ns/iter", per_iteration.as_secs_f64() * 1e9);
-    per_iteration
-}
-
 fn head(authorization: &str) -> http::request::Parts {
     let request = http::Request::builder()
         .method("POST")
@@ -74,50 +36,56 @@ fn head(authorization: &str) -> http::request::Parts {
     request.into_parts().0
 }
 
-fn main() {
+fn substitution(c: &mut Criterion) {
     let policy = Policy::parse("bench.toml", POLICY).expect("the bench policy parses");
     let grant = &policy.grants[0];
     let value = SecretValue::new(format!("sk-proj-{}", "x".repeat(156)));
     let bindings =
         |_: &airlock::domain::policy::Placeholder| Some(Binding { value: &value, grant, secret_allowed_hosts: &[] });
 
-    // The head is the proxy's own by then (it parsed it); inject writes into it in place.
-    let with_placeholder = || head("Bearer {{secret:production/openai/api-key}}");
-    let injected = time_consuming("scan + inject (one Bearer placeholder)", ITERATIONS, with_placeholder, |head| {
-        let head = black_box(head);
-        let found = scan(&head).expect("scan");
-        let out = inject(head, &found, &[], "api.openai.com", true, false, &bindings).expect("inject");
-        black_box(out);
+    // The head is the proxy's own by then (it parsed it); inject writes into it in place, so
+    // each iteration gets a fresh one, made outside the timed part.
+    c.bench_function("scan + inject (one Bearer placeholder)", |b| {
+        b.iter_batched(
+            || head("Bearer {{secret:production/openai/api-key}}"),
+            |head| {
+                let found = scan(&head).expect("scan");
+                inject(head, &found, &[], "api.openai.com", true, false, &bindings).expect("inject")
+            },
+            BatchSize::SmallInput,
+        )
     });
-
+    c.bench_function("scan + inject (no placeholder)", |b| {
+        b.iter_batched(
+            || head("Bearer agent-own-token-0123456789abcdef"),
+            |head| {
+                let found = scan(&head).expect("scan");
+                inject(head, &found, &[], "api.openai.com", true, false, &bindings).expect("inject")
+            },
+            BatchSize::SmallInput,
+        )
+    });
     let without = head("Bearer agent-own-token-0123456789abcdef");
-    let without_placeholder = || head("Bearer agent-own-token-0123456789abcdef");
-    time_consuming("scan + inject (no placeholder)", ITERATIONS, without_placeholder, |head| {
-        let head = black_box(head);
-        let found = scan(&head).expect("scan");
-        black_box(inject(head, &found, &[], "api.openai.com", true, false, &bindings).expect("inject"));
-    });
-
-    time("has_placeholder_text over a head without one", ITERATIONS, || {
-        let head = black_box(&without);
-        let any = has_placeholder_text(head.uri.path().as_bytes())
-            || head.uri.query().is_some_and(|q| has_placeholder_text(q.as_bytes()))
-            || head.headers.values().any(|v| has_placeholder_text(v.as_bytes()));
-        black_box(any);
+    c.bench_function("has_placeholder_text over a head without one", |b| {
+        b.iter(|| {
+            let head = black_box(&without);
+            has_placeholder_text(head.uri.path().as_bytes())
+                || head.uri.query().is_some_and(|q| has_placeholder_text(q.as_bytes()))
+                || head.headers.values().any(|v| has_placeholder_text(v.as_bytes()))
+        })
     });
 
     let line: &[u8] = b"data: {\"delta\":\"lorem ipsum dolor sit amet\"}\n\n";
     let chunk: Vec<u8> = line.iter().copied().cycle().take(16 * 1024).collect();
     let mut redactor = Redactor::new(&[(value.expose().as_bytes(), "{{secret:production/openai/api-key}}")])
         .expect("a non-empty value");
-    let push = time("Redactor::push over a 16 KiB chunk (no match)", ITERATIONS / 10, || {
-        black_box(redactor.push(black_box(&chunk)));
+    let mut group = c.benchmark_group("redaction");
+    group.throughput(Throughput::Bytes(chunk.len() as u64));
+    group.bench_function("Redactor::push over a 16 KiB chunk (no match)", |b| {
+        b.iter(|| redactor.push(black_box(&chunk)))
     });
-    black_box(redactor.finish());
-    println!(
-        "{:<48} {:>9.2} GiB/s",
-        "  redaction throughput",
-        chunk.len() as f64 / push.as_secs_f64() / (1u64 << 30) as f64
-    );
-    black_box(injected);
+    group.finish();
 }
+
+criterion_group!(benches, substitution);
+criterion_main!(benches);
