@@ -45,26 +45,21 @@ fn substitution(c: &mut Criterion) {
 
     // The head is the proxy's own by then (it parsed it); inject writes into it in place, so
     // each iteration gets a fresh one, made outside the timed part.
-    c.bench_function("scan + inject (one Bearer placeholder)", |b| {
-        b.iter_batched(
-            || head("Bearer {{secret:production/openai/api-key}}"),
-            |head| {
-                let found = scan(&head).expect("scan");
-                inject(head, &found, &[], "api.openai.com", true, false, &bindings).expect("inject")
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    c.bench_function("scan + inject (no placeholder)", |b| {
-        b.iter_batched(
-            || head("Bearer agent-own-token-0123456789abcdef"),
-            |head| {
-                let found = scan(&head).expect("scan");
-                inject(head, &found, &[], "api.openai.com", true, false, &bindings).expect("inject")
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    for (name, authorization) in [
+        ("scan + inject (one Bearer placeholder)", "Bearer {{secret:production/openai/api-key}}"),
+        ("scan + inject (no placeholder)", "Bearer agent-own-token-0123456789abcdef"),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter_batched(
+                || head(authorization),
+                |head| {
+                    let found = scan(&head).expect("scan");
+                    inject(head, &found, &[], "api.openai.com", true, false, &bindings).expect("inject")
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     let without = head("Bearer agent-own-token-0123456789abcdef");
     c.bench_function("has_placeholder_text over a head without one", |b| {
         b.iter(|| {

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::proxy::tls::LocalCa;
@@ -30,7 +31,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
     let ca = LocalCa::load_or_create(&args.data_dir)?;
     match &args.out {
         Some(path) => {
-            std::fs::write(path, ca.ca_pem()).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            std::fs::write(path, ca.ca_pem()).with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("wrote the CA certificate of {} to {}", args.data_dir.display(), path.display());
         }
         None => std::io::stdout().write_all(ca.ca_pem().as_bytes())?,

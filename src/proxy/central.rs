@@ -37,25 +37,8 @@ pub enum CentralError {
     Protocol(String),
 }
 
-/// The front value cache: entries by path.
-#[derive(Default)]
-struct Hot {
-    values: std::collections::HashMap<String, Arc<Fetched>>,
-}
-
 /// At most this many paths in the front cache (the back one holds up to 10,000).
 const HOT_CAPACITY: usize = 1024;
-
-impl Hot {
-    fn forget(&mut self, path: Option<&str>) {
-        match path {
-            Some(path) => {
-                self.values.remove(path);
-            }
-            None => self.values.clear(),
-        }
-    }
-}
 
 /// A value as the proxy holds it; zeroized when the last reference goes.
 pub struct Fetched {
@@ -124,7 +107,7 @@ pub struct Central {
     values: moka::future::Cache<String, Arc<Fetched>>,
     /// In front of `values`: fresh entries any request can read under a shared lock, so a
     /// cache hit costs a map lookup. Filled from `values`, emptied with it.
-    hot: std::sync::RwLock<Hot>,
+    hot: std::sync::RwLock<std::collections::HashMap<String, Arc<Fetched>>>,
     /// Last good value per path, served while the central API is unreachable.
     stale: std::sync::Mutex<std::collections::HashMap<String, (Arc<Fetched>, Instant)>>,
     value_ttl: Duration,
@@ -295,7 +278,7 @@ impl Central {
     /// A fresh value from the front cache, without waiting: what most requests need.
     pub fn cached(&self, path: &SecretPath) -> Option<Arc<Fetched>> {
         let hot = self.hot.read().expect("hot cache lock poisoned");
-        hot.values.get(path.as_str()).filter(|v| v.fresh_until > Instant::now()).cloned()
+        hot.get(path.as_str()).filter(|v| v.fresh_until > Instant::now()).cloned()
     }
 
     /// The value of `path`: from memory when fresh, else from the central API (one fetch
@@ -313,9 +296,9 @@ impl Central {
                 // Expired entries leave here (a miss comes at least once per value TTL), so
                 // no value outlives its expiry in memory by more than that.
                 let now = Instant::now();
-                hot.values.retain(|_, v| v.fresh_until > now);
-                if self.value_epoch() == epoch && hot.values.len() < HOT_CAPACITY {
-                    hot.values.insert(path.as_str().to_owned(), v.clone());
+                hot.retain(|_, v| v.fresh_until > now);
+                if self.value_epoch() == epoch && hot.len() < HOT_CAPACITY {
+                    hot.insert(path.as_str().to_owned(), v.clone());
                 }
                 Ok(v)
             }
@@ -392,7 +375,10 @@ impl Central {
 
     fn forget_hot(&self, path: Option<&str>) {
         let mut hot = self.hot.write().expect("hot cache lock poisoned");
-        hot.forget(path);
+        match path {
+            Some(path) => drop(hot.remove(path)),
+            None => hot.clear(),
+        }
         self.value_epoch.fetch_add(1, Ordering::AcqRel);
     }
 

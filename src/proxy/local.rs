@@ -139,17 +139,18 @@ pub(super) fn cached(proxy: &Proxy, epoch: Epoch, path: &SecretPath) -> Option<A
 /// value itself when it is not fresh, a stale one served while the API is down, or when an
 /// invalidation came after the request began).
 pub(super) fn adopt(proxy: &Proxy, epoch: Epoch, shared: &Arc<Fetched>) -> Arc<Fetched> {
-    if shared.fresh_until <= Instant::now() || !unchanged(proxy, epoch) {
+    if shared.fresh_until <= Instant::now() {
         return shared.clone();
     }
-    let copy = Arc::new(shared.private_copy());
-    with_current(proxy, |l| {
+    let kept = with_current_at(proxy, epoch, |l| {
         if l.values.len() >= VALUES {
             l.values.clear();
         }
+        let copy = Arc::new(shared.private_copy());
         l.values.insert(copy.path.as_str().to_owned(), copy.clone());
+        copy
     });
-    copy
+    kept.unwrap_or_else(|| shared.clone())
 }
 
 /// Applies the fresh plan for `target`, if this thread has one: its headers go into
@@ -169,10 +170,10 @@ pub(super) fn apply_plan(proxy: &Proxy, target: &Target, headers: &mut http::Hea
 /// Keeps `plan` for `target`, made with `view` from values taken at `epoch`, unless the
 /// policy or the values moved on meanwhile.
 pub(super) fn keep_plan(proxy: &Proxy, view: &Arc<View>, epoch: Epoch, target: &Target, plan: Plan) {
-    if !plan.fresh(Instant::now()) || !unchanged(proxy, epoch) {
+    if !plan.fresh(Instant::now()) {
         return;
     }
-    with_current(proxy, |l| {
+    with_current_at(proxy, epoch, |l| {
         if !Arc::ptr_eq(&l.view, view) {
             return;
         }
@@ -194,9 +195,13 @@ fn now_at(proxy: &Proxy) -> (u64, u64, u64) {
     (central.id(), central.policy_generation.load(std::sync::atomic::Ordering::Acquire), central.value_epoch())
 }
 
-/// No invalidation since `epoch`, seen by this thread or by the central cache.
-fn unchanged(proxy: &Proxy, epoch: Epoch) -> bool {
-    proxy.central.value_epoch() == epoch.0 && with_current(proxy, |l| l.epoch == epoch.0) == Some(true)
+/// Like `with_current`, only if no invalidation came since `epoch`, as seen by this thread
+/// or by the central cache: what a request keeps must not predate one.
+fn with_current_at<R>(proxy: &Proxy, epoch: Epoch, f: impl FnOnce(&mut Local) -> R) -> Option<R> {
+    if proxy.central.value_epoch() != epoch.0 {
+        return None;
+    }
+    with_current(proxy, |l| (l.epoch == epoch.0).then(|| f(l))).flatten()
 }
 
 /// Runs `f` on this thread's state if it belongs to `proxy` and is current (`view` made it so
