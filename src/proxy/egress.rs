@@ -39,8 +39,8 @@ impl std::str::FromStr for Pin {
     }
 }
 
-/// Checked addresses per (host, port), with when they were checked.
-type Checked = HashMap<(String, u16), (Vec<SocketAddr>, Instant)>;
+/// Checked addresses per host and port, with when they were checked.
+type Checked = HashMap<String, HashMap<u16, (Vec<SocketAddr>, Instant)>>;
 
 pub struct Resolver {
     pins: Vec<Pin>,
@@ -56,16 +56,22 @@ impl Resolver {
         self.pins.iter().find(|p| p.host == host).map(|p| SocketAddr::new(p.ip, p.port.unwrap_or(port)))
     }
 
+    /// Whether `host:port` may be dialled: as `resolve`, without handing out the addresses
+    /// (a pinned host, or one checked within the TTL, costs a lookup and nothing more).
+    pub async fn check(&self, host: &str, port: u16, deny_private: bool) -> Result<(), ProxyError> {
+        if self.pinned(host, port).is_some() || self.fresh(host, port, |_| ()).is_some() {
+            return Ok(());
+        }
+        self.resolve(host, port, deny_private).await.map(|_| ())
+    }
+
     /// The addresses to dial for `host:port`, checked against `deny_private`.
     pub async fn resolve(&self, host: &str, port: u16, deny_private: bool) -> Result<Vec<SocketAddr>, ProxyError> {
         if let Some(addr) = self.pinned(host, port) {
             return Ok(vec![addr]);
         }
-        let key = (host.to_owned(), port);
-        if let Some((addrs, at)) = self.checked.lock().expect("resolver lock poisoned").get(&key)
-            && at.elapsed() < RESOLVE_TTL
-        {
-            return Ok(addrs.clone());
+        if let Some(addrs) = self.fresh(host, port, |addrs| addrs.to_vec()) {
+            return Ok(addrs);
         }
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
@@ -86,8 +92,16 @@ impl Resolver {
                 ),
             ));
         }
-        self.checked.lock().expect("resolver lock poisoned").insert(key, (addrs.clone(), Instant::now()));
+        let mut checked = self.checked.lock().expect("resolver lock poisoned");
+        checked.entry(host.to_owned()).or_default().insert(port, (addrs.clone(), Instant::now()));
         Ok(addrs)
+    }
+
+    /// `f` of the addresses checked for `host:port` within the TTL, if any.
+    fn fresh<T>(&self, host: &str, port: u16, f: impl FnOnce(&[SocketAddr]) -> T) -> Option<T> {
+        let checked = self.checked.lock().expect("resolver lock poisoned");
+        let (addrs, at) = checked.get(host)?.get(&port)?;
+        (at.elapsed() < RESOLVE_TTL).then(|| f(addrs))
     }
 
     /// Addresses already checked for `host:port` (the connector's only source).
@@ -95,7 +109,8 @@ impl Resolver {
         if let Some(addr) = self.pinned(host, port) {
             return Some(vec![addr]);
         }
-        self.checked.lock().expect("resolver lock poisoned").get(&(host.to_owned(), port)).map(|(a, _)| a.clone())
+        let checked = self.checked.lock().expect("resolver lock poisoned");
+        checked.get(host)?.get(&port).map(|(addrs, _)| addrs.clone())
     }
 }
 

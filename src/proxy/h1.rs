@@ -13,10 +13,12 @@
 //! already read, to hyper (`Served::Fallback`), which serves the rest of that connection.
 
 use std::fmt::Write as _;
+use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -31,6 +33,8 @@ use super::upstream::{Alpn, Body, Stream};
 
 /// Longest request or response head taken here (hyper answers longer requests with 431).
 const MAX_HEAD: usize = 64 * 1024;
+/// Most header lines taken in a head (their slots are left uninitialised: filling 100 of
+/// them was a third of the parse).
 const MAX_HEADERS: usize = 100;
 /// Read size, and the spare room kept in a buffer before reading.
 const READ_CHUNK: usize = 16 * 1024;
@@ -39,6 +43,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const BUFFER_REDACTED: u64 = 64 * 1024;
 /// Longest chunk-size line (with extensions) or trailer line accepted from an upstream.
 const MAX_CHUNK_LINE: usize = 4096;
+/// A buffer a connection keeps between requests is let go when it grew past this.
+const KEEP_AT_MOST: usize = 64 * 1024;
 
 pub(super) enum Served<IO> {
     /// The connection is finished.
@@ -53,10 +59,10 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut upstream: Option<Upstream> = None;
+    let mut kept = Kept::default();
     loop {
         let head = loop {
-            match parse_request(&buf, via) {
+            match parse_request(&mut buf, via, &mut kept) {
                 Parsed::Complete(head) => break head,
                 Parsed::Partial => {}
                 Parsed::Unfit => return Served::Fallback(Rewind::new(buf.freeze(), io)),
@@ -66,20 +72,31 @@ where
                 Ok(_) => {}
             }
         };
-        buf.advance(head.len);
-        if !exchange(proxy, &mut io, &mut buf, &mut upstream, via, head).await {
+        if !exchange(proxy, &mut io, &mut buf, &mut kept, via, head).await {
             let _ = io.shutdown().await;
             return Served::Done;
         }
     }
 }
 
+/// What an agent connection keeps from one request to the next: its upstream connection,
+/// and (so that a request in the steady state allocates little) the spaces a head is parsed
+/// into and a request is written into, emptied after each use.
+#[derive(Default)]
+struct Kept {
+    upstream: Option<Upstream>,
+    /// The header names of the head being parsed, with where their values are in it.
+    fields: Vec<(HeaderName, Range<usize>)>,
+    /// The last request's header map, emptied.
+    headers: HeaderMap,
+    /// The request as it goes upstream: zeroed after each send (it holds injected values).
+    out: BytesMut,
+}
+
 // ---- the request --------------------------------------------------------------------
 
 struct Head {
     parts: http::request::Parts,
-    /// Bytes of the head in the buffer.
-    len: usize,
     /// `Content-Length` (0 without one: a request without framing headers has no body).
     body_len: u64,
     /// The agent asked to close after this exchange.
@@ -94,10 +111,13 @@ enum Parsed {
     Unfit,
 }
 
-fn parse_request(buf: &[u8], via: &Via) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+/// Takes a complete request head off the front of `buf`. The head's path and header values
+/// are not copied: they are views of the bytes as read (which stay alive, and the buffer
+/// unreusable, until the request is done with them).
+fn parse_request(buf: &mut BytesMut, via: &Via, kept: &mut Kept) -> Parsed {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
         _ => return Parsed::Unfit,
@@ -112,14 +132,22 @@ fn parse_request(buf: &[u8], via: &Via) -> Parsed {
     if !fits || method == "CONNECT" {
         return Parsed::Unfit;
     }
-    // Room for what the pipeline adds (an injected header, Accept-Encoding) without regrowing.
-    let mut map = HeaderMap::with_capacity(req.headers.len() + 4);
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Parsed::Unfit };
+    // Where a slice httparse returned lies in `buf`.
+    let start = buf.as_ptr() as usize;
+    let range = |s: &[u8]| {
+        let at = s.as_ptr() as usize - start;
+        at..at + s.len()
+    };
+    let path = range(path.as_bytes());
     let (mut body_len, mut close) = (None, false);
+    kept.fields.clear();
     for h in req.headers.iter() {
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value))
-        else {
+        // Checked here, while the head can still go to hyper whole: what `HeaderValue` takes.
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Parsed::Unfit };
+        if !h.value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
             return Parsed::Unfit;
-        };
+        }
         if name == header::TRANSFER_ENCODING || name == header::UPGRADE || name == header::EXPECT {
             return Parsed::Unfit;
         }
@@ -132,16 +160,33 @@ fn parse_request(buf: &[u8], via: &Via) -> Parsed {
         if name == header::CONNECTION {
             close |= has_token(h.value, "close");
         }
+        kept.fields.push((name, range(h.value)));
+    }
+    let raw = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(raw.slice(path)) else { return unfit_after_all(raw, buf) };
+    // Room for what the pipeline adds (an injected header, Accept-Encoding) without regrowing.
+    let mut map = std::mem::take(&mut kept.headers);
+    map.clear();
+    map.reserve(kept.fields.len() + 4);
+    for (name, value) in kept.fields.drain(..) {
+        let Ok(value) = HeaderValue::from_maybe_shared(raw.slice(value)) else { return unfit_after_all(raw, buf) };
         map.append(name, value);
     }
-    let (Ok(method), Ok(uri)) = (Method::from_bytes(method.as_bytes()), path.parse::<Uri>()) else {
-        return Parsed::Unfit;
-    };
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
     parts.headers = map;
-    Parsed::Complete(Head { parts, len, body_len: body_len.unwrap_or(0), close })
+    Parsed::Complete(Head { parts, body_len: body_len.unwrap_or(0), close })
+}
+
+/// A head taken off `buf` that `http` refuses after all (the checks above should have
+/// caught it): hyper gets it back, whole, and answers it.
+fn unfit_after_all(raw: Bytes, buf: &mut BytesMut) -> Parsed {
+    let mut whole = BytesMut::with_capacity(raw.len() + buf.len());
+    whole.extend_from_slice(&raw);
+    whole.extend_from_slice(buf);
+    *buf = whole;
+    Parsed::Unfit
 }
 
 fn content_length(value: &[u8]) -> Option<u64> {
@@ -162,7 +207,7 @@ async fn exchange<IO>(
     proxy: &Arc<Proxy>,
     io: &mut IO,
     buf: &mut BytesMut,
-    upstream: &mut Option<Upstream>,
+    kept: &mut Kept,
     via: &Via,
     head: Head,
 ) -> bool
@@ -172,8 +217,8 @@ where
     let started = Instant::now();
     let seen = Seen::new(head.parts.method.clone(), head.parts.uri.clone());
     let (body_len, close) = (head.body_len, head.close);
-    let outcome = match pipeline::prepare(proxy, head.parts, via).await {
-        Ok(prepared) => forward(proxy, io, buf, upstream, prepared, body_len, close).await,
+    let outcome = match pipeline::prepare(proxy, head.parts, via, started).await {
+        Ok(prepared) => forward(proxy, io, buf, kept, prepared, body_len, close).await,
         Err(e) => Err(Failed::Refused(e, body_len)),
     };
     let keep = match outcome {
@@ -207,6 +252,8 @@ struct Upstream {
     key: (bool, String, u16),
     stream: Stream,
     buf: BytesMut,
+    /// The response head as it goes to the agent, rebuilt for each response.
+    head: BytesMut,
 }
 
 impl Upstream {
@@ -216,22 +263,37 @@ impl Upstream {
     }
 }
 
-/// A buffer zeroed when dropped (an outbound request head carries injected values).
-struct Wiped(BytesMut);
+/// A connection's request buffer while one request is in it: zeroed and emptied when
+/// dropped (an outbound request carries injected values).
+struct Wiped<'k>(&'k mut BytesMut);
 
-impl Drop for Wiped {
-    fn drop(&mut self) {
-        self.0[..].zeroize();
+impl<'k> Wiped<'k> {
+    /// Makes room for `len` bytes up front: a buffer that grew would leave its old
+    /// allocation, with what was written so far, behind unwiped.
+    fn with_room(buf: &'k mut BytesMut, len: usize) -> Wiped<'k> {
+        buf.clear();
+        buf.reserve(len);
+        Wiped(buf)
     }
 }
 
-type Forwarded = (pipeline::Target, Vec<pipeline::Used>, StatusCode, bool);
+impl Drop for Wiped<'_> {
+    fn drop(&mut self) {
+        self.0[..].zeroize();
+        self.0.clear();
+        if self.0.capacity() > KEEP_AT_MOST {
+            *self.0 = BytesMut::new();
+        }
+    }
+}
+
+type Forwarded = (pipeline::Target, Arc<[pipeline::Used]>, StatusCode, bool);
 
 async fn forward<IO>(
     proxy: &Arc<Proxy>,
     io: &mut IO,
     buf: &mut BytesMut,
-    slot: &mut Option<Upstream>,
+    kept: &mut Kept,
     prepared: Prepared,
     body_len: u64,
     agent_close: bool,
@@ -245,11 +307,15 @@ where
 
     // The request: head, and as much of the body as has arrived, in one buffer. It holds
     // the injected values, so it is wiped once sent (`Wiped`).
-    let mut out = Wiped(BytesMut::with_capacity(512 + buf.len().min(body_len as usize)));
-    request_head(&mut out.0, &head, &target);
     let buffered = buf.len().min(usize::try_from(body_len).unwrap_or(usize::MAX));
+    let out = Wiped::with_room(&mut kept.out, request_len(&head, &target) + buffered);
+    request_head(out.0, &head, &target);
     out.0.extend_from_slice(&buf.split_to(buffered));
     let mut unsent = body_len - buffered as u64;
+    // Written: the header map goes back to the connection, emptied.
+    kept.headers = head.headers;
+    kept.headers.clear();
+    let slot = &mut kept.upstream;
 
     if slot.as_ref().is_some_and(|u| !u.serves(&target) || !u.stream.idle_and_open()) {
         *slot = None;
@@ -267,11 +333,11 @@ where
                 .await
                 .map_err(|e| Failed::Refused(ProxyError::upstream(format!("{}: {e}", target.host)), unsent))?;
             let key = (target.tls, target.host.clone(), target.port);
-            *slot = Some(Upstream { key, stream, buf: BytesMut::with_capacity(READ_CHUNK) });
+            *slot = Some(Upstream { key, stream, buf: BytesMut::with_capacity(READ_CHUNK), head: BytesMut::new() });
         }
         let up = slot.as_mut().expect("an upstream connection was just set");
         let unreachable = |e: std::io::Error| ProxyError::upstream(format!("{}: {e}", target.host));
-        if let Err(e) = up.stream.write_all(&out.0).await {
+        if let Err(e) = up.stream.write_all(out.0).await {
             *slot = None;
             if std::mem::take(&mut retry) {
                 continue;
@@ -309,11 +375,21 @@ where
     Ok((target, used, status, true))
 }
 
+/// At least what `request_head` writes.
+fn request_len(head: &http::request::Parts, target: &pipeline::Target) -> usize {
+    let path: usize = target.path_pieces(&head.uri).iter().map(|p| p.len()).sum();
+    let headers: usize = head.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    // The fixed text, brackets and port: 30 at most.
+    head.method.as_str().len() + path + target.host.len() + headers + 32
+}
+
 /// `METHOD path HTTP/1.1`, `host`, then the agent's headers minus hop-by-hop ones.
 fn request_head(out: &mut BytesMut, head: &http::request::Parts, target: &pipeline::Target) {
     out.put_slice(head.method.as_str().as_bytes());
     out.put_u8(b' ');
-    out.put_slice(target.path_for(&head.uri).as_bytes());
+    for piece in target.path_pieces(&head.uri) {
+        out.put_slice(piece.as_bytes());
+    }
     out.put_slice(b" HTTP/1.1\r\nhost: ");
     // Writing into a `BytesMut` cannot fail: it grows.
     let _ = write!(out, "{}", target.authority());
@@ -334,6 +410,21 @@ fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
+/// `n` in decimal.
+fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[at..]);
+}
+
 /// Copies the rest of the agent's request body (`left` bytes) upstream.
 async fn copy_body<IO>(io: &mut IO, buf: &mut BytesMut, up: &mut Stream, mut left: u64) -> std::io::Result<()>
 where
@@ -352,10 +443,10 @@ where
 
 // ---- the response -------------------------------------------------------------------
 
+/// A response head read; the status line and headers as they go to the agent (minus
+/// framing headers) are in the connection's `head`.
 struct ResponseHead {
     status: StatusCode,
-    /// The status line and headers as they go to the agent, minus framing headers.
-    head: BytesMut,
     framing: Framing,
     /// The upstream did not ask to close.
     keep_alive: bool,
@@ -381,7 +472,7 @@ struct HeadError {
 async fn read_response_head(up: &mut Upstream, wipe: bool) -> Result<ResponseHead, HeadError> {
     let mut received = false;
     loop {
-        match parse_response(&up.buf) {
+        match parse_response(&up.buf, &mut up.head) {
             Ok(Some((len, resp))) => {
                 if wipe {
                     up.buf[..len].zeroize();
@@ -416,10 +507,10 @@ async fn read_response_head(up: &mut Upstream, wipe: bool) -> Result<ResponseHea
     }
 }
 
-fn parse_response(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+fn parse_response(buf: &[u8], head: &mut BytesMut) -> Result<Option<(usize, ResponseHead)>, String> {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
         Ok(httparse::Status::Partial) => return Err("response head over 64 KiB".into()),
@@ -428,7 +519,8 @@ fn parse_response(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, String> {
     let status = resp.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or("malformed status")?;
     let mut keep_alive = resp.version == Some(1);
     let (mut length, mut chunked, mut encoded) = (None, false, false);
-    let mut head = BytesMut::with_capacity(len + 64);
+    head.clear();
+    head.reserve(len + 64);
     head.put_slice(b"HTTP/1.1 ");
     head.put_slice(status.as_str().as_bytes());
     head.put_u8(b' ');
@@ -453,7 +545,7 @@ fn parse_response(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, String> {
                 keep_alive = true;
             }
         } else if !is_hop_by_hop(name) {
-            put_header(&mut head, name.as_bytes(), h.value);
+            put_header(head, name.as_bytes(), h.value);
         }
     }
     let framing = match (encoded, chunked, length) {
@@ -462,7 +554,7 @@ fn parse_response(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, String> {
         (false, _, Some(n)) => Framing::Length(n),
         (false, _, None) => Framing::UntilClose,
     };
-    Ok(Some((len, ResponseHead { status, head, framing, keep_alive })))
+    Ok(Some((len, ResponseHead { status, framing, keep_alive })))
 }
 
 fn is_hop_by_hop(name: &str) -> bool {
@@ -483,81 +575,100 @@ async fn respond<IO>(
 where
     IO: AsyncWrite + Unpin,
 {
-    let mut head = resp.head;
-    if let Some(clean) = redactor.as_ref().and_then(|r| r.redact_whole(&head)) {
+    let Upstream { stream, buf, head, .. } = up;
+    if let Some(clean) = redactor.as_ref().and_then(|r| r.redact_whole(head)) {
         head.zeroize();
-        head = BytesMut::from(&clean[..]);
+        head.clear();
+        head.extend_from_slice(&clean);
     }
-    let finish_head = |out: &mut BytesMut, framing_header: Option<(&[u8], &[u8])>| {
-        if let Some((name, value)) = framing_header {
-            put_header(out, name, value);
+    let finish_head = |out: &mut BytesMut, frame: Option<Frame>| {
+        match frame {
+            Some(Frame::Length(n)) => {
+                out.put_slice(b"content-length: ");
+                put_decimal(out, n);
+                out.put_slice(b"\r\n");
+            }
+            Some(Frame::Chunked) => put_header(out, b"transfer-encoding", b"chunked"),
+            None => {}
         }
         if agent_close {
             out.put_slice(b"connection: close\r\n");
         }
         out.put_slice(b"\r\n");
     };
-    match framing {
+    let sent = match framing {
         Framing::Empty => {
             // A HEAD response keeps the length the body would have had (unless redacted).
             let length = match (resp.framing, is_head, &redactor) {
-                (Framing::Length(n), true, None) => Some(n),
+                (Framing::Length(n), true, None) => Some(Frame::Length(n)),
                 _ => None,
             };
-            let length = length.map(|n| n.to_string());
-            finish_head(&mut head, length.as_deref().map(|n| (&b"content-length"[..], n.as_bytes())));
-            io.write_all(&head).await
+            finish_head(head, length);
+            io.write_all(head).await
         }
         Framing::Length(n) if redactor.is_none() => {
-            finish_head(&mut head, Some((b"content-length", n.to_string().as_bytes())));
-            let ready = up.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-            head.extend_from_slice(&up.buf.split_to(ready));
-            io.write_all(&head).await?;
+            finish_head(head, Some(Frame::Length(n)));
+            let ready = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            head.extend_from_slice(&buf[..ready]);
+            buf.advance(ready);
+            io.write_all(head).await?;
             let mut left = n - ready as u64;
             while left > 0 {
-                if read_into(&mut up.stream, &mut up.buf).await? == 0 {
+                if read_into(stream, buf).await? == 0 {
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
-                let take = up.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                io.write_all(&up.buf.split_to(take)).await?;
+                let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                io.write_all(&buf[..take]).await?;
+                buf.advance(take);
                 left -= take as u64;
             }
             Ok(())
         }
         Framing::Length(n) if n <= BUFFER_REDACTED => {
             let n = n as usize;
-            while up.buf.len() < n {
-                if read_into(&mut up.stream, &mut up.buf).await? == 0 {
+            while buf.len() < n {
+                if read_into(stream, buf).await? == 0 {
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
             }
-            let mut body = up.buf.split_to(n);
             let r = redactor.as_ref().expect("matched above");
             // The whole body is here: one pass says whether any value is in it.
-            let clean = r.redact_whole(&body);
-            if clean.is_some() {
-                body.zeroize(); // it held a value
-            }
-            let body = clean.as_deref().unwrap_or(&body);
-            finish_head(&mut head, Some((b"content-length", body.len().to_string().as_bytes())));
+            let clean = r.redact_whole(&buf[..n]);
+            let body = clean.as_deref().unwrap_or(&buf[..n]);
+            finish_head(head, Some(Frame::Length(body.len() as u64)));
             head.extend_from_slice(body);
-            io.write_all(&head).await
+            if clean.is_some() {
+                buf[..n].zeroize(); // it held a value
+            }
+            buf.advance(n);
+            io.write_all(head).await
         }
         framing => {
-            finish_head(&mut head, Some((b"transfer-encoding", b"chunked")));
-            stream_chunked(io, up, framing, redactor, head).await
+            finish_head(head, Some(Frame::Chunked));
+            stream_chunked(io, stream, buf, framing, redactor, head).await
         }
+    };
+    if head.capacity() > KEEP_AT_MOST {
+        *head = BytesMut::new();
     }
+    sent
+}
+
+/// The framing header a response goes to the agent with.
+enum Frame {
+    Length(u64),
+    Chunked,
 }
 
 /// Streams a body the agent gets chunked: decoded from the upstream's framing, redacted,
 /// re-chunked. Whatever is at hand is written before waiting for more (SSE stays live).
 async fn stream_chunked<IO>(
     io: &mut IO,
-    up: &mut Upstream,
+    stream: &mut Stream,
+    buf: &mut BytesMut,
     framing: Framing,
     mut redactor: Option<Redactor>,
-    mut out: BytesMut,
+    out: &mut BytesMut,
 ) -> std::io::Result<()>
 where
     IO: AsyncWrite + Unpin,
@@ -568,7 +679,7 @@ where
         _ => Decoder::UntilClose,
     };
     loop {
-        match body.next(&mut up.buf).map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, m))? {
+        match body.next(buf).map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, m))? {
             Piece::Data(mut data) => {
                 let data = match &mut redactor {
                     Some(r) => {
@@ -579,15 +690,15 @@ where
                     }
                     None => data.freeze(),
                 };
-                put_chunk(&mut out, &data);
+                put_chunk(out, &data);
             }
             Piece::End => break,
             Piece::NeedMore => {
                 if !out.is_empty() {
-                    io.write_all(&out).await?;
+                    io.write_all(out).await?;
                     out.clear();
                 }
-                if read_into(&mut up.stream, &mut up.buf).await? == 0 {
+                if read_into(stream, buf).await? == 0 {
                     if matches!(body, Decoder::UntilClose) {
                         break;
                     }
@@ -597,17 +708,17 @@ where
         }
     }
     if let Some(r) = &mut redactor {
-        put_chunk(&mut out, &r.finish());
+        put_chunk(out, &r.finish());
     }
     out.put_slice(b"0\r\n\r\n");
-    io.write_all(&out).await
+    io.write_all(out).await
 }
 
 fn put_chunk(out: &mut BytesMut, data: &[u8]) {
     if data.is_empty() {
         return;
     }
-    out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    let _ = write!(out, "{:x}\r\n", data.len()); // into a `BytesMut`: cannot fail
     out.put_slice(data);
     out.put_slice(b"\r\n");
 }
@@ -712,7 +823,9 @@ where
     for (name, value) in &parts.headers {
         put_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
-    put_header(&mut out, b"content-length", body.len().to_string().as_bytes());
+    out.put_slice(b"content-length: ");
+    put_decimal(&mut out, body.len() as u64);
+    out.put_slice(b"\r\n");
     if close {
         out.put_slice(b"connection: close\r\n");
     }
@@ -727,4 +840,99 @@ async fn read_into<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::
         buf.reserve(READ_CHUNK);
     }
     r.read_buf(buf).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(buf: &mut BytesMut) -> Option<Head> {
+        match parse_request(buf, &Via::Direct, &mut Kept::default()) {
+            Parsed::Complete(head) => Some(head),
+            Parsed::Partial | Parsed::Unfit => None,
+        }
+    }
+
+    #[test]
+    fn a_head_is_taken_off_the_front_and_what_follows_it_stays() {
+        let first = "POST /r/openai/v1/chat?x=1 HTTP/1.1\r\nHost: localhost\r\nX-Trace: a\tb\r\n\
+                     Authorization: Bearer {{secret:production/openai/api-key}}\r\nContent-Length: 4\r\n\r\n";
+        let second = "GET /r/openai/v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let mut buf = BytesMut::from(format!("{first}body{second}").as_bytes());
+
+        let head = parse(&mut buf).expect("the first request is complete");
+        assert_eq!(head.parts.method, Method::POST);
+        assert_eq!(head.parts.uri, "/r/openai/v1/chat?x=1");
+        assert_eq!(head.parts.headers["x-trace"], "a\tb");
+        assert_eq!(head.parts.headers[header::AUTHORIZATION], "Bearer {{secret:production/openai/api-key}}");
+        assert_eq!((head.body_len, head.close), (4, false));
+        assert_eq!(&buf[..], format!("body{second}").as_bytes());
+
+        buf.advance(4);
+        let head = parse(&mut buf).expect("the second request is complete");
+        assert_eq!(head.parts.uri, "/r/openai/v1/models");
+        assert_eq!((head.body_len, head.close), (0, true));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn what_the_fast_path_does_not_take_is_left_whole_for_hyper() {
+        for request in [
+            "POST /r/a/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /r/a/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "GET /_airlock/healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /r/a/<b> HTTP/1.1\r\nHost: x\r\n\r\n", // httparse takes `<`, `http` does not
+        ] {
+            let mut buf = BytesMut::from(request.as_bytes());
+            let mut kept = Kept::default();
+            assert!(matches!(parse_request(&mut buf, &Via::Direct, &mut kept), Parsed::Unfit), "{request:?}");
+            assert_eq!(&buf[..], request.as_bytes(), "{request:?}");
+        }
+        let mut buf = BytesMut::from(&b"GET /r/a/ HTTP/1.1\r\nHost: x\r\n"[..]);
+        assert!(matches!(parse_request(&mut buf, &Via::Direct, &mut Kept::default()), Parsed::Partial));
+    }
+
+    #[test]
+    fn the_request_buffer_never_moves_while_it_is_written() {
+        let route = pipeline::Target {
+            tls: false,
+            host: "fe80::1".into(),
+            port: 8080,
+            base_path: Some("/v1/deep/base".into()),
+            plain_http_allowed: true,
+            route: Some("openai".into()),
+        };
+        let forward = pipeline::Target { base_path: None, route: None, host: "api.openai.com".into(), ..route.clone() };
+        let long = "v".repeat(3000);
+        for (target, path, headers) in [
+            (&route, "/r/openai/chat/completions?stream=true", 1),
+            (&route, "/r/openai", 40),
+            (&forward, "http://api.openai.com:8080/v1/models", 7),
+        ] {
+            let mut parts = http::Request::get(path).body(()).expect("a valid request").into_parts().0;
+            for i in 0..headers {
+                parts
+                    .headers
+                    .append(HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(), long.parse().unwrap());
+            }
+            parts.headers.append(header::CONNECTION, "keep-alive".parse().unwrap());
+            let mut kept = BytesMut::new();
+            let out = Wiped::with_room(&mut kept, request_len(&parts, target));
+            let room = out.0.capacity();
+            request_head(out.0, &parts, target);
+            assert_eq!(out.0.capacity(), room, "{path}: the buffer grew");
+            assert!(out.0.len() <= request_len(&parts, target));
+            drop(out);
+            assert!(kept.is_empty());
+        }
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 1_234_567_890, u64::MAX] {
+            let mut out = BytesMut::new();
+            put_decimal(&mut out, n);
+            assert_eq!(&out[..], n.to_string().as_bytes());
+        }
+    }
 }

@@ -36,13 +36,13 @@ pub(super) struct View {
 /// both empty.
 pub(super) struct Plan {
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub used: Vec<Used>,
+    pub used: Arc<[Used]>,
     /// The first of its values' expiries.
     fresh_until: Option<Instant>,
 }
 
 impl Plan {
-    pub fn new(headers: Vec<(HeaderName, HeaderValue)>, used: Vec<Used>) -> Plan {
+    pub fn new(headers: Vec<(HeaderName, HeaderValue)>, used: Arc<[Used]>) -> Plan {
         let fresh_until = used.iter().map(|u| u.fetched.fresh_until).min();
         Plan { headers, used, fresh_until }
     }
@@ -155,8 +155,12 @@ pub(super) fn adopt(proxy: &Proxy, epoch: Epoch, shared: &Arc<Fetched>) -> Arc<F
 
 /// Applies the fresh plan for `target`, if this thread has one: its headers go into
 /// `headers`; returns whether it set any, and the values they carry.
-pub(super) fn apply_plan(proxy: &Proxy, target: &Target, headers: &mut http::HeaderMap) -> Option<(bool, Vec<Used>)> {
-    let now = Instant::now();
+pub(super) fn apply_plan(
+    proxy: &Proxy,
+    target: &Target,
+    headers: &mut http::HeaderMap,
+    now: Instant,
+) -> Option<(bool, Arc<[Used]>)> {
     with_current(proxy, |l| {
         let (_, plan) = l.plans.iter().find(|(key, plan)| same(key, target) && plan.fresh(now))?;
         for (name, value) in &plan.headers {

@@ -152,7 +152,7 @@ async fn serve(
         return Ok(super::ops::answer(proxy, req.uri().path()));
     }
     let (head, body) = req.into_parts();
-    let Prepared { head, target, used } = prepare(proxy, head, via).await?;
+    let Prepared { head, target, used } = prepare(proxy, head, via, started).await?;
     let resp = forward(proxy, head, body, &target).await?;
     let resp = redact(resp, &used);
     record(proxy, seen, &target, &used, resp.status(), started);
@@ -163,20 +163,22 @@ async fn serve(
 pub(super) struct Prepared {
     pub head: Parts,
     pub target: Target,
-    pub used: Vec<Used>,
+    /// Shared with this thread's plan for the upstream, when it came from one.
+    pub used: Arc<[Used]>,
 }
 
 /// Every step before the request leaves the proxy: target → admit → egress → host
 /// agreement → rate limit → substitute + bind check. Shared by the hyper path and the
 /// HTTP/1.1 fast path (`h1`), which differ only in how they forward.
-pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via) -> Result<Prepared, ProxyError> {
+/// `now` is when the request came in (plans and values are fresh as of then).
+pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Instant) -> Result<Prepared, ProxyError> {
     let (view, epoch) = local::view(proxy);
     let target = target(&view.policy, &head, via)?;
     admit(proxy, &mut head, via, &target)?;
     egress(proxy, &view.policy, &target).await?;
     agree(&head, via, &target)?;
     view.limits.check(&target.host)?;
-    let (head, used) = substitute(proxy, &view, epoch, head, &target).await?;
+    let (head, used) = substitute(proxy, &view, epoch, head, &target, now).await?;
     Ok(Prepared { head, target, used })
 }
 
@@ -187,7 +189,7 @@ impl Target {
     /// values are part of it).
     pub fn uri_for(&self, request: &Uri) -> Result<Uri, ProxyError> {
         let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}{}", self.authority(), self.path_for(request))
+        format!("{scheme}://{}{}", self.authority(), self.path(request))
             .parse()
             .map_err(|_| ProxyError::bad_request("the request target is not a valid URI"))
     }
@@ -214,17 +216,30 @@ impl Target {
     }
 
     /// The upstream path and query: in route mode the route's base path replaces `/r/<route>`.
-    pub fn path_for<'u>(&self, request: &'u Uri) -> std::borrow::Cow<'u, str> {
+    /// Written where it goes, like `authority`.
+    pub fn path<'a>(&'a self, request: &'a Uri) -> impl std::fmt::Display + 'a {
+        struct Path<'a>([&'a str; 3]);
+        impl std::fmt::Display for Path<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.iter().try_for_each(|piece| f.write_str(piece))
+            }
+        }
+        Path(self.path_pieces(request))
+    }
+
+    /// `path` as the pieces it is joined from: the route's base path, a `/` if the two need
+    /// one, and the rest of the request's path and query.
+    pub fn path_pieces<'a>(&'a self, request: &'a Uri) -> [&'a str; 3] {
         let path_and_query = request.path_and_query().map_or("/", |p| p.as_str());
         let (Some(base), Some(route)) = (&self.base_path, &self.route) else {
-            return path_and_query.into();
+            return ["", "", path_and_query];
         };
         let tail = path_and_query
             .strip_prefix("/r/")
             .and_then(|rest| rest.strip_prefix(route.as_str()))
             .unwrap_or(path_and_query);
         let slash = if tail.starts_with('/') || tail.starts_with('?') || tail.is_empty() { "" } else { "/" };
-        format!("{base}{slash}{tail}").into()
+        [base, slash, tail]
     }
 }
 
@@ -343,7 +358,7 @@ async fn egress(proxy: &Proxy, policy: &Policy, target: &Target) -> Result<(), P
             format!("'{}' is not in this agent's egress.allow", target.host),
         ));
     }
-    proxy.resolver.resolve(&target.host, target.port, policy.egress.deny_private_networks).await.map(|_| ())
+    proxy.resolver.check(&target.host, target.port, policy.egress.deny_private_networks).await
 }
 
 /// Under CONNECT, the CONNECT authority, the TLS SNI and the request's Host must name the
@@ -425,10 +440,11 @@ async fn substitute(
     epoch: Epoch,
     mut head: Parts,
     target: &Target,
-) -> Result<(Parts, Vec<Used>), ProxyError> {
+    now: Instant,
+) -> Result<(Parts, Arc<[Used]>), ProxyError> {
     let policy = &view.policy;
     let agent_placeholders = head_has_placeholder(&head);
-    if !agent_placeholders && let Some((injected, used)) = local::apply_plan(proxy, target, &mut head.headers) {
+    if !agent_placeholders && let Some((injected, used)) = local::apply_plan(proxy, target, &mut head.headers, now) {
         if injected {
             head.extensions = http::Extensions::new(); // as `substitute::inject` leaves it
         }
@@ -436,8 +452,9 @@ async fn substitute(
     }
     let templates = inject_templates(policy, &head, target, agent_placeholders);
     if !agent_placeholders && templates.is_empty() {
-        local::keep_plan(proxy, view, epoch, target, Plan::new(Vec::new(), Vec::new()));
-        return Ok((head, Vec::new()));
+        let none: Arc<[Used]> = Arc::new([]);
+        local::keep_plan(proxy, view, epoch, target, Plan::new(Vec::new(), none.clone()));
+        return Ok((head, none));
     }
     // A rule's header replaces the agent's (which holds no placeholder, or the rule would
     // not apply): whatever the agent's was, it is neither checked nor sent.
@@ -468,7 +485,7 @@ async fn substitute(
     };
     let new_head =
         substitute::inject(head, &found, &templates, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
-    let used = used_values(all(), &fetched);
+    let used: Arc<[Used]> = used_values(all(), &fetched).into();
     if !agent_placeholders {
         let headers = templates
             .iter()
