@@ -24,6 +24,20 @@ use super::pipeline::{Target, Used};
 use crate::domain::SecretPath;
 use crate::domain::policy::Policy;
 
+/// Shards of state that every thread writes (access events, metrics): more than the proxy
+/// has worker threads on the machines it runs on.
+pub(super) const SHARDS: usize = 8;
+
+/// This thread's shard: threads take shards in turn as they first ask.
+pub(super) fn shard() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
 /// The policy and rate limits a request is checked against.
 pub(super) struct View {
     pub policy: Policy,

@@ -20,6 +20,7 @@ pub fn answer(proxy: &Proxy, path: &str) -> Response<Body> {
         ),
         "/_airlock/ca.pem" => text(StatusCode::OK, "application/x-pem-file", proxy.ca.ca_pem().to_owned()),
         "/_airlock/metrics" => {
+            proxy.meters.gather();
             let body = proxy.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
             text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }

@@ -3,7 +3,7 @@
 //! forward → redact → record. Nothing is sent upstream before the bind check has passed
 //! for every value the request would carry.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -73,16 +73,36 @@ pub(super) fn refused(proxy: &Proxy, seen: &Seen, via: &Via, e: ProxyError, star
 
 /// Every request, whatever its outcome, ends here.
 pub(super) fn finished(proxy: &Proxy, started: Instant) {
-    proxy.meters.duration.record(started.elapsed().as_secs_f64());
+    proxy.meters.tally(|t| t.durations.push(started.elapsed().as_secs_f64()));
 }
 
 /// The per-request metrics, registered once (a lookup by name and labels per request is
 /// measurable on the hot path). Refusals keep the macro: their labels vary.
+///
+/// A request does not touch the shared counter and histogram: each thread tallies into a
+/// shard of its own (cache lines no other core writes, as in `local`), which goes into them
+/// every `POUR_EVERY` requests and whenever the metrics are read (`gather`).
 pub(super) struct Meters {
     duration: metrics::Histogram,
     injected: metrics::Counter,
     passed: metrics::Counter,
+    shards: Box<[Tally]>,
 }
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Tally(Mutex<Counts>);
+
+#[derive(Default)]
+struct Counts {
+    injected: u64,
+    passed: u64,
+    /// Seconds per request.
+    durations: Vec<f64>,
+}
+
+/// Requests a thread tallies before they go into the shared metrics.
+const POUR_EVERY: usize = 64;
 
 impl Meters {
     /// Registers with the recorder installed now (none: the metrics go nowhere).
@@ -91,6 +111,31 @@ impl Meters {
             duration: metrics::histogram!("airlock_proxy_request_duration_seconds"),
             injected: metrics::counter!("airlock_proxy_requests_total", "outcome" => "injected"),
             passed: metrics::counter!("airlock_proxy_requests_total", "outcome" => "passed"),
+            shards: (0..local::SHARDS).map(|_| Tally::default()).collect(),
+        }
+    }
+
+    /// `f` on this thread's tally; pours it when it holds `POUR_EVERY` durations.
+    fn tally(&self, f: impl FnOnce(&mut Counts)) {
+        let mut counts = self.shards[local::shard()].0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut counts);
+        if counts.durations.len() >= POUR_EVERY {
+            self.pour(&mut counts);
+        }
+    }
+
+    fn pour(&self, counts: &mut Counts) {
+        self.injected.increment(std::mem::take(&mut counts.injected));
+        self.passed.increment(std::mem::take(&mut counts.passed));
+        for seconds in counts.durations.drain(..) {
+            self.duration.record(seconds);
+        }
+    }
+
+    /// Puts every thread's tally into the shared metrics (before they are read).
+    pub(super) fn gather(&self) {
+        for shard in &self.shards {
+            self.pour(&mut shard.0.lock().unwrap_or_else(PoisonError::into_inner));
         }
     }
 }
@@ -694,7 +739,7 @@ pub(super) fn redactor_for(used: &[Used]) -> Option<Redactor> {
 
 /// One access event per injected value; requests that carried none are only counted.
 pub(super) fn record(proxy: &Proxy, seen: &Seen, target: &Target, used: &[Used], status: StatusCode, started: Instant) {
-    if used.is_empty() { &proxy.meters.passed } else { &proxy.meters.injected }.increment(1);
+    proxy.meters.tally(|t| if used.is_empty() { t.passed += 1 } else { t.injected += 1 });
     for u in used {
         tracing::debug!(path = %u.fetched.path, version = u.fetched.version, host = %target.host, status = status.as_u16(), "value injected");
         seen.report(proxy, &target.host, Some(u), None, status, started);

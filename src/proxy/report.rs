@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::central::Central;
+use super::local::{SHARDS, shard};
 
 /// Events per report: whatever is waiting, up to the API's limit per request (a proxy that
 /// falls behind catches up in fewer, larger requests).
@@ -164,23 +165,10 @@ impl std::hash::Hasher for KeyHashed {
 
 /// How long the writer lets uses gather before appending them.
 const WRITE_EVERY: Duration = Duration::from_millis(20);
-/// Windows: more than the proxy has worker threads on the machines it runs on.
-const SHARDS: usize = 8;
-
 impl Pending {
     fn new() -> Pending {
         Pending { windows: (0..SHARDS).map(|_| Shard::default()).collect(), waiting: Notify::new() }
     }
-}
-
-/// This thread's shard: threads take shards in turn as they first record.
-fn shard() -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    SHARD.with(|s| *s)
 }
 
 impl Reporter {
