@@ -888,8 +888,22 @@ mod tests {
             assert!(matches!(parse_request(&mut buf, &Via::Direct, &mut kept), Parsed::Unfit), "{request:?}");
             assert_eq!(&buf[..], request.as_bytes(), "{request:?}");
         }
+        let many = format!("GET /r/a/ HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(MAX_HEADERS + 1));
+        let mut buf = BytesMut::from(many.as_bytes());
+        assert!(matches!(parse_request(&mut buf, &Via::Direct, &mut Kept::default()), Parsed::Unfit));
+        assert_eq!(&buf[..], many.as_bytes());
+
         let mut buf = BytesMut::from(&b"GET /r/a/ HTTP/1.1\r\nHost: x\r\n"[..]);
         assert!(matches!(parse_request(&mut buf, &Via::Direct, &mut Kept::default()), Parsed::Partial));
+    }
+
+    #[test]
+    fn header_values_are_taken_byte_for_byte() {
+        let mut buf = BytesMut::from(&b"GET /r/a/ HTTP/1.1\r\nX-Empty:\r\nX-Latin: caf\xe9\r\nX-Sp:  a b \r\n\r\n"[..]);
+        let head = parse(&mut buf).expect("complete");
+        assert_eq!(head.parts.headers["x-empty"], "");
+        assert_eq!(head.parts.headers["x-latin"].as_bytes(), b"caf\xe9");
+        assert_eq!(head.parts.headers["x-sp"], "a b");
     }
 
     #[test]
