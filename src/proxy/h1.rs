@@ -27,7 +27,7 @@ use zeroize::Zeroize;
 use super::Proxy;
 use super::error::ProxyError;
 use super::listen::Rewind;
-use super::pipeline::{self, HOP_BY_HOP, Prepared, Seen, Via};
+use super::pipeline::{self, Counted, HOP_BY_HOP, Prepared, Seen, Via};
 use super::redact::Redactor;
 use super::upstream::{Alpn, Body, Stream};
 
@@ -221,20 +221,17 @@ where
         Ok(prepared) => forward(proxy, io, buf, kept, prepared, body_len, close).await,
         Err(e) => Err(Failed::Refused(e, body_len)),
     };
-    let keep = match outcome {
-        Ok((target, used, status, keep)) => {
-            pipeline::record(proxy, &seen, &target, &used, status, started);
-            keep && !close
-        }
+    let (keep, counted) = match outcome {
+        Ok((target, used, status)) => (!close, pipeline::record(proxy, &seen, &target, &used, status, started)),
         Err(Failed::Refused(e, unsent_body)) => {
             // The agent's body, if any, was not read: closing is the only way past it.
             let close = close || unsent_body > 0;
             let resp = pipeline::refused(proxy, &seen, via, e, started);
-            write_response(io, resp, close).await.is_ok() && !close
+            (write_response(io, resp, close).await.is_ok() && !close, Counted::Elsewhere)
         }
-        Err(Failed::Broken) => false,
+        Err(Failed::Broken) => (false, Counted::Elsewhere),
     };
-    pipeline::finished(proxy, started);
+    pipeline::finished(proxy, started, counted);
     keep
 }
 
@@ -287,7 +284,7 @@ impl Drop for Wiped<'_> {
     }
 }
 
-type Forwarded = (pipeline::Target, Arc<[pipeline::Used]>, StatusCode, bool);
+type Forwarded = (pipeline::Target, Arc<[pipeline::Used]>, StatusCode);
 
 async fn forward<IO>(
     proxy: &Arc<Proxy>,
@@ -372,7 +369,7 @@ where
     if !keep_upstream {
         *slot = None;
     }
-    Ok((target, used, status, true))
+    Ok((target, used, status))
 }
 
 /// At least what `request_head` writes.

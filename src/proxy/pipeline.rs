@@ -3,7 +3,7 @@
 //! forward → redact → record. Nothing is sent upstream before the bind check has passed
 //! for every value the request would carry.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::Proxy;
 use super::central::{CentralError, Fetched};
 use super::error::ProxyError;
-use super::local::{self, Epoch, Plan, View};
+use super::local::{self, Epoch, Plan, Sharded, View};
 use super::redact::Redactor;
 use super::report::Use;
 use super::substitute::{self, Binding, Refusal, RefusalCode};
@@ -55,11 +55,11 @@ pub async fn handle(
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
     let seen = Seen::new(req.method().clone(), req.uri().clone());
-    let resp = match serve(&proxy, req, &via, &seen, started).await {
-        Ok(resp) => resp,
-        Err(e) => refused(&proxy, &seen, &via, e, started),
+    let (resp, counted) = match serve(&proxy, req, &via, &seen, started).await {
+        Ok(served) => served,
+        Err(e) => (refused(&proxy, &seen, &via, e, started), Counted::Elsewhere),
     };
-    finished(&proxy, started);
+    finished(&proxy, started, counted);
     Ok(resp)
 }
 
@@ -71,30 +71,44 @@ pub(super) fn refused(proxy: &Proxy, seen: &Seen, via: &Via, e: ProxyError, star
     e.into_response()
 }
 
+/// Where a request is counted: as a request that carried values, or none, or elsewhere (a
+/// refusal, with its code; an answer of the proxy's own; a connection that broke).
+#[derive(Clone, Copy)]
+pub(super) enum Counted {
+    Injected,
+    Passed,
+    Elsewhere,
+}
+
 /// Every request, whatever its outcome, ends here.
-pub(super) fn finished(proxy: &Proxy, started: Instant) {
-    proxy.meters.tally(|t| t.durations.push(started.elapsed().as_secs_f64()));
+pub(super) fn finished(proxy: &Proxy, started: Instant, counted: Counted) {
+    let mut tally = proxy.meters.shards.mine();
+    match counted {
+        Counted::Injected => tally.injected += 1,
+        Counted::Passed => tally.passed += 1,
+        Counted::Elsewhere => {}
+    }
+    tally.durations.push(started.elapsed().as_secs_f64());
+    if tally.durations.len() >= POUR_EVERY {
+        proxy.meters.pour(&mut tally);
+    }
 }
 
 /// The per-request metrics, registered once (a lookup by name and labels per request is
 /// measurable on the hot path). Refusals keep the macro: their labels vary.
 ///
 /// A request does not touch the shared counter and histogram: each thread tallies into a
-/// shard of its own (cache lines no other core writes, as in `local`), which goes into them
+/// shard of its own (`local::Sharded`), one lock per request, which goes into them
 /// every `POUR_EVERY` requests and whenever the metrics are read (`gather`).
 pub(super) struct Meters {
     duration: metrics::Histogram,
     injected: metrics::Counter,
     passed: metrics::Counter,
-    shards: Box<[Tally]>,
+    shards: Sharded<Tally>,
 }
 
-#[repr(align(128))]
 #[derive(Default)]
-struct Tally(Mutex<Counts>);
-
-#[derive(Default)]
-struct Counts {
+struct Tally {
     injected: u64,
     passed: u64,
     /// Seconds per request.
@@ -111,31 +125,22 @@ impl Meters {
             duration: metrics::histogram!("airlock_proxy_request_duration_seconds"),
             injected: metrics::counter!("airlock_proxy_requests_total", "outcome" => "injected"),
             passed: metrics::counter!("airlock_proxy_requests_total", "outcome" => "passed"),
-            shards: (0..local::SHARDS).map(|_| Tally::default()).collect(),
+            shards: Sharded::default(),
         }
     }
 
-    /// `f` on this thread's tally; pours it when it holds `POUR_EVERY` durations.
-    fn tally(&self, f: impl FnOnce(&mut Counts)) {
-        let mut counts = self.shards[local::shard()].0.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut counts);
-        if counts.durations.len() >= POUR_EVERY {
-            self.pour(&mut counts);
-        }
-    }
-
-    fn pour(&self, counts: &mut Counts) {
-        self.injected.increment(std::mem::take(&mut counts.injected));
-        self.passed.increment(std::mem::take(&mut counts.passed));
-        for seconds in counts.durations.drain(..) {
+    fn pour(&self, tally: &mut Tally) {
+        self.injected.increment(std::mem::take(&mut tally.injected));
+        self.passed.increment(std::mem::take(&mut tally.passed));
+        for seconds in tally.durations.drain(..) {
             self.duration.record(seconds);
         }
     }
 
     /// Puts every thread's tally into the shared metrics (before they are read).
     pub(super) fn gather(&self) {
-        for shard in &self.shards {
-            self.pour(&mut shard.0.lock().unwrap_or_else(PoisonError::into_inner));
+        for mut tally in self.shards.each() {
+            self.pour(&mut tally);
         }
     }
 }
@@ -192,16 +197,16 @@ async fn serve(
     via: &Via,
     seen: &Seen,
     started: Instant,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<(Response<Body>, Counted), ProxyError> {
     if matches!(via, Via::Direct) && req.uri().scheme().is_none() && req.uri().path().starts_with("/_airlock/") {
-        return Ok(super::ops::answer(proxy, req.uri().path()));
+        return Ok((super::ops::answer(proxy, req.uri().path()), Counted::Elsewhere));
     }
     let (head, body) = req.into_parts();
     let Prepared { head, target, used } = prepare(proxy, head, via, started).await?;
     let resp = forward(proxy, head, body, &target).await?;
     let resp = redact(resp, &used);
-    record(proxy, seen, &target, &used, resp.status(), started);
-    Ok(resp)
+    let counted = record(proxy, seen, &target, &used, resp.status(), started);
+    Ok((resp, counted))
 }
 
 /// A request that passed every check, with its values in place, ready to be sent.
@@ -737,13 +742,23 @@ pub(super) fn redactor_for(used: &[Used]) -> Option<Redactor> {
 
 // ---- record -------------------------------------------------------------------------
 
-/// One access event per injected value; requests that carried none are only counted.
-pub(super) fn record(proxy: &Proxy, seen: &Seen, target: &Target, used: &[Used], status: StatusCode, started: Instant) {
-    proxy.meters.tally(|t| if used.is_empty() { t.passed += 1 } else { t.injected += 1 });
+/// One access event per injected value; returns how the request is counted (`finished`).
+pub(super) fn record(
+    proxy: &Proxy,
+    seen: &Seen,
+    target: &Target,
+    used: &[Used],
+    status: StatusCode,
+    started: Instant,
+) -> Counted {
+    if used.is_empty() {
+        return Counted::Passed;
+    }
     for u in used {
         tracing::debug!(path = %u.fetched.path, version = u.fetched.version, host = %target.host, status = status.as_u16(), "value injected");
         seen.report(proxy, &target.host, Some(u), None, status, started);
     }
+    Counted::Injected
 }
 
 pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {

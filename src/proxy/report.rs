@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::central::Central;
-use super::local::{SHARDS, shard};
+use super::local::Sharded;
 
 /// Events per report: whatever is waiting, up to the API's limit per request (a proxy that
 /// falls behind catches up in fewer, larger requests).
@@ -124,17 +124,11 @@ pub struct Reporter {
 }
 
 struct Pending {
-    /// One window per shard; a thread records into its own shard, so the proxy's worker
-    /// threads never wait on each other here.
-    windows: Vec<Shard>,
+    /// A window per shard; a thread records into its own, so the proxy's worker threads
+    /// never wait on each other here.
+    windows: Sharded<Window>,
     waiting: Notify,
 }
-
-/// A window on cache lines of its own: worker threads that record side by side must not
-/// contend for one line (adjacent lines are fetched in pairs, hence 128 bytes).
-#[repr(align(128))]
-#[derive(Default)]
-struct Shard(Mutex<Window>);
 
 #[derive(Default)]
 struct Window {
@@ -167,7 +161,7 @@ impl std::hash::Hasher for KeyHashed {
 const WRITE_EVERY: Duration = Duration::from_millis(20);
 impl Pending {
     fn new() -> Pending {
-        Pending { windows: (0..SHARDS).map(|_| Shard::default()).collect(), waiting: Notify::new() }
+        Pending { windows: Sharded::default(), waiting: Notify::new() }
     }
 }
 
@@ -175,7 +169,7 @@ impl Reporter {
     pub fn record(&self, u: Use<'_>) {
         let hash = u.key_hash();
         let first = {
-            let mut window = self.pending.windows[shard()].0.lock().expect("access-event window poisoned");
+            let mut window = self.pending.windows.mine();
             let window = &mut *window;
             match window.index.get(&hash).map(|&i| &mut window.events[i]) {
                 Some(e) if u.same_as(e) => {
@@ -227,8 +221,7 @@ async fn write_spool(spool: Arc<Spool>, pending: Arc<Pending>) {
     loop {
         pending.waiting.notified().await;
         tokio::time::sleep(WRITE_EVERY).await;
-        for window in &pending.windows {
-            let mut window = window.0.lock().expect("access-event window poisoned");
+        for mut window in pending.windows.each() {
             batch.append(&mut window.events);
             window.index.clear();
         }
@@ -395,7 +388,7 @@ mod tests {
         reporter.record(a_use(429, 1.0));
         reporter.record(a_use(200, 5.0));
         // One thread: one shard holds them all.
-        let window = reporter.pending.windows[shard()].0.lock().unwrap();
+        let window = reporter.pending.windows.mine();
         let counts: Vec<(Option<u16>, u64, f64)> =
             window.events.iter().map(|e| (e.status, e.count, e.latency_ms)).collect();
         assert_eq!(counts, vec![(Some(200), 3, 3.0), (Some(429), 1, 1.0)]);
