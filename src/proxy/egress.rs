@@ -39,8 +39,16 @@ impl std::str::FromStr for Pin {
     }
 }
 
-/// Checked addresses per host and port, with when they were checked.
-type Checked = HashMap<String, HashMap<u16, (Vec<SocketAddr>, Instant)>>;
+/// Checked addresses per host and port.
+type Checked = HashMap<String, HashMap<u16, Resolved>>;
+
+struct Resolved {
+    addrs: Vec<SocketAddr>,
+    at: Instant,
+    /// None of `addrs` is private: the answer also holds under a policy that denies private
+    /// networks, though it was taken under one that did not.
+    public: bool,
+}
 
 pub struct Resolver {
     pins: Vec<Pin>,
@@ -58,11 +66,16 @@ impl Resolver {
 
     /// Whether `host:port` may be dialled: as `resolve`, without handing out the addresses
     /// (a pinned host, or one checked within the TTL, costs a lookup and nothing more).
-    pub async fn check(&self, host: &str, port: u16, deny_private: bool) -> Result<(), ProxyError> {
-        if self.pinned(host, port).is_some() || self.fresh(host, port, |_| ()).is_some() {
-            return Ok(());
+    /// Returns until when the answer holds, for a caller that keeps it (`None`: for good).
+    pub async fn check(&self, host: &str, port: u16, deny_private: bool) -> Result<Option<Instant>, ProxyError> {
+        if self.pinned(host, port).is_some() {
+            return Ok(None);
         }
-        self.resolve(host, port, deny_private).await.map(|_| ())
+        if let Some(at) = self.fresh(host, port, deny_private, |r| r.at) {
+            return Ok(Some(at + RESOLVE_TTL));
+        }
+        self.resolve(host, port, deny_private).await?;
+        Ok(Some(Instant::now() + RESOLVE_TTL))
     }
 
     /// The addresses to dial for `host:port`, checked against `deny_private`.
@@ -70,7 +83,7 @@ impl Resolver {
         if let Some(addr) = self.pinned(host, port) {
             return Ok(vec![addr]);
         }
-        if let Some(addrs) = self.fresh(host, port, |addrs| addrs.to_vec()) {
+        if let Some(addrs) = self.fresh(host, port, deny_private, |r| r.addrs.clone()) {
             return Ok(addrs);
         }
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
@@ -83,7 +96,8 @@ impl Resolver {
         if addrs.is_empty() {
             return Err(ProxyError::upstream(format!("'{host}' resolves to no address")));
         }
-        if deny_private && let Some(bad) = addrs.iter().find(|a| is_private(a.ip())) {
+        let private = addrs.iter().find(|a| is_private(a.ip()));
+        if deny_private && let Some(bad) = private {
             return Err(ProxyError::policy(
                 "private_address",
                 format!(
@@ -93,15 +107,17 @@ impl Resolver {
             ));
         }
         let mut checked = self.checked.lock().expect("resolver lock poisoned");
-        checked.entry(host.to_owned()).or_default().insert(port, (addrs.clone(), Instant::now()));
+        let resolved = Resolved { addrs: addrs.clone(), at: Instant::now(), public: private.is_none() };
+        checked.entry(host.to_owned()).or_default().insert(port, resolved);
         Ok(addrs)
     }
 
-    /// `f` of the addresses checked for `host:port` within the TTL, if any.
-    fn fresh<T>(&self, host: &str, port: u16, f: impl FnOnce(&[SocketAddr]) -> T) -> Option<T> {
+    /// `f` of what was checked for `host:port` within the TTL and still passes the check
+    /// (an answer with a private address does not, once the policy denies private networks).
+    fn fresh<T>(&self, host: &str, port: u16, deny_private: bool, f: impl FnOnce(&Resolved) -> T) -> Option<T> {
         let checked = self.checked.lock().expect("resolver lock poisoned");
-        let (addrs, at) = checked.get(host)?.get(&port)?;
-        (at.elapsed() < RESOLVE_TTL).then(|| f(addrs))
+        let resolved = checked.get(host)?.get(&port)?;
+        (resolved.at.elapsed() < RESOLVE_TTL && (resolved.public || !deny_private)).then(|| f(resolved))
     }
 
     /// Addresses already checked for `host:port` (the connector's only source).
@@ -110,7 +126,7 @@ impl Resolver {
             return Some(vec![addr]);
         }
         let checked = self.checked.lock().expect("resolver lock poisoned");
-        checked.get(host)?.get(&port).map(|(addrs, _)| addrs.clone())
+        checked.get(host)?.get(&port).map(|r| r.addrs.clone())
     }
 }
 
@@ -164,6 +180,28 @@ mod tests {
         ] {
             assert_eq!(is_private(ip.parse().unwrap()), private, "{ip}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_private_answer_taken_under_an_open_policy_is_refused_once_the_policy_denies_private_networks() {
+        let resolver = Resolver::new(Vec::new());
+        assert!(resolver.check("10.0.0.5", 443, false).await.is_ok());
+        let refused = resolver.check("10.0.0.5", 443, true).await.unwrap_err();
+        assert_eq!((refused.status, refused.code), (http::StatusCode::FORBIDDEN, "private_address"));
+        assert_eq!(resolver.resolve("10.0.0.5", 443, true).await.unwrap_err().code, "private_address");
+        // Still good for a policy that allows them, and a public answer holds under either.
+        assert!(resolver.check("10.0.0.5", 443, false).await.is_ok());
+        assert!(resolver.check("203.0.113.9", 443, false).await.is_ok());
+        assert!(resolver.check("203.0.113.9", 443, true).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_pinned_host_holds_for_good_and_a_checked_one_for_the_ttl() {
+        let resolver = Resolver::new(vec!["api.example=127.0.0.1:8443".parse().unwrap()]);
+        assert_eq!(resolver.check("api.example", 443, true).await.unwrap(), None);
+        let before = Instant::now();
+        let until = resolver.check("203.0.113.9", 443, true).await.unwrap().expect("a checked host expires");
+        assert!(until >= before + RESOLVE_TTL && until <= Instant::now() + RESOLVE_TTL);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! What a worker thread keeps of the proxy's shared state, so that an ordinary request
 //! writes to no memory another core also writes to: its own copy of the policy (with the
-//! rate limits built from it), its own copies of the values it injects, and, per upstream,
+//! rate limits built from it), the upstreams that passed the egress check under it (until
+//! their resolution expires), its own copies of the values it injects, and, per upstream,
 //! the headers the `[[inject]]` rules put there (checked once, then reused). Every copy is
 //! dropped when what it was taken from moves on: the policy generation, the value epoch
 //! (bumped by every invalidation: rotation, deletion, revocation, a policy update, a lost
-//! change stream) or a value's expiry.
+//! change stream), a value's expiry or a resolution's.
 //!
 //! Why: on two cores, a reference count or a lock word that both worker threads update
 //! moves between their caches on every request, and an injected request took ~1 µs more
@@ -93,12 +94,16 @@ impl Plan {
 const PLANS: usize = 64;
 /// Values copied, per thread, at most (then they start over).
 const VALUES: usize = 256;
+/// Upstreams that passed the egress check, per thread, at most (then they start over).
+const PASSED: usize = 256;
 
 struct Local {
     central: u64,
     generation: u64,
     epoch: u64,
     view: Arc<View>,
+    /// By host, then port: until when the egress check's answer holds (`None`: pinned).
+    passed: HashMap<String, Vec<(u16, Option<Instant>)>>,
     /// By path.
     values: HashMap<String, Arc<Fetched>>,
     /// By (host, port, TLS, plain http named): everything the rules and checks depend on
@@ -134,6 +139,7 @@ pub(super) fn view(proxy: &Proxy) -> (Arc<View>, Epoch) {
                     generation,
                     epoch,
                     view: Arc::new(view),
+                    passed: HashMap::new(),
                     values: HashMap::new(),
                     plans: Vec::new(),
                 });
@@ -154,6 +160,10 @@ pub(super) fn sweep(proxy: &Proxy) {
         Some(l) if l.central == id && l.generation == generation && l.epoch == epoch => {
             l.values.retain(|_, v| v.fresh_until > now);
             l.plans.retain(|(_, plan)| plan.fresh(now));
+            l.passed.retain(|_, ports| {
+                ports.retain(|(_, until)| until.is_none_or(|t| t > now));
+                !ports.is_empty()
+            });
         }
         _ => *local = None,
     });
@@ -188,6 +198,32 @@ pub(super) fn adopt(proxy: &Proxy, epoch: Epoch, shared: &Arc<Fetched>) -> Arc<F
         copy
     });
     kept.unwrap_or_else(|| shared.clone())
+}
+
+/// Whether `target` passed the egress check under this thread's policy, and the answer
+/// still holds at `now`.
+pub(super) fn passed(proxy: &Proxy, target: &Target, now: Instant) -> bool {
+    with_current(proxy, |l| {
+        l.passed.get(target.host.as_str()).is_some_and(|ports| {
+            ports.iter().any(|(port, until)| *port == target.port && until.is_none_or(|t| t > now))
+        })
+    })
+    .unwrap_or(false)
+}
+
+/// Keeps that `target` passed the egress check under `view`'s policy, until `until`.
+pub(super) fn keep_passed(proxy: &Proxy, view: &Arc<View>, target: &Target, until: Option<Instant>) {
+    with_current(proxy, |l| {
+        if !Arc::ptr_eq(&l.view, view) {
+            return;
+        }
+        if l.passed.len() >= PASSED {
+            l.passed.clear();
+        }
+        let ports = l.passed.entry(target.host.clone()).or_default();
+        ports.retain(|(port, _)| *port != target.port);
+        ports.push((target.port, until));
+    });
 }
 
 /// Applies the fresh plan for `target`, if this thread has one: its headers go into

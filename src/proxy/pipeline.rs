@@ -225,7 +225,7 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
     let (view, epoch) = local::view(proxy);
     let target = target(&view.policy, &head, via)?;
     admit(proxy, &mut head, via, &target)?;
-    egress(proxy, &view.policy, &target).await?;
+    egress(proxy, &view, &target, now).await?;
     agree(&head, via, &target)?;
     view.limits.check(&target.host)?;
     let (head, used) = substitute(proxy, &view, epoch, head, &target, now).await?;
@@ -401,14 +401,23 @@ fn constant_eq(a: &str, b: &str) -> bool {
 
 // ---- egress -------------------------------------------------------------------------
 
-async fn egress(proxy: &Proxy, policy: &Policy, target: &Target) -> Result<(), ProxyError> {
+/// The policy's allowlist, then name resolution with private addresses refused; an upstream
+/// that passed both under this thread's policy is not checked again until its resolution
+/// expires.
+async fn egress(proxy: &Proxy, view: &Arc<View>, target: &Target, now: Instant) -> Result<(), ProxyError> {
+    if local::passed(proxy, target, now) {
+        return Ok(());
+    }
+    let policy = &view.policy;
     if !policy.host_allowed(&target.host) {
         return Err(ProxyError::policy(
             "egress_denied",
             format!("'{}' is not in this agent's egress.allow", target.host),
         ));
     }
-    proxy.resolver.check(&target.host, target.port, policy.egress.deny_private_networks).await
+    let until = proxy.resolver.check(&target.host, target.port, policy.egress.deny_private_networks).await?;
+    local::keep_passed(proxy, view, target, until);
+    Ok(())
 }
 
 /// Under CONNECT, the CONNECT authority, the TLS SNI and the request's Host must name the

@@ -251,6 +251,34 @@ fn private_addresses_are_refused() {
 }
 
 #[test]
+fn denying_private_networks_holds_at_once_for_a_host_already_checked() {
+    let open = crate::sidecar::policy("").replace("deny_private_networks = true", "deny_private_networks = false");
+    let sc = Sidecar::start_custom(&open, &[]);
+    // The central server listens on 127.0.0.1: a private address the open policy allows.
+    let url = sc.server.url("/healthz");
+    for _ in 0..2 {
+        let (status, out) = sc.curl(&[&url]);
+        assert_eq!(status, 200, "{out}");
+    }
+    let policies = sc.dir.path().join("policies").join("research.toml");
+    std::fs::write(&policies, crate::sidecar::policy("")).unwrap();
+    assert_eq!(sc.server.admin("POST", "/v1/policies/reload", None).0, 200);
+    // The proxy hears of the new policy over its change stream; the address it checked a
+    // moment ago under the old one must not pass under the new one.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, out) = sc.curl(&[&url]);
+        if status == 403 {
+            assert!(out.contains("private_address"), "{out}");
+            break;
+        }
+        assert_eq!(status, 200, "{out}");
+        assert!(Instant::now() < deadline, "the proxy still lets 127.0.0.1 through after the policy denied it");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn a_value_with_crlf_never_reaches_a_header() {
     let sc = Sidecar::start();
     let body = serde_json::json!({ "path": "production/openai/crlf", "value": format!("{}\r\nX-Injected: yes", secret_value("crlf")) });
