@@ -455,6 +455,9 @@ impl Central {
             });
         }
         tracing::info!("following the central API's change stream");
+        // Subscribed first, then read: a policy change made while the stream was down (or
+        // before it first came up) is seen here, and any later one arrives as an event.
+        self.refresh_policy().await?;
         let mut buf = Vec::new();
         let mut event = String::new();
         while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
@@ -466,14 +469,16 @@ impl Central {
                     event = name.trim().to_owned();
                 } else if let Some(data) = line.strip_prefix("data:") {
                     let data: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
-                    self.on_change(&event, &data).await;
+                    self.on_change(&event, &data).await?;
                 }
             }
         }
         Ok(())
     }
 
-    async fn on_change(&self, kind: &str, data: &Value) {
+    /// Acts on one change. An error (the updated policy could not be read) ends the stream,
+    /// so it reconnects with backoff and reads the policy again.
+    async fn on_change(&self, kind: &str, data: &Value) -> Result<(), CentralError> {
         tracing::debug!(kind, path = ?data["path"].as_str(), "change received");
         match kind {
             "secret.updated" | "secret.rotated" | "secret.deleted" => {
@@ -481,14 +486,22 @@ impl Central {
                     self.forget(path).await;
                 }
             }
-            "token.revoked" => self.on_revoked(data).await,
-            "policy.updated" => self.refresh_policy().await,
-            "resync" => self.forget_all().await,
+            // A deleted agent has no policy any more: reading it again closes the proxy.
+            "token.revoked" if self.on_revoked(data).await => self.refresh_policy().await?,
+            "policy.updated" => self.refresh_policy().await?,
+            // Events were lost: any of them could have been a policy change.
+            "resync" => {
+                self.forget_all().await;
+                self.refresh_policy().await?;
+            }
             _ => {}
         }
+        Ok(())
     }
 
-    async fn on_revoked(&self, data: &Value) {
+    /// Drops the revoked token (or, when the agent was deleted, every token) and the values
+    /// fetched with it; returns whether the agent was deleted.
+    async fn on_revoked(&self, data: &Value) -> bool {
         let agent_gone = data["agent_id"].as_str() == Some(self.agent_id.as_str()) && data["token_id"].is_null();
         let mut hit = agent_gone;
         for slot in &self.slots {
@@ -504,18 +517,36 @@ impl Central {
             tracing::warn!(agent_deleted = agent_gone, "a credential of this proxy was revoked; cached values dropped");
             self.forget_all().await;
         }
+        agent_gone
     }
 
-    async fn refresh_policy(&self) {
-        match fetch_policy(&self.http, &self.base, &self.agent_key).await {
-            Ok(policy) => {
-                *self.policy.write().expect("policy lock poisoned") = Arc::new(policy);
-                self.policy_generation.fetch_add(1, Ordering::Relaxed);
-                self.forget_all().await;
-                tracing::info!("policy updated from the central API");
+    /// Reads the agent's policy and puts it in place if it changed. When the central API
+    /// refuses (the agent, its key or its policy is gone), a policy that allows no egress
+    /// takes its place: the proxy fails closed. When it cannot answer, the current policy
+    /// stays and the error goes to the caller, which asks again.
+    async fn refresh_policy(&self) -> Result<(), CentralError> {
+        let policy = match fetch_policy(&self.http, &self.base, &self.agent_key).await {
+            Ok(policy) => policy,
+            Err(CentralError::Refused { status, code, message }) if status != 429 && (400..500).contains(&status) => {
+                tracing::error!(status, %code, %message, "the central API refused this agent its policy; allowing no egress");
+                closed_policy(&self.policy(), &code)
             }
-            Err(e) => tracing::warn!(error = %e, "cannot fetch the updated policy; keeping the current one"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch the agent's policy; keeping the current one until it can");
+                return Err(e);
+            }
+        };
+        {
+            let mut current = self.policy.write().expect("policy lock poisoned");
+            if current.source == policy.source && current.text == policy.text {
+                return Ok(());
+            }
+            *current = Arc::new(policy);
         }
+        self.policy_generation.fetch_add(1, Ordering::Relaxed);
+        self.forget_all().await;
+        tracing::info!("policy updated from the central API");
+        Ok(())
     }
 
     async fn call(
@@ -555,6 +586,20 @@ async fn fetch_policy(http: &reqwest::Client, base: &str, agent_key: &str) -> Re
     let raw: Value = serde_json::from_str(&text).map_err(|e| CentralError::Protocol(format!("policy: {e}")))?;
     let (source, toml) = (raw["source"].as_str().unwrap_or("policy"), raw["text"].as_str().unwrap_or(""));
     Policy::parse(source, toml).map_err(|e| CentralError::Protocol(format!("policy: {e}")))
+}
+
+/// What a proxy enforces once the central API refuses the agent its policy: `current`
+/// with no egress, no grants, no inject rules and no routes.
+fn closed_policy(current: &Policy, why: &str) -> Policy {
+    let mut closed = current.clone();
+    closed.egress.allow.clear();
+    closed.egress.passthrough.clear();
+    closed.grants.clear();
+    closed.injects.clear();
+    closed.routes.clear();
+    closed.source = format!("(no policy: {why})");
+    closed.text = String::new();
+    closed
 }
 
 async fn fetch_agent_id(http: &reqwest::Client, base: &str, agent_key: &str) -> Result<String, CentralError> {

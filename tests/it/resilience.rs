@@ -154,6 +154,31 @@ fn deleting_the_agent_stops_injection_within_a_second() {
     let (status, out) = sc.curl(&["-H", AUTH, "https://api.openai.com/v1/after"]);
     assert_ne!(status, 200, "{out}");
     assert_eq!(sc.upstream.requests().len(), before, "no value went out after the agent was deleted");
+    // A deleted agent has no policy: the proxy lets nothing out, placeholder or not.
+    let (status, out) = sc.curl(&["https://api.openai.com/v1/plain"]);
+    assert_eq!(status, 403, "{out}");
+    assert!(out.to_ascii_lowercase().contains("x-airlock-error: egress_denied"), "{out}");
+    assert_eq!(sc.upstream.requests().len(), before);
+}
+
+#[test]
+fn a_policy_changed_while_the_proxy_was_not_listening_holds_once_it_reconnects() {
+    let open = policy("").replace("deny_private_networks = true", "deny_private_networks = false");
+    let mut sc = Sidecar::start_custom(&open, &[]);
+    // The central server listens on 127.0.0.1, which only the open policy allows.
+    let health = sc.server.url("/healthz");
+    assert_eq!(sc.curl(&[&health]).0, 200);
+    sc.server.kill9();
+    std::fs::write(sc.dir.path().join("policies").join("research.toml"), policy("")).unwrap();
+    sc.server.restart_same_port();
+    // No event announces this change: the proxy reads the policy when its stream is back.
+    let mut last = String::new();
+    let refused = until(Duration::from_secs(30), || {
+        let (status, out) = sc.curl(&[&health]);
+        last = out;
+        status == 403
+    });
+    assert!(refused && last.contains("private_address"), "the policy read after the restart holds: {last}");
 }
 
 #[test]
