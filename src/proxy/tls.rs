@@ -31,6 +31,9 @@ const CA_KEY_FILE: &str = "ca.key";
 const CA_COMMON_NAME: &str = "Airlock local CA";
 const CA_VALIDITY: Duration = Duration::days(3650);
 const LEAF_VALIDITY: Duration = Duration::days(30);
+/// A cached leaf is replaced this long after it was minted, a week before it expires, so a
+/// proxy that runs for months never presents an expired certificate.
+const LEAF_RENEW_AFTER: std::time::Duration = std::time::Duration::from_secs(23 * 24 * 3600);
 /// Certificates start this far in the past so a client whose clock runs behind accepts them.
 const CLOCK_SKEW: Duration = Duration::hours(1);
 const LEAF_CACHE_CAPACITY: usize = 10_000;
@@ -66,7 +69,8 @@ pub struct LocalCa {
     issuer: Issuer<'static, KeyPair>,
     cert_der: CertificateDer<'static>,
     cert_pem: String,
-    leaves: Mutex<HashMap<String, Arc<ServerConfig>>>,
+    /// Per host: its config, and when its leaf was minted.
+    leaves: Mutex<HashMap<String, (Arc<ServerConfig>, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for LocalCa {
@@ -101,22 +105,32 @@ impl LocalCa {
     /// The agent-facing server config for `host` (a DNS name or an IP address): a leaf
     /// certificate minted by this CA, offering `h2` and `http/1.1`. Cached per host.
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, TlsError> {
+        self.server_config_at(host, std::time::Instant::now())
+    }
+
+    /// `server_config` as of `now`: a cached leaf minted `LEAF_RENEW_AFTER` ago or earlier
+    /// is replaced.
+    fn server_config_at(&self, host: &str, now: std::time::Instant) -> Result<Arc<ServerConfig>, TlsError> {
         let host = normalize_host(host);
-        if let Some(config) = self.cached_leaves().get(&host) {
-            return Ok(Arc::clone(config));
+        let current = |entry: &(Arc<ServerConfig>, std::time::Instant)| {
+            (now.saturating_duration_since(entry.1) < LEAF_RENEW_AFTER).then(|| Arc::clone(&entry.0))
+        };
+        if let Some(config) = self.cached_leaves().get(&host).and_then(current) {
+            return Ok(config);
         }
         // Minted outside the lock so one new host does not stall handshakes for the others.
         let config = Arc::new(self.mint_server_config(&host)?);
         let mut leaves = self.cached_leaves();
-        if let Some(raced) = leaves.get(&host) {
-            return Ok(Arc::clone(raced));
+        if let Some(raced) = leaves.get(&host).and_then(current) {
+            return Ok(raced);
         }
         if leaves.len() >= LEAF_CACHE_CAPACITY
+            && !leaves.contains_key(&host)
             && let Some(victim) = leaves.keys().next().cloned()
         {
             leaves.remove(&victim);
         }
-        leaves.insert(host, Arc::clone(&config));
+        leaves.insert(host, (Arc::clone(&config), now));
         Ok(config)
     }
 
@@ -214,7 +228,7 @@ impl LocalCa {
         Ok((cert.der().clone(), key_der.into()))
     }
 
-    fn cached_leaves(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ServerConfig>>> {
+    fn cached_leaves(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<ServerConfig>, std::time::Instant)>> {
         // A panic elsewhere cannot leave the map half-updated, so a poisoned lock is usable.
         self.leaves.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -536,6 +550,22 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second));
         let other = ca.server_config("api.anthropic.com").unwrap();
         assert!(!Arc::ptr_eq(&first, &other));
+    }
+
+    #[test]
+    fn a_cached_leaf_is_minted_again_a_week_before_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::load_or_create(dir.path()).unwrap();
+        let start = std::time::Instant::now();
+        let first = ca.server_config_at("api.openai.com", start).unwrap();
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let later = ca.server_config_at("api.openai.com", start + 22 * day).unwrap();
+        assert!(Arc::ptr_eq(&first, &later), "still cached after 22 days");
+        let renewed = ca.server_config_at("api.openai.com", start + 23 * day).unwrap();
+        assert!(!Arc::ptr_eq(&first, &renewed), "minted again after 23 of its 30 days");
+        assert!(LEAF_RENEW_AFTER + 7 * day <= LEAF_VALIDITY.unsigned_abs());
+        let again = ca.server_config_at("api.openai.com", start + 24 * day).unwrap();
+        assert!(Arc::ptr_eq(&renewed, &again), "the new leaf is cached in turn");
     }
 
     #[tokio::test]
