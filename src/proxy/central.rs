@@ -94,8 +94,31 @@ struct Slot {
     scopes: Vec<String>,
     needs_approval: bool,
     token: RwLock<Option<Token>>,
-    /// Wakes the slot's keeper to mint again now (its token was revoked).
+    /// Wakes the slot's keeper to mint again now (its token was revoked), or to stop.
     remint: tokio::sync::Notify,
+    /// The policy no longer has this slot's grants: its keeper drops the token and stops.
+    retired: AtomicBool,
+}
+
+impl Slot {
+    fn new(scopes: Vec<String>, needs_approval: bool) -> Arc<Slot> {
+        Arc::new(Slot {
+            scopes,
+            needs_approval,
+            token: RwLock::new(None),
+            remint: tokio::sync::Notify::new(),
+            retired: AtomicBool::new(false),
+        })
+    }
+
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.remint.notify_one();
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
 }
 
 pub struct Central {
@@ -103,7 +126,9 @@ pub struct Central {
     base: String,
     agent_key: Zeroizing<String>,
     policy: std::sync::RwLock<Arc<Policy>>,
-    slots: Vec<Arc<Slot>>,
+    /// The tokens the proxy reads values with, one per group of the policy's grants
+    /// (`slots_for`); replaced with the policy.
+    slots: std::sync::RwLock<Arc<Vec<Arc<Slot>>>>,
     values: moka::future::Cache<String, Arc<Fetched>>,
     /// In front of `values`: fresh entries any request can read under a shared lock, so a
     /// cache hit costs a map lookup. Filled from `values`, emptied with it.
@@ -158,7 +183,7 @@ impl Central {
             base,
             agent_key,
             policy: std::sync::RwLock::new(Arc::new(policy)),
-            slots,
+            slots: std::sync::RwLock::new(Arc::new(slots)),
             values,
             hot: Default::default(),
             stale: Default::default(),
@@ -202,33 +227,54 @@ impl Central {
     /// Mints every token once (waiting for approvals in the background) and keeps them
     /// renewed. Ready once the tokens that need no approval are in hand.
     pub fn start(self: &Arc<Self>) {
-        for slot in &self.slots {
-            let central = self.clone();
-            let slot = slot.clone();
-            tokio::spawn(async move { central.keep_token(&slot).await });
+        let slots = self.slots();
+        for slot in slots.iter() {
+            self.keep(slot.clone());
         }
-        if self.slots.iter().all(|s| s.needs_approval) {
+        if slots.iter().all(|s| s.needs_approval) {
             self.ready.store(true, Ordering::Relaxed);
         }
     }
 
+    fn slots(&self) -> Arc<Vec<Arc<Slot>>> {
+        self.slots.read().expect("slots lock poisoned").clone()
+    }
+
+    fn keep(self: &Arc<Self>, slot: Arc<Slot>) {
+        let central = self.clone();
+        tokio::spawn(async move { central.keep_token(&slot).await });
+    }
+
+    /// Mints the slot's token (unless it holds one already) and renews it, until the slot is
+    /// retired.
     async fn keep_token(&self, slot: &Slot) {
         let mut backoff = Duration::from_millis(500);
+        let mut renew_in = slot.token.read().await.as_ref().map(|t| t.lifetime * 2 / 3);
         loop {
+            if let Some(wait) = renew_in.take() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = slot.remint.notified() => if !slot.is_retired() {
+                        tracing::info!("proxy token revoked; minting a new one");
+                    },
+                }
+            }
+            if slot.is_retired() {
+                *slot.token.write().await = None;
+                return tracing::info!(scopes = ?slot.scopes, "proxy token dropped: the policy no longer grants its scopes");
+            }
             match self.mint(slot).await {
                 Ok(token) => {
-                    let renew_in = token.lifetime * 2 / 3;
-                    tracing::info!(scopes = ?slot.scopes, renew_in_secs = renew_in.as_secs(), "proxy token minted");
+                    let wait = token.lifetime * 2 / 3;
+                    tracing::info!(scopes = ?slot.scopes, renew_in_secs = wait.as_secs(), "proxy token minted");
                     *slot.token.write().await = Some(token);
                     if !slot.needs_approval {
                         self.ready.store(true, Ordering::Relaxed);
                     }
                     backoff = Duration::from_millis(500);
-                    tokio::select! {
-                        _ = tokio::time::sleep(renew_in) => {}
-                        _ = slot.remint.notified() => tracing::info!("proxy token revoked; minting a new one"),
-                    }
+                    renew_in = Some(wait);
                 }
+                Err(_) if slot.is_retired() => {}
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot mint the proxy token");
                     tokio::time::sleep(backoff).await;
@@ -243,16 +289,19 @@ impl Central {
         let (status, resp) = self.call(reqwest::Method::POST, "/v1/tokens", &self.agent_key, Some(&body)).await?;
         match status {
             201 => token_from(&resp),
-            202 => self.await_approval(&resp).await,
+            202 => self.await_approval(slot, &resp).await,
             _ => Err(refused(status, &resp)),
         }
     }
 
-    async fn await_approval(&self, pending: &Value) -> Result<Token, CentralError> {
+    async fn await_approval(&self, slot: &Slot, pending: &Value) -> Result<Token, CentralError> {
         let id = pending["approval_request_id"].as_str().unwrap_or_default().to_owned();
         tracing::warn!(approval_request_id = %id, "proxy token waits for approval: approve it with `airlock approval approve {id}`");
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
+            if slot.is_retired() {
+                return Err(CentralError::Protocol(format!("approval {id}: no longer needed (policy changed)")));
+            }
             let (status, resp) =
                 self.call(reqwest::Method::GET, &format!("/v1/approvals/{id}"), &self.agent_key, None).await?;
             if status != 200 {
@@ -359,11 +408,15 @@ impl Central {
         Ok(fetched)
     }
 
-    fn slot_for(&self, path: &SecretPath) -> Result<&Arc<Slot>, CentralError> {
+    fn slot_for(&self, path: &SecretPath) -> Result<Arc<Slot>, CentralError> {
         let policy = self.policy();
         let grant = policy.grant_for(path).ok_or_else(|| CentralError::NotFound(path.to_string()))?;
         let scope = read_scope(&grant.secrets.to_string());
-        self.slots.iter().find(|s| s.scopes.contains(&scope)).ok_or_else(|| CentralError::NotFound(path.to_string()))
+        self.slots()
+            .iter()
+            .find(|s| s.scopes.contains(&scope))
+            .cloned()
+            .ok_or_else(|| CentralError::NotFound(path.to_string()))
     }
 
     /// Drops a cached value at once (and its stale copy): it changed or was deleted.
@@ -439,7 +492,7 @@ impl Central {
         }
     }
 
-    async fn follow_events(&self) -> Result<(), CentralError> {
+    async fn follow_events(self: &Arc<Self>) -> Result<(), CentralError> {
         let url = format!("{}/v1/events", self.base);
         let unreachable = |e: reqwest::Error| CentralError::Unreachable {
             url: self.base.clone(),
@@ -478,7 +531,7 @@ impl Central {
 
     /// Acts on one change. An error (the updated policy could not be read) ends the stream,
     /// so it reconnects with backoff and reads the policy again.
-    async fn on_change(&self, kind: &str, data: &Value) -> Result<(), CentralError> {
+    async fn on_change(self: &Arc<Self>, kind: &str, data: &Value) -> Result<(), CentralError> {
         tracing::debug!(kind, path = ?data["path"].as_str(), "change received");
         match kind {
             "secret.updated" | "secret.rotated" | "secret.deleted" => {
@@ -504,7 +557,7 @@ impl Central {
     async fn on_revoked(&self, data: &Value) -> bool {
         let agent_gone = data["agent_id"].as_str() == Some(self.agent_id.as_str()) && data["token_id"].is_null();
         let mut hit = agent_gone;
-        for slot in &self.slots {
+        for slot in self.slots().iter() {
             let mut token = slot.token.write().await;
             let ours = token.as_ref().is_some_and(|t| Some(t.id.as_str()) == data["token_id"].as_str());
             if ours || agent_gone {
@@ -524,7 +577,7 @@ impl Central {
     /// refuses (the agent, its key or its policy is gone), a policy that allows no egress
     /// takes its place: the proxy fails closed. When it cannot answer, the current policy
     /// stays and the error goes to the caller, which asks again.
-    async fn refresh_policy(&self) -> Result<(), CentralError> {
+    async fn refresh_policy(self: &Arc<Self>) -> Result<(), CentralError> {
         let policy = match fetch_policy(&self.http, &self.base, &self.agent_key).await {
             Ok(policy) => policy,
             Err(CentralError::Refused { status, code, message }) if status != 429 && (400..500).contains(&status) => {
@@ -536,13 +589,12 @@ impl Central {
                 return Err(e);
             }
         };
-        {
-            let mut current = self.policy.write().expect("policy lock poisoned");
-            if current.source == policy.source && current.text == policy.text {
-                return Ok(());
-            }
-            *current = Arc::new(policy);
+        let current = self.policy();
+        if current.source == policy.source && current.text == policy.text {
+            return Ok(());
         }
+        self.replace_slots(&policy).await;
+        *self.policy.write().expect("policy lock poisoned") = Arc::new(policy);
         self.policy_generation.fetch_add(1, Ordering::Relaxed);
         self.forget_all().await;
         tracing::info!("policy updated from the central API");
@@ -588,6 +640,36 @@ async fn fetch_policy(http: &reqwest::Client, base: &str, agent_key: &str) -> Re
     Policy::parse(source, toml).map_err(|e| CentralError::Protocol(format!("policy: {e}")))
 }
 
+impl Central {
+    /// The token slots `policy` needs: a slot whose scopes and approval are unchanged keeps
+    /// its token; a new one without approval is minted before it is put in place (so a
+    /// changed grant does not leave requests without a token meanwhile); slots the policy
+    /// no longer has are retired (their keepers drop the token and stop).
+    async fn replace_slots(self: &Arc<Self>, policy: &Policy) {
+        let current = self.slots();
+        let mut next = Vec::new();
+        for wanted in slots_for(policy) {
+            let kept = current.iter().find(|s| s.scopes == wanted.scopes && s.needs_approval == wanted.needs_approval);
+            if let Some(kept) = kept {
+                next.push(kept.clone());
+                continue;
+            }
+            if !wanted.needs_approval {
+                match self.mint(&wanted).await {
+                    Ok(token) => *wanted.token.write().await = Some(token),
+                    Err(e) => tracing::warn!(error = %e, "cannot mint the token for the updated grants yet; retrying"),
+                }
+            }
+            self.keep(wanted.clone());
+            next.push(wanted);
+        }
+        for old in current.iter().filter(|old| !next.iter().any(|s| Arc::ptr_eq(s, old))) {
+            old.retire();
+        }
+        *self.slots.write().expect("slots lock poisoned") = Arc::new(next);
+    }
+}
+
 /// What a proxy enforces once the central API refuses the agent its policy: `current`
 /// with no egress, no grants, no inject rules and no routes.
 fn closed_policy(current: &Policy, why: &str) -> Policy {
@@ -621,9 +703,7 @@ fn read_scope(glob: &str) -> String {
 /// Grants that need no approval share one token; each approval-gated grant gets its own,
 /// so one pending approval does not hold up the rest.
 fn slots_for(policy: &Policy) -> Vec<Arc<Slot>> {
-    let slot = |scopes: Vec<String>, needs_approval| {
-        Arc::new(Slot { scopes, needs_approval, token: RwLock::new(None), remint: tokio::sync::Notify::new() })
-    };
+    let slot = Slot::new;
     let open: Vec<String> =
         policy.grants.iter().filter(|g| !g.approval).map(|g| read_scope(&g.secrets.to_string())).collect();
     let mut slots: Vec<Arc<Slot>> = Vec::new();

@@ -78,8 +78,14 @@ impl Proxy {
         if let Some(l) = self.limits.read().ok().filter(|l| l.0 == generation).map(|l| l.1.clone()) {
             return l;
         }
+        // Built under the lock, so two threads that see the new generation at once share one
+        // set of limits (two would each allow the full rate).
+        let mut limits = self.limits.write().expect("limits lock poisoned");
+        if limits.0 >= generation {
+            return limits.1.clone();
+        }
         let fresh = Arc::new(limits::Limits::from_policy(&self.central.policy()));
-        *self.limits.write().expect("limits lock poisoned") = (generation, fresh.clone());
+        *limits = (generation, fresh.clone());
         fresh
     }
 }

@@ -256,3 +256,43 @@ fn access_events_survive_an_outage_and_a_sigkill_exactly_once() {
     let (_, verdict) = sc.server.admin("GET", "/v1/audit/verify", None);
     assert_eq!(verdict["ok"], true, "{verdict}");
 }
+
+/// Rewrites the agent's policy to `text` and has the server reload it.
+fn reload(sc: &Sidecar, text: &str) {
+    std::fs::write(sc.dir.path().join("policies").join("research.toml"), text).unwrap();
+    assert_eq!(sc.server.admin("POST", "/v1/policies/reload", None).0, 200);
+}
+
+#[test]
+fn grants_changed_by_a_reload_hold_without_a_restart() {
+    let sc = Sidecar::start();
+    sc.server.create("staging/tools/key", &secret_value("staging"));
+    const STAGING: &str = "Authorization: Bearer {{secret:staging/tools/key}}";
+    assert_eq!(sc.curl(&["-H", STAGING, "https://api.openai.com/v1/before"]).0, 403, "not granted yet");
+    let added = "[[grant]]\nsecrets = \"staging/tools/*\"\nhosts = [\"api.openai.com\"]\n";
+    reload(&sc, &policy(added));
+    // A grant added later gets a token of its own, without a restart.
+    let mut last = String::new();
+    let granted = until(Duration::from_secs(10), || {
+        let (status, out) = sc.curl(&["-H", STAGING, "https://api.openai.com/v1/added"]);
+        last = out;
+        status == 200
+    });
+    assert!(granted, "the added grant is used without a restart: {last}");
+    assert_eq!(last_authorization(&sc).as_deref(), Some(format!("Bearer {}", secret_value("staging")).as_str()));
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/still"]).0, 200, "the other grants still work");
+
+    // The same grant now needs approval: the token minted without it is not used again.
+    reload(&sc, &policy(&added.replace("hosts", "approval = true\nhosts")));
+    let pending = until(Duration::from_secs(10), || {
+        let (status, out) = sc.curl(&["-H", STAGING, "https://api.openai.com/v1/gated"]);
+        last = out;
+        status == 503
+    });
+    assert!(pending && last.contains("approval_pending"), "{last}");
+    let before = sc.upstream.requests().len();
+    let (status, out) = sc.curl(&["-H", STAGING, "https://api.openai.com/v1/gated-again"]);
+    assert_eq!(status, 503, "{out}");
+    assert_eq!(sc.upstream.requests().len(), before, "nothing went out while the grant waits for approval");
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/after"]).0, 200, "the open grants still work");
+}
