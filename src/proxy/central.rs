@@ -48,6 +48,9 @@ pub struct Fetched {
     pub allowed_hosts: Vec<String>,
     /// When this entry must leave the cache.
     pub fresh_until: Instant,
+    /// The value epoch when the fetch began: an invalidation of this path since then means
+    /// the answer may predate the change (`Central::outdated`).
+    epoch: u64,
     /// Redaction patterns for the whole value, built on first use and shared by every response.
     patterns: std::sync::OnceLock<Option<Arc<crate::proxy::redact::Patterns>>>,
 }
@@ -62,6 +65,7 @@ impl Fetched {
             version: self.version,
             allowed_hosts: self.allowed_hosts.clone(),
             fresh_until: self.fresh_until,
+            epoch: self.epoch,
             patterns: std::sync::OnceLock::new(),
         }
     }
@@ -147,6 +151,10 @@ pub struct Central {
     /// invalidation: a lookup compares it before putting an entry back, and the worker
     /// threads drop their copies of values when it moves.
     value_epoch: std::sync::atomic::AtomicU64,
+    /// The epoch of the last invalidation of everything, and of each path invalidated since:
+    /// a value whose fetch began before is not used (a fetch in flight when its secret
+    /// changed would otherwise put the old value back after the invalidation).
+    forgotten: std::sync::Mutex<(u64, std::collections::HashMap<String, u64>)>,
     /// Tells this `Central` from any other in the process (per-thread copies are keyed by it).
     id: u64,
 }
@@ -194,6 +202,7 @@ impl Central {
             agent_name,
             policy_generation: Default::default(),
             value_epoch: Default::default(),
+            forgotten: Default::default(),
             id: {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 NEXT.fetch_add(1, Ordering::Relaxed)
@@ -336,24 +345,37 @@ impl Central {
         if let Some(v) = self.cached(path) {
             return Ok(v);
         }
-        // Read before the fetch begins, so an invalidation during it is seen below.
-        let epoch = self.value_epoch();
-        match self.values.try_get_with(path.as_str().to_owned(), self.fetch(path)).await {
-            Ok(v) => {
-                // Kept only if nothing was invalidated since the lookup began.
-                let mut hot = self.hot.write().expect("hot cache lock poisoned");
-                // Expired entries leave here (a miss comes at least once per value TTL), so
-                // no value outlives its expiry in memory by more than that.
-                let now = Instant::now();
-                hot.retain(|_, v| v.fresh_until > now);
-                if self.value_epoch() == epoch && hot.len() < HOT_CAPACITY {
-                    hot.insert(path.as_str().to_owned(), v.clone());
+        // Twice at most: a value found to predate an invalidation of its path is fetched again.
+        for _ in 0..2 {
+            // Read before the fetch begins, so an invalidation during it is seen below.
+            let epoch = self.value_epoch();
+            match self.values.try_get_with(path.as_str().to_owned(), self.fetch(path)).await {
+                Ok(v) if self.outdated(&v) => self.values.invalidate(path.as_str()).await,
+                Ok(v) => {
+                    // Kept only if nothing was invalidated since the lookup began.
+                    let mut hot = self.hot.write().expect("hot cache lock poisoned");
+                    // Expired entries leave here (a miss comes at least once per value TTL), so
+                    // no value outlives its expiry in memory by more than that.
+                    let now = Instant::now();
+                    hot.retain(|_, v| v.fresh_until > now);
+                    if self.value_epoch() == epoch && hot.len() < HOT_CAPACITY {
+                        hot.insert(path.as_str().to_owned(), v.clone());
+                    }
+                    return Ok(v);
                 }
-                Ok(v)
+                Err(e) if matches!(*e, CentralError::Unreachable { .. }) => {
+                    return self.stale_value(path.as_str()).ok_or(e);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) if matches!(*e, CentralError::Unreachable { .. }) => self.stale_value(path.as_str()).ok_or(e),
-            Err(e) => Err(e),
         }
+        Err(Arc::new(CentralError::Protocol(format!("secret '{path}' changed again while it was being read"))))
+    }
+
+    /// Whether `v` was fetched before its path (or everything) was last invalidated.
+    fn outdated(&self, v: &Fetched) -> bool {
+        let forgotten = self.forgotten.lock().expect("forgotten lock poisoned");
+        v.epoch < forgotten.0 || forgotten.1.get(v.path.as_str()).is_some_and(|at| v.epoch < *at)
     }
 
     fn stale_value(&self, path: &str) -> Option<Arc<Fetched>> {
@@ -366,6 +388,7 @@ impl Central {
     }
 
     async fn fetch(&self, path: &SecretPath) -> Result<Arc<Fetched>, CentralError> {
+        let epoch = self.value_epoch();
         let slot = self.slot_for(path)?;
         let guard = slot.token.read().await;
         let token = guard.as_ref().ok_or_else(|| {
@@ -398,9 +421,15 @@ impl Central {
             version: resp["version"].as_i64().unwrap_or(0),
             allowed_hosts: serde_json::from_value(resp["allowed_hosts"].take()).unwrap_or_default(),
             fresh_until,
+            epoch,
             patterns: std::sync::OnceLock::new(),
         });
+        // Checked under the lock `forget` takes after it records the invalidation: a value
+        // fetched before it is not kept as the last good one (and `value` fetches again).
         let mut stale = self.stale.lock().expect("stale lock poisoned");
+        if self.outdated(&fetched) {
+            return Ok(fetched);
+        }
         if stale.len() >= 10_000 {
             stale.clear();
         }
@@ -421,9 +450,9 @@ impl Central {
 
     /// Drops a cached value at once (and its stale copy): it changed or was deleted.
     pub async fn forget(&self, path: &str) {
-        self.stale.lock().expect("stale lock poisoned").remove(path);
         self.values.invalidate(path).await;
         self.forget_hot(Some(path));
+        self.stale.lock().expect("stale lock poisoned").remove(path);
     }
 
     fn forget_hot(&self, path: Option<&str>) {
@@ -432,12 +461,18 @@ impl Central {
             Some(path) => drop(hot.remove(path)),
             None => hot.clear(),
         }
-        self.value_epoch.fetch_add(1, Ordering::AcqRel);
+        let epoch = self.value_epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut forgotten = self.forgotten.lock().expect("forgotten lock poisoned");
+        match path {
+            // (Past 10,000 paths, everything counts as invalidated: safe, and bounded.)
+            Some(path) if forgotten.1.len() < 10_000 => drop(forgotten.1.insert(path.to_owned(), epoch)),
+            _ => *forgotten = (epoch, Default::default()),
+        }
     }
 
     async fn forget_all(&self) {
-        self.stale.lock().expect("stale lock poisoned").clear();
         self.invalidate_values();
+        self.stale.lock().expect("stale lock poisoned").clear();
     }
 
     /// Empties both caches; the front one last, so a lookup racing this cannot put back
@@ -555,7 +590,10 @@ impl Central {
     /// Drops the revoked token (or, when the agent was deleted, every token) and the values
     /// fetched with it; returns whether the agent was deleted.
     async fn on_revoked(&self, data: &Value) -> bool {
-        let agent_gone = data["agent_id"].as_str() == Some(self.agent_id.as_str()) && data["token_id"].is_null();
+        // Deleting the agent names it; revoking its key through `/v1/keys/{id}` names the key,
+        // whose id is the agent's.
+        let agent_gone = (data["agent_id"].as_str() == Some(self.agent_id.as_str()) && data["token_id"].is_null())
+            || data["token_id"].as_str() == Some(self.agent_id.as_str());
         let mut hit = agent_gone;
         for slot in self.slots().iter() {
             let mut token = slot.token.write().await;
@@ -735,4 +773,112 @@ fn refused(status: u16, body: &Value) -> CentralError {
 
 fn encode_path(path: &str) -> String {
     percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post};
+
+    use super::*;
+
+    /// A central API that answers what a proxy asks at start-up, and serves one secret whose
+    /// reads can be held open until the test lets them go.
+    #[derive(Clone)]
+    struct Fake {
+        value: Arc<Mutex<String>>,
+        reads: Arc<AtomicUsize>,
+        hold: Arc<tokio::sync::Semaphore>,
+    }
+
+    const POLICY: &str = "[agent]\nname = \"t\"\n\n[egress]\nallow = [\"api.example\"]\n\n[[grant]]\nsecrets = \"prod/*\"\nhosts = [\"api.example\"]\n";
+
+    async fn serve(fake: Fake) -> String {
+        let app = axum::Router::new()
+            .route(
+                "/v1/agents/self/policy",
+                get(|| async { axum::Json(json!({ "source": "t.toml", "text": POLICY })) }),
+            )
+            .route("/v1/tokens/self", get(|| async { axum::Json(json!({ "agent": { "id": "agt_t" } })) }))
+            .route(
+                "/v1/tokens",
+                post(|| async {
+                    (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(json!({ "id": "tok_t", "value": "t", "ttl_seconds": 600 })),
+                    )
+                }),
+            )
+            .route(
+                "/v1/secrets/{path}",
+                get(|State(fake): State<Fake>, Path(_): Path<String>| async move {
+                    let value = fake.value.lock().unwrap().clone();
+                    fake.reads.fetch_add(1, Ordering::SeqCst);
+                    fake.hold.acquire().await.unwrap().forget();
+                    axum::Json(json!({ "value": value, "version": 1, "allowed_hosts": [] }))
+                }),
+            )
+            .with_state(fake);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    /// A started `Central` on a fake API whose secret reads wait for `hold` permits.
+    async fn started() -> (Fake, Arc<Central>) {
+        let fake = Fake {
+            value: Arc::new(Mutex::new("old-value".into())),
+            reads: Default::default(),
+            hold: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        crate::install_crypto_provider();
+        let base = serve(fake.clone()).await;
+        let central = Central::connect(&base, Zeroizing::new("key".into()), Duration::from_secs(60)).await.unwrap();
+        central.start();
+        while !central.is_ready() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (fake, central)
+    }
+
+    #[tokio::test]
+    async fn a_read_in_flight_when_its_secret_changes_does_not_put_the_old_value_back() {
+        let (fake, central) = started().await;
+        let path: SecretPath = "prod/key".parse().unwrap();
+        let reading = tokio::spawn({
+            let (central, path) = (central.clone(), path.clone());
+            async move { central.value(&path).await.map(|v| v.value.expose().to_owned()) }
+        });
+        while fake.reads.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The secret is rotated while the read is on its way back; the change event comes in.
+        *fake.value.lock().unwrap() = "new-value".into();
+        central.forget(path.as_str()).await;
+        fake.hold.add_permits(100);
+        // The read that began before the change is read again rather than answered with
+        // what may predate it, and nothing keeps the old value afterwards.
+        assert_eq!(reading.await.unwrap().unwrap(), "new-value");
+        assert_eq!(fake.reads.load(Ordering::SeqCst), 2);
+        assert_eq!(central.value(&path).await.unwrap().value.expose(), "new-value");
+        assert_eq!(central.cached(&path).unwrap().value.expose(), "new-value");
+        assert_eq!(central.stale_value(path.as_str()).unwrap().value.expose(), "new-value");
+    }
+
+    #[tokio::test]
+    async fn the_agent_key_revoked_by_its_key_id_counts_as_the_agent_deleted() {
+        let (fake, central) = started().await;
+        fake.hold.add_permits(100);
+        let path: SecretPath = "prod/key".parse().unwrap();
+        central.value(&path).await.unwrap();
+        assert!(!central.on_revoked(&json!({ "token_id": "tok_other" })).await);
+        assert!(central.cached(&path).is_some(), "another credential's revocation keeps the values");
+        assert!(central.on_revoked(&json!({ "token_id": "agt_t" })).await);
+        assert!(central.cached(&path).is_none());
+        assert!(central.on_revoked(&json!({ "agent_id": "agt_t" })).await);
+    }
 }
