@@ -147,6 +147,9 @@ pub struct Central {
     agent_name: String,
     /// Bumped whenever the policy is replaced, so the proxy can rebuild what depends on it.
     pub policy_generation: std::sync::atomic::AtomicU64,
+    /// Told the generation whenever the policy is replaced: for connections that outlive
+    /// one request (tunnels, WebSockets) to check again what they were let through for.
+    policy_changed: tokio::sync::watch::Sender<u64>,
     /// Bumped (under the front cache's write lock, after the entries went) by every
     /// invalidation: a lookup compares it before putting an entry back, and the worker
     /// threads drop their copies of values when it moves.
@@ -201,6 +204,7 @@ impl Central {
             agent_id,
             agent_name,
             policy_generation: Default::default(),
+            policy_changed: tokio::sync::watch::Sender::new(0),
             value_epoch: Default::default(),
             forgotten: Default::default(),
             id: {
@@ -212,6 +216,25 @@ impl Central {
 
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.read().expect("policy lock poisoned").clone()
+    }
+
+    /// Resolves once a policy update no longer passes `allowed` (never, if none does).
+    /// Subscribed when called: take it before reading the policy the connection is let
+    /// through under, so no update in between is missed.
+    pub fn until_disallowed(
+        self: &Arc<Self>,
+        allowed: impl Fn(&Policy) -> bool + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut changed = self.policy_changed.subscribe();
+        let central = self.clone();
+        async move {
+            while changed.changed().await.is_ok() {
+                if !allowed(&central.policy()) {
+                    return;
+                }
+            }
+            std::future::pending().await
+        }
     }
 
     /// The agent's name, without the policy lock (every injection's access event names it).
@@ -633,7 +656,8 @@ impl Central {
         }
         self.replace_slots(&policy).await;
         *self.policy.write().expect("policy lock poisoned") = Arc::new(policy);
-        self.policy_generation.fetch_add(1, Ordering::Relaxed);
+        let generation = self.policy_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.policy_changed.send_replace(generation);
         self.forget_all().await;
         tracing::info!("policy updated from the central API");
         Ok(())

@@ -60,6 +60,11 @@ impl Resolver {
         Resolver { pins, checked: Mutex::new(HashMap::new()) }
     }
 
+    /// Whether the operator pinned `host` (`--resolve`): its address is trusted, private or not.
+    pub fn is_pinned(&self, host: &str) -> bool {
+        self.pins.iter().any(|p| p.host == host)
+    }
+
     fn pinned(&self, host: &str, port: u16) -> Option<SocketAddr> {
         self.pins.iter().find(|p| p.host == host).map(|p| SocketAddr::new(p.ip, p.port.unwrap_or(port)))
     }

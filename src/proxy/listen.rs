@@ -125,6 +125,14 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Result<Respon
     let authority = req.uri().authority().ok_or_else(|| ProxyError::bad_request("CONNECT needs host:port"))?;
     let host = authority.host().trim_matches(['[', ']']).trim_end_matches('.').to_ascii_lowercase();
     let port = authority.port_u16().unwrap_or(443);
+    // Taken before the policy is read: the tunnel closes on the first update under which it
+    // would not have been opened as it was.
+    let tunnelled = host.clone();
+    let until_passthrough_revoked =
+        proxy.central.until_disallowed(move |p| p.host_allowed(&tunnelled) && p.is_passthrough(&tunnelled));
+    let intercepted = host.clone();
+    let until_interception_revoked =
+        proxy.central.until_disallowed(move |p| p.host_allowed(&intercepted) && !p.is_passthrough(&intercepted));
     let policy = proxy.central.policy();
     if !policy.host_allowed(&host) {
         return Err(ProxyError::policy("egress_denied", format!("'{host}' is not in this agent's egress.allow")));
@@ -132,17 +140,37 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Result<Respon
     let addrs = proxy.resolver.resolve(&host, port, policy.egress.deny_private_networks).await?;
     let upgrade = hyper::upgrade::on(&mut req);
     if policy.is_passthrough(&host) {
+        let private = addrs.iter().any(|a| super::egress::is_private(a.ip())) && !proxy.resolver.is_pinned(&host);
+        let until_private_denied =
+            proxy.central.until_disallowed(move |p| !(private && p.egress.deny_private_networks));
         tokio::spawn(async move {
             match (upgrade.await, TcpStream::connect(&addrs[..]).await) {
                 (Ok(agent), Ok(mut upstream)) => {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(agent), &mut upstream).await;
+                    let mut agent = TokioIo::new(agent);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut agent, &mut upstream) => {}
+                        _ = until_passthrough_revoked => {
+                            tracing::info!(%host, "passthrough tunnel closed: the updated policy no longer tunnels this host");
+                        }
+                        _ = until_private_denied => {
+                            tracing::info!(%host, "passthrough tunnel closed: the updated policy denies private networks");
+                        }
+                    }
                 }
                 (Err(e), _) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
                 (_, Err(e)) => tracing::info!(%host, error = %e, "passthrough upstream unreachable"),
             }
         });
     } else {
-        tokio::spawn(intercept(proxy, upgrade, host, port));
+        let host_ = host.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = intercept(proxy, upgrade, host, port) => {}
+                _ = until_interception_revoked => {
+                    tracing::info!(host = %host_, "intercepted tunnel closed: the updated policy no longer intercepts this host");
+                }
+            }
+        });
     }
     Ok(Response::new(full("")))
 }

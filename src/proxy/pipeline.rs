@@ -684,7 +684,9 @@ async fn forward(
         .await
         .map_err(|e| ProxyError::upstream(format!("{}: {}", target.host, describe(&e))))?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        splice_upgrade(agent_upgrade, hyper::upgrade::on(&mut resp));
+        let host = target.host.clone();
+        let until_revoked = proxy.central.until_disallowed(move |p| p.host_allowed(&host));
+        splice_upgrade(agent_upgrade, hyper::upgrade::on(&mut resp), until_revoked);
     }
     let (mut parts, body) = resp.into_parts();
     for name in HOP_BY_HOP {
@@ -706,14 +708,22 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
     msg
 }
 
-/// After a 101, joins the agent's and the upstream's upgraded connections (WebSocket).
-fn splice_upgrade(agent: Option<hyper::upgrade::OnUpgrade>, upstream: hyper::upgrade::OnUpgrade) {
+/// After a 101, joins the agent's and the upstream's upgraded connections (WebSocket),
+/// until either side closes or a policy update takes the host out of `egress.allow`.
+fn splice_upgrade(
+    agent: Option<hyper::upgrade::OnUpgrade>,
+    upstream: hyper::upgrade::OnUpgrade,
+    until_revoked: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let Some(agent) = agent else { return };
     tokio::spawn(async move {
         match tokio::try_join!(agent, upstream) {
             Ok((a, u)) => {
                 let (mut a, mut u) = (hyper_util::rt::TokioIo::new(a), hyper_util::rt::TokioIo::new(u));
-                let _ = tokio::io::copy_bidirectional(&mut a, &mut u).await;
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut a, &mut u) => {}
+                    _ = until_revoked => tracing::info!("upgraded connection closed: the updated policy no longer allows its host"),
+                }
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

@@ -338,6 +338,37 @@ fn websocket_upgrades_pass_through() {
 }
 
 #[test]
+fn passthrough_hosts_are_tunnelled_untouched_until_the_policy_stops_tunnelling_them() {
+    use std::io::{Read, Write};
+    let tunnelling = crate::sidecar::policy("")
+        .replace("deny_private_networks = true", "deny_private_networks = true\npassthrough = [\"api.evil.example\"]");
+    let sc = Sidecar::start_custom(&tunnelling, &[]);
+    // The agent talks TLS with the upstream itself (it trusts the upstream's CA, not
+    // Airlock's), and its placeholder arrives as it wrote it: a tunnelled host gets no values.
+    let upstream_ca = sc.upstream.ca_pem.to_str().unwrap().to_owned();
+    let (status, out) = sc.curl(&["--cacert", &upstream_ca, "-H", &bearer(), "https://api.evil.example/v1/tunnelled"]);
+    assert_eq!(status, 200, "{out}");
+    let seen = sc.requests_to("api.evil.example");
+    assert_eq!(header(&seen[0], "authorization"), Some(format!("Bearer {PLACEHOLDER}").as_str()));
+
+    // An open tunnel ends when a policy update stops tunnelling its host.
+    let mut tunnel = std::net::TcpStream::connect(&sc.proxy_addr).unwrap();
+    tunnel.write_all(b"CONNECT api.evil.example:443 HTTP/1.1\r\nHost: api.evil.example:443\r\n\r\n").unwrap();
+    let mut answer = [0u8; 512];
+    let n = tunnel.read(&mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
+    std::fs::write(sc.dir.path().join("policies").join("research.toml"), crate::sidecar::policy("")).unwrap();
+    assert_eq!(sc.server.admin("POST", "/v1/policies/reload", None).0, 200);
+    // (Well inside the 10 s the test upstream waits for a TLS handshake before it hangs up.)
+    tunnel.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let closed = tunnel.read(&mut answer);
+    assert!(
+        matches!(closed, Ok(0)) || closed.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the tunnel is closed, not left open: {closed:?}"
+    );
+}
+
+#[test]
 fn ca_and_ops_endpoints_answer_on_the_listener() {
     let sc = Sidecar::start();
     let http = reqwest::blocking::Client::new();
