@@ -558,6 +558,12 @@ impl Central {
         };
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(unreachable)?;
         let mut resp = http.get(&url).bearer_auth(self.agent_key.as_str()).send().await.map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        if status != 429 && (400..500).contains(&status) {
+            // The agent or its key is gone (deleted while the stream was down): reading the
+            // policy is refused too, which closes the proxy.
+            self.refresh_policy().await?;
+        }
         if resp.status() != 200 {
             return Err(CentralError::Refused {
                 status: resp.status().as_u16(),
@@ -639,11 +645,11 @@ impl Central {
     /// takes its place: the proxy fails closed. When it cannot answer, the current policy
     /// stays and the error goes to the caller, which asks again.
     async fn refresh_policy(self: &Arc<Self>) -> Result<(), CentralError> {
-        let policy = match fetch_policy(&self.http, &self.base, &self.agent_key).await {
-            Ok(policy) => policy,
+        let (policy, closed) = match fetch_policy(&self.http, &self.base, &self.agent_key).await {
+            Ok(policy) => (policy, false),
             Err(CentralError::Refused { status, code, message }) if status != 429 && (400..500).contains(&status) => {
                 tracing::error!(status, %code, %message, "the central API refused this agent its policy; allowing no egress");
-                closed_policy(&self.policy(), &code)
+                (closed_policy(&self.policy(), &code), true)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot fetch the agent's policy; keeping the current one until it can");
@@ -659,6 +665,10 @@ impl Central {
         let generation = self.policy_generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.policy_changed.send_replace(generation);
         self.forget_all().await;
+        // Ready again once the token for the grants that need no approval is in hand (its
+        // keeper says so when it mints); a closed proxy is not ready.
+        let minted = self.slots().iter().all(|s| s.needs_approval || s.token.try_read().is_ok_and(|t| t.is_some()));
+        self.ready.store(!closed && minted, Ordering::Relaxed);
         tracing::info!("policy updated from the central API");
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod report;
 pub mod substitute;
 pub mod tls;
 mod upstream;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

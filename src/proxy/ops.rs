@@ -16,7 +16,7 @@ pub fn answer(proxy: &Proxy, path: &str) -> Response<Body> {
         "/_airlock/readyz" => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "application/json",
-            r#"{"status":"not_ready","reason":"the proxy has no token yet (central API unreachable or approval pending)"}"#,
+            r#"{"status":"not_ready","reason":"the proxy holds no token (central API unreachable or approval pending), or the central API refused this agent its policy"}"#,
         ),
         "/_airlock/ca.pem" => text(StatusCode::OK, "application/x-pem-file", proxy.ca.ca_pem().to_owned()),
         "/_airlock/metrics" => {

@@ -201,9 +201,11 @@ async fn serve(
     if matches!(via, Via::Direct) && req.uri().scheme().is_none() && req.uri().path().starts_with("/_airlock/") {
         return Ok((super::ops::answer(proxy, req.uri().path()), Counted::Elsewhere));
     }
-    let (head, body) = req.into_parts();
+    let (mut head, body) = req.into_parts();
+    // Taken first: substitution leaves a head without extensions.
+    let agent_upgrade = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let Prepared { head, target, used } = prepare(proxy, head, via, started).await?;
-    let resp = forward(proxy, head, body, &target).await?;
+    let resp = forward(proxy, head, body, agent_upgrade, &target, &used).await?;
     let resp = redact(resp, &used);
     let counted = record(proxy, seen, &target, &used, resp.status(), started);
     Ok((resp, counted))
@@ -662,10 +664,24 @@ async fn forward(
     proxy: &Proxy,
     mut head: Parts,
     body: Incoming,
+    agent_upgrade: Option<hyper::upgrade::OnUpgrade>,
     target: &Target,
+    used: &[Used],
 ) -> Result<Response<Body>, ProxyError> {
     let upgrade = is_upgrade(&head.headers);
-    let agent_upgrade = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    if upgrade && !used.is_empty() {
+        // The upgraded stream is scrubbed frame by frame (`websocket`): only WebSocket, and
+        // without compression, which would hide a value from the scrubbing.
+        let websocket =
+            head.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        if !websocket {
+            return Err(ProxyError::policy(
+                "placement_not_allowed",
+                "values can be injected into a WebSocket upgrade only; the proxy cannot scrub other upgraded protocols",
+            ));
+        }
+        head.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     for name in HOP_BY_HOP {
         if !(upgrade && name == "connection") {
             head.headers.remove(name);
@@ -686,7 +702,10 @@ async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let host = target.host.clone();
         let until_revoked = proxy.central.until_disallowed(move |p| p.host_allowed(&host));
-        splice_upgrade(agent_upgrade, hyper::upgrade::on(&mut resp), until_revoked);
+        if let Some(agent) = agent_upgrade {
+            let upstream = hyper::upgrade::on(&mut resp);
+            super::websocket::splice(agent, upstream, super::websocket::masks_for(used), until_revoked);
+        }
     }
     let (mut parts, body) = resp.into_parts();
     for name in HOP_BY_HOP {
@@ -708,28 +727,6 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
     msg
 }
 
-/// After a 101, joins the agent's and the upstream's upgraded connections (WebSocket),
-/// until either side closes or a policy update takes the host out of `egress.allow`.
-fn splice_upgrade(
-    agent: Option<hyper::upgrade::OnUpgrade>,
-    upstream: hyper::upgrade::OnUpgrade,
-    until_revoked: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let Some(agent) = agent else { return };
-    tokio::spawn(async move {
-        match tokio::try_join!(agent, upstream) {
-            Ok((a, u)) => {
-                let (mut a, mut u) = (hyper_util::rt::TokioIo::new(a), hyper_util::rt::TokioIo::new(u));
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut a, &mut u) => {}
-                    _ = until_revoked => tracing::info!("upgraded connection closed: the updated policy no longer allows its host"),
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-        }
-    });
-}
-
 // ---- redact -------------------------------------------------------------------------
 
 /// Replaces every injected value in the response's headers and body by its placeholder.
@@ -740,6 +737,10 @@ fn redact(resp: Response<Body>, used: &[Used]) -> Response<Body> {
         if let Some(clean) = redactor.redact_whole(value.as_bytes()) {
             *value = HeaderValue::from_bytes(&clean).unwrap_or_else(|_| HeaderValue::from_static("[redacted]"));
         }
+    }
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        // No body: what follows is the upgraded stream, scrubbed by `websocket`.
+        return Response::from_parts(parts, body);
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, super::body::Redacted::new(body, redactor).boxed())

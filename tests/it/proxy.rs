@@ -338,6 +338,33 @@ fn websocket_upgrades_pass_through() {
 }
 
 #[test]
+fn websocket_frames_do_not_carry_an_injected_value_back() {
+    let plain = crate::upstream::Upstream::start_plain();
+    let rules = format!(
+        "\n[[route]]\nname = \"ws\"\nupstream = \"http://ws.local:{port}\"\n\n\
+         [[grant]]\nsecrets = \"production/ws/*\"\nhosts = [\"ws.local\"]\n\n\
+         [[inject]]\nhost = \"ws.local\"\nheader = \"authorization\"\nvalue = \"Bearer {{{{secret:production/ws/key}}}}\"\n",
+        port = plain.port
+    );
+    let sc = Sidecar::start_with(&rules, &["--resolve", &format!("ws.local={}", plain.addr())]);
+    let value = secret_value("ws");
+    sc.server.create("production/ws/key", &value);
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+    let reply = crate::upstream::try_ws_echo_via(&sc.proxy_addr, "ws.local", plain.port, "/ws-headers", offer, "hello")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let upgrade = &plain.requests()[0];
+    assert_eq!(upgrade.header("authorization"), Some(format!("Bearer {value}").as_str()), "the upstream got the value");
+    assert_eq!(
+        upgrade.header("sec-websocket-extensions"),
+        None,
+        "compression, which would hide the value, was not offered"
+    );
+    // The upstream's frame says the value back; the agent gets it masked, frame length kept.
+    assert_eq!(reply, format!("hello | authorization=Bearer {}", "*".repeat(value.len())));
+    assert!(!sc.log().contains(&value), "the value is in no log line");
+}
+
+#[test]
 fn passthrough_hosts_are_tunnelled_untouched_until_the_policy_stops_tunnelling_them() {
     use std::io::{Read, Write};
     let tunnelling = crate::sidecar::policy("")

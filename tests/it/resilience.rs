@@ -257,6 +257,27 @@ fn access_events_survive_an_outage_and_a_sigkill_exactly_once() {
     assert_eq!(verdict["ok"], true, "{verdict}");
 }
 
+#[test]
+fn an_agent_revoked_while_the_proxy_was_not_listening_gets_no_egress() {
+    let mut sc = Sidecar::start();
+    assert_eq!(sc.curl(&["https://api.openai.com/v1/before"]).0, 200);
+    let (_, agents) = sc.server.admin("GET", "/v1/agents", None);
+    let id = agents["agents"][0]["id"].as_str().unwrap().to_owned();
+    sc.server.kill9();
+    // Revoked behind the server's back, so no event announces it.
+    sc.server.sql(&[&format!("UPDATE credentials SET revoked_at = 1 WHERE id = '{id}'")]);
+    sc.server.restart_same_port();
+    let mut last = String::new();
+    let closed = until(Duration::from_secs(30), || {
+        let (status, out) = sc.curl(&["https://api.openai.com/v1/after"]);
+        last = out;
+        status == 403
+    });
+    assert!(closed && last.to_ascii_lowercase().contains("x-airlock-error: egress_denied"), "{last}");
+    let ready = reqwest::blocking::get(format!("http://{}/_airlock/readyz", sc.proxy_addr)).unwrap();
+    assert_eq!(ready.status(), 503, "a proxy that allows nothing says it is not ready");
+}
+
 /// Rewrites the agent's policy to `text` and has the server reload it.
 fn reload(sc: &Sidecar, text: &str) {
     std::fs::write(sc.dir.path().join("policies").join("research.toml"), text).unwrap();

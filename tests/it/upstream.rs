@@ -447,10 +447,15 @@ fn websocket(req: &mut Request<Incoming>) -> Response<ResBody> {
         return plain_response(StatusCode::BAD_REQUEST, problem);
     }
     let accept = ws_accept_key(key.unwrap_or_default());
+    // `/ws-headers…`: each echo also says what Authorization header the upgrade carried.
+    let told = req.uri().path().starts_with("/ws-headers").then(|| {
+        let auth = headers.get(header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        format!(" | authorization={}", auth.unwrap_or_default())
+    });
     let upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         if let Ok(upgraded) = upgrade.await {
-            let _ = ws_echo(TokioIo::new(upgraded)).await;
+            let _ = ws_echo(TokioIo::new(upgraded), told.unwrap_or_default()).await;
         }
     });
     let mut resp = plain_response(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
@@ -569,8 +574,9 @@ fn read_ws_frame<R: Read>(r: &mut R) -> std::io::Result<WsFrame> {
     Ok(WsFrame { fin, opcode, payload })
 }
 
-/// Echoes data frames (with their opcode and FIN bit), answers ping with pong, close with close.
-async fn ws_echo<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) -> std::io::Result<()> {
+/// Echoes data frames (with their opcode and FIN bit, `suffix` appended), answers ping with
+/// pong, close with close.
+async fn ws_echo<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, suffix: String) -> std::io::Result<()> {
     loop {
         let frame = read_ws_frame_async(&mut io).await?;
         match frame.opcode {
@@ -581,7 +587,10 @@ async fn ws_echo<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) -> std::io::Resul
             }
             0x9 => io.write_all(&encode_ws_frame(true, 0xA, &frame.payload, None)).await?,
             0xA => {}
-            opcode => io.write_all(&encode_ws_frame(frame.fin, opcode, &frame.payload, None)).await?,
+            opcode => {
+                let payload = [&frame.payload[..], suffix.as_bytes()].concat();
+                io.write_all(&encode_ws_frame(frame.fin, opcode, &payload, None)).await?
+            }
         }
         io.flush().await?;
     }
@@ -602,16 +611,18 @@ fn ws_nonce() -> [u8; 20] {
 /// `proxy_addr` (absolute-form `GET http://target_host:target_port/path`) and returns the text of
 /// the first frame that comes back. Panics, with the proxy's answer, on any failure.
 pub fn ws_echo_via(proxy_addr: &str, target_host: &str, target_port: u16, path: &str, message: &str) -> String {
-    try_ws_echo_via(proxy_addr, target_host, target_port, path, message).unwrap_or_else(|e| panic!("{e}"))
+    try_ws_echo_via(proxy_addr, target_host, target_port, path, "", message).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Like [`ws_echo_via`], but an upgrade the proxy refuses (or any other failure) is an `Err`
-/// describing it; a refusal's message starts with the response's status line.
+/// Like [`ws_echo_via`], with `extra_headers` (whole lines, each ending in CRLF) in the upgrade
+/// request; an upgrade the proxy refuses (or any other failure) is an `Err` describing it; a
+/// refusal's message starts with the response's status line.
 pub fn try_ws_echo_via(
     proxy_addr: &str,
     target_host: &str,
     target_port: u16,
     path: &str,
+    extra_headers: &str,
     message: &str,
 ) -> Result<String, String> {
     let io = |what: &str| {
@@ -635,7 +646,7 @@ pub fn try_ws_echo_via(
     let slash = if path.starts_with('/') { "" } else { "/" };
     let request = format!(
         "GET http://{authority}{slash}{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\n\
-         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n{extra_headers}\r\n"
     );
     stream.write_all(request.as_bytes()).map_err(io("send upgrade request"))?;
 
