@@ -218,23 +218,10 @@ impl Central {
         self.policy.read().expect("policy lock poisoned").clone()
     }
 
-    /// Resolves once a policy update no longer passes `allowed` (never, if none does).
-    /// Subscribed when called: take it before reading the policy the connection is let
-    /// through under, so no update in between is missed.
-    pub fn until_disallowed(
-        self: &Arc<Self>,
-        allowed: impl Fn(&Policy) -> bool + Send + 'static,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut changed = self.policy_changed.subscribe();
-        let central = self.clone();
-        async move {
-            while changed.changed().await.is_ok() {
-                if !allowed(&central.policy()) {
-                    return;
-                }
-            }
-            std::future::pending().await
-        }
+    /// A watch on policy updates, taken before reading the policy a connection is let
+    /// through under, so no update in between is missed (`PolicyWatch::until_disallowed`).
+    pub fn watch_policy(self: &Arc<Self>) -> PolicyWatch {
+        PolicyWatch { changed: self.policy_changed.subscribe(), central: self.clone() }
     }
 
     /// The agent's name, without the policy lock (every injection's access event names it).
@@ -559,17 +546,13 @@ impl Central {
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(unreachable)?;
         let mut resp = http.get(&url).bearer_auth(self.agent_key.as_str()).send().await.map_err(unreachable)?;
         let status = resp.status().as_u16();
-        if status != 429 && (400..500).contains(&status) {
+        if refuses_the_agent(status) {
             // The agent or its key is gone (deleted while the stream was down): reading the
             // policy is refused too, which closes the proxy.
             self.refresh_policy().await?;
         }
-        if resp.status() != 200 {
-            return Err(CentralError::Refused {
-                status: resp.status().as_u16(),
-                code: "events".into(),
-                message: String::new(),
-            });
+        if status != 200 {
+            return Err(CentralError::Refused { status, code: "events".into(), message: String::new() });
         }
         tracing::info!("following the central API's change stream");
         // Subscribed first, then read: a policy change made while the stream was down (or
@@ -647,7 +630,7 @@ impl Central {
     async fn refresh_policy(self: &Arc<Self>) -> Result<(), CentralError> {
         let (policy, closed) = match fetch_policy(&self.http, &self.base, &self.agent_key).await {
             Ok(policy) => (policy, false),
-            Err(CentralError::Refused { status, code, message }) if status != 429 && (400..500).contains(&status) => {
+            Err(CentralError::Refused { status, code, message }) if refuses_the_agent(status) => {
                 tracing::error!(status, %code, %message, "the central API refused this agent its policy; allowing no egress");
                 (closed_policy(&self.policy(), &code), true)
             }
@@ -712,6 +695,25 @@ async fn fetch_policy(http: &reqwest::Client, base: &str, agent_key: &str) -> Re
     Policy::parse(source, toml).map_err(|e| CentralError::Protocol(format!("policy: {e}")))
 }
 
+/// See `Central::watch_policy`.
+pub struct PolicyWatch {
+    changed: tokio::sync::watch::Receiver<u64>,
+    central: Arc<Central>,
+}
+
+impl PolicyWatch {
+    /// Resolves once a policy update no longer passes `allowed` (never, if none does): for
+    /// connections that outlive one request (tunnels, WebSockets).
+    pub async fn until_disallowed(mut self, allowed: impl Fn(&Policy) -> bool) {
+        while self.changed.changed().await.is_ok() {
+            if !allowed(&self.central.policy()) {
+                return;
+            }
+        }
+        std::future::pending().await
+    }
+}
+
 impl Central {
     /// The token slots `policy` needs: a slot whose scopes and approval are unchanged keeps
     /// its token; a new one without approval is minted before it is put in place (so a
@@ -740,6 +742,12 @@ impl Central {
         }
         *self.slots.write().expect("slots lock poisoned") = Arc::new(next);
     }
+}
+
+/// A client error other than "too many requests": the central API will not serve this agent
+/// (deleted, key revoked, no policy), as opposed to being unable to for now.
+fn refuses_the_agent(status: u16) -> bool {
+    status != 429 && (400..500).contains(&status)
 }
 
 /// What a proxy enforces once the central API refuses the agent its policy: `current`

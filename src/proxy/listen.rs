@@ -127,12 +127,7 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Result<Respon
     let port = authority.port_u16().unwrap_or(443);
     // Taken before the policy is read: the tunnel closes on the first update under which it
     // would not have been opened as it was.
-    let tunnelled = host.clone();
-    let until_passthrough_revoked =
-        proxy.central.until_disallowed(move |p| p.host_allowed(&tunnelled) && p.is_passthrough(&tunnelled));
-    let intercepted = host.clone();
-    let until_interception_revoked =
-        proxy.central.until_disallowed(move |p| p.host_allowed(&intercepted) && !p.is_passthrough(&intercepted));
+    let watch = proxy.central.watch_policy();
     let policy = proxy.central.policy();
     if !policy.host_allowed(&host) {
         return Err(ProxyError::policy("egress_denied", format!("'{host}' is not in this agent's egress.allow")));
@@ -141,19 +136,18 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Result<Respon
     let upgrade = hyper::upgrade::on(&mut req);
     if policy.is_passthrough(&host) {
         let private = addrs.iter().any(|a| super::egress::is_private(a.ip())) && !proxy.resolver.is_pinned(&host);
-        let until_private_denied =
-            proxy.central.until_disallowed(move |p| !(private && p.egress.deny_private_networks));
+        let tunnelled = host.clone();
+        let revoked = watch.until_disallowed(move |p| {
+            p.host_allowed(&tunnelled) && p.is_passthrough(&tunnelled) && !(private && p.egress.deny_private_networks)
+        });
         tokio::spawn(async move {
             match (upgrade.await, TcpStream::connect(&addrs[..]).await) {
                 (Ok(agent), Ok(mut upstream)) => {
                     let mut agent = TokioIo::new(agent);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut agent, &mut upstream) => {}
-                        _ = until_passthrough_revoked => {
-                            tracing::info!(%host, "passthrough tunnel closed: the updated policy no longer tunnels this host");
-                        }
-                        _ = until_private_denied => {
-                            tracing::info!(%host, "passthrough tunnel closed: the updated policy denies private networks");
+                        _ = revoked => {
+                            tracing::info!(%host, "passthrough tunnel closed: the updated policy would not open it");
                         }
                     }
                 }
@@ -162,12 +156,13 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Result<Respon
             }
         });
     } else {
-        let host_ = host.clone();
+        let intercepted = host.clone();
+        let revoked = watch.until_disallowed(move |p| p.host_allowed(&intercepted) && !p.is_passthrough(&intercepted));
         tokio::spawn(async move {
             tokio::select! {
-                _ = intercept(proxy, upgrade, host, port) => {}
-                _ = until_interception_revoked => {
-                    tracing::info!(host = %host_, "intercepted tunnel closed: the updated policy no longer intercepts this host");
+                _ = intercept(proxy, upgrade, host.clone(), port) => {}
+                _ = revoked => {
+                    tracing::info!(%host, "intercepted tunnel closed: the updated policy would not open it");
                 }
             }
         });

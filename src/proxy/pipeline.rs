@@ -202,10 +202,13 @@ async fn serve(
         return Ok((super::ops::answer(proxy, req.uri().path()), Counted::Elsewhere));
     }
     let (mut head, body) = req.into_parts();
-    // Taken first: substitution leaves a head without extensions.
-    let agent_upgrade = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    // Taken first: substitution leaves a head without extensions, and the watch must predate
+    // the policy the request is checked under.
+    let upgrading = (head.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .filter(|_| is_upgrade(&head.headers))
+        .map(|agent| Upgrading { agent, watch: proxy.central.watch_policy() });
     let Prepared { head, target, used } = prepare(proxy, head, via, started).await?;
-    let resp = forward(proxy, head, body, agent_upgrade, &target, &used).await?;
+    let resp = forward(proxy, head, body, upgrading, &target, &used).await?;
     let resp = redact(resp, &used);
     let counted = record(proxy, seen, &target, &used, resp.status(), started);
     Ok((resp, counted))
@@ -652,6 +655,13 @@ pub(super) const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
 ];
 
+/// An upgrade request's side of the connection, and a watch on the policy it was let
+/// through under (`websocket::splice` ends it when an update would not).
+struct Upgrading {
+    agent: hyper::upgrade::OnUpgrade,
+    watch: super::central::PolicyWatch,
+}
+
 fn is_upgrade(headers: &http::HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
@@ -664,7 +674,7 @@ async fn forward(
     proxy: &Proxy,
     mut head: Parts,
     body: Incoming,
-    agent_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrading: Option<Upgrading>,
     target: &Target,
     used: &[Used],
 ) -> Result<Response<Body>, ProxyError> {
@@ -699,13 +709,13 @@ async fn forward(
         .request(Request::from_parts(head, body))
         .await
         .map_err(|e| ProxyError::upstream(format!("{}: {}", target.host, describe(&e))))?;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(Upgrading { agent, watch }) = upgrading
+    {
         let host = target.host.clone();
-        let until_revoked = proxy.central.until_disallowed(move |p| p.host_allowed(&host));
-        if let Some(agent) = agent_upgrade {
-            let upstream = hyper::upgrade::on(&mut resp);
-            super::websocket::splice(agent, upstream, super::websocket::masks_for(used), until_revoked);
-        }
+        let until_revoked = watch.until_disallowed(move |p| p.host_allowed(&host));
+        let upstream = hyper::upgrade::on(&mut resp);
+        super::websocket::splice(agent, upstream, super::websocket::masks_for(used), until_revoked);
     }
     let (mut parts, body) = resp.into_parts();
     for name in HOP_BY_HOP {
