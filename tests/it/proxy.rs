@@ -338,6 +338,35 @@ fn websocket_upgrades_pass_through() {
 }
 
 #[test]
+fn an_open_websocket_closes_when_its_host_leaves_the_allowlist() {
+    use std::io::{BufRead, Read, Write};
+    let plain = crate::upstream::Upstream::start_plain();
+    let sc = Sidecar::start_with("", &["--resolve", &format!("ws.local={}", plain.addr())]);
+    let mut ws = std::net::TcpStream::connect(&sc.proxy_addr).unwrap();
+    let authority = format!("ws.local:{}", plain.port);
+    let upgrade = format!(
+        "GET http://{authority}/ws HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    ws.write_all(upgrade.as_bytes()).unwrap();
+    let mut reader = std::io::BufReader::new(ws.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    while !matches!(reader.read_line(&mut String::new()), Ok(0..=2)) {} // the rest of the head
+    let narrower = crate::sidecar::policy("").replace("\"ws.local\", ", "");
+    assert!(!narrower.contains("ws.local"));
+    std::fs::write(sc.dir.path().join("policies").join("research.toml"), narrower).unwrap();
+    assert_eq!(sc.server.admin("POST", "/v1/policies/reload", None).0, 200);
+    ws.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let closed = reader.read(&mut [0u8; 64]);
+    assert!(
+        matches!(closed, Ok(0)) || closed.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the WebSocket is closed, not left open: {closed:?}"
+    );
+}
+
+#[test]
 fn websocket_frames_do_not_carry_an_injected_value_back() {
     let plain = crate::upstream::Upstream::start_plain();
     let rules = format!(

@@ -121,8 +121,15 @@ impl Server {
     }
 
     /// Starts (or restarts) the server process on a fresh port and waits until it answers.
+    /// A port taken by another test between `free_port` and the server's bind costs a retry
+    /// on another one.
     pub fn spawn(&mut self) {
-        self.spawn_on(free_port());
+        for _ in 0..3 {
+            if self.try_spawn_on(free_port()) {
+                return;
+            }
+        }
+        panic!("server did not come up on three ports; log:\n{}", self.log());
     }
 
     /// Restarts on the port it had, so clients configured with its address find it again.
@@ -132,6 +139,13 @@ impl Server {
     }
 
     pub fn spawn_on(&mut self, port: u16) {
+        if !self.try_spawn_on(port) {
+            panic!("server did not come up; log:\n{}", self.log());
+        }
+    }
+
+    /// Whether the server came up on `port` (a process that did not is gone).
+    fn try_spawn_on(&mut self, port: u16) -> bool {
         self.addr = format!("http://127.0.0.1:{port}");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = Command::new(BIN);
@@ -143,15 +157,21 @@ impl Server {
         if let Some(url) = &self.database_url {
             cmd.args(["--database-url", url]);
         }
-        self.child = Some(cmd.spawn().unwrap());
+        let mut child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if self.http.get(format!("{}/healthz", self.addr)).send().is_ok_and(|r| r.status() == 200) {
-                return;
+                self.child = Some(child);
+                return true;
+            }
+            if child.try_wait().is_ok_and(|exited| exited.is_some()) {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("server did not come up; log:\n{}", self.log());
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     pub fn kill9(&mut self) {
