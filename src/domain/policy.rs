@@ -492,13 +492,19 @@ pub enum PlaceholderError {
 /// Every placeholder in `s`, in order. Text that does not start with `{{secret:` is left
 /// alone; a `{{secret:` without its `}}`, a bad path or a bad field is an error.
 pub fn placeholders(s: &str) -> Result<Vec<Placeholder>, PlaceholderError> {
+    use memchr::memmem::Finder;
+    // Built once: a one-shot `memmem::find` sets up its searcher on every call, which costs
+    // more than the search itself over a header value.
+    static OPEN: std::sync::LazyLock<Finder<'static>> =
+        std::sync::LazyLock::new(|| Finder::new(PLACEHOLDER_OPEN.as_bytes()));
+    static CLOSE: std::sync::LazyLock<Finder<'static>> =
+        std::sync::LazyLock::new(|| Finder::new(PLACEHOLDER_CLOSE.as_bytes()));
     let mut found = Vec::new();
     let mut from = 0;
-    let find = |haystack: &str, needle: &str| memchr::memmem::find(haystack.as_bytes(), needle.as_bytes());
-    while let Some(offset) = find(&s[from..], PLACEHOLDER_OPEN) {
+    while let Some(offset) = OPEN.find(&s.as_bytes()[from..]) {
         let start = from + offset;
         let body_start = start + PLACEHOLDER_OPEN.len();
-        let body_len = find(&s[body_start..], PLACEHOLDER_CLOSE).ok_or(PlaceholderError::Unterminated { at: start })?;
+        let body_len = CLOSE.find(&s.as_bytes()[body_start..]).ok_or(PlaceholderError::Unterminated { at: start })?;
         let end = body_start + body_len + PLACEHOLDER_CLOSE.len();
         found.push(placeholder(&s[body_start..body_start + body_len], &s[start..end], start..end)?);
         from = end;
