@@ -108,12 +108,23 @@ impl Sidecar {
         self.spawn(&[]);
     }
 
+    /// Starts the proxy on a fresh port and waits until it is ready; a port taken by another
+    /// test between `free_port` and the proxy's bind costs a retry on another one.
     fn spawn(&mut self, extra_args: &[&str]) {
-        let port = free_port();
+        for _ in 0..3 {
+            if self.try_spawn(free_port(), extra_args) {
+                return;
+            }
+        }
+        panic!("proxy did not become ready on three ports; log:\n{}", self.log());
+    }
+
+    /// Whether the proxy became ready on `port` (a process that did not is gone).
+    fn try_spawn(&mut self, port: u16, extra_args: &[&str]) -> bool {
         self.proxy_addr = format!("127.0.0.1:{port}");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let pin = |host: &str| format!("{host}=127.0.0.1:{}", self.upstream.port);
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args(["--log-level", "trace", "proxy", "--server", &self.server.addr, "--listen", &self.proxy_addr])
             .arg("--agent-key-file")
             .arg(self.dir.path().join("agent.key"))
@@ -127,17 +138,22 @@ impl Sidecar {
             .stderr(log)
             .spawn()
             .unwrap();
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         let http = reqwest::blocking::Client::new();
         while Instant::now() < deadline {
             let ready = http.get(format!("http://{}/_airlock/readyz", self.proxy_addr)).send();
             if ready.is_ok_and(|r| r.status() == 200) {
-                return;
+                self.child = Some(child);
+                return true;
+            }
+            if child.try_wait().is_ok_and(|exited| exited.is_some()) {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("proxy did not become ready; log:\n{}", self.log());
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// curl through the proxy with the Airlock CA; returns (status, headers+body text).
