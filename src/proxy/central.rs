@@ -656,6 +656,34 @@ impl Central {
         Ok(())
     }
 
+    /// The token slots `policy` needs: a slot whose scopes and approval are unchanged keeps
+    /// its token; a new one without approval is minted before it is put in place (so a
+    /// changed grant does not leave requests without a token meanwhile); slots the policy
+    /// no longer has are retired (their keepers drop the token and stop).
+    async fn replace_slots(self: &Arc<Self>, policy: &Policy) {
+        let current = self.slots();
+        let mut next = Vec::new();
+        for wanted in slots_for(policy) {
+            let kept = current.iter().find(|s| s.scopes == wanted.scopes && s.needs_approval == wanted.needs_approval);
+            if let Some(kept) = kept {
+                next.push(kept.clone());
+                continue;
+            }
+            if !wanted.needs_approval {
+                match self.mint(&wanted).await {
+                    Ok(token) => *wanted.token.write().await = Some(token),
+                    Err(e) => tracing::warn!(error = %e, "cannot mint the token for the updated grants yet; retrying"),
+                }
+            }
+            self.keep(wanted.clone());
+            next.push(wanted);
+        }
+        for old in current.iter().filter(|old| !next.iter().any(|s| Arc::ptr_eq(s, old))) {
+            old.retire();
+        }
+        *self.slots.write().expect("slots lock poisoned") = Arc::new(next);
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
@@ -714,36 +742,6 @@ impl PolicyWatch {
     }
 }
 
-impl Central {
-    /// The token slots `policy` needs: a slot whose scopes and approval are unchanged keeps
-    /// its token; a new one without approval is minted before it is put in place (so a
-    /// changed grant does not leave requests without a token meanwhile); slots the policy
-    /// no longer has are retired (their keepers drop the token and stop).
-    async fn replace_slots(self: &Arc<Self>, policy: &Policy) {
-        let current = self.slots();
-        let mut next = Vec::new();
-        for wanted in slots_for(policy) {
-            let kept = current.iter().find(|s| s.scopes == wanted.scopes && s.needs_approval == wanted.needs_approval);
-            if let Some(kept) = kept {
-                next.push(kept.clone());
-                continue;
-            }
-            if !wanted.needs_approval {
-                match self.mint(&wanted).await {
-                    Ok(token) => *wanted.token.write().await = Some(token),
-                    Err(e) => tracing::warn!(error = %e, "cannot mint the token for the updated grants yet; retrying"),
-                }
-            }
-            self.keep(wanted.clone());
-            next.push(wanted);
-        }
-        for old in current.iter().filter(|old| !next.iter().any(|s| Arc::ptr_eq(s, old))) {
-            old.retire();
-        }
-        *self.slots.write().expect("slots lock poisoned") = Arc::new(next);
-    }
-}
-
 /// A client error other than "too many requests": the central API will not serve this agent
 /// (deleted, key revoked, no policy), as opposed to being unable to for now.
 fn refuses_the_agent(status: u16) -> bool {
@@ -783,15 +781,14 @@ fn read_scope(glob: &str) -> String {
 /// Grants that need no approval share one token; each approval-gated grant gets its own,
 /// so one pending approval does not hold up the rest.
 fn slots_for(policy: &Policy) -> Vec<Arc<Slot>> {
-    let slot = Slot::new;
     let open: Vec<String> =
         policy.grants.iter().filter(|g| !g.approval).map(|g| read_scope(&g.secrets.to_string())).collect();
     let mut slots: Vec<Arc<Slot>> = Vec::new();
     if !open.is_empty() {
-        slots.push(slot(open, false));
+        slots.push(Slot::new(open, false));
     }
     for g in policy.grants.iter().filter(|g| g.approval) {
-        slots.push(slot(vec![read_scope(&g.secrets.to_string())], true));
+        slots.push(Slot::new(vec![read_scope(&g.secrets.to_string())], true));
     }
     slots
 }

@@ -407,6 +407,12 @@ fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
+fn put_content_length(out: &mut BytesMut, n: u64) {
+    out.put_slice(b"content-length: ");
+    put_decimal(out, n);
+    out.put_slice(b"\r\n");
+}
+
 /// `n` in decimal.
 fn put_decimal(out: &mut BytesMut, mut n: u64) {
     let mut digits = [0u8; 20];
@@ -580,11 +586,7 @@ where
     }
     let finish_head = |out: &mut BytesMut, frame: Option<Frame>| {
         match frame {
-            Some(Frame::Length(n)) => {
-                out.put_slice(b"content-length: ");
-                put_decimal(out, n);
-                out.put_slice(b"\r\n");
-            }
+            Some(Frame::Length(n)) => put_content_length(out, n),
             Some(Frame::Chunked) => put_header(out, b"transfer-encoding", b"chunked"),
             None => {}
         }
@@ -820,9 +822,7 @@ where
     for (name, value) in &parts.headers {
         put_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
-    out.put_slice(b"content-length: ");
-    put_decimal(&mut out, body.len() as u64);
-    out.put_slice(b"\r\n");
+    put_content_length(&mut out, body.len() as u64);
     if close {
         out.put_slice(b"connection: close\r\n");
     }
