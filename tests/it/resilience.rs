@@ -169,7 +169,7 @@ fn a_policy_changed_while_the_proxy_was_not_listening_holds_once_it_reconnects()
     let health = sc.server.url("/healthz");
     assert_eq!(sc.curl(&[&health]).0, 200);
     sc.server.kill9();
-    std::fs::write(sc.dir.path().join("policies").join("research.toml"), policy("")).unwrap();
+    std::fs::write(sc.policy_file(), policy("")).unwrap();
     sc.server.restart_same_port();
     // No event announces this change: the proxy reads the policy when its stream is back.
     let mut last = String::new();
@@ -278,12 +278,6 @@ fn an_agent_revoked_while_the_proxy_was_not_listening_gets_no_egress() {
     assert_eq!(ready.status(), 503, "a proxy that allows nothing says it is not ready");
 }
 
-/// Rewrites the agent's policy to `text` and has the server reload it.
-fn reload(sc: &Sidecar, text: &str) {
-    std::fs::write(sc.dir.path().join("policies").join("research.toml"), text).unwrap();
-    assert_eq!(sc.server.admin("POST", "/v1/policies/reload", None).0, 200);
-}
-
 #[test]
 fn grants_changed_by_a_reload_hold_without_a_restart() {
     let sc = Sidecar::start();
@@ -291,7 +285,7 @@ fn grants_changed_by_a_reload_hold_without_a_restart() {
     const STAGING: &str = "Authorization: Bearer {{secret:staging/tools/key}}";
     assert_eq!(sc.curl(&["-H", STAGING, "https://api.openai.com/v1/before"]).0, 403, "not granted yet");
     let added = "[[grant]]\nsecrets = \"staging/tools/*\"\nhosts = [\"api.openai.com\"]\n";
-    reload(&sc, &policy(added));
+    sc.reload_policy(&policy(added));
     // A grant added later gets a token of its own, without a restart.
     let mut last = String::new();
     let granted = until(Duration::from_secs(10), || {
@@ -304,7 +298,7 @@ fn grants_changed_by_a_reload_hold_without_a_restart() {
     assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/still"]).0, 200, "the other grants still work");
 
     // The same grant now needs approval: the token minted without it is not used again.
-    reload(&sc, &policy(&added.replace("hosts", "approval = true\nhosts")));
+    sc.reload_policy(&policy(&added.replace("hosts", "approval = true\nhosts")));
     let pending = until(Duration::from_secs(10), || {
         let (status, out) = sc.curl(&["-H", STAGING, "https://api.openai.com/v1/gated"]);
         last = out;

@@ -5,11 +5,10 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{BIN, Backend, MARKER, Server, secret_value};
+use crate::support::{BIN, Backend, MARKER, Server, secret_value, until_ready};
 use crate::upstream::Upstream;
 
 pub const OPENAI_KEY_PATH: &str = "production/openai/api-key";
@@ -84,6 +83,17 @@ impl Sidecar {
         sidecar
     }
 
+    /// The agent's policy file, which the server reads at start and on every reload.
+    pub fn policy_file(&self) -> PathBuf {
+        self.dir.path().join("policies").join("research.toml")
+    }
+
+    /// Rewrites the agent's policy to `text` and has the server reload it.
+    pub fn reload_policy(&self, text: &str) {
+        std::fs::write(self.policy_file(), text).unwrap();
+        assert_eq!(self.server.admin("POST", "/v1/policies/reload", None).0, 200);
+    }
+
     pub fn ca_path(&self) -> PathBuf {
         self.dir.path().join("proxy").join("ca.pem")
     }
@@ -124,7 +134,7 @@ impl Sidecar {
         self.proxy_addr = format!("127.0.0.1:{port}");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let pin = |host: &str| format!("{host}=127.0.0.1:{}", self.upstream.port);
-        let mut child = Command::new(BIN)
+        let child = Command::new(BIN)
             .args(["--log-level", "trace", "proxy", "--server", &self.server.addr, "--listen", &self.proxy_addr])
             .arg("--agent-key-file")
             .arg(self.dir.path().join("agent.key"))
@@ -138,22 +148,9 @@ impl Sidecar {
             .stderr(log)
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let http = reqwest::blocking::Client::new();
-        while Instant::now() < deadline {
-            let ready = http.get(format!("http://{}/_airlock/readyz", self.proxy_addr)).send();
-            if ready.is_ok_and(|r| r.status() == 200) {
-                self.child = Some(child);
-                return true;
-            }
-            if child.try_wait().is_ok_and(|exited| exited.is_some()) {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
+        let ready = format!("http://{}/_airlock/readyz", self.proxy_addr);
+        self.child = until_ready(child, &reqwest::blocking::Client::new(), &ready);
+        self.child.is_some()
     }
 
     /// curl through the proxy with the Airlock CA; returns (status, headers+body text).
@@ -200,4 +197,10 @@ impl Drop for Sidecar {
             }
         }
     }
+}
+
+/// Whether a read on a connection the proxy should have closed saw it closed (EOF or reset),
+/// rather than time out on a connection left open.
+pub fn saw_closed(read: &std::io::Result<usize>) -> bool {
+    matches!(read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
 }

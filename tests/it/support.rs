@@ -157,21 +157,8 @@ impl Server {
         if let Some(url) = &self.database_url {
             cmd.args(["--database-url", url]);
         }
-        let mut child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.http.get(format!("{}/healthz", self.addr)).send().is_ok_and(|r| r.status() == 200) {
-                self.child = Some(child);
-                return true;
-            }
-            if child.try_wait().is_ok_and(|exited| exited.is_some()) {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
+        self.child = until_ready(cmd.spawn().unwrap(), &self.http, &format!("{}/healthz", self.addr));
+        self.child.is_some()
     }
 
     pub fn kill9(&mut self) {
@@ -289,6 +276,24 @@ impl Server {
             }
         }
     }
+}
+
+/// `child` once it answers 200 at `url`; `None` if it exited first (its port was taken, say)
+/// or did not answer within 30 s (it is killed then).
+pub fn until_ready(mut child: Child, http: &reqwest::blocking::Client, url: &str) -> Option<Child> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http.get(url).send().is_ok_and(|r| r.status() == 200) {
+            return Some(child);
+        }
+        if child.try_wait().is_ok_and(|exited| exited.is_some()) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
