@@ -1,10 +1,12 @@
 //! A response body that passes through the redactor chunk by chunk, so streamed
-//! responses (SSE, chunked) stay streamed while injected values are replaced.
+//! responses (SSE, chunked) stay streamed while injected values are replaced; its trailers
+//! are scrubbed like the head's headers.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use super::redact::Redactor;
@@ -13,12 +15,14 @@ use super::upstream::{Body, BoxError};
 pub struct Redacted {
     inner: Body,
     redactor: Redactor,
+    /// Trailers that wait for the held-back tail of the body to go first.
+    trailers: Option<HeaderMap>,
     finished: bool,
 }
 
 impl Redacted {
     pub fn new(inner: Body, redactor: Redactor) -> Redacted {
-        Redacted { inner, redactor, finished: false }
+        Redacted { inner, redactor, trailers: None, finished: false }
     }
 }
 
@@ -29,6 +33,10 @@ impl HttpBody for Redacted {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
+            if let Some(trailers) = this.trailers.take() {
+                this.finished = true;
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
             if this.finished {
                 return Poll::Ready(None);
             }
@@ -42,14 +50,16 @@ impl HttpBody for Redacted {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
                     }
-                    Err(trailers) => {
+                    Err(frame) => {
+                        let Ok(mut trailers) = frame.into_trailers() else { continue };
+                        this.redactor.scrub_headers(&mut trailers);
                         let rest = this.redactor.finish();
-                        if !rest.is_empty() {
-                            // Trailers are dropped after a held-back tail: rare, and safe.
+                        if rest.is_empty() {
                             this.finished = true;
-                            return Poll::Ready(Some(Ok(Frame::data(rest))));
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                         }
-                        return Poll::Ready(Some(Ok(trailers)));
+                        this.trailers = Some(trailers);
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
                     }
                 },
                 Poll::Ready(None) => {

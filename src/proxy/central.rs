@@ -51,7 +51,8 @@ pub struct Fetched {
     /// The value epoch when the fetch began: an invalidation of this path since then means
     /// the answer may predate the change (`Central::outdated`).
     epoch: u64,
-    /// Redaction patterns for the whole value, built on first use and shared by every response.
+    /// Redaction patterns for the whole value (each of its forms), built on first use and
+    /// shared by every response.
     patterns: std::sync::OnceLock<Option<Arc<crate::proxy::redact::Patterns>>>,
 }
 
@@ -74,7 +75,10 @@ impl Fetched {
         self.patterns
             .get_or_init(|| {
                 let placeholder = crate::domain::policy::placeholder_text(&self.path, None);
-                crate::proxy::redact::Patterns::build(&[(self.value.expose().as_bytes(), placeholder.as_str())])
+                crate::proxy::redact::Patterns::for_values(
+                    &[(self.value.expose().as_bytes(), placeholder.as_str())],
+                    &[],
+                )
             })
             .clone()
     }

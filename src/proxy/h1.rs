@@ -27,7 +27,7 @@ use zeroize::Zeroize;
 use super::Proxy;
 use super::error::ProxyError;
 use super::listen::Rewind;
-use super::pipeline::{self, Counted, HOP_BY_HOP, Prepared, Seen, Via};
+use super::pipeline::{self, Counted, HOP_BY_HOP, Prepared, Seen, Via, has_token};
 use super::redact::Redactor;
 use super::upstream::{Alpn, Body, Stream};
 
@@ -196,10 +196,6 @@ fn content_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-fn has_token(value: &[u8], token: &str) -> bool {
-    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
 // ---- one exchange -------------------------------------------------------------------
 
 /// One request and its response. Returns whether the agent connection stays open.
@@ -218,12 +214,23 @@ where
     let seen = Seen::new(head.parts.method.clone(), head.parts.uri.clone());
     let (body_len, close) = (head.body_len, head.close);
     let outcome = match pipeline::prepare(proxy, head.parts, via, started).await {
-        Ok(prepared) => forward(proxy, io, buf, kept, prepared, body_len, close).await,
-        Err(e) => Err(Failed::Refused(e, body_len)),
+        Ok(prepared) => {
+            let (scrub, target, used) = (prepared.scrub.clone(), prepared.target.clone(), prepared.used.clone());
+            match forward(proxy, io, buf, kept, prepared, body_len, close).await {
+                Err(Failed::Refused(e, unsent_body, Sent::Yes)) => {
+                    // The values went out: the use is recorded, whatever became of the response.
+                    let e = pipeline::scrubbed(e, scrub.as_deref());
+                    pipeline::record(proxy, &seen, &target, &used, e.status, started);
+                    Err(Failed::Refused(e, unsent_body, Sent::Yes))
+                }
+                outcome => outcome,
+            }
+        }
+        Err(e) => Err(Failed::Refused(e, body_len, Sent::No)),
     };
     let (keep, counted) = match outcome {
         Ok((target, used, status)) => (!close, pipeline::record(proxy, &seen, &target, &used, status, started)),
-        Err(Failed::Refused(e, unsent_body)) => {
+        Err(Failed::Refused(e, unsent_body, _)) => {
             // The agent's body, if any, was not read: closing is the only way past it.
             let close = close || unsent_body > 0;
             let resp = pipeline::refused(proxy, &seen, via, e, started);
@@ -236,11 +243,18 @@ where
 }
 
 enum Failed {
-    /// Refused before any byte of a response reached the agent; the number is how much of
-    /// the agent's request body is still unread.
-    Refused(ProxyError, u64),
+    /// Refused before any byte of a final response reached the agent; the number is how much
+    /// of the agent's request body is still unread.
+    Refused(ProxyError, u64, Sent),
     /// A connection broke after the response started (or while reading the agent's body).
     Broken,
+}
+
+/// Whether the request (with its values) may have reached the upstream.
+#[derive(Clone, Copy)]
+enum Sent {
+    No,
+    Yes,
 }
 
 /// The upstream connection an agent connection keeps between its requests.
@@ -298,7 +312,7 @@ async fn forward<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let Prepared { head, target, used } = prepared;
+    let Prepared { head, target, used, scrub } = prepared;
     let is_head = head.method == Method::HEAD;
     let idempotent = matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
 
@@ -314,21 +328,21 @@ where
     kept.headers.clear();
     let slot = &mut kept.upstream;
 
-    if slot.as_ref().is_some_and(|u| !u.serves(&target) || !u.stream.idle_and_open()) {
+    // A kept connection takes the request only if nothing arrived on it since its last
+    // response: bytes read before a request was sent are never taken as its response.
+    if slot.as_ref().is_some_and(|u| !u.serves(&target) || !u.buf.is_empty() || !u.stream.idle_and_open()) {
         *slot = None;
     }
     // A kept connection the upstream closed meanwhile fails the first write or read; the
     // request is sent again once, on a new connection, when that is safe: the whole body
     // is in hand, and either the request never left or its method is idempotent.
     let mut retry = slot.is_some() && unsent == 0;
-    let redactor = pipeline::redactor_for(&used);
+    let redactor = scrub.map(Redactor::with);
     let resp = loop {
         if slot.is_none() {
-            let stream = proxy
-                .dialer
-                .open(&target.host, target.port, target.tls, Alpn::H1)
-                .await
-                .map_err(|e| Failed::Refused(ProxyError::upstream(format!("{}: {e}", target.host)), unsent))?;
+            let stream = proxy.dialer.open(&target.host, target.port, target.tls, Alpn::H1).await.map_err(|e| {
+                Failed::Refused(ProxyError::upstream(format!("{}: {e}", target.host)), unsent, Sent::No)
+            })?;
             let key = (target.tls, target.host.clone(), target.port);
             *slot = Some(Upstream { key, stream, buf: BytesMut::with_capacity(READ_CHUNK), head: BytesMut::new() });
         }
@@ -339,7 +353,7 @@ where
             if std::mem::take(&mut retry) {
                 continue;
             }
-            return Err(Failed::Refused(unreachable(e), unsent));
+            return Err(Failed::Refused(unreachable(e), unsent, Sent::Yes));
         }
         if unsent > 0 {
             copy_body(io, buf, &mut up.stream, unsent).await.map_err(|_| Failed::Broken)?;
@@ -352,10 +366,35 @@ where
                 if std::mem::take(&mut retry) && idempotent && e.nothing_received {
                     continue;
                 }
-                return Err(Failed::Refused(ProxyError::upstream(format!("{}: {}", target.host, e.message)), 0));
+                let message = format!("{}: {}", target.host, e.message);
+                return Err(Failed::Refused(ProxyError::upstream(message), 0, Sent::Yes));
             }
         }
     };
+    // Interim responses go to the agent as they come (scrubbed), then the final one is read.
+    let mut resp = resp;
+    while resp.status.is_informational() {
+        let up = slot.as_mut().expect("the response came from this connection");
+        if let Some(clean) = redactor.as_ref().and_then(|r| r.redact_whole(&up.head)) {
+            up.head.zeroize();
+            up.head.clear();
+            up.head.extend_from_slice(&clean);
+        }
+        up.head.put_slice(b"\r\n");
+        io.write_all(&up.head).await.map_err(|_| Failed::Broken)?;
+        resp = match read_response_head(up, redactor.is_some()).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                *slot = None;
+                let message = format!("{}: {}", target.host, e.message);
+                return Err(Failed::Refused(ProxyError::upstream(message), 0, Sent::Yes));
+            }
+        };
+    }
+    if redactor.is_some() && resp.coded && pipeline::has_body(resp.status, is_head) {
+        *slot = None;
+        return Err(Failed::Refused(pipeline::unscannable(), 0, Sent::Yes));
+    }
 
     let framing = if is_head || resp.status == StatusCode::NO_CONTENT || resp.status == StatusCode::NOT_MODIFIED {
         Framing::Empty
@@ -366,7 +405,8 @@ where
     let keep_upstream = resp.keep_alive && !matches!(framing, Framing::UntilClose);
     let up = slot.as_mut().expect("the response came from this connection");
     respond(io, up, resp, framing, redactor, is_head, agent_close).await.map_err(|_| Failed::Broken)?;
-    if !keep_upstream {
+    // Bytes beyond the response's framing belong to no request: the connection goes with them.
+    if !keep_upstream || !up.buf.is_empty() {
         *slot = None;
     }
     Ok((target, used, status))
@@ -451,8 +491,11 @@ where
 struct ResponseHead {
     status: StatusCode,
     framing: Framing,
-    /// The upstream did not ask to close.
+    /// The upstream did not ask to close, and the framing leaves no doubt where the next
+    /// response would start.
     keep_alive: bool,
+    /// A content or transfer coding the scrubber cannot see through (`pipeline::hides_values`).
+    coded: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -469,9 +512,9 @@ struct HeadError {
     nothing_received: bool,
 }
 
-/// Reads one final response head (interim 1xx responses are dropped) off `up`; with `wipe`
-/// (the request carried values, which an upstream may echo) the raw head is zeroed in the
-/// read buffer once parsed.
+/// Reads one response head (final, or interim 1xx) off `up`; with `wipe` (the request
+/// carried values, which an upstream may echo) the raw head is zeroed in the read buffer
+/// once parsed.
 async fn read_response_head(up: &mut Upstream, wipe: bool) -> Result<ResponseHead, HeadError> {
     let mut received = false;
     loop {
@@ -481,10 +524,6 @@ async fn read_response_head(up: &mut Upstream, wipe: bool) -> Result<ResponseHea
                     up.buf[..len].zeroize();
                 }
                 up.buf.advance(len);
-                if resp.status.is_informational() && resp.status != StatusCode::SWITCHING_PROTOCOLS {
-                    received = true;
-                    continue;
-                }
                 if resp.status == StatusCode::SWITCHING_PROTOCOLS {
                     return Err(HeadError {
                         message: "upstream switched protocols without being asked to".into(),
@@ -520,8 +559,14 @@ fn parse_response(buf: &[u8], head: &mut BytesMut) -> Result<Option<(usize, Resp
         Err(e) => return Err(format!("malformed response: {e}")),
     };
     let status = resp.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or("malformed status")?;
-    let mut keep_alive = resp.version == Some(1);
-    let (mut length, mut chunked, mut encoded) = (None, false, false);
+    let http10 = resp.version == Some(0);
+    let mut keep_alive = !http10;
+    let (mut length, mut chunked, mut encoded, mut coded) = (None, false, false, false);
+    // What `Connection` names is for this hop only (RFC 9110 §7.6.1): not passed on.
+    let connection: Vec<&[u8]> = (resp.headers.iter())
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii))
+        .collect();
     head.clear();
     head.reserve(len + 64);
     head.put_slice(b"HTTP/1.1 ");
@@ -531,6 +576,7 @@ fn parse_response(buf: &[u8], head: &mut BytesMut) -> Result<Option<(usize, Resp
     head.put_slice(b"\r\n");
     for h in resp.headers.iter() {
         let name = h.name;
+        coded |= pipeline::hides_values(name, h.value);
         if name.eq_ignore_ascii_case("content-length") {
             match (length, content_length(h.value)) {
                 (None, Some(n)) => length = Some(n),
@@ -544,12 +590,20 @@ fn parse_response(buf: &[u8], head: &mut BytesMut) -> Result<Option<(usize, Resp
         } else if name.eq_ignore_ascii_case("connection") {
             if has_token(h.value, "close") {
                 keep_alive = false;
-            } else if has_token(h.value, "keep-alive") {
+            } else if has_token(h.value, "keep-alive") && !http10 {
                 keep_alive = true;
             }
-        } else if !is_hop_by_hop(name) {
+        } else if !is_hop_by_hop(name) && !connection.iter().any(|c| c.eq_ignore_ascii_case(name.as_bytes())) {
             put_header(head, name.as_bytes(), h.value);
         }
+    }
+    if encoded && http10 {
+        // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+        return Err("an HTTP/1.0 response with Transfer-Encoding (faulty framing)".into());
+    }
+    if encoded && length.is_some() {
+        // RFC 9112 §6.3: Transfer-Encoding wins, and the connection is not used again.
+        keep_alive = false;
     }
     let framing = match (encoded, chunked, length) {
         (true, true, _) => Framing::Chunked,
@@ -557,7 +611,7 @@ fn parse_response(buf: &[u8], head: &mut BytesMut) -> Result<Option<(usize, Resp
         (false, _, Some(n)) => Framing::Length(n),
         (false, _, None) => Framing::UntilClose,
     };
-    Ok(Some((len, ResponseHead { status, framing, keep_alive })))
+    Ok(Some((len, ResponseHead { status, framing, keep_alive, coded })))
 }
 
 fn is_hop_by_hop(name: &str) -> bool {

@@ -7,6 +7,7 @@ mod body;
 pub mod central;
 pub mod egress;
 mod error;
+mod forms;
 mod h1;
 mod limits;
 mod listen;

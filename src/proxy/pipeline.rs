@@ -18,9 +18,9 @@ use super::Proxy;
 use super::central::{CentralError, Fetched};
 use super::error::ProxyError;
 use super::local::{self, Epoch, Plan, Sharded, View};
-use super::redact::Redactor;
+use super::redact::{Patterns, Redactor};
 use super::report::Use;
-use super::substitute::{self, Binding, Refusal, RefusalCode};
+use super::substitute::{self, Binding, Refusal, RefusalCode, Written};
 use super::upstream::{Body, BoxError, full};
 use crate::domain::policy::{Placeholder, Policy};
 
@@ -207,9 +207,17 @@ async fn serve(
     let upgrading = (head.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .filter(|_| is_upgrade(&head.headers))
         .map(|agent| Upgrading { agent, watch: proxy.central.watch_policy() });
-    let Prepared { head, target, used } = prepare(proxy, head, via, started).await?;
-    let resp = forward(proxy, head, body, upgrading, &target, &used).await?;
-    let resp = redact(resp, &used);
+    let Prepared { head, target, used, scrub } = prepare(proxy, head, via, started).await?;
+    let resp = match forward(proxy, head, body, upgrading, &target, &used, scrub.is_some()).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            // The values may have gone out: the use is recorded, whatever became of the response.
+            let e = scrubbed(e, scrub.as_deref());
+            record(proxy, seen, &target, &used, e.status, started);
+            return Err(e);
+        }
+    };
+    let resp = redact(resp, scrub);
     let counted = record(proxy, seen, &target, &used, resp.status(), started);
     Ok((resp, counted))
 }
@@ -220,6 +228,9 @@ pub(super) struct Prepared {
     pub target: Target,
     /// Shared with this thread's plan for the upstream, when it came from one.
     pub used: Arc<[Used]>,
+    /// What the response is scrubbed of: every form of each value in `used`, and what the
+    /// request wrote byte for byte (`None` when it carries no value).
+    pub scrub: Option<Arc<Patterns>>,
 }
 
 /// Every step before the request leaves the proxy: target → admit → egress → host
@@ -229,12 +240,48 @@ pub(super) struct Prepared {
 pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Instant) -> Result<Prepared, ProxyError> {
     let (view, epoch) = local::view(proxy);
     let target = target(&view.policy, &head, via)?;
+    one_host(&head)?;
     admit(proxy, &mut head, via, &target)?;
+    remove_connection_named(&mut head.headers);
     egress(proxy, &view, &target, now).await?;
     agree(&head, via, &target)?;
     view.limits.check(&target.host)?;
-    let (head, used) = substitute(proxy, &view, epoch, head, &target, now).await?;
-    Ok(Prepared { head, target, used })
+    let (head, used, written) = substitute(proxy, &view, epoch, head, &target, now).await?;
+    let scrub = scrub_for(&used, &written);
+    Ok(Prepared { head, target, used, scrub })
+}
+
+/// An HTTP/1.1 request names its host in exactly one `Host` header (RFC 9112 §3.2); an
+/// HTTP/1.0 one in at most one. HTTP/2 has `:authority` instead.
+fn one_host(head: &Parts) -> Result<(), ProxyError> {
+    if head.version == http::Version::HTTP_2 {
+        return Ok(());
+    }
+    match head.headers.get_all(header::HOST).iter().count() {
+        1 => Ok(()),
+        0 if head.version < http::Version::HTTP_11 => Ok(()),
+        0 => Err(ProxyError::bad_request("an HTTP/1.1 request needs a Host header")),
+        _ => Err(ProxyError::bad_request("the request has more than one Host header")),
+    }
+}
+
+/// Headers the `Connection` header names are for this hop only (RFC 9110 §7.6.1): removed
+/// before anything reads them, but `Upgrade` on an upgrade.
+pub(super) fn remove_connection_named(headers: &mut http::HeaderMap) {
+    if !headers.contains_key(header::CONNECTION) {
+        return;
+    }
+    let upgrade = is_upgrade(headers);
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+        .filter(|name| !(upgrade && name == header::UPGRADE) && name != header::CONNECTION)
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
 }
 
 // ---- target -------------------------------------------------------------------------
@@ -505,20 +552,20 @@ async fn substitute(
     mut head: Parts,
     target: &Target,
     now: Instant,
-) -> Result<(Parts, Arc<[Used]>), ProxyError> {
+) -> Result<(Parts, Arc<[Used]>, Vec<Written>), ProxyError> {
     let policy = &view.policy;
     let agent_placeholders = head_has_placeholder(&head);
     if !agent_placeholders && let Some((injected, used)) = local::apply_plan(proxy, target, &mut head.headers, now) {
         if injected {
             head.extensions = http::Extensions::new(); // as `substitute::inject` leaves it
         }
-        return Ok((identity_encoding(head, &used), used));
+        return Ok((identity_encoding(head, &used), used, Vec::new()));
     }
     let templates = inject_templates(policy, &head, target, agent_placeholders);
     if !agent_placeholders && templates.is_empty() {
         let none: Arc<[Used]> = Arc::new([]);
         local::keep_plan(proxy, view, epoch, target, Plan::new(Vec::new(), none.clone()));
-        return Ok((head, none));
+        return Ok((head, none, Vec::new()));
     }
     // A rule's header replaces the agent's (which holds no placeholder, or the rule would
     // not apply): whatever the agent's was, it is neither checked nor sent.
@@ -547,7 +594,7 @@ async fn substitute(
         let i = fetched.iter().position(|v| &v.path == p.path())?;
         Some(Binding { value: &fetched[i].value, grant: grants[i], secret_allowed_hosts: &fetched[i].allowed_hosts })
     };
-    let new_head =
+    let (new_head, written) =
         substitute::inject(head, &found, &templates, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
     let used: Arc<[Used]> = used_values(all(), &fetched).into();
     if !agent_placeholders {
@@ -557,7 +604,7 @@ async fn substitute(
             .collect();
         local::keep_plan(proxy, view, epoch, target, Plan::new(headers, used.clone()));
     }
-    Ok((identity_encoding(new_head, &used), used))
+    Ok((identity_encoding(new_head, &used), used, written))
 }
 
 /// Redaction reads the response as sent; a compressed body would hide a value from it.
@@ -662,12 +709,15 @@ struct Upgrading {
     watch: super::central::PolicyWatch,
 }
 
+/// `Upgrade`, and `upgrade` as a token of `Connection` (not as part of another token).
 fn is_upgrade(headers: &http::HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("upgrade")))
+        && headers.get_all(header::CONNECTION).iter().any(|v| has_token(v.as_bytes(), "upgrade"))
+}
+
+/// Whether a comma-separated header value lists `token` (any case).
+pub(super) fn has_token(value: &[u8], token: &str) -> bool {
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 async fn forward(
@@ -677,8 +727,10 @@ async fn forward(
     upgrading: Option<Upgrading>,
     target: &Target,
     used: &[Used],
+    scanned: bool,
 ) -> Result<Response<Body>, ProxyError> {
     let upgrade = is_upgrade(&head.headers);
+    let is_head = head.method == http::Method::HEAD;
     if upgrade && !used.is_empty() {
         // The upgraded stream is scrubbed frame by frame (`websocket`): only WebSocket, and
         // without compression, which would hide a value from the scrubbing.
@@ -709,6 +761,9 @@ async fn forward(
         .request(Request::from_parts(head, body))
         .await
         .map_err(|e| ProxyError::upstream(format!("{}: {}", target.host, describe(&e))))?;
+    if scanned && has_body(resp.status(), is_head) && resp.headers().iter().any(|(n, v)| hides_values(n, v)) {
+        return Err(unscannable());
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(Upgrading { agent, watch }) = upgrading
     {
@@ -718,12 +773,59 @@ async fn forward(
         super::websocket::splice(agent, upstream, super::websocket::masks_for(used), until_revoked);
     }
     let (mut parts, body) = resp.into_parts();
+    remove_connection_named(&mut parts.headers);
     for name in HOP_BY_HOP {
         if !(upgrade && name == "connection") {
             parts.headers.remove(name);
         }
     }
     Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))
+}
+
+/// Whether a response can carry a body.
+pub(super) fn has_body(status: StatusCode, is_head: bool) -> bool {
+    !(is_head || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED)
+}
+
+/// Whether a response header declares a coding the scrubber cannot see through: a content
+/// coding but `identity` (the upstream ignored `Accept-Encoding: identity`), a transfer
+/// coding but `chunked`.
+pub(super) fn hides_values(name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> bool {
+    let name = name.as_ref();
+    let allowed: &[u8] = if name.eq_ignore_ascii_case(b"content-encoding") {
+        b"identity"
+    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        b"chunked"
+    } else {
+        return false;
+    };
+    value
+        .as_ref()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|t| !t.is_empty() && !t.eq_ignore_ascii_case(allowed))
+}
+
+/// The refusal of a response `hides_values` is true of. The coding's name is not repeated:
+/// it is the upstream's text, which may hold anything.
+pub(super) fn unscannable() -> ProxyError {
+    ProxyError::new(
+        StatusCode::BAD_GATEWAY,
+        "unscannable_response",
+        super::error::Fault::Upstream,
+        "the upstream answered a request that carried a secret value with a compressed or otherwise coded body \
+         (Content-Encoding other than identity, or Transfer-Encoding other than chunked), which the proxy cannot \
+         scrub; it had asked for Accept-Encoding: identity",
+    )
+}
+
+/// An error met after the request left with values: its message may quote the upstream
+/// (a certificate's names, say), so it is scrubbed like the response would have been.
+pub(super) fn scrubbed(mut e: ProxyError, scrub: Option<&Patterns>) -> ProxyError {
+    if let Some(clean) = scrub.and_then(|p| p.redact_whole(e.message.as_bytes())) {
+        e.message = String::from_utf8_lossy(&clean).into_owned();
+    }
+    e
 }
 
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
@@ -739,14 +841,24 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
 
 // ---- redact -------------------------------------------------------------------------
 
-/// Replaces every injected value in the response's headers and body by its placeholder.
-fn redact(resp: Response<Body>, used: &[Used]) -> Response<Body> {
-    let Some(redactor) = redactor_for(used) else { return resp };
+/// Replaces every injected value in the response by its placeholder: in the reason phrase
+/// (hyper keeps the upstream's and writes it back to an HTTP/1.1 agent), header values,
+/// the body and its trailers; a header whose name holds a value is dropped.
+fn redact(resp: Response<Body>, scrub: Option<Arc<Patterns>>) -> Response<Body> {
+    let Some(redactor) = scrub.map(Redactor::with) else { return resp };
     let (mut parts, body) = resp.into_parts();
-    for value in parts.headers.values_mut() {
-        if let Some(clean) = redactor.redact_whole(value.as_bytes()) {
-            *value = HeaderValue::from_bytes(&clean).unwrap_or_else(|_| HeaderValue::from_static("[redacted]"));
+    if let Some(reason) = parts.extensions.remove::<hyper::ext::ReasonPhrase>() {
+        match redactor.redact_whole(reason.as_bytes()) {
+            None => drop(parts.extensions.insert(reason)),
+            Some(clean) => {
+                if let Ok(clean) = hyper::ext::ReasonPhrase::try_from(clean) {
+                    parts.extensions.insert(clean);
+                }
+            }
         }
+    }
+    if redactor.scrub_headers(&mut parts.headers) > 0 {
+        tracing::debug!("response headers whose name held an injected value were dropped");
     }
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         // No body: what follows is the upgraded stream, scrubbed by `websocket`.
@@ -756,16 +868,18 @@ fn redact(resp: Response<Body>, used: &[Used]) -> Response<Body> {
     Response::from_parts(parts, super::body::Redacted::new(body, redactor).boxed())
 }
 
-/// What the response to a request that carried `used` is scrubbed with (none if it carried
-/// no value).
-pub(super) fn redactor_for(used: &[Used]) -> Option<Redactor> {
-    match used {
-        [] => None,
-        [one] if one.field.is_none() => one.fetched.patterns().map(Redactor::with),
-        many => {
+/// What the response to a request that carried `used` and wrote `written` is scrubbed of
+/// (nothing if it carried no value). One whole value is the common case: its patterns are
+/// built once and kept with it.
+fn scrub_for(used: &[Used], written: &[Written]) -> Option<Arc<Patterns>> {
+    match (used, written) {
+        ([], _) => None,
+        ([one], []) if one.field.is_none() => one.fetched.patterns(),
+        (many, written) => {
             let names: Vec<String> = many.iter().map(Used::placeholder).collect();
-            let pairs: Vec<(&[u8], &str)> = many.iter().zip(&names).map(|(u, n)| (u.injected(), n.as_str())).collect();
-            Redactor::new(&pairs)
+            let values: Vec<(&[u8], &str)> = many.iter().zip(&names).map(|(u, n)| (u.injected(), n.as_str())).collect();
+            let exact: Vec<(&[u8], &[u8])> = written.iter().map(|w| (&w.wrote[..], &w.sent[..])).collect();
+            Patterns::for_values(&values, &exact)
         }
     }
 }

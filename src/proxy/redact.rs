@@ -1,17 +1,20 @@
 //! Response redaction: this module owns `Redactor`, which replaces every value the proxy
 //! injected into a request by its placeholder text wherever it comes back in the response —
-//! header values, and a body streamed in chunks of any size, with matches across chunk
-//! boundaries. The result equals a one-shot leftmost-longest replacement over the whole body,
-//! while holding back only the shortest tail that could still start a value. Only exact
-//! bytes are redacted: a value that comes back JSON-escaped, percent- or base64-encoded, or
-//! split by the upstream's own chunked/compressed framing is not recognised (the proxy must
-//! redact after content decoding). Pure: no I/O, no logging.
+//! the status line, header names and values, trailers, and a body streamed in chunks of any
+//! size, with matches across chunk boundaries. The result equals a one-shot leftmost-longest
+//! replacement over the whole body, while holding back only the shortest tail that could
+//! still start a value. Besides the raw value it looks for every form of it `forms` lists
+//! (JSON-escaped, percent-encoded, base64) and for what the request put on the wire byte for
+//! byte (a whole `Basic` token). A value the upstream split, compressed or encoded in some
+//! other way is not recognised: the proxy refuses compressed responses to requests that
+//! carried values (`unscannable_response`). Pure: no I/O, no logging.
 
 use std::fmt;
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, Input, MatchKind};
 use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
 use zeroize::{Zeroize, Zeroizing};
 
 /// Replaces every occurrence of each injected value by its placeholder text, in a stream of
@@ -31,26 +34,103 @@ pub struct Patterns {
     needles: Vec<Needle>,
     /// Placeholder text of pattern `i`.
     replacements: Vec<Box<[u8]>>,
+    /// Each needle in ASCII lower case: header names arrive lower-cased.
+    lowercase: Vec<Zeroizing<Vec<u8>>>,
     longest: usize,
 }
 
 impl Patterns {
-    /// Patterns for `(value, placeholder text)` pairs; `None` when no value is non-empty.
+    /// Patterns for exactly these `(bytes, placeholder text)` pairs; `None` when none is
+    /// non-empty. A value listed twice is replaced by its first text.
     pub fn build(pairs: &[(&[u8], &str)]) -> Option<Arc<Patterns>> {
-        let pairs: Vec<_> = pairs.iter().filter(|(value, _)| !value.is_empty()).collect();
-        if pairs.is_empty() {
+        Patterns::assemble(
+            pairs.iter().map(|(value, text)| (Zeroizing::new(value.to_vec()), Box::from(text.as_bytes()))),
+        )
+    }
+
+    /// Patterns for injected values: every form of each value (`forms::of`) is replaced by
+    /// its placeholder text, and each `exact` pair (what a request wrote, what the agent sent
+    /// there) by its second part.
+    pub fn for_values(values: &[(&[u8], &str)], exact: &[(&[u8], &[u8])]) -> Option<Arc<Patterns>> {
+        let exact = exact.iter().map(|(wrote, sent)| (Zeroizing::new(wrote.to_vec()), Box::from(*sent)));
+        let derived = values.iter().flat_map(|(value, text)| {
+            super::forms::of(value).into_iter().map(|form| (form, Box::from(text.as_bytes())))
+        });
+        Patterns::assemble(exact.chain(derived))
+    }
+
+    /// Patterns that mask every form of each value with `*` of the form's own length (a
+    /// WebSocket frame's length goes out before its payload).
+    pub fn masking(values: &[&[u8]]) -> Option<Arc<Patterns>> {
+        Patterns::assemble(values.iter().flat_map(|value| {
+            super::forms::of(value).into_iter().map(|form| {
+                let stars = vec![b'*'; form.len()].into_boxed_slice();
+                (form, stars)
+            })
+        }))
+    }
+
+    fn assemble(pairs: impl Iterator<Item = (Zeroizing<Vec<u8>>, Box<[u8]>)>) -> Option<Arc<Patterns>> {
+        let mut needles: Vec<Needle> = Vec::new();
+        let mut replacements = Vec::new();
+        for (value, text) in pairs {
+            if value.is_empty() || needles.iter().any(|n| n.bytes[..] == value[..]) {
+                continue;
+            }
+            needles.push(Needle::new(value));
+            replacements.push(text);
+        }
+        if needles.is_empty() {
             return None;
         }
-        let needles: Vec<Needle> = pairs.iter().map(|(value, _)| Needle::new(value)).collect();
         let matcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .build(needles.iter().map(|n| &n.bytes[..]))
             // Only a pattern set beyond u32::MAX automaton states fails; values are at most
             // 64 KiB each, so that takes tens of thousands of them. Failing open is not an option.
             .expect("the value automaton builds");
-        let replacements = pairs.iter().map(|(_, text)| Box::from(text.as_bytes())).collect();
+        let lowercase = needles.iter().map(|n| Zeroizing::new(n.bytes.to_ascii_lowercase())).collect();
         let longest = needles.iter().map(|n| n.bytes.len()).max().unwrap_or(0);
-        Some(Arc::new(Patterns { matcher, needles, replacements, longest }))
+        Some(Arc::new(Patterns { matcher, needles, replacements, lowercase, longest }))
+    }
+
+    /// Whether a header name (lower case, as `http` keeps it) holds a value in any letter
+    /// case: a name cannot hold the placeholder text instead, so such a header is dropped.
+    pub fn in_name(&self, name: &[u8]) -> bool {
+        self.lowercase.iter().any(|needle| memchr::memmem::find(name, needle).is_some())
+    }
+
+    /// Scrubs a header map seen whole (response headers, trailers): values are redacted,
+    /// headers whose name holds a value are dropped. Returns how many were dropped.
+    pub fn scrub_headers(&self, headers: &mut HeaderMap) -> usize {
+        for value in headers.values_mut() {
+            if let Some(clean) = self.redact_whole(value.as_bytes()) {
+                *value = HeaderValue::from_bytes(&clean).unwrap_or_else(|_| HeaderValue::from_static("[redacted]"));
+            }
+        }
+        if !headers.keys().any(|name| self.in_name(name.as_str().as_bytes())) {
+            return 0;
+        }
+        let mut dropped = 0;
+        let mut last = None;
+        for (name, value) in std::mem::take(headers) {
+            if name.is_some() {
+                last = name;
+            }
+            match &last {
+                Some(name) if !self.in_name(name.as_str().as_bytes()) => {
+                    headers.append(name.clone(), value);
+                }
+                _ => dropped += 1,
+            }
+        }
+        dropped
+    }
+
+    /// Bytes seen whole (a header value, a head, a complete body): returns `Some(redacted)`
+    /// when a value occurred in them.
+    pub fn redact_whole(&self, value: &[u8]) -> Option<Vec<u8>> {
+        self.matcher.is_match(value).then(|| self.matcher.replace_all_bytes(value, &self.replacements))
     }
 }
 
@@ -69,7 +149,7 @@ struct Needle {
 }
 
 impl Needle {
-    fn new(bytes: &[u8]) -> Needle {
+    fn new(bytes: Zeroizing<Vec<u8>>) -> Needle {
         let mut border = Zeroizing::new(vec![0; bytes.len()]);
         let mut len = 0;
         for i in 1..bytes.len() {
@@ -81,7 +161,7 @@ impl Needle {
             }
             border[i] = len;
         }
-        Needle { bytes: Zeroizing::new(bytes.to_vec()), border }
+        Needle { bytes, border }
     }
 
     /// Length of the longest suffix of `tail` that is a proper prefix of this value; `tail`
@@ -129,12 +209,6 @@ impl Redactor {
     pub fn finish(&mut self) -> Bytes {
         let tail = std::mem::replace(&mut self.held, Zeroizing::new(Vec::new()));
         Bytes::from(self.matcher.replace_all_bytes(&tail, &self.replacements))
-    }
-
-    /// Bytes seen whole (a header value, a head, a complete body): returns `Some(redacted)`
-    /// when a value occurred in them.
-    pub fn redact_whole(&self, value: &[u8]) -> Option<Vec<u8>> {
-        self.matcher.is_match(value).then(|| self.matcher.replace_all_bytes(value, &self.replacements))
     }
 
     /// Redacts `buf` (held bytes already in front), emitting what is final and holding back

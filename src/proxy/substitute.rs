@@ -33,7 +33,7 @@ const FORBIDDEN_HEADERS: [&str; 4] = ["host", "cookie", "user-agent", "referer"]
 const FORBIDDEN_HEADER_PREFIX: &str = "x-forwarded-";
 
 /// Query values are encoded as everything outside RFC 3986 `unreserved`.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+pub(super) const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Agents write Basic credentials with or without padding; we re-encode with padding.
 const BASIC_DECODE: GeneralPurpose = GeneralPurpose::new(
@@ -317,6 +317,20 @@ pub struct Template<'t> {
     pub placeholders: &'t [Placeholder],
 }
 
+/// What a request wrote that holds a value in a form that depends on more than the value: a
+/// whole `Basic` token (base64 of `user:value`), with the token the agent sent in its place.
+/// Redaction looks for it byte for byte and shows the agent's token instead.
+pub struct Written {
+    pub wrote: Zeroizing<Vec<u8>>,
+    pub sent: Vec<u8>,
+}
+
+impl fmt::Debug for Written {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Written").field("wrote_bytes", &self.wrote.len()).finish_non_exhaustive()
+    }
+}
+
 /// Checks every found placeholder, then every template's, against its binding for `host`
 /// (the upstream host the request will go to), then writes every value into the head in
 /// place, puts each template's header in, and returns the head; extensions are dropped. All
@@ -324,7 +338,8 @@ pub struct Template<'t> {
 /// `templates`) wins; the head is walked again while substituting and every placeholder met
 /// there is checked too, so a `found` that misses one fails closed. Template headers go in
 /// last, so a value is never scanned for placeholders itself. On a refusal the head is
-/// consumed: the caller sends nothing.
+/// consumed: the caller sends nothing. Returns the head and what it wrote in a form
+/// redaction cannot derive from the values alone (`Written`).
 /// `plain_http_allowed`: the upstream is http:// AND a route or inject names it http:// on purpose.
 /// `bindings` borrows from the caller (`'b`), not from the placeholder it is asked about.
 pub fn inject<'b>(
@@ -335,7 +350,7 @@ pub fn inject<'b>(
     is_tls: bool,
     plain_http_allowed: bool,
     bindings: &dyn Fn(&Placeholder) -> Option<Binding<'b>>,
-) -> Result<Parts, Refusal> {
+) -> Result<(Parts, Vec<Written>), Refusal> {
     let rules = Rules { host, is_tls, plain_http_allowed, bindings };
     for found in found {
         rules.check(&found.placeholder, &found.place)?;
@@ -346,8 +361,14 @@ pub fn inject<'b>(
             rules.check(placeholder, &place)?;
         }
     }
+    let mut written = Vec::new();
     for (name, value) in head.headers.iter_mut() {
         if let Some(injected) = rules.header(name, value)? {
+            if let Some(basic) = BasicCredentials::parse(name, value.as_bytes()) {
+                let at = basic.scheme.len();
+                let wrote = Zeroizing::new(injected.as_bytes()[at.min(injected.len())..].to_vec());
+                written.push(Written { wrote, sent: value.as_bytes()[at..].to_vec() });
+            }
             *value = injected;
         }
     }
@@ -360,7 +381,7 @@ pub fn inject<'b>(
         head.headers.insert(template.header.clone(), header_value(spliced, &place)?);
     }
     head.extensions = http::Extensions::new();
-    Ok(head)
+    Ok((head, written))
 }
 
 /// What one request's placeholders are checked against.
@@ -775,7 +796,7 @@ headers = ["x-api-key"]
 
         fn run(&self, head: &Parts, host: &str, is_tls: bool, plain_ok: bool) -> Result<Parts, Refusal> {
             let found = scan(head)?;
-            inject(copy(head), &found, &[], host, is_tls, plain_ok, &|p| self.binding(p))
+            inject(copy(head), &found, &[], host, is_tls, plain_ok, &|p| self.binding(p)).map(|(head, _)| head)
         }
     }
 
@@ -1026,7 +1047,9 @@ headers = ["x-api-key"]
         let with_allowed = |allowed: &[&str]| {
             let allowed: Vec<String> = allowed.iter().map(|h| (*h).to_owned()).collect();
             let binding = |_: &Placeholder| Some(Binding { value: &value, grant, secret_allowed_hosts: &allowed });
-            inject(copy(&request), &found, &[], "api.openai.com", true, false, &binding).map_err(|r| r.code)
+            inject(copy(&request), &found, &[], "api.openai.com", true, false, &binding)
+                .map(|(head, _)| head)
+                .map_err(|r| r.code)
         };
         let injected = |out: Result<Parts, RefusalCode>| out.map(|p| p.headers["authorization"].clone());
         assert_eq!(injected(with_allowed(&["*.openai.com"])), Ok(HeaderValue::from_static("sk-scoped-3333")));

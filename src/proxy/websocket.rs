@@ -64,9 +64,8 @@ where
 
 /// Patterns that replace each injected value by as many `*` (`None` if none was injected).
 pub(super) fn masks_for(used: &[Used]) -> Option<Arc<Patterns>> {
-    let stars: Vec<String> = used.iter().map(|u| "*".repeat(u.injected().len())).collect();
-    let pairs: Vec<(&[u8], &str)> = used.iter().zip(&stars).map(|(u, s)| (u.injected(), s.as_str())).collect();
-    Patterns::build(&pairs)
+    let values: Vec<&[u8]> = used.iter().map(Used::injected).collect();
+    Patterns::masking(&values)
 }
 
 /// Largest server frame header: 2 bytes, 8 of extended length (server frames carry no mask).
