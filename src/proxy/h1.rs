@@ -28,7 +28,7 @@ use super::Proxy;
 use super::error::ProxyError;
 use super::listen::Rewind;
 use super::pipeline::{self, Counted, HOP_BY_HOP, Prepared, Seen, Via, has_token};
-use super::redact::Redactor;
+use super::redact::{Patterns, Redactor};
 use super::upstream::{Alpn, Body, Stream};
 
 /// Longest request or response head taken here (hyper answers longer requests with 431).
@@ -375,10 +375,8 @@ where
     let mut resp = resp;
     while resp.status.is_informational() {
         let up = slot.as_mut().expect("the response came from this connection");
-        if let Some(clean) = redactor.as_ref().and_then(|r| r.redact_whole(&up.head)) {
-            up.head.zeroize();
-            up.head.clear();
-            up.head.extend_from_slice(&clean);
+        if let Some(r) = &redactor {
+            scrub_head(&mut up.head, r);
         }
         up.head.put_slice(b"\r\n");
         io.write_all(&up.head).await.map_err(|_| Failed::Broken)?;
@@ -633,10 +631,8 @@ where
     IO: AsyncWrite + Unpin,
 {
     let Upstream { stream, buf, head, .. } = up;
-    if let Some(clean) = redactor.as_ref().and_then(|r| r.redact_whole(head)) {
-        head.zeroize();
-        head.clear();
-        head.extend_from_slice(&clean);
+    if let Some(r) = &redactor {
+        scrub_head(head, r);
     }
     let finish_head = |out: &mut BytesMut, frame: Option<Frame>| {
         match frame {
@@ -705,6 +701,28 @@ where
         *head = BytesMut::new();
     }
     sent
+}
+
+/// Scrubs a response head as it goes to the agent (status line and header lines, each
+/// ended by CRLF): a header whose name holds a value in any letter case is dropped, every
+/// value elsewhere is replaced by its placeholder. The raw head is wiped.
+fn scrub_head(head: &mut BytesMut, patterns: &Patterns) {
+    if patterns.in_name(head) {
+        let mut kept = BytesMut::with_capacity(head.len());
+        for (i, line) in head.split_inclusive(|&b| b == b'\n').enumerate() {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            if i == 0 || !patterns.in_name(name) {
+                kept.put_slice(line);
+            }
+        }
+        head.zeroize();
+        *head = kept;
+    }
+    if let Some(clean) = patterns.redact_whole(head) {
+        head.zeroize();
+        head.clear();
+        head.extend_from_slice(&clean);
+    }
 }
 
 /// The framing header a response goes to the agent with.

@@ -193,11 +193,15 @@ async fn intercept(proxy: Arc<Proxy>, upgrade: hyper::upgrade::OnUpgrade, host: 
             return tracing::info!(%host, error = %e, "agent TLS handshake failed (does the agent trust the Airlock CA?)");
         }
     };
-    let sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
-    let cert_host = sni.clone().unwrap_or_else(|| host.clone());
-    let config = match proxy.ca.server_config(&cert_host) {
+    let sni = start.client_hello().server_name().map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+    // A leaf is minted for the host the tunnel was opened to (which the egress check passed)
+    // and no other: a ClientHello naming another host ends the handshake here.
+    if let Some(other) = sni.as_deref().filter(|name| *name != host) {
+        return tracing::info!(%host, sni = %other, "CONNECT refused: the TLS SNI names another host than the tunnel");
+    }
+    let config = match proxy.ca.server_config(&host) {
         Ok(c) => c,
-        Err(e) => return tracing::error!(%cert_host, error = %e, "cannot mint a leaf certificate"),
+        Err(e) => return tracing::error!(%host, error = %e, "cannot mint a leaf certificate"),
     };
     let tls = match start.into_stream(config).await {
         Ok(tls) => tls,

@@ -355,7 +355,11 @@ fn target(policy: &Policy, head: &Parts, via: &Via) -> Result<Target, ProxyError
             plain_http_allowed: !tls && plain_http_named(policy, host),
             route: None,
         }),
-        Via::Direct if head.uri.scheme().is_some() => forward_target(policy, &head.uri),
+        // Every HTTP/2 request names a scheme and authority (for an agent talking to the
+        // proxy in cleartext HTTP/2, the proxy's own): HTTP/2 agents use routes, or CONNECT.
+        Via::Direct if head.uri.scheme().is_some() && head.version != http::Version::HTTP_2 => {
+            forward_target(policy, &head.uri)
+        }
         Via::Direct if head.uri.path().starts_with("/r/") => route_target(policy, &head.uri),
         Via::Direct => Err(ProxyError::bad_request(
             "this is the Airlock proxy: send proxy requests (HTTP_PROXY / HTTPS_PROXY), or use a route: /r/<route>/<path>",

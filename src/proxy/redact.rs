@@ -34,8 +34,9 @@ pub struct Patterns {
     needles: Vec<Needle>,
     /// Placeholder text of pattern `i`.
     replacements: Vec<Box<[u8]>>,
-    /// Each needle in ASCII lower case: header names arrive lower-cased.
-    lowercase: Vec<Zeroizing<Vec<u8>>>,
+    /// The same values in any ASCII letter case: `http` lower-cases header names, so a name
+    /// that held a value holds it lower-cased.
+    any_case: AhoCorasick,
     longest: usize,
 }
 
@@ -89,15 +90,18 @@ impl Patterns {
             // Only a pattern set beyond u32::MAX automaton states fails; values are at most
             // 64 KiB each, so that takes tens of thousands of them. Failing open is not an option.
             .expect("the value automaton builds");
-        let lowercase = needles.iter().map(|n| Zeroizing::new(n.bytes.to_ascii_lowercase())).collect();
+        let any_case = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(needles.iter().map(|n| &n.bytes[..]))
+            .expect("the value automaton builds");
         let longest = needles.iter().map(|n| n.bytes.len()).max().unwrap_or(0);
-        Some(Arc::new(Patterns { matcher, needles, replacements, lowercase, longest }))
+        Some(Arc::new(Patterns { matcher, needles, replacements, any_case, longest }))
     }
 
-    /// Whether a header name (lower case, as `http` keeps it) holds a value in any letter
-    /// case: a name cannot hold the placeholder text instead, so such a header is dropped.
+    /// Whether `name` (a header name, or a whole head) holds a value in any letter case. A
+    /// header name cannot hold the placeholder text instead, so such a header is dropped.
     pub fn in_name(&self, name: &[u8]) -> bool {
-        self.lowercase.iter().any(|needle| memchr::memmem::find(name, needle).is_some())
+        self.any_case.is_match(name)
     }
 
     /// Scrubs a header map seen whole (response headers, trailers): values are redacted,

@@ -120,6 +120,7 @@ impl LocalCa {
         }
         // Minted outside the lock so one new host does not stall handshakes for the others.
         let config = Arc::new(self.mint_server_config(&host)?);
+        tracing::debug!(%host, "minted a leaf certificate");
         let mut leaves = self.cached_leaves();
         if let Some(raced) = leaves.get(&host).and_then(current) {
             return Ok(raced);

@@ -48,6 +48,9 @@ pub struct Sidecar {
     pub upstream: Upstream,
     pub proxy_addr: String,
     pub dir: tempfile::TempDir,
+    /// Where api.openai.com is pinned instead of the recording upstream: a port on 127.0.0.1
+    /// and the CA its certificate is signed by (`start_against`).
+    openai_at: Option<(u16, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -65,8 +68,18 @@ impl Sidecar {
         Sidecar::start_custom(&policy(extra), extra_args)
     }
 
+    /// Starts with api.openai.com pinned to `port` on 127.0.0.1, whose certificate `ca_pem`
+    /// signed (a hostile upstream); api.evil.example stays on the recording upstream.
+    pub fn start_against(extra: &str, extra_args: &[&str], port: u16, ca_pem: &std::path::Path) -> Sidecar {
+        Sidecar::start_pinned(&policy(extra), extra_args, Some((port, ca_pem.to_owned())))
+    }
+
     /// Starts with this exact policy text.
     pub fn start_custom(policy_text: &str, extra_args: &[&str]) -> Sidecar {
+        Sidecar::start_pinned(policy_text, extra_args, None)
+    }
+
+    fn start_pinned(policy_text: &str, extra_args: &[&str], openai_at: Option<(u16, PathBuf)>) -> Sidecar {
         let upstream = Upstream::start_tls(&["api.openai.com", "api.evil.example"]);
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
@@ -78,7 +91,7 @@ impl Sidecar {
             server.admin("POST", "/v1/agents", Some(&json!({ "name": "research-agent" }).to_string()));
         assert_eq!(status, 201, "{agent}");
         std::fs::write(dir.path().join("agent.key"), agent["key"].as_str().unwrap()).unwrap();
-        let mut sidecar = Sidecar { server, upstream, proxy_addr: String::new(), dir, child: None };
+        let mut sidecar = Sidecar { server, upstream, proxy_addr: String::new(), dir, openai_at, child: None };
         sidecar.spawn(extra_args);
         sidecar
     }
@@ -133,7 +146,11 @@ impl Sidecar {
     fn try_spawn(&mut self, port: u16, extra_args: &[&str]) -> bool {
         self.proxy_addr = format!("127.0.0.1:{port}");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let pin = |host: &str| format!("{host}=127.0.0.1:{}", self.upstream.port);
+        let pin = |host: &str| match &self.openai_at {
+            Some((port, _)) if host == "api.openai.com" => format!("{host}=127.0.0.1:{port}"),
+            _ => format!("{host}=127.0.0.1:{}", self.upstream.port),
+        };
+        let upstream_ca = self.openai_at.as_ref().map_or(&self.upstream.ca_pem, |(_, ca)| ca);
         let child = Command::new(BIN)
             .args(["--log-level", "trace", "proxy", "--server", &self.server.addr, "--listen", &self.proxy_addr])
             .arg("--agent-key-file")
@@ -141,7 +158,7 @@ impl Sidecar {
             .arg("--data-dir")
             .arg(self.dir.path().join("proxy"))
             .arg("--upstream-ca")
-            .arg(&self.upstream.ca_pem)
+            .arg(upstream_ca)
             .args(["--resolve", &pin("api.openai.com"), "--resolve", &pin("api.evil.example")])
             .args(extra_args)
             .stdout(Stdio::null())

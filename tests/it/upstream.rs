@@ -111,28 +111,7 @@ impl Upstream {
     /// for IP literals), signed by a fresh test CA written to `ca_pem`. ALPN offers `h2` and
     /// `http/1.1`; the protocol is chosen by ALPN (sniffed when the client offers none).
     pub fn start_tls(hosts: &[&str]) -> Upstream {
-        assert!(!hosts.is_empty(), "start_tls needs at least one host name for the certificate");
-        let (ca_pem, issuer) = new_ca();
-        let mut params = CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
-            .unwrap_or_else(|e| panic!("bad host names {hosts:?} for a certificate: {e}"));
-        params.distinguished_name.push(DnType::CommonName, hosts[0]);
-        params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().expect("generate leaf key");
-        let leaf = params.signed_by(&key, &issuer).expect("sign leaf certificate");
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .expect("server certificate");
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let (ca_pem, config) = tls_config(hosts, &[b"h2", b"http/1.1"]);
         Upstream::start(&ca_pem, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
     }
 
@@ -217,6 +196,31 @@ fn new_ca() -> (String, Issuer<'static, KeyPair>) {
     let key = KeyPair::generate().expect("generate CA key");
     let cert = params.self_signed(&key).expect("self-sign CA");
     (cert.pem(), Issuer::new(params, key))
+}
+
+/// A server configuration with one leaf certificate whose SANs are `hosts` (DNS names; IP SANs
+/// for IP literals), signed by a fresh test CA; returns the CA's PEM too. `alpn` is offered.
+pub fn tls_config(hosts: &[&str], alpn: &[&[u8]]) -> (String, rustls::ServerConfig) {
+    assert!(!hosts.is_empty(), "a certificate needs at least one host name");
+    let (ca_pem, issuer) = new_ca();
+    let mut params = CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+        .unwrap_or_else(|e| panic!("bad host names {hosts:?} for a certificate: {e}"));
+    params.distinguished_name.push(DnType::CommonName, hosts[0]);
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().expect("generate leaf key");
+    let leaf = params.signed_by(&key, &issuer).expect("sign leaf certificate");
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+        .expect("server certificate");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    (ca_pem, config)
 }
 
 async fn serve(
