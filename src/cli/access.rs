@@ -83,15 +83,10 @@ pub enum ApprovalCommand {
 }
 
 pub fn parse_ttl(s: &str) -> anyhow::Result<u64> {
-    let bad = || anyhow::anyhow!("--ttl '{s}': use a number followed by s, m or h (like 15m)");
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    Ok(match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(bad()),
-    })
+    match crate::domain::time::parse_duration(s) {
+        Some(ttl) if !s.ends_with("ms") => Ok(ttl.as_secs()),
+        _ => anyhow::bail!("--ttl '{s}': use a number followed by s, m or h (like 15m)"),
+    }
 }
 
 pub async fn agent(cmd: AgentCommand, client: &Client) -> anyhow::Result<()> {

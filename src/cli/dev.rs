@@ -231,6 +231,7 @@ async fn start_proxy(
             port: Some(upstream.port()),
         }],
         value_ttl: crate::proxy::central::DEFAULT_VALUE_TTL,
+        timeouts: crate::proxy::Timeouts::default(),
     };
     let bound = crate::proxy::bind(config, None).await?;
     let addr = bound.local_addr()?;

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use zeroize::Zeroizing;
 
-use crate::proxy::ProxyConfig;
 use crate::proxy::egress::Pin;
+use crate::proxy::{ProxyConfig, Timeouts};
 
 #[derive(Args, Debug, Clone)]
 pub struct ProxyArgs {
@@ -35,6 +35,44 @@ pub struct ProxyArgs {
     /// Longest time a fetched value is served from memory, in seconds
     #[arg(long, default_value_t = 60)]
     pub value_ttl_seconds: u64,
+    #[command(flatten)]
+    pub timeouts: TimeoutArgs,
+}
+
+/// How long the proxy waits on a quiet peer (durations like 500ms, 30s, 5m, 1h).
+#[derive(Args, Debug, Clone)]
+pub struct TimeoutArgs {
+    /// Longest time an agent may take to send a request head, from its first byte
+    #[arg(long, value_parser = timeout, default_value = "30s")]
+    pub header_read_timeout: Duration,
+    /// An agent connection with no request in flight is closed after this long
+    #[arg(long, value_parser = timeout, default_value = "75s")]
+    pub idle_timeout: Duration,
+    /// Longest time to dial an upstream (TCP, then TLS), passthrough tunnels included
+    #[arg(long, value_parser = timeout, default_value = "10s")]
+    pub upstream_connect_timeout: Duration,
+    /// Longest wait from a request sent upstream to its response head (then 504 upstream_timeout)
+    #[arg(long, value_parser = timeout, default_value = "300s")]
+    pub upstream_first_byte_timeout: Duration,
+}
+
+fn timeout(s: &str) -> Result<Duration, String> {
+    match crate::domain::time::parse_duration(s) {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err("a timeout must be longer than zero".into()),
+        None => Err("use a number followed by ms, s, m or h (like 30s)".into()),
+    }
+}
+
+impl TimeoutArgs {
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            header_read: self.header_read_timeout,
+            idle: self.idle_timeout,
+            upstream_connect: self.upstream_connect_timeout,
+            upstream_first_byte: self.upstream_first_byte_timeout,
+        }
+    }
 }
 
 fn read_key_file(path: &PathBuf, what: &str) -> anyhow::Result<Zeroizing<String>> {
@@ -74,6 +112,7 @@ impl ProxyArgs {
             upstream_ca: self.upstream_ca.clone(),
             pins: self.resolve.clone(),
             value_ttl: Duration::from_secs(self.value_ttl_seconds.max(1)),
+            timeouts: self.timeouts.timeouts(),
         })
     }
 }

@@ -70,6 +70,12 @@ impl ProxyError {
     pub fn upstream(message: impl Into<String>) -> ProxyError {
         ProxyError::new(StatusCode::BAD_GATEWAY, "upstream_error", Fault::Upstream, message)
     }
+    /// The upstream did not answer within the first-byte timeout.
+    pub fn upstream_timeout(host: &str, limit: std::time::Duration) -> ProxyError {
+        let message =
+            format!("{host} sent no response within {} s (--upstream-first-byte-timeout)", limit.as_secs_f64());
+        ProxyError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", Fault::Upstream, message)
+    }
     pub fn central(message: impl Into<String>) -> ProxyError {
         ProxyError::new(StatusCode::SERVICE_UNAVAILABLE, "central_unavailable", Fault::Central, message)
     }

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
@@ -32,7 +32,7 @@ use super::redact::{Patterns, Redactor};
 use super::upstream::{Alpn, Body, Stream};
 
 /// Longest request or response head taken here (hyper answers longer requests with 431).
-const MAX_HEAD: usize = 64 * 1024;
+pub(super) const MAX_HEAD: usize = 64 * 1024;
 /// Most header lines taken in a head (their slots are left uninitialised: filling 100 of
 /// them was a third of the parse).
 const MAX_HEADERS: usize = 100;
@@ -53,23 +53,36 @@ pub(super) enum Served<IO> {
     Fallback(Rewind<IO>),
 }
 
-/// Serves the agent connection `io` while its requests fit the fast path.
+/// Serves the agent connection `io` while its requests fit the fast path. Between requests
+/// the connection may sit idle for the idle timeout; once a request's first byte is in, its
+/// whole head must follow within the header-read timeout.
 pub(super) async fn serve<IO>(proxy: &Arc<Proxy>, mut io: IO, via: &Via) -> Served<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut kept = Kept::default();
+    let timeouts = proxy.timeouts;
     loop {
+        let started = !buf.is_empty();
+        let mut deadline = tokio::time::Instant::now() + if started { timeouts.header_read } else { timeouts.idle };
         let head = loop {
             match parse_request(&mut buf, via, &mut kept) {
                 Parsed::Complete(head) => break head,
                 Parsed::Partial => {}
                 Parsed::Unfit => return Served::Fallback(Rewind::new(buf.freeze(), io)),
             }
-            match read_into(&mut io, &mut buf).await {
-                Ok(0) | Err(_) => return Served::Done,
-                Ok(_) => {}
+            let idle = buf.is_empty();
+            match tokio::time::timeout_at(deadline, read_into(&mut io, &mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return Served::Done,
+                Ok(Ok(_)) if idle => deadline = tokio::time::Instant::now() + timeouts.header_read,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    let waited = if idle { "idle" } else { "header read" };
+                    tracing::debug!(timeout = waited, "agent connection closed: it sent nothing in time");
+                    let _ = io.shutdown().await;
+                    return Served::Done;
+                }
             }
         };
         if !exchange(proxy, &mut io, &mut buf, &mut kept, via, head).await {
@@ -338,6 +351,7 @@ where
     // is in hand, and either the request never left or its method is idempotent.
     let mut retry = slot.is_some() && unsent == 0;
     let redactor = scrub.map(Redactor::with);
+    let first_byte = proxy.timeouts.upstream_first_byte;
     let resp = loop {
         if slot.is_none() {
             let stream = proxy.dialer.open(&target.host, target.port, target.tls, Alpn::H1).await.map_err(|e| {
@@ -359,15 +373,14 @@ where
             copy_body(io, buf, &mut up.stream, unsent).await.map_err(|_| Failed::Broken)?;
             unsent = 0;
         }
-        match read_response_head(up, redactor.is_some()).await {
+        match read_response_head(up, redactor.is_some(), first_byte).await {
             Ok(resp) => break resp,
             Err(e) => {
                 *slot = None;
                 if std::mem::take(&mut retry) && idempotent && e.nothing_received {
                     continue;
                 }
-                let message = format!("{}: {}", target.host, e.message);
-                return Err(Failed::Refused(ProxyError::upstream(message), 0, Sent::Yes));
+                return Err(Failed::Refused(e.error, 0, Sent::Yes));
             }
         }
     };
@@ -380,12 +393,11 @@ where
         }
         up.head.put_slice(b"\r\n");
         io.write_all(&up.head).await.map_err(|_| Failed::Broken)?;
-        resp = match read_response_head(up, redactor.is_some()).await {
+        resp = match read_response_head(up, redactor.is_some(), first_byte).await {
             Ok(resp) => resp,
             Err(e) => {
                 *slot = None;
-                let message = format!("{}: {}", target.host, e.message);
-                return Err(Failed::Refused(ProxyError::upstream(message), 0, Sent::Yes));
+                return Err(Failed::Refused(e.error, 0, Sent::Yes));
             }
         };
     }
@@ -505,15 +517,28 @@ enum Framing {
 }
 
 struct HeadError {
-    message: String,
+    error: ProxyError,
     /// The connection ended before any byte of a response (a kept connection gone stale).
     nothing_received: bool,
 }
 
-/// Reads one response head (final, or interim 1xx) off `up`; with `wipe` (the request
-/// carried values, which an upstream may echo) the raw head is zeroed in the read buffer
-/// once parsed.
-async fn read_response_head(up: &mut Upstream, wipe: bool) -> Result<ResponseHead, HeadError> {
+/// Reads one response head (final, or interim 1xx) off `up` within `limit`; with `wipe`
+/// (the request carried values, which an upstream may echo) the raw head is zeroed in the
+/// read buffer once parsed.
+async fn read_response_head(up: &mut Upstream, wipe: bool, limit: Duration) -> Result<ResponseHead, HeadError> {
+    let host = up.key.1.clone();
+    match tokio::time::timeout(limit, read_head(up, wipe)).await {
+        Ok(read) => read.map_err(|(message, nothing_received)| HeadError {
+            error: ProxyError::upstream(format!("{host}: {message}")),
+            nothing_received,
+        }),
+        Err(_) => Err(HeadError { error: ProxyError::upstream_timeout(&host, limit), nothing_received: false }),
+    }
+}
+
+/// `read_response_head` without the time limit; an error says what went wrong and whether
+/// nothing at all was received.
+async fn read_head(up: &mut Upstream, wipe: bool) -> Result<ResponseHead, (String, bool)> {
     let mut received = false;
     loop {
         match parse_response(&up.buf, &mut up.head) {
@@ -523,26 +548,18 @@ async fn read_response_head(up: &mut Upstream, wipe: bool) -> Result<ResponseHea
                 }
                 up.buf.advance(len);
                 if resp.status == StatusCode::SWITCHING_PROTOCOLS {
-                    return Err(HeadError {
-                        message: "upstream switched protocols without being asked to".into(),
-                        nothing_received: false,
-                    });
+                    return Err(("upstream switched protocols without being asked to".into(), false));
                 }
                 return Ok(resp);
             }
             Ok(None) => {}
-            Err(message) => return Err(HeadError { message, nothing_received: false }),
+            Err(message) => return Err((message, false)),
         }
+        let nothing_received = |buf: &BytesMut| !received && buf.is_empty();
         match read_into(&mut up.stream, &mut up.buf).await {
-            Ok(0) => {
-                let nothing_received = !received && up.buf.is_empty();
-                return Err(HeadError { message: "connection closed before a response".into(), nothing_received });
-            }
+            Ok(0) => return Err(("connection closed before a response".into(), nothing_received(&up.buf))),
             Ok(_) => received = true,
-            Err(e) => {
-                let nothing_received = !received && up.buf.is_empty();
-                return Err(HeadError { message: e.to_string(), nothing_received });
-            }
+            Err(e) => return Err((e.to_string(), nothing_received(&up.buf))),
         }
     }
 }

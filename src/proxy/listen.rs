@@ -5,12 +5,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -20,7 +23,7 @@ use super::error::ProxyError;
 use super::h1::{self, Served};
 use super::local;
 use super::pipeline::{self, Via, proxy_authorized};
-use super::upstream::{Body, full};
+use super::upstream::{Body, BoxError, full};
 
 /// Accepts on the caller's runtime and deals the connections out, in turn, to `workers`
 /// threads that each run a single-threaded runtime: a connection and everything it does
@@ -101,20 +104,133 @@ async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr
         Served::Done => return,
         Served::Fallback(io) => io,
     };
-    let service = service_fn(move |req: Request<Incoming>| {
+    let timeouts = proxy.timeouts;
+    let handle = move |req: Request<Incoming>| {
         let proxy = proxy.clone();
         async move {
             if req.method() == Method::CONNECT {
-                Ok::<_, std::convert::Infallible>(connect(proxy, req).await.unwrap_or_else(ProxyError::into_response))
+                connect(proxy, req).await.unwrap_or_else(ProxyError::into_response)
             } else {
-                pipeline::handle(proxy, req, Via::Direct).await
+                let Ok(resp) = pipeline::handle(proxy, req, Via::Direct).await;
+                resp
             }
         }
-    });
-    if let Err(e) =
-        auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(io), service).await
-    {
+    };
+    if let Err(e) = serve_with_hyper(io, timeouts, handle).await {
         tracing::debug!(%peer, error = %e, "agent connection ended with an error");
+    }
+}
+
+/// Serves the rest of an agent connection with hyper (HTTP/1.1 and HTTP/2, upgrades) under
+/// the fast path's limits: a request head of 64 KiB at most, read within the header-read
+/// timeout, and the connection closed once no request has been in flight for the idle
+/// timeout. (Hyper's HTTP/1 header timer also runs while a connection waits for its next
+/// request, so there an idle connection closes after the header-read timeout.)
+async fn serve_with_hyper<IO, F, Fut>(io: IO, timeouts: super::Timeouts, handle: F) -> Result<(), BoxError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let tracked = activity.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let busy = Busy::begin(&tracked);
+        let answer = handle(req);
+        async move {
+            let resp = answer.await;
+            Ok::<_, std::convert::Infallible>(resp.map(|body| InFlight { body, _busy: busy }.boxed()))
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(timeouts.header_read).max_buf_size(h1::MAX_HEAD);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        done = conn.as_mut() => return done,
+        () = activity.idle_for(timeouts.idle) => {
+            tracing::debug!("agent connection closed: no request in flight for the idle timeout");
+            conn.as_mut().graceful_shutdown();
+        }
+    }
+    // A connection told to shut down finishes what it is writing; one that does not is cut.
+    tokio::time::timeout(timeouts.header_read, conn).await.unwrap_or(Ok(()))
+}
+
+/// When an agent connection last started or finished a request, and how many it has in
+/// flight.
+struct Activity {
+    since: tokio::time::Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds from `since` to the last start or finish.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { since: tokio::time::Instant::now(), in_flight: AtomicUsize::new(0), last: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let quiet_since = self.since + Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let busy = self.in_flight.load(Ordering::Relaxed) > 0;
+            if !busy && tokio::time::Instant::now() >= quiet_since + idle {
+                return;
+            }
+            let next = if busy { tokio::time::Instant::now() + idle } else { quiet_since + idle };
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
+/// A request in flight, from its head until its response body's end (or drop).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn begin(activity: &Arc<Activity>) -> Busy {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        Busy(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as in flight while it streams.
+struct InFlight {
+    body: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for InFlight {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -141,7 +257,8 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Result<Respon
             p.host_allowed(&tunnelled) && p.is_passthrough(&tunnelled) && !(private && p.egress.deny_private_networks)
         });
         tokio::spawn(async move {
-            match (upgrade.await, TcpStream::connect(&addrs[..]).await) {
+            let dial = super::upstream::connect_any(&addrs, proxy.timeouts.upstream_connect);
+            match (upgrade.await, dial.await) {
                 (Ok(agent), Ok(mut upstream)) => {
                     let mut agent = TokioIo::new(agent);
                     tokio::select! {
@@ -220,10 +337,15 @@ where
         Served::Done => return,
         Served::Fallback(io) => io,
     };
-    let service = service_fn(move |req: Request<Incoming>| pipeline::handle(proxy.clone(), req, via.clone()));
-    if let Err(e) =
-        auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(io), service).await
-    {
+    let timeouts = proxy.timeouts;
+    let handle = move |req: Request<Incoming>| {
+        let answer = pipeline::handle(proxy.clone(), req, via.clone());
+        async move {
+            let Ok(resp) = answer.await;
+            resp
+        }
+    };
+    if let Err(e) = serve_with_hyper(io, timeouts, handle).await {
         tracing::debug!(error = %e, "tunnelled connection ended with an error");
     }
 }

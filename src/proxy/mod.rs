@@ -32,6 +32,30 @@ use zeroize::Zeroizing;
 
 pub use error::{Fault, ProxyError};
 
+/// How long the proxy waits on a peer that has gone quiet before it gives up on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// An agent's request head, from its first byte to its last.
+    pub header_read: Duration,
+    /// An agent connection with no request in flight.
+    pub idle: Duration,
+    /// Dialling an upstream (TCP and TLS), passthrough tunnels included.
+    pub upstream_connect: Duration,
+    /// From a request sent upstream to its response head.
+    pub upstream_first_byte: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            header_read: Duration::from_secs(30),
+            idle: Duration::from_secs(75),
+            upstream_connect: Duration::from_secs(10),
+            upstream_first_byte: Duration::from_secs(300),
+        }
+    }
+}
+
 /// Validated settings of one proxy.
 #[derive(Clone)]
 pub struct ProxyConfig {
@@ -43,6 +67,7 @@ pub struct ProxyConfig {
     pub upstream_ca: Option<PathBuf>,
     pub pins: Vec<egress::Pin>,
     pub value_ttl: Duration,
+    pub timeouts: Timeouts,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -55,6 +80,8 @@ impl std::fmt::Debug for ProxyConfig {
             .field("session_key", &self.session_key.as_ref().map(|_| "***"))
             .field("upstream_ca", &self.upstream_ca)
             .field("pins", &self.pins)
+            .field("value_ttl", &self.value_ttl)
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
@@ -71,6 +98,7 @@ pub struct Proxy {
     reporter: report::Reporter,
     metrics: Option<PrometheusHandle>,
     meters: pipeline::Meters,
+    timeouts: Timeouts,
 }
 
 impl Proxy {
@@ -131,7 +159,8 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
     tokio::spawn(central.clone().watch());
     let reporter = report::start(&config.data_dir.join("spool"), central.clone())?;
     let resolver = Arc::new(egress::Resolver::new(config.pins.clone()));
-    let dialer = upstream::Dialer::new(resolver.clone(), config.upstream_ca.as_deref())?;
+    let dialer =
+        upstream::Dialer::new(resolver.clone(), config.upstream_ca.as_deref(), config.timeouts.upstream_connect)?;
     let upstreams = upstream::client(dialer.clone());
     let listener = TcpListener::bind(config.listen)
         .await
@@ -147,6 +176,7 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
         session_key: config.session_key.clone(),
         metrics,
         meters: pipeline::Meters::register(),
+        timeouts: config.timeouts,
     };
     Ok(Bound { proxy: Arc::new(proxy), listener })
 }

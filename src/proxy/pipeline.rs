@@ -760,10 +760,11 @@ async fn forward(
     head.uri = target.uri_for(&head.uri)?;
     head.version = http::Version::HTTP_11;
     let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
-    let mut resp = proxy
-        .upstreams
-        .request(Request::from_parts(head, body))
+    let limit = proxy.timeouts.upstream_first_byte;
+    let sent = proxy.upstreams.request(Request::from_parts(head, body));
+    let mut resp = tokio::time::timeout(limit, sent)
         .await
+        .map_err(|_| ProxyError::upstream_timeout(&target.host, limit))?
         .map_err(|e| ProxyError::upstream(format!("{}: {}", target.host, describe(&e))))?;
     if scanned && has_body(resp.status(), is_head) && resp.headers().iter().any(|(n, v)| hides_values(n, v)) {
         return Err(unscannable());

@@ -49,6 +49,8 @@ pub struct Dialer {
     tls: TlsConnector,
     /// Offers http/1.1 alone (the HTTP/1.1 fast path).
     tls_h1: TlsConnector,
+    /// Longest time a dial (TCP and TLS handshake) may take.
+    connect_timeout: Duration,
 }
 
 impl tower_service::Service<Uri> for Dialer {
@@ -81,20 +83,25 @@ pub enum Alpn {
 }
 
 impl Dialer {
-    pub fn new(resolver: Arc<Resolver>, extra_ca: Option<&std::path::Path>) -> Result<Dialer, super::tls::TlsError> {
+    pub fn new(
+        resolver: Arc<Resolver>,
+        extra_ca: Option<&std::path::Path>,
+        connect_timeout: Duration,
+    ) -> Result<Dialer, super::tls::TlsError> {
         let tls = super::tls::upstream_client_config(extra_ca, &[b"h2", b"http/1.1"])?;
         let tls_h1 = super::tls::upstream_client_config(extra_ca, &[b"http/1.1"])?;
-        Ok(Dialer { resolver, tls: TlsConnector::from(tls), tls_h1: TlsConnector::from(tls_h1) })
+        Ok(Dialer { resolver, tls: TlsConnector::from(tls), tls_h1: TlsConnector::from(tls_h1), connect_timeout })
     }
 
     /// A connection to `host:port` (TLS verified against the system roots and
-    /// `--upstream-ca`), dialled at the addresses the egress check resolved for it.
+    /// `--upstream-ca`), dialled at the addresses the egress check resolved for it; each
+    /// address and the TLS handshake get the connect timeout.
     pub async fn open(&self, host: &str, port: u16, tls: bool, alpn: Alpn) -> Result<Stream, BoxError> {
         let addrs = self
             .resolver
             .checked(host, port)
             .ok_or_else(|| format!("'{host}:{port}' was not resolved by the egress check"))?;
-        let tcp = connect_any(&addrs).await?;
+        let tcp = connect_any(&addrs, self.connect_timeout).await?;
         tcp.set_nodelay(true)?;
         if !tls {
             return Ok(Stream::Plain(tcp));
@@ -102,17 +109,25 @@ impl Dialer {
         let name =
             ServerName::try_from(host.to_owned()).map_err(|_| format!("'{host}' is not a valid TLS server name"))?;
         let connector = if alpn == Alpn::H1 { &self.tls_h1 } else { &self.tls };
-        Ok(Stream::Tls(Box::new(connector.connect(name, tcp).await?)))
+        match tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp)).await {
+            Ok(handshake) => Ok(Stream::Tls(Box::new(handshake?))),
+            Err(_) => Err(format!("the TLS handshake with {host}:{port} timed out").into()),
+        }
     }
 }
 
-async fn connect_any(addrs: &[std::net::SocketAddr]) -> io::Result<TcpStream> {
+/// The first of `addrs` that accepts, each given `limit`.
+pub async fn connect_any(addrs: &[std::net::SocketAddr], limit: Duration) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
     for addr in addrs {
-        match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await {
+        match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => return Ok(s),
             Ok(Err(e)) => last = e,
-            Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr} timed out")),
+            Err(_) => {
+                let secs = limit.as_secs_f64();
+                last =
+                    io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr} timed out after {secs} s"));
+            }
         }
     }
     Err(last)

@@ -388,3 +388,62 @@ fn a_connect_whose_sni_names_another_host_is_refused_before_a_leaf_is_minted() {
     );
     assert!(log.contains("the TLS SNI names another host"), "the refusal says why");
 }
+
+// ---- timeouts: a peer that stalls is let go ------------------------------------------
+
+const SHORT: [&str; 6] = ["--header-read-timeout", "1s", "--idle-timeout", "1s", "--upstream-first-byte-timeout", "1s"];
+
+/// Long enough for a 1 s timeout on a loaded machine, far shorter than any default.
+const WITHIN: Duration = Duration::from_secs(8);
+
+#[test]
+fn an_agent_that_stalls_its_head_or_sits_idle_is_let_go_on_every_path() {
+    let hostile = Hostile::start(|_| Reply::Send(response("200 OK", &[], "ok")));
+    let sc = Sidecar::start_against("", &SHORT, hostile.port, &hostile.ca_pem);
+    // Connected, never a byte.
+    assert!(Agent::connect(&sc.proxy_addr).closed_within(WITHIN), "idle before the first request");
+    // Half a head on the fast path.
+    let mut agent = Agent::connect(&sc.proxy_addr);
+    agent.send(b"GET /r/openai/echo HTTP/1.1\r\nHost: a\r\n");
+    assert!(agent.closed_within(WITHIN), "a head that never ends (fast path)");
+    // Idle after a request on the fast path.
+    let mut agent = Agent::connect(&sc.proxy_addr);
+    agent.send(b"GET /r/openai/echo HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(String::from_utf8_lossy(&agent.read_response()).ends_with("ok"));
+    assert!(agent.closed_within(WITHIN), "idle keep-alive (fast path)");
+    // On hyper's path (a chunked request moved the connection there): half a head.
+    let mut agent = Agent::connect(&sc.proxy_addr);
+    agent.send(b"POST /r/openai/echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert!(String::from_utf8_lossy(&agent.read_response()).contains("ok"));
+    agent.send(b"GET /r/openai/echo HTTP/1.1\r\nHost: a\r\n");
+    assert!(agent.closed_within(WITHIN), "a head that never ends (hyper path)");
+    // Cleartext HTTP/2, preface and settings, then nothing.
+    let mut agent = Agent::connect(&sc.proxy_addr);
+    agent.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+    assert!(agent.closed_within(WITHIN), "an idle HTTP/2 connection");
+}
+
+#[test]
+fn an_upstream_that_never_answers_gets_504_and_the_use_is_recorded() {
+    let hostile = Hostile::start(|_| Reply::Silence);
+    let sc = Sidecar::start_against("", &SHORT, hostile.port, &hostile.ca_pem);
+    for way in [Way::FastRoute, Way::HyperRoute, Way::Connect, Way::H2Route] {
+        let seen = agent_sees(&sc, way, &[BEARER], "");
+        assert!(seen.contains("504") && seen.contains("upstream_timeout"), "{way:?}: {seen}");
+    }
+    assert!(hostile.received().len() >= 4, "every request went out before the wait");
+}
+
+#[test]
+fn an_upstream_that_accepts_but_never_shakes_hands_fails_within_the_connect_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || listener.incoming().take(2).filter_map(Result::ok).collect::<Vec<_>>());
+    let hostile = Hostile::start(|_| Reply::Silence);
+    let sc = Sidecar::start_against("", &["--upstream-connect-timeout", "1s"], port, &hostile.ca_pem);
+    for way in [Way::FastRoute, Way::HyperRoute] {
+        let seen = agent_sees(&sc, way, &[BEARER], "");
+        assert!(seen.contains("502") && seen.contains("timed out"), "{way:?}: {seen}");
+    }
+    drop(held);
+}

@@ -284,10 +284,20 @@ impl Agent {
         }
     }
 
-    /// Whether the proxy closed the connection within `wait`.
+    /// Whether the proxy closed the connection within `wait` (whatever it sent before).
     pub fn closed_within(&mut self, wait: Duration) -> bool {
-        self.stream.set_read_timeout(Some(wait)).unwrap();
-        let mut byte = [0u8; 1];
-        crate::sidecar::saw_closed(&self.stream.read(&mut byte))
+        let deadline = std::time::Instant::now() + wait;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else { return false };
+            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            let read = self.stream.read(&mut chunk);
+            if crate::sidecar::saw_closed(&read) {
+                return true;
+            }
+            if read.is_err() {
+                return false;
+            }
+        }
     }
 }
