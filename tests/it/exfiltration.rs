@@ -447,3 +447,17 @@ fn an_upstream_that_accepts_but_never_shakes_hands_fails_within_the_connect_time
     }
     drop(held);
 }
+
+#[test]
+fn a_request_head_over_64_kib_is_431_on_both_paths() {
+    let hostile = Hostile::start(|_| Reply::Send(response("200 OK", &[], "ok")));
+    let sc = Sidecar::start_against("", &[], hostile.port, &hostile.ca_pem);
+    let big = "a".repeat(70 * 1024);
+    for framing in ["", "Transfer-Encoding: chunked\r\n"] {
+        let mut agent = Agent::connect(&sc.proxy_addr);
+        agent.send(format!("POST /r/openai/echo HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n{framing}\r\n").as_bytes());
+        let seen = String::from_utf8_lossy(&agent.read_to_end()).into_owned();
+        assert!(seen.starts_with("HTTP/1.1 431"), "{framing:?}: {seen}");
+    }
+    assert!(hostile.received().is_empty());
+}
