@@ -5,6 +5,7 @@
 
 mod body;
 pub mod central;
+mod echoes;
 pub mod egress;
 mod error;
 mod forms;
@@ -99,6 +100,8 @@ pub struct Proxy {
     metrics: Option<PrometheusHandle>,
     meters: pipeline::Meters,
     timeouts: Timeouts,
+    /// The values each upstream host has been sent (`echoes`).
+    echoes: echoes::Echoes,
 }
 
 impl Proxy {
@@ -177,6 +180,7 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
         metrics,
         meters: pipeline::Meters::register(),
         timeouts: config.timeouts,
+        echoes: echoes::Echoes::default(),
     };
     Ok(Bound { proxy: Arc::new(proxy), listener })
 }

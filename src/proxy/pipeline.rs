@@ -246,8 +246,18 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
     egress(proxy, &view, &target, now).await?;
     agree(&head, via, &target)?;
     view.limits.check(&target.host)?;
-    let (head, used, written) = substitute(proxy, &view, epoch, head, &target, now).await?;
-    let scrub = scrub_for(&used, &written);
+    let (mut head, used, written) = substitute(proxy, &view, epoch, head, &target, now).await?;
+    let scrub = if used.is_empty() {
+        // A host that was sent values may send them back to a request that carried none.
+        proxy.echoes.of(&target.host)
+    } else {
+        proxy.echoes.sent(&target.host, &used);
+        scrub_for(&used, &written)
+    };
+    if scrub.is_some() {
+        // Redaction reads the response as sent; a compressed body would hide a value from it.
+        head.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
     Ok(Prepared { head, target, used, scrub })
 }
 
@@ -540,7 +550,7 @@ impl Used {
     }
 
     /// The placeholder the value is shown as when redacted.
-    fn placeholder(&self) -> String {
+    pub(super) fn placeholder(&self) -> String {
         crate::domain::policy::placeholder_text(&self.fetched.path, self.field.as_ref().map(|(name, _)| name.as_str()))
     }
 }
@@ -563,7 +573,7 @@ async fn substitute(
         if injected {
             head.extensions = http::Extensions::new(); // as `substitute::inject` leaves it
         }
-        return Ok((identity_encoding(head, &used), used, Vec::new()));
+        return Ok((head, used, Vec::new()));
     }
     let templates = inject_templates(policy, &head, target, agent_placeholders);
     if !agent_placeholders && templates.is_empty() {
@@ -608,15 +618,7 @@ async fn substitute(
             .collect();
         local::keep_plan(proxy, view, epoch, target, Plan::new(headers, used.clone()));
     }
-    Ok((identity_encoding(new_head, &used), used, written))
-}
-
-/// Redaction reads the response as sent; a compressed body would hide a value from it.
-fn identity_encoding(mut head: Parts, used: &[Used]) -> Parts {
-    if !used.is_empty() {
-        head.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    }
-    head
+    Ok((new_head, used, written))
 }
 
 fn head_has_placeholder(head: &Parts) -> bool {
@@ -818,9 +820,9 @@ pub(super) fn unscannable() -> ProxyError {
         StatusCode::BAD_GATEWAY,
         "unscannable_response",
         super::error::Fault::Upstream,
-        "the upstream answered a request that carried a secret value with a compressed or otherwise coded body \
+        "the upstream, which has been sent secret values, answered with a compressed or otherwise coded body \
          (Content-Encoding other than identity, or Transfer-Encoding other than chunked), which the proxy cannot \
-         scrub; it had asked for Accept-Encoding: identity",
+         scrub for them; it had asked for Accept-Encoding: identity",
     )
 }
 

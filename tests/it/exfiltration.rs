@@ -256,16 +256,22 @@ fn a_coded_response_to_a_request_with_values_is_refused_not_passed_unscanned() {
         Reply::Send(out)
     });
     let sc = Sidecar::start_against("", &[], hostile.port, &hostile.ca_pem);
-    let unzipped = |seen: &str| seen.contains(&value);
+    // To a host that was never sent a value there is nothing to scrub: a coded body passes.
+    for way in EVERY_WAY {
+        let seen = agent_sees(&sc, way, &["Accept: */*"], "");
+        assert!(seen.contains("200") && !seen.contains("unscannable_response"), "{way:?}: {seen}");
+    }
     for way in EVERY_WAY {
         for extra in [vec![BEARER], vec![BEARER, "X-TE: 1"]] {
             let seen = agent_sees(&sc, way, &extra, "");
             assert!(seen.contains("502") && seen.contains("unscannable_response"), "{way:?} {extra:?}: {seen}");
-            assert!(!unzipped(&seen), "{way:?}");
+            assert!(!seen.contains(&value), "{way:?}");
         }
-        // Without a value there is nothing to scrub: the coded body passes as it is.
+    }
+    // Once it was, its responses are scanned whatever the request carried.
+    for way in EVERY_WAY {
         let seen = agent_sees(&sc, way, &["Accept: */*"], "");
-        assert!(seen.contains("200") && !seen.contains("unscannable_response"), "{way:?}: {seen}");
+        assert!(seen.contains("502") && seen.contains("unscannable_response"), "{way:?}: {seen}");
     }
 }
 
@@ -460,4 +466,24 @@ fn a_request_head_over_64_kib_is_431_on_both_paths() {
         assert!(seen.starts_with("HTTP/1.1 431"), "{framing:?}: {seen}");
     }
     assert!(hostile.received().is_empty());
+}
+
+#[test]
+fn a_host_that_was_sent_a_value_cannot_return_it_to_a_request_without_one() {
+    let value = secret_value("openai");
+    let leak = value.clone();
+    // The upstream remembers nothing it needs to: it knows the value and sends it to every
+    // request, whether or not that request carried it.
+    let hostile = Hostile::start(move |_| Reply::Send(response("200 OK", &[format!("X-Key: {leak}")], &leak)));
+    let sc = Sidecar::start_against("", &[], hostile.port, &hostile.ca_pem);
+    let first = agent_sees(&sc, Way::FastRoute, &[BEARER], "");
+    assert_no_value(&first, &value, Way::FastRoute);
+    for way in EVERY_WAY {
+        let seen = agent_sees(&sc, way, &["X-Plain: no value here"], "");
+        assert!(seen.contains("200"), "{way:?}: {seen}");
+        assert_no_value(&seen, &value, way);
+    }
+    let plain = hostile.received().into_iter().filter(|r| !contains(&r.bytes, &value)).collect::<Vec<_>>();
+    assert_eq!(plain.len(), EVERY_WAY.len(), "the later requests carried no value");
+    assert!(plain.iter().all(|r| r.header("accept-encoding").as_deref() == Some("identity")), "scanned, so identity");
 }

@@ -1,0 +1,65 @@
+//! What each upstream host has been sent. A host that received a value can send it back at
+//! any later time: in the response to a request that carried none, on another connection.
+//! So a response from such a host is scrubbed of the values it was sent even when its own
+//! request carried no value (and, since it is then scanned, is refused when coded, the same
+//! as a response to a request with values).
+//!
+//! Each host keeps its last `PER_HOST` values (a rotated value stays until newer ones push
+//! it out); the patterns for them are built when the set changes, never per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use zeroize::Zeroizing;
+
+use super::pipeline::Used;
+use super::redact::Patterns;
+
+/// Values remembered per host.
+const PER_HOST: usize = 16;
+
+#[derive(Default)]
+pub struct Echoes {
+    hosts: RwLock<HashMap<String, Sent>>,
+}
+
+#[derive(Default)]
+struct Sent {
+    /// Oldest first: the placeholder text and the bytes written for it.
+    values: Vec<(String, Zeroizing<Vec<u8>>)>,
+    patterns: Option<Arc<Patterns>>,
+}
+
+impl Sent {
+    fn holds(&self, value: &[u8]) -> bool {
+        self.values.iter().any(|(_, v)| v[..] == *value)
+    }
+}
+
+impl Echoes {
+    /// Notes that `used` went to `host`; a lookup under a read lock when they already had.
+    pub fn sent(&self, host: &str, used: &[Used]) {
+        let known = |hosts: &HashMap<String, Sent>| {
+            hosts.get(host).is_some_and(|sent| used.iter().all(|u| sent.holds(u.injected())))
+        };
+        if self.hosts.read().is_ok_and(|hosts| known(&hosts)) {
+            return;
+        }
+        let Ok(mut hosts) = self.hosts.write() else { return };
+        let sent = hosts.entry(host.to_owned()).or_default();
+        for u in used {
+            if !sent.holds(u.injected()) {
+                sent.values.push((u.placeholder(), Zeroizing::new(u.injected().to_vec())));
+            }
+        }
+        let over = sent.values.len().saturating_sub(PER_HOST);
+        sent.values.drain(..over);
+        let values: Vec<(&[u8], &str)> = sent.values.iter().map(|(p, v)| (&v[..], p.as_str())).collect();
+        sent.patterns = Patterns::for_values(&values, &[]);
+    }
+
+    /// What a response from `host` is scrubbed of when its request carried no value.
+    pub fn of(&self, host: &str) -> Option<Arc<Patterns>> {
+        self.hosts.read().ok()?.get(host)?.patterns.clone()
+    }
+}
