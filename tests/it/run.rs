@@ -25,24 +25,37 @@ fn run_cmd(sc: &Sidecar, script: &str) -> Command {
     cmd
 }
 
-/// `airlock run` with `key_args` for the agent key and `sh -c script` as the command. As
-/// root the command drops every capability first (`setpriv`, which execs, so the shell's
-/// parent is still airlock): a root process with capabilities can read anything, and what
-/// is tested is a child of the same user without privileges.
-fn run_sh(sc: &Sidecar, key_args: &[&str], script: &str) -> Command {
-    let mut cmd = Command::new(BIN);
-    let pin = format!("api.openai.com=127.0.0.1:{}", sc.upstream.port);
-    cmd.args(["run", "--server", &sc.server.addr, "--resolve", &pin])
-        .args(key_args)
-        .arg("--data-dir")
-        .arg(sc.dir.path().join("run"))
-        .arg("--upstream-ca")
-        .arg(&sc.upstream.ca_pem)
-        .arg("--");
-    if rustix::process::geteuid().is_root() {
-        cmd.args(["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]);
+/// `program` as it is, or as root through `setpriv` without any capability (setpriv execs,
+/// so the pid is the program's). A process with capabilities passes every ptrace check
+/// (and a process without them is refused one that has them, dumpable or not), so as root
+/// airlock and its command both run without them: what is tested is a command of the same
+/// user without privileges, against an airlock that is no more privileged than it.
+fn unprivileged(program: &str) -> Command {
+    if !rustix::process::geteuid().is_root() {
+        return Command::new(program);
     }
-    cmd.args(["sh", "-c", &format!("exec 2>&1\n{script}")])
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set=-all", "--inh-caps=-all", "--", program]);
+    cmd
+}
+
+/// The arguments of `airlock run` with `key_args` for the agent key and `sh -c script`
+/// (its stderr folded into its stdout) as the command.
+fn run_args(sc: &Sidecar, key_args: &[&str], script: &str) -> Vec<std::ffi::OsString> {
+    let pin = format!("api.openai.com=127.0.0.1:{}", sc.upstream.port);
+    let mut args: Vec<std::ffi::OsString> =
+        ["run", "--server", &sc.server.addr, "--resolve", &pin].iter().map(Into::into).collect();
+    args.extend(key_args.iter().map(Into::into));
+    args.extend(["--data-dir".into(), sc.dir.path().join("run").into()]);
+    args.extend(["--upstream-ca".into(), sc.upstream.ca_pem.clone().into()]);
+    args.extend(["--", "sh", "-c"].iter().map(Into::into));
+    args.push(format!("exec 2>&1\n{script}").into());
+    args
+}
+
+fn run_sh(sc: &Sidecar, key_args: &[&str], script: &str) -> Command {
+    let mut cmd = unprivileged(BIN);
+    cmd.args(run_args(sc, key_args, script))
         .env_remove("AIRLOCK_AGENT_KEY")
         .env("AIRLOCK_LOG", "warn")
         .stdin(Stdio::null());
@@ -185,6 +198,23 @@ echo stdin:; cat; echo :stdin"
 }
 
 #[test]
+fn a_key_file_given_as_standard_input_cannot_be_rewound_by_the_child() {
+    let sc = Sidecar::start();
+    let key = agent_key(&sc);
+    let script = format!(
+        "{CURL_PLACEHOLDER}
+python3 -c 'import os; os.lseek(0, 0, os.SEEK_SET); print(\"rewound:\", os.read(0, 4096))'"
+    );
+    let stdin = std::fs::File::open(sc.dir.path().join("agent.key")).unwrap();
+    let out = run_sh(&sc, &["--agent-key-file", "-"], &script).stdin(stdin).output().unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert_injected(&sc, &stdout);
+    assert!(stdout.contains("rewound: b''"), "{stdout}");
+    assert!(!stdout.contains(&key), "the agent key reached the child: {stdout}");
+}
+
+#[test]
 fn the_agent_key_on_an_inherited_pipe_is_drained_and_unreachable_to_the_child() {
     let sc = Sidecar::start();
     let key = agent_key(&sc);
@@ -194,10 +224,9 @@ echo fd3:; cat <&3; echo :fd3
 echo parent-fd3:; cat /proc/$PPID/fd/3; echo :parent-fd3"
     );
     // The shell moves the test's pipe from descriptor 0 to 3 and execs airlock.
-    let inner = run_sh(&sc, &["--agent-key-fd", "3"], &script);
-    let mut child = Command::new("sh")
+    let mut child = unprivileged("sh")
         .args(["-c", "exec 3<&0 </dev/null; exec \"$@\"", "sh", BIN])
-        .args(inner.get_args())
+        .args(run_args(&sc, &["--agent-key-fd", "3"], &script))
         .env_remove("AIRLOCK_AGENT_KEY")
         .env("AIRLOCK_LOG", "warn")
         .stdin(Stdio::piped())
@@ -299,14 +328,26 @@ fn a_key_descriptor_that_is_a_regular_file_is_refused() {
 }
 
 #[test]
-fn the_sidecar_proxy_is_not_dumpable_either() {
+fn airlock_proxy_is_not_dumpable_either() {
     let sc = Sidecar::start();
-    let environ = format!("/proc/{}/environ", sc.pid());
-    let mut cat = Command::new(if rustix::process::geteuid().is_root() { "setpriv" } else { "cat" });
-    if rustix::process::geteuid().is_root() {
-        cat.args(["--bounding-set=-all", "--inh-caps=-all", "--", "cat"]);
-    }
-    let out = cat.arg(&environ).output().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let proxy = unprivileged(BIN)
+        .args(["proxy", "--server", &sc.server.addr, "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(sc.dir.path().join("proxy2"))
+        .arg("--agent-key-file")
+        .arg(sc.dir.path().join("agent.key"))
+        .env("AIRLOCK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = format!("http://127.0.0.1:{port}/_airlock/readyz");
+    let mut proxy = crate::support::until_ready(proxy, &reqwest::blocking::Client::new(), &ready)
+        .expect("the second proxy did not come up");
+    let environ = format!("/proc/{}/environ", proxy.id());
+    let out = unprivileged("cat").arg(&environ).output().unwrap();
+    proxy.kill().unwrap();
+    proxy.wait().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("Permission denied"), "{err}");
+    assert!(!out.status.success() && denied(&err, &environ), "{err}");
 }
