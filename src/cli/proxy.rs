@@ -120,8 +120,8 @@ fn read_key_fd(n: i32) -> anyhow::Result<Zeroizing<String>> {
     let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd).with_context(|| format!("{what}: cannot stat"))?.st_mode);
     if kind != FileType::Fifo {
         bail!(
-            "{what}: file descriptor {n} is a {}, not a pipe; only a pipe is read to its end and left empty \
-             (a command started by airlock run inherits the descriptor), so pipe the key in or use --agent-key-file",
+            "{what}: file descriptor {n} is a {}, not a pipe: a command that airlock run starts inherits the \
+             descriptor and could seek back to the key; pipe the key in (3< <(…)) or use --agent-key-file",
             file_type_name(kind)
         );
     }
