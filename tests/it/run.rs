@@ -234,7 +234,8 @@ echo parent-fd3:; cat /proc/$PPID/fd/3; echo :parent-fd3"
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    write!(child.stdin.take().unwrap(), "{key}\n").unwrap();
+    // No newline: a key is the text up to the end of the pipe.
+    write!(child.stdin.take().unwrap(), "{key}").unwrap();
     let airlock_pid = child.id();
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = texts(&out);

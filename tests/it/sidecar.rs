@@ -106,10 +106,6 @@ impl Sidecar {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the proxy is running").id()
-    }
-
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
