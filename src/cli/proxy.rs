@@ -17,9 +17,12 @@ pub struct ProxyArgs {
     /// Central API address
     #[arg(long, env = "AIRLOCK_ADDR", default_value = "http://127.0.0.1:7878")]
     pub server: String,
-    /// File holding the agent key (or set AIRLOCK_AGENT_KEY)
-    #[arg(long)]
+    /// File holding the agent key, or `-` for standard input, read to its end (or set AIRLOCK_AGENT_KEY)
+    #[arg(long, value_name = "FILE", conflicts_with = "agent_key_fd")]
     pub agent_key_file: Option<PathBuf>,
+    /// Inherited file descriptor (a pipe) to read the agent key from, to its end
+    #[arg(long, value_name = "N")]
+    pub agent_key_fd: Option<i32>,
     /// Directory for the proxy's CA and event spool
     #[arg(long, default_value = ".airlock/proxy")]
     pub data_dir: PathBuf,
@@ -75,29 +78,153 @@ impl TimeoutArgs {
     }
 }
 
-fn read_key_file(path: &PathBuf, what: &str) -> anyhow::Result<Zeroizing<String>> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("cannot read the {what} file {}", path.display()))?,
-    );
+/// Longest key text accepted from any source; keys are tens of bytes.
+const MAX_KEY_BYTES: usize = 64 * 1024;
+
+/// Where the agent key came from: `airlock run` warns about the sources its command can
+/// reach, and gives the command no standard input when the key was read from it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeySource {
+    File(PathBuf),
+    Stdin,
+    Fd(i32),
+    Env,
+}
+
+pub struct AgentKey {
+    pub key: Zeroizing<String>,
+    pub source: KeySource,
+}
+
+/// Reads `from` to its end into one buffer allocated up front (no reallocation leaves a
+/// partial copy behind) and returns the trimmed text; `what` names the source in errors.
+fn read_key(mut from: impl std::io::Read, what: &str) -> anyhow::Result<Zeroizing<String>> {
+    use std::io::Read;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_BYTES + 1));
+    (&mut from)
+        .take(MAX_KEY_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {what}"))?;
+    if bytes.len() > MAX_KEY_BYTES {
+        bail!("{what} holds more than {MAX_KEY_BYTES} bytes; a key is one short line");
+    }
+    let Ok(text) = std::str::from_utf8(&bytes) else { bail!("{what} is not UTF-8 text") };
     let key = text.trim();
     if key.is_empty() {
-        bail!("the {what} file {} is empty", path.display());
+        bail!("{what} is empty");
+    }
+    if key.contains(['\n', '\r']) {
+        bail!("{what} holds more than one line; a key is one line");
     }
     Ok(Zeroizing::new(key.to_owned()))
 }
 
+fn read_key_file(path: &PathBuf, what: &str) -> anyhow::Result<Zeroizing<String>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read the {what} file {}", path.display()))?;
+    read_key(file, &format!("the {what} file {}", path.display()))
+}
+
+/// Standard input, unbuffered (a duplicate of descriptor 0, so std's buffer never holds a
+/// copy of the key), to its end.
+fn read_key_stdin() -> anyhow::Result<Zeroizing<String>> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().context("cannot read the agent key from standard input")?;
+    read_key(std::fs::File::from(fd), "the agent key on standard input (--agent-key-file -)")
+}
+
+/// Descriptor `n`, which must be a pipe, read to its end.
+///
+/// The crate forbids `unsafe`, and taking ownership of a descriptor by its number
+/// (`OwnedFd::from_raw_fd`) or closing one (`close`) is unsafe, so descriptor `n` itself is
+/// never touched: the key is read through `/proc/self/fd/n`, which opens the same pipe
+/// anew. A pipe read to its end is empty and has no writer left, so the command that
+/// `airlock run` starts inherits descriptor `n` but can read nothing from it. A regular
+/// file is refused because the command could seek back through the inherited descriptor
+/// and read the key again.
+fn read_key_fd(n: i32) -> anyhow::Result<Zeroizing<String>> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let what = format!("--agent-key-fd {n}");
+    if n < 0 {
+        bail!("{what}: a file descriptor is a number from 0 up");
+    }
+    let path = format!("{}/{n}", fd_dir());
+    // Non-blocking, so that a named FIFO without a writer does not hold the open.
+    let fd = match rustix::fs::open(&path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => bail!("{what}: file descriptor {n} is not open"),
+        Err(rustix::io::Errno::NXIO) => bail!("{what}: file descriptor {n} is a socket, not a pipe"),
+        Err(e) => bail!("{what}: cannot open {path}: {e}"),
+    };
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd).with_context(|| format!("{what}: cannot stat"))?.st_mode);
+    if kind != FileType::Fifo {
+        bail!(
+            "{what}: file descriptor {n} is a {}, not a pipe: a command that airlock run starts inherits the \
+             descriptor and could seek back to the key; pipe the key in (3< <(…)) or use --agent-key-file",
+            file_type_name(kind)
+        );
+    }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).with_context(|| format!("{what}: cannot make the read blocking"))?;
+    read_key(std::fs::File::from(fd), &format!("the agent key on file descriptor {n} (--agent-key-fd {n})"))
+}
+
+#[cfg(target_os = "linux")]
+fn fd_dir() -> &'static str {
+    "/proc/self/fd"
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fd_dir() -> &'static str {
+    "/dev/fd"
+}
+
+fn file_type_name(kind: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match kind {
+        FileType::RegularFile => "regular file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symbolic link",
+        FileType::CharacterDevice => "character device (a terminal?)",
+        FileType::BlockDevice => "block device",
+        FileType::Socket => "socket",
+        _ => "file of another kind",
+    }
+}
+
+/// Makes this process non-dumpable (Linux): no core dumps, and a process of the same user
+/// can no longer ptrace it or read its `/proc/PID/environ`, `mem` or `fd/` (those become
+/// root's). Called before the agent key is read, by every command that holds it.
+pub fn protect_process() -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("cannot make the process non-dumpable (prctl PR_SET_DUMPABLE)")?;
+    Ok(())
+}
+
 impl ProxyArgs {
-    pub fn agent_key(&self) -> anyhow::Result<Zeroizing<String>> {
-        match (&self.agent_key_file, std::env::var("AIRLOCK_AGENT_KEY")) {
-            (Some(path), _) => read_key_file(path, "agent key"),
-            (None, Ok(key)) if !key.trim().is_empty() => Ok(Zeroizing::new(key.trim().to_owned())),
-            _ => bail!(
-                "no agent key: pass --agent-key-file FILE or set AIRLOCK_AGENT_KEY (create one with `airlock agent add NAME`)"
-            ),
-        }
+    /// The agent key from `--agent-key-file FILE`, `--agent-key-file -` (standard input),
+    /// `--agent-key-fd N`, or `AIRLOCK_AGENT_KEY`, in that order.
+    pub fn agent_key(&self) -> anyhow::Result<AgentKey> {
+        let (key, source) = match (&self.agent_key_file, self.agent_key_fd) {
+            (Some(path), _) if path.as_os_str() == "-" => (read_key_stdin()?, KeySource::Stdin),
+            (Some(path), _) => (read_key_file(path, "agent key")?, KeySource::File(path.clone())),
+            (None, Some(n)) => (read_key_fd(n)?, KeySource::Fd(n)),
+            (None, None) => match std::env::var("AIRLOCK_AGENT_KEY") {
+                Ok(key) if !key.trim().is_empty() => (Zeroizing::new(key.trim().to_owned()), KeySource::Env),
+                _ => bail!(
+                    "no agent key: pass --agent-key-file FILE (or - for standard input), --agent-key-fd N, or set \
+                     AIRLOCK_AGENT_KEY (create one with `airlock agent add NAME`)"
+                ),
+            },
+        };
+        Ok(AgentKey { key, source })
     }
 
-    pub fn config(&self, listen: SocketAddr, session_key: Option<Zeroizing<String>>) -> anyhow::Result<ProxyConfig> {
+    pub fn config(
+        &self,
+        listen: SocketAddr,
+        agent_key: Zeroizing<String>,
+        session_key: Option<Zeroizing<String>>,
+    ) -> anyhow::Result<ProxyConfig> {
         let session_key = match (&self.session_key_file, session_key) {
             (_, Some(k)) => Some(k),
             (Some(path), None) => Some(read_key_file(path, "session key")?),
@@ -105,7 +232,7 @@ impl ProxyArgs {
         };
         Ok(ProxyConfig {
             server: self.server.clone(),
-            agent_key: self.agent_key()?,
+            agent_key,
             listen,
             data_dir: self.data_dir.clone(),
             session_key,
@@ -127,7 +254,9 @@ pub struct ProxyCommand {
 }
 
 pub async fn run(cmd: ProxyCommand) -> anyhow::Result<()> {
-    let config = cmd.common.config(cmd.listen, None)?;
+    protect_process()?;
+    let agent_key = cmd.common.agent_key()?.key;
+    let config = cmd.common.config(cmd.listen, agent_key, None)?;
     let metrics = super::install_metrics();
     let bound = crate::proxy::bind(config, metrics).await?;
     tracing::info!(addr = %bound.local_addr()?, "airlock proxy listening");

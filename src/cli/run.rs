@@ -2,6 +2,10 @@
 //! session key, and CMD started with the proxy and trust-store variables set (like
 //! `op run` / `doppler run`). The agent key and the central API's address are removed from
 //! CMD's environment; signals are forwarded; the exit code is CMD's.
+//!
+//! CMD runs as the same user, so the process is made non-dumpable before the key is read
+//! (CMD cannot read this process's environment or memory), and a warning names what it
+//! can still reach: a key file its user may read, or everything when it runs as root.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -10,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use zeroize::Zeroizing;
 
-use super::proxy::ProxyArgs;
+use super::proxy::{KeySource, ProxyArgs, protect_process};
 
 #[derive(Args, Debug)]
 pub struct RunCommand {
@@ -29,8 +33,13 @@ const SYSTEM_BUNDLES: &[&str] =
 const WITHHELD: &[&str] = &["AIRLOCK_AGENT_KEY", "AIRLOCK_TOKEN", "AIRLOCK_ADDR"];
 
 pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
+    protect_process()?;
+    let agent_key = cmd.proxy.agent_key()?;
+    for warning in warnings(&agent_key.source) {
+        eprintln!("warning: {warning}");
+    }
     let session = Zeroizing::new(crate::server::auth::new_secret("sk_airlock"));
-    let config = cmd.proxy.config("127.0.0.1:0".parse()?, Some(session.clone()))?;
+    let config = cmd.proxy.config("127.0.0.1:0".parse()?, agent_key.key, Some(session.clone()))?;
     let data_dir = config.data_dir.clone();
     let bound = crate::proxy::bind(config, None).await?;
     let addr = bound.local_addr()?;
@@ -53,6 +62,11 @@ pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
         child.env(name, &bundles.merged);
     }
     child.env("NODE_EXTRA_CA_CERTS", &bundles.ca);
+    if agent_key.source == KeySource::Stdin {
+        // Standard input was read to its end for the key; a regular file given as standard
+        // input could be rewound by CMD, so CMD gets none.
+        child.stdin(std::process::Stdio::null());
+    }
     for route in &routes {
         let var = route.to_ascii_uppercase().replace('-', "_");
         child.env(format!("{var}_BASE_URL"), format!("http://{addr}/r/{route}"));
@@ -61,6 +75,32 @@ pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
     let mut child = child.spawn().with_context(|| format!("cannot start '{}'", cmd.command[0]))?;
     let status = wait_forwarding_signals(&mut child).await?;
     Ok(exit_code(status))
+}
+
+/// What CMD can reach that would give it the agent key: one line each.
+fn warnings(source: &KeySource) -> Vec<String> {
+    let mut out = Vec::new();
+    if let KeySource::File(path) = source {
+        // access() checks the real user without capabilities: CMD's view of the file.
+        if rustix::fs::access(path, rustix::fs::Access::READ_OK).is_ok() {
+            out.push(format!(
+                "the agent key file {} can be read by the command airlock run starts (same user), so a \
+                 prompt-injected command can read the key and mint its own tokens; keep the key where the \
+                 command's user cannot read it and pass it with --agent-key-file - or --agent-key-fd N, or use the \
+                 sidecar deployment (README: Threat model)",
+                path.display()
+            ));
+        }
+    }
+    if rustix::process::geteuid().is_root() {
+        out.push(
+            "airlock run is running as root, so the command starts as root and can read the agent key from \
+             airlock's memory or any file; run it as an unprivileged user or use the sidecar deployment \
+             (README: Threat model)"
+                .to_owned(),
+        );
+    }
+    out
 }
 
 pub(super) struct Bundles {
