@@ -28,6 +28,8 @@ struct Sent {
     /// Oldest first: the placeholder text and the bytes written for it.
     values: Vec<(String, Zeroizing<Vec<u8>>)>,
     patterns: Option<Arc<Patterns>>,
+    /// For an upgraded (WebSocket) stream, masked rather than replaced (`websocket`).
+    masks: Option<Arc<Patterns>>,
 }
 
 impl Sent {
@@ -56,10 +58,17 @@ impl Echoes {
         sent.values.drain(..over);
         let values: Vec<(&[u8], &str)> = sent.values.iter().map(|(p, v)| (&v[..], p.as_str())).collect();
         sent.patterns = Patterns::for_values(&values, &[]);
+        let bare: Vec<&[u8]> = values.iter().map(|(v, _)| *v).collect();
+        sent.masks = Patterns::masking(&bare);
     }
 
     /// What a response from `host` is scrubbed of when its request carried no value.
     pub fn of(&self, host: &str) -> Option<Arc<Patterns>> {
         self.hosts.read().ok()?.get(host)?.patterns.clone()
+    }
+
+    /// What an upgraded stream from `host` is masked of when its request carried no value.
+    pub fn masks(&self, host: &str) -> Option<Arc<Patterns>> {
+        self.hosts.read().ok()?.get(host)?.masks.clone()
     }
 }

@@ -737,7 +737,13 @@ async fn forward(
 ) -> Result<Response<Body>, ProxyError> {
     let upgrade = is_upgrade(&head.headers);
     let is_head = head.method == http::Method::HEAD;
-    if upgrade && !used.is_empty() {
+    // What an upgraded stream is masked of: the request's values, or those its host was sent.
+    let masks = match used {
+        [] if upgrade => proxy.echoes.masks(&target.host),
+        [] => None,
+        used => super::websocket::masks_for(used),
+    };
+    if upgrade && masks.is_some() {
         // The upgraded stream is scrubbed frame by frame (`websocket`): only WebSocket, and
         // without compression, which would hide a value from the scrubbing.
         let websocket =
@@ -745,7 +751,8 @@ async fn forward(
         if !websocket {
             return Err(ProxyError::policy(
                 "placement_not_allowed",
-                "values can be injected into a WebSocket upgrade only; the proxy cannot scrub other upgraded protocols",
+                "an upgrade that carries values, or goes to a host that was sent values, can only be to WebSocket: \
+                 the proxy cannot scrub other upgraded protocols",
             ));
         }
         head.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
@@ -777,7 +784,7 @@ async fn forward(
         let host = target.host.clone();
         let until_revoked = watch.until_disallowed(move |p| p.host_allowed(&host));
         let upstream = hyper::upgrade::on(&mut resp);
-        super::websocket::splice(agent, upstream, super::websocket::masks_for(used), until_revoked);
+        super::websocket::splice(agent, upstream, masks, until_revoked);
     }
     let (mut parts, body) = resp.into_parts();
     remove_connection_named(&mut parts.headers);
