@@ -260,9 +260,15 @@ pub async fn run(cmd: ProxyCommand) -> anyhow::Result<()> {
     let metrics = super::install_metrics();
     let bound = crate::proxy::bind(config, metrics).await?;
     tracing::info!(addr = %bound.local_addr()?, "airlock proxy listening");
+    let reporter = bound.reporter();
     tokio::select! {
         _ = bound.serve() => {}
-        _ = shutdown() => tracing::info!("airlock proxy stopped"),
+        _ = shutdown() => {
+            // The listener is closed (serving stopped with the select); the uses so far go
+            // to the spool and, if the central API answers in time, are delivered.
+            reporter.close(super::run::CLOSE_WITHIN).await;
+            tracing::info!("airlock proxy stopped");
+        }
     }
     Ok(())
 }

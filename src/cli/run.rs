@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -32,6 +33,10 @@ const SYSTEM_BUNDLES: &[&str] =
 /// Variables CMD must not see: they would hand it the agent key or the central API.
 const WITHHELD: &[&str] = &["AIRLOCK_AGENT_KEY", "AIRLOCK_TOKEN", "AIRLOCK_ADDR"];
 
+/// How long `airlock run` waits, after its command ends, for the command's access events to
+/// be delivered (what is not stays in the spool for the next start).
+pub const CLOSE_WITHIN: Duration = Duration::from_secs(3);
+
 pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
     protect_process()?;
     let agent_key = cmd.proxy.agent_key()?;
@@ -45,6 +50,7 @@ pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
     let addr = bound.local_addr()?;
     let bundles = write_bundles(&data_dir, bound.ca_pem())?;
     let routes: Vec<String> = bound.route_names();
+    let reporter = bound.reporter();
     tokio::spawn(bound.serve());
     tracing::info!(%addr, "airlock proxy for the command is listening");
 
@@ -74,6 +80,9 @@ pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
     }
     let mut child = child.spawn().with_context(|| format!("cannot start '{}'", cmd.command[0]))?;
     let status = wait_forwarding_signals(&mut child).await?;
+    // However short the command was, its uses are recorded: in the spool at least, and
+    // delivered unless the central API does not answer in time.
+    reporter.close(CLOSE_WITHIN).await;
     Ok(exit_code(status))
 }
 

@@ -143,6 +143,11 @@ impl Bound {
         self.proxy.central.policy().routes.iter().map(|r| r.name.clone()).collect()
     }
 
+    /// Events of this proxy's uses, for `Reporter::close` on the way out.
+    pub fn reporter(&self) -> report::Reporter {
+        self.proxy.reporter.clone()
+    }
+
     /// Serves until the task is dropped, on one worker thread per core.
     pub async fn serve(self) {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());

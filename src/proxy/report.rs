@@ -121,6 +121,7 @@ impl Use<'_> {
 #[derive(Clone)]
 pub struct Reporter {
     pending: Arc<Pending>,
+    spool: Arc<Spool>,
 }
 
 struct Pending {
@@ -188,6 +189,32 @@ impl Reporter {
             self.pending.waiting.notify_one();
         }
     }
+
+    /// On the way out (the command of `airlock run` ended, or a signal): appends what is
+    /// still gathering to the spool and syncs it, then gives the sender up to `within` to
+    /// deliver the spool. Returns whether everything was delivered; what was not stays in
+    /// the spool and goes on the next start with the same data dir.
+    pub async fn close(&self, within: Duration) -> bool {
+        append_pending(&self.spool, &self.pending);
+        if let Err(e) = self.spool.file.lock().expect("spool lock poisoned").sync_data() {
+            tracing::error!(error = %e, path = %self.spool.path.display(), "cannot sync the access-event spool");
+        }
+        self.spool.appended.notify_one();
+        let deadline = tokio::time::Instant::now() + within;
+        while spool_len(&self.spool) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                let left = spool_len(&self.spool);
+                tracing::warn!(
+                    path = %self.spool.path.display(),
+                    bytes = left,
+                    "access events not yet delivered stay in the spool; they go on the next start with this data dir"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
 }
 
 struct Spool {
@@ -211,31 +238,38 @@ pub fn start(dir: &Path, central: Arc<Central>) -> std::io::Result<Reporter> {
     });
     let pending = Arc::new(Pending::new());
     tokio::spawn(write_spool(spool.clone(), pending.clone()));
-    tokio::spawn(send_spool(spool, central));
-    Ok(Reporter { pending })
+    tokio::spawn(send_spool(spool.clone(), central));
+    Ok(Reporter { pending, spool })
 }
 
 /// Appends what was recorded to the spool, a batch per pause.
 async fn write_spool(spool: Arc<Spool>, pending: Arc<Pending>) {
-    let mut batch = Vec::new();
     loop {
         pending.waiting.notified().await;
         tokio::time::sleep(WRITE_EVERY).await;
-        for mut window in pending.windows.each() {
-            batch.append(&mut window.events);
-            window.index.clear();
-        }
-        let mut lines = Vec::with_capacity(batch.len() * 256);
-        for e in batch.drain(..) {
+        append_pending(&spool, &pending);
+        spool.appended.notify_one();
+    }
+}
+
+/// Moves every gathered event into the spool. The windows are emptied under the spool's
+/// lock, so once one caller returns, nothing taken before it is still on its way to the file.
+fn append_pending(spool: &Spool, pending: &Pending) {
+    let mut file = spool.file.lock().expect("spool lock poisoned");
+    let mut lines = Vec::new();
+    for mut window in pending.windows.each() {
+        for e in window.events.drain(..) {
             if serde_json::to_writer(&mut lines, &e).is_ok() {
                 lines.push(b'\n');
             }
         }
-        let written = spool.file.lock().expect("spool lock poisoned").write_all(&lines);
-        if let Err(e) = written {
-            tracing::error!(error = %e, path = %spool.path.display(), "cannot append access events to the spool");
-        }
-        spool.appended.notify_one();
+        window.index.clear();
+    }
+    if lines.is_empty() {
+        return;
+    }
+    if let Err(e) = file.write_all(&lines) {
+        tracing::error!(error = %e, path = %spool.path.display(), "cannot append access events to the spool");
     }
 }
 

@@ -311,3 +311,13 @@ fn grants_changed_by_a_reload_hold_without_a_restart() {
     assert_eq!(sc.upstream.requests().len(), before, "nothing went out while the grant waits for approval");
     assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/after"]).0, 200, "the open grants still work");
 }
+
+#[test]
+fn sigterm_delivers_the_uses_still_gathering_before_the_proxy_exits() {
+    let mut sc = Sidecar::start();
+    let (status, out) = sc.curl(&["-H", AUTH, "https://api.openai.com/v1/last"]);
+    assert_eq!(status, 200, "{out}");
+    let exit = sc.terminate();
+    assert!(exit.success(), "the proxy exits 0 on SIGTERM: {exit:?}");
+    assert_eq!(uses(&access_events(&sc)), 1, "the use was delivered before the exit");
+}

@@ -353,3 +353,24 @@ fn airlock_proxy_is_not_dumpable_either() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && denied(&err, &environ), "{err}");
 }
+
+#[test]
+fn every_use_of_a_short_command_is_recorded_by_the_time_airlock_run_exits() {
+    let sc = Sidecar::start();
+    for _ in 0..3 {
+        let out =
+            run_sh(&sc, &["--agent-key-file", sc.dir.path().join("agent.key").to_str().unwrap()], CURL_PLACEHOLDER)
+                .output()
+                .unwrap();
+        let (stdout, stderr) = texts(&out);
+        assert!(stdout.contains("status=200"), "{stdout}\n{stderr}");
+    }
+    assert_eq!(sc.requests_to("api.openai.com").len(), 3);
+    // Asked right after the last exit: nothing is left to a background sender.
+    let (_, page) = sc.server.admin("GET", "/v1/secrets/production%2Fopenai%2Fapi-key/access-events?limit=100", None);
+    let events = page["events"].as_array().cloned().unwrap_or_default();
+    let uses: u64 = events.iter().map(|e| e["detail"]["count"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(uses, 3, "every injection is in the audit trail: {page}");
+    let spool = sc.dir.path().join("run").join("spool").join("access-events.jsonl");
+    assert_eq!(std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0), 0, "the spool was delivered and emptied");
+}

@@ -126,6 +126,14 @@ impl Sidecar {
         }
     }
 
+    /// SIGTERM, and waits for the proxy to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the proxy is running");
+        let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        child.wait().unwrap()
+    }
+
     /// Starts the proxy again with the same data dir (CA and spool) on a new port.
     pub fn restart(&mut self) {
         self.spawn(&[]);
