@@ -66,7 +66,7 @@ struct InitArgs {
 pub(super) struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
-    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days
+    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7878]
@@ -84,6 +84,10 @@ pub(super) struct RunArgs {
     /// Days a soft-deleted secret stays recoverable [default: 30]
     #[arg(long)]
     soft_delete_retention_days: Option<u32>,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take before the server exits anyway,
+    /// like 10s [default: 10s]
+    #[arg(long)]
+    shutdown_grace: Option<String>,
 }
 
 /// The optional `--config` file; every key is optional and unknown keys are errors.
@@ -97,6 +101,7 @@ struct ConfigFile {
     rate_limit: Option<String>,
     auth_failure_limit: Option<String>,
     soft_delete_retention_days: Option<u32>,
+    shutdown_grace: Option<String>,
 }
 
 impl ConfigFile {
@@ -247,6 +252,7 @@ impl RunArgs {
             rate_limit: None,
             auth_failure_limit: None,
             soft_delete_retention_days: None,
+            shutdown_grace: None,
         }
     }
 }
@@ -268,6 +274,10 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         args.auth_failure_limit.or(file.auth_failure_limit).unwrap_or_else(|| DEFAULT_AUTH_FAILURE_LIMIT.into());
     let auth_failure_limit: Rate =
         failures.parse().map_err(|e: String| anyhow::anyhow!("--auth-failure-limit: {e}"))?;
+    let grace = args.shutdown_grace.or(file.shutdown_grace).unwrap_or_else(|| "10s".into());
+    let shutdown_grace = crate::domain::time::parse_duration(&grace).ok_or_else(|| {
+        anyhow::anyhow!("--shutdown-grace '{grace}': use a number followed by ms, s, m or h (like 10s)")
+    })?;
     let policy_dir = args.policies.or(file.policies);
     let policies = crate::server::policies::Policies::load(policy_dir.clone())?;
     match &policy_dir {
@@ -283,6 +293,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         rate_limit,
         auth_failure_limit,
         soft_delete_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
+        shutdown_grace,
     };
     let state = AppState {
         store,

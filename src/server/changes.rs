@@ -110,15 +110,22 @@ pub struct Changes {
     tx: broadcast::Sender<Change>,
     /// Set on PostgreSQL: changes to announce to the other replicas.
     notify: Option<tokio::sync::mpsc::UnboundedSender<Change>>,
+    /// Becomes true when the server shuts down: every stream ends.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Changes {
     fn default() -> Self {
-        Changes { tx: broadcast::channel(1024).0, notify: None }
+        Changes { tx: broadcast::channel(1024).0, notify: None, closing: tokio::sync::watch::Sender::new(false) }
     }
 }
 
 impl Changes {
+    /// Ends every change stream (the server is shutting down; proxies reconnect).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
     pub fn publish(&self, change: Change) {
         tracing::debug!(kind = change.kind, path = ?change.path, "change published");
         if let Some(notify) = &self.notify {
@@ -134,7 +141,7 @@ impl Changes {
         let origin = crate::server::auth::new_id("srv");
         tokio::spawn(announce(database_url.to_owned(), origin.clone(), outbox));
         tokio::spawn(listen(database_url.to_owned(), origin, tx.clone()));
-        Changes { tx, notify: Some(notify) }
+        Changes { tx, notify: Some(notify), closing: tokio::sync::watch::Sender::new(false) }
     }
 }
 
@@ -194,18 +201,23 @@ pub async fn stream(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let tenant = caller.tenant().to_owned();
     let rx = state.changes.tx.subscribe();
-    let events = futures_util::stream::unfold((rx, tenant), |(mut rx, tenant)| async move {
+    let closing = state.changes.closing.subscribe();
+    let events = futures_util::stream::unfold((rx, tenant, closing), |(mut rx, tenant, mut closing)| async move {
         loop {
-            match rx.recv().await {
+            let received = tokio::select! {
+                received = rx.recv() => received,
+                _ = closing.wait_for(|c| *c) => return None,
+            };
+            match received {
                 Ok(c) if c.tenant == tenant || c.tenant == ALL_TENANTS => {
                     let event = Event::default().event(c.kind).json_data(&c).unwrap_or_default();
-                    return Some((Ok(event), (rx, tenant)));
+                    return Some((Ok(event), (rx, tenant, closing)));
                 }
                 Ok(_) => continue,
                 // A subscriber that fell behind is told to resynchronise (drop its caches).
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let event = Event::default().event("resync").data(format!("{{\"missed\":{n}}}"));
-                    return Some((Ok(event), (rx, tenant)));
+                    return Some((Ok(event), (rx, tenant, closing)));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

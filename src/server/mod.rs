@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub auth_failure_limit: Rate,
     /// How long a soft-deleted secret can be undeleted.
     pub soft_delete_retention: Duration,
+    /// How long in-flight requests may take after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Clone)]
@@ -174,7 +176,9 @@ async fn observe(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Serves until SIGINT or SIGTERM, then drains in-flight requests.
+/// Serves until SIGINT or SIGTERM; then ends the change streams (their proxies reconnect,
+/// to another replica when there is one), lets other in-flight requests finish within the
+/// shutdown grace, and returns.
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let listener = TcpListener::bind(state.config.listen)
         .await
@@ -183,8 +187,22 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
     tokio::spawn(upkeep(state.clone()));
     tokio::spawn(reload_on_sighup(state.clone()));
     tracing::info!(%addr, "airlock server listening");
+    let (changes, grace) = (state.changes.clone(), state.config.shutdown_grace);
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let signalled = async move {
+        shutdown_signal().await;
+        changes.close();
+        let _ = stopping.send(true);
+    };
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let server = axum::serve(listener, app).with_graceful_shutdown(signalled).into_future();
+    tokio::select! {
+        served = server => served?,
+        () = async {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(grace_s = grace.as_secs_f64(), "shutdown grace over; exiting with requests still in flight"),
+    }
     tracing::info!("airlock server stopped");
     Ok(())
 }

@@ -321,3 +321,16 @@ fn sigterm_delivers_the_uses_still_gathering_before_the_proxy_exits() {
     assert!(exit.success(), "the proxy exits 0 on SIGTERM: {exit:?}");
     assert_eq!(uses(&access_events(&sc)), 1, "the use was delivered before the exit");
 }
+
+#[test]
+fn the_server_exits_promptly_on_sigterm_and_sigint_while_a_proxy_follows_its_changes() {
+    for signal in ["TERM", "INT"] {
+        let mut sc = Sidecar::start();
+        // The proxy follows the change stream (a rotation reaches it), so a stream is open.
+        let (status, out) = sc.curl(&["-H", AUTH, "https://api.openai.com/v1/before"]);
+        assert_eq!(status, 200, "{out}");
+        let exit = sc.server.signal_and_wait(signal, Duration::from_secs(8));
+        let exit = exit.unwrap_or_else(|| panic!("SIG{signal}: the server was still running 8 s later"));
+        assert!(exit.success(), "SIG{signal}: {exit:?}");
+    }
+}

@@ -168,6 +168,23 @@ impl Server {
         }
     }
 
+    /// Sends `signal` (like "TERM") and waits up to `within` for the server to exit: its
+    /// exit status, or `None` if it was still running (then it is killed).
+    pub fn signal_and_wait(&mut self, signal: &str, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("the server is running");
+        assert!(Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap().success());
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// A second server process on the same database (PostgreSQL) and keyring.
     pub fn replica(&self) -> Replica {
         let port = free_port();
