@@ -225,17 +225,23 @@ struct Spool {
     appended: Notify,
 }
 
+impl Spool {
+    fn open(dir: &Path) -> std::io::Result<Arc<Spool>> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("access-events.jsonl");
+        let file = std::fs::OpenOptions::new().create(true).append(true).read(true).open(&path)?;
+        Ok(Arc::new(Spool {
+            offset_path: dir.join("access-events.offset"),
+            path,
+            file: Mutex::new(file),
+            appended: Notify::new(),
+        }))
+    }
+}
+
 /// Opens the spool in `dir` and starts the writer and the sender.
 pub fn start(dir: &Path, central: Arc<Central>) -> std::io::Result<Reporter> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join("access-events.jsonl");
-    let file = std::fs::OpenOptions::new().create(true).append(true).read(true).open(&path)?;
-    let spool = Arc::new(Spool {
-        offset_path: dir.join("access-events.offset"),
-        path,
-        file: Mutex::new(file),
-        appended: Notify::new(),
-    });
+    let spool = Spool::open(dir)?;
     let pending = Arc::new(Pending::new());
     tokio::spawn(write_spool(spool.clone(), pending.clone()));
     tokio::spawn(send_spool(spool.clone(), central));
@@ -416,7 +422,8 @@ mod tests {
 
     #[test]
     fn identical_uses_in_one_window_become_one_event_with_their_count() {
-        let reporter = Reporter { pending: Arc::new(Pending::new()) };
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter { pending: Arc::new(Pending::new()), spool: Spool::open(dir.path()).unwrap() };
         reporter.record(a_use(200, 1.0));
         reporter.record(a_use(200, 3.0));
         reporter.record(a_use(429, 1.0));
