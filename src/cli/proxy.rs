@@ -57,6 +57,10 @@ pub struct TimeoutArgs {
     /// Longest wait from a request sent upstream to its response head (then 504 upstream_timeout)
     #[arg(long, value_parser = timeout, default_value = "300s")]
     pub upstream_first_byte_timeout: Duration,
+    /// A change stream from the central API silent this long (it sends a keep-alive every 15 s)
+    /// is taken as lost: opened again, and the policy read again
+    #[arg(long, value_parser = timeout, default_value = "45s")]
+    pub change_stream_timeout: Duration,
 }
 
 fn timeout(s: &str) -> Result<Duration, String> {
@@ -74,6 +78,7 @@ impl TimeoutArgs {
             idle: self.idle_timeout,
             upstream_connect: self.upstream_connect_timeout,
             upstream_first_byte: self.upstream_first_byte_timeout,
+            change_stream_silence: self.change_stream_timeout,
         }
     }
 }

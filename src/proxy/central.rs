@@ -522,12 +522,14 @@ impl Central {
         Err(refused(status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 
-    /// Follows `GET /v1/events` and invalidates at once; reconnects with backoff. While
-    /// disconnected, the cache TTL bounds how stale a value can be.
-    pub async fn watch(self: Arc<Self>) {
+    /// Follows `GET /v1/events` and invalidates at once; reconnects with backoff, also when
+    /// the stream has been silent for `silence` (the server sends keep-alives, so silence
+    /// means a partition that closed nothing). While disconnected, the cache TTL bounds how
+    /// stale a value can be.
+    pub async fn watch(self: Arc<Self>, silence: Duration) {
         let mut backoff = Duration::from_millis(250);
         loop {
-            match self.follow_events().await {
+            match self.follow_events(silence).await {
                 Ok(()) => backoff = Duration::from_millis(250),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "change stream interrupted")
@@ -541,7 +543,7 @@ impl Central {
         }
     }
 
-    async fn follow_events(self: &Arc<Self>) -> Result<(), CentralError> {
+    async fn follow_events(self: &Arc<Self>, silence: Duration) -> Result<(), CentralError> {
         let url = format!("{}/v1/events", self.base);
         let unreachable = |e: reqwest::Error| CentralError::Unreachable {
             url: self.base.clone(),
@@ -564,7 +566,18 @@ impl Central {
         self.refresh_policy().await?;
         let mut buf = Vec::new();
         let mut event = String::new();
-        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+        loop {
+            let Ok(chunk) = tokio::time::timeout(silence, resp.chunk()).await else {
+                metrics::counter!("airlock_proxy_change_stream_reconnects_total", "reason" => "silent").increment(1);
+                return Err(CentralError::Unreachable {
+                    url: self.base.clone(),
+                    reason: format!(
+                        "the change stream was silent for {} s (keep-alives stopped)",
+                        silence.as_secs_f64()
+                    ),
+                });
+            };
+            let Some(chunk) = chunk.map_err(unreachable)? else { break };
             buf.extend_from_slice(&chunk);
             while let Some(end) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=end).collect();

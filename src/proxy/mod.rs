@@ -44,6 +44,9 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     /// From a request sent upstream to its response head.
     pub upstream_first_byte: Duration,
+    /// The central API's change stream sends a keep-alive every 15 s: a stream silent this
+    /// long is taken as lost (a partition that closed nothing) and opened again.
+    pub change_stream_silence: Duration,
 }
 
 impl Default for Timeouts {
@@ -53,6 +56,7 @@ impl Default for Timeouts {
             idle: Duration::from_secs(75),
             upstream_connect: Duration::from_secs(10),
             upstream_first_byte: Duration::from_secs(300),
+            change_stream_silence: Duration::from_secs(45),
         }
     }
 }
@@ -164,7 +168,7 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
     let policy = central.policy();
     tracing::info!(agent = %policy.agent.name, grants = policy.grants.len(), routes = policy.routes.len(), "policy loaded");
     central.start();
-    tokio::spawn(central.clone().watch());
+    tokio::spawn(central.clone().watch(config.timeouts.change_stream_silence));
     let reporter = report::start(&config.data_dir.join("spool"), central.clone())?;
     let resolver = Arc::new(egress::Resolver::new(config.pins.clone()));
     let dialer =

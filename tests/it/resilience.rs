@@ -334,3 +334,78 @@ fn the_server_exits_promptly_on_sigterm_and_sigint_while_a_proxy_follows_its_cha
         assert!(exit.success(), "SIG{signal}: {exit:?}");
     }
 }
+
+/// A TCP relay on 127.0.0.1 to `target`; `stall()` makes every connection open at that
+/// moment stop forwarding in both directions without closing (a silent partition), while
+/// connections opened later are forwarded as usual.
+struct Relay {
+    addr: String,
+    generation: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Relay {
+    fn start(target: &str) -> Relay {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let target = target.trim_start_matches("http://").to_owned();
+        let generation = Arc::new(AtomicUsize::new(0));
+        let stalls = generation.clone();
+        std::thread::spawn(move || {
+            for agent in listener.incoming().filter_map(Result::ok) {
+                let Ok(server) = std::net::TcpStream::connect(&target) else { continue };
+                let born = stalls.load(Ordering::SeqCst);
+                for (mut from, mut to) in [
+                    (agent.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), agent.try_clone().unwrap()),
+                ] {
+                    let stalls = stalls.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            // Stalled: hold the bytes and the connection, forward nothing.
+                            while stalls.load(Ordering::SeqCst) != born {
+                                std::thread::sleep(Duration::from_secs(1));
+                            }
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Relay { addr, generation }
+    }
+
+    fn stall(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_change_stream_that_goes_silent_without_closing_is_opened_again() {
+    let mut sc = Sidecar::start();
+    let relay = Relay::start(&sc.server.addr);
+    sc.restart_via(&relay.addr, &["--change-stream-timeout", "2s"]);
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/a"]).0, 200);
+    assert_eq!(last_authorization(&sc), Some(format!("Bearer {}", secret_value("openai"))));
+    // The partition: the proxy's stream (and its pooled connections) go quiet, nothing closes.
+    relay.stall();
+    std::thread::sleep(Duration::from_secs(1));
+    let rotate = json!({ "new_value": secret_value("rotated") }).to_string();
+    assert_eq!(sc.server.admin("POST", "/v1/secrets/production%2Fopenai%2Fapi-key/rotate", Some(&rotate)).0, 200);
+    // Within the silence timeout and a reconnect, the rotation reaches the proxy (the value
+    // TTL is 60 s: without noticing the silence it would inject the old value for that long).
+    assert!(
+        until(Duration::from_secs(15), || {
+            sc.curl(&["-H", AUTH, "https://api.openai.com/v1/b"]);
+            last_authorization(&sc) == Some(format!("Bearer {}", secret_value("rotated")))
+        }),
+        "the proxy never noticed its change stream had gone silent"
+    );
+    let metrics = reqwest::blocking::get(format!("http://{}/_airlock/metrics", sc.proxy_addr)).unwrap().text().unwrap();
+    assert!(metrics.contains("airlock_proxy_change_stream_reconnects_total{reason=\"silent\"}"), "{metrics}");
+}

@@ -51,6 +51,9 @@ pub struct Sidecar {
     /// Where api.openai.com is pinned instead of the recording upstream: a port on 127.0.0.1
     /// and the CA its certificate is signed by (`start_against`).
     openai_at: Option<(u16, PathBuf)>,
+    /// The central API's address as the proxy is given it, when not the server's own (a
+    /// relay in between: `restart_via`).
+    server_via: Option<String>,
     child: Option<Child>,
 }
 
@@ -91,7 +94,8 @@ impl Sidecar {
             server.admin("POST", "/v1/agents", Some(&json!({ "name": "research-agent" }).to_string()));
         assert_eq!(status, 201, "{agent}");
         std::fs::write(dir.path().join("agent.key"), agent["key"].as_str().unwrap()).unwrap();
-        let mut sidecar = Sidecar { server, upstream, proxy_addr: String::new(), dir, openai_at, child: None };
+        let mut sidecar =
+            Sidecar { server, upstream, proxy_addr: String::new(), dir, openai_at, server_via: None, child: None };
         sidecar.spawn(extra_args);
         sidecar
     }
@@ -139,6 +143,14 @@ impl Sidecar {
         self.spawn(&[]);
     }
 
+    /// Stops the proxy and starts it again talking to the central API at `addr` (a relay
+    /// in front of the server), with `extra_args`.
+    pub fn restart_via(&mut self, addr: &str, extra_args: &[&str]) {
+        self.kill9();
+        self.server_via = Some(addr.to_owned());
+        self.spawn(extra_args);
+    }
+
     /// Starts the proxy on a fresh port and waits until it is ready; a port taken by another
     /// test between `free_port` and the proxy's bind costs a retry on another one.
     fn spawn(&mut self, extra_args: &[&str]) {
@@ -160,7 +172,8 @@ impl Sidecar {
         };
         let upstream_ca = self.openai_at.as_ref().map_or(&self.upstream.ca_pem, |(_, ca)| ca);
         let child = Command::new(BIN)
-            .args(["--log-level", "trace", "proxy", "--server", &self.server.addr, "--listen", &self.proxy_addr])
+            .args(["--log-level", "trace", "proxy", "--server", self.server_via.as_ref().unwrap_or(&self.server.addr)])
+            .args(["--listen", &self.proxy_addr])
             .arg("--agent-key-file")
             .arg(self.dir.path().join("agent.key"))
             .arg("--data-dir")
