@@ -15,12 +15,34 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::central::Central;
+use super::central::{Central, CentralError};
 use super::local::Sharded;
 
 /// Events per report: whatever is waiting, up to the API's limit per request (a proxy that
 /// falls behind catches up in fewer, larger requests).
 const BATCH: usize = 500;
+/// Bytes per report at most (the API takes bodies up to 256 KiB): a report is cut at
+/// whichever of this and `BATCH` comes first.
+const BATCH_BYTES: usize = 192 * 1024;
+/// What the agent chooses is cut to these lengths (bytes) in an event, so no event comes
+/// near a report's size: the URL path, the method, the host.
+const MAX_URL_PATH: usize = 1024;
+const MAX_METHOD: usize = 32;
+const MAX_HOST: usize = 255;
+/// Where events the API refuses one by one are kept, beside the spool.
+const DEAD_LETTERS: &str = "access-events.dead.jsonl";
+
+/// `text` cut to at most `max` bytes at a character boundary, marked when cut.
+fn capped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[cut from {} bytes]", &text[..end], text.len())
+}
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Least time between two reports while events keep coming: each report is a request and a
 /// write transaction at the central API, which shares the machine with busy proxies.
@@ -99,9 +121,9 @@ impl Use<'_> {
             agent: self.agent.to_owned(),
             path: self.path.map(str::to_owned),
             version: self.version,
-            host: self.host.to_owned(),
-            method: self.method.to_owned(),
-            url_path: self.url_path.to_owned(),
+            host: capped(self.host, MAX_HOST),
+            method: capped(self.method, MAX_METHOD),
+            url_path: capped(self.url_path, MAX_URL_PATH),
             outcome: self.outcome,
             error_code: self.error_code,
             status: self.status,
@@ -293,33 +315,76 @@ fn write_offset(path: &Path, offset: u64) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-/// Up to `BATCH` complete lines from `offset`, as the body `{"events":[…]}`; returns the
-/// body, how many events it holds and the offset after them. A line that is not a JSON
-/// object (a torn write) is skipped.
-fn read_batch(path: &Path, offset: u64) -> std::io::Result<(Vec<u8>, usize, u64)> {
+/// An event line of the spool, and the offset after it.
+type Line = (Vec<u8>, u64);
+
+/// Complete event lines from `offset`, up to `BATCH` of them and `BATCH_BYTES` (one at
+/// least), each with the offset after it; and the offset after the last line read. A line
+/// that is not a JSON object (a torn write) is stepped over.
+fn read_batch(path: &Path, offset: u64) -> std::io::Result<(Vec<Line>, u64)> {
     let mut file = std::fs::File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
     let mut reader = std::io::BufReader::new(file);
-    let (mut body, mut count, mut next) = (b"{\"events\":[".to_vec(), 0, offset);
+    let (mut events, mut bytes, mut next) = (Vec::new(), 0, offset);
     let mut line = Vec::new();
-    while count < BATCH {
+    while events.len() < BATCH {
         line.clear();
         let n = reader.read_until(b'\n', &mut line)?;
         if n == 0 || line.last() != Some(&b'\n') {
             break; // end, or a line still being written
         }
-        next += n as u64;
         let event = line[..n - 1].trim_ascii();
+        if !events.is_empty() && bytes + event.len() > BATCH_BYTES {
+            break; // the next report starts with this line
+        }
+        next += n as u64;
         if event.first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(event).is_ok() {
-            if count > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(event);
-            count += 1;
+            bytes += event.len() + 1;
+            events.push((event.to_vec(), next));
         }
     }
+    Ok((events, next))
+}
+
+/// The report body `{"events":[…]}` for these event lines.
+fn report_body<'e>(events: impl IntoIterator<Item = &'e [u8]>) -> Vec<u8> {
+    let mut body = b"{\"events\":[".to_vec();
+    for (i, event) in events.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event);
+    }
     body.extend_from_slice(b"]}");
-    Ok((body, count, next))
+    body
+}
+
+/// The API refused what was sent (not who sent it, nor how often): sending it again as it
+/// is would be refused for ever.
+fn refuses_the_report(e: &CentralError) -> bool {
+    matches!(e, CentralError::Refused { status, .. } if matches!(status, 400 | 413 | 422))
+}
+
+/// Keeps an event the API refused on its own in the dead-letter file, and says so.
+fn dead_letter(spool: &Spool, event: &[u8], why: &CentralError) {
+    let id = serde_json::from_slice::<serde_json::Value>(event)
+        .ok()
+        .and_then(|e| e["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let path = spool.path.with_file_name(DEAD_LETTERS);
+    let kept = std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut file| {
+        file.write_all(event)?;
+        file.write_all(b"\n")?;
+        file.sync_data()
+    });
+    match kept {
+        Ok(()) => {
+            tracing::error!(%id, error = %why, file = %path.display(), "the central API refused an access event; it is kept in the dead-letter file and delivery goes on")
+        }
+        Err(e) => {
+            tracing::error!(%id, error = %why, write_error = %e, "the central API refused an access event, and it could not be kept in the dead-letter file")
+        }
+    }
 }
 
 async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
@@ -335,13 +400,14 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
         tokio::time::sleep_until(sent + SEND_GAP).await;
         sent = tokio::time::Instant::now();
         loop {
-            let (body, count, next) = match read_batch(&spool.path, offset) {
+            let (events, next) = match read_batch(&spool.path, offset) {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the access-event spool");
                     break;
                 }
             };
+            let count = events.len();
             if count == 0 {
                 if next > offset {
                     offset = next; // only unreadable lines: step over them
@@ -350,7 +416,27 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
                 offset = compact(&spool, offset);
                 break;
             }
-            match central.report(body).await {
+            let mut delivered = central.report(report_body(events.iter().map(|(e, _)| &e[..]))).await;
+            if let Err(e) = &delivered
+                && refuses_the_report(e)
+            {
+                // One event the API refuses must not hold up the rest: each goes alone, and
+                // one refused alone is set aside.
+                tracing::warn!(error = %e, events = count, "the central API refused a report; sending its events one by one");
+                delivered = Ok(());
+                for (event, after) in &events {
+                    match central.report(report_body([&event[..]])).await {
+                        Ok(()) => {}
+                        Err(e) if refuses_the_report(&e) => dead_letter(&spool, event, &e),
+                        Err(e) => {
+                            delivered = Err(e);
+                            break;
+                        }
+                    }
+                    offset = *after;
+                }
+            }
+            match delivered {
                 Ok(()) => {
                     offset = next;
                     // Persisted at most once per pause: after a crash the events since
@@ -365,9 +451,7 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
                         persisted = std::time::Instant::now();
                     }
                     backoff = Duration::from_millis(500);
-                    if count < BATCH {
-                        break;
-                    }
+                    // On to the next report; an empty read then empties the spool.
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, pending_from = offset, retry_in_ms = backoff.as_millis() as u64, "access events kept in the spool");

@@ -409,3 +409,39 @@ fn a_change_stream_that_goes_silent_without_closing_is_opened_again() {
     let metrics = reqwest::blocking::get(format!("http://{}/_airlock/metrics", sc.proxy_addr)).unwrap().text().unwrap();
     assert!(metrics.contains("airlock_proxy_change_stream_reconnects_total{reason=\"silent\"}"), "{metrics}");
 }
+
+#[test]
+fn uses_with_huge_agent_chosen_paths_are_recorded_and_delivery_goes_on() {
+    let sc = Sidecar::start();
+    // Five URL paths of 60 KB each: their events together outgrow what one report may carry.
+    let mut agent = crate::raw::Agent::connect(&sc.proxy_addr);
+    for n in 0..5 {
+        let long = format!("/r/openai/{n}{}", "x".repeat(60_000));
+        agent.send(format!("GET {long} HTTP/1.1\r\nHost: a\r\n{AUTH}\r\n\r\n").as_bytes());
+        let got = String::from_utf8_lossy(&agent.read_response()).into_owned();
+        assert!(got.starts_with("HTTP/1.1 200"), "{}", &got[..got.len().min(300)]);
+    }
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/after"]).0, 200);
+    assert!(until(Duration::from_secs(10), || uses(&access_events(&sc)) == 6), "every use was delivered");
+    for e in access_events(&sc) {
+        let path = e["detail"]["url_path"].as_str().unwrap();
+        assert!(path.len() < 1200, "the recorded path is capped: {} bytes", path.len());
+    }
+}
+
+#[test]
+fn an_event_the_server_refuses_is_set_aside_and_the_rest_are_delivered() {
+    let mut sc = Sidecar::start();
+    sc.kill9();
+    // A line the API will refuse (an id it does not take), left in the spool.
+    let spool = sc.dir.path().join("proxy").join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let bad = r#"{"id":"not a valid id!","agent":"research-agent","host":"api.openai.com","method":"GET","url_path":"/x","outcome":"injected","latency_ms":1.0,"timestamp":"2026-12-07T00:00:00Z","count":1}"#;
+    std::fs::write(spool.join("access-events.jsonl"), format!("{bad}\n")).unwrap();
+    sc.restart();
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/next"]).0, 200);
+    assert!(until(Duration::from_secs(10), || uses(&access_events(&sc)) == 1), "the good event was delivered");
+    let dead = std::fs::read_to_string(spool.join("access-events.dead.jsonl")).unwrap_or_default();
+    assert!(dead.contains("not a valid id!"), "the refused event is kept aside: {dead:?}");
+    assert!(sc.log().contains("dead-letter"), "and the proxy says so");
+}
