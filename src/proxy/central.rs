@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use crate::domain::policy::Policy;
 use crate::domain::time::{now_ms, parse_rfc3339};
 use crate::domain::{SecretPath, SecretValue};
+use crate::proxy::backoff::Backoff;
 
 /// How long a fetched value is served from memory at most.
 pub const DEFAULT_VALUE_TTL: Duration = Duration::from_secs(60);
@@ -271,7 +272,7 @@ impl Central {
     /// Mints the slot's token (unless it holds one already) and renews it, until the slot is
     /// retired.
     async fn keep_token(&self, slot: &Slot) {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut renew_in = slot.token.read().await.as_ref().map(|t| t.lifetime * 2 / 3);
         loop {
             if let Some(wait) = renew_in.take() {
@@ -294,14 +295,14 @@ impl Central {
                     if !slot.needs_approval {
                         self.ready.store(true, Ordering::Relaxed);
                     }
-                    backoff = Duration::from_millis(500);
+                    backoff.reset();
                     renew_in = Some(wait);
                 }
                 Err(_) if slot.is_retired() => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot mint the proxy token");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot mint the proxy token");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
@@ -527,19 +528,20 @@ impl Central {
     /// means a partition that closed nothing). While disconnected, the cache TTL bounds how
     /// stale a value can be.
     pub async fn watch(self: Arc<Self>, silence: Duration) {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
         loop {
-            match self.follow_events(silence).await {
-                Ok(()) => backoff = Duration::from_millis(250),
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "change stream interrupted")
-                }
+            let ended = self.follow_events(silence).await;
+            if ended.is_ok() {
+                backoff.reset();
+            }
+            let wait = backoff.next_wait();
+            if let Err(e) = ended {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "change stream interrupted");
             }
             // Whatever changed while we were not listening is unknown: refetch when possible.
             // (The last known values stay available for stale-if-error.)
             self.invalidate_values();
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            tokio::time::sleep(wait).await;
         }
     }
 

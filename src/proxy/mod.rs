@@ -3,6 +3,7 @@
 //! the hosts they are bound to, redacts them from responses and reports every use.
 //! `pipeline` holds the per-request sequence; the other modules are its parts.
 
+mod backoff;
 mod body;
 pub mod central;
 mod echoes;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::backoff::Backoff;
 use super::central::{Central, CentralError};
 use super::local::Sharded;
 
@@ -392,7 +393,7 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
     if offset > spool_len(&spool) {
         offset = 0; // the spool was emptied after the offset was last written
     }
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     let mut persisted = std::time::Instant::now();
     let mut sent = tokio::time::Instant::now();
     loop {
@@ -450,13 +451,13 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
                         }
                         persisted = std::time::Instant::now();
                     }
-                    backoff = Duration::from_millis(500);
+                    backoff.reset();
                     // On to the next report; an empty read then empties the spool.
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, pending_from = offset, retry_in_ms = backoff.as_millis() as u64, "access events kept in the spool");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, pending_from = offset, retry_in_ms = wait.as_millis() as u64, "access events kept in the spool");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
