@@ -232,6 +232,7 @@ async fn start_proxy(
         }],
         value_ttl: crate::proxy::central::DEFAULT_VALUE_TTL,
         timeouts: crate::proxy::Timeouts::default(),
+        spool_max_bytes: crate::proxy::report::DEFAULT_SPOOL_MAX_BYTES,
     };
     let bound = crate::proxy::bind(config, None).await?;
     let addr = bound.local_addr()?;

@@ -40,6 +40,11 @@ pub struct ProxyArgs {
     pub value_ttl_seconds: u64,
     #[command(flatten)]
     pub timeouts: TimeoutArgs,
+    /// Largest the access-event spool may grow (bytes) while the central API does not take
+    /// events; past it, requests that would inject are refused (503 spool_full) rather than
+    /// inject unrecorded
+    #[arg(long, default_value_t = crate::proxy::report::DEFAULT_SPOOL_MAX_BYTES)]
+    pub spool_max_bytes: u64,
 }
 
 /// How long the proxy waits on a quiet peer (durations like 500ms, 30s, 5m, 1h).
@@ -245,6 +250,7 @@ impl ProxyArgs {
             pins: self.resolve.clone(),
             value_ttl: Duration::from_secs(self.value_ttl_seconds.max(1)),
             timeouts: self.timeouts.timeouts(),
+            spool_max_bytes: self.spool_max_bytes,
         })
     }
 }

@@ -74,6 +74,8 @@ pub struct ProxyConfig {
     pub pins: Vec<egress::Pin>,
     pub value_ttl: Duration,
     pub timeouts: Timeouts,
+    /// The access-event spool's size past which injections are refused (`spool_full`).
+    pub spool_max_bytes: u64,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -170,7 +172,7 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
     tracing::info!(agent = %policy.agent.name, grants = policy.grants.len(), routes = policy.routes.len(), "policy loaded");
     central.start();
     tokio::spawn(central.clone().watch(config.timeouts.change_stream_silence));
-    let reporter = report::start(&config.data_dir.join("spool"), central.clone())?;
+    let reporter = report::start(&config.data_dir.join("spool"), central.clone(), config.spool_max_bytes)?;
     let resolver = Arc::new(egress::Resolver::new(config.pins.clone()));
     let dialer =
         upstream::Dialer::new(resolver.clone(), config.upstream_ca.as_deref(), config.timeouts.upstream_connect)?;

@@ -10,6 +10,11 @@ use super::upstream::Body;
 pub fn answer(proxy: &Proxy, path: &str) -> Response<Body> {
     match path {
         "/_airlock/healthz" => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+        "/_airlock/readyz" if proxy.reporter.spool_full() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            r#"{"status":"not_ready","reason":"the access-event spool is full (--spool-max-bytes): requests that would inject are refused until the central API takes the events"}"#,
+        ),
         "/_airlock/readyz" if proxy.central.is_ready() => {
             text(StatusCode::OK, "application/json", r#"{"status":"ready"}"#)
         }

@@ -250,6 +250,15 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
     let scrub = if used.is_empty() {
         // A host that was sent values may send them back to a request that carried none.
         proxy.echoes.of(&target.host)
+    } else if proxy.reporter.spool_full() {
+        // A use that could not be recorded is not made.
+        return Err(ProxyError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "spool_full",
+            super::error::Fault::Proxy,
+            "the proxy's access-event spool is full (the central API has not taken its events); requests that \
+             would inject are refused until it drains",
+        ));
     } else {
         proxy.echoes.sent(&target.host, &used);
         scrub_for(&used, &written)

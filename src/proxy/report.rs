@@ -30,6 +30,8 @@ const BATCH_BYTES: usize = 192 * 1024;
 const MAX_URL_PATH: usize = 1024;
 const MAX_METHOD: usize = 32;
 const MAX_HOST: usize = 255;
+/// `--spool-max-bytes` unless set: days of events for a busy proxy.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// Where events the API refuses one by one are kept, beside the spool.
 const DEAD_LETTERS: &str = "access-events.dead.jsonl";
 
@@ -213,6 +215,11 @@ impl Reporter {
         }
     }
 
+    /// Whether the spool is full: a use now could not be recorded, so none is made.
+    pub fn spool_full(&self) -> bool {
+        self.spool.full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// On the way out (the command of `airlock run` ended, or a signal): appends what is
     /// still gathering to the spool and syncs it, then gives the sender up to `within` to
     /// deliver the spool. Returns whether everything was delivered; what was not stays in
@@ -246,38 +253,68 @@ struct Spool {
     /// Held while appending and while truncating, so the two never interleave.
     file: Mutex<std::fs::File>,
     appended: Notify,
+    /// Past this size the spool is full: injections are refused until it drains.
+    max_bytes: u64,
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl Spool {
-    fn open(dir: &Path) -> std::io::Result<Arc<Spool>> {
+    fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Arc<Spool>> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("access-events.jsonl");
         let file = std::fs::OpenOptions::new().create(true).append(true).read(true).open(&path)?;
-        Ok(Arc::new(Spool {
+        let spool = Arc::new(Spool {
             offset_path: dir.join("access-events.offset"),
             path,
             file: Mutex::new(file),
             appended: Notify::new(),
-        }))
+            max_bytes,
+            full: std::sync::atomic::AtomicBool::new(false),
+        });
+        spool.measure(spool_len(&spool));
+        Ok(spool)
+    }
+
+    /// Notes the spool's size: full, or not (any more).
+    fn measure(&self, len: u64) {
+        let full = len >= self.max_bytes;
+        if full != self.full.swap(full, std::sync::atomic::Ordering::Relaxed) {
+            if full {
+                tracing::error!(bytes = len, max = self.max_bytes, path = %self.path.display(), "the access-event spool is full: requests that would inject are refused until the central API takes the events");
+            } else {
+                tracing::info!(bytes = len, "the access-event spool drained: injecting again");
+            }
+        }
     }
 }
 
 /// Opens the spool in `dir` and starts the writer and the sender.
-pub fn start(dir: &Path, central: Arc<Central>) -> std::io::Result<Reporter> {
-    let spool = Spool::open(dir)?;
+pub fn start(dir: &Path, central: Arc<Central>, max_bytes: u64) -> std::io::Result<Reporter> {
+    let spool = Spool::open(dir, max_bytes)?;
     let pending = Arc::new(Pending::new());
     tokio::spawn(write_spool(spool.clone(), pending.clone()));
     tokio::spawn(send_spool(spool.clone(), central));
     Ok(Reporter { pending, spool })
 }
 
-/// Appends what was recorded to the spool, a batch per pause.
+/// Appends what was recorded to the spool, a batch per pause, synced before it counts as
+/// written (off the runtime's threads: a sync can take milliseconds).
 async fn write_spool(spool: Arc<Spool>, pending: Arc<Pending>) {
     loop {
         pending.waiting.notified().await;
         tokio::time::sleep(WRITE_EVERY).await;
-        append_pending(&spool, &pending);
-        spool.appended.notify_one();
+        let (spool, pending) = (spool.clone(), pending.clone());
+        let appended = tokio::task::spawn_blocking(move || {
+            append_pending(&spool, &pending);
+            if let Err(e) = spool.file.lock().expect("spool lock poisoned").sync_data() {
+                tracing::error!(error = %e, path = %spool.path.display(), "cannot sync the access-event spool");
+            }
+            spool.measure(spool_len(&spool));
+            spool.appended.notify_one();
+        });
+        if let Err(e) = appended.await {
+            tracing::error!(error = %e, "the access-event writer failed");
+        }
     }
 }
 
@@ -478,7 +515,10 @@ fn compact(spool: &Spool, offset: u64) -> u64 {
         return offset;
     }
     match file.set_len(0) {
-        Ok(()) => 0,
+        Ok(()) => {
+            spool.measure(0);
+            0
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot empty the access-event spool");
             offset
@@ -508,7 +548,10 @@ mod tests {
     #[test]
     fn identical_uses_in_one_window_become_one_event_with_their_count() {
         let dir = tempfile::tempdir().unwrap();
-        let reporter = Reporter { pending: Arc::new(Pending::new()), spool: Spool::open(dir.path()).unwrap() };
+        let reporter = Reporter {
+            pending: Arc::new(Pending::new()),
+            spool: Spool::open(dir.path(), DEFAULT_SPOOL_MAX_BYTES).unwrap(),
+        };
         reporter.record(a_use(200, 1.0));
         reporter.record(a_use(200, 3.0));
         reporter.record(a_use(429, 1.0));

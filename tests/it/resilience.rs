@@ -445,3 +445,27 @@ fn an_event_the_server_refuses_is_set_aside_and_the_rest_are_delivered() {
     assert!(dead.contains("not a valid id!"), "the refused event is kept aside: {dead:?}");
     assert!(sc.log().contains("dead-letter"), "and the proxy says so");
 }
+
+#[test]
+fn a_full_spool_refuses_injection_rather_than_inject_unrecorded_and_readyz_says_why() {
+    let mut sc = Sidecar::start_with("", &["--spool-max-bytes", "1"]);
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/first"]).0, 200);
+    assert!(until(Duration::from_secs(10), || uses(&access_events(&sc)) == 1));
+    // The central API goes away: the next use stays in the spool, which is then full.
+    sc.server.kill9();
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/second"]).0, 200);
+    let ready = format!("http://{}/_airlock/readyz", sc.proxy_addr);
+    assert!(
+        until(Duration::from_secs(5), || reqwest::blocking::get(&ready).unwrap().status() == 503),
+        "readyz turns 503"
+    );
+    let why = reqwest::blocking::get(&ready).unwrap().text().unwrap();
+    assert!(why.contains("spool is full"), "{why}");
+    let before = sc.requests_to("api.openai.com").len();
+    let (status, out) = sc.curl(&["-H", AUTH, "https://api.openai.com/v1/third"]);
+    assert_eq!(status, 503, "{out}");
+    assert!(out.contains("spool_full"), "{out}");
+    assert_eq!(sc.requests_to("api.openai.com").len(), before, "nothing went upstream");
+    // A request without a value is not a use: it still passes.
+    assert_eq!(sc.curl(&["https://api.openai.com/v1/plain"]).0, 200);
+}
