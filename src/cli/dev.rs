@@ -234,7 +234,7 @@ async fn start_proxy(
         timeouts: crate::proxy::Timeouts::default(),
         spool_max_bytes: crate::proxy::report::DEFAULT_SPOOL_MAX_BYTES,
     };
-    let bound = crate::proxy::bind(config, None).await?;
+    let bound = crate::proxy::bind(config, None, crate::proxy::Startup::FailFast).await?;
     let addr = bound.local_addr()?;
     let bundles = super::run::write_bundles(&data_dir, bound.ca_pem())?;
     tokio::spawn(bound.serve());

@@ -269,7 +269,7 @@ pub async fn run(cmd: ProxyCommand) -> anyhow::Result<()> {
     let agent_key = cmd.common.agent_key()?.key;
     let config = cmd.common.config(cmd.listen, agent_key, None)?;
     let metrics = super::install_metrics();
-    let bound = crate::proxy::bind(config, metrics).await?;
+    let bound = crate::proxy::bind(config, metrics, crate::proxy::Startup::Wait).await?;
     tracing::info!(addr = %bound.local_addr()?, "airlock proxy listening");
     let reporter = bound.reporter();
     tokio::select! {

@@ -46,7 +46,7 @@ pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
     let session = Zeroizing::new(crate::server::auth::new_secret("sk_airlock"));
     let config = cmd.proxy.config("127.0.0.1:0".parse()?, agent_key.key, Some(session.clone()))?;
     let data_dir = config.data_dir.clone();
-    let bound = crate::proxy::bind(config, None).await?;
+    let bound = crate::proxy::bind(config, None, crate::proxy::Startup::FailFast).await?;
     let addr = bound.local_addr()?;
     let bundles = write_bundles(&data_dir, bound.ca_pem())?;
     let routes: Vec<String> = bound.route_names();

@@ -38,6 +38,13 @@ pub enum CentralError {
     Protocol(String),
 }
 
+impl CentralError {
+    /// The API refused this agent (bad key, no policy): trying again will not help.
+    pub fn refuses_the_agent(&self) -> bool {
+        matches!(self, CentralError::Refused { status, .. } if refuses_the_agent(*status))
+    }
+}
+
 /// At most this many paths in the front cache (the back one holds up to 10,000).
 const HOT_CAPACITY: usize = 1024;
 

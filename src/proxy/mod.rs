@@ -162,12 +162,24 @@ impl Bound {
     }
 }
 
+/// What `bind` does while the central API cannot be reached.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    /// Fail at once (`airlock run`, `airlock dev`: a person is waiting).
+    FailFast,
+    /// Listen meanwhile, answer 503 with the reason (readyz included), and keep trying with
+    /// backoff; only a refusal of the agent (bad key, no policy) is fatal (`airlock proxy`,
+    /// which may start before its server).
+    Wait,
+}
+
 /// Connects to the central API (policy, tokens), prepares the CA and binds the listener.
-pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> anyhow::Result<Bound> {
+pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>, startup: Startup) -> anyhow::Result<Bound> {
     let ca = tls::LocalCa::load_or_create(&config.data_dir)?;
-    let central = central::Central::connect(&config.server, config.agent_key.clone(), config.value_ttl)
+    let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let (central, listener) = connect_central(&config, listener, startup).await?;
     let policy = central.policy();
     tracing::info!(agent = %policy.agent.name, grants = policy.grants.len(), routes = policy.routes.len(), "policy loaded");
     central.start();
@@ -177,9 +189,6 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
     let dialer =
         upstream::Dialer::new(resolver.clone(), config.upstream_ca.as_deref(), config.timeouts.upstream_connect)?;
     let upstreams = upstream::client(dialer.clone());
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let proxy = Proxy {
         limits: std::sync::RwLock::new((0, Arc::new(limits::Limits::from_policy(&policy)))),
         reporter,
@@ -195,4 +204,73 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>) -> any
         echoes: echoes::Echoes::default(),
     };
     Ok(Bound { proxy: Arc::new(proxy), listener })
+}
+
+/// The central API's first answer (policy, agent). With `Startup::Wait`, the listener answers
+/// every request 503 with the reason meanwhile, and attempts go on with backoff until one
+/// succeeds or the API refuses the agent.
+async fn connect_central(
+    config: &ProxyConfig,
+    listener: TcpListener,
+    startup: Startup,
+) -> anyhow::Result<(Arc<central::Central>, TcpListener)> {
+    let connect = || central::Central::connect(&config.server, config.agent_key.clone(), config.value_ttl);
+    let first = connect().await;
+    let error = match first {
+        Ok(central) => return Ok((central, listener)),
+        Err(e) if startup == Startup::FailFast || e.refuses_the_agent() => return Err(anyhow::anyhow!("{e}")),
+        Err(e) => e,
+    };
+    let reason = Arc::new(std::sync::Mutex::new(error.to_string()));
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let waiting = tokio::spawn(not_ready(listener, reason.clone(), stopped));
+    let mut backoff = backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    let central = loop {
+        let wait = backoff.next_wait();
+        tracing::warn!(error = %reason.lock().expect("reason lock poisoned"), retry_in_ms = wait.as_millis() as u64, "the central API cannot be reached yet; answering 503 until it can");
+        tokio::time::sleep(wait).await;
+        match connect().await {
+            Ok(central) => break central,
+            Err(e) if e.refuses_the_agent() => return Err(anyhow::anyhow!("{e}")),
+            Err(e) => *reason.lock().expect("reason lock poisoned") = e.to_string(),
+        }
+    };
+    let _ = stop.send(());
+    let listener = waiting.await.map_err(|e| anyhow::anyhow!("the waiting listener failed: {e}"))?;
+    tracing::info!("the central API answered");
+    Ok((central, listener))
+}
+
+/// Answers each connection one 503 (JSON, with `reason`) until told to stop; gives the
+/// listener back.
+async fn not_ready(
+    listener: TcpListener,
+    reason: Arc<std::sync::Mutex<String>>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> TcpListener {
+    loop {
+        tokio::select! {
+            _ = &mut stop => return listener,
+            accepted = listener.accept() => {
+                let Ok((mut stream, _)) = accepted else { continue };
+                let why = reason.lock().expect("reason lock poisoned").clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut head = [0u8; 4096];
+                    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut head)).await;
+                    let body = serde_json::json!({
+                        "status": "not_ready",
+                        "error": { "code": "central_unavailable", "fault": "central_api", "message": why },
+                    })
+                    .to_string();
+                    let answer = format!(
+                        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nx-airlock-error: central_unavailable\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        }
+    }
 }

@@ -345,8 +345,12 @@ struct Relay {
 
 impl Relay {
     fn start(target: &str) -> Relay {
+        Relay::start_on("127.0.0.1:0", target)
+    }
+
+    fn start_on(at: &str, target: &str) -> Relay {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind(at).unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let target = target.trim_start_matches("http://").to_owned();
         let generation = Arc::new(AtomicUsize::new(0));
@@ -468,4 +472,52 @@ fn a_full_spool_refuses_injection_rather_than_inject_unrecorded_and_readyz_says_
     assert_eq!(sc.requests_to("api.openai.com").len(), before, "nothing went upstream");
     // A request without a value is not a use: it still passes.
     assert_eq!(sc.curl(&["https://api.openai.com/v1/plain"]).0, 200);
+}
+
+#[test]
+fn a_proxy_started_before_its_server_waits_answering_503_and_serves_once_it_is_up() {
+    let sc = Sidecar::start();
+    // Where the central API will be: nothing listens there yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen =
+        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let mut proxy = std::process::Command::new(crate::support::BIN)
+        .args(["proxy", "--server", &format!("http://127.0.0.1:{port}"), "--listen", &listen])
+        .arg("--agent-key-file")
+        .arg(sc.dir.path().join("agent.key"))
+        .arg("--data-dir")
+        .arg(sc.dir.path().join("early"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = format!("http://{listen}/_airlock/readyz");
+    let answer = || reqwest::blocking::get(&ready).ok().map(|r| (r.status().as_u16(), r.text().unwrap_or_default()));
+    assert!(until(Duration::from_secs(10), || answer().is_some_and(|(s, _)| s == 503)), "it listens and answers 503");
+    let (_, why) = answer().unwrap();
+    assert!(why.contains("central_unavailable") && why.contains("cannot reach"), "{why}");
+    assert!(proxy.try_wait().unwrap().is_none(), "it did not exit");
+    // The server comes up at that address.
+    let _relay = Relay::start_on(&format!("127.0.0.1:{port}"), &sc.server.addr);
+    let up = until(Duration::from_secs(20), || answer().is_some_and(|(s, _)| s == 200));
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(up, "ready once the central API answers");
+}
+
+#[test]
+fn a_proxy_whose_key_is_refused_still_exits_at_once_with_the_reason() {
+    let sc = Sidecar::start();
+    let key = sc.dir.path().join("wrong.key");
+    std::fs::write(&key, "ak_not_a_real_key").unwrap();
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["proxy", "--server", &sc.server.addr, "--listen", "127.0.0.1:0"])
+        .arg("--agent-key-file")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(sc.dir.path().join("refused"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused"), "{err}");
 }
