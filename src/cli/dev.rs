@@ -219,7 +219,7 @@ async fn start_proxy(
 ) -> anyhow::Result<DevProxy> {
     let data_dir = cmd.dir.join("proxy");
     let config = crate::proxy::ProxyConfig {
-        server: server.to_owned(),
+        servers: vec![server.to_owned()],
         agent_key,
         listen: cmd.proxy_listen,
         data_dir: data_dir.clone(),

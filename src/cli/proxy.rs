@@ -14,9 +14,10 @@ use crate::proxy::{ProxyConfig, Timeouts};
 
 #[derive(Args, Debug, Clone)]
 pub struct ProxyArgs {
-    /// Central API address
-    #[arg(long, env = "AIRLOCK_ADDR", default_value = "http://127.0.0.1:7878")]
-    pub server: String,
+    /// Central API address; repeat it or give a comma list for replicas on one database (the
+    /// proxy fails over between them)
+    #[arg(long, env = "AIRLOCK_ADDR", default_value = "http://127.0.0.1:7878", value_delimiter = ',')]
+    pub server: Vec<String>,
     /// File holding the agent key, or `-` for standard input, read to its end (or set AIRLOCK_AGENT_KEY)
     #[arg(long, value_name = "FILE", conflicts_with = "agent_key_fd")]
     pub agent_key_file: Option<PathBuf>,
@@ -241,7 +242,7 @@ impl ProxyArgs {
             (None, None) => None,
         };
         Ok(ProxyConfig {
-            server: self.server.clone(),
+            servers: self.server.clone(),
             agent_key,
             listen,
             data_dir: self.data_dir.clone(),

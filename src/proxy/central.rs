@@ -139,7 +139,9 @@ impl Slot {
 
 pub struct Central {
     http: reqwest::Client,
-    base: String,
+    /// The central API's addresses (replicas on one database); `current` is the one used.
+    bases: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
     agent_key: Zeroizing<String>,
     policy: std::sync::RwLock<Arc<Policy>>,
     /// The tokens the proxy reads values with, one per group of the policy's grants
@@ -185,7 +187,7 @@ impl moka::Expiry<String, Arc<Fetched>> for FreshUntil {
 impl Central {
     /// Fetches the agent's policy with its key and prepares a token slot per grant group.
     pub async fn connect(
-        base: &str,
+        bases: &[String],
         agent_key: Zeroizing<String>,
         value_ttl: Duration,
     ) -> Result<Arc<Central>, CentralError> {
@@ -195,15 +197,30 @@ impl Central {
             .user_agent(concat!("airlock-proxy/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CentralError::Protocol(e.to_string()))?;
-        let base = base.trim_end_matches('/').to_owned();
-        let policy = fetch_policy(&http, &base, &agent_key).await?;
-        let agent_id = fetch_agent_id(&http, &base, &agent_key).await?;
+        let bases: Vec<String> = bases.iter().map(|b| b.trim_end_matches('/').to_owned()).collect();
+        if bases.is_empty() {
+            return Err(CentralError::Protocol("no central API address".into()));
+        }
+        // The first address that answers.
+        let mut first = None;
+        for (i, base) in bases.iter().enumerate() {
+            match fetch_policy(&http, base, &agent_key).await {
+                Err(e @ CentralError::Unreachable { .. }) => first = first.or(Some(Err(e))),
+                answered => {
+                    first = Some(answered.map(|policy| (i, policy)));
+                    break;
+                }
+            }
+        }
+        let (current, policy) = first.expect("at least one address")?;
+        let agent_id = fetch_agent_id(&http, &bases[current], &agent_key).await?;
         let slots = slots_for(&policy);
         let agent_name = policy.agent.name.clone();
         let values = moka::future::Cache::builder().max_capacity(10_000).expire_after(FreshUntil).build();
         Ok(Arc::new(Central {
             http,
-            base,
+            bases,
+            current: std::sync::atomic::AtomicUsize::new(current),
             agent_key,
             policy: std::sync::RwLock::new(Arc::new(policy)),
             slots: std::sync::RwLock::new(Arc::new(slots)),
@@ -508,26 +525,74 @@ impl Central {
     /// Posts a batch of access events, given as the JSON body `{"events":[…]}` already
     /// assembled from the spool's lines.
     pub async fn report(&self, body: Vec<u8>) -> Result<(), CentralError> {
-        let url = format!("{}/v1/access-events", self.base);
-        let unreachable = |e: reqwest::Error| CentralError::Unreachable {
-            url: self.base.clone(),
-            reason: e.without_url().to_string(),
-        };
-        let resp = self
-            .http
-            .post(&url)
-            .bearer_auth(self.agent_key.as_str())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        let status = resp.status().as_u16();
-        if status == 202 {
-            return Ok(());
+        let body = bytes::Bytes::from(body);
+        self.on_any(|base| {
+            let body = body.clone();
+            async move {
+                let unreachable = |e: reqwest::Error| CentralError::Unreachable {
+                    url: base.clone(),
+                    reason: e.without_url().to_string(),
+                };
+                let resp = self
+                    .http
+                    .post(format!("{base}/v1/access-events"))
+                    .bearer_auth(self.agent_key.as_str())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(unreachable)?;
+                let status = resp.status().as_u16();
+                if status == 202 {
+                    return Ok(());
+                }
+                let bytes = resp.bytes().await.map_err(unreachable)?;
+                Err(refused(status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+            }
+        })
+        .await
+    }
+
+    /// The address in use.
+    fn base(&self) -> &str {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Runs `attempt` against the address in use and, while the answer is that it cannot
+    /// be reached, against each other address in turn; the first that answers is used from
+    /// then on (a replica on the same database).
+    async fn on_any<T, F, Fut>(&self, attempt: F) -> Result<T, CentralError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CentralError>>,
+    {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut unreachable = None;
+        for step in 0..self.bases.len() {
+            let at = (start + step) % self.bases.len();
+            match attempt(self.bases[at].clone()).await {
+                Err(e @ CentralError::Unreachable { .. }) => unreachable = Some(e),
+                answered => {
+                    if step > 0
+                        && self.current.compare_exchange(start, at, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+                    {
+                        let (from, to) = (&self.bases[start % self.bases.len()], &self.bases[at]);
+                        tracing::warn!(%from, %to, "the central API address in use did not answer; using another");
+                        metrics::counter!("airlock_proxy_central_failovers_total").increment(1);
+                    }
+                    return answered;
+                }
+            }
         }
-        let bytes = resp.bytes().await.map_err(unreachable)?;
-        Err(refused(status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        Err(unreachable.expect("at least one address"))
+    }
+
+    /// Moves off the address in use (its change stream ended or went silent), to the next.
+    fn move_on(&self) {
+        if self.bases.len() > 1 {
+            let at = self.current.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(to = %self.bases[at % self.bases.len()], "trying the next central API address");
+        }
     }
 
     /// Follows `GET /v1/events` and invalidates at once; reconnects with backoff, also when
@@ -544,6 +609,9 @@ impl Central {
             let wait = backoff.next_wait();
             if let Err(e) = ended {
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "change stream interrupted");
+                if matches!(e, CentralError::Unreachable { .. }) {
+                    self.move_on();
+                }
             }
             // Whatever changed while we were not listening is unknown: refetch when possible.
             // (The last known values stay available for stale-if-error.)
@@ -553,11 +621,10 @@ impl Central {
     }
 
     async fn follow_events(self: &Arc<Self>, silence: Duration) -> Result<(), CentralError> {
-        let url = format!("{}/v1/events", self.base);
-        let unreachable = |e: reqwest::Error| CentralError::Unreachable {
-            url: self.base.clone(),
-            reason: e.without_url().to_string(),
-        };
+        let base = self.base().to_owned();
+        let url = format!("{base}/v1/events");
+        let unreachable =
+            |e: reqwest::Error| CentralError::Unreachable { url: base.clone(), reason: e.without_url().to_string() };
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(unreachable)?;
         let mut resp = http.get(&url).bearer_auth(self.agent_key.as_str()).send().await.map_err(unreachable)?;
         let status = resp.status().as_u16();
@@ -579,7 +646,7 @@ impl Central {
             let Ok(chunk) = tokio::time::timeout(silence, resp.chunk()).await else {
                 metrics::counter!("airlock_proxy_change_stream_reconnects_total", "reason" => "silent").increment(1);
                 return Err(CentralError::Unreachable {
-                    url: self.base.clone(),
+                    url: base.clone(),
                     reason: format!(
                         "the change stream was silent for {} s (keep-alives stopped)",
                         silence.as_secs_f64()
@@ -654,7 +721,10 @@ impl Central {
     /// takes its place: the proxy fails closed. When it cannot answer, the current policy
     /// stays and the error goes to the caller, which asks again.
     async fn refresh_policy(self: &Arc<Self>) -> Result<(), CentralError> {
-        let (policy, closed) = match fetch_policy(&self.http, &self.base, &self.agent_key).await {
+        let (policy, closed) = match self
+            .on_any(|base| async move { fetch_policy(&self.http, &base, &self.agent_key).await })
+            .await
+        {
             Ok(policy) => (policy, false),
             Err(CentralError::Refused { status, code, message }) if refuses_the_agent(status) => {
                 tracing::error!(status, %code, %message, "the central API refused this agent its policy; allowing no egress");
@@ -717,20 +787,26 @@ impl Central {
         bearer: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), CentralError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url).bearer_auth(bearer);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let unreachable = |e: reqwest::Error| CentralError::Unreachable {
-            url: self.base.clone(),
-            reason: e.without_url().to_string(),
-        };
-        let resp = req.send().await.map_err(unreachable)?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(unreachable)?;
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        Ok((status, value))
+        self.on_any(|base| {
+            let method = method.clone();
+            async move {
+                let mut req = self.http.request(method, format!("{base}{path}")).bearer_auth(bearer);
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                let unreachable = |e: reqwest::Error| CentralError::Unreachable {
+                    url: base.clone(),
+                    reason: e.without_url().to_string(),
+                };
+                let resp = req.send().await.map_err(unreachable)?;
+                let status = resp.status().as_u16();
+                let bytes = resp.bytes().await.map_err(unreachable)?;
+                let value =
+                    if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+                Ok((status, value))
+            }
+        })
+        .await
     }
 }
 
@@ -902,7 +978,7 @@ mod tests {
         };
         crate::install_crypto_provider();
         let base = serve(fake.clone()).await;
-        let central = Central::connect(&base, Zeroizing::new("key".into()), Duration::from_secs(60)).await.unwrap();
+        let central = Central::connect(&[base], Zeroizing::new("key".into()), Duration::from_secs(60)).await.unwrap();
         central.start();
         while !central.is_ready() {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -65,7 +65,8 @@ impl Default for Timeouts {
 /// Validated settings of one proxy.
 #[derive(Clone)]
 pub struct ProxyConfig {
-    pub server: String,
+    /// The central API's addresses (replicas on one database), tried in turn.
+    pub servers: Vec<String>,
     pub agent_key: Zeroizing<String>,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -81,7 +82,7 @@ pub struct ProxyConfig {
 impl std::fmt::Debug for ProxyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyConfig")
-            .field("server", &self.server)
+            .field("servers", &self.servers)
             .field("agent_key", &"***")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
@@ -214,7 +215,7 @@ async fn connect_central(
     listener: TcpListener,
     startup: Startup,
 ) -> anyhow::Result<(Arc<central::Central>, TcpListener)> {
-    let connect = || central::Central::connect(&config.server, config.agent_key.clone(), config.value_ttl);
+    let connect = || central::Central::connect(&config.servers, config.agent_key.clone(), config.value_ttl);
     let first = connect().await;
     let error = match first {
         Ok(central) => return Ok((central, listener)),

@@ -521,3 +521,64 @@ fn a_proxy_whose_key_is_refused_still_exits_at_once_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused"), "{err}");
 }
+
+#[test]
+fn the_proxy_fails_over_to_a_replica_and_follows_its_changes() {
+    if crate::support::postgres_url().is_none() {
+        return;
+    }
+    let mut sc = Sidecar::start_on(crate::support::Backend::Postgres);
+    let replica = sc.server.replica();
+    sc.restart_via(&format!("{},{}", sc.server.addr, replica.addr), &[]);
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/warm"]).0, 200);
+    // Requests keep running while the server the proxy follows dies.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (proxy, halt) = (sc.proxy_addr.clone(), stop.clone());
+    let ca = sc.ca_path();
+    let load = std::thread::spawn(move || {
+        let mut failed = Vec::new();
+        while !halt.load(std::sync::atomic::Ordering::SeqCst) {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "--proxy"])
+                .arg(format!("http://{proxy}"))
+                .arg("--cacert")
+                .arg(&ca)
+                .args(["-H", AUTH, "https://api.openai.com/v1/during"])
+                .output()
+                .unwrap();
+            let code = String::from_utf8_lossy(&out.stdout).into_owned();
+            if code != "200" {
+                failed.push(code);
+            }
+        }
+        failed
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    sc.server.kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    // A rotation through the survivor reaches the proxy.
+    let rotate = json!({ "new_value": secret_value("rotated") }).to_string();
+    let rotated = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/secrets/production%2Fopenai%2Fapi-key/rotate", replica.addr))
+        .bearer_auth(&sc.server.admin_key)
+        .header("content-type", "application/json")
+        .body(rotate)
+        .send()
+        .unwrap();
+    assert_eq!(rotated.status(), 200);
+    let seen = until(Duration::from_secs(3), || {
+        last_authorization(&sc) == Some(format!("Bearer {}", secret_value("rotated")))
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let failed = load.join().unwrap();
+    if !seen {
+        let log = sc.log();
+        let tail: Vec<&str> =
+            log.lines().filter(|l| l.contains("WARN") || l.contains("INFO") || l.contains("ERROR")).collect();
+        panic!(
+            "the rotation made through the replica did not reach the proxy; log:\n{}",
+            tail[tail.len().saturating_sub(30)..].join("\n")
+        );
+    }
+    assert!(failed.is_empty(), "requests for the cached value failed during the failover: {failed:?}");
+}

@@ -82,13 +82,27 @@ impl Sidecar {
         Sidecar::start_pinned(policy_text, extra_args, None)
     }
 
+    /// Starts with the server on `backend` (PostgreSQL: replicas can join it).
+    pub fn start_on(backend: Backend) -> Sidecar {
+        Sidecar::start_full(backend, &policy(""), &[], None)
+    }
+
     fn start_pinned(policy_text: &str, extra_args: &[&str], openai_at: Option<(u16, PathBuf)>) -> Sidecar {
+        Sidecar::start_full(Backend::Sqlite, policy_text, extra_args, openai_at)
+    }
+
+    fn start_full(
+        backend: Backend,
+        policy_text: &str,
+        extra_args: &[&str],
+        openai_at: Option<(u16, PathBuf)>,
+    ) -> Sidecar {
         let upstream = Upstream::start_tls(&["api.openai.com", "api.evil.example"]);
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir(&policies).unwrap();
         std::fs::write(policies.join("research.toml"), policy_text).unwrap();
-        let server = Server::start_with(Backend::Sqlite, &["--policies", policies.to_str().unwrap()]);
+        let server = Server::start_with(backend, &["--policies", policies.to_str().unwrap()]);
         server.create(OPENAI_KEY_PATH, &secret_value("openai"));
         let (status, agent) =
             server.admin("POST", "/v1/agents", Some(&json!({ "name": "research-agent" }).to_string()));

@@ -198,6 +198,8 @@ impl Server {
         if let Some(url) = &self.database_url {
             cmd.args(["--database-url", url]);
         }
+        // The same settings as this server (its policies directory, say).
+        cmd.args(&self.extra_args);
         let child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.http.get(format!("{addr}/healthz")).send().map_or(true, |r| r.status() != 200) {
