@@ -231,6 +231,7 @@ async fn start_proxy(
             port: Some(upstream.port()),
         }],
         value_ttl: crate::proxy::central::DEFAULT_VALUE_TTL,
+        approval_denied_cooldown: crate::proxy::central::DEFAULT_DENIAL_COOLDOWN,
         timeouts: crate::proxy::Timeouts::default(),
         spool_max_bytes: crate::proxy::report::DEFAULT_SPOOL_MAX_BYTES,
     };

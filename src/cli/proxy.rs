@@ -39,6 +39,10 @@ pub struct ProxyArgs {
     /// Longest time a fetched value is served from memory, in seconds
     #[arg(long, default_value_t = 60)]
     pub value_ttl_seconds: u64,
+    /// After an operator denies the proxy's approval request, how long requests needing that
+    /// grant get 403 approval_denied before the proxy asks again (a policy change ends it sooner)
+    #[arg(long, value_parser = timeout, default_value = "5m")]
+    pub approval_denied_cooldown: Duration,
     #[command(flatten)]
     pub timeouts: TimeoutArgs,
     /// Largest the access-event spool may grow (bytes) while the central API does not take
@@ -250,6 +254,7 @@ impl ProxyArgs {
             upstream_ca: self.upstream_ca.clone(),
             pins: self.resolve.clone(),
             value_ttl: Duration::from_secs(self.value_ttl_seconds.max(1)),
+            approval_denied_cooldown: self.approval_denied_cooldown,
             timeouts: self.timeouts.timeouts(),
             spool_max_bytes: self.spool_max_bytes,
         })

@@ -154,16 +154,18 @@ impl Policy {
         };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| located(e.span(), e.message().to_owned()))?;
         let name_line = line_of(text, raw.agent.name.span().start);
-        let mut policy = Policy::from_raw(raw, file).map_err(|e| located(Some(e.span), e.message))?;
+        let mut policy = Policy::from_raw(raw, file, text).map_err(|e| located(Some(e.span), e.message))?;
         policy.text = text.to_owned();
         Ok((policy, name_line))
     }
 
-    fn from_raw(raw: RawPolicy, source: &str) -> Result<Policy, Invalid> {
+    fn from_raw(raw: RawPolicy, source: &str, text: &str) -> Result<Policy, Invalid> {
         let agent = AgentRules::try_from(raw.agent)?;
         let egress = Egress::try_from(raw.egress)?;
+        let spans: Vec<Range<usize>> = raw.grant.iter().map(|g| g.secrets.span()).collect();
         let grants: Vec<Grant> =
             raw.grant.into_iter().map(|g| Grant::from_raw(g, &egress)).collect::<Result<_, _>>()?;
+        check_overlapping_grants(&grants, &spans, text)?;
         let injects = raw.inject.into_iter().map(|i| Inject::from_raw(i, &grants)).collect::<Result<_, _>>()?;
         let routes = routes_from_raw(raw.route, &egress)?;
         Ok(Policy { agent, egress, grants, injects, routes, source: source.to_owned(), text: String::new() })
@@ -176,14 +178,18 @@ impl Policy {
         allowed.is_empty() || allowed.iter().any(|net| net.contains(&ip) || net.contains(&ip.to_canonical()))
     }
 
-    /// The grant that governs `path`: the first whose glob matches it.
+    /// The grant that governs `path`: the most specific whose glob matches it
+    /// (`PathGlob::cmp_specificity`), wherever it stands in the file. Grants whose globs
+    /// overlap agree on everything but the glob (`check_overlapping_grants`), so which one
+    /// governs only decides the token a proxy reads the value with.
     pub fn grant_for(&self, path: &SecretPath) -> Option<&Grant> {
-        self.grants.iter().find(|grant| grant.secrets.matches(path))
+        most_specific(&self.grants, |grant| grant.secrets.matches(path))
     }
 
-    /// For minting: the first grant covering a requested secrets glob (requested ⊆ grant.secrets).
+    /// For minting: the most specific grant covering a requested secrets glob (requested ⊆
+    /// grant.secrets). Every grant that shares a path with it needs approval if it does.
     pub fn grant_covering(&self, glob: &PathGlob) -> Option<&Grant> {
-        self.grants.iter().find(|grant| glob.is_subset_of(&grant.secrets))
+        most_specific(&self.grants, |grant| glob.is_subset_of(&grant.secrets))
     }
 
     /// Whether `egress.allow` lets the agent reach `host` at all.
@@ -198,6 +204,27 @@ impl Policy {
 }
 
 impl Grant {
+    /// What of approval, hosts, headers and query differs between two grants, in that order;
+    /// empty when they agree. Hosts are compared as the sets of hosts they match.
+    fn differences(&self, other: &Grant) -> Vec<&'static str> {
+        let covered = |a: &[HostPattern], b: &[HostPattern]| a.iter().all(|h| b.iter().any(|o| o.covers(h)));
+        let same_hosts = covered(&self.hosts, &other.hosts) && covered(&other.hosts, &self.hosts);
+        let mut differ = Vec::new();
+        if self.approval != other.approval {
+            differ.push("approval");
+        }
+        if !same_hosts {
+            differ.push("hosts");
+        }
+        if self.headers != other.headers {
+            differ.push("headers");
+        }
+        if self.query != other.query {
+            differ.push("query");
+        }
+        differ
+    }
+
     /// Whether this grant lets its values go to `host`.
     pub fn allows_host(&self, host: &str) -> bool {
         self.hosts.iter().any(|pattern| pattern.matches(host))
@@ -207,6 +234,12 @@ impl Grant {
     pub fn allows_header(&self, name: &str) -> bool {
         self.headers.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
     }
+}
+
+/// Of the grants that pass `wanted`, the one with the most specific glob; never depends on
+/// the order of `grants`.
+fn most_specific(grants: &[Grant], wanted: impl Fn(&Grant) -> bool) -> Option<&Grant> {
+    grants.iter().filter(|grant| wanted(grant)).min_by(|a, b| a.secrets.cmp_specificity(&b.secrets))
 }
 
 /// Line (1-based) of byte offset `at` in `text`.
@@ -839,9 +872,35 @@ fn header_name(s: &str) -> Result<String, String> {
     Ok(s.to_ascii_lowercase())
 }
 
+/// Two grants whose secrets overlap (some path matches both) must agree on approval, hosts,
+/// headers and query: otherwise the one that governs a path would decide, say, whether it
+/// needs approval, and a broad grant could open what a narrow one gates. The later grant of
+/// such a pair is the error (at `spans`, the grants' `secrets` in the file), naming the
+/// earlier with its line.
+fn check_overlapping_grants(grants: &[Grant], spans: &[Range<usize>], text: &str) -> Result<(), Invalid> {
+    for (later, grant) in grants.iter().enumerate() {
+        for (earlier, other) in grants[..later].iter().enumerate() {
+            let differ = grant.differences(other);
+            if differ.is_empty() || !grant.secrets.overlaps(&other.secrets) {
+                continue;
+            }
+            let message = format!(
+                "grant '{}' overlaps grant '{}' (line {}) but differs in {}; make them agree or make their \
+                 secrets disjoint",
+                grant.secrets,
+                other.secrets,
+                line_of(text, spans[earlier].start),
+                differ.join(", "),
+            );
+            return Err(Invalid { span: spans[later].clone(), message });
+        }
+    }
+    Ok(())
+}
+
 impl Inject {
-    /// Each placeholder must be governed by a grant (the first whose glob matches it, as
-    /// `Policy::grant_for` picks) that sends it to this host in this header.
+    /// Each placeholder must be governed by a grant (the one `Policy::grant_for` picks)
+    /// that sends it to this host in this header.
     fn from_raw(raw: RawInject, grants: &[Grant]) -> Result<Inject, Invalid> {
         let host = host_pattern(&raw.host, "inject host")?;
         let header = parse_at(&raw.header, "inject header", |s| {
@@ -867,7 +926,7 @@ impl Inject {
 
 fn check_inject_binding(p: &Placeholder, host: &HostPattern, header: &str, grants: &[Grant]) -> Result<(), String> {
     let path = p.path();
-    let Some(grant) = grants.iter().find(|grant| grant.secrets.matches(path)) else {
+    let Some(grant) = most_specific(grants, |grant| grant.secrets.matches(path)) else {
         return Err(format!("inject uses secret '{path}' but no grant covers it"));
     };
     let glob = &grant.secrets;
@@ -1303,18 +1362,99 @@ allow = ["api.openai.com", "*.github.com"]
     }
 
     #[test]
-    fn grant_lookups() {
-        let policy = parse(&format!(
-            "{HEAD}\n[[grant]]\nsecrets = \"prod/openai/*\"\nhosts = [\"api.openai.com\"]\n\n\
-             [[grant]]\nsecrets = \"prod/**\"\nhosts = [\"*.github.com\"]\n"
-        ));
-        let first = |g: Option<&Grant>| g.map(|g| g.secrets.to_string());
-        assert_eq!(first(policy.grant_for(&path("prod/openai/key"))).as_deref(), Some("prod/openai/*"));
-        assert_eq!(first(policy.grant_for(&path("prod/github/x/y"))).as_deref(), Some("prod/**"));
-        assert_eq!(first(policy.grant_for(&path("dev/x"))), None);
-        assert_eq!(first(policy.grant_covering(&glob("prod/openai/key"))).as_deref(), Some("prod/openai/*"));
-        assert_eq!(first(policy.grant_covering(&glob("prod/*/key"))).as_deref(), Some("prod/**"));
-        assert_eq!(first(policy.grant_covering(&glob("**"))), None);
+    fn grant_lookups_pick_the_most_specific_grant_in_any_order() {
+        let narrow = "[[grant]]\nsecrets = \"prod/openai/*\"\nhosts = [\"api.openai.com\", \"*.github.com\"]\n";
+        let broad = "[[grant]]\nsecrets = \"prod/**\"\nhosts = [\"*.github.com\", \"api.openai.com\"]\n";
+        let middle = "[[grant]]\nsecrets = \"prod/*/key\"\nhosts = [\"api.openai.com\", \"*.github.com\"]\n";
+        let orders =
+            [[narrow, broad, middle], [broad, middle, narrow], [middle, narrow, broad], [broad, narrow, middle]];
+        for order in orders {
+            let policy = parse(&format!("{HEAD}\n{}\n{}\n{}", order[0], order[1], order[2]));
+            let first = |g: Option<&Grant>| g.map(|g| g.secrets.to_string());
+            assert_eq!(first(policy.grant_for(&path("prod/openai/key"))).as_deref(), Some("prod/*/key"));
+            assert_eq!(first(policy.grant_for(&path("prod/openai/other"))).as_deref(), Some("prod/openai/*"));
+            assert_eq!(first(policy.grant_for(&path("prod/github/x/y"))).as_deref(), Some("prod/**"));
+            assert_eq!(first(policy.grant_for(&path("dev/x"))), None);
+            assert_eq!(first(policy.grant_covering(&glob("prod/openai/key"))).as_deref(), Some("prod/*/key"));
+            assert_eq!(first(policy.grant_covering(&glob("prod/openai/*"))).as_deref(), Some("prod/openai/*"));
+            assert_eq!(first(policy.grant_covering(&glob("prod/*/*"))).as_deref(), Some("prod/**"));
+            assert_eq!(first(policy.grant_covering(&glob("**"))), None);
+        }
+    }
+
+    /// Issue 17 item 9: a broad grant listed before (or after) a narrow one that overlaps it
+    /// and disagrees is refused at load, in either order, naming both grants with their lines;
+    /// grants that overlap and agree, or that are disjoint, load.
+    #[test]
+    fn overlapping_grants_that_disagree_are_refused_in_either_order() {
+        let head = "[agent]\nname = \"a\"\n\n[egress]\nallow = [\"api.stripe.com\", \"api.openai.com\"]\n";
+        let grant = |secrets: &str, rest: &str| {
+            format!("\n[[grant]]\nsecrets = \"{secrets}\"\nhosts = [\"api.stripe.com\"]\n{rest}")
+        };
+        let refused: Vec<(&str, String, String, &str)> = vec![
+            ("approval", grant("production/**", ""), grant("production/stripe/*", "approval = true\n"), "approval"),
+            (
+                "hosts",
+                grant("production/**", ""),
+                "\n[[grant]]\nsecrets = \"production/stripe/*\"\nhosts = [\"api.stripe.com\", \"api.openai.com\"]\n"
+                    .to_owned(),
+                "hosts",
+            ),
+            ("headers", grant("**", ""), grant("production/stripe/key", "headers = [\"x-api-key\"]\n"), "headers"),
+            ("query", grant("*/stripe/*", ""), grant("production/*/*", "query = true\n"), "query"),
+            (
+                "several",
+                grant("production/*/key", "approval = true\n"),
+                grant("production/stripe/*", "query = true\n"),
+                "approval, query",
+            ),
+        ];
+        for (name, a, b, what) in refused {
+            for (first, second) in [(&a, &b), (&b, &a)] {
+                let text = format!("{head}{first}{second}");
+                let err =
+                    Policy::parse("research.toml", &text).err().unwrap_or_else(|| panic!("{name}: loaded\n{text}"));
+                let line = |grant: &str| {
+                    let secrets = grant.lines().find(|l| l.starts_with("secrets")).unwrap();
+                    text.lines().position(|l| l == secrets).unwrap() + 1
+                };
+                let glob = |grant: &str| grant.split('"').nth(1).unwrap().to_owned();
+                assert_eq!(err.line, line(second), "{name}: the later grant is the error");
+                assert_eq!(
+                    err.to_string(),
+                    format!(
+                        "research.toml:{}: grant '{}' overlaps grant '{}' (line {}) but differs in {what}; \
+                         make them agree or make their secrets disjoint",
+                        err.line,
+                        glob(second),
+                        glob(first),
+                        line(first),
+                    ),
+                    "{name}"
+                );
+            }
+        }
+
+        let loaded = [
+            (
+                "agreeing",
+                grant("production/**", "approval = true\n"),
+                grant("production/stripe/*", "approval = true\n"),
+            ),
+            ("disjoint", grant("production/openai/*", ""), grant("production/stripe/*", "approval = true\n")),
+            ("one longer", grant("production/*", ""), grant("production/stripe/*", "approval = true\n")),
+            (
+                "same hosts another way",
+                grant("a/**", ""),
+                grant("a/b", "").replace("[\"api.stripe.com\"]", "[\"API.Stripe.com\", \"api.stripe.com\"]"),
+            ),
+        ];
+        for (name, a, b) in loaded {
+            for (first, second) in [(&a, &b), (&b, &a)] {
+                let text = format!("{head}{first}{second}");
+                assert!(Policy::parse("research.toml", &text).is_ok(), "{name}: refused\n{text}");
+            }
+        }
     }
 
     #[test]

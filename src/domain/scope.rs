@@ -125,6 +125,14 @@ impl Segment {
             (Self::Any, Self::Literal(_)) => false,
         }
     }
+
+    /// Whether some path segment matches both.
+    fn meets(&self, other: &Segment) -> bool {
+        match (self, other) {
+            (Self::Literal(a), Self::Literal(b)) => a == b,
+            _ => true,
+        }
+    }
 }
 
 /// A validated glob over `/`-separated segments: literals, `*` (exactly one
@@ -185,6 +193,35 @@ impl PathGlob {
         };
         // When lengths line up, `self.head` reaches every position of `other.head`.
         length_ok && self.head.iter().zip(&other.head).all(|(a, b)| a.is_subset_of(b))
+    }
+
+    /// True iff some path is matched by both `self` and `other`.
+    pub fn overlaps(&self, other: &PathGlob) -> bool {
+        // A path long enough for both exists when neither is exact (both end in `**`), or
+        // when the exact one is long enough to give the other's `**` at least one segment,
+        // or when both are exact and equally long. Past the shorter head, the longer head's
+        // segments fall to the shorter one's `**`, which takes anything.
+        let (short, long) = if self.head.len() <= other.head.len() { (self, other) } else { (other, self) };
+        let length_ok = match (short.rest, long.rest) {
+            (true, true) => true,
+            (true, false) => long.head.len() > short.head.len(),
+            (false, true) => false,
+            (false, false) => short.head.len() == long.head.len(),
+        };
+        length_ok && short.head.iter().zip(&long.head).all(|(a, b)| a.meets(b))
+    }
+
+    /// Orders globs from the most specific: an exact glob (no `**`) before one ending in
+    /// `**`, then more segments first, then more literal segments first, then by text. A
+    /// glob strictly inside another always sorts first; the order never depends on where
+    /// either came from.
+    pub fn cmp_specificity(&self, other: &PathGlob) -> std::cmp::Ordering {
+        let literals = |g: &PathGlob| g.head.iter().filter(|s| matches!(s, Segment::Literal(_))).count();
+        self.rest
+            .cmp(&other.rest)
+            .then_with(|| other.head.len().cmp(&self.head.len()))
+            .then_with(|| literals(other).cmp(&literals(self)))
+            .then_with(|| self.to_string().cmp(&other.to_string()))
     }
 
     /// Fewest segments a matching path can have.
@@ -681,6 +718,98 @@ mod tests {
         assert_eq!(serde_json::from_str::<ScopeSet>(&json).unwrap(), set);
         assert!(serde_json::from_str::<ScopeSet>(r#"["tokens:delete"]"#).is_err());
         assert!(ScopeSet::parse_list(&["audit:read", "nope"]).is_err());
+    }
+
+    #[test]
+    fn overlaps_table() {
+        let cases = [
+            ("prod/*/key", "prod/openai/*", true),
+            ("a/**", "a/b", true),
+            ("a/**", "a", false),
+            ("a/**", "a/b/c/d", true),
+            ("a/*", "a/**", true),
+            ("a/*/**", "a/*", false),
+            ("a/*/**", "a/b/c", true),
+            ("**", "a", true),
+            ("**", "a/b/*", true),
+            ("**", "*/**", true),
+            ("**", "**", true),
+            ("*", "a/b", false),
+            ("*", "a", true),
+            ("a/b", "a/c", false),
+            ("a/b", "a/b", true),
+            ("a/b", "a/b/c", false),
+            ("production/**", "production/stripe/*", true),
+            ("production/**", "staging/**", false),
+            ("production/openai/*", "production/github/*", false),
+            ("*/x/**", "a/*/y", true),
+            ("*/x/**", "a/y/**", false),
+            ("a/*/c", "*/b/*", true),
+            ("a/*/c", "*/b/d", false),
+        ];
+        for (a, b, expected) in cases {
+            assert_eq!(glob(a).overlaps(&glob(b)), expected, "{a} overlaps {b}");
+            assert_eq!(glob(b).overlaps(&glob(a)), expected, "{b} overlaps {a}");
+        }
+    }
+
+    /// Every glob of up to three segments from {a, b, *} with or without a final `**`.
+    fn small_globs() -> Vec<PathGlob> {
+        let mut heads: Vec<Vec<&str>> = vec![vec![]];
+        for len in 1..=3 {
+            let mut next = Vec::new();
+            for head in heads.iter().filter(|h| h.len() == len - 1) {
+                for seg in ["a", "b", "*"] {
+                    next.push([head.clone(), vec![seg]].concat());
+                }
+            }
+            heads.extend(next);
+        }
+        let mut globs = Vec::new();
+        for head in heads {
+            if !head.is_empty() {
+                globs.push(glob(&head.join("/")));
+            }
+            globs.push(glob(&[head, vec!["**"]].concat().join("/")));
+        }
+        globs
+    }
+
+    /// Every path of one to five segments from {a, b, c}: enough to witness any overlap of
+    /// `small_globs` (a witness needs at most four segments, and `c` stands for any other).
+    fn small_paths() -> Vec<SecretPath> {
+        let mut paths: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let mut last = paths.clone();
+        for _ in 1..5 {
+            last = last.iter().flat_map(|p| ["a", "b", "c"].map(|s| format!("{p}/{s}"))).collect();
+            paths.extend(last.iter().cloned());
+        }
+        paths.iter().map(|p| path(p)).collect()
+    }
+
+    #[test]
+    fn overlaps_agrees_with_matches_exhaustively() {
+        let (globs, paths) = (small_globs(), small_paths());
+        for a in &globs {
+            for b in &globs {
+                let witnessed = paths.iter().any(|p| a.matches(p) && b.matches(p));
+                assert_eq!(a.overlaps(b), witnessed, "{a} overlaps {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_narrower_glob_is_more_specific() {
+        let globs = small_globs();
+        for a in &globs {
+            for b in &globs {
+                if a != b && a.is_subset_of(b) {
+                    assert_eq!(a.cmp_specificity(b), std::cmp::Ordering::Less, "{a} before {b}");
+                }
+                assert_eq!(a.cmp_specificity(b), b.cmp_specificity(a).reverse(), "{a} vs {b}");
+                assert_eq!(a.cmp_specificity(b) == std::cmp::Ordering::Equal, a == b, "{a} vs {b}");
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,10 @@ use crate::proxy::backoff::Backoff;
 pub const DEFAULT_VALUE_TTL: Duration = Duration::from_secs(60);
 /// How long a value may still be served while the central API is unreachable.
 pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(300);
+/// After an operator denies the proxy's approval request for a grant, how long requests that
+/// need the grant get 403 `approval_denied` before the proxy files a new request; a policy
+/// change ends it sooner. `--approval-denied-cooldown`.
+pub const DEFAULT_DENIAL_COOLDOWN: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CentralError {
@@ -32,6 +36,16 @@ pub enum CentralError {
     NotFound(String),
     #[error("no token covers secret '{0}' yet: its grant waits for approval")]
     AwaitingApproval(String),
+    /// An operator denied the approval request a token was minted with.
+    #[error("approval request {approval_id} was denied ({})", reason_text(.reason))]
+    Denied { approval_id: String, reason: Option<String> },
+    /// The grant that covers `path` was denied approval, and the cool-down has `retry_in` left.
+    #[error(
+        "the grant for secret '{path}' was denied approval (request {approval_id}: {}); asked again in {} s or when the policy changes",
+        reason_text(.reason),
+        .retry_in.as_secs()
+    )]
+    ApprovalDenied { path: String, approval_id: String, reason: Option<String>, retry_in: Duration },
     #[error("the proxy holds no valid token for secret '{0}' (revoked, or the agent was deleted)")]
     NoToken(String),
     #[error("unexpected answer from the central API: {0}")]
@@ -42,6 +56,14 @@ impl CentralError {
     /// The API refused this agent (bad key, no policy): trying again will not help.
     pub fn refuses_the_agent(&self) -> bool {
         matches!(self, CentralError::Refused { status, .. } if refuses_the_agent(*status))
+    }
+}
+
+/// An operator's reason for a denial, as the agent and the log are told it.
+pub fn reason_text(reason: &Option<String>) -> String {
+    match reason.as_deref().map(str::trim) {
+        Some(reason) if !reason.is_empty() => format!("reason: {reason}"),
+        _ => "no reason given".to_owned(),
     }
 }
 
@@ -105,11 +127,22 @@ struct Token {
     lifetime: Duration,
 }
 
+/// A denied approval request, in force for a slot until `until` (or a policy change).
+#[derive(Clone)]
+struct Denial {
+    approval_id: String,
+    reason: Option<String>,
+    until: Instant,
+}
+
 /// One token covering a set of grants.
 struct Slot {
     scopes: Vec<String>,
     needs_approval: bool,
     token: RwLock<Option<Token>>,
+    /// Set while a denial of this slot's approval request is in force: its keeper files no
+    /// new request, and reads that need its token are refused as `approval_denied`.
+    denied: std::sync::Mutex<Option<Denial>>,
     /// Wakes the slot's keeper to mint again now (its token was revoked), or to stop.
     remint: tokio::sync::Notify,
     /// The policy no longer has this slot's grants: its keeper drops the token and stops.
@@ -122,6 +155,7 @@ impl Slot {
             scopes,
             needs_approval,
             token: RwLock::new(None),
+            denied: std::sync::Mutex::new(None),
             remint: tokio::sync::Notify::new(),
             retired: AtomicBool::new(false),
         })
@@ -134,6 +168,16 @@ impl Slot {
 
     fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
+    }
+
+    /// The denial in force, if its cool-down has not ended.
+    fn denial(&self) -> Option<Denial> {
+        let denied = self.denied.lock().expect("denial lock poisoned");
+        denied.as_ref().filter(|d| d.until > Instant::now()).cloned()
+    }
+
+    fn set_denial(&self, denial: Option<Denial>) {
+        *self.denied.lock().expect("denial lock poisoned") = denial;
     }
 }
 
@@ -155,6 +199,8 @@ pub struct Central {
     stale: std::sync::Mutex<std::collections::HashMap<String, (Arc<Fetched>, Instant)>>,
     value_ttl: Duration,
     stale_if_error: Duration,
+    /// `DEFAULT_DENIAL_COOLDOWN` unless set, in milliseconds.
+    denial_cooldown_ms: std::sync::atomic::AtomicU64,
     ready: AtomicBool,
     agent_id: String,
     /// The agent's name: its policy is found by it, so no policy update changes it.
@@ -229,6 +275,7 @@ impl Central {
             stale: Default::default(),
             value_ttl,
             stale_if_error: DEFAULT_STALE_IF_ERROR,
+            denial_cooldown_ms: (DEFAULT_DENIAL_COOLDOWN.as_millis() as u64).into(),
             ready: AtomicBool::new(false),
             agent_id,
             agent_name,
@@ -272,6 +319,15 @@ impl Central {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// How long a denied approval stands before the proxy asks again (set before `start`).
+    pub fn set_denial_cooldown(&self, cooldown: Duration) {
+        self.denial_cooldown_ms.store(cooldown.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    fn denial_cooldown(&self) -> Duration {
+        Duration::from_millis(self.denial_cooldown_ms.load(Ordering::Relaxed))
+    }
+
     /// Mints every token once (waiting for approvals in the background) and keeps them
     /// renewed. Ready once the tokens that need no approval are in hand.
     pub fn start(self: &Arc<Self>) {
@@ -294,7 +350,8 @@ impl Central {
     }
 
     /// Mints the slot's token (unless it holds one already) and renews it, until the slot is
-    /// retired.
+    /// retired. After a denied approval it files no new request until the cool-down ends or
+    /// the policy changes.
     async fn keep_token(&self, slot: &Slot) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut renew_in = slot.token.read().await.as_ref().map(|t| t.lifetime * 2 / 3);
@@ -323,6 +380,26 @@ impl Central {
                     renew_in = Some(wait);
                 }
                 Err(_) if slot.is_retired() => {}
+                Err(CentralError::Denied { approval_id, reason }) => {
+                    let cooldown = self.denial_cooldown();
+                    tracing::warn!(
+                        %approval_id,
+                        reason = %reason_text(&reason),
+                        scopes = ?slot.scopes,
+                        cooldown_secs = cooldown.as_secs(),
+                        "approval denied: requests that need this grant are refused (approval_denied) until the cool-down ends or the policy changes"
+                    );
+                    // Subscribed before the denial is set: a policy change that clears it
+                    // (`refresh_policy`) is then seen here too.
+                    let mut policy_changes = self.policy_changed.subscribe();
+                    slot.set_denial(Some(Denial { approval_id, reason, until: Instant::now() + cooldown }));
+                    tokio::select! {
+                        _ = tokio::time::sleep(cooldown) => {}
+                        _ = policy_changes.changed() => {}
+                    }
+                    slot.set_denial(None);
+                    backoff.reset();
+                }
                 Err(e) => {
                     let wait = backoff.next_wait();
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot mint the proxy token");
@@ -361,11 +438,8 @@ impl Central {
                     return Err(CentralError::Protocol(format!("approval {id}: token already collected")));
                 }
                 Some("denied") => {
-                    return Err(CentralError::Refused {
-                        status: 403,
-                        code: "approval_denied".into(),
-                        message: id.clone(),
-                    });
+                    let reason = resp["note"].as_str().map(str::to_owned);
+                    return Err(CentralError::Denied { approval_id: id, reason });
                 }
                 _ => {}
             }
@@ -430,8 +504,16 @@ impl Central {
         let epoch = self.value_epoch();
         let slot = self.slot_for(path)?;
         let guard = slot.token.read().await;
-        let token = guard.as_ref().ok_or_else(|| {
-            if slot.needs_approval {
+        // A token past its life reads nothing: its slot counts as holding none.
+        let token = guard.as_ref().filter(|t| t.expires_at > Instant::now()).ok_or_else(|| {
+            if let Some(denial) = slot.denial() {
+                CentralError::ApprovalDenied {
+                    path: path.to_string(),
+                    approval_id: denial.approval_id,
+                    reason: denial.reason,
+                    retry_in: denial.until.saturating_duration_since(Instant::now()),
+                }
+            } else if slot.needs_approval {
                 CentralError::AwaitingApproval(path.to_string())
             } else {
                 CentralError::NoToken(path.to_string())
@@ -740,6 +822,11 @@ impl Central {
             return Ok(());
         }
         self.replace_slots(&policy).await;
+        // A new policy ends every denial's cool-down (the keepers, woken by the generation
+        // below, ask again).
+        for slot in self.slots().iter() {
+            slot.set_denial(None);
+        }
         *self.policy.write().expect("policy lock poisoned") = Arc::new(policy);
         let generation = self.policy_generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.policy_changed.send_replace(generation);

@@ -74,6 +74,8 @@ pub struct ProxyConfig {
     pub upstream_ca: Option<PathBuf>,
     pub pins: Vec<egress::Pin>,
     pub value_ttl: Duration,
+    /// How long a denied approval stands before the proxy asks again (`central::DEFAULT_DENIAL_COOLDOWN`).
+    pub approval_denied_cooldown: Duration,
     pub timeouts: Timeouts,
     /// The access-event spool's size past which injections are refused (`spool_full`).
     pub spool_max_bytes: u64,
@@ -90,6 +92,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("upstream_ca", &self.upstream_ca)
             .field("pins", &self.pins)
             .field("value_ttl", &self.value_ttl)
+            .field("approval_denied_cooldown", &self.approval_denied_cooldown)
             .field("timeouts", &self.timeouts)
             .finish()
     }
@@ -183,6 +186,7 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>, startu
     let (central, listener) = connect_central(&config, listener, startup).await?;
     let policy = central.policy();
     tracing::info!(agent = %policy.agent.name, grants = policy.grants.len(), routes = policy.routes.len(), "policy loaded");
+    central.set_denial_cooldown(config.approval_denied_cooldown);
     central.start();
     tokio::spawn(central.clone().watch(config.timeouts.change_stream_silence));
     let reporter = report::start(&config.data_dir.join("spool"), central.clone(), config.spool_max_bytes)?;

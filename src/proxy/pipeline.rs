@@ -700,6 +700,12 @@ fn central_error(e: Arc<CentralError>) -> ProxyError {
             super::error::Fault::Policy,
             format!("the grant for '{path}' waits for an operator's approval"),
         ),
+        // Final for the cool-down: the agent is told why, and when the proxy asks again.
+        CentralError::ApprovalDenied { retry_in, .. } => {
+            let mut refused = ProxyError::policy("approval_denied", e.to_string());
+            refused.retry_after = Some(retry_in.as_secs().max(1));
+            refused
+        }
         other => ProxyError::central(other.to_string()),
     }
 }

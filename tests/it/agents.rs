@@ -146,6 +146,67 @@ fn a_policy_typo_fails_the_reload_and_keeps_the_old_policy(backend: Backend) {
     }
 }
 
+/// Issue 17 item 9: `production/**` without approval next to `production/stripe/*` with it
+/// once let a token for `production/stripe/*` be minted without approval when the broad
+/// grant came first. Such a file is refused (on reload, in either order, with the previous
+/// policy kept; and at start), naming both grants with their lines.
+fn a_broad_grant_that_would_shadow_an_approval_grant_is_refused(backend: Backend) {
+    let dir = policies_dir(&[("payments.toml", PAYMENTS)]);
+    let srv = server_with(backend, dir.path());
+    let (_, key) = add_agent(&srv, "payments-agent");
+    let stripe = json!({ "scope": "secrets:read:production/stripe/*" });
+    assert_eq!(mint(&srv, &key, stripe.clone()).0, 202, "the stripe grant waits for approval");
+
+    let broad = "\n[[grant]]\nsecrets = \"production/**\"\nhosts = [\"api.stripe.com\"]\n";
+    let (head, narrow) = PAYMENTS.split_at(PAYMENTS.find("[[grant]]").unwrap());
+    let line_of = |text: &str, secrets: &str| text.lines().position(|l| l == secrets).unwrap() + 1;
+    for (text, later, earlier) in [
+        (format!("{head}{broad}\n{narrow}"), "production/stripe/*", "production/**"),
+        (format!("{PAYMENTS}{broad}"), "production/**", "production/stripe/*"),
+    ] {
+        std::fs::write(dir.path().join("payments.toml"), &text).unwrap();
+        let resp = srv.admin("POST", "/v1/policies/reload", None);
+        assert_error(&resp, 422, "validation_error");
+        let message = resp.1["error"]["message"].as_str().unwrap();
+        let expected = format!(
+            "payments.toml:{}: grant '{later}' overlaps grant '{earlier}' (line {}) but differs in approval",
+            line_of(&text, &format!("secrets = \"{later}\"")),
+            line_of(&text, &format!("secrets = \"{earlier}\"")),
+        );
+        assert!(message.contains(&expected), "{message}\nwanted: {expected}");
+        let (status, body) = mint(&srv, &key, stripe.clone());
+        assert_eq!(status, 202, "the previous policy stays, approval and all: {body}");
+        assert!(body["value"].is_null(), "{body}");
+        assert_error(&mint(&srv, &key, json!({ "scope": "secrets:read:production/other" })), 403, "permission_denied");
+    }
+
+    // A server does not start on such a file.
+    let mut srv = srv;
+    srv.kill9();
+    let mut server = std::process::Command::new(crate::support::BIN);
+    server
+        .args(["server", "--listen", "127.0.0.1:0", "--policies", dir.path().to_str().unwrap(), "--data-dir"])
+        .arg(srv.data_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(url) = &srv.database_url {
+        server.args(["--database-url", url]);
+    }
+    let mut child = server.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the server started on a policy whose grants shadow each other");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("grant 'production/**' overlaps grant 'production/stripe/*'"), "{stderr}");
+}
+
 fn ok_stdout(out: std::process::Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "stderr: {stderr}");
@@ -265,4 +326,5 @@ both_backends!(
     a_policy_typo_fails_the_reload_and_keeps_the_old_policy,
     the_approval_flow_works_end_to_end_through_the_cli,
     a_decision_is_made_once_by_someone_other_than_the_requester,
+    a_broad_grant_that_would_shadow_an_approval_grant_is_refused,
 );

@@ -582,3 +582,83 @@ fn the_proxy_fails_over_to_a_replica_and_follows_its_changes() {
     }
     assert!(failed.is_empty(), "requests for the cached value failed during the failover: {failed:?}");
 }
+
+/// Issue 17 item 10: once an operator denies the proxy's approval request, the agent gets
+/// 403 `approval_denied` with the reason, and the proxy files no new request until the
+/// cool-down ends (`--approval-denied-cooldown`) or the policy changes.
+#[test]
+fn a_denied_approval_is_final_until_the_cool_down_ends_or_the_policy_changes() {
+    const COOLDOWN: Duration = Duration::from_secs(10);
+    let gated = "[[grant]]\nsecrets = \"production/gated/*\"\nhosts = [\"api.openai.com\"]\napproval = true\n";
+    let sc = Sidecar::start_with(gated, &["--approval-denied-cooldown", "10s"]);
+    sc.server.create("production/gated/key", &secret_value("gated"));
+    const GATED: &str = "Authorization: Bearer {{secret:production/gated/key}}";
+    let approvals = |status: &str| {
+        let (code, body) = sc.server.admin("GET", &format!("/v1/approvals?status={status}"), None);
+        assert_eq!(code, 200, "{body}");
+        body["approvals"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let pending_request = |deadline: Duration| {
+        let mut found = Vec::new();
+        assert!(
+            until(deadline, || {
+                found = approvals("pending");
+                !found.is_empty()
+            }),
+            "no approval request filed"
+        );
+        assert_eq!(found.len(), 1, "one request at a time: {found:?}");
+        found.remove(0)
+    };
+    let deny = |id: &str, reason: &str| {
+        let body = json!({ "reason": reason }).to_string();
+        let (status, out) = sc.server.admin("POST", &format!("/v1/approvals/{id}/deny"), Some(&body));
+        assert_eq!(status, 200, "{out}");
+    };
+    // Until the denial reaches the proxy (it polls), the agent may still see approval_pending.
+    let until_denied = |reason: &str| {
+        let mut last = (0, String::new());
+        let denied = until(Duration::from_secs(15), || {
+            last = sc.curl(&["-H", GATED, "https://api.openai.com/v1/gated"]);
+            last.0 != 503
+        });
+        let (status, out) = last;
+        assert!(denied && status == 403, "{status} {out}");
+        let lower = out.to_ascii_lowercase();
+        assert!(lower.contains("x-airlock-error: approval_denied") && lower.contains("retry-after: "), "{out}");
+        assert!(out.contains(reason), "the agent is told the operator's reason: {out}");
+        assert!(!out.contains(crate::support::MARKER), "{out}");
+        Instant::now()
+    };
+
+    let first = pending_request(Duration::from_secs(15));
+    let (status, out) = sc.curl(&["-H", GATED, "https://api.openai.com/v1/pending"]);
+    assert!(status == 503 && out.contains("approval_pending"), "{status} {out}");
+    deny(&first, "not during the freeze");
+    let seen = until_denied("not during the freeze");
+    // No new request is filed while the denial stands; every request is refused the same way.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(approvals("pending"), Vec::<String>::new(), "the proxy asked again during the cool-down");
+    assert_eq!(sc.curl(&["-H", GATED, "https://api.openai.com/v1/again"]).0, 403);
+    let sent_gated = |r: &crate::upstream::Recorded| r.header("authorization").is_some_and(|a| a.contains("gated"));
+    assert!(!sc.requests_to("api.openai.com").iter().any(sent_gated), "nothing went out with the denied grant");
+    assert_eq!(sc.curl(&["-H", AUTH, "https://api.openai.com/v1/open"]).0, 200, "the open grants still work");
+
+    // A policy change ends the cool-down: the proxy asks again at once.
+    sc.reload_policy(&format!("{}\n# edited\n", policy(gated)));
+    let second = pending_request(Duration::from_secs(5));
+    assert_ne!(second, first);
+    assert!(
+        seen.elapsed() < COOLDOWN - Duration::from_secs(1),
+        "the policy change, not the cool-down, ended the denial"
+    );
+    let (status, out) = sc.curl(&["-H", GATED, "https://api.openai.com/v1/pending-again"]);
+    assert!(status == 503 && out.contains("approval_pending"), "{status} {out}");
+
+    // Without a policy change, the proxy asks again when the cool-down ends.
+    deny(&second, "still frozen");
+    let seen = until_denied("still frozen");
+    let third = pending_request(COOLDOWN + Duration::from_secs(15));
+    assert!(third != first && third != second);
+    assert!(seen.elapsed() >= COOLDOWN / 2, "asked again after {:?}, before the cool-down ended", seen.elapsed());
+}
