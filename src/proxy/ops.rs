@@ -13,7 +13,7 @@ pub fn answer(proxy: &Proxy, path: &str) -> Response<Body> {
         "/_airlock/readyz" if proxy.reporter.spool_full() => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "application/json",
-            r#"{"status":"not_ready","reason":"the access-event spool is full (--spool-max-bytes): requests that would inject are refused until the central API takes the events"}"#,
+            r#"{"status":"not_ready","reason":"the access-event spool is full (--spool-max-bytes) or cannot be written (disk full): requests that would inject are refused until events can be recorded again"}"#,
         ),
         "/_airlock/readyz" if proxy.central.is_ready() => {
             text(StatusCode::OK, "application/json", r#"{"status":"ready"}"#)

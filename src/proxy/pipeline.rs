@@ -256,8 +256,8 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
             StatusCode::SERVICE_UNAVAILABLE,
             "spool_full",
             super::error::Fault::Proxy,
-            "the proxy's access-event spool is full (the central API has not taken its events); requests that \
-             would inject are refused until it drains",
+            "the proxy's access-event spool is full (the central API has not taken its events) or cannot be \
+             written (disk full); requests that would inject are refused until uses can be recorded again",
         ));
     } else {
         proxy.echoes.sent(&target.host, &used);

@@ -217,7 +217,8 @@ impl Reporter {
 
     /// Whether the spool is full: a use now could not be recorded, so none is made.
     pub fn spool_full(&self) -> bool {
-        self.spool.full.load(std::sync::atomic::Ordering::Relaxed)
+        use std::sync::atomic::Ordering::Relaxed;
+        self.spool.full.load(Relaxed) || self.spool.stuck.load(Relaxed)
     }
 
     /// On the way out (the command of `airlock run` ended, or a signal): appends what is
@@ -256,6 +257,10 @@ struct Spool {
     /// Past this size the spool is full: injections are refused until it drains.
     max_bytes: u64,
     full: std::sync::atomic::AtomicBool,
+    /// Events an append could not write (a full disk), written first by the next append;
+    /// while any wait here, injections are refused as when the spool is full.
+    unwritten: Mutex<Vec<u8>>,
+    stuck: std::sync::atomic::AtomicBool,
 }
 
 impl Spool {
@@ -270,6 +275,8 @@ impl Spool {
             appended: Notify::new(),
             max_bytes,
             full: std::sync::atomic::AtomicBool::new(false),
+            unwritten: Mutex::new(Vec::new()),
+            stuck: std::sync::atomic::AtomicBool::new(false),
         });
         spool.measure(spool_len(&spool));
         Ok(spool)
@@ -322,7 +329,8 @@ async fn write_spool(spool: Arc<Spool>, pending: Arc<Pending>) {
 /// lock, so once one caller returns, nothing taken before it is still on its way to the file.
 fn append_pending(spool: &Spool, pending: &Pending) {
     let mut file = spool.file.lock().expect("spool lock poisoned");
-    let mut lines = Vec::new();
+    let mut unwritten = spool.unwritten.lock().expect("spool lock poisoned");
+    let mut lines = std::mem::take(&mut *unwritten);
     for mut window in pending.windows.each() {
         for e in window.events.drain(..) {
             if serde_json::to_writer(&mut lines, &e).is_ok() {
@@ -334,8 +342,18 @@ fn append_pending(spool: &Spool, pending: &Pending) {
     if lines.is_empty() {
         return;
     }
-    if let Err(e) = file.write_all(&lines) {
-        tracing::error!(error = %e, path = %spool.path.display(), "cannot append access events to the spool");
+    let stuck = match file.write_all(&lines) {
+        Ok(()) => false,
+        Err(e) => {
+            tracing::error!(error = %e, path = %spool.path.display(), "cannot append access events to the spool; they are kept in memory and requests that would inject are refused until it can be written");
+            // Part of a line may have reached the file: the retry starts on a line of its own.
+            unwritten.push(b'\n');
+            unwritten.extend_from_slice(&lines);
+            true
+        }
+    };
+    if stuck != spool.stuck.swap(stuck, std::sync::atomic::Ordering::Relaxed) && !stuck {
+        tracing::info!(path = %spool.path.display(), "the access-event spool can be written again");
     }
 }
 
