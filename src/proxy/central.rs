@@ -67,6 +67,9 @@ pub fn reason_text(reason: &Option<String>) -> String {
     }
 }
 
+/// The longest wait between two looks at a pending approval.
+const APPROVAL_POLL: Duration = Duration::from_secs(2);
+
 /// At most this many paths in the front cache (the back one holds up to 10,000).
 const HOT_CAPACITY: usize = 1024;
 
@@ -422,8 +425,10 @@ impl Central {
     async fn await_approval(&self, slot: &Slot, pending: &Value) -> Result<Token, CentralError> {
         let id = pending["approval_request_id"].as_str().unwrap_or_default().to_owned();
         tracing::warn!(approval_request_id = %id, "proxy token waits for approval: approve it with `airlock approval approve {id}`");
+        // Polled every 1–2 s, jittered like every other wait on the central API.
+        let mut poll = Backoff::new(APPROVAL_POLL, APPROVAL_POLL);
         loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(poll.next_wait()).await;
             if slot.is_retired() {
                 return Err(CentralError::Protocol(format!("approval {id}: no longer needed (policy changed)")));
             }
