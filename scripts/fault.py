@@ -174,7 +174,8 @@ class Load:
                 with self.lock:
                     self.sent += 1
                     if resp.status != 200:
-                        self.failed[resp.status] = self.failed.get(resp.status, 0) + 1
+                        why = f"{resp.status} {resp.getheader('x-airlock-error', '')}".strip()
+                        self.failed[why] = self.failed.get(why, 0) + 1
             except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, http.client.HTTPException, OSError):
                 with self.lock:
                     self.unreachable += 1

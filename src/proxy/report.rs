@@ -345,7 +345,9 @@ fn append_pending(spool: &Spool, pending: &Pending) {
     let stuck = match file.write_all(&lines) {
         Ok(()) => false,
         Err(e) => {
-            tracing::error!(error = %e, path = %spool.path.display(), "cannot append access events to the spool; they are kept in memory and requests that would inject are refused until it can be written");
+            if !spool.stuck.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(error = %e, path = %spool.path.display(), "cannot append access events to the spool; they are kept in memory and requests that would inject are refused until it can be written");
+            }
             // Part of a line may have reached the file: the retry starts on a line of its own.
             unwritten.push(b'\n');
             unwritten.extend_from_slice(&lines);
