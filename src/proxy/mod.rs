@@ -5,6 +5,7 @@
 
 mod body;
 pub mod central;
+mod codec;
 pub mod egress;
 mod error;
 mod forms;
