@@ -22,6 +22,15 @@ pub mod tls;
 mod upstream;
 mod websocket;
 
+/// What the fuzz targets in `fuzz/` call (re-exported as `crate::fuzzing`); built only with
+/// `--cfg fuzzing` (as cargo-fuzz builds) and for this crate's tests.
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing {
+    pub use super::codec::fuzzing::*;
+    pub use super::forms::fuzzing::*;
+    pub use super::substitute::fuzzing::*;
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
