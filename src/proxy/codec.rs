@@ -20,6 +20,10 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line (with extensions) or trailer line accepted from an upstream.
 const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer lines, and the trailer section's size (lines, CRLFs and the blank line)
+/// it must stay under: hyper's limits, so that a body one reads whole the other does too.
+const MAX_TRAILERS: usize = 100;
+const TRAILERS_UNDER: usize = 16 * 1024;
 
 // ---- requests -----------------------------------------------------------------------
 
@@ -52,7 +56,8 @@ pub(super) fn parse_request(
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut headers) {
-        Ok(httparse::Status::Complete(len)) => len,
+        // However the reads split it, a head over the limit is hyper's to answer.
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
         _ => return Parsed::Unfit,
     };
@@ -156,9 +161,10 @@ pub(super) fn parse_response(buf: &[u8], head: &mut BytesMut) -> Result<Option<(
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
-        Ok(httparse::Status::Complete(len)) => len,
+        // The limit holds however the reads split the head.
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
-        Ok(httparse::Status::Partial) => return Err("response head over 64 KiB".into()),
+        Ok(httparse::Status::Complete(_) | httparse::Status::Partial) => return Err("response head over 64 KiB".into()),
         Err(e) => return Err(format!("malformed response: {e}")),
     };
     let status = resp.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or("malformed status")?;
@@ -188,8 +194,12 @@ pub(super) fn parse_response(buf: &[u8], head: &mut BytesMut) -> Result<Option<(
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             encoded = true;
-            chunked =
-                h.value.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            // As hyper reads it: a value with bytes outside visible ASCII is not chunked.
+            chunked = h.value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+                && h.value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case("connection") {
             if has_token(h.value, "close") {
                 keep_alive = false;
@@ -240,7 +250,8 @@ pub(super) enum ChunkState {
     Size,
     Data(u64),
     DataEnd,
-    Trailers,
+    /// After the last chunk: the trailer lines so far, and their bytes with their CRLFs.
+    Trailers(usize, usize),
 }
 
 pub(super) enum Piece {
@@ -281,18 +292,27 @@ impl Decoder {
                 }
                 Decoder::Chunked(ChunkState::Size) => {
                     let Some(line) = take_line(buf)? else { return Ok(Piece::NeedMore) };
-                    let digits = line[..].split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
-                    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
-                        return Err("malformed chunk size");
-                    }
-                    let size = u64::from_str_radix(std::str::from_utf8(digits).unwrap_or("x"), 16)
-                        .map_err(|_| "malformed chunk size")?;
-                    *self = Decoder::Chunked(if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) });
+                    let size = chunk_size(&line)?;
+                    *self =
+                        Decoder::Chunked(if size == 0 { ChunkState::Trailers(0, 0) } else { ChunkState::Data(size) });
                 }
-                Decoder::Chunked(ChunkState::Trailers) => {
+                Decoder::Chunked(ChunkState::Trailers(lines, bytes)) => {
                     let Some(line) = take_line(buf)? else { return Ok(Piece::NeedMore) };
+                    // The blank line counts once there are trailers (as hyper counts).
+                    *bytes += if line.is_empty() && *lines == 0 { 0 } else { line.len() + 2 };
+                    if *bytes >= TRAILERS_UNDER {
+                        return Err("trailers over 16 KiB");
+                    }
                     if line.is_empty() {
                         *self = Decoder::Length(0);
+                        continue;
+                    }
+                    *lines += 1;
+                    if *lines > MAX_TRAILERS {
+                        return Err("more than 100 trailers");
+                    }
+                    if !is_field(&line) {
+                        return Err("malformed trailer");
                     }
                 }
             }
@@ -300,11 +320,45 @@ impl Decoder {
     }
 }
 
-/// A CRLF-terminated line off the front of `buf` (without the CRLF), if all there.
+/// The size a chunk-size line gives: hex digits, then (as hyper reads it) spaces or tabs,
+/// then `;` and extensions, which are ignored (RFC 9112 §7.1.1) but may not hold a CR.
+fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = &line[digits..];
+    let rest = &rest[rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count()..];
+    if digits == 0 || !(rest.is_empty() || rest[0] == b';') || rest.contains(&b'\r') {
+        return Err("malformed chunk size");
+    }
+    line[..digits]
+        .iter()
+        .try_fold(0u64, |size, &b| size.checked_mul(16)?.checked_add(u64::from((b as char).to_digit(16)?)))
+        .ok_or("chunk size overflows")
+}
+
+/// Whether a trailer line is one header field, as hyper checks its trailers: httparse reads
+/// it, and `http` takes its name and value.
+fn is_field(line: &[u8]) -> bool {
+    let mut field = Vec::with_capacity(line.len() + 4);
+    field.extend_from_slice(line);
+    field.extend_from_slice(b"\r\n\r\n");
+    let mut headers = [httparse::EMPTY_HEADER; 1];
+    match httparse::parse_headers(&field, &mut headers) {
+        Ok(httparse::Status::Complete((_, [h]))) => {
+            HeaderName::from_bytes(h.name.as_bytes()).is_ok() && HeaderValue::from_bytes(h.value).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// A CRLF-terminated line off the front of `buf` (without the CRLF), if all there. The
+/// length limit holds however the reads split the line.
 fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, &'static str> {
     let Some(end) = memchr::memchr(b'\n', buf) else {
         return if buf.len() > MAX_CHUNK_LINE { Err("chunk framing line too long") } else { Ok(None) };
     };
+    if end > MAX_CHUNK_LINE {
+        return Err("chunk framing line too long");
+    }
     if end == 0 || buf[end - 1] != b'\r' {
         return Err("chunk framing line not ended by CRLF");
     }
@@ -380,6 +434,136 @@ mod tests {
         assert_eq!(head.parts.headers["x-empty"], "");
         assert_eq!(head.parts.headers["x-latin"].as_bytes(), b"caf\xe9");
         assert_eq!(head.parts.headers["x-sp"], "a b");
+    }
+
+    use super::fuzzing::{BodyFraming, ResponseDecision, response_to_get};
+
+    /// The fast path's decision on a whole response, and the same bytes one at a time.
+    fn decide(response: &[u8]) -> ResponseDecision {
+        let whole = response_to_get([response]);
+        assert_eq!(response_to_get(response.chunks(1)), whole, "read byte by byte");
+        whole
+    }
+
+    fn body(response: &[u8]) -> Result<(BodyFraming, Vec<u8>), String> {
+        match decide(response) {
+            ResponseDecision::Accepted { framing, body, .. } => Ok((framing, body)),
+            ResponseDecision::Refused(why) => Err(why),
+        }
+    }
+
+    fn chunked(body_and_after: &str) -> Vec<u8> {
+        format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{body_and_after}").into_bytes()
+    }
+
+    #[test]
+    fn framing_by_status_and_headers() {
+        let cases: [(&[u8], BodyFraming, &[u8]); 6] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef", BodyFraming::Length(3), b"abc"),
+            (b"HTTP/1.1 200 OK\r\n\r\nuntil the end", BodyFraming::UntilClose, b"until the end"),
+            (b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n", BodyFraming::Empty, b""),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz", BodyFraming::UntilClose, b"zz"),
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+                BodyFraming::Chunked,
+                b"a",
+            ),
+            (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", BodyFraming::Length(2), b"ok"),
+        ];
+        for (response, framing, want) in cases {
+            assert_eq!(body(response), Ok((framing, want.to_vec())), "{:?}", String::from_utf8_lossy(response));
+        }
+        assert_eq!(
+            decide(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+            ResponseDecision::Refused("upstream switched protocols without being asked to".into())
+        );
+        assert!(body(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc").is_err(), "short body");
+        assert!(body(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").is_err(), "1.0 with TE");
+    }
+
+    #[test]
+    fn trailers_are_header_fields_within_hyper_s_limits() {
+        // Found by fuzzing (h1_response_framing): trailer lines were not checked at all, so
+        // `a` and `0` after the last chunk were taken as trailers; hyper refuses them.
+        assert_eq!(body(&chunked("0\r\na\r\n0\r\n\r\n")), Err("malformed trailer".into()));
+        assert_eq!(body(&chunked("1\r\nx\r\n0\r\nX-T: 1\r\nX-U:\r\n\r\n")), Ok((BodyFraming::Chunked, b"x".to_vec())));
+        for bad in ["X T: 1", ": 1", " X: folded", "X: a\rb", "X: \x01"] {
+            assert_eq!(body(&chunked(&format!("0\r\n{bad}\r\n\r\n"))), Err("malformed trailer".into()), "{bad:?}");
+        }
+        let many = |n: usize| chunked(&format!("0\r\n{}\r\n", "X: 1\r\n".repeat(n)));
+        assert!(body(&many(100)).is_ok());
+        assert_eq!(body(&many(101)), Err("more than 100 trailers".into()));
+        // The section with its CRLFs and blank line stays under 16 KiB.
+        let long = |total: usize| {
+            let line = format!("X: {}", "v".repeat(4000));
+            let last = format!("Y: {}", "v".repeat(total - 4 * (line.len() + 2) - 2 - 2 - 3));
+            chunked(&format!("0\r\n{}{last}\r\n\r\n", format!("{line}\r\n").repeat(4)))
+        };
+        assert!(body(&long(16 * 1024 - 1)).is_ok());
+        assert_eq!(body(&long(16 * 1024)), Err("trailers over 16 KiB".into()));
+    }
+
+    #[test]
+    fn chunk_size_lines_as_hyper_reads_them() {
+        for (framing, size) in [
+            ("5\r\nhello\r\n0\r\n\r\n", 5),
+            ("5 \t;ext=1;b=\"q\"\r\nhello\r\n0\r\n\r\n", 5),
+            ("0000000000000000005\r\nhello\r\n0\r\n\r\n", 5), // leading zeros, 19 digits
+            ("A\r\n0123456789\r\n0\r\n\r\n", 10),
+        ] {
+            let (_, got) = body(&chunked(framing)).unwrap_or_else(|e| panic!("{framing:?}: {e}"));
+            assert_eq!(got.len(), size, "{framing:?}");
+        }
+        for bad in [
+            " 5\r\nhello\r\n",
+            "5 x\r\nhello\r\n",
+            "5\x0c\r\nhello\r\n",
+            "5;a\rb\r\nhello\r\n",
+            "+5\r\nhello\r\n",
+            ";\r\n",
+        ] {
+            assert_eq!(body(&chunked(bad)), Err("malformed chunk size".into()), "{bad:?}");
+        }
+        assert_eq!(body(&chunked("10000000000000000\r\n")), Err("chunk size overflows".into()));
+        assert_eq!(body(&chunked("5\nhello\r\n")), Err("chunk framing line not ended by CRLF".into()));
+        assert_eq!(body(&chunked("5\r\nhelloX\r\n")), Err("chunk data not followed by CRLF".into()));
+        // The line limit does not depend on where the reads split the line.
+        let ext = |n: usize| chunked(&format!("0;{}\r\n\r\n", "e".repeat(n)));
+        assert!(body(&ext(MAX_CHUNK_LINE - 3)).is_ok());
+        assert_eq!(body(&ext(MAX_CHUNK_LINE - 2)), Err("chunk framing line too long".into()));
+    }
+
+    #[test]
+    fn transfer_encoding_is_chunked_only_in_visible_ascii() {
+        // hyper reads a value with obs-text as not chunked: the body runs to the end.
+        let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \xff, chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(body(response), Ok((BodyFraming::UntilClose, b"0\r\n\r\n".to_vec())));
+        let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: \tChunked \r\n\r\n0\r\n\r\n";
+        assert_eq!(body(response), Ok((BodyFraming::Chunked, Vec::new())));
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_refused_however_it_is_read() {
+        let head = |n: usize| format!("HTTP/1.1 200 OK\r\nX: {}\r\nContent-Length: 0\r\n\r\n", "a".repeat(n));
+        let fits = head(MAX_HEAD - head(0).len());
+        assert!(body(fits.as_bytes()).is_ok());
+        let over = head(MAX_HEAD - head(0).len() + 1);
+        assert_eq!(response_to_get([over.as_bytes()]), ResponseDecision::Refused("response head over 64 KiB".into()));
+        let request = |n: usize| format!("GET /r/a/ HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(n));
+        let over = request(MAX_HEAD - request(0).len() + 1);
+        let mut buf = BytesMut::from(over.as_bytes());
+        assert!(matches!(parse_request(&mut buf, &Via::Direct, &mut Vec::new(), &mut HeaderMap::new()), Parsed::Unfit));
+        assert!(parse(&mut BytesMut::from(request(MAX_HEAD - request(0).len()).as_bytes())).is_some());
+    }
+
+    #[test]
+    fn the_request_wrapper_reports_what_was_taken() {
+        use super::fuzzing::{RequestDecision, request};
+        let input = b"POST /v1/x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}";
+        let RequestDecision::Complete(head) = request(input, true) else { panic!("a tunnelled request") };
+        assert_eq!((head.method.as_str(), head.uri.as_str(), head.body_len), ("POST", "/v1/x", 2));
+        assert_eq!(head.head_len, input.len() - 2);
+        assert_eq!(request(input, false), RequestDecision::Unfit, "not a route or forward request");
     }
 }
 
