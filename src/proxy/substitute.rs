@@ -927,6 +927,34 @@ headers = ["x-api-key"]
         format!("Basic {}", STANDARD.encode(credentials))
     }
 
+    #[test]
+    fn the_fuzzing_view_reads_what_scan_reads() {
+        let head = head(
+            "/r/a/v1?k=%7B%7Bsecret:team/maps%7D%7D&x=%7b{secret:team/db%23password}}",
+            &[
+                ("authorization", &basic("user:{{secret:team/basic}}")),
+                ("x-api-key", "key {{secret:team/key}} and {{secret:team/other}}"),
+            ],
+        );
+        assert_eq!(fuzzing::scan(&head), Ok(5));
+        let reads = fuzzing::reads(&head);
+        let places: Vec<&str> = reads.iter().map(|r| r.place.as_str()).collect();
+        assert_eq!(
+            places,
+            ["the Basic credentials of header 'authorization'", "header 'x-api-key'", "the query string"]
+        );
+        let query = &reads[2];
+        let (raw, spans) = query.raw.as_ref().expect("the query's raw spans");
+        let found = query.found.as_ref().expect("placeholders");
+        assert_eq!(found[1].1, "{{secret:team/db#password}}");
+        assert_eq!(&raw[spans[1].clone()], b"%7b{secret:team/db%23password}}");
+        assert_eq!(
+            fuzzing::basic_credentials(b"basic  dXNlcg").map(|(s, d)| (s, d)),
+            Some(("basic  ".into(), b"user".to_vec()))
+        );
+        assert_eq!(fuzzing::percent_decode(b"a%41%g"), (b"aA%g".to_vec(), vec![0, 1, 4, 5, 6]));
+    }
+
     enum Expect {
         /// This header has this value afterwards.
         Header(&'static str, String),
