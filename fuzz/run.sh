@@ -41,7 +41,7 @@ for t in "${targets[@]}"; do
   flags=(-max_total_time="$seconds" -timeout=30 -print_final_stats=1)
   [ -n "$dict" ] && flags+=(-dict="$dict")
   if nice -n 10 cargo +nightly fuzz run "${build[@]}" "$t" "corpus/$t" "seeds/$t" "regressions/$t" -- "${flags[@]}" >"$log" 2>&1; then
-    runs="$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1)"
+    runs="$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1 || true)"
     echo "fuzz: $t: ${runs:-done} ($(ls "corpus/$t" | wc -l) corpus inputs)"
   else
     echo "fuzz: $t FAILED; the end of its log:"
