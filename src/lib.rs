@@ -11,6 +11,20 @@ pub mod proxy;
 pub mod server;
 pub mod store;
 
+/// Thin wrappers over the parsers and decoders the fuzz targets in `fuzz/` hold against
+/// hyper and against their own round trips (see `fuzz/README.md`). Built only with
+/// `--cfg fuzzing`, as `cargo fuzz` builds, and for this crate's tests: not part of the API.
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing {
+    pub use crate::proxy::fuzzing::*;
+
+    /// `Policy::parse` on `text` as file `fuzz.toml`: the error's line, or `None` when the
+    /// policy is valid.
+    pub fn policy_error_line(text: &str) -> Option<(usize, String)> {
+        crate::domain::policy::Policy::parse("fuzz.toml", text).err().map(|e| (e.line, e.message))
+    }
+}
+
 /// rustls is built with ring only (no aws-lc-rs); make ring the process default so every
 /// TLS client (reqwest included) finds a provider. Safe to call more than once.
 pub fn install_crypto_provider() {

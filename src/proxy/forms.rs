@@ -132,6 +132,35 @@ fn base64_fragment(engine: &base64::engine::GeneralPurpose, value: &[u8], offset
     (end >= first + SHORTEST_FRAGMENT).then(|| Zeroizing::new(encoded.as_bytes()[first..end].to_vec()))
 }
 
+/// The forms as plain data, for the fuzz targets in `fuzz/` (`crate::fuzzing`, built with
+/// `--cfg fuzzing`) and this crate's tests; not part of the API otherwise.
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing {
+    /// Every form of `value` the scrubber looks for (`forms::of`).
+    pub fn forms_of(value: &[u8]) -> Vec<Vec<u8>> {
+        super::of(value).into_iter().map(|form| form.to_vec()).collect()
+    }
+
+    /// `text` percent-encoded as the proxy writes a query value (`uri_component`: as
+    /// JavaScript's `encodeURIComponent` does).
+    pub fn percent_encoded(text: &str, uri_component: bool, lower_hex: bool, plus_for_space: bool) -> Vec<u8> {
+        let set = if uri_component { super::URI_COMPONENT } else { super::QUERY_VALUE };
+        super::percent_encoded(text, set, lower_hex, plus_for_space).to_vec()
+    }
+
+    /// `text` inside a JSON string, as `forms::of` writes it.
+    pub fn json_escaped(text: &str, ascii_only: bool, escape_slash: bool) -> Vec<u8> {
+        super::json_escaped(text, ascii_only, escape_slash).to_vec()
+    }
+
+    /// The base64 characters of `value` alone at `offset` (mod 3) inside a longer text.
+    pub fn base64_fragment(url_safe: bool, value: &[u8], offset: usize) -> Option<Vec<u8>> {
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        let engine = if url_safe { &URL_SAFE_NO_PAD } else { &STANDARD_NO_PAD };
+        super::base64_fragment(engine, value, offset).map(|fragment| fragment.to_vec())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,36 +13,30 @@
 //! already read, to hyper (`Served::Fallback`), which serves the rest of that connection.
 
 use std::fmt::Write as _;
-use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Response, StatusCode, Uri};
+use bytes::{Buf, BufMut, BytesMut};
+use http::header::{self, HeaderName};
+use http::{HeaderMap, Method, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroize;
 
 use super::Proxy;
+pub(super) use super::codec::MAX_HEAD;
+use super::codec::{self, ChunkState, Decoder, Framing, Head, Parsed, Piece, ResponseHead, parse_response, put_header};
 use super::error::ProxyError;
 use super::listen::Rewind;
-use super::pipeline::{self, Counted, HOP_BY_HOP, Prepared, Seen, Via, has_token};
+use super::pipeline::{self, Counted, HOP_BY_HOP, Prepared, Seen, Via};
 use super::redact::{Patterns, Redactor};
 use super::upstream::{Alpn, Body, Stream};
 
-/// Longest request or response head taken here (hyper answers longer requests with 431).
-pub(super) const MAX_HEAD: usize = 64 * 1024;
-/// Most header lines taken in a head (their slots are left uninitialised: filling 100 of
-/// them was a third of the parse).
-const MAX_HEADERS: usize = 100;
 /// Read size, and the spare room kept in a buffer before reading.
 const READ_CHUNK: usize = 16 * 1024;
 /// A response whose body is to be redacted is buffered whole up to this size (and keeps its
 /// `Content-Length`); longer ones are streamed chunked.
 const BUFFER_REDACTED: u64 = 64 * 1024;
-/// Longest chunk-size line (with extensions) or trailer line accepted from an upstream.
-const MAX_CHUNK_LINE: usize = 4096;
 /// A buffer a connection keeps between requests is let go when it grew past this.
 const KEEP_AT_MOST: usize = 64 * 1024;
 
@@ -106,107 +100,10 @@ struct Kept {
     out: BytesMut,
 }
 
-// ---- the request --------------------------------------------------------------------
-
-struct Head {
-    parts: http::request::Parts,
-    /// `Content-Length` (0 without one: a request without framing headers has no body).
-    body_len: u64,
-    /// The agent asked to close after this exchange.
-    close: bool,
-}
-
-// Lives on the stack for one parse; boxing the head would cost an allocation per request.
-#[allow(clippy::large_enum_variant)]
-enum Parsed {
-    Complete(Head),
-    Partial,
-    Unfit,
-}
-
-/// Takes a complete request head off the front of `buf`. The head's path and header values
-/// are not copied: they are views of the bytes as read (which stay alive, and the buffer
-/// unreusable, until the request is done with them).
+/// Takes a complete request head off the front of `buf` (`codec::parse_request`), in the
+/// spaces the connection keeps.
 fn parse_request(buf: &mut BytesMut, via: &Via, kept: &mut Kept) -> Parsed {
-    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
-        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
-        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
-        _ => return Parsed::Unfit,
-    };
-    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else { return Parsed::Unfit };
-    let fits = match via {
-        Via::Direct => {
-            path.starts_with("/r/") || path.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
-        }
-        Via::Mitm { .. } => path.starts_with('/'),
-    };
-    if !fits || method == "CONNECT" {
-        return Parsed::Unfit;
-    }
-    let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Parsed::Unfit };
-    // Where a slice httparse returned lies in `buf`.
-    let start = buf.as_ptr() as usize;
-    let range = |s: &[u8]| {
-        let at = s.as_ptr() as usize - start;
-        at..at + s.len()
-    };
-    let path = range(path.as_bytes());
-    let (mut body_len, mut close) = (None, false);
-    kept.fields.clear();
-    for h in req.headers.iter() {
-        // Checked here, while the head can still go to hyper whole: what `HeaderValue` takes.
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Parsed::Unfit };
-        if !h.value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
-            return Parsed::Unfit;
-        }
-        if name == header::TRANSFER_ENCODING || name == header::UPGRADE || name == header::EXPECT {
-            return Parsed::Unfit;
-        }
-        if name == header::CONTENT_LENGTH {
-            match (body_len, content_length(h.value)) {
-                (None, Some(n)) => body_len = Some(n),
-                _ => return Parsed::Unfit, // repeated or not a number: hyper's to refuse
-            }
-        }
-        if name == header::CONNECTION {
-            close |= has_token(h.value, "close");
-        }
-        kept.fields.push((name, range(h.value)));
-    }
-    let raw = buf.split_to(len).freeze();
-    let Ok(uri) = Uri::from_maybe_shared(raw.slice(path)) else { return unfit_after_all(raw, buf) };
-    // Room for what the pipeline adds (an injected header, Accept-Encoding) without regrowing.
-    let mut map = std::mem::take(&mut kept.headers);
-    map.clear();
-    map.reserve(kept.fields.len() + 4);
-    for (name, value) in kept.fields.drain(..) {
-        let Ok(value) = HeaderValue::from_maybe_shared(raw.slice(value)) else { return unfit_after_all(raw, buf) };
-        map.append(name, value);
-    }
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.headers = map;
-    Parsed::Complete(Head { parts, body_len: body_len.unwrap_or(0), close })
-}
-
-/// A head taken off `buf` that `http` refuses after all (the checks above should have
-/// caught it): hyper gets it back, whole, and answers it.
-fn unfit_after_all(raw: Bytes, buf: &mut BytesMut) -> Parsed {
-    let mut whole = BytesMut::with_capacity(raw.len() + buf.len());
-    whole.extend_from_slice(&raw);
-    whole.extend_from_slice(buf);
-    *buf = whole;
-    Parsed::Unfit
-}
-
-fn content_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    codec::parse_request(buf, via, &mut kept.fields, &mut kept.headers)
 }
 
 // ---- one exchange -------------------------------------------------------------------
@@ -450,13 +347,6 @@ fn request_head(out: &mut BytesMut, head: &http::request::Parts, target: &pipeli
     out.put_slice(b"\r\n");
 }
 
-fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
-}
-
 fn put_content_length(out: &mut BytesMut, n: u64) {
     out.put_slice(b"content-length: ");
     put_decimal(out, n);
@@ -495,26 +385,6 @@ where
 }
 
 // ---- the response -------------------------------------------------------------------
-
-/// A response head read; the status line and headers as they go to the agent (minus
-/// framing headers) are in the connection's `head`.
-struct ResponseHead {
-    status: StatusCode,
-    framing: Framing,
-    /// The upstream did not ask to close, and the framing leaves no doubt where the next
-    /// response would start.
-    keep_alive: bool,
-    /// A content or transfer coding the scrubber cannot see through (`pipeline::hides_values`).
-    coded: bool,
-}
-
-#[derive(Clone, Copy)]
-enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
 
 struct HeadError {
     error: ProxyError,
@@ -562,75 +432,6 @@ async fn read_head(up: &mut Upstream, wipe: bool) -> Result<ResponseHead, (Strin
             Err(e) => return Err((e.to_string(), nothing_received(&up.buf))),
         }
     }
-}
-
-fn parse_response(buf: &[u8], head: &mut BytesMut) -> Result<Option<(usize, ResponseHead)>, String> {
-    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
-        Ok(httparse::Status::Partial) => return Err("response head over 64 KiB".into()),
-        Err(e) => return Err(format!("malformed response: {e}")),
-    };
-    let status = resp.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or("malformed status")?;
-    let http10 = resp.version == Some(0);
-    let mut keep_alive = !http10;
-    let (mut length, mut chunked, mut encoded, mut coded) = (None, false, false, false);
-    // What `Connection` names is for this hop only (RFC 9110 §7.6.1): not passed on.
-    let connection: Vec<&[u8]> = (resp.headers.iter())
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii))
-        .collect();
-    head.clear();
-    head.reserve(len + 64);
-    head.put_slice(b"HTTP/1.1 ");
-    head.put_slice(status.as_str().as_bytes());
-    head.put_u8(b' ');
-    head.put_slice(resp.reason.unwrap_or_else(|| status.canonical_reason().unwrap_or("")).as_bytes());
-    head.put_slice(b"\r\n");
-    for h in resp.headers.iter() {
-        let name = h.name;
-        coded |= pipeline::hides_values(name, h.value);
-        if name.eq_ignore_ascii_case("content-length") {
-            match (length, content_length(h.value)) {
-                (None, Some(n)) => length = Some(n),
-                (Some(a), Some(b)) if a == b => {}
-                _ => return Err("invalid Content-Length in the response".into()),
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            encoded = true;
-            chunked =
-                h.value.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case("connection") {
-            if has_token(h.value, "close") {
-                keep_alive = false;
-            } else if has_token(h.value, "keep-alive") && !http10 {
-                keep_alive = true;
-            }
-        } else if !is_hop_by_hop(name) && !connection.iter().any(|c| c.eq_ignore_ascii_case(name.as_bytes())) {
-            put_header(head, name.as_bytes(), h.value);
-        }
-    }
-    if encoded && http10 {
-        // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
-        return Err("an HTTP/1.0 response with Transfer-Encoding (faulty framing)".into());
-    }
-    if encoded && length.is_some() {
-        // RFC 9112 §6.3: Transfer-Encoding wins, and the connection is not used again.
-        keep_alive = false;
-    }
-    let framing = match (encoded, chunked, length) {
-        (true, true, _) => Framing::Chunked,
-        (true, false, _) => Framing::UntilClose,
-        (false, _, Some(n)) => Framing::Length(n),
-        (false, _, None) => Framing::UntilClose,
-    };
-    Ok(Some((len, ResponseHead { status, framing, keep_alive, coded })))
-}
-
-fn is_hop_by_hop(name: &str) -> bool {
-    name.eq_ignore_ascii_case("upgrade") || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Sends the response to the agent: headers (redacted), then the body as it arrives —
@@ -811,89 +612,6 @@ fn put_chunk(out: &mut BytesMut, data: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-enum Decoder {
-    Length(u64),
-    Chunked(ChunkState),
-    UntilClose,
-}
-
-enum ChunkState {
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailers,
-}
-
-enum Piece {
-    Data(BytesMut),
-    NeedMore,
-    End,
-}
-
-impl Decoder {
-    /// The next piece of body in `buf`, consuming framing as it goes.
-    fn next(&mut self, buf: &mut BytesMut) -> Result<Piece, &'static str> {
-        loop {
-            match self {
-                Decoder::Length(0) => return Ok(Piece::End),
-                Decoder::Length(left) | Decoder::Chunked(ChunkState::Data(left)) => {
-                    if buf.is_empty() {
-                        return Ok(Piece::NeedMore);
-                    }
-                    let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    *left -= n as u64;
-                    if let Decoder::Chunked(state @ ChunkState::Data(0)) = self {
-                        *state = ChunkState::DataEnd;
-                    }
-                    return Ok(Piece::Data(buf.split_to(n)));
-                }
-                Decoder::UntilClose => {
-                    return Ok(if buf.is_empty() { Piece::NeedMore } else { Piece::Data(buf.split()) });
-                }
-                Decoder::Chunked(ChunkState::DataEnd) => {
-                    if buf.len() < 2 {
-                        return Ok(Piece::NeedMore);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err("chunk data not followed by CRLF");
-                    }
-                    buf.advance(2);
-                    *self = Decoder::Chunked(ChunkState::Size);
-                }
-                Decoder::Chunked(ChunkState::Size) => {
-                    let Some(line) = take_line(buf)? else { return Ok(Piece::NeedMore) };
-                    let digits = line[..].split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
-                    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
-                        return Err("malformed chunk size");
-                    }
-                    let size = u64::from_str_radix(std::str::from_utf8(digits).unwrap_or("x"), 16)
-                        .map_err(|_| "malformed chunk size")?;
-                    *self = Decoder::Chunked(if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) });
-                }
-                Decoder::Chunked(ChunkState::Trailers) => {
-                    let Some(line) = take_line(buf)? else { return Ok(Piece::NeedMore) };
-                    if line.is_empty() {
-                        *self = Decoder::Length(0);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A CRLF-terminated line off the front of `buf` (without the CRLF), if all there.
-fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, &'static str> {
-    let Some(end) = memchr::memchr(b'\n', buf) else {
-        return if buf.len() > MAX_CHUNK_LINE { Err("chunk framing line too long") } else { Ok(None) };
-    };
-    if end == 0 || buf[end - 1] != b'\r' {
-        return Err("chunk framing line not ended by CRLF");
-    }
-    let mut line = buf.split_to(end + 1);
-    line.truncate(end - 1);
-    Ok(Some(line))
-}
-
 /// An answer the proxy makes itself (a refusal), written whole.
 async fn write_response<IO>(io: &mut IO, resp: Response<Body>, close: bool) -> std::io::Result<()>
 where
@@ -931,66 +649,6 @@ async fn read_into<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(buf: &mut BytesMut) -> Option<Head> {
-        match parse_request(buf, &Via::Direct, &mut Kept::default()) {
-            Parsed::Complete(head) => Some(head),
-            Parsed::Partial | Parsed::Unfit => None,
-        }
-    }
-
-    #[test]
-    fn a_head_is_taken_off_the_front_and_what_follows_it_stays() {
-        let first = "POST /r/openai/v1/chat?x=1 HTTP/1.1\r\nHost: localhost\r\nX-Trace: a\tb\r\n\
-                     Authorization: Bearer {{secret:production/openai/api-key}}\r\nContent-Length: 4\r\n\r\n";
-        let second = "GET /r/openai/v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-        let mut buf = BytesMut::from(format!("{first}body{second}").as_bytes());
-
-        let head = parse(&mut buf).expect("the first request is complete");
-        assert_eq!(head.parts.method, Method::POST);
-        assert_eq!(head.parts.uri, "/r/openai/v1/chat?x=1");
-        assert_eq!(head.parts.headers["x-trace"], "a\tb");
-        assert_eq!(head.parts.headers[header::AUTHORIZATION], "Bearer {{secret:production/openai/api-key}}");
-        assert_eq!((head.body_len, head.close), (4, false));
-        assert_eq!(&buf[..], format!("body{second}").as_bytes());
-
-        buf.advance(4);
-        let head = parse(&mut buf).expect("the second request is complete");
-        assert_eq!(head.parts.uri, "/r/openai/v1/models");
-        assert_eq!((head.body_len, head.close), (0, true));
-        assert!(buf.is_empty());
-    }
-
-    #[test]
-    fn what_the_fast_path_does_not_take_is_left_whole_for_hyper() {
-        for request in [
-            "POST /r/a/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET /r/a/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            "GET /_airlock/healthz HTTP/1.1\r\nHost: x\r\n\r\n",
-            "GET /r/a/<b> HTTP/1.1\r\nHost: x\r\n\r\n", // httparse takes `<`, `http` does not
-        ] {
-            let mut buf = BytesMut::from(request.as_bytes());
-            let mut kept = Kept::default();
-            assert!(matches!(parse_request(&mut buf, &Via::Direct, &mut kept), Parsed::Unfit), "{request:?}");
-            assert_eq!(&buf[..], request.as_bytes(), "{request:?}");
-        }
-        let many = format!("GET /r/a/ HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(MAX_HEADERS + 1));
-        let mut buf = BytesMut::from(many.as_bytes());
-        assert!(matches!(parse_request(&mut buf, &Via::Direct, &mut Kept::default()), Parsed::Unfit));
-        assert_eq!(&buf[..], many.as_bytes());
-
-        let mut buf = BytesMut::from(&b"GET /r/a/ HTTP/1.1\r\nHost: x\r\n"[..]);
-        assert!(matches!(parse_request(&mut buf, &Via::Direct, &mut Kept::default()), Parsed::Partial));
-    }
-
-    #[test]
-    fn header_values_are_taken_byte_for_byte() {
-        let mut buf = BytesMut::from(&b"GET /r/a/ HTTP/1.1\r\nX-Empty:\r\nX-Latin: caf\xe9\r\nX-Sp:  a b \r\n\r\n"[..]);
-        let head = parse(&mut buf).expect("complete");
-        assert_eq!(head.parts.headers["x-empty"], "");
-        assert_eq!(head.parts.headers["x-latin"].as_bytes(), b"caf\xe9");
-        assert_eq!(head.parts.headers["x-sp"], "a b");
-    }
 
     #[test]
     fn the_request_buffer_never_moves_while_it_is_written() {

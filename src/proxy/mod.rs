@@ -6,6 +6,7 @@
 mod backoff;
 mod body;
 pub mod central;
+mod codec;
 mod echoes;
 pub mod egress;
 mod error;
@@ -22,6 +23,15 @@ pub mod substitute;
 pub mod tls;
 mod upstream;
 mod websocket;
+
+/// What the fuzz targets in `fuzz/` call (re-exported as `crate::fuzzing`); built only with
+/// `--cfg fuzzing` (as cargo-fuzz builds) and for this crate's tests.
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing {
+    pub use super::codec::fuzzing::*;
+    pub use super::forms::fuzzing::*;
+    pub use super::substitute::fuzzing::*;
+}
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
