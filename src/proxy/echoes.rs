@@ -5,7 +5,8 @@
 //! as a response to a request with values).
 //!
 //! Each host keeps its last `PER_HOST` values (a rotated value stays until newer ones push
-//! it out); the patterns for them are built when the set changes, never per request.
+//! it out); the patterns for them are built when first needed after the set changed (a
+//! request without values to that host), never on the way of a request that carries one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -32,9 +33,30 @@ struct Sent {
     masks: Option<Arc<Patterns>>,
 }
 
+/// Which patterns: replacing values by their placeholders, or masking them (WebSocket).
+#[derive(Clone, Copy)]
+enum Use {
+    Scrub,
+    Mask,
+}
+
 impl Sent {
     fn holds(&self, value: &[u8]) -> bool {
         self.values.iter().any(|(_, v)| v[..] == *value)
+    }
+
+    fn held(&self, kind: Use) -> &Option<Arc<Patterns>> {
+        match kind {
+            Use::Scrub => &self.patterns,
+            Use::Mask => &self.masks,
+        }
+    }
+
+    fn held_mut(&mut self, kind: Use) -> &mut Option<Arc<Patterns>> {
+        match kind {
+            Use::Scrub => &mut self.patterns,
+            Use::Mask => &mut self.masks,
+        }
     }
 }
 
@@ -56,19 +78,36 @@ impl Echoes {
         }
         let over = sent.values.len().saturating_sub(PER_HOST);
         sent.values.drain(..over);
-        let values: Vec<(&[u8], &str)> = sent.values.iter().map(|(p, v)| (&v[..], p.as_str())).collect();
-        sent.patterns = Patterns::for_values(&values, &[]);
-        let bare: Vec<&[u8]> = values.iter().map(|(v, _)| *v).collect();
-        sent.masks = Patterns::masking(&bare);
+        // Built again when next asked for.
+        sent.patterns = None;
+        sent.masks = None;
     }
 
     /// What a response from `host` is scrubbed of when its request carried no value.
     pub fn of(&self, host: &str) -> Option<Arc<Patterns>> {
-        self.hosts.read().ok()?.get(host)?.patterns.clone()
+        self.built(host, Use::Scrub)
     }
 
     /// What an upgraded stream from `host` is masked of when its request carried no value.
     pub fn masks(&self, host: &str) -> Option<Arc<Patterns>> {
-        self.hosts.read().ok()?.get(host)?.masks.clone()
+        self.built(host, Use::Mask)
+    }
+
+    /// The patterns for `host`, built from its values first if the set changed since.
+    fn built(&self, host: &str, kind: Use) -> Option<Arc<Patterns>> {
+        if let Some(held) = self.hosts.read().ok()?.get(host).map(|sent| sent.held(kind).clone())? {
+            return Some(held);
+        }
+        let mut hosts = self.hosts.write().ok()?;
+        let sent = hosts.get_mut(host)?;
+        if sent.held(kind).is_none() {
+            let values: Vec<(&[u8], &str)> = sent.values.iter().map(|(p, v)| (&v[..], p.as_str())).collect();
+            let patterns = match kind {
+                Use::Scrub => Patterns::for_values(&values, &[]),
+                Use::Mask => Patterns::masking(&values.iter().map(|(v, _)| *v).collect::<Vec<_>>()),
+            };
+            *sent.held_mut(kind) = patterns;
+        }
+        sent.held(kind).clone()
     }
 }
