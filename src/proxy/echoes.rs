@@ -21,7 +21,9 @@ const PER_HOST: usize = 16;
 
 #[derive(Default)]
 pub struct Echoes {
-    hosts: RwLock<HashMap<String, Sent>>,
+    /// Looked up on every request that carries a value: a fast hash (host names are not
+    /// attacker-chosen keys here: only hosts a value was sent to get an entry).
+    hosts: RwLock<HashMap<String, Sent, foldhash::fast::RandomState>>,
 }
 
 #[derive(Default)]
@@ -63,7 +65,7 @@ impl Sent {
 impl Echoes {
     /// Notes that `used` went to `host`; a lookup under a read lock when they already had.
     pub fn sent(&self, host: &str, used: &[Used]) {
-        let known = |hosts: &HashMap<String, Sent>| {
+        let known = |hosts: &HashMap<String, Sent, foldhash::fast::RandomState>| {
             hosts.get(host).is_some_and(|sent| used.iter().all(|u| sent.holds(u.injected())))
         };
         if self.hosts.read().is_ok_and(|hosts| known(&hosts)) {

@@ -124,23 +124,12 @@ where
     let seen = Seen::new(head.parts.method.clone(), head.parts.uri.clone());
     let (body_len, close) = (head.body_len, head.close);
     let outcome = match pipeline::prepare(proxy, head.parts, via, started).await {
-        Ok(prepared) => {
-            let (scrub, target, used) = (prepared.scrub.clone(), prepared.target.clone(), prepared.used.clone());
-            match forward(proxy, io, buf, kept, prepared, body_len, close).await {
-                Err(Failed::Refused(e, unsent_body, Sent::Yes)) => {
-                    // The values went out: the use is recorded, whatever became of the response.
-                    let e = pipeline::scrubbed(e, scrub.as_deref());
-                    pipeline::record(proxy, &seen, &target, &used, e.status, started);
-                    Err(Failed::Refused(e, unsent_body, Sent::Yes))
-                }
-                outcome => outcome,
-            }
-        }
-        Err(e) => Err(Failed::Refused(e, body_len, Sent::No)),
+        Ok(prepared) => forward(proxy, io, buf, kept, prepared, (body_len, close), (&seen, started)).await,
+        Err(e) => Err(Failed::Refused(e, body_len)),
     };
     let (keep, counted) = match outcome {
         Ok((target, used, status)) => (!close, pipeline::record(proxy, &seen, &target, &used, status, started)),
-        Err(Failed::Refused(e, unsent_body, _)) => {
+        Err(Failed::Refused(e, unsent_body)) => {
             // The agent's body, if any, was not read: closing is the only way past it.
             let close = close || unsent_body > 0;
             let resp = pipeline::refused(proxy, &seen, via, e, started);
@@ -155,16 +144,9 @@ where
 enum Failed {
     /// Refused before any byte of a final response reached the agent; the number is how much
     /// of the agent's request body is still unread.
-    Refused(ProxyError, u64, Sent),
+    Refused(ProxyError, u64),
     /// A connection broke after the response started (or while reading the agent's body).
     Broken,
-}
-
-/// Whether the request (with its values) may have reached the upstream.
-#[derive(Clone, Copy)]
-enum Sent {
-    No,
-    Yes,
 }
 
 /// The upstream connection an agent connection keeps between its requests.
@@ -216,13 +198,20 @@ async fn forward<IO>(
     buf: &mut BytesMut,
     kept: &mut Kept,
     prepared: Prepared,
-    body_len: u64,
-    agent_close: bool,
+    (body_len, agent_close): (u64, bool),
+    (seen, started): (&Seen, Instant),
 ) -> Result<Forwarded, Failed>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let Prepared { head, target, used, scrub } = prepared;
+    // A refusal once the values went out: its message is scrubbed (it may quote the
+    // upstream) and the use is recorded, whatever became of the response.
+    let after_sending = |e: ProxyError, unsent: u64| {
+        let e = pipeline::scrubbed(e, scrub.as_deref());
+        pipeline::record(proxy, seen, &target, &used, e.status, started);
+        Failed::Refused(e, unsent)
+    };
     let is_head = head.method == Method::HEAD;
     let idempotent = matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
 
@@ -247,13 +236,15 @@ where
     // request is sent again once, on a new connection, when that is safe: the whole body
     // is in hand, and either the request never left or its method is idempotent.
     let mut retry = slot.is_some() && unsent == 0;
-    let redactor = scrub.map(Redactor::with);
+    let redactor = scrub.clone().map(Redactor::with);
     let first_byte = proxy.timeouts.upstream_first_byte;
     let resp = loop {
         if slot.is_none() {
-            let stream = proxy.dialer.open(&target.host, target.port, target.tls, Alpn::H1).await.map_err(|e| {
-                Failed::Refused(ProxyError::upstream(format!("{}: {e}", target.host)), unsent, Sent::No)
-            })?;
+            let stream = proxy
+                .dialer
+                .open(&target.host, target.port, target.tls, Alpn::H1)
+                .await
+                .map_err(|e| Failed::Refused(ProxyError::upstream(format!("{}: {e}", target.host)), unsent))?;
             let key = (target.tls, target.host.clone(), target.port);
             *slot = Some(Upstream { key, stream, buf: BytesMut::with_capacity(READ_CHUNK), head: BytesMut::new() });
         }
@@ -264,7 +255,7 @@ where
             if std::mem::take(&mut retry) {
                 continue;
             }
-            return Err(Failed::Refused(unreachable(e), unsent, Sent::Yes));
+            return Err(after_sending(unreachable(e), unsent));
         }
         if unsent > 0 {
             copy_body(io, buf, &mut up.stream, unsent).await.map_err(|_| Failed::Broken)?;
@@ -277,7 +268,7 @@ where
                 if std::mem::take(&mut retry) && idempotent && e.nothing_received {
                     continue;
                 }
-                return Err(Failed::Refused(e.error, 0, Sent::Yes));
+                return Err(after_sending(e.error, 0));
             }
         }
     };
@@ -294,13 +285,13 @@ where
             Ok(resp) => resp,
             Err(e) => {
                 *slot = None;
-                return Err(Failed::Refused(e.error, 0, Sent::Yes));
+                return Err(after_sending(e.error, 0));
             }
         };
     }
     if redactor.is_some() && resp.coded && pipeline::has_body(resp.status, is_head) {
         *slot = None;
-        return Err(Failed::Refused(pipeline::unscannable(), 0, Sent::Yes));
+        return Err(after_sending(pipeline::unscannable(), 0));
     }
 
     let framing = if is_head || resp.status == StatusCode::NO_CONTENT || resp.status == StatusCode::NOT_MODIFIED {
@@ -396,13 +387,14 @@ struct HeadError {
 /// (the request carried values, which an upstream may echo) the raw head is zeroed in the
 /// read buffer once parsed.
 async fn read_response_head(up: &mut Upstream, wipe: bool, limit: Duration) -> Result<ResponseHead, HeadError> {
-    let host = up.key.1.clone();
-    match tokio::time::timeout(limit, read_head(up, wipe)).await {
+    let read = tokio::time::timeout(limit, read_head(up, wipe)).await;
+    let host = &up.key.1;
+    match read {
         Ok(read) => read.map_err(|(message, nothing_received)| HeadError {
             error: ProxyError::upstream(format!("{host}: {message}")),
             nothing_received,
         }),
-        Err(_) => Err(HeadError { error: ProxyError::upstream_timeout(&host, limit), nothing_received: false }),
+        Err(_) => Err(HeadError { error: ProxyError::upstream_timeout(host, limit), nothing_received: false }),
     }
 }
 
