@@ -57,9 +57,9 @@ where
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut kept = Kept::default();
     let timeouts = proxy.timeouts;
+    let mut watch = Watch::new(timeouts.header_read.min(timeouts.idle));
     loop {
-        let started = !buf.is_empty();
-        let mut deadline = tokio::time::Instant::now() + if started { timeouts.header_read } else { timeouts.idle };
+        watch.set(if buf.is_empty() { timeouts.idle } else { timeouts.header_read });
         let head = loop {
             match parse_request(&mut buf, via, &mut kept) {
                 Parsed::Complete(head) => break head,
@@ -67,11 +67,16 @@ where
                 Parsed::Unfit => return Served::Fallback(Rewind::new(buf.freeze(), io)),
             }
             let idle = buf.is_empty();
-            match tokio::time::timeout_at(deadline, read_into(&mut io, &mut buf)).await {
-                Ok(Ok(0) | Err(_)) => return Served::Done,
-                Ok(Ok(_)) if idle => deadline = tokio::time::Instant::now() + timeouts.header_read,
-                Ok(Ok(_)) => {}
-                Err(_) => {
+            let read = tokio::select! {
+                biased;
+                read = read_into(&mut io, &mut buf) => Some(read),
+                () = watch.expired() => None,
+            };
+            match read {
+                Some(Ok(0) | Err(_)) => return Served::Done,
+                Some(Ok(_)) if idle => watch.set(timeouts.header_read),
+                Some(Ok(_)) => {}
+                None => {
                     let waited = if idle { "idle" } else { "header read" };
                     tracing::debug!(timeout = waited, "agent connection closed: it sent nothing in time");
                     let _ = io.shutdown().await;
@@ -157,6 +162,42 @@ struct Upstream {
     buf: BytesMut,
     /// The response head as it goes to the agent, rebuilt for each response.
     head: BytesMut,
+    /// The first-byte deadline of the response awaited.
+    watch: Watch,
+}
+
+/// A deadline watched by one timer for the life of a connection. Moving the deadline costs
+/// nothing (no timer is registered per request); the timer is re-armed only when it fires
+/// before the deadline. Every deadline is set at least `step` ahead and the timer is armed
+/// at most `step` ahead, so it never fires after the deadline.
+struct Watch {
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    step: Duration,
+    deadline: tokio::time::Instant,
+}
+
+impl Watch {
+    fn new(step: Duration) -> Watch {
+        let deadline = tokio::time::Instant::now() + step;
+        Watch { timer: Box::pin(tokio::time::sleep_until(deadline)), step, deadline }
+    }
+
+    /// The deadline is `after` from now (`after` ≥ `step`).
+    fn set(&mut self, after: Duration) {
+        self.deadline = tokio::time::Instant::now() + after.max(self.step);
+    }
+
+    /// Resolves once the deadline has passed. Cancel-safe: dropped, it resumes where it was.
+    async fn expired(&mut self) {
+        loop {
+            self.timer.as_mut().await;
+            let now = tokio::time::Instant::now();
+            if now >= self.deadline {
+                return;
+            }
+            self.timer.as_mut().reset(self.deadline.min(now + self.step));
+        }
+    }
 }
 
 impl Upstream {
@@ -246,7 +287,9 @@ where
                 .await
                 .map_err(|e| Failed::Refused(ProxyError::upstream(format!("{}: {e}", target.host)), unsent))?;
             let key = (target.tls, target.host.clone(), target.port);
-            *slot = Some(Upstream { key, stream, buf: BytesMut::with_capacity(READ_CHUNK), head: BytesMut::new() });
+            let watch = Watch::new(first_byte);
+            *slot =
+                Some(Upstream { key, stream, buf: BytesMut::with_capacity(READ_CHUNK), head: BytesMut::new(), watch });
         }
         let up = slot.as_mut().expect("an upstream connection was just set");
         let unreachable = |e: std::io::Error| ProxyError::upstream(format!("{}: {e}", target.host));
@@ -387,28 +430,38 @@ struct HeadError {
 /// (the request carried values, which an upstream may echo) the raw head is zeroed in the
 /// read buffer once parsed.
 async fn read_response_head(up: &mut Upstream, wipe: bool, limit: Duration) -> Result<ResponseHead, HeadError> {
-    let read = tokio::time::timeout(limit, read_head(up, wipe)).await;
+    up.watch.set(limit);
+    let read = tokio::select! {
+        biased;
+        read = read_head(&mut up.stream, &mut up.buf, &mut up.head, wipe) => Some(read),
+        () = up.watch.expired() => None,
+    };
     let host = &up.key.1;
     match read {
-        Ok(read) => read.map_err(|(message, nothing_received)| HeadError {
+        Some(read) => read.map_err(|(message, nothing_received)| HeadError {
             error: ProxyError::upstream(format!("{host}: {message}")),
             nothing_received,
         }),
-        Err(_) => Err(HeadError { error: ProxyError::upstream_timeout(host, limit), nothing_received: false }),
+        None => Err(HeadError { error: ProxyError::upstream_timeout(host, limit), nothing_received: false }),
     }
 }
 
 /// `read_response_head` without the time limit; an error says what went wrong and whether
 /// nothing at all was received.
-async fn read_head(up: &mut Upstream, wipe: bool) -> Result<ResponseHead, (String, bool)> {
+async fn read_head(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    head: &mut BytesMut,
+    wipe: bool,
+) -> Result<ResponseHead, (String, bool)> {
     let mut received = false;
     loop {
-        match parse_response(&up.buf, &mut up.head) {
+        match parse_response(buf, head) {
             Ok(Some((len, resp))) => {
                 if wipe {
-                    up.buf[..len].zeroize();
+                    buf[..len].zeroize();
                 }
-                up.buf.advance(len);
+                buf.advance(len);
                 if resp.status == StatusCode::SWITCHING_PROTOCOLS {
                     return Err(("upstream switched protocols without being asked to".into(), false));
                 }
@@ -418,10 +471,10 @@ async fn read_head(up: &mut Upstream, wipe: bool) -> Result<ResponseHead, (Strin
             Err(message) => return Err((message, false)),
         }
         let nothing_received = |buf: &BytesMut| !received && buf.is_empty();
-        match read_into(&mut up.stream, &mut up.buf).await {
-            Ok(0) => return Err(("connection closed before a response".into(), nothing_received(&up.buf))),
+        match read_into(stream, buf).await {
+            Ok(0) => return Err(("connection closed before a response".into(), nothing_received(buf))),
             Ok(_) => received = true,
-            Err(e) => return Err((e.to_string(), nothing_received(&up.buf))),
+            Err(e) => return Err((e.to_string(), nothing_received(buf))),
         }
     }
 }
