@@ -228,8 +228,9 @@ pub(super) struct Prepared {
     pub target: Target,
     /// Shared with this thread's plan for the upstream, when it came from one.
     pub used: Arc<[Used]>,
-    /// What the response is scrubbed of: every form of each value in `used`, and what the
-    /// request wrote byte for byte (`None` when it carries no value).
+    /// What the response is scrubbed of: every form of each value in `used` and what the
+    /// request wrote byte for byte, or, for a request without values, the values its host
+    /// was sent (`echoes`); `None` when neither applies.
     pub scrub: Option<Arc<Patterns>>,
 }
 
@@ -752,10 +753,11 @@ async fn forward(
 ) -> Result<Response<Body>, ProxyError> {
     let upgrade = is_upgrade(&head.headers);
     let is_head = head.method == http::Method::HEAD;
-    // What an upgraded stream is masked of: the request's values, or those its host was sent.
+    // What an upgraded stream is masked of: the request's values, or those its host was sent
+    // (built only for an upgrade: an automaton per request would cost every other request).
     let masks = match used {
-        [] if upgrade => proxy.echoes.masks(&target.host),
-        [] => None,
+        _ if !upgrade => None,
+        [] => proxy.echoes.masks(&target.host),
         used => super::websocket::masks_for(used),
     };
     if upgrade && masks.is_some() {
