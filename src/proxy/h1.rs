@@ -253,6 +253,13 @@ where
         pipeline::record(proxy, seen, &target, &used, e.status, started);
         Failed::Refused(e, unsent)
     };
+    // A connection that broke once the values went out: the use is recorded all the same,
+    // with the response's status if one came, else 499 (the client closed the request).
+    let broken_after_sending = |status: Option<StatusCode>| {
+        let closed = StatusCode::from_u16(499).expect("499 is a valid status code");
+        pipeline::record(proxy, seen, &target, &used, status.unwrap_or(closed), started);
+        Failed::Broken
+    };
     let is_head = head.method == Method::HEAD;
     let idempotent = matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
 
@@ -301,7 +308,7 @@ where
             return Err(after_sending(unreachable(e), unsent));
         }
         if unsent > 0 {
-            copy_body(io, buf, &mut up.stream, unsent).await.map_err(|_| Failed::Broken)?;
+            copy_body(io, buf, &mut up.stream, unsent).await.map_err(|_| broken_after_sending(None))?;
             unsent = 0;
         }
         match read_response_head(up, redactor.is_some(), first_byte).await {
@@ -323,7 +330,7 @@ where
             scrub_head(&mut up.head, r);
         }
         up.head.put_slice(b"\r\n");
-        io.write_all(&up.head).await.map_err(|_| Failed::Broken)?;
+        io.write_all(&up.head).await.map_err(|_| broken_after_sending(None))?;
         resp = match read_response_head(up, redactor.is_some(), first_byte).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -345,7 +352,9 @@ where
     let status = resp.status;
     let keep_upstream = resp.keep_alive && !matches!(framing, Framing::UntilClose);
     let up = slot.as_mut().expect("the response came from this connection");
-    respond(io, up, resp, framing, redactor, is_head, agent_close).await.map_err(|_| Failed::Broken)?;
+    respond(io, up, resp, framing, redactor, is_head, agent_close)
+        .await
+        .map_err(|_| broken_after_sending(Some(status)))?;
     // Bytes beyond the response's framing belong to no request: the connection goes with them.
     if !keep_upstream || !up.buf.is_empty() {
         *slot = None;

@@ -487,3 +487,27 @@ fn a_host_that_was_sent_a_value_cannot_return_it_to_a_request_without_one() {
     assert_eq!(plain.len(), EVERY_WAY.len(), "the later requests carried no value");
     assert!(plain.iter().all(|r| r.header("accept-encoding").as_deref() == Some("identity")), "scanned, so identity");
 }
+
+#[test]
+fn a_use_is_recorded_when_the_agent_goes_away_before_its_response() {
+    let hostile = Hostile::start(|_| {
+        Reply::SendThenLater(Vec::new(), Duration::from_millis(500), response("200 OK", &[], "late"))
+    });
+    let sc = Sidecar::start_against("", &[], hostile.port, &hostile.ca_pem);
+    let mut agent = Agent::connect(&sc.proxy_addr);
+    agent.send(format!("GET /r/openai/echo HTTP/1.1\r\nHost: a\r\n{BEARER}\r\n\r\n").as_bytes());
+    while hostile.received().is_empty() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(agent); // gone before the response
+    let uses = || {
+        let (_, page) =
+            sc.server.admin("GET", "/v1/secrets/production%2Fopenai%2Fapi-key/access-events?limit=100", None);
+        page["events"].as_array().map_or(0, |e| e.iter().map(|e| e["detail"]["count"].as_u64().unwrap_or(0)).sum())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while uses() < 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(uses(), 1, "the value went out, so the use is on record");
+}
