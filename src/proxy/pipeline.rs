@@ -208,18 +208,46 @@ async fn serve(
         .filter(|_| is_upgrade(&head.headers))
         .map(|agent| Upgrading { agent, watch: proxy.central.watch_policy() });
     let Prepared { head, target, used, scrub } = prepare(proxy, head, via, started).await?;
+    let mut recorder = Recorder { proxy, seen, target: &target, used: &used, started, done: false };
     let resp = match forward(proxy, head, body, upgrading, &target, &used, scrub.is_some()).await {
         Ok(resp) => resp,
         Err(e) => {
             // The values may have gone out: the use is recorded, whatever became of the response.
             let e = scrubbed(e, scrub.as_deref());
-            record(proxy, seen, &target, &used, e.status, started);
+            recorder.finish(e.status);
             return Err(e);
         }
     };
     let resp = redact(resp, scrub);
-    let counted = record(proxy, seen, &target, &used, resp.status(), started);
+    let counted = recorder.finish(resp.status());
     Ok((resp, counted))
+}
+
+/// Records the uses of a request whose values are on their way, exactly once: with the
+/// status it ended with, or, when the request is dropped before (an HTTP/2 stream reset, an
+/// agent gone while the upstream was answering), as 499, the client closed the request.
+struct Recorder<'a> {
+    proxy: &'a Proxy,
+    seen: &'a Seen,
+    target: &'a Target,
+    used: &'a [Used],
+    started: Instant,
+    done: bool,
+}
+
+impl Recorder<'_> {
+    fn finish(&mut self, status: StatusCode) -> Counted {
+        self.done = true;
+        record(self.proxy, self.seen, self.target, self.used, status, self.started)
+    }
+}
+
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(StatusCode::from_u16(499).expect("499 is a valid status code"));
+        }
+    }
 }
 
 /// A request that passed every check, with its values in place, ready to be sent.

@@ -511,3 +511,29 @@ fn a_use_is_recorded_when_the_agent_goes_away_before_its_response() {
     }
     assert_eq!(uses(), 1, "the value went out, so the use is on record");
 }
+
+#[test]
+fn a_use_is_recorded_when_an_http2_agent_abandons_its_request() {
+    let hostile = Hostile::start(|_| {
+        Reply::SendThenLater(Vec::new(), Duration::from_millis(1500), response("200 OK", &[], "late"))
+    });
+    let sc = Sidecar::start_against("", &[], hostile.port, &hostile.ca_pem);
+    // curl gives up (and the stream goes) while the upstream is still answering.
+    let out = Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "--max-time", "0.7", "-H", BEARER])
+        .arg(format!("http://{}/r/openai/echo", sc.proxy_addr))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "curl timed out");
+    assert_eq!(hostile.received().len(), 1, "the value went out");
+    let uses = || {
+        let (_, page) =
+            sc.server.admin("GET", "/v1/secrets/production%2Fopenai%2Fapi-key/access-events?limit=100", None);
+        page["events"].as_array().map_or(0, |e| e.iter().map(|e| e["detail"]["count"].as_u64().unwrap_or(0)).sum())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while uses() < 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(uses(), 1, "the use is on record");
+}
