@@ -84,13 +84,10 @@ pub struct Fetched {
     /// The value epoch when the fetch began: an invalidation of this path since then means
     /// the answer may predate the change (`Central::outdated`).
     epoch: u64,
-    /// Redaction patterns for the whole value (each of its forms), built on first use and
-    /// shared by every response.
-    patterns: std::sync::OnceLock<Option<Arc<crate::proxy::redact::Patterns>>>,
 }
 
 impl Fetched {
-    /// A copy of its own (its reference count and patterns on memory no other copy shares):
+    /// A copy of its own (its reference count on memory no other copy shares):
     /// what a worker thread keeps (`proxy::local`). The value is copied into a zeroizing buffer.
     pub fn private_copy(&self) -> Fetched {
         Fetched {
@@ -100,20 +97,7 @@ impl Fetched {
             allowed_hosts: self.allowed_hosts.clone(),
             fresh_until: self.fresh_until,
             epoch: self.epoch,
-            patterns: std::sync::OnceLock::new(),
         }
-    }
-
-    pub fn patterns(&self) -> Option<Arc<crate::proxy::redact::Patterns>> {
-        self.patterns
-            .get_or_init(|| {
-                let placeholder = crate::domain::policy::placeholder_text(&self.path, None);
-                crate::proxy::redact::Patterns::for_values(
-                    &[(self.value.expose().as_bytes(), placeholder.as_str())],
-                    &[],
-                )
-            })
-            .clone()
     }
 }
 
@@ -548,7 +532,6 @@ impl Central {
             allowed_hosts: serde_json::from_value(resp["allowed_hosts"].take()).unwrap_or_default(),
             fresh_until,
             epoch,
-            patterns: std::sync::OnceLock::new(),
         });
         // Checked under the lock `forget` takes after it records the invalidation: a value
         // fetched before it is not kept as the last good one (and `value` fetches again).

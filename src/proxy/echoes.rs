@@ -90,6 +90,16 @@ impl Echoes {
         self.built(host, Use::Scrub)
     }
 
+    /// Every value `host` was sent, and what a request wrote byte for byte (`Written`), for a
+    /// request that wrote more than the values (a `Basic` token): built for that request.
+    pub fn with_exact(&self, host: &str, written: &[super::substitute::Written]) -> Option<Arc<Patterns>> {
+        let hosts = self.hosts.read().ok()?;
+        let values: Vec<(&[u8], &str)> =
+            hosts.get(host).map(|sent| sent.values.iter().map(|(p, v)| (&v[..], p.as_str())).collect())?;
+        let exact: Vec<(&[u8], &[u8])> = written.iter().map(|w| (&w.wrote[..], &w.sent[..])).collect();
+        Patterns::for_values(&values, &exact)
+    }
+
     /// What an upgraded stream from `host` is masked of when its request carried no value.
     pub fn masks(&self, host: &str) -> Option<Arc<Patterns>> {
         self.built(host, Use::Mask)

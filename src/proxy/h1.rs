@@ -286,13 +286,19 @@ where
     let mut retry = slot.is_some() && unsent == 0;
     let redactor = scrub.clone().map(Redactor::with);
     let first_byte = proxy.timeouts.upstream_first_byte;
+    let mut wrote = false;
     let resp = loop {
         if slot.is_none() {
-            let stream = proxy
-                .dialer
-                .open(&target.host, target.port, target.tls, Alpn::H1)
-                .await
-                .map_err(|e| Failed::Refused(ProxyError::upstream(format!("{}: {e}", target.host)), unsent))?;
+            let stream = proxy.dialer.open(&target.host, target.port, target.tls, Alpn::H1).await.map_err(|e| {
+                // Its message may quote the upstream (a certificate's names): scrubbed; and
+                // on a retry the values already went out once: recorded.
+                let e = ProxyError::upstream(format!("{}: {e}", target.host));
+                if wrote {
+                    after_sending(e, unsent)
+                } else {
+                    Failed::Refused(pipeline::scrubbed(e, scrub.as_deref()), unsent)
+                }
+            })?;
             let key = (target.tls, target.host.clone(), target.port);
             let watch = Watch::new(first_byte);
             *slot =
@@ -300,6 +306,8 @@ where
         }
         let up = slot.as_mut().expect("an upstream connection was just set");
         let unreachable = |e: std::io::Error| ProxyError::upstream(format!("{}: {e}", target.host));
+        // From here the values may be on their way (a failed write may have sent part).
+        wrote = true;
         if let Err(e) = up.stream.write_all(out.0).await {
             *slot = None;
             if std::mem::take(&mut retry) {

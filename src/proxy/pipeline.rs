@@ -209,7 +209,7 @@ async fn serve(
         .map(|agent| Upgrading { agent, watch: proxy.central.watch_policy() });
     let Prepared { head, target, used, scrub } = prepare(proxy, head, via, started).await?;
     let mut recorder = Recorder { proxy, seen, target: &target, used: &used, started, done: false };
-    let resp = match forward(proxy, head, body, upgrading, &target, &used, scrub.is_some()).await {
+    let resp = match forward(proxy, head, body, upgrading, &target, scrub.is_some()).await {
         Ok(resp) => resp,
         Err(e) => {
             // The values may have gone out: the use is recorded, whatever became of the response.
@@ -289,8 +289,13 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
              written (disk full); requests that would inject are refused until uses can be recorded again",
         ));
     } else {
+        // Scrubbed of every value the host was ever sent (this request's among them), not
+        // only of this request's: the host may hold another, or one from before a rotation.
         proxy.echoes.sent(&target.host, &used);
-        scrub_for(&used, &written)
+        match written.as_slice() {
+            [] => proxy.echoes.of(&target.host),
+            written => proxy.echoes.with_exact(&target.host, written),
+        }
     };
     if scrub.is_some() {
         // Redaction reads the response as sent; a compressed body would hide a value from it.
@@ -776,18 +781,13 @@ async fn forward(
     body: Incoming,
     upgrading: Option<Upgrading>,
     target: &Target,
-    used: &[Used],
     scanned: bool,
 ) -> Result<Response<Body>, ProxyError> {
     let upgrade = is_upgrade(&head.headers);
     let is_head = head.method == http::Method::HEAD;
-    // What an upgraded stream is masked of: the request's values, or those its host was sent
-    // (built only for an upgrade: an automaton per request would cost every other request).
-    let masks = match used {
-        _ if !upgrade => None,
-        [] => proxy.echoes.masks(&target.host),
-        used => super::websocket::masks_for(used),
-    };
+    // What an upgraded stream is masked of: every value its host was sent (the request's own
+    // among them, noted in `prepare`).
+    let masks = if upgrade { proxy.echoes.masks(&target.host) } else { None };
     if upgrade && masks.is_some() {
         // The upgraded stream is scrubbed frame by frame (`websocket`): only WebSocket, and
         // without compression, which would hide a value from the scrubbing.
@@ -925,22 +925,6 @@ fn redact(resp: Response<Body>, scrub: Option<Arc<Patterns>>) -> Response<Body> 
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, super::body::Redacted::new(body, redactor).boxed())
-}
-
-/// What the response to a request that carried `used` and wrote `written` is scrubbed of
-/// (nothing if it carried no value). One whole value is the common case: its patterns are
-/// built once and kept with it.
-fn scrub_for(used: &[Used], written: &[Written]) -> Option<Arc<Patterns>> {
-    match (used, written) {
-        ([], _) => None,
-        ([one], []) if one.field.is_none() => one.fetched.patterns(),
-        (many, written) => {
-            let names: Vec<String> = many.iter().map(Used::placeholder).collect();
-            let values: Vec<(&[u8], &str)> = many.iter().zip(&names).map(|(u, n)| (u.injected(), n.as_str())).collect();
-            let exact: Vec<(&[u8], &[u8])> = written.iter().map(|w| (&w.wrote[..], &w.sent[..])).collect();
-            Patterns::for_values(&values, &exact)
-        }
-    }
 }
 
 // ---- record -------------------------------------------------------------------------

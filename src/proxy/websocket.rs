@@ -15,7 +15,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
-use super::pipeline::Used;
 use super::redact::{Patterns, Redactor};
 
 /// Joins the two sides once both upgrades complete; `mask` scrubs the upstream's frames.
@@ -60,12 +59,6 @@ where
         agent_tx.shutdown().await
     };
     tokio::try_join!(outbound, inbound).map(|_| ())
-}
-
-/// Patterns that replace each injected value by as many `*` (`None` if none was injected).
-pub(super) fn masks_for(used: &[Used]) -> Option<Arc<Patterns>> {
-    let values: Vec<&[u8]> = used.iter().map(Used::injected).collect();
-    Patterns::masking(&values)
 }
 
 /// Largest server frame header: 2 bytes, 8 of extended length (server frames carry no mask).

@@ -537,3 +537,20 @@ fn a_use_is_recorded_when_an_http2_agent_abandons_its_request() {
     }
     assert_eq!(uses(), 1, "the use is on record");
 }
+
+#[test]
+fn a_host_cannot_return_another_value_it_was_sent_to_a_request_carrying_one() {
+    let other = secret_value("other");
+    let leak = other.clone();
+    let hostile = Hostile::start(move |_| Reply::Send(response("200 OK", &[], &format!("yours: {leak}"))));
+    let sc = Sidecar::start_against("", &[], hostile.port, &hostile.ca_pem);
+    sc.server.create("production/openai/other", &other);
+    // The host is sent `other` once, then answers every later request with it.
+    let first = agent_sees(&sc, Way::FastRoute, &["Authorization: Bearer {{secret:production/openai/other}}"], "");
+    assert_no_value(&first, &other, Way::FastRoute);
+    for way in EVERY_WAY {
+        let seen = agent_sees(&sc, way, &[BEARER], "");
+        assert!(seen.contains("yours:"), "{way:?}: {seen}");
+        assert_no_value(&seen, &other, way);
+    }
+}
