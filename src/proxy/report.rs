@@ -261,13 +261,27 @@ struct Spool {
     /// while any wait here, injections are refused as when the spool is full.
     unwritten: Mutex<Vec<u8>>,
     stuck: std::sync::atomic::AtomicBool,
+    /// Where the central API's acknowledgements have reached: what lies beyond is what the
+    /// cap is about (the file itself is emptied only when everything was delivered).
+    delivered: std::sync::atomic::AtomicU64,
 }
 
 impl Spool {
     fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Arc<Spool>> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("access-events.jsonl");
-        let file = std::fs::OpenOptions::new().create(true).append(true).read(true).open(&path)?;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).read(true).open(&path)?;
+        // A line torn by a crash mid-append is ended, so the next one starts whole.
+        let len = file.metadata()?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))?;
+            std::io::Read::read_exact(&mut file, &mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
+        let delivered = read_offset(&dir.join("access-events.offset")).min(len);
         let spool = Arc::new(Spool {
             offset_path: dir.join("access-events.offset"),
             path,
@@ -277,19 +291,23 @@ impl Spool {
             full: std::sync::atomic::AtomicBool::new(false),
             unwritten: Mutex::new(Vec::new()),
             stuck: std::sync::atomic::AtomicBool::new(false),
+            delivered: std::sync::atomic::AtomicU64::new(delivered),
         });
         spool.measure(spool_len(&spool));
         Ok(spool)
     }
 
-    /// Notes the spool's size: full, or not (any more).
+    /// Notes how much of the spool (`len` bytes) awaits delivery: full, or not (any more).
     fn measure(&self, len: u64) {
-        let full = len >= self.max_bytes;
-        if full != self.full.swap(full, std::sync::atomic::Ordering::Relaxed) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let undelivered = len.saturating_sub(self.delivered.load(Relaxed));
+        let full = undelivered >= self.max_bytes;
+        if full != self.full.load(Relaxed) {
+            self.full.store(full, Relaxed);
             if full {
-                tracing::error!(bytes = len, max = self.max_bytes, path = %self.path.display(), "the access-event spool is full: requests that would inject are refused until the central API takes the events");
+                tracing::error!(bytes = undelivered, max = self.max_bytes, path = %self.path.display(), "the access-event spool is full: requests that would inject are refused until the central API takes the events");
             } else {
-                tracing::info!(bytes = len, "the access-event spool drained: injecting again");
+                tracing::info!(bytes = undelivered, "the access-event spool drained: injecting again");
             }
         }
     }
@@ -308,7 +326,13 @@ pub fn start(dir: &Path, central: Arc<Central>, max_bytes: u64) -> std::io::Resu
 /// written (off the runtime's threads: a sync can take milliseconds).
 async fn write_spool(spool: Arc<Spool>, pending: Arc<Pending>) {
     loop {
-        pending.waiting.notified().await;
+        if spool.stuck.load(std::sync::atomic::Ordering::Relaxed) {
+            // Events wait in memory for a write that failed: tried again each second,
+            // requests or not (readyz says 503 meanwhile, so none may come).
+            let _ = tokio::time::timeout(Duration::from_secs(1), pending.waiting.notified()).await;
+        } else {
+            pending.waiting.notified().await;
+        }
         tokio::time::sleep(WRITE_EVERY).await;
         let (spool, pending) = (spool.clone(), pending.clone());
         let appended = tokio::task::spawn_blocking(move || {
@@ -497,6 +521,8 @@ async fn send_spool(spool: Arc<Spool>, central: Arc<Central>) {
             match delivered {
                 Ok(()) => {
                     offset = next;
+                    spool.delivered.store(offset, std::sync::atomic::Ordering::Relaxed);
+                    spool.measure(spool_len(&spool));
                     // Persisted at most once per pause: after a crash the events since
                     // are sent again, and the API drops the ids it already has.
                     if persisted.elapsed() >= PERSIST_OFFSET_EVERY {
@@ -536,6 +562,7 @@ fn compact(spool: &Spool, offset: u64) -> u64 {
     }
     match file.set_len(0) {
         Ok(()) => {
+            spool.delivered.store(0, std::sync::atomic::Ordering::Relaxed);
             spool.measure(0);
             0
         }
