@@ -658,10 +658,12 @@ impl Central {
     }
 
     /// Moves off the address in use (its change stream ended or went silent), to the next.
-    fn move_on(&self) {
-        if self.bases.len() > 1 {
-            let at = self.current.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(to = %self.bases[at % self.bases.len()], "trying the next central API address");
+    /// Moves off address `from` to the next, unless a request has already moved off it (to
+    /// one that answered: moving again would go back towards the one that failed).
+    fn move_on(&self, from: usize) {
+        let next = (from + 1) % self.bases.len();
+        if next != from && self.current.compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            tracing::warn!(to = %self.bases[next], "trying the next central API address");
         }
     }
 
@@ -672,6 +674,7 @@ impl Central {
     pub async fn watch(self: Arc<Self>, silence: Duration) {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
         loop {
+            let from = self.current.load(Ordering::Relaxed) % self.bases.len();
             let ended = self.follow_events(silence).await;
             if ended.is_ok() {
                 backoff.reset();
@@ -680,7 +683,7 @@ impl Central {
             if let Err(e) = ended {
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "change stream interrupted");
                 if matches!(e, CentralError::Unreachable { .. }) {
-                    self.move_on();
+                    self.move_on(from);
                 }
             }
             // Whatever changed while we were not listening is unknown: refetch when possible.

@@ -272,7 +272,18 @@ async fn not_ready(
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let mut head = [0u8; 4096];
-                    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut head)).await;
+                    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut head)).await;
+                    // Alive, if not ready: a liveness probe must not restart a proxy that waits.
+                    if matches!(read, Ok(Ok(n)) if head[..n].starts_with(b"GET /_airlock/healthz ")) {
+                        let ok = r#"{"status":"ok"}"#;
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{ok}",
+                            ok.len()
+                        );
+                        let _ = stream.write_all(answer.as_bytes()).await;
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
                     let body = serde_json::json!({
                         "status": "not_ready",
                         "error": { "code": "central_unavailable", "fault": "central_api", "message": why },

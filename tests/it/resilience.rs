@@ -496,6 +496,8 @@ fn a_proxy_started_before_its_server_waits_answering_503_and_serves_once_it_is_u
     let (_, why) = answer().unwrap();
     assert!(why.contains("central_unavailable") && why.contains("cannot reach"), "{why}");
     assert!(proxy.try_wait().unwrap().is_none(), "it did not exit");
+    let health = reqwest::blocking::get(format!("http://{listen}/_airlock/healthz")).unwrap().status();
+    assert_eq!(health, 200, "alive while not ready: a liveness probe does not restart it");
     // The server comes up at that address.
     let _relay = Relay::start_on(&format!("127.0.0.1:{port}"), &sc.server.addr);
     let up = until(Duration::from_secs(20), || answer().is_some_and(|(s, _)| s == 200));
