@@ -32,6 +32,9 @@ pub mod kind {
     pub const APPROVAL_DENY: &str = "approval.deny";
     pub const POLICY_RELOAD: &str = "policy.reload";
     pub const ACCESS: &str = "access";
+    /// An access event a proxy reported for a secret its agent's policy does not grant:
+    /// kept as a refused report, never counted as a use.
+    pub const ACCESS_REFUSED: &str = "access.refused";
 }
 
 /// What a caller hands to the store; the store assigns the position in the chain.

@@ -81,32 +81,51 @@ pub async fn report(
     if b.events.len() > MAX_BATCH {
         return Err(ApiError::validation(format!("at most {MAX_BATCH} events per report")));
     }
+    // The events are the calling agent's: it is named by the credential, never by the body,
+    // and a use it reports must be of a secret its policy grants.
+    let policy = state.policy_for(caller.tenant(), &agent.name).await.ok();
     let mut drafts = Vec::with_capacity(b.events.len());
-    for e in b.events {
+    let mut refused = 0;
+    for (i, e) in b.events.into_iter().enumerate() {
         check_id(&e.id)?;
-        if let Some(p) = &e.path {
-            SecretPath::parse(p).map_err(|err| ApiError::validation(format!("event {}: path: {err}", e.id)))?;
+        if let Some(named) = e.agent.as_deref().filter(|named| *named != agent.name) {
+            return Err(ApiError::invalid(format!(
+                "events[{i}].agent: '{named}' is not the agent this credential belongs to ('{}'); omit the field \
+                 or send that name",
+                agent.name
+            )));
         }
+        let path = e
+            .path
+            .as_deref()
+            .map(SecretPath::parse)
+            .transpose()
+            .map_err(|err| ApiError::validation(format!("event {}: path: {err}", e.id)))?;
         let timestamp_ms =
             parse_rfc3339(&e.timestamp).map_err(|err| ApiError::validation(format!("event {}: {err}", e.id)))?;
         let count = e.count.unwrap_or(1);
         if !(1..=MAX_COUNT).contains(&count) {
             return Err(ApiError::validation(format!("event {}: count must be 1 to {MAX_COUNT}", e.id)));
         }
-        let mut draft = caller.draft(kind::ACCESS, e.path.as_deref());
+        let granted = path.as_ref().is_none_or(|p| policy.as_ref().is_some_and(|policy| policy.grant_for(p).is_some()));
+        let mut draft = caller.draft(if granted { kind::ACCESS } else { kind::ACCESS_REFUSED }, e.path.as_deref());
         draft.id = format!("acc_{}", e.id);
         draft.timestamp_ms = timestamp_ms;
-        draft.success = e.outcome == Outcome::Injected;
-        draft.actor_description = Some(e.agent.unwrap_or_else(|| agent.name.clone()));
+        draft.success = granted && e.outcome == Outcome::Injected;
+        draft.actor_description = Some(agent.name.clone());
         draft.detail = json!({
             "version": e.version, "host": e.host, "method": e.method, "url_path": e.url_path,
             "outcome": e.outcome.as_str(), "error_code": e.error_code, "status": e.status, "latency_ms": e.latency_ms,
             "count": count,
         });
+        if !granted {
+            refused += 1;
+            draft.detail["reason"] = json!(format!("the policy of agent '{}' grants no such secret", agent.name));
+        }
         drafts.push(draft);
     }
     let (accepted, duplicates) = state.store.record_access(caller.tenant(), drafts).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted, "duplicates": duplicates }))))
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted, "duplicates": duplicates, "refused": refused }))))
 }
 
 #[derive(Deserialize)]

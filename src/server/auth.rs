@@ -80,6 +80,16 @@ pub struct AgentRef {
     pub name: String,
 }
 
+/// The agent `c` acts for: an agent key is its agent; a token minted by or for an agent
+/// carries the agent's id and, as its name, the agent's name.
+pub fn agent_of(c: &Credential) -> Option<AgentRef> {
+    match (c.kind, &c.agent_id) {
+        (CredentialKind::AgentKey, _) => Some(AgentRef { id: c.id.clone(), name: c.name.clone() }),
+        (CredentialKind::Token, Some(agent)) => Some(AgentRef { id: agent.clone(), name: c.name.clone() }),
+        _ => None,
+    }
+}
+
 /// The authenticated caller of one request.
 #[derive(Debug)]
 pub struct Caller {
@@ -95,12 +105,7 @@ impl Caller {
     }
 
     pub fn agent(&self) -> Option<AgentRef> {
-        let c = &self.credential;
-        match (c.kind, &c.agent_id) {
-            (CredentialKind::AgentKey, _) => Some(AgentRef { id: c.id.clone(), name: c.name.clone() }),
-            (CredentialKind::Token, Some(agent)) => Some(AgentRef { id: agent.clone(), name: c.name.clone() }),
-            _ => None,
-        }
+        agent_of(&self.credential)
     }
 
     pub fn can(&self, action: SecretAction, path: &SecretPath) -> bool {
@@ -217,7 +222,10 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let user_agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let caller = match identify(&state, req.headers(), peer.ip(), user_agent).await {
+    // On a dual-stack listener an IPv4 client is `::ffff:a.b.c.d`: every check, throttle and
+    // audit record sees the address it is, `a.b.c.d`.
+    let ip = peer.ip().to_canonical();
+    let caller = match identify(&state, req.headers(), ip, user_agent).await {
         Ok(caller) => caller,
         Err(e) => return e.into_response(),
     };
@@ -244,16 +252,7 @@ async fn identify(
     }
     let secret = bearer(headers)?;
     let hash = hash_secret(secret);
-    let found = match state.credentials.get(&hash).await {
-        Some(c) => Some(c),
-        None => {
-            let c = state.store.credential_by_hash(&hash).await?.map(Arc::new);
-            if let Some(c) = &c {
-                state.credentials.insert(hash.clone(), c.clone()).await;
-            }
-            c
-        }
-    };
+    let found = lookup(state, &hash).await?;
     let credential = match found {
         Some(c) if bool::from(c.secret_hash.as_bytes().ct_eq(hash.as_bytes())) => c,
         _ => {
@@ -261,7 +260,7 @@ async fn identify(
             return Err(refuse(state, SYSTEM_TENANT, failure, "unknown API key or token").await);
         }
     };
-    let mut problem = unusable(&credential, ip, now_ms());
+    let mut problem = unusable(state, &credential, ip).await?;
     if problem.is_none() && credential.max_uses.is_some() && !state.store.consume_use(&credential.id).await? {
         problem = Some("this token has no uses left".to_owned());
     }
@@ -273,22 +272,53 @@ async fn identify(
     Ok(Caller { credential: Credential::clone(&credential), scopes, ip, user_agent })
 }
 
-/// Why a known credential may not be used now, from this address, if it may not.
-fn unusable(c: &Credential, ip: IpAddr, now: i64) -> Option<String> {
+/// The credential whose secret hashes to `hash`, from the short-lived cache or the store.
+async fn lookup(state: &AppState, hash: &str) -> Result<Option<Arc<Credential>>, ApiError> {
+    if let Some(c) = state.credentials.get(hash).await {
+        return Ok(Some(c));
+    }
+    let c = state.store.credential_by_hash(hash).await?.map(Arc::new);
+    if let Some(c) = &c {
+        state.credentials.insert(hash.to_owned(), c.clone()).await;
+    }
+    Ok(c)
+}
+
+/// Why a known credential may not be used now, from `ip`, if it may not: revoked, expired,
+/// outside the token's `allowed_ips`, or (for an agent key and every token of an agent)
+/// outside the agent policy's `allowed_ips`. Every authenticated request asks this, and an
+/// open change stream asks it again for as long as it runs (`still_admitted`).
+async fn unusable(state: &AppState, c: &Credential, ip: IpAddr) -> Result<Option<String>, ApiError> {
     if c.revoked_at.is_some() {
-        return Some(match c.kind {
+        return Ok(Some(match c.kind {
             CredentialKind::Token => "this token was revoked".into(),
             _ => "this key was revoked".into(),
-        });
+        }));
     }
-    if c.expires_at.is_some_and(|t| t <= now) {
-        return Some("this token has expired; mint a new one".into());
+    if c.expires_at.is_some_and(|t| t <= now_ms()) {
+        return Ok(Some("this token has expired; mint a new one".into()));
     }
     let nets: Vec<ipnet::IpNet> = c.allowed_ips.iter().filter_map(|n| n.parse().ok()).collect();
     if !c.allowed_ips.is_empty() && !nets.iter().any(|n| n.contains(&ip)) {
-        return Some(format!("this token may not be used from {ip}"));
+        return Ok(Some(format!("this token may not be used from {ip}")));
     }
-    None
+    if let Some(agent) = agent_of(c)
+        && !state.agent_allows_ip(&c.tenant_id, &agent.name, ip).await?
+    {
+        return Ok(Some(format!(
+            "the policy of agent '{}' does not allow calls from {ip} (agent.allowed_ips)",
+            agent.name
+        )));
+    }
+    Ok(None)
+}
+
+/// Whether the credential a change stream was opened with may still be used, as it stands
+/// in the store now (revoked, expired, its agent deleted or its policy's addresses changed
+/// since the stream was opened: no).
+pub async fn still_admitted(state: &AppState, caller: &Caller) -> Result<bool, ApiError> {
+    let Some(c) = lookup(state, &caller.credential.secret_hash).await? else { return Ok(false) };
+    Ok(unusable(state, &c, caller.ip).await?.is_none())
 }
 
 fn auth_failure(c: Option<&Credential>, reason: &str, ip: IpAddr, user_agent: Option<String>) -> AuditDraft {

@@ -13,9 +13,12 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use std::sync::Arc;
+
 use super::AppState;
-use super::auth::Authed;
+use super::auth::{Authed, Caller, still_admitted};
 use crate::domain::time::{now_ms, serialize_ms};
+use crate::domain::{Scope, SecretAction, SecretPath};
 
 /// Every tenant sees changes published for this one (policy reloads are server-wide).
 pub const ALL_TENANTS: &str = "*";
@@ -195,33 +198,125 @@ async fn listen(url: String, origin: String, tx: broadcast::Sender<Change>) {
     }
 }
 
+/// How often an open stream asks again whether its credential may still be used (also at
+/// once after a revocation or a policy change, and at the credential's expiry).
+const RECHECK: Duration = Duration::from_secs(5);
+
 pub async fn stream(
     State(state): State<AppState>,
     caller: Authed,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let tenant = caller.tenant().to_owned();
-    let rx = state.changes.tx.subscribe();
-    let closing = state.changes.closing.subscribe();
-    let events = futures_util::stream::unfold((rx, tenant, closing), |(mut rx, tenant, mut closing)| async move {
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let expiry = caller.credential.expires_at.map_or(far, |at| {
+        let left = u64::try_from(at - now_ms()).unwrap_or(0);
+        tokio::time::Instant::now() + Duration::from_millis(left)
+    });
+    let follower = Follower {
+        rx: state.changes.tx.subscribe(),
+        closing: state.changes.closing.subscribe(),
+        recheck: tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK),
+        expiry: Box::pin(tokio::time::sleep_until(expiry)),
+        due: false,
+        caller: caller.0,
+        state,
+    };
+    let events = futures_util::stream::unfold(follower, |mut f| async move { Some((Ok(f.next().await?), f)) });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// One open change stream: what its caller may be told, for as long as its credential may
+/// be used.
+struct Follower {
+    state: AppState,
+    caller: Arc<Caller>,
+    rx: broadcast::Receiver<Change>,
+    closing: tokio::sync::watch::Receiver<bool>,
+    recheck: tokio::time::Interval,
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The credential is to be checked again before the next event.
+    due: bool,
+}
+
+impl Follower {
+    /// The next event for this subscriber; `None` ends the stream (the server is closing,
+    /// or the credential was revoked, expired, or lost its agent or its address).
+    async fn next(&mut self) -> Option<Event> {
         loop {
+            if std::mem::take(&mut self.due) && !self.admitted().await {
+                return None;
+            }
             let received = tokio::select! {
-                received = rx.recv() => received,
-                _ = closing.wait_for(|c| *c) => return None,
+                received = self.rx.recv() => received,
+                _ = self.closing.wait_for(|c| *c) => return None,
+                _ = &mut self.expiry => return None,
+                _ = self.recheck.tick() => {
+                    self.due = true;
+                    continue;
+                }
             };
             match received {
-                Ok(c) if c.tenant == tenant || c.tenant == ALL_TENANTS => {
-                    let event = Event::default().event(c.kind).json_data(&c).unwrap_or_default();
-                    return Some((Ok(event), (rx, tenant, closing)));
+                Ok(c) => {
+                    // Either may have taken this credential's power away.
+                    self.due |= matches!(c.kind, "token.revoked" | "policy.updated");
+                    if self.may_see(&c).await {
+                        return Some(Event::default().event(c.kind).json_data(&c).unwrap_or_default());
+                    }
                 }
-                Ok(_) => continue,
                 // A subscriber that fell behind is told to resynchronise (drop its caches).
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let event = Event::default().event("resync").data(format!("{{\"missed\":{n}}}"));
-                    return Some((Ok(event), (rx, tenant, closing)));
+                    return Some(Event::default().event("resync").data(format!("{{\"missed\":{n}}}")));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
-    });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    }
+
+    async fn admitted(&self) -> bool {
+        match still_admitted(&self.state, &self.caller).await {
+            Ok(admitted) => {
+                if !admitted {
+                    tracing::info!(credential = %self.caller.credential.id, "change stream ended: its credential may no longer be used");
+                }
+                admitted
+            }
+            // The store cannot say now: the stream (which carries no values, only notices
+            // to drop them) goes on, and the next check asks again.
+            Err(_) => true,
+        }
+    }
+
+    /// Whether the caller may be told of `c`: server-wide notices (`resync`, a policy
+    /// reload) go to all; a secret's change only to a caller that may see that secret's
+    /// metadata (or, for an agent, whose policy grants it); a revocation only to its
+    /// holder, its agent, or a key manager.
+    async fn may_see(&self, c: &Change) -> bool {
+        let caller = &self.caller;
+        if c.tenant == ALL_TENANTS {
+            return true;
+        }
+        if c.tenant != caller.tenant() {
+            return false;
+        }
+        let agent = caller.agent();
+        match c.kind {
+            "resync" | "policy.updated" => true,
+            "token.revoked" => {
+                let mine = |id: &Option<String>| {
+                    id.as_deref()
+                        .is_some_and(|id| id == caller.credential.id || agent.as_ref().is_some_and(|a| a.id == id))
+                };
+                caller.has(&Scope::KeysManage) || mine(&c.token_id) || mine(&c.agent_id)
+            }
+            _ => {
+                let Some(path) = c.path.as_deref().and_then(|p| SecretPath::parse(p).ok()) else { return false };
+                if caller.can(SecretAction::ReadMetadata, &path) {
+                    return true;
+                }
+                match agent {
+                    Some(agent) => self.state.agent_grants(caller.tenant(), &agent.name, &path).await.unwrap_or(false),
+                    None => false,
+                }
+            }
+        }
+    }
 }

@@ -84,6 +84,32 @@ impl AppState {
         })
     }
 
+    /// What `f` says of the current policy of `agent` in `tenant` (`None`: it has none).
+    async fn with_policy<R>(
+        &self,
+        tenant: &str,
+        agent: &str,
+        f: impl FnOnce(Option<&crate::domain::policy::Policy>) -> R,
+    ) -> Result<R, ApiError> {
+        let tenant_name = self.tenant_name(tenant).await?;
+        Ok(f(self.policies.current().get(&tenant_name, agent)))
+    }
+
+    /// Whether the policy of `agent` (if it has one) lets it call from `ip`.
+    pub async fn agent_allows_ip(&self, tenant: &str, agent: &str, ip: std::net::IpAddr) -> Result<bool, ApiError> {
+        self.with_policy(tenant, agent, |p| p.is_none_or(|p| p.allows_ip(ip))).await
+    }
+
+    /// Whether the policy of `agent` grants `path`.
+    pub async fn agent_grants(
+        &self,
+        tenant: &str,
+        agent: &str,
+        path: &crate::domain::SecretPath,
+    ) -> Result<bool, ApiError> {
+        self.with_policy(tenant, agent, |p| p.is_some_and(|p| p.grant_for(path).is_some())).await
+    }
+
     async fn tenant_name(&self, tenant: &str) -> Result<String, ApiError> {
         if let Some(name) = self.tenant_names.read().expect("tenant cache poisoned").get(tenant) {
             return Ok(name.clone());

@@ -36,7 +36,7 @@ hosts = ["api.stripe.com"]
 approval = true
 "#;
 
-fn policies_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+pub(crate) fn policies_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).unwrap();
@@ -44,17 +44,17 @@ fn policies_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-fn server_with(backend: Backend, dir: &Path) -> Server {
+pub(crate) fn server_with(backend: Backend, dir: &Path) -> Server {
     Server::start_with(backend, &["--policies", dir.to_str().unwrap()])
 }
 
-fn add_agent(srv: &Server, name: &str) -> (String, String) {
+pub(crate) fn add_agent(srv: &Server, name: &str) -> (String, String) {
     let (status, body) = srv.admin("POST", "/v1/agents", Some(&json!({ "name": name }).to_string()));
     assert_eq!(status, 201, "{body}");
     (body["id"].as_str().unwrap().to_owned(), body["key"].as_str().unwrap().to_owned())
 }
 
-fn mint(srv: &Server, key: &str, body: Value) -> (u16, Value) {
+pub(crate) fn mint(srv: &Server, key: &str, body: Value) -> (u16, Value) {
     srv.call("POST", "/v1/tokens", key, Some(&body.to_string()))
 }
 
@@ -293,9 +293,9 @@ fn access_events_are_recorded_once_with_their_counts(backend: Backend) {
         srv.call("POST", "/v1/access-events", &agent_key, Some(&json!({ "events": events }).to_string()))
     };
     let (status, body) = report(json!([event("01JEVENTA", Some(40)), event("01JEVENTB", None)]));
-    assert_eq!((status, &body), (202, &json!({ "accepted": 2, "duplicates": 0 })));
+    assert_eq!((status, &body), (202, &json!({ "accepted": 2, "duplicates": 0, "refused": 0 })));
     let (status, body) = report(json!([event("01JEVENTA", Some(40)), event("01JEVENTC", Some(2))]));
-    assert_eq!((status, &body), (202, &json!({ "accepted": 1, "duplicates": 1 })));
+    assert_eq!((status, &body), (202, &json!({ "accepted": 1, "duplicates": 1, "refused": 0 })));
 
     assert_error(&report(json!([event("01JEVENTD", Some(0))])), 422, "validation_error");
     assert_error(&report(json!([event("01JEVENTE", Some(2_000_000_000))])), 422, "validation_error");

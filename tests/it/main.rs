@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod examples;
 mod exfiltration;
+mod identity;
 mod ops;
 mod proxy;
 mod raw;

@@ -58,6 +58,9 @@ pub struct Server {
     pub admin_key: String,
     pub database_url: Option<String>,
     pub extra_args: Vec<String>,
+    /// The address the server binds (`127.0.0.1`, or `[::]` for a dual-stack listener);
+    /// clients always connect to 127.0.0.1.
+    bind: &'static str,
     child: Option<Child>,
     http: reqwest::blocking::Client,
 }
@@ -85,8 +88,18 @@ impl Server {
         Server::start_on(database_url, extra_args)
     }
 
+    /// A server listening on `[::]` (dual stack): its IPv4 clients arrive as `::ffff:a.b.c.d`.
+    pub fn start_dual_stack(backend: Backend) -> Server {
+        let database_url = (backend == Backend::Postgres).then(|| fresh_schema(&postgres_url().expect("checked")));
+        Server::start_bound(database_url, &[], "[::]")
+    }
+
     /// A server on PostgreSQL at `url` (made by `fresh_schema`), or on SQLite.
     pub fn start_on(database_url: Option<String>, extra_args: &[&str]) -> Server {
+        Server::start_bound(database_url, extra_args, "127.0.0.1")
+    }
+
+    fn start_bound(database_url: Option<String>, extra_args: &[&str], bind: &'static str) -> Server {
         // reqwest is built without a rustls provider of its own; the suite uses ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
@@ -105,6 +118,7 @@ impl Server {
             database_url,
 
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            bind,
             child: None,
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
         };
@@ -149,7 +163,7 @@ impl Server {
         self.addr = format!("http://127.0.0.1:{port}");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.args(["--log-level", "trace", "server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        cmd.args(["--log-level", "trace", "server", "--listen", &format!("{}:{port}", self.bind), "--data-dir"])
             .arg(self.data_dir())
             .args(&self.extra_args)
             .stdout(Stdio::null())
