@@ -9,6 +9,7 @@
 //! request without values to that host), never on the way of a request that carries one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use zeroize::Zeroizing;
@@ -24,6 +25,9 @@ pub struct Echoes {
     /// Looked up on every request that carries a value: a fast hash (host names are not
     /// attacker-chosen keys here: only hosts a value was sent to get an entry).
     hosts: RwLock<HashMap<String, Sent, foldhash::fast::RandomState>>,
+    /// Moves on whenever a host's set changes: a thread's copy of a host's patterns
+    /// (`local::echo_scrub`) holds while it stays.
+    generation: AtomicU64,
 }
 
 #[derive(Default)]
@@ -83,6 +87,12 @@ impl Echoes {
         // Built again when next asked for.
         sent.patterns = None;
         sent.masks = None;
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Where the sets are: a copy taken at one generation holds while it is the same.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// What a response from `host` is scrubbed of when its request carried no value.

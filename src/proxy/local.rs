@@ -1,8 +1,9 @@
 //! What a worker thread keeps of the proxy's shared state, so that an ordinary request
 //! writes to no memory another core also writes to: its own copy of the policy (with the
 //! rate limits built from it), the upstreams that passed the egress check under it (until
-//! their resolution expires), its own copies of the values it injects, and, per upstream,
-//! the headers the `[[inject]]` rules put there (checked once, then reused). Every copy is
+//! their resolution expires), its own copies of the values it injects, per upstream the
+//! headers the `[[inject]]` rules put there (checked once, then reused), and per host what a
+//! response from it is scrubbed of (`echoes`, while the shared sets stay). Every copy is
 //! dropped when what it was taken from moves on: the policy generation, the value epoch
 //! (bumped by every invalidation: rotation, deletion, revocation, a policy update, a lost
 //! change stream), a value's expiry or a resolution's.
@@ -22,6 +23,7 @@ use super::Proxy;
 use super::central::Fetched;
 use super::limits::Limits;
 use super::pipeline::{Target, Used};
+use super::redact::Patterns;
 use crate::domain::SecretPath;
 use crate::domain::policy::Policy;
 
@@ -109,7 +111,23 @@ struct Local {
     /// By (host, port, TLS, plain http named): everything the rules and checks depend on
     /// besides the policy and the values.
     plans: Vec<((String, u16, bool, bool), Plan)>,
+    /// By host: this thread's copy of what a response from it is scrubbed of.
+    echoes: HashMap<String, Echo>,
 }
+
+/// A host's echo patterns (`echoes`) as of one generation of the shared sets, and the
+/// values this thread saw noted as sent there since (held, so that a pointer compared
+/// below is never one reused by another value).
+struct Echo {
+    generation: u64,
+    noted: Vec<(Arc<Fetched>, Option<String>)>,
+    scrub: Option<Arc<Patterns>>,
+}
+
+/// Hosts with echo patterns, and values noted per host, per thread, at most (then they
+/// start over).
+const ECHO_HOSTS: usize = 256;
+const NOTED: usize = 32;
 
 thread_local! {
     static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
@@ -130,6 +148,7 @@ pub(super) fn view(proxy: &Proxy) -> (Arc<View>, Epoch) {
                     l.epoch = epoch;
                     l.values.clear();
                     l.plans.clear();
+                    l.echoes.clear();
                 }
             }
             _ => {
@@ -142,6 +161,7 @@ pub(super) fn view(proxy: &Proxy) -> (Arc<View>, Epoch) {
                     passed: HashMap::new(),
                     values: HashMap::new(),
                     plans: Vec::new(),
+                    echoes: HashMap::new(),
                 });
             }
         }
@@ -160,6 +180,7 @@ pub(super) fn sweep(proxy: &Proxy) {
         Some(l) if l.central == id && l.generation == generation && l.epoch == epoch => {
             l.values.retain(|_, v| v.fresh_until > now);
             l.plans.retain(|(_, plan)| plan.fresh(now));
+            l.echoes.retain(|_, echo| echo.noted.iter().all(|(fetched, _)| fetched.fresh_until > now));
             l.passed.retain(|_, ports| {
                 ports.retain(|(_, until)| until.is_none_or(|t| t > now));
                 !ports.is_empty()
@@ -198,6 +219,44 @@ pub(super) fn adopt(proxy: &Proxy, epoch: Epoch, shared: &Arc<Fetched>) -> Arc<F
         copy
     });
     kept.unwrap_or_else(|| shared.clone())
+}
+
+/// What a response from `host` is scrubbed of, after noting that `used` went there
+/// (`Echoes::sent`): this thread's copy, while the shared sets have not changed since and
+/// it has seen these values noted, so that an ordinary request takes no shared lock and
+/// counts no shared reference. An out-of-date copy is replaced by a private copy of the
+/// shared patterns.
+pub(super) fn echo_scrub(proxy: &Proxy, host: &str, used: &[Used]) -> Option<Arc<Patterns>> {
+    let same = |(fetched, field): &(Arc<Fetched>, Option<String>), u: &Used| {
+        Arc::ptr_eq(fetched, &u.fetched) && field.as_deref() == u.field.as_ref().map(|(name, _)| name.as_str())
+    };
+    // Read first: a change made after this is a newer generation, which the next request sees.
+    let generation = proxy.echoes.generation();
+    let mine = with_current(proxy, |l| {
+        let echo = l.echoes.get(host).filter(|e| e.generation == generation)?;
+        used.iter().all(|u| echo.noted.iter().any(|n| same(n, u))).then(|| echo.scrub.clone())
+    });
+    if let Some(scrub) = mine.flatten() {
+        return scrub;
+    }
+    if !used.is_empty() {
+        proxy.echoes.sent(host, used);
+    }
+    let scrub = proxy.echoes.of(host).map(|shared| Arc::new(Patterns::clone(&shared)));
+    with_current(proxy, |l| {
+        if l.echoes.len() >= ECHO_HOSTS {
+            l.echoes.clear();
+        }
+        let echo =
+            l.echoes.entry(host.to_owned()).or_insert_with(|| Echo { generation, noted: Vec::new(), scrub: None });
+        if echo.generation != generation || echo.noted.len() + used.len() > NOTED {
+            echo.noted.clear();
+        }
+        echo.generation = generation;
+        echo.scrub = scrub.clone();
+        echo.noted.extend(used.iter().map(|u| (u.fetched.clone(), u.field.as_ref().map(|(name, _)| name.clone()))));
+    });
+    scrub
 }
 
 /// Whether `target` passed the egress check under this thread's policy, and the answer

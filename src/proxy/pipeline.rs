@@ -278,7 +278,7 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
     let (mut head, used, written) = substitute(proxy, &view, epoch, head, &target, now).await?;
     let scrub = if used.is_empty() {
         // A host that was sent values may send them back to a request that carried none.
-        proxy.echoes.of(&target.host)
+        local::echo_scrub(proxy, &target.host, &used)
     } else if proxy.reporter.spool_full() {
         // A use that could not be recorded is not made.
         return Err(ProxyError::new(
@@ -291,10 +291,12 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
     } else {
         // Scrubbed of every value the host was ever sent (this request's among them), not
         // only of this request's: the host may hold another, or one from before a rotation.
-        proxy.echoes.sent(&target.host, &used);
         match written.as_slice() {
-            [] => proxy.echoes.of(&target.host),
-            written => proxy.echoes.with_exact(&target.host, written),
+            [] => local::echo_scrub(proxy, &target.host, &used),
+            written => {
+                proxy.echoes.sent(&target.host, &used);
+                proxy.echoes.with_exact(&target.host, written)
+            }
         }
     };
     if scrub.is_some() {

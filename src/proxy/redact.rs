@@ -28,6 +28,8 @@ pub struct Redactor {
 
 /// What a redactor looks for, built once and shared: building the automaton is the costly
 /// part, so a value's patterns are kept with the cached value and reused by every response.
+/// A clone shares the automata's tables (a worker thread keeps its own copy, `local`).
+#[derive(Clone)]
 pub struct Patterns {
     /// Leftmost-longest over the values; pattern `i` is `needles[i]`.
     matcher: AhoCorasick,
@@ -146,6 +148,7 @@ impl std::ops::Deref for Redactor {
 }
 
 /// One value with its KMP border table, to find how much of a tail could start it.
+#[derive(Clone)]
 struct Needle {
     bytes: Zeroizing<Vec<u8>>,
     /// `border[i]`: length of the longest proper prefix of `bytes[..=i]` that is also its suffix.
