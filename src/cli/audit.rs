@@ -22,7 +22,7 @@ const CATCH_UP_PAGE_SIZE: usize = 100;
 pub enum AuditCommand {
     /// Print the newest audit records, oldest first
     Tail(TailArgs),
-    /// Check that the audit hash chain is intact
+    /// Check that the audit hash chain is intact and holds its newest signed checkpoint
     Verify(VerifyArgs),
 }
 

@@ -288,9 +288,9 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
     let checkpoint_interval = match every.as_deref().map(|s| (s, crate::domain::time::parse_duration(s))) {
         None => crate::server::checkpoint::DEFAULT_INTERVAL,
         Some((_, Some(d))) if !d.is_zero() => d,
-        Some((s, _)) => bail!(
-            "--audit-checkpoint-interval '{s}': use a number above 0 followed by ms, s, m or h (like 60s)"
-        ),
+        Some((s, _)) => {
+            bail!("--audit-checkpoint-interval '{s}': use a number above 0 followed by ms, s, m or h (like 60s)")
+        }
     };
     let policy_dir = args.policies.or(file.policies);
     let policies = crate::server::policies::Policies::load(policy_dir.clone())?;

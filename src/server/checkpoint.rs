@@ -184,7 +184,8 @@ impl Checkpoints {
                 }
             }
             let time = to_rfc3339(now_ms());
-            let (kid, mac) = keys.sign_checkpoint(&Checkpoint::signed_bytes(&head.tenant_id, head.seq, &head.hash, &time));
+            let (kid, mac) =
+                keys.sign_checkpoint(&Checkpoint::signed_bytes(&head.tenant_id, head.seq, &head.hash, &time));
             let cp = Checkpoint { seq: head.seq, hash: head.hash, time, kid, mac };
             advanced.push((head.tenant_id.clone(), cp.clone()));
             file.tenants.insert(head.tenant_id, cp);

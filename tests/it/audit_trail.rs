@@ -228,13 +228,8 @@ fn checkpoints_on_schedule_survive_a_crash_and_serve_replicas(backend: Backend) 
         assert_eq!(created.status(), 201);
         std::thread::sleep(Duration::from_millis(2500));
         for addr in [&srv.addr, &replica.addr] {
-            let verdict: Value = http
-                .get(format!("{addr}/v1/audit/verify"))
-                .bearer_auth(&srv.admin_key)
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
+            let verdict: Value =
+                http.get(format!("{addr}/v1/audit/verify")).bearer_auth(&srv.admin_key).send().unwrap().json().unwrap();
             assert_eq!(verdict["ok"], true, "{addr}: {verdict}");
             assert_eq!(verdict["checkpoint"]["status"], "verified", "{addr}: {verdict}");
         }
