@@ -9,6 +9,10 @@
 //! key's SHA-256), and the 0600 JSON keyring file. Data keys and master keys
 //! only ever live in `Zeroizing` buffers, and no key byte appears in any
 //! `Debug` output, `Display` output or error message.
+//!
+//! It also signs the audit chain's checkpoints: an HMAC-SHA256 under a key derived from a
+//! master key (HMAC-SHA256 of a fixed label), so the signature needs nothing new provisioned
+//! and no key that the database holds.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -21,6 +25,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use hmac::Mac;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -28,6 +33,11 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
+/// What the audit checkpoint key is derived from a master key under. A label of its own
+/// keeps the derived key apart from every other use of the master key.
+const CHECKPOINT_KEY_LABEL: &[u8] = b"airlock/v1/audit-checkpoint-key";
+
+type HmacSha256 = hmac::Hmac<Sha256>;
 
 /// Errors from sealing, opening and keyring handling. No variant ever
 /// carries key material.
@@ -135,6 +145,15 @@ fn to_key(bytes: &[u8]) -> Option<Zeroizing<[u8; KEY_LEN]>> {
         key.copy_from_slice(bytes);
         key
     })
+}
+
+/// An HMAC under the checkpoint key of `mk`, ready for the message.
+fn checkpoint_mac(mk: &MasterKey) -> HmacSha256 {
+    let new = |key: &[u8]| <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    let mut derive = new(&mk.key[..]);
+    derive.update(CHECKPOINT_KEY_LABEL);
+    let derived = Zeroizing::new(<[u8; KEY_LEN]>::from(derive.finalize().into_bytes()));
+    new(&derived[..])
 }
 
 fn kid_for(key: &[u8; KEY_LEN]) -> String {
@@ -328,6 +347,24 @@ impl Keyring {
         self.wrap(b, &dk, s.ciphertext.clone())
     }
 
+    /// Signs an audit checkpoint under the active master key: (key id, hex MAC).
+    pub fn sign_checkpoint(&self, message: &[u8]) -> (String, String) {
+        let mk = self.active_key();
+        let mut mac = checkpoint_mac(mk);
+        mac.update(message);
+        (mk.kid.clone(), hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Whether `mac_hex` is the checkpoint MAC of `message` under master key `kid`
+    /// (compared in constant time); `UnknownKey` if the keyring lacks that key.
+    pub fn verify_checkpoint(&self, kid: &str, message: &[u8], mac_hex: &str) -> Result<bool, CryptoError> {
+        let mk = self.key(kid).ok_or_else(|| CryptoError::UnknownKey(kid.to_owned()))?;
+        let Ok(expected) = hex::decode(mac_hex) else { return Ok(false) };
+        let mut mac = checkpoint_mac(mk);
+        mac.update(message);
+        Ok(mac.verify_slice(&expected).is_ok())
+    }
+
     fn wrap(&self, b: &Binding, dk: &[u8; KEY_LEN], ciphertext: Vec<u8>) -> Result<Sealed, CryptoError> {
         let mk = self.active_key();
         let wrapped_key = encrypt(&mk.key, dk, &b.wrap_aad(&mk.kid)?)?;
@@ -374,6 +411,12 @@ fn parent_dir(path: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
+}
+
+/// Replaces the file at `path` atomically (temp file in the same dir, fsync, rename, fsync
+/// of the dir), mode 0600: a reader sees the old file or the new one, never a torn one.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), CryptoError> {
+    write_atomic(path, bytes, true)
 }
 
 /// Write to a temp file in the same dir, fsync, then rename (or hard-link
@@ -573,6 +616,28 @@ mod tests {
             assert!(matches!(err, CryptoError::BadEnvKey(_)));
             assert!(!err.to_string().contains(bad), "{err}");
         }
+    }
+
+    #[test]
+    fn checkpoint_signatures() {
+        let ring = Keyring::generate();
+        let (kid, mac) = ring.sign_checkpoint(b"t1 7 abcd");
+        assert_eq!(kid, ring.active_kid());
+        assert!(ring.verify_checkpoint(&kid, b"t1 7 abcd", &mac).unwrap());
+        assert!(!ring.verify_checkpoint(&kid, b"t1 6 abcd", &mac).unwrap(), "another message");
+        assert!(!ring.verify_checkpoint(&kid, b"t1 7 abcd", &mac[2..]).unwrap(), "a cut MAC");
+        assert!(!ring.verify_checkpoint(&kid, b"t1 7 abcd", "not hex").unwrap());
+        let other = Keyring::generate();
+        assert!(matches!(other.verify_checkpoint(&kid, b"t1 7 abcd", &mac), Err(CryptoError::UnknownKey(_))));
+        // Old keys stay able to verify after a rotation; new checkpoints use the new key.
+        let rotated = ring.rotated();
+        assert!(rotated.verify_checkpoint(&kid, b"t1 7 abcd", &mac).unwrap());
+        assert_eq!(rotated.sign_checkpoint(b"x").0, rotated.active_kid());
+        // The MAC is keyed by a derived key, neither the master key itself nor a plain hash.
+        let key = &ring.keys[0].key[..];
+        assert!(!mac.contains(&hex::encode(key)));
+        let plain = <HmacSha256 as Mac>::new_from_slice(key).unwrap();
+        assert_ne!(hex::encode(plain.chain_update(b"t1 7 abcd").finalize().into_bytes()), mac);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `airlock audit …`: the operator commands over `/v1/audit` (DESIGN §2) — `tail`, which
 //! prints recent audit records oldest first and with `--follow` polls for new ones, printing
 //! each record once, and `verify`, which asks the server to recompute the hash chain and
-//! turns a broken chain into a non-zero exit.
+//! check it against the chain's newest signed checkpoint, and turns a broken chain (or one
+//! that fails its checkpoint) into a non-zero exit.
 
 use std::io::Write;
 use std::time::Duration;
@@ -21,7 +22,7 @@ const CATCH_UP_PAGE_SIZE: usize = 100;
 pub enum AuditCommand {
     /// Print the newest audit records, oldest first
     Tail(TailArgs),
-    /// Check that the audit hash chain is intact
+    /// Check that the audit hash chain is intact and holds its newest signed checkpoint
     Verify(VerifyArgs),
 }
 
@@ -189,17 +190,37 @@ async fn verify(client: &Client, args: VerifyArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&verdict)?);
     }
     match verdict.get("ok").and_then(Value::as_bool) {
-        Some(true) if !args.json => println!("audit chain intact: {} records verified", field(&verdict, "checked")),
+        Some(true) if !args.json => {
+            println!("audit chain intact: {} records verified", field(&verdict, "checked"));
+            if let Some(line) = checkpoint_line(&verdict) {
+                println!("{line}");
+            }
+        }
         Some(true) => {}
         Some(false) => {
             if !args.json {
-                println!("{}", broken_line(&verdict));
+                if verdict.get("first_broken").is_some_and(|b| !b.is_null()) {
+                    println!("{}", broken_line(&verdict));
+                } else if let Some(line) = checkpoint_line(&verdict) {
+                    println!("{line}");
+                }
             }
             anyhow::bail!("the audit chain failed verification");
         }
         None => return Err(ClientError::Protocol("the verify response has no boolean `ok`".into()).into()),
     }
     Ok(())
+}
+
+/// What the server found about the chain's signed checkpoint (a server from before
+/// checkpoints says nothing about one).
+fn checkpoint_line(verdict: &Value) -> Option<String> {
+    let checkpoint = verdict.get("checkpoint").filter(|c| c.is_object())?;
+    let [status, message] = ["status", "message"].map(|k| field(checkpoint, k));
+    Some(match status.as_str() {
+        "verified" | "none" => format!("checkpoint: {message}"),
+        _ => format!("audit checkpoint FAILED ({status}): {message}"),
+    })
 }
 
 fn broken_line(verdict: &Value) -> String {
@@ -277,5 +298,14 @@ mod tests {
                              "first_broken": {"id": "evt_X", "seq": 42, "reason": "hash mismatch"}});
         assert_eq!(broken_line(&verdict), "audit chain BROKEN at record evt_X (seq 42): hash mismatch");
         assert_eq!(broken_line(&json!({"ok": false})), "audit chain BROKEN at record - (seq -): -");
+    }
+
+    #[test]
+    fn the_checkpoint_is_reported() {
+        let holds = json!({"ok": true, "checkpoint": {"status": "verified", "message": "the chain holds it"}});
+        assert_eq!(checkpoint_line(&holds).unwrap(), "checkpoint: the chain holds it");
+        let forged = json!({"ok": false, "checkpoint": {"status": "invalid", "message": "does not verify"}});
+        assert_eq!(checkpoint_line(&forged).unwrap(), "audit checkpoint FAILED (invalid): does not verify");
+        assert_eq!(checkpoint_line(&json!({"ok": true})), None, "an older server");
     }
 }

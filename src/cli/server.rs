@@ -66,7 +66,7 @@ struct InitArgs {
 pub(super) struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
-    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace
+    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7878]
@@ -88,6 +88,10 @@ pub(super) struct RunArgs {
     /// like 10s [default: 10s]
     #[arg(long)]
     shutdown_grace: Option<String>,
+    /// How often to write the signed checkpoint of the audit chains to audit-checkpoints.json
+    /// in the data dir (also written on shutdown), like 60s [default: 60s]
+    #[arg(long)]
+    audit_checkpoint_interval: Option<String>,
 }
 
 /// The optional `--config` file; every key is optional and unknown keys are errors.
@@ -102,6 +106,7 @@ struct ConfigFile {
     auth_failure_limit: Option<String>,
     soft_delete_retention_days: Option<u32>,
     shutdown_grace: Option<String>,
+    audit_checkpoint_interval: Option<String>,
 }
 
 impl ConfigFile {
@@ -253,6 +258,7 @@ impl RunArgs {
             auth_failure_limit: None,
             soft_delete_retention_days: None,
             shutdown_grace: None,
+            audit_checkpoint_interval: None,
         }
     }
 }
@@ -278,6 +284,14 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
     let shutdown_grace = crate::domain::time::parse_duration(&grace).ok_or_else(|| {
         anyhow::anyhow!("--shutdown-grace '{grace}': use a number followed by ms, s, m or h (like 10s)")
     })?;
+    let every = args.audit_checkpoint_interval.or(file.audit_checkpoint_interval);
+    let checkpoint_interval = match every.as_deref().map(|s| (s, crate::domain::time::parse_duration(s))) {
+        None => crate::server::checkpoint::DEFAULT_INTERVAL,
+        Some((_, Some(d))) if !d.is_zero() => d,
+        Some((s, _)) => {
+            bail!("--audit-checkpoint-interval '{s}': use a number above 0 followed by ms, s, m or h (like 60s)")
+        }
+    };
     let policy_dir = args.policies.or(file.policies);
     let policies = crate::server::policies::Policies::load(policy_dir.clone())?;
     match &policy_dir {
@@ -286,6 +300,13 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
     }
     let keys = storage.master_keys()?;
     let store = storage.open().await?;
+    let checkpoints = crate::server::checkpoint::Checkpoints::new(&storage.data_dir, checkpoint_interval);
+    if !storage.data_dir.is_dir() {
+        tracing::warn!(
+            file = %checkpoints.path().display(),
+            "the data dir does not exist, so no audit checkpoint can be written; create it (mode 0700) on storage the database's writers cannot reach"
+        );
+    }
     tracing::info!(engine = store.engine().name(), data_dir = %storage.data_dir.display(), "database ready");
     let metrics = super::install_metrics();
     let config = ServerConfig {
@@ -309,6 +330,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         credentials: crate::server::credential_cache(),
         metrics,
         config: Arc::new(config),
+        checkpoints: Arc::new(checkpoints),
     };
     Ok(state)
 }

@@ -1,8 +1,13 @@
 //! The audit trail as data: what one audit record holds and how records are chained.
 //! Each record's hash covers its own fields and the previous record's hash, so editing,
 //! removing or reordering a stored record breaks the chain at that record.
+//!
+//! The chain alone cannot show records removed from its end when the stored head is moved
+//! back with them: what is left is a shorter chain that verifies. A `Checkpoint`, signed
+//! with a key the database does not hold and kept outside it, records how far the chain had
+//! come; a chain that no longer reaches it, or holds another record at its `seq`, was cut.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// `prev_hash` of the first record of every tenant's chain.
@@ -175,6 +180,80 @@ impl ChainVerifier {
     }
 }
 
+/// A signed statement, kept outside the database, that a tenant's chain had reached `seq`
+/// with the record whose hash is `hash` at `time`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    /// When it was taken, RFC 3339.
+    pub time: String,
+    /// The master key the MAC is made under (with a key derived from it).
+    pub kid: String,
+    /// Hex HMAC-SHA256 over `signed_bytes`.
+    pub mac: String,
+}
+
+/// How a chain stands against a genuine checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Standing {
+    /// The chain still holds the checkpointed record (and, through the hashes, all before it).
+    Holds,
+    /// The chain ends at `head_seq`, before the checkpoint's `seq`: records were removed from
+    /// its end and the stored head moved back with them.
+    Truncated { head_seq: i64 },
+    /// At the checkpoint's `seq` there is another record (`Some(id)`) or none: the trail was
+    /// rewritten (or cut and made up again) from there on.
+    Differs { id: Option<String> },
+}
+
+impl Checkpoint {
+    /// What the MAC covers: a fixed label, the tenant (so one tenant's checkpoint cannot
+    /// stand for another's), `seq`, `hash` and `time`, as one JSON array.
+    pub fn signed_bytes(tenant: &str, seq: i64, hash: &str, time: &str) -> Vec<u8> {
+        serde_json::to_vec(&("airlock/v1/audit-checkpoint", tenant, seq, hash, time))
+            .expect("serializing to memory cannot fail")
+    }
+
+    pub fn message(&self, tenant: &str) -> Vec<u8> {
+        Self::signed_bytes(tenant, self.seq, &self.hash, &self.time)
+    }
+
+    /// Where a chain whose head is at `head_seq` stands, given `at_seq`: its record with the
+    /// highest `seq` not above the checkpoint's (None if it has none).
+    pub fn standing(&self, head_seq: i64, at_seq: Option<&AuditRecord>) -> Standing {
+        if head_seq < self.seq {
+            return Standing::Truncated { head_seq };
+        }
+        match at_seq {
+            Some(r) if r.seq == self.seq && r.hash == self.hash => Standing::Holds,
+            Some(r) if r.seq == self.seq => Standing::Differs { id: Some(r.id.clone()) },
+            _ => Standing::Differs { id: None },
+        }
+    }
+
+    /// Why a chain in `standing` fails this checkpoint, in words; None when it holds.
+    pub fn failure(&self, standing: &Standing) -> Option<String> {
+        let (seq, time) = (self.seq, &self.time);
+        match standing {
+            Standing::Holds => None,
+            Standing::Truncated { head_seq } => Some(format!(
+                "the chain ends at seq {head_seq} but a signed checkpoint from {time} records seq {seq}: \
+                 records were removed from its end"
+            )),
+            Standing::Differs { id: Some(id) } => Some(format!(
+                "record {id} at seq {seq} is not the record a signed checkpoint from {time} records there: \
+                 the trail was rewritten from that record on"
+            )),
+            Standing::Differs { id: None } => Some(format!(
+                "the chain has no record at seq {seq}, which a signed checkpoint from {time} records: \
+                 records were removed"
+            )),
+        }
+    }
+}
+
 /// Feeds what is written into a SHA-256.
 struct HashWriter(Sha256);
 
@@ -256,6 +335,57 @@ mod tests {
         let mut c = chain(5);
         c[2].actor = "someone_else".into();
         assert_eq!(verify(&c).unwrap_err().id, "evt_3");
+    }
+
+    fn checkpoint_of(r: &AuditRecord) -> Checkpoint {
+        Checkpoint {
+            seq: r.seq,
+            hash: r.hash.clone(),
+            time: "2025-01-31T12:00:00Z".into(),
+            kid: "mk_00000000".into(),
+            mac: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_chain_that_still_holds_its_checkpoint_stands() {
+        let c = chain(5);
+        let cp = checkpoint_of(&c[2]);
+        assert_eq!(cp.standing(5, Some(&c[2])), Standing::Holds);
+        assert_eq!(cp.standing(3, Some(&c[2])), Standing::Holds, "the checkpoint may be the head");
+        assert_eq!(cp.failure(&Standing::Holds), None);
+    }
+
+    #[test]
+    fn a_chain_cut_back_before_its_checkpoint_is_truncated() {
+        let c = chain(5);
+        let cp = checkpoint_of(&c[4]);
+        // Records 4 and 5 removed and the head moved back to record 3: the chain verifies.
+        assert_eq!(verify(&c[..3]), Ok(()));
+        let standing = cp.standing(3, Some(&c[2]));
+        assert_eq!(standing, Standing::Truncated { head_seq: 3 });
+        let said = cp.failure(&standing).unwrap();
+        assert!(said.contains("ends at seq 3") && said.contains("records seq 5") && said.contains("removed"), "{said}");
+    }
+
+    #[test]
+    fn a_chain_made_up_again_past_its_checkpoint_differs() {
+        let c = chain(5);
+        let cp = checkpoint_of(&c[3]);
+        let mut other = draft(4);
+        other.actor = "forger".into();
+        let forged = AuditRecord::chain("t1", 4, &c[2].hash, other);
+        assert_eq!(cp.standing(6, Some(&forged)), Standing::Differs { id: Some("evt_4".into()) });
+        assert_eq!(cp.standing(6, Some(&c[2])), Standing::Differs { id: None }, "no record at seq 4");
+        assert!(cp.failure(&Standing::Differs { id: None }).unwrap().contains("no record at seq 4"));
+    }
+
+    #[test]
+    fn the_signed_bytes_name_the_tenant() {
+        let cp = checkpoint_of(&chain(1)[0]);
+        assert_ne!(cp.message("t1"), cp.message("t2"));
+        let text = String::from_utf8(cp.message("t1")).unwrap();
+        assert_eq!(text, format!(r#"["airlock/v1/audit-checkpoint","t1",1,"{}","2025-01-31T12:00:00Z"]"#, cp.hash));
     }
 
     #[test]

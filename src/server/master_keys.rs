@@ -47,6 +47,20 @@ impl MasterKeys {
         ring.open(b, s)
     }
 
+    /// Signs an audit checkpoint under the active key: (key id, hex MAC).
+    pub fn sign_checkpoint(&self, message: &[u8]) -> (String, String) {
+        self.current().sign_checkpoint(message)
+    }
+
+    /// Checks a checkpoint MAC; a key id not in the loaded keyring reads the file again
+    /// first, like `open` (another process may have rotated the keyring).
+    pub fn verify_checkpoint(&self, kid: &str, message: &[u8], mac_hex: &str) -> Result<bool, CryptoError> {
+        if !self.current().has_kid(kid) {
+            self.reload()?;
+        }
+        self.current().verify_checkpoint(kid, message, mac_hex)
+    }
+
     /// Re-reads the keyring file if it changed since it was loaded.
     pub fn refresh_if_changed(&self) -> Result<(), CryptoError> {
         let Some(path) = &self.file else { return Ok(()) };

@@ -1,12 +1,14 @@
 //! The central secret API (`airlock server`): axum routes over the `Store`, with
 //! authentication and per-credential rate limits in front of every `/v1` route, metrics
-//! around everything, and background upkeep (keyring refresh, retention sweep).
+//! around everything, and background upkeep (keyring refresh, retention sweep, signed
+//! checkpoints of the audit chains).
 
 mod access;
 mod agents;
 mod approvals;
 pub mod auth;
 pub mod changes;
+pub mod checkpoint;
 mod error;
 mod extract;
 mod master_keys;
@@ -64,6 +66,8 @@ pub struct AppState {
     /// on this server empties it at once; another replica's revocation shows within the TTL.
     pub credentials: moka::future::Cache<String, Arc<crate::store::Credential>>,
     pub config: Arc<ServerConfig>,
+    /// Signed checkpoints of the audit chains, beside the master key.
+    pub checkpoints: Arc<checkpoint::Checkpoints>,
 }
 
 /// How long a looked-up credential is trusted without asking the database again.
@@ -204,7 +208,7 @@ async fn observe(req: Request, next: Next) -> Response {
 
 /// Serves until SIGINT or SIGTERM; then ends the change streams (their proxies reconnect,
 /// to another replica when there is one), lets other in-flight requests finish within the
-/// shutdown grace, and returns.
+/// shutdown grace, writes an audit checkpoint, and returns.
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let listener = TcpListener::bind(state.config.listen)
         .await
@@ -212,6 +216,7 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tokio::spawn(upkeep(state.clone()));
     tokio::spawn(reload_on_sighup(state.clone()));
+    tokio::spawn(checkpoint::keep(state.clone()));
     tracing::info!(%addr, "airlock server listening");
     let (changes, grace) = (state.changes.clone(), state.config.shutdown_grace);
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
@@ -220,7 +225,7 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         changes.close();
         let _ = stopping.send(true);
     };
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(signalled).into_future();
     tokio::select! {
         served = server => served?,
@@ -229,6 +234,7 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
             tokio::time::sleep(grace).await;
         } => tracing::warn!(grace_s = grace.as_secs_f64(), "shutdown grace over; exiting with requests still in flight"),
     }
+    checkpoint::on_shutdown(&state).await;
     tracing::info!("airlock server stopped");
     Ok(())
 }

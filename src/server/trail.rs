@@ -1,4 +1,5 @@
-//! `/v1/audit`: reading and verifying the tenant's hash-chained audit trail.
+//! `/v1/audit`: reading and verifying the tenant's hash-chained audit trail, the latter
+//! also against the newest signed checkpoint of the chain (`checkpoint`).
 
 use axum::Json;
 use axum::extract::State;
@@ -66,11 +67,30 @@ pub async fn list(
     Ok(Json(json!({ "events": events, "next_cursor": next_cursor })))
 }
 
+/// The chain must verify and hold its newest signed checkpoint: records removed from its
+/// end together with the stored head leave a chain that verifies, but not one that holds.
 pub async fn verify(State(state): State<AppState>, caller: Authed) -> ApiResult<Json<Value>> {
     require_audit(&caller)?;
-    let verdict = state.store.verify_audit(caller.tenant()).await?;
-    if !verdict.ok {
-        tracing::warn!(tenant = caller.tenant(), broken = ?verdict.first_broken, "audit chain verification failed");
+    let tenant = caller.tenant();
+    // Read before the chain, so the chain can only have grown past it.
+    let latest = state.checkpoints.latest(tenant).await;
+    let verdict = state.store.verify_audit(tenant).await?;
+    let checkpoint =
+        state.checkpoints.report(state.store.as_ref(), &state.keys, tenant, latest, verdict.head_seq).await?;
+    let ok = verdict.ok && checkpoint.ok();
+    if !ok {
+        tracing::warn!(
+            tenant,
+            broken = ?verdict.first_broken,
+            checkpoint = checkpoint.status,
+            reason = %checkpoint.message,
+            "audit chain verification failed"
+        );
     }
-    Ok(Json(serde_json::to_value(verdict).map_err(|e| ApiError::internal(&e))?))
+    let first_broken = verdict.first_broken.clone().or_else(|| checkpoint.broken.clone());
+    let mut body = serde_json::to_value(verdict).map_err(|e| ApiError::internal(&e))?;
+    body["ok"] = json!(ok);
+    body["first_broken"] = serde_json::to_value(first_broken).map_err(|e| ApiError::internal(&e))?;
+    body["checkpoint"] = serde_json::to_value(checkpoint).map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(body))
 }

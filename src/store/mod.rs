@@ -170,6 +170,14 @@ pub struct AuditVerdict {
     pub first_broken: Option<BrokenLink>,
 }
 
+/// Where one tenant's audit chain ends: its stored head.
+#[derive(Debug, Clone)]
+pub struct AuditHead {
+    pub tenant_id: String,
+    pub seq: i64,
+    pub hash: String,
+}
+
 /// A token request waiting for (or past) a human decision.
 #[derive(Debug, Clone)]
 pub struct Approval {
@@ -283,6 +291,8 @@ pub trait Store: Send + Sync {
     async fn record_access(&self, tenant: &str, events: Vec<AuditDraft>) -> Result<(u64, u64)>;
     async fn list_audit(&self, tenant: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     async fn verify_audit(&self, tenant: &str) -> Result<AuditVerdict>;
+    /// Every tenant's chain head, for the signed checkpoints kept outside the database.
+    async fn audit_heads(&self) -> Result<Vec<AuditHead>>;
 
     // Master key rotation.
     async fn wrapped_not_under(&self, kid: &str, limit: i64) -> Result<Vec<WrappedVersion>>;

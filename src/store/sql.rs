@@ -1519,6 +1519,15 @@ impl Store for SqlStore {
         Ok(verdict(&verifier, verifier.finish(head_seq, &head_hash).err()))
     }
 
+    async fn audit_heads(&self) -> Result<Vec<AuditHead>> {
+        let rows = sqlx::query("SELECT tenant_id, seq, hash FROM audit_heads ORDER BY tenant_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(AuditHead { tenant_id: r.try_get(0)?, seq: r.try_get(1)?, hash: r.try_get(2)? }))
+            .collect()
+    }
+
     async fn wrapped_not_under(&self, kid: &str, limit: i64) -> Result<Vec<WrappedVersion>> {
         let rows = sqlx::query(
             "SELECT s.tenant_id, s.path, v.secret_id, v.version, v.kid, v.wrapped_key, v.ciphertext, v.created_at, v.expires_at \
