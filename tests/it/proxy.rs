@@ -517,10 +517,24 @@ fn a_session_key_admits_only_callers_that_present_it_and_the_log_says_where_it_i
     assert_eq!(status, 200, "{out}");
     let resp = reqwest::blocking::Client::new().get(&route).bearer_auth(key).send().unwrap();
     assert_eq!(resp.status(), 200);
+    // As the examples' agents send it: Python's urllib, the key in HTTPS_PROXY.
+    let script = format!(
+        r#"
+import urllib.request
+request = urllib.request.Request("{url}", headers={{"Authorization": "Bearer {PLACEHOLDER}"}})
+print(urllib.request.urlopen(request, timeout=20).status)
+"#
+    );
+    let proxy = format!("http://airlock:{key}@{}", sc.proxy_addr);
+    let (ok, out) = python(&script, &[("HTTPS_PROXY", proxy), ("SSL_CERT_FILE", sc.ca_path().display().to_string())]);
+    assert!(ok && out.starts_with("200"), "{out}");
     let got = sc.requests_to("api.openai.com");
-    assert_eq!(got.len(), 2);
+    assert_eq!(got.len(), 3);
     assert_eq!(header(&got[0], "authorization"), Some(format!("Bearer {}", secret_value("openai")).as_str()));
     assert!(got.iter().all(|r| !r.contains(key)), "the session key stays with the proxy");
+    // The proxy's own endpoints (CA, probes) need no key.
+    let ca = reqwest::blocking::get(format!("http://{}/_airlock/ca.pem", sc.proxy_addr)).unwrap();
+    assert_eq!(ca.status(), 200);
 
     // The log says where the key is, and never what it is.
     let log = sc.log();
@@ -528,25 +542,14 @@ fn a_session_key_admits_only_callers_that_present_it_and_the_log_says_where_it_i
     assert!(!log.contains(key), "the session key reached the log");
 }
 
-/// HTTP/2 "rapid reset": an agent opens streams and resets each at once (HEADERS then
-/// RST_STREAM, in one write). A reset stream's request is gone before it could be sent, so
-/// the proxy opens no upstream connection for it: no more connections than the requests it
-/// completes.
-#[test]
-fn streams_reset_before_their_request_went_out_open_no_upstream_connection() {
-    use crate::raw::{H2, Hostile, Reply, headers_frame, rst_frame};
-    let hostile = Hostile::start(|_| Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()));
-    let sc = Sidecar::start_against("", &[], hostile.port, &hostile.ca_pem);
-    let get = |id: u32| {
-        let fields =
-            [(":method", "GET"), (":scheme", "http"), (":authority", "airlock"), (":path", "/r/openai/models")];
-        headers_frame(id, &fields, true)
-    };
-    let mut h2 = H2::prior_knowledge(&sc.proxy_addr);
+/// On `h2`: one request, then 20 bursts of 10 streams each opened and reset in one write
+/// (HEADERS then RST_STREAM), then one request more; how many requests completed.
+fn reset_bursts<S: std::io::Read + std::io::Write>(h2: &mut crate::raw::H2<S>, fields: &[(&str, &str)]) -> usize {
+    use crate::raw::{headers_frame, rst_frame};
     let mut completed = 0;
     // One request first: the route's checks are then cached and the burst meets no wait
-    // before the upstream is dialled.
-    h2.send(&get(1));
+    // before the upstream would be dialled.
+    h2.send(&headers_frame(1, fields, true));
     assert_eq!(h2.response(1).1, b"ok");
     completed += 1;
     let mut id = 1;
@@ -554,23 +557,40 @@ fn streams_reset_before_their_request_went_out_open_no_upstream_connection() {
         let mut burst = Vec::new();
         for _ in 0..10 {
             id += 2;
-            burst.extend(get(id));
+            burst.extend(headers_frame(id, fields, true));
             burst.extend(rst_frame(id));
         }
         h2.send(&burst);
-        // Each batch handled before the next: the proxy's HTTP/2 server ends a connection that
-        // has too many reset streams not yet taken up at once.
+        // Each burst handled before the next: the proxy's HTTP/2 server ends a connection
+        // with too many reset streams not yet taken up at once.
         h2.ping_pong([batch; 8]);
     }
     id += 2;
-    h2.send(&get(id));
+    h2.send(&headers_frame(id, fields, true));
     assert_eq!(h2.response(id).1, b"ok", "the connection still serves");
-    completed += 1;
+    completed + 1
+}
+
+/// HTTP/2 "rapid reset": an agent opens streams and resets each at once. A reset stream's
+/// request is gone before it could be sent, so the proxy opens no upstream connection for
+/// it: no more connections than the requests it completes, in route mode (cleartext HTTP/2)
+/// and inside a CONNECT tunnel.
+#[test]
+fn streams_reset_before_their_request_went_out_open_no_upstream_connection() {
+    use crate::raw::{H2, Hostile, Reply};
+    let hostile = Hostile::start(|_| Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()));
+    let sc = Sidecar::start_against("", &[], hostile.port, &hostile.ca_pem);
+    let route = [(":method", "GET"), (":scheme", "http"), (":authority", "airlock"), (":path", "/r/openai/models")];
+    let mut completed = reset_bursts(&mut H2::prior_knowledge(&sc.proxy_addr), &route);
+    let tunnel = crate::raw::tunnel(&sc.proxy_addr, "api.openai.com:443");
+    let tls = crate::raw::tls_over(tunnel, "api.openai.com", &sc.ca_path(), &[b"h2"]);
+    let inside = [(":method", "GET"), (":scheme", "https"), (":authority", "api.openai.com"), (":path", "/v1/models")];
+    completed += reset_bursts(&mut H2::start(tls), &inside);
     // A dial started for a reset stream would have landed by now.
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(
         hostile.accepted() <= completed,
-        "{} upstream connections for {completed} completed requests (200 reset streams)",
+        "{} upstream connections for {completed} completed requests (400 reset streams)",
         hostile.accepted()
     );
     assert_eq!(hostile.received().len(), completed, "only the completed requests went upstream");
