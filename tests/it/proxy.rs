@@ -526,7 +526,8 @@ print(urllib.request.urlopen(request, timeout=20).status)
 "#
     );
     let proxy = format!("http://airlock:{key}@{}", sc.proxy_addr);
-    let (ok, out) = python(&script, &[("HTTPS_PROXY", proxy), ("SSL_CERT_FILE", sc.ca_path().display().to_string())]);
+    let ca = sc.ca_path().display().to_string();
+    let (ok, out) = python(&script, &[("HTTPS_PROXY", proxy), ("SSL_CERT_FILE", ca), ("NO_PROXY", String::new())]);
     assert!(ok && out.starts_with("200"), "{out}");
     let got = sc.requests_to("api.openai.com");
     assert_eq!(got.len(), 3);
