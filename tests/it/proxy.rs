@@ -596,3 +596,52 @@ fn streams_reset_before_their_request_went_out_open_no_upstream_connection() {
     );
     assert_eq!(hostile.received().len(), completed, "only the completed requests went upstream");
 }
+
+/// A stream reset while the proxy is still opening its upstream connection takes the dial
+/// with it: the half-open connection is closed at once, not finished in the background (and
+/// pooled), and nothing else is dialled.
+#[test]
+fn a_stream_reset_while_its_upstream_is_dialled_cancels_the_dial() {
+    use std::io::Read;
+
+    use crate::raw::{H2, Hostile, Reply, headers_frame, rst_frame};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Only its CA is used: api.openai.com is pinned to the listener, which never answers TLS.
+    let hostile = Hostile::start(|_| Reply::Silence);
+    let sc = Sidecar::start_against("", &[], port, &hostile.ca_pem);
+    let accept = || {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => return Some(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(_) => return None,
+            }
+        }
+    };
+    let mut h2 = H2::prior_knowledge(&sc.proxy_addr);
+    let route = [(":method", "GET"), (":scheme", "http"), (":authority", "airlock"), (":path", "/r/openai/models")];
+    h2.send(&headers_frame(1, &route, true));
+    let mut upstream = accept().expect("the proxy dialled the upstream for a live request");
+    upstream.set_nonblocking(false).unwrap();
+    upstream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(upstream.read(&mut buf).unwrap() > 0, "the TLS handshake began");
+    h2.send(&rst_frame(1));
+    let reset = Instant::now();
+    let closed = loop {
+        match upstream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+    // Well within the 10 s connect timeout a dial left running would take.
+    assert!(closed && reset.elapsed() < std::time::Duration::from_secs(3), "the dial went on: {:?}", reset.elapsed());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "nothing else dialled");
+}
