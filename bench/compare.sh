@@ -471,7 +471,7 @@ AGENT_KEY_FILE="$WORK/agent.key"
 # The pin has no port, so both the route's plain port and the TLS port of the same
 # host are dialled at 127.0.0.1 (a pin with a port would send every port there).
 start airlock-proxy "$BIN" --log-level warn proxy --server "$SRV" --agent-key-file "$AGENT_KEY_FILE" \
-  --listen "127.0.0.1:$AIRLOCK_PORT" --data-dir "$PROXY_DATA" --upstream-ca "$UPSTREAM_CA" \
+  --allow-any-local-caller --listen "127.0.0.1:$AIRLOCK_PORT" --data-dir "$PROXY_DATA" --upstream-ca "$UPSTREAM_CA" \
   --resolve "$UPSTREAM_HOST=127.0.0.1" --resolve "$PLAIN_HOST=127.0.0.1"
 AIRLOCK="http://127.0.0.1:$AIRLOCK_PORT"
 wait_until airlock-proxy "/_airlock/readyz = 200" curl -fsS --max-time 1 "$AIRLOCK/_airlock/readyz"

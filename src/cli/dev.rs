@@ -223,7 +223,10 @@ async fn start_proxy(
         agent_key,
         listen: cmd.proxy_listen,
         data_dir: data_dir.clone(),
-        session_key: None,
+        // Any local caller, on loopback (`bind` refuses another address): the quickstart's
+        // agent key and admin key sit in ./.airlock, readable by every process of this user,
+        // so a session key would keep none of them out; and the examples run as pasted.
+        callers: crate::proxy::Callers::AnyLocal,
         upstream_ca: None,
         pins: vec![crate::proxy::egress::Pin {
             host: "demo.airlock.local".into(),
@@ -250,7 +253,7 @@ fn banner(cmd: &DevCommand, admin_key: &str, proxy: &DevProxy) {
 Airlock is running (Ctrl-C stops everything).
 
   central API   http://{server}   (data in {dir})
-  proxy         http://{p}   (demo agent: demo-agent)
+  proxy         http://{p}   (demo agent: demo-agent; any local process may use it)
   admin key     {admin_key}
 
 Paste into a shell:

@@ -10,7 +10,7 @@ use clap::Args;
 use zeroize::Zeroizing;
 
 use crate::proxy::egress::Pin;
-use crate::proxy::{ProxyConfig, Timeouts};
+use crate::proxy::{Callers, ProxyConfig, Timeouts};
 
 #[derive(Args, Debug, Clone)]
 pub struct ProxyArgs {
@@ -27,8 +27,9 @@ pub struct ProxyArgs {
     /// Directory for the proxy's CA and event spool
     #[arg(long, default_value = ".airlock/proxy")]
     pub data_dir: PathBuf,
-    /// File holding a session key callers must present (Proxy-Authorization, or a route's bearer key)
-    #[arg(long)]
+    /// File holding the session key callers must present: the password of Proxy-Authorization
+    /// (HTTPS_PROXY=http://airlock:KEY@127.0.0.1:7879), or a route's bearer token or x-api-key
+    #[arg(long, value_name = "FILE")]
     pub session_key_file: Option<PathBuf>,
     /// PEM bundle of extra trust roots for upstreams
     #[arg(long)]
@@ -238,19 +239,14 @@ impl ProxyArgs {
         &self,
         listen: SocketAddr,
         agent_key: Zeroizing<String>,
-        session_key: Option<Zeroizing<String>>,
+        callers: Callers,
     ) -> anyhow::Result<ProxyConfig> {
-        let session_key = match (&self.session_key_file, session_key) {
-            (_, Some(k)) => Some(k),
-            (Some(path), None) => Some(read_key_file(path, "session key")?),
-            (None, None) => None,
-        };
         Ok(ProxyConfig {
             servers: self.server.clone(),
             agent_key,
             listen,
             data_dir: self.data_dir.clone(),
-            session_key,
+            callers,
             upstream_ca: self.upstream_ca.clone(),
             pins: self.resolve.clone(),
             value_ttl: Duration::from_secs(self.value_ttl_seconds.max(1)),
@@ -268,12 +264,55 @@ pub struct ProxyCommand {
     /// Address to listen on
     #[arg(long, env = "AIRLOCK_PROXY_LISTEN", default_value = "127.0.0.1:7879")]
     pub listen: SocketAddr,
+    /// Serve every process that can reach the listener, without a session key (the listener
+    /// must be on loopback): only where each such process may use this agent's secrets, as in
+    /// a pod whose only other container is the agent
+    #[arg(long, conflicts_with = "session_key_file")]
+    pub allow_any_local_caller: bool,
+}
+
+impl ProxyCommand {
+    /// Who may use the proxy: callers with the session key from `--session-key-file`, or,
+    /// only when asked for by name, any local process.
+    fn callers(&self) -> anyhow::Result<Callers> {
+        match (&self.common.session_key_file, self.allow_any_local_caller) {
+            (Some(path), _) => Ok(Callers::SessionKey(read_key_file(path, "session key")?)),
+            (None, true) => Ok(Callers::AnyLocal),
+            (None, false) => bail!(
+                "no session key: without one, every process that can reach {} could have this agent's secrets \
+                 injected toward their hosts. Pass --session-key-file FILE (a random line, e.g. from `openssl rand \
+                 -hex 32`; callers present it as the proxy password, HTTPS_PROXY=http://airlock:KEY@{}, or as a \
+                 route's bearer token), or --allow-any-local-caller if every process that can reach the listener \
+                 may use the agent's secrets (a pod whose only other container is the agent). `airlock run` makes \
+                 a session key itself",
+                self.listen,
+                self.listen
+            ),
+        }
+    }
 }
 
 pub async fn run(cmd: ProxyCommand) -> anyhow::Result<()> {
     protect_process()?;
+    let callers = cmd.callers()?;
     let agent_key = cmd.common.agent_key()?.key;
-    let config = cmd.common.config(cmd.listen, agent_key, None)?;
+    let config = cmd.common.config(cmd.listen, agent_key, callers)?;
+    config.check()?;
+    // Where the key is (never the key), so whoever sets up the agent knows what it must
+    // present; said before the central API is reached, which may take a while.
+    match &cmd.common.session_key_file {
+        Some(file) => tracing::info!(
+            session_key_file = %file.display(),
+            "callers must present the session key in {} (the password of Proxy-Authorization, or a route's \
+             bearer token or x-api-key)",
+            file.display()
+        ),
+        None => tracing::warn!(
+            "any local caller may use this proxy (--allow-any-local-caller): every process that can reach {} can \
+             have this agent's secrets injected toward their hosts",
+            cmd.listen
+        ),
+    }
     let metrics = super::install_metrics();
     let bound = crate::proxy::bind(config, metrics, crate::proxy::Startup::Wait).await?;
     tracing::info!(addr = %bound.local_addr()?, "airlock proxy listening");

@@ -44,7 +44,8 @@ pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
         eprintln!("warning: {warning}");
     }
     let session = Zeroizing::new(crate::server::auth::new_secret("sk_airlock"));
-    let config = cmd.proxy.config("127.0.0.1:0".parse()?, agent_key.key, Some(session.clone()))?;
+    let callers = crate::proxy::Callers::SessionKey(session.clone());
+    let config = cmd.proxy.config("127.0.0.1:0".parse()?, agent_key.key, callers)?;
     let data_dir = config.data_dir.clone();
     let bound = crate::proxy::bind(config, None, crate::proxy::Startup::FailFast).await?;
     let addr = bound.local_addr()?;

@@ -35,6 +35,10 @@ impl Fault {
     }
 }
 
+/// What a 405 names as allowed: every method but `CONNECT` is forwarded; these are the
+/// standard ones.
+const FORWARDED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 #[derive(Debug, Clone)]
 pub struct ProxyError {
     pub status: StatusCode,
@@ -56,6 +60,17 @@ impl ProxyError {
     }
     pub fn policy(code: &'static str, message: impl Into<String>) -> ProxyError {
         ProxyError::new(StatusCode::FORBIDDEN, code, Fault::Policy, message)
+    }
+    /// A `CONNECT` that reached the request pipeline: one sent inside a tunnel the proxy
+    /// intercepts (or naming a route). A tunnel is opened to the proxy, never forwarded.
+    pub fn connect_not_allowed() -> ProxyError {
+        ProxyError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "connect_not_allowed",
+            Fault::Agent,
+            "CONNECT is not forwarded: a tunnel is opened with a CONNECT to the proxy itself, not inside another \
+             tunnel; send each tunnel's CONNECT to the proxy's address",
+        )
     }
     pub fn rate_limited(scope: &str, retry_after: u64) -> ProxyError {
         let mut e = ProxyError::new(
@@ -92,6 +107,10 @@ impl ProxyError {
         h.insert("x-airlock-error", HeaderValue::from_static(self.code));
         if let Some(secs) = self.retry_after {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            // RFC 9110 §15.5.6: a 405 lists the methods that are allowed.
+            h.insert(http::header::ALLOW, HeaderValue::from_static(FORWARDED_METHODS));
         }
         if self.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
             h.insert(http::header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"airlock\""));

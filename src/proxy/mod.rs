@@ -72,6 +72,27 @@ impl Default for Timeouts {
     }
 }
 
+/// Who may use a proxy: with it, every process that reaches the listener can have the
+/// agent's values injected toward the hosts they are bound to.
+#[derive(Clone)]
+pub enum Callers {
+    /// Only callers that present this key: as the password of `Proxy-Authorization: Basic`
+    /// (any user name), or, in route mode, as the bearer token or `x-api-key`.
+    SessionKey(Zeroizing<String>),
+    /// Any process that can reach the listener, which must then be on loopback: what
+    /// `airlock proxy --allow-any-local-caller` and `airlock dev` choose.
+    AnyLocal,
+}
+
+impl std::fmt::Debug for Callers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Callers::SessionKey(_) => f.write_str("SessionKey(***)"),
+            Callers::AnyLocal => f.write_str("AnyLocal"),
+        }
+    }
+}
+
 /// Validated settings of one proxy.
 #[derive(Clone)]
 pub struct ProxyConfig {
@@ -80,7 +101,7 @@ pub struct ProxyConfig {
     pub agent_key: Zeroizing<String>,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub session_key: Option<Zeroizing<String>>,
+    pub callers: Callers,
     pub upstream_ca: Option<PathBuf>,
     pub pins: Vec<egress::Pin>,
     pub value_ttl: Duration,
@@ -91,6 +112,21 @@ pub struct ProxyConfig {
     pub spool_max_bytes: u64,
 }
 
+impl ProxyConfig {
+    /// Refuses what no flag alone can: a proxy that serves any caller listening beyond loopback.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if matches!(self.callers, Callers::AnyLocal) && !self.listen.ip().is_loopback() {
+            anyhow::bail!(
+                "a proxy without a session key serves any caller that reaches it, so it listens on loopback only \
+                 (127.0.0.1 or ::1), not on {}: anything that reaches that address could have this agent's values \
+                 injected; listen on loopback, or give callers a session key (--session-key-file FILE)",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for ProxyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyConfig")
@@ -98,7 +134,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("agent_key", &"***")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
-            .field("session_key", &self.session_key.as_ref().map(|_| "***"))
+            .field("callers", &self.callers)
             .field("upstream_ca", &self.upstream_ca)
             .field("pins", &self.pins)
             .field("value_ttl", &self.value_ttl)
@@ -189,6 +225,7 @@ pub enum Startup {
 
 /// Connects to the central API (policy, tokens), prepares the CA and binds the listener.
 pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>, startup: Startup) -> anyhow::Result<Bound> {
+    config.check()?;
     let ca = tls::LocalCa::load_or_create(&config.data_dir)?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -212,7 +249,10 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>, startu
         upstreams,
         dialer,
         ca,
-        session_key: config.session_key.clone(),
+        session_key: match &config.callers {
+            Callers::SessionKey(key) => Some(key.clone()),
+            Callers::AnyLocal => None,
+        },
         metrics,
         meters: pipeline::Meters::register(),
         timeouts: config.timeouts,

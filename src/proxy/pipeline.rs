@@ -207,7 +207,18 @@ async fn serve(
     let upgrading = (head.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .filter(|_| is_upgrade(&head.headers))
         .map(|agent| Upgrading { agent, watch: proxy.central.watch_policy() });
+    let resettable = head.version == http::Version::HTTP_2;
     let Prepared { head, target, used, scrub } = prepare(proxy, head, via, started).await?;
+    if resettable {
+        // An HTTP/2 agent can reset a stream at any time, and hyper looks for a reset only
+        // while this future is pending: one that ran here without waiting (its checks cached)
+        // would dial the upstream for a request already gone, one connection per stream of a
+        // HEADERS + RST_STREAM burst. Pending once, it is dropped here instead, having opened
+        // nothing and recorded no use. Dropped later, it takes its dial with it: the pooled
+        // client dials inside the request's future (it hands a dial to a task of its own only
+        // when another connection came free first, for a request still live).
+        tokio::task::yield_now().await;
+    }
     let mut recorder = Recorder { proxy, seen, target: &target, used: &used, started, done: false };
     let resp = match forward(proxy, head, body, upgrading, &target, scrub.is_some()).await {
         Ok(resp) => resp,
@@ -267,6 +278,12 @@ pub(super) struct Prepared {
 /// HTTP/1.1 fast path (`h1`), which differ only in how they forward.
 /// `now` is when the request came in (plans and values are fresh as of then).
 pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Instant) -> Result<Prepared, ProxyError> {
+    // A CONNECT to the proxy opens a tunnel (`listen::connect`) and never comes here; one that
+    // does was sent inside a tunnel (or named a route), and forwarding it would hand the
+    // upstream a tunnel of its own, values injected on the way.
+    if head.method == http::Method::CONNECT {
+        return Err(ProxyError::connect_not_allowed());
+    }
     let (view, epoch) = local::view(proxy);
     let target = target(&view.policy, &head, via)?;
     one_host(&head)?;

@@ -395,6 +395,123 @@ fn a_connect_whose_sni_names_another_host_is_refused_before_a_leaf_is_minted() {
     assert!(log.contains("the TLS SNI names another host"), "the refusal says why");
 }
 
+/// Reads one HTTP/1.1 response framed by `Content-Length` (or without a body) off `stream`.
+fn read_response(stream: &mut impl std::io::Read) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed mid-head: {}", String::from_utf8_lossy(&got));
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    got.extend(body);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// An HTTP/2 `CONNECT api.openai.com:443` (`:method` and `:authority` only) sent inside a
+/// TLS tunnel to api.openai.com; its response status.
+fn h2_connect_inside_a_tunnel(sc: &Sidecar) -> u16 {
+    let tcp = crate::raw::tunnel(&sc.proxy_addr, "api.openai.com:443");
+    let config = std::sync::Arc::new(crate::raw::client_config(&sc.ca_path(), &[b"h2"]));
+    crate::support::block_on(async move {
+        tcp.set_nonblocking(true).unwrap();
+        let tcp = tokio::net::TcpStream::from_std(tcp).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("api.openai.com").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "HTTP/2 inside the tunnel");
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(conn);
+        let connect =
+            http::Request::connect("api.openai.com:443").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(15), send.send_request(connect)).await.unwrap().unwrap();
+        resp.status().as_u16()
+    })
+}
+
+/// A `CONNECT` is how a tunnel is opened to the proxy, never a request the proxy forwards:
+/// one sent inside a tunnel the proxy intercepts (where an `[[inject]]` rule would put a
+/// value in it) is answered 405 and nothing goes upstream, on every path a request inside a
+/// tunnel takes: HTTP/1.1 after a fast-path request on the same connection, HTTP/1.1 in a
+/// plain tunnel, HTTP/2 `CONNECT`, and HTTP/2 extended `CONNECT`. A `CONNECT` naming a route
+/// is refused as well.
+#[test]
+fn a_connect_inside_an_intercepted_tunnel_is_refused_and_sends_nothing() {
+    use std::io::Write;
+    let rule = "[[inject]]\nhost = \"api.openai.com\"\nheader = \"authorization\"\n\
+                value = \"Bearer {{secret:production/openai/api-key}}\"\n";
+    let hostile = Hostile::start(|_| Reply::Send(response("200 OK", &[], "ok")));
+    let sc = Sidecar::start_against(rule, &[], hostile.port, &hostile.ca_pem);
+    let nested = b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n";
+    let refused = |seen: &str, way: &str| {
+        assert!(seen.starts_with("HTTP/1.1 405"), "{way}: {seen}");
+        assert!(seen.contains("connect_not_allowed"), "{way}: {seen}");
+        assert!(seen.to_ascii_lowercase().contains("\r\nallow: "), "{way}: a 405 says what is allowed: {seen}");
+    };
+
+    // HTTP/1.1 inside TLS: a request on the fast path, then the CONNECT (which hyper takes).
+    let tunnel = crate::raw::tunnel(&sc.proxy_addr, "api.openai.com:443");
+    let mut tls = crate::raw::tls_over(tunnel, "api.openai.com", &sc.ca_path(), &[b"http/1.1"]);
+    tls.write_all(b"GET /v1/first HTTP/1.1\r\nHost: api.openai.com\r\n\r\n").unwrap();
+    assert!(read_response(&mut tls).starts_with("HTTP/1.1 200"), "the tunnel works");
+    tls.write_all(nested).unwrap();
+    refused(&read_response(&mut tls), "HTTP/1.1 in TLS");
+    // The connection goes on serving requests.
+    tls.write_all(b"GET /v1/second HTTP/1.1\r\nHost: api.openai.com\r\n\r\n").unwrap();
+    assert!(read_response(&mut tls).starts_with("HTTP/1.1 200"), "the tunnel still works");
+
+    // HTTP/1.1 in a tunnel that carries plain HTTP.
+    let mut plain = crate::raw::tunnel(&sc.proxy_addr, "api.openai.com:443");
+    plain.write_all(nested).unwrap();
+    refused(&read_response(&mut plain), "HTTP/1.1 in a plain tunnel");
+
+    // HTTP/2 inside TLS.
+    assert_eq!(h2_connect_inside_a_tunnel(&sc), 405, "HTTP/2 CONNECT");
+
+    // HTTP/2 extended CONNECT (RFC 8441: `:protocol`), which the proxy does not offer: the
+    // stream is refused one way or the other.
+    let tunnel = crate::raw::tunnel(&sc.proxy_addr, "api.openai.com:443");
+    let tls = crate::raw::tls_over(tunnel, "api.openai.com", &sc.ca_path(), &[b"h2"]);
+    let mut h2 = crate::raw::H2::start(tls);
+    let fields = [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "https"),
+        (":authority", "api.openai.com"),
+        (":path", "/v1/socket"),
+    ];
+    h2.send(&crate::raw::headers_frame(1, &fields, false));
+    loop {
+        let f = h2.next_frame();
+        assert_ne!(f.kind, crate::raw::h2::GOAWAY, "extended CONNECT: {f:?}");
+        if f.stream != 1 {
+            continue;
+        }
+        if f.kind == crate::raw::h2::RST_STREAM {
+            break;
+        }
+        if f.kind == crate::raw::h2::DATA {
+            assert!(contains(&f.payload, "connect_not_allowed"), "extended CONNECT: {f:?}");
+            break;
+        }
+    }
+
+    // Route mode: a CONNECT naming a route is no tunnel and no request to forward.
+    let mut agent = Agent::connect(&sc.proxy_addr);
+    agent.send(b"CONNECT /r/openai/models HTTP/1.1\r\nHost: airlock\r\n\r\n");
+    let seen = String::from_utf8_lossy(&agent.read_response()).into_owned();
+    assert!(seen.starts_with("HTTP/1.1 4"), "CONNECT to a route: {seen}");
+
+    let received = hostile.received();
+    assert_eq!(received.len(), 2, "only the two GETs went upstream: {received:?}");
+    assert!(received.iter().all(|r| r.text().starts_with("GET ")), "{received:?}");
+}
+
 // ---- timeouts: a peer that stalls is let go ------------------------------------------
 
 const SHORT: [&str; 6] = ["--header-read-timeout", "1s", "--idle-timeout", "1s", "--upstream-first-byte-timeout", "1s"];

@@ -418,3 +418,230 @@ fn ca_and_ops_endpoints_answer_on_the_listener() {
     assert_eq!(key_mode & 0o777, 0o600);
     assert_eq!(http.get(format!("http://{}/_airlock/healthz", sc.proxy_addr)).send().unwrap().status(), 200);
 }
+
+// ---- who may use a proxy ---------------------------------------------------------------
+
+/// `airlock proxy` for the sidecar's agent with `args`, listening on `listen` (a free port on
+/// 127.0.0.1 when `None`); the child, its address and the file its standard error goes to.
+fn bare_proxy(
+    sc: &Sidecar,
+    name: &str,
+    listen: Option<&str>,
+    args: &[&str],
+) -> (std::process::Child, String, std::path::PathBuf) {
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = listen.map_or_else(|| format!("127.0.0.1:{}", free()), str::to_owned);
+    let log = sc.dir.path().join(format!("{name}.log"));
+    let child = Command::new(crate::support::BIN)
+        .args(["proxy", "--server", &sc.server.addr, "--listen", &listen])
+        .arg("--agent-key-file")
+        .arg(sc.dir.path().join("agent.key"))
+        .arg("--data-dir")
+        .arg(sc.dir.path().join(name))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, listen, log)
+}
+
+/// Its exit status within 20 s, and what it wrote to standard error; a proxy still running
+/// then is killed and the test fails.
+fn exits(mut child: std::process::Child, log: &std::path::Path) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, std::fs::read_to_string(log).unwrap());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the proxy started and served: {}", std::fs::read_to_string(log).unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_proxy_without_a_session_key_or_the_flag_refuses_to_start_and_says_how_to_fix_it() {
+    let sc = Sidecar::start();
+    let (child, listen, log) = bare_proxy(&sc, "bare", None, &[]);
+    let (status, err) = exits(child, &log);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no session key"), "{err}");
+    assert!(err.contains("--session-key-file FILE") && err.contains("--allow-any-local-caller"), "says how: {err}");
+    assert!(std::net::TcpStream::connect(&listen).is_err(), "nothing listens");
+
+    // The flag serves any local caller, but only on loopback.
+    let (child, _, log) = bare_proxy(&sc, "wide", Some("0.0.0.0:0"), &["--allow-any-local-caller"]);
+    let (status, err) = exits(child, &log);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("loopback") && err.contains("--session-key-file"), "{err}");
+
+    // The flag and a session key contradict each other.
+    let key = sc.dir.path().join("session.key");
+    std::fs::write(&key, "sk_airlock_session_for_the_test").unwrap();
+    let (child, _, log) =
+        bare_proxy(&sc, "both", None, &["--allow-any-local-caller", "--session-key-file", key.to_str().unwrap()]);
+    let (status, err) = exits(child, &log);
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+
+    // The fixture's proxy, started with the flag, says that it serves any local caller.
+    assert!(sc.log().contains("--allow-any-local-caller"), "{}", sc.log());
+}
+
+#[test]
+fn a_session_key_admits_only_callers_that_present_it_and_the_log_says_where_it_is() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = "sk_airlock_session_0123456789abcdef";
+    let file = keys.path().join("session.key");
+    std::fs::write(&file, format!("{key}\n")).unwrap();
+    let sc = Sidecar::start_with("", &["--session-key-file", file.to_str().unwrap()]);
+    let url = "https://api.openai.com/v1/echo";
+    let route = format!("http://{}/r/openai/echo", sc.proxy_addr);
+
+    // Without the key: 407, with how to present it, and nothing upstream.
+    let (status, out) = sc.curl(&["-H", &bearer(), url]);
+    assert_eq!(status, 407, "{out}");
+    let resp = reqwest::blocking::Client::new().get(&route).send().unwrap();
+    assert_eq!(resp.status(), 407);
+    assert!(resp.text().unwrap().contains("session key"));
+    let (status, _) = sc.curl(&["--proxy-user", "airlock:not-the-key", "-H", &bearer(), url]);
+    assert_eq!(status, 407);
+    assert!(sc.upstream.requests().is_empty(), "nothing went upstream");
+
+    // With it: as Proxy-Authorization (CONNECT), and as a route's bearer token.
+    let (status, out) = sc.curl(&["--proxy-user", &format!("airlock:{key}"), "-H", &bearer(), url]);
+    assert_eq!(status, 200, "{out}");
+    let resp = reqwest::blocking::Client::new().get(&route).bearer_auth(key).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    // As the examples' agents send it: Python's urllib, the key in HTTPS_PROXY.
+    let script = format!(
+        r#"
+import urllib.request
+request = urllib.request.Request("{url}", headers={{"Authorization": "Bearer {PLACEHOLDER}"}})
+print(urllib.request.urlopen(request, timeout=20).status)
+"#
+    );
+    let proxy = format!("http://airlock:{key}@{}", sc.proxy_addr);
+    let ca = sc.ca_path().display().to_string();
+    let (ok, out) = python(&script, &[("HTTPS_PROXY", proxy), ("SSL_CERT_FILE", ca), ("NO_PROXY", String::new())]);
+    assert!(ok && out.starts_with("200"), "{out}");
+    let got = sc.requests_to("api.openai.com");
+    assert_eq!(got.len(), 3);
+    assert_eq!(header(&got[0], "authorization"), Some(format!("Bearer {}", secret_value("openai")).as_str()));
+    assert!(got.iter().all(|r| !r.contains(key)), "the session key stays with the proxy");
+    // The proxy's own endpoints (CA, probes) need no key.
+    let ca = reqwest::blocking::get(format!("http://{}/_airlock/ca.pem", sc.proxy_addr)).unwrap();
+    assert_eq!(ca.status(), 200);
+
+    // The log says where the key is, and never what it is.
+    let log = sc.log();
+    assert!(log.contains(&file.display().to_string()), "{log}");
+    assert!(!log.contains(key), "the session key reached the log");
+}
+
+/// On `h2`: one request, then 20 bursts of 10 streams each opened and reset in one write
+/// (HEADERS then RST_STREAM), then one request more; how many requests completed.
+fn reset_bursts<S: std::io::Read + std::io::Write>(h2: &mut crate::raw::H2<S>, fields: &[(&str, &str)]) -> usize {
+    use crate::raw::{headers_frame, rst_frame};
+    let mut completed = 0;
+    // One request first: the route's checks are then cached and the burst meets no wait
+    // before the upstream would be dialled.
+    h2.send(&headers_frame(1, fields, true));
+    assert_eq!(h2.response(1).1, b"ok");
+    completed += 1;
+    let mut id = 1;
+    for batch in 0..20u8 {
+        let mut burst = Vec::new();
+        for _ in 0..10 {
+            id += 2;
+            burst.extend(headers_frame(id, fields, true));
+            burst.extend(rst_frame(id));
+        }
+        h2.send(&burst);
+        // Each burst handled before the next: the proxy's HTTP/2 server ends a connection
+        // with too many reset streams not yet taken up at once.
+        h2.ping_pong([batch; 8]);
+    }
+    id += 2;
+    h2.send(&headers_frame(id, fields, true));
+    assert_eq!(h2.response(id).1, b"ok", "the connection still serves");
+    completed + 1
+}
+
+/// HTTP/2 "rapid reset": an agent opens streams and resets each at once. A reset stream's
+/// request is gone before it could be sent, so the proxy opens no upstream connection for
+/// it: no more connections than the requests it completes, in route mode (cleartext HTTP/2)
+/// and inside a CONNECT tunnel.
+#[test]
+fn streams_reset_before_their_request_went_out_open_no_upstream_connection() {
+    use crate::raw::{H2, Hostile, Reply};
+    let hostile = Hostile::start(|_| Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()));
+    let sc = Sidecar::start_against("", &[], hostile.port, &hostile.ca_pem);
+    let route = [(":method", "GET"), (":scheme", "http"), (":authority", "airlock"), (":path", "/r/openai/models")];
+    let mut completed = reset_bursts(&mut H2::prior_knowledge(&sc.proxy_addr), &route);
+    let tunnel = crate::raw::tunnel(&sc.proxy_addr, "api.openai.com:443");
+    let tls = crate::raw::tls_over(tunnel, "api.openai.com", &sc.ca_path(), &[b"h2"]);
+    let inside = [(":method", "GET"), (":scheme", "https"), (":authority", "api.openai.com"), (":path", "/v1/models")];
+    completed += reset_bursts(&mut H2::start(tls), &inside);
+    // A dial started for a reset stream would have landed by now.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        hostile.accepted() <= completed,
+        "{} upstream connections for {completed} completed requests (400 reset streams)",
+        hostile.accepted()
+    );
+    assert_eq!(hostile.received().len(), completed, "only the completed requests went upstream");
+}
+
+/// A stream reset while the proxy is still opening its upstream connection takes the dial
+/// with it: the half-open connection is closed at once, not finished in the background (and
+/// pooled), and nothing else is dialled.
+#[test]
+fn a_stream_reset_while_its_upstream_is_dialled_cancels_the_dial() {
+    use std::io::Read;
+
+    use crate::raw::{H2, Hostile, Reply, headers_frame, rst_frame};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Only its CA is used: api.openai.com is pinned to the listener, which never answers TLS.
+    let hostile = Hostile::start(|_| Reply::Silence);
+    let sc = Sidecar::start_against("", &[], port, &hostile.ca_pem);
+    let accept = || {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => return Some(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(_) => return None,
+            }
+        }
+    };
+    let mut h2 = H2::prior_knowledge(&sc.proxy_addr);
+    let route = [(":method", "GET"), (":scheme", "http"), (":authority", "airlock"), (":path", "/r/openai/models")];
+    h2.send(&headers_frame(1, &route, true));
+    let mut upstream = accept().expect("the proxy dialled the upstream for a live request");
+    upstream.set_nonblocking(false).unwrap();
+    upstream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(upstream.read(&mut buf).unwrap() > 0, "the TLS handshake began");
+    h2.send(&rst_frame(1));
+    let reset = Instant::now();
+    let closed = loop {
+        match upstream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+    // Well within the 10 s connect timeout a dial left running would take.
+    assert!(closed && reset.elapsed() < std::time::Duration::from_secs(3), "the dial went on: {:?}", reset.elapsed());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "nothing else dialled");
+}

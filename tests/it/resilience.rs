@@ -483,6 +483,7 @@ fn a_proxy_started_before_its_server_waits_answering_503_and_serves_once_it_is_u
         format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
     let mut proxy = std::process::Command::new(crate::support::BIN)
         .args(["proxy", "--server", &format!("http://127.0.0.1:{port}"), "--listen", &listen])
+        .arg("--allow-any-local-caller")
         .arg("--agent-key-file")
         .arg(sc.dir.path().join("agent.key"))
         .arg("--data-dir")
@@ -513,6 +514,7 @@ fn a_proxy_whose_key_is_refused_still_exits_at_once_with_the_reason() {
     std::fs::write(&key, "ak_not_a_real_key").unwrap();
     let out = std::process::Command::new(crate::support::BIN)
         .args(["proxy", "--server", &sc.server.addr, "--listen", "127.0.0.1:0"])
+        .arg("--allow-any-local-caller")
         .arg("--agent-key-file")
         .arg(&key)
         .arg("--data-dir")

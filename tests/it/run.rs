@@ -334,7 +334,8 @@ fn airlock_proxy_is_not_dumpable_either() {
     let sc = Sidecar::start();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let proxy = unprivileged(BIN)
-        .args(["proxy", "--server", &sc.server.addr, "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args(["proxy", "--allow-any-local-caller", "--server", &sc.server.addr])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(sc.dir.path().join("proxy2"))
         .arg("--agent-key-file")
         .arg(sc.dir.path().join("agent.key"))

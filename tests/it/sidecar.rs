@@ -185,6 +185,10 @@ impl Sidecar {
             _ => format!("{host}=127.0.0.1:{}", self.upstream.port),
         };
         let upstream_ca = self.openai_at.as_ref().map_or(&self.upstream.ca_pem, |(_, ca)| ca);
+        // Callers need no session key unless the test gives one (`airlock proxy` refuses to
+        // start with neither).
+        let callers: &[&str] =
+            if extra_args.contains(&"--session-key-file") { &[] } else { &["--allow-any-local-caller"] };
         let child = Command::new(BIN)
             .args(["--log-level", "trace", "proxy", "--server", self.server_via.as_ref().unwrap_or(&self.server.addr)])
             .args(["--listen", &self.proxy_addr])
@@ -195,6 +199,7 @@ impl Sidecar {
             .arg("--upstream-ca")
             .arg(upstream_ca)
             .args(["--resolve", &pin("api.openai.com"), "--resolve", &pin("api.evil.example")])
+            .args(callers)
             .args(extra_args)
             .stdout(Stdio::null())
             .stderr(log)
