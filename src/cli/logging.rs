@@ -235,7 +235,8 @@ mod tests {
         }
     }
 
-    const HOSTILE: &str = "a\r\n2026-01-01T00:00:00.000000Z  INFO forged line\u{1b}[2J\u{7}\u{85}\u{9b}\u{2028}\u{2029}\tb";
+    const HOSTILE: &str =
+        "a\r\n2026-01-01T00:00:00.000000Z  INFO forged line\u{1b}[2J\u{7}\u{85}\u{9b}\u{2028}\u{2029}\tb";
 
     /// One event with the hostile text in the message, in a Display field, in a Debug field,
     /// in a str field, in an error field and in a span field.
@@ -265,8 +266,15 @@ mod tests {
         assert!(text.ends_with('\n'));
         let line = text.trim_end_matches('\n');
         assert!(!line.chars().any(needs_escape), "{line:?}");
-        assert!(line.contains(r"a\r\n2026-01-01T00:00:00.000000Z  INFO forged line\u{1b}[2J\u{7}\u{85}\u{9b}\u{2028}\u{2029}\tb"), "{line}");
-        for field in [r"shown=a\r\n", r#"debugged="a\r\n"#, r#"plain="a\r\n"#, r"error=a\r\n", r"refused a\r\n", r"peer=a\r\n"] {
+        assert!(
+            line.contains(
+                r"a\r\n2026-01-01T00:00:00.000000Z  INFO forged line\u{1b}[2J\u{7}\u{85}\u{9b}\u{2028}\u{2029}\tb"
+            ),
+            "{line}"
+        );
+        for field in
+            [r"shown=a\r\n", r#"debugged="a\r\n"#, r#"plain="a\r\n"#, r"error=a\r\n", r"refused a\r\n", r"peer=a\r\n"]
+        {
             assert!(line.contains(field), "{field} missing: {line}");
         }
     }

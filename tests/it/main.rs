@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod examples;
 mod exfiltration;
+mod logs;
 mod ops;
 mod proxy;
 mod raw;
