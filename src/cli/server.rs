@@ -24,6 +24,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 const DEFAULT_RATE_LIMIT: &str = "6000/min";
 const DEFAULT_AUTH_FAILURE_LIMIT: &str = "60/min";
 const DEFAULT_TENANT: &str = "default";
+const DEFAULT_MAX_PENDING_APPROVALS_PER_AGENT: u32 = 20;
 const MASTER_KEY_FILE: &str = "master.key";
 
 #[derive(Args, Debug)]
@@ -66,7 +67,7 @@ struct InitArgs {
 pub(super) struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
-    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace
+    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, max_pending_approvals_per_agent
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7878]
@@ -88,6 +89,10 @@ pub(super) struct RunArgs {
     /// like 10s [default: 10s]
     #[arg(long)]
     shutdown_grace: Option<String>,
+    /// Approval requests one agent may have pending; a new one beyond it is refused with 429
+    /// too_many_pending_approvals (an identical pending request is answered, not counted) [default: 20]
+    #[arg(long)]
+    max_pending_approvals_per_agent: Option<u32>,
 }
 
 /// The optional `--config` file; every key is optional and unknown keys are errors.
@@ -102,6 +107,7 @@ struct ConfigFile {
     auth_failure_limit: Option<String>,
     soft_delete_retention_days: Option<u32>,
     shutdown_grace: Option<String>,
+    max_pending_approvals_per_agent: Option<u32>,
 }
 
 impl ConfigFile {
@@ -253,6 +259,7 @@ impl RunArgs {
             auth_failure_limit: None,
             soft_delete_retention_days: None,
             shutdown_grace: None,
+            max_pending_approvals_per_agent: None,
         }
     }
 }
@@ -278,6 +285,13 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
     let shutdown_grace = crate::domain::time::parse_duration(&grace).ok_or_else(|| {
         anyhow::anyhow!("--shutdown-grace '{grace}': use a number followed by ms, s, m or h (like 10s)")
     })?;
+    let max_pending_approvals_per_agent = args
+        .max_pending_approvals_per_agent
+        .or(file.max_pending_approvals_per_agent)
+        .unwrap_or(DEFAULT_MAX_PENDING_APPROVALS_PER_AGENT);
+    if max_pending_approvals_per_agent == 0 {
+        bail!("--max-pending-approvals-per-agent must be 1 or more: with 0 no grant that needs approval could be asked for");
+    }
     let policy_dir = args.policies.or(file.policies);
     let policies = crate::server::policies::Policies::load(policy_dir.clone())?;
     match &policy_dir {
@@ -294,6 +308,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         auth_failure_limit,
         soft_delete_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
         shutdown_grace,
+        max_pending_approvals_per_agent,
     };
     let state = AppState {
         store,
