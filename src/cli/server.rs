@@ -290,7 +290,9 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         .or(file.max_pending_approvals_per_agent)
         .unwrap_or(DEFAULT_MAX_PENDING_APPROVALS_PER_AGENT);
     if max_pending_approvals_per_agent == 0 {
-        bail!("--max-pending-approvals-per-agent must be 1 or more: with 0 no grant that needs approval could be asked for");
+        bail!(
+            "--max-pending-approvals-per-agent must be 1 or more: with 0 no grant that needs approval could be asked for"
+        );
     }
     let policy_dir = args.policies.or(file.policies);
     let policies = crate::server::policies::Policies::load(policy_dir.clone())?;

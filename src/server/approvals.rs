@@ -68,7 +68,7 @@ pub async fn open_request(
             approval
         }
         // Asked again for what it already waits for: the pending request answers, unchanged.
-        Filed::Existing(pending) => pending,
+        Filed::Existing(pending) => *pending,
         Filed::TooMany(pending) => return Err(too_many_pending(state, caller, pending, max).await),
     };
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:7878");
@@ -107,7 +107,7 @@ async fn too_many_pending(state: &AppState, caller: &Caller, pending: i64, max: 
 enum Standing {
     /// Still granted: the request as that policy normalises it, and the policy (none for a
     /// request that no agent made).
-    Granted(TokenRequest, Option<Policy>),
+    Granted(TokenRequest, Option<Box<Policy>>),
     /// No longer granted, and why.
     Lapsed(String),
 }
@@ -124,7 +124,7 @@ async fn standing(state: &AppState, a: &Approval) -> ApiResult<Standing> {
         Err(e) => return Err(e),
     };
     Ok(match recheck(&policy, &request) {
-        Ok(request) => Standing::Granted(request, Some(policy)),
+        Ok(request) => Standing::Granted(request, Some(Box::new(policy))),
         Err(e) => Standing::Lapsed(e.message),
     })
 }

@@ -156,8 +156,7 @@ pub(super) fn vet_address(policy: &Policy, caller: &Caller) -> ApiResult<()> {
 /// as a new request would be (`vet_against_policy`); returns it normalised by that policy
 /// (its `allowed_ips` filled in when it named none).
 pub(super) fn recheck(policy: &Policy, request: &TokenRequest) -> ApiResult<TokenRequest> {
-    let scopes =
-        ScopeSet::parse_list(&request.scopes).map_err(|e| ApiError::validation(format!("scope: {e}")))?;
+    let scopes = ScopeSet::parse_list(&request.scopes).map_err(|e| ApiError::validation(format!("scope: {e}")))?;
     let nets = parse_nets(&request.allowed_ips)?;
     vet_against_policy(policy, &scopes, &nets, Some(request.ttl_seconds), &mut request.clone()).map(|(r, _)| r)
 }

@@ -199,7 +199,7 @@ pub enum Filed {
     /// Filed as a new pending request.
     New,
     /// The same requester has an identical request pending: that one stands for both.
-    Existing(Approval),
+    Existing(Box<Approval>),
     /// The requester already has this many requests pending (the cap or more).
     TooMany(i64),
 }
@@ -267,8 +267,14 @@ pub trait Store: Send + Sync {
     /// Cancels a request whose token was not handed out (pending, or approved and not yet
     /// collected), recording `by` and why in `note`; Conflict if it was denied, cancelled or
     /// collected already.
-    async fn cancel_approval(&self, tenant: &str, id: &str, by: &str, note: &str, audit: AuditDraft)
-    -> Result<Approval>;
+    async fn cancel_approval(
+        &self,
+        tenant: &str,
+        id: &str,
+        by: &str,
+        note: &str,
+        audit: AuditDraft,
+    ) -> Result<Approval>;
 
     // Secrets.
     async fn create_secret(&self, tenant: &str, meta: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()>;

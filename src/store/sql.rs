@@ -1195,7 +1195,7 @@ impl Store for SqlStore {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = same {
-            return Ok(Filed::Existing(approval_from_row(&row)?));
+            return Ok(Filed::Existing(Box::new(approval_from_row(&row)?)));
         }
         let pending: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM approvals WHERE tenant_id = $1 AND status = 'pending' \

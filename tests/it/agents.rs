@@ -315,7 +315,10 @@ fn a_flood_of_identical_requests_is_one_request_and_each_agent_has_a_cap(backend
     let refused = ask(&srv, &payments, 240);
     assert_error(&refused, 429, "too_many_pending_approvals");
     let message = refused.1["error"]["message"].as_str().unwrap();
-    assert!(message.contains("payments-agent") && message.contains("--max-pending-approvals-per-agent 20"), "{message}");
+    assert!(
+        message.contains("payments-agent") && message.contains("--max-pending-approvals-per-agent 20"),
+        "{message}"
+    );
     assert_eq!(refused.1["error"]["pending"], 20);
     assert_eq!(pending_id(&ask(&srv, &payments, 120)), flood, "an identical request is still answered at the cap");
     pending_id(&ask(&srv, &billing, 240));
