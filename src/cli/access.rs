@@ -59,8 +59,9 @@ pub struct CreateToken {
 
 #[derive(Subcommand, Debug)]
 pub enum ApprovalCommand {
-    /// List approval requests (default: pending)
+    /// List approval requests, every one of them, newest first (default: pending)
     Ls {
+        /// pending, approved, denied or cancelled
         #[arg(long, default_value = "pending")]
         status: String,
     },
@@ -171,6 +172,9 @@ async fn wait_for_token(client: &Client, id: &str, as_json: bool) -> anyhow::Res
             Some("approved") if body["token"].is_object() => return print_token(&body["token"], as_json),
             Some("approved") => anyhow::bail!("request {id} was approved, but its token was already collected"),
             Some("denied") => anyhow::bail!("request {id} was denied: {}", field(&body, "note")),
+            // The server answers the requester of a cancelled request with an error; a
+            // decider waiting on it sees the status.
+            Some("cancelled") => anyhow::bail!("request {id} was cancelled: {}", field(&body, "note")),
             _ => tokio::time::sleep(Duration::from_secs(2)).await,
         }
     }
@@ -179,8 +183,9 @@ async fn wait_for_token(client: &Client, id: &str, as_json: bool) -> anyhow::Res
 pub async fn approval(cmd: ApprovalCommand, client: &Client) -> anyhow::Result<()> {
     match cmd {
         ApprovalCommand::Ls { status } => {
-            let body = client.get_json(&Client::with_query("/v1/approvals", &[("status", status)])).await?;
-            let rows: Vec<[String; 5]> = items(&body, "approvals")
+            // Page by page to the end: a flood of newer requests hides none filed before it.
+            let all = client.list("/v1/approvals", &[("status", status)], "approvals", usize::MAX).await?;
+            let rows: Vec<[String; 5]> = all
                 .iter()
                 .map(|a| {
                     [field(a, "id"), field(a, "status"), field(a, "agent"), field(a, "reason"), field(a, "created_at")]

@@ -24,6 +24,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 const DEFAULT_RATE_LIMIT: &str = "6000/min";
 const DEFAULT_AUTH_FAILURE_LIMIT: &str = "60/min";
 const DEFAULT_TENANT: &str = "default";
+const DEFAULT_MAX_PENDING_APPROVALS_PER_AGENT: u32 = 20;
 const MASTER_KEY_FILE: &str = "master.key";
 
 #[derive(Args, Debug)]
@@ -66,7 +67,7 @@ struct InitArgs {
 pub(super) struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
-    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval
+    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7878]
@@ -92,6 +93,10 @@ pub(super) struct RunArgs {
     /// in the data dir (also written on shutdown), like 60s [default: 60s]
     #[arg(long)]
     audit_checkpoint_interval: Option<String>,
+    /// Approval requests one agent may have pending; a new one beyond it is refused with 429
+    /// too_many_pending_approvals (an identical pending request is answered, not counted) [default: 20]
+    #[arg(long)]
+    max_pending_approvals_per_agent: Option<u32>,
 }
 
 /// The optional `--config` file; every key is optional and unknown keys are errors.
@@ -107,6 +112,7 @@ struct ConfigFile {
     soft_delete_retention_days: Option<u32>,
     shutdown_grace: Option<String>,
     audit_checkpoint_interval: Option<String>,
+    max_pending_approvals_per_agent: Option<u32>,
 }
 
 impl ConfigFile {
@@ -259,6 +265,7 @@ impl RunArgs {
             soft_delete_retention_days: None,
             shutdown_grace: None,
             audit_checkpoint_interval: None,
+            max_pending_approvals_per_agent: None,
         }
     }
 }
@@ -292,6 +299,15 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
             bail!("--audit-checkpoint-interval '{s}': use a number above 0 followed by ms, s, m or h (like 60s)")
         }
     };
+    let max_pending_approvals_per_agent = args
+        .max_pending_approvals_per_agent
+        .or(file.max_pending_approvals_per_agent)
+        .unwrap_or(DEFAULT_MAX_PENDING_APPROVALS_PER_AGENT);
+    if max_pending_approvals_per_agent == 0 {
+        bail!(
+            "--max-pending-approvals-per-agent must be 1 or more: with 0 no grant that needs approval could be asked for"
+        );
+    }
     let policy_dir = args.policies.or(file.policies);
     let policies = crate::server::policies::Policies::load(policy_dir.clone())?;
     match &policy_dir {
@@ -315,6 +331,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         auth_failure_limit,
         soft_delete_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
         shutdown_grace,
+        max_pending_approvals_per_agent,
     };
     let state = AppState {
         store,

@@ -35,6 +35,8 @@ pub mod kind {
     pub const APPROVAL_REQUEST: &str = "approval.request";
     pub const APPROVAL_APPROVE: &str = "approval.approve";
     pub const APPROVAL_DENY: &str = "approval.deny";
+    /// A request whose grant the policy no longer has, cancelled before its token was handed out.
+    pub const APPROVAL_CANCEL: &str = "approval.cancel";
     pub const POLICY_RELOAD: &str = "policy.reload";
     pub const ACCESS: &str = "access";
     /// An access event a proxy reported for a secret its agent's policy does not grant:

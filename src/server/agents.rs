@@ -108,7 +108,8 @@ pub async fn reload(State(state): State<AppState>, caller: Authed) -> ApiResult<
     match result {
         Ok(set) => {
             state.changes.publish(Change::new(ALL_TENANTS, "policy.updated"));
-            Ok(Json(json!({ "reloaded": true, "policies": set.len() })))
+            let cancelled = super::approvals::cancel_lapsed(&state, "policy_reload").await;
+            Ok(Json(json!({ "reloaded": true, "policies": set.len(), "cancelled_approvals": cancelled })))
         }
         Err(e @ ReloadError::NoDirectory) => Err(ApiError::conflict(e.to_string())),
         Err(e @ ReloadError::Invalid(_)) => Err(ApiError::validation(e.to_string())),

@@ -1,6 +1,12 @@
 //! `/v1/approvals`: token requests that a policy says a human must approve. The requester
 //! polls `GET /v1/approvals/{id}`; after approval that call mints the token and hands its
 //! value out exactly once. Deciders need `approvals:decide` and never decide their own.
+//!
+//! An agent asking again for what it already waits for gets the pending request back rather
+//! than a new one, and it may have only so many pending (`--max-pending-approvals-per-agent`),
+//! so a flood cannot bury a genuine request. An approval never outlives its grant: the
+//! request is checked against the policy in force when it is approved and when its token is
+//! collected, and a policy change cancels the pending requests it no longer grants.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -9,15 +15,25 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use super::AppState;
 use super::auth::{AgentRef, Authed, Caller, new_id};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{QueryParams, parse_json};
-use super::tokens::{TokenRequest, minted_body};
+use super::tokens::{TokenRequest, minted_body, recheck, vet_address};
 use crate::domain::Scope;
-use crate::domain::audit::kind;
+use crate::domain::audit::{AuditDraft, kind};
+use crate::domain::policy::Policy;
 use crate::domain::time::{now_ms, to_rfc3339};
-use crate::store::{Approval, StoreError};
+use crate::store::{Approval, Filed, StoreError};
+
+/// Every status a request can have; `cancelled`: the policy stopped granting it before its
+/// token was handed out.
+const STATUSES: [&str; 4] = ["pending", "approved", "denied", "cancelled"];
+/// The actor of what the server does on its own.
+const SERVER_ACTOR: &str = "airlock-server";
 
 /// Files a pending approval for a vetted token request; returns the 202 body.
 pub async fn open_request(
@@ -45,15 +61,143 @@ pub async fn open_request(
     };
     let mut audit = caller.draft(kind::APPROVAL_REQUEST, None);
     audit.detail = json!({ "approval_request_id": approval.id, "scope": request.scopes, "reason": reason });
-    state.store.create_approval(&approval, audit).await?;
+    let max = i64::from(state.config.max_pending_approvals_per_agent);
+    let approval = match state.store.file_approval(&approval, max, audit).await? {
+        Filed::New => {
+            tracing::info!(approval = %approval.id, agent = ?approval.agent_name, "token request waits for approval");
+            approval
+        }
+        // Asked again for what it already waits for: the pending request answers, unchanged.
+        Filed::Existing(pending) => *pending,
+        Filed::TooMany(pending) => return Err(too_many_pending(state, caller, pending, max).await),
+    };
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:7878");
-    tracing::info!(approval = %approval.id, agent = ?approval.agent_name, "token request waits for approval");
     Ok(json!({
         "approval_status": "pending",
         "approval_request_id": approval.id,
-        "message": format!("approval required ({reason}); an operator with approvals:decide must approve it"),
+        "message": format!("approval required ({}); an operator with approvals:decide must approve it", approval.reason),
         "approve_url": format!("http://{host}/v1/approvals/{}", approval.id),
     }))
+}
+
+/// The 429 for a requester at the cap, audited as a refused mint (`token.denied`).
+async fn too_many_pending(state: &AppState, caller: &Caller, pending: i64, max: i64) -> ApiError {
+    let who = caller.agent().map_or_else(|| caller.credential.name.clone(), |a| a.name);
+    let mut e = ApiError::new(
+        ErrorCode::TooManyPendingApprovals,
+        format!(
+            "agent '{who}' has {pending} approval requests pending, the most this server allows \
+             (--max-pending-approvals-per-agent {max}); wait until an operator decides them \
+             (airlock approval ls), or ask again for one of them: an identical request is answered \
+             with the pending one's id"
+        ),
+    );
+    e.extra.insert("pending".into(), pending.into());
+    e.extra.insert("max_pending".into(), max.into());
+    let mut draft = caller.draft(kind::TOKEN_DENIED, None);
+    draft.success = false;
+    draft.detail = json!({ "error": e.code.as_str(), "reason": e.message });
+    match state.store.record(caller.tenant(), draft, None).await {
+        Ok(()) => e,
+        Err(audit) => audit.into(),
+    }
+}
+
+/// What the policy in force says of a request filed earlier.
+enum Standing {
+    /// Still granted: the request as that policy normalises it, and the policy (none for a
+    /// request that no agent made).
+    Granted(TokenRequest, Option<Box<Policy>>),
+    /// No longer granted, and why.
+    Lapsed(String),
+}
+
+/// Checks a filed request against the policy in force as a new request would be checked
+/// (`tokens::recheck`): an agent without a policy, a scope no grant covers, a TTL over the
+/// agent's `token_ttl` or addresses outside its `allowed_ips` make it lapse.
+async fn standing(state: &AppState, a: &Approval) -> ApiResult<Standing> {
+    let request: TokenRequest = serde_json::from_value(a.request.clone()).map_err(|e| ApiError::internal(&e))?;
+    let Some(agent) = a.agent_name.as_deref() else { return Ok(Standing::Granted(request, None)) };
+    let policy = match state.policy_for(&a.tenant_id, agent).await {
+        Ok(policy) => policy,
+        Err(e) if e.code == ErrorCode::PermissionDenied => return Ok(Standing::Lapsed(e.message)),
+        Err(e) => return Err(e),
+    };
+    Ok(match recheck(&policy, &request) {
+        Ok(request) => Standing::Granted(request, Some(Box::new(policy))),
+        Err(e) => Standing::Lapsed(e.message),
+    })
+}
+
+/// Cancels a request whose grant lapsed (`why`), audited as `approval.cancel` by `draft`'s actor;
+/// `on` says what found it lapsed: `approve`, `collect`, `policy_change`.
+async fn cancel(state: &AppState, mut draft: AuditDraft, a: &Approval, why: &str, on: &str) -> ApiResult<Approval> {
+    draft.detail = json!({
+        "approval_request_id": a.id, "agent": a.agent_name, "scope": a.request["scopes"], "reason": why, "on": on,
+    });
+    let by = draft.actor.clone();
+    let cancelled = state.store.cancel_approval(&a.tenant_id, &a.id, &by, why, draft).await.map_err(|e| match e {
+        StoreError::Conflict(m) => ApiError::conflict(m),
+        e => e.into(),
+    })?;
+    tracing::info!(approval = %a.id, agent = ?a.agent_name, on, "approval request cancelled: the policy no longer grants it");
+    Ok(cancelled)
+}
+
+/// What the requester of a cancelled request is answered: no token, and why.
+fn cancelled_error(a: &Approval, why: &str) -> ApiError {
+    let mut e = ApiError::conflict(format!(
+        "approval request '{}' is cancelled: {why}; the policy no longer grants what it asks for, so no token \
+         is issued for it (file a new token request if the policy grants it again)",
+        a.id
+    ));
+    e.extra.insert("approval_status".into(), "cancelled".into());
+    e.extra.insert("approval_request_id".into(), a.id.clone().into());
+    e
+}
+
+/// After the policy set changed (a reload, or a start with the files changed meanwhile):
+/// cancels every pending request it no longer grants, audited as `approval.cancel` by the
+/// server. Returns how many were cancelled. A failure is logged: the checks when a request
+/// is approved and when its token is collected still hold.
+pub async fn cancel_lapsed(state: &AppState, trigger: &'static str) -> usize {
+    match sweep(state, trigger).await {
+        Ok(0) => 0,
+        Ok(n) => {
+            tracing::info!(cancelled = n, trigger, "cancelled the approval requests the policies no longer grant");
+            n
+        }
+        Err(e) => {
+            tracing::error!(error = %e.message, trigger, "could not cancel the approval requests the policies no longer grant");
+            0
+        }
+    }
+}
+
+async fn sweep(state: &AppState, trigger: &'static str) -> ApiResult<usize> {
+    let mut cancelled = 0;
+    for a in state.store.pending_approvals().await? {
+        let Standing::Lapsed(why) = standing(state, &a).await? else { continue };
+        let draft = AuditDraft {
+            id: new_id("evt"),
+            kind: kind::APPROVAL_CANCEL,
+            path: None,
+            actor: SERVER_ACTOR.into(),
+            actor_description: Some(trigger.replace('_', " ")),
+            ip: None,
+            user_agent: None,
+            timestamp_ms: now_ms(),
+            success: true,
+            detail: json!({}),
+        };
+        match cancel(state, draft, &a, &why, "policy_change").await {
+            Ok(_) => cancelled += 1,
+            // Decided meanwhile.
+            Err(e) if e.code == ErrorCode::Conflict => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(cancelled)
 }
 
 fn view(a: &Approval) -> Value {
@@ -89,20 +233,52 @@ fn require_decider(caller: &Caller) -> ApiResult<()> {
 pub struct ListQuery {
     status: Option<String>,
     limit: Option<i64>,
+    cursor: Option<String>,
 }
 
+/// Where the next page starts: after the last request of this one (newest first).
+#[derive(serde::Serialize, Deserialize)]
+struct Cursor {
+    created_at: i64,
+    id: String,
+}
+
+fn encode_cursor(a: &Approval) -> String {
+    let cursor = Cursor { created_at: a.created_at, id: a.id.clone() };
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&cursor).unwrap_or_default())
+}
+
+fn decode_cursor(s: &str) -> ApiResult<Cursor> {
+    let bad = || ApiError::invalid("bad cursor; pass back the next_cursor of a previous page unchanged");
+    let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+    serde_json::from_slice(&bytes).map_err(|_| bad())
+}
+
+/// Newest first, a page at a time: `next_cursor` fetches the next one (null on the last),
+/// and `total` counts every request with that status.
 pub async fn list(
     State(state): State<AppState>,
     caller: Authed,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     require_decider(&caller)?;
-    if let Some(s) = q.status.as_deref().filter(|s| !["pending", "approved", "denied"].contains(s)) {
-        return Err(ApiError::invalid(format!("status '{s}' is not one of pending, approved, denied")));
+    if let Some(s) = q.status.as_deref().filter(|s| !STATUSES.contains(s)) {
+        return Err(ApiError::invalid(format!("status '{s}' is not one of {}", STATUSES.join(", "))));
     }
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let items = state.store.list_approvals(caller.tenant(), q.status.as_deref(), limit).await?;
-    Ok(Json(json!({ "approvals": items.iter().map(view).collect::<Vec<_>>() })))
+    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let before = cursor.as_ref().map(|c| (c.created_at, c.id.as_str()));
+    let status = q.status.as_deref();
+    let mut items = state.store.list_approvals_before(caller.tenant(), status, before, limit + 1).await?;
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let total = state.store.count_approvals(caller.tenant(), status).await?;
+    let next_cursor = more.then(|| items.last().map(encode_cursor)).flatten();
+    Ok(Json(json!({
+        "approvals": items.iter().map(view).collect::<Vec<_>>(),
+        "total": total,
+        "next_cursor": next_cursor,
+    })))
 }
 
 /// For the requester after approval: the token value, once. For deciders: the request.
@@ -113,22 +289,41 @@ pub async fn get(State(state): State<AppState>, caller: Authed, Path(id): Path<S
     if !requester && !caller.has(&Scope::ApprovalsDecide) {
         return Err(not_found());
     }
+    // An error, not a status: a requester that polls for `approved` or `denied` stops here.
+    if requester && approval.status == "cancelled" {
+        return Err(cancelled_error(&approval, approval.note.as_deref().unwrap_or("its grant lapsed")));
+    }
     let mut body = view(&approval);
     body["approval_status"] = approval.status.clone().into();
     body["approval_request_id"] = approval.id.clone().into();
-    if requester
-        && approval.status == "approved"
-        && approval.token_id.is_none()
-        && let Some(token) = collect(&state, &caller, &approval).await?
-    {
-        body["token"] = token;
+    if requester && approval.status == "approved" && approval.token_id.is_none() {
+        // Approved under the policy of then: minted only if the policy of now still grants it.
+        match standing(&state, &approval).await? {
+            Standing::Granted(request, policy) => {
+                if let Some(policy) = &policy {
+                    vet_address(policy, &caller)?;
+                }
+                if let Some(token) = collect(&state, &caller, &approval, &request).await? {
+                    body["token"] = token;
+                }
+            }
+            Standing::Lapsed(why) => {
+                cancel(&state, caller.draft(kind::APPROVAL_CANCEL, None), &approval, &why, "collect").await?;
+                return Err(cancelled_error(&approval, &why));
+            }
+        }
     }
     Ok(Json(body))
 }
 
-/// Mints the approved token for its requester, if nobody collected it yet.
-async fn collect(state: &AppState, caller: &Caller, approval: &Approval) -> ApiResult<Option<Value>> {
-    let request: TokenRequest = serde_json::from_value(approval.request.clone()).map_err(|e| ApiError::internal(&e))?;
+/// Mints the approved token for its requester, if nobody collected it yet: `request` as the
+/// policy in force normalises it.
+async fn collect(
+    state: &AppState,
+    caller: &Caller,
+    approval: &Approval,
+    request: &TokenRequest,
+) -> ApiResult<Option<Value>> {
     let agent = approval.agent_id.clone().zip(approval.agent_name.clone()).map(|(id, name)| AgentRef { id, name });
     let (token, secret) = request.mint(caller.tenant(), &approval.requester_id, agent.as_ref());
     let mut audit = caller.draft(kind::TOKEN_CREATE, None);
@@ -198,6 +393,14 @@ async fn decide(
         let mut e = ApiError::permission_denied(None, "approvals:decide");
         e.message = "nobody decides their own approval request; ask another operator".into();
         return Err(refuse(e).await);
+    }
+    // Approving what the policy no longer grants would hand out what it no longer allows.
+    if status == "approved"
+        && approval.status == "pending"
+        && let Standing::Lapsed(why) = standing(state, &approval).await?
+    {
+        cancel(state, caller.draft(kind::APPROVAL_CANCEL, None), &approval, &why, "approve").await?;
+        return Err(cancelled_error(&approval, &why));
     }
     let mut audit = caller.draft(event, None);
     audit.detail = json!({ "approval_request_id": id, "note": note });

@@ -17,6 +17,8 @@ pub enum ErrorCode {
     Conflict,
     ValidationError,
     RateLimited,
+    /// 429: the agent has as many approval requests pending as the server allows.
+    TooManyPendingApprovals,
     Internal,
     Unavailable,
 }
@@ -31,6 +33,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::ValidationError => "validation_error",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyPendingApprovals => "too_many_pending_approvals",
             ErrorCode::Internal => "internal_error",
             ErrorCode::Unavailable => "unavailable",
         }
@@ -44,7 +47,7 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::TooManyPendingApprovals => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub soft_delete_retention: Duration,
     /// How long in-flight requests may take after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// Approval requests one agent may have pending; beyond it a new one is refused (429).
+    pub max_pending_approvals_per_agent: u32,
 }
 
 #[derive(Clone)]
@@ -217,6 +219,12 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
     tokio::spawn(upkeep(state.clone()));
     tokio::spawn(reload_on_sighup(state.clone()));
     tokio::spawn(checkpoint::keep(state.clone()));
+    // The policy files may have changed while the server was down. (A server started with
+    // no policies at all is left alone: more likely a missing flag than every grant removed.)
+    if !state.policies.current().is_empty() {
+        let at_start = state.clone();
+        tokio::spawn(async move { approvals::cancel_lapsed(&at_start, "server_start").await });
+    }
     tracing::info!(%addr, "airlock server listening");
     let (changes, grace) = (state.changes.clone(), state.config.shutdown_grace);
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
@@ -254,7 +262,10 @@ async fn reload_on_sighup(state: AppState) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
         match state.policies.reload() {
-            Ok(_) => state.changes.publish(changes::Change::new(changes::ALL_TENANTS, "policy.updated")),
+            Ok(_) => {
+                state.changes.publish(changes::Change::new(changes::ALL_TENANTS, "policy.updated"));
+                approvals::cancel_lapsed(&state, "policy_reload").await;
+            }
             Err(e) => tracing::error!(error = %e, "policy reload on SIGHUP failed"),
         }
     }

@@ -129,7 +129,8 @@ async fn vet(state: &AppState, caller: &Caller, b: &MintBody) -> ApiResult<(Toke
     match caller.agent() {
         Some(agent) => {
             let policy = state.policy_for(caller.tenant(), &agent.name).await?;
-            vet_against_policy(&policy, caller, &scopes, &nets, b.ttl_seconds, &mut request)
+            vet_address(&policy, caller)?;
+            vet_against_policy(&policy, &scopes, &nets, b.ttl_seconds, &mut request)
         }
         None => {
             if let Some(uncovered) = caller.scopes.first_uncovered(&scopes) {
@@ -143,17 +144,30 @@ async fn vet(state: &AppState, caller: &Caller, b: &MintBody) -> ApiResult<(Toke
     }
 }
 
+/// An agent's credential is used only from the addresses its policy allows.
+pub(super) fn vet_address(policy: &Policy, caller: &Caller) -> ApiResult<()> {
+    if !policy.allows_ip(caller.ip) {
+        return Err(ApiError::permission_denied(None, &format!("agent.allowed_ips containing {}", caller.ip)));
+    }
+    Ok(())
+}
+
+/// Checks a request vetted earlier (an approval request) against `policy` as it is now,
+/// as a new request would be (`vet_against_policy`); returns it normalised by that policy
+/// (its `allowed_ips` filled in when it named none).
+pub(super) fn recheck(policy: &Policy, request: &TokenRequest) -> ApiResult<TokenRequest> {
+    let scopes = ScopeSet::parse_list(&request.scopes).map_err(|e| ApiError::validation(format!("scope: {e}")))?;
+    let nets = parse_nets(&request.allowed_ips)?;
+    vet_against_policy(policy, &scopes, &nets, Some(request.ttl_seconds), &mut request.clone()).map(|(r, _)| r)
+}
+
 fn vet_against_policy(
     policy: &Policy,
-    caller: &Caller,
     scopes: &ScopeSet,
     nets: &[ipnet::IpNet],
     ttl: Option<u64>,
     request: &mut TokenRequest,
 ) -> ApiResult<(TokenRequest, Option<String>)> {
-    if !policy.allows_ip(caller.ip) {
-        return Err(ApiError::permission_denied(None, &format!("agent.allowed_ips containing {}", caller.ip)));
-    }
     let mut approval_grants = Vec::new();
     for scope in scopes.iter() {
         let grant = match scope {

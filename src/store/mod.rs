@@ -186,7 +186,8 @@ pub struct Approval {
     pub requester_id: String,
     pub agent_id: Option<String>,
     pub agent_name: Option<String>,
-    /// pending | approved | denied
+    /// pending | approved | denied | cancelled (the policy stopped granting it before its
+    /// token was handed out)
     pub status: String,
     /// The token request as JSON (scopes, ttl_seconds, description, allowed_ips, max_uses).
     pub request: serde_json::Value,
@@ -198,6 +199,17 @@ pub struct Approval {
     pub note: Option<String>,
     /// Set once the requester has collected the token.
     pub token_id: Option<String>,
+}
+
+/// What filing an approval request came to (`Store::file_approval`).
+#[derive(Debug, Clone)]
+pub enum Filed {
+    /// Filed as a new pending request.
+    New,
+    /// The same requester has an identical request pending: that one stands for both.
+    Existing(Box<Approval>),
+    /// The requester already has this many requests pending (the cap or more).
+    TooMany(i64),
 }
 
 /// A version whose data key is wrapped by some master key other than the active one.
@@ -245,6 +257,32 @@ pub trait Store: Send + Sync {
     /// or returns false if it was already collected.
     async fn issue_approved_token(&self, tenant: &str, id: &str, token: &Credential, audit: AuditDraft)
     -> Result<bool>;
+    /// Files a pending approval, unless its requester (its agent, or its credential when it
+    /// has none) has an identical request pending (`Existing`: nothing is written) or already
+    /// `max_pending` requests pending (`TooMany`). Checked and written in one transaction.
+    async fn file_approval(&self, a: &Approval, max_pending: i64, audit: AuditDraft) -> Result<Filed>;
+    /// A page of approvals, newest first: those older than `before` (created_at, id) if given.
+    async fn list_approvals_before(
+        &self,
+        tenant: &str,
+        status: Option<&str>,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<Approval>>;
+    async fn count_approvals(&self, tenant: &str, status: Option<&str>) -> Result<i64>;
+    /// The pending approvals of every tenant.
+    async fn pending_approvals(&self) -> Result<Vec<Approval>>;
+    /// Cancels a request whose token was not handed out (pending, or approved and not yet
+    /// collected), recording `by` and why in `note`; Conflict if it was denied, cancelled or
+    /// collected already.
+    async fn cancel_approval(
+        &self,
+        tenant: &str,
+        id: &str,
+        by: &str,
+        note: &str,
+        audit: AuditDraft,
+    ) -> Result<Approval>;
 
     // Secrets.
     async fn create_secret(&self, tenant: &str, meta: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()>;

@@ -1178,6 +1178,134 @@ impl Store for SqlStore {
         Ok(true)
     }
 
+    async fn file_approval(&self, a: &Approval, max_pending: i64, audit: AuditDraft) -> Result<Filed> {
+        let (mut tx, _write) = self.begin().await?;
+        // The chain head lock serialises this with every other filing in the tenant, so two
+        // identical requests at once cannot both be filed, nor two requests both be under the cap.
+        let head = self.lock_head(&mut tx, &a.tenant_id).await?;
+        let requester = a.agent_id.as_deref().unwrap_or(&a.requester_id);
+        let request = a.request.to_string();
+        let same = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND status = 'pending' \
+             AND COALESCE(agent_id, requester_id) = $2 AND request = $3 ORDER BY created_at, id LIMIT 1"
+        ))
+        .bind(&a.tenant_id)
+        .bind(requester)
+        .bind(&request)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = same {
+            return Ok(Filed::Existing(Box::new(approval_from_row(&row)?)));
+        }
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM approvals WHERE tenant_id = $1 AND status = 'pending' \
+             AND COALESCE(agent_id, requester_id) = $2",
+        )
+        .bind(&a.tenant_id)
+        .bind(requester)
+        .fetch_one(&mut *tx)
+        .await?;
+        if pending >= max_pending {
+            return Ok(Filed::TooMany(pending));
+        }
+        sqlx::query(&format!(
+            "INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, NULL, NULL)"
+        ))
+        .bind(&a.id)
+        .bind(&a.tenant_id)
+        .bind(&a.requester_id)
+        .bind(&a.agent_id)
+        .bind(&a.agent_name)
+        .bind(&a.status)
+        .bind(request)
+        .bind(&a.reason)
+        .bind(a.created_at)
+        .execute(&mut *tx)
+        .await?;
+        append(&mut tx, self.engine, &a.tenant_id, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(Filed::New)
+    }
+
+    async fn list_approvals_before(
+        &self,
+        tenant: &str,
+        status: Option<&str>,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<Approval>> {
+        let (created_at, id) = before.unwrap_or((i64::MAX, ""));
+        let rows = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND ($2 = '' OR status = $2) \
+             AND ($3 = 0 OR created_at < $4 OR (created_at = $4 AND id < $5)) \
+             ORDER BY created_at DESC, id DESC LIMIT $6"
+        ))
+        .bind(tenant)
+        .bind(status.unwrap_or(""))
+        .bind(i64::from(before.is_some()))
+        .bind(created_at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    async fn count_approvals(&self, tenant: &str, status: Option<&str>) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE tenant_id = $1 AND ($2 = '' OR status = $2)")
+            .bind(tenant)
+            .bind(status.unwrap_or(""))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn pending_approvals(&self) -> Result<Vec<Approval>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE status = 'pending' ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    async fn cancel_approval(
+        &self,
+        tenant: &str,
+        id: &str,
+        by: &str,
+        note: &str,
+        audit: AuditDraft,
+    ) -> Result<Approval> {
+        let (mut tx, _write) = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let n = sqlx::query(
+            "UPDATE approvals SET status = 'cancelled', decided_at = $1, decided_by = $2, note = $3 \
+             WHERE tenant_id = $4 AND id = $5 AND (status = 'pending' OR (status = 'approved' AND token_id IS NULL))",
+        )
+        .bind(audit.timestamp_ms)
+        .bind(by)
+        .bind(note)
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let approval = approval_from_row(&row)?;
+        if n == 0 {
+            let state = if approval.token_id.is_some() { "collected" } else { approval.status.as_str() };
+            return Err(StoreError::Conflict(format!("approval request '{id}' was already {state}")));
+        }
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(approval)
+    }
+
     async fn create_secret(&self, tenant: &str, m: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()> {
         let (done, answer) = oneshot::channel();
         let job = CreateJob { tenant: tenant.to_owned(), meta: m.clone(), sealed: sealed.clone(), audit, done };

@@ -271,6 +271,167 @@ fn a_decision_is_made_once_by_someone_other_than_the_requester(backend: Backend)
     assert_error(&resp, 409, "conflict");
 }
 
+const STRIPE: &str = "secrets:read:production/stripe/*";
+
+/// A token request of `key` for the Stripe grant (which needs approval), `ttl` seconds.
+fn ask(srv: &Server, key: &str, ttl: u64) -> (u16, Value) {
+    mint(srv, key, json!({ "scope": STRIPE, "ttl_seconds": ttl }))
+}
+
+fn pending_id(resp: &(u16, Value)) -> String {
+    assert_eq!(resp.0, 202, "{}", resp.1);
+    assert_eq!(resp.1["approval_status"], "pending", "{}", resp.1);
+    resp.1["approval_request_id"].as_str().unwrap().to_owned()
+}
+
+fn audit_kinds(srv: &Server) -> Vec<(String, Value)> {
+    let (_, audit) = srv.admin("GET", "/v1/audit?limit=500", None);
+    audit["events"].as_array().unwrap().iter().map(|e| (e["type"].as_str().unwrap().to_owned(), e.clone())).collect()
+}
+
+/// Issue 24 item 4: 200 identical token requests once left 200 pending approvals, and
+/// `approval ls` showed the newest 50, so a request filed before the flood vanished from view.
+fn a_flood_of_identical_requests_is_one_request_and_each_agent_has_a_cap(backend: Backend) {
+    let billing = PAYMENTS.replace("payments-agent", "billing-agent");
+    let dir = policies_dir(&[("payments.toml", PAYMENTS), ("billing.toml", &billing)]);
+    let srv = server_with(backend, dir.path());
+    let (_, payments) = add_agent(&srv, "payments-agent");
+    let (_, billing) = add_agent(&srv, "billing-agent");
+    let genuine = pending_id(&ask(&srv, &payments, 60));
+
+    // The flood: each identical request is answered with the one pending request, as a new one would be.
+    let flood = pending_id(&ask(&srv, &payments, 120));
+    for _ in 0..200 {
+        let again = ask(&srv, &payments, 120);
+        assert_eq!(pending_id(&again), flood, "an identical request filed a new one");
+        assert!(again.1["approve_url"].as_str().unwrap().ends_with(&flood), "{}", again.1);
+    }
+    assert_eq!(pending_id(&ask(&srv, &payments, 60)), genuine);
+
+    // The cap (by default 20) counts distinct pending requests per agent.
+    for ttl in 1..=18 {
+        pending_id(&ask(&srv, &payments, ttl));
+    }
+    let refused = ask(&srv, &payments, 240);
+    assert_error(&refused, 429, "too_many_pending_approvals");
+    let message = refused.1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("payments-agent") && message.contains("--max-pending-approvals-per-agent 20"),
+        "{message}"
+    );
+    assert_eq!(refused.1["error"]["pending"], 20);
+    assert_eq!(pending_id(&ask(&srv, &payments, 120)), flood, "an identical request is still answered at the cap");
+    pending_id(&ask(&srv, &billing, 240));
+
+    // The operator sees every request, the genuine one first filed included.
+    let ls = ok_stdout(srv.cli(&srv.admin_key, &["approval", "ls"]));
+    assert_eq!(ls.matches("apr_").count(), 21, "{ls}");
+    assert!(ls.contains(&genuine), "{ls}");
+
+    // A decision makes room; the refusal was audited.
+    assert_eq!(srv.admin("POST", &format!("/v1/approvals/{genuine}/deny"), None).0, 200);
+    pending_id(&ask(&srv, &payments, 240));
+    let denied = audit_kinds(&srv).into_iter().filter(|(k, _)| k == "token.denied").collect::<Vec<_>>();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0].1["detail"]["error"], "too_many_pending_approvals");
+    let requests = audit_kinds(&srv).into_iter().filter(|(k, _)| k == "approval.request").count();
+    assert_eq!(requests, 22, "only the requests filed are recorded as filed");
+}
+
+/// Issue 24 item 4: `approval ls` pages through every request, not the newest 50.
+fn approval_ls_lists_every_request_however_many(backend: Backend) {
+    let names: Vec<String> = (0..7).map(|i| format!("agent-{i}")).collect();
+    let files: Vec<(String, String)> =
+        names.iter().map(|n| (format!("{n}.toml"), PAYMENTS.replace("payments-agent", n))).collect();
+    let dir = policies_dir(&files.iter().map(|(f, t)| (f.as_str(), t.as_str())).collect::<Vec<_>>());
+    let srv = server_with(backend, dir.path());
+    let mut ids = Vec::new();
+    for name in &names {
+        let (_, key) = add_agent(&srv, name);
+        // 19 each (the cap is 20): 133 in all.
+        ids.extend((1..=19).map(|ttl| pending_id(&ask(&srv, &key, ttl))));
+    }
+    let genuine = ids[0].clone();
+    let ls = ok_stdout(srv.cli(&srv.admin_key, &["approval", "ls"]));
+    assert_eq!(ls.matches("apr_").count(), 133, "{ls}");
+    assert!(ids.iter().all(|id| ls.contains(id.as_str())), "{ls}");
+    assert!(ls.contains(&genuine), "the request filed before the others is listed: {ls}");
+
+    // The API pages by cursor and says how many there are.
+    let (status, page) = srv.admin("GET", "/v1/approvals?status=pending&limit=100", None);
+    assert_eq!((status, page["total"].as_i64()), (200, Some(133)), "{page}");
+    assert_eq!(page["approvals"].as_array().unwrap().len(), 100);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = srv.admin("GET", &format!("/v1/approvals?status=pending&limit=100&cursor={cursor}"), None);
+    let mut seen: Vec<&str> = page["approvals"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    seen.extend(rest["approvals"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()));
+    assert_eq!(rest["next_cursor"], Value::Null, "{rest}");
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 133);
+    assert_error(&srv.admin("GET", "/v1/approvals?cursor=nonsense", None), 400, "invalid_request");
+}
+
+/// Issue 24 item 5: an approved request, or one approved after its grant was removed from
+/// the policy, once still yielded a token reading what the policy no longer granted.
+fn an_approval_does_not_outlive_its_grant(backend: Backend) {
+    let dir = policies_dir(&[("payments.toml", PAYMENTS)]);
+    let mut srv = server_with(backend, dir.path());
+    srv.create("production/stripe/key", &secret_value("stripe"));
+    let (_, agent) = add_agent(&srv, "payments-agent");
+    let pending = pending_id(&ask(&srv, &agent, 60));
+    let approved = pending_id(&ask(&srv, &agent, 120));
+    assert_eq!(srv.admin("POST", &format!("/v1/approvals/{approved}/approve"), None).0, 200);
+
+    // The grant goes.
+    let without = PAYMENTS.replace("production/stripe/*", "production/other/*");
+    std::fs::write(dir.path().join("payments.toml"), &without).unwrap();
+    let (status, reloaded) = srv.admin("POST", "/v1/policies/reload", None);
+    assert_eq!(status, 200, "{reloaded}");
+
+    // The approved request yields no token: it is cancelled when the agent comes for it.
+    for _ in 0..2 {
+        let resp = srv.call("GET", &format!("/v1/approvals/{approved}"), &agent, None);
+        assert_error(&resp, 409, "conflict");
+        assert_eq!(resp.1["error"]["approval_status"], "cancelled");
+        assert!(resp.1["error"]["message"].as_str().unwrap().contains("no token"), "{}", resp.1);
+        assert!(!resp.1.to_string().contains("at_"), "{}", resp.1);
+    }
+    let (_, seen) = srv.admin("GET", &format!("/v1/approvals/{approved}"), None);
+    assert_eq!((seen["status"].as_str(), &seen["token_id"]), (Some("cancelled"), &Value::Null), "{seen}");
+    let got = srv.cli(&agent, &["approval", "get", &approved]);
+    assert!(!got.status.success() && String::from_utf8_lossy(&got.stderr).contains("cancelled"), "{got:?}");
+
+    // The pending one was cancelled by the reload, and can no longer be approved.
+    assert_eq!(reloaded["cancelled_approvals"], 1, "{reloaded}");
+    let (_, seen) = srv.admin("GET", &format!("/v1/approvals/{pending}"), None);
+    assert_eq!(seen["status"], "cancelled", "{seen}");
+    assert!(seen["note"].as_str().unwrap().contains(STRIPE), "the note says what the policy no longer grants: {seen}");
+    assert_error(&srv.admin("POST", &format!("/v1/approvals/{pending}/approve"), None), 409, "conflict");
+
+    // Approving after the grant went: the grant back, a request filed, then the server
+    // restarted without any policy (nothing swept at start): the approval is refused.
+    std::fs::write(dir.path().join("payments.toml"), PAYMENTS).unwrap();
+    assert_eq!(srv.admin("POST", "/v1/policies/reload", None).0, 200);
+    let late = pending_id(&ask(&srv, &agent, 180));
+    srv.kill9();
+    srv.extra_args.clear();
+    srv.spawn();
+    let refused = srv.admin("POST", &format!("/v1/approvals/{late}/approve"), None);
+    assert_error(&refused, 409, "conflict");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("cancelled"), "{}", refused.1);
+    assert_eq!(srv.admin("GET", &format!("/v1/approvals/{late}"), None).1["status"], "cancelled");
+
+    let kinds = audit_kinds(&srv);
+    let cancels: Vec<&str> = kinds
+        .iter()
+        .filter(|(k, _)| k == "approval.cancel")
+        .map(|(_, e)| e["detail"]["on"].as_str().unwrap())
+        .collect();
+    assert_eq!(cancels, ["approve", "collect", "policy_change"], "each cancellation audited, newest first");
+    assert!(!kinds.iter().any(|(k, _)| k == "token.create"), "no token was minted: {kinds:?}");
+}
+
 /// What a proxy reports: each event once by id, folded uses counted, bad counts refused
 /// with nothing written, and the events readable per secret and in the audit trail.
 fn access_events_are_recorded_once_with_their_counts(backend: Backend) {
@@ -327,4 +488,7 @@ both_backends!(
     the_approval_flow_works_end_to_end_through_the_cli,
     a_decision_is_made_once_by_someone_other_than_the_requester,
     a_broad_grant_that_would_shadow_an_approval_grant_is_refused,
+    a_flood_of_identical_requests_is_one_request_and_each_agent_has_a_cap,
+    approval_ls_lists_every_request_however_many,
+    an_approval_does_not_outlive_its_grant,
 );

@@ -10,6 +10,7 @@ mod cli;
 mod examples;
 mod exfiltration;
 mod identity;
+mod logs;
 mod ops;
 mod proxy;
 mod raw;
