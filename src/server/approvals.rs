@@ -94,13 +94,7 @@ async fn too_many_pending(state: &AppState, caller: &Caller, pending: i64, max: 
     );
     e.extra.insert("pending".into(), pending.into());
     e.extra.insert("max_pending".into(), max.into());
-    let mut draft = caller.draft(kind::TOKEN_DENIED, None);
-    draft.success = false;
-    draft.detail = json!({ "error": e.code.as_str(), "reason": e.message });
-    match state.store.record(caller.tenant(), draft, None).await {
-        Ok(()) => e,
-        Err(audit) => audit.into(),
-    }
+    super::tokens::deny(state, caller, e).await
 }
 
 /// What the policy in force says of a request filed earlier.

@@ -230,7 +230,7 @@ pub async fn mint(
 }
 
 /// Audits a refused mint as `token.denied` and passes the error on.
-async fn deny(state: &AppState, caller: &Caller, e: ApiError) -> ApiError {
+pub(super) async fn deny(state: &AppState, caller: &Caller, e: ApiError) -> ApiError {
     let mut draft = caller.draft(kind::TOKEN_DENIED, None);
     draft.success = false;
     draft.detail = json!({ "error": e.code.as_str(), "reason": e.message });

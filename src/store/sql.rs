@@ -102,6 +102,53 @@ const AUDIT_BATCH: usize = 512;
 const CREATE_BATCH: usize = 128;
 
 impl SqlStore {
+    /// Moves a pending approval request (and, with `uncollected`, an approved one whose token
+    /// was not collected yet) to `status`, with its audit record in the same transaction; a
+    /// request in any other state is a conflict that changes nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle_approval(
+        &self,
+        tenant: &str,
+        id: &str,
+        status: &str,
+        uncollected: bool,
+        by: &str,
+        note: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<Approval> {
+        let (mut tx, _write) = self.begin().await?;
+        let head = self.lock_head(&mut tx, tenant).await?;
+        let n = sqlx::query(
+            "UPDATE approvals SET status = $1, decided_at = $2, decided_by = $3, note = $4 \
+             WHERE tenant_id = $5 AND id = $6 \
+             AND (status = 'pending' OR ($7 AND status = 'approved' AND token_id IS NULL))",
+        )
+        .bind(status)
+        .bind(audit.timestamp_ms)
+        .bind(by)
+        .bind(note)
+        .bind(tenant)
+        .bind(id)
+        .bind(uncollected)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let approval = approval_from_row(&row)?;
+        if n == 0 {
+            let state = if uncollected && approval.token_id.is_some() { "collected" } else { approval.status.as_str() };
+            return Err(StoreError::Conflict(format!("approval request '{id}' was already {state}")));
+        }
+        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(approval)
+    }
+
     /// Connects, migrates and starts the audit writer.
     pub async fn open(url: &str) -> Result<Arc<SqlStore>> {
         let engine = Engine::of_url(url)
@@ -1121,34 +1168,7 @@ impl Store for SqlStore {
         note: Option<&str>,
         audit: AuditDraft,
     ) -> Result<Approval> {
-        let (mut tx, _write) = self.begin().await?;
-        let head = self.lock_head(&mut tx, tenant).await?;
-        let n = sqlx::query(
-            "UPDATE approvals SET status = $1, decided_at = $2, decided_by = $3, note = $4 \
-             WHERE tenant_id = $5 AND id = $6 AND status = 'pending'",
-        )
-        .bind(status)
-        .bind(audit.timestamp_ms)
-        .bind(by)
-        .bind(note)
-        .bind(tenant)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND id = $2"))
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let approval = approval_from_row(&row)?;
-        if n == 0 {
-            return Err(StoreError::Conflict(format!("approval request '{id}' was already {}", approval.status)));
-        }
-        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
-        tx.commit().await?;
-        Ok(approval)
+        self.settle_approval(tenant, id, status, false, by, note, audit).await
     }
 
     async fn issue_approved_token(
@@ -1276,34 +1296,7 @@ impl Store for SqlStore {
         note: &str,
         audit: AuditDraft,
     ) -> Result<Approval> {
-        let (mut tx, _write) = self.begin().await?;
-        let head = self.lock_head(&mut tx, tenant).await?;
-        let n = sqlx::query(
-            "UPDATE approvals SET status = 'cancelled', decided_at = $1, decided_by = $2, note = $3 \
-             WHERE tenant_id = $4 AND id = $5 AND (status = 'pending' OR (status = 'approved' AND token_id IS NULL))",
-        )
-        .bind(audit.timestamp_ms)
-        .bind(by)
-        .bind(note)
-        .bind(tenant)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND id = $2"))
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let approval = approval_from_row(&row)?;
-        if n == 0 {
-            let state = if approval.token_id.is_some() { "collected" } else { approval.status.as_str() };
-            return Err(StoreError::Conflict(format!("approval request '{id}' was already {state}")));
-        }
-        append(&mut tx, self.engine, tenant, head, vec![audit]).await?;
-        tx.commit().await?;
-        Ok(approval)
+        self.settle_approval(tenant, id, "cancelled", true, by, Some(note), audit).await
     }
 
     async fn create_secret(&self, tenant: &str, m: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()> {
