@@ -20,11 +20,13 @@ use super::redact::Patterns;
 /// Values remembered per host.
 const PER_HOST: usize = 16;
 
+type Hosts = HashMap<String, Sent, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 pub struct Echoes {
     /// Looked up on every request that carries a value: a fast hash (host names are not
     /// attacker-chosen keys here: only hosts a value was sent to get an entry).
-    hosts: RwLock<HashMap<String, Sent, foldhash::fast::RandomState>>,
+    hosts: RwLock<Hosts>,
     /// Moves on whenever a host's set changes: a thread's copy of a host's patterns
     /// (`local::echo_scrub`) holds while it stays.
     generation: AtomicU64,
@@ -69,13 +71,11 @@ impl Sent {
 impl Echoes {
     /// Notes that `used` went to `host`; a lookup under a read lock when they already had.
     pub fn sent(&self, host: &str, used: &[Used]) {
-        let known = |hosts: &HashMap<String, Sent, foldhash::fast::RandomState>| {
-            hosts.get(host).is_some_and(|sent| used.iter().all(|u| sent.holds(u.injected())))
-        };
-        if self.hosts.read().is_ok_and(|hosts| known(&hosts)) {
+        let known = |hosts: &Hosts| hosts.get(host).is_some_and(|sent| used.iter().all(|u| sent.holds(u.injected())));
+        if known(&self.read()) {
             return;
         }
-        let Ok(mut hosts) = self.hosts.write() else { return };
+        let mut hosts = self.write();
         let sent = hosts.entry(host.to_owned()).or_default();
         for u in used {
             if !sent.holds(u.injected()) {
@@ -88,6 +88,17 @@ impl Echoes {
         sent.patterns = None;
         sent.masks = None;
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The sets, also after a panic elsewhere poisoned the lock: a set is never left half
+    /// changed (each change is a push, a drain and two resets), and a response must not go
+    /// unscrubbed because of an unrelated panic.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Hosts> {
+        self.hosts.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Hosts> {
+        self.hosts.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Where the sets are: a copy taken at one generation holds while it is the same.
@@ -103,7 +114,7 @@ impl Echoes {
     /// Every value `host` was sent, and what a request wrote byte for byte (`Written`), for a
     /// request that wrote more than the values (a `Basic` token): built for that request.
     pub fn with_exact(&self, host: &str, written: &[super::substitute::Written]) -> Option<Arc<Patterns>> {
-        let hosts = self.hosts.read().ok()?;
+        let hosts = self.read();
         let values: Vec<(&[u8], &str)> =
             hosts.get(host).map(|sent| sent.values.iter().map(|(p, v)| (&v[..], p.as_str())).collect())?;
         let exact: Vec<(&[u8], &[u8])> = written.iter().map(|w| (&w.wrote[..], &w.sent[..])).collect();
@@ -117,10 +128,10 @@ impl Echoes {
 
     /// The patterns for `host`, built from its values first if the set changed since.
     fn built(&self, host: &str, kind: Use) -> Option<Arc<Patterns>> {
-        if let Some(held) = self.hosts.read().ok()?.get(host).map(|sent| sent.held(kind).clone())? {
+        if let Some(held) = self.read().get(host).map(|sent| sent.held(kind).clone())? {
             return Some(held);
         }
-        let mut hosts = self.hosts.write().ok()?;
+        let mut hosts = self.write();
         let sent = hosts.get_mut(host)?;
         if sent.held(kind).is_none() {
             let values: Vec<(&[u8], &str)> = sent.values.iter().map(|(p, v)| (&v[..], p.as_str())).collect();
