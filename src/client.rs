@@ -195,17 +195,38 @@ fn encode(s: &str) -> String {
     utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
-fn parse_base_url(base_url: &str) -> anyhow::Result<String> {
+/// A server URL as given (`--server`, `AIRLOCK_SERVER`), checked: `http://` or `https://`
+/// with a host, optionally a path prefix, and nothing else. A URL with a user name or password
+/// is refused (credentials go in `AIRLOCK_TOKEN` or the agent key file, never in a URL that
+/// ends up in logs and errors), and no error quotes what stood before an `@`.
+pub fn parse_base_url(base_url: &str) -> anyhow::Result<String> {
     let trimmed = base_url.trim().trim_end_matches('/');
+    let shown = without_userinfo(trimmed);
     let url = Url::parse(trimmed)
-        .map_err(|e| anyhow::anyhow!("invalid server URL '{base_url}': {e}; expected e.g. http://127.0.0.1:7878"))?;
+        .map_err(|e| anyhow::anyhow!("invalid server URL '{shown}': {e}; expected e.g. http://127.0.0.1:7878"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        anyhow::bail!(
+            "invalid server URL '{shown}': it carries a user name or password; give the URL without them \
+             (the credential goes in AIRLOCK_TOKEN, or the agent key file)"
+        );
+    }
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        anyhow::bail!("invalid server URL '{base_url}': it must start with http:// or https:// and name a host");
+        anyhow::bail!("invalid server URL '{shown}': it must start with http:// or https:// and name a host");
     }
     if url.query().is_some() || url.fragment().is_some() {
-        anyhow::bail!("invalid server URL '{base_url}': remove the query string or fragment");
+        anyhow::bail!("invalid server URL '{shown}': remove the query string or fragment");
     }
     Ok(trimmed.to_owned())
+}
+
+/// `url` with whatever stands between `scheme://` and an `@` in its authority shown as `…`.
+fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = url.find("://").map(|i| i + 3) else { return url.into() };
+    let authority_end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}…{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
+    }
 }
 
 fn check_token(token: &str) -> anyhow::Result<()> {
@@ -347,5 +368,17 @@ mod tests {
         assert_eq!(parse_response(StatusCode::NO_CONTENT, b"").unwrap(), None);
         assert_eq!(parse_response(StatusCode::OK, br#"{"ok":true}"#).unwrap(), Some(serde_json::json!({"ok": true})));
         assert!(matches!(parse_response(StatusCode::OK, b"not json"), Err(ClientError::Protocol(_))));
+    }
+
+    #[test]
+    fn a_server_url_with_credentials_is_refused_without_quoting_them() {
+        for url in ["https://admin:hunter2@api.example.com", "http://hunter2@127.0.0.1:7878/", "https://u:hunter2@h/x"]
+        {
+            let e = parse_base_url(url).unwrap_err().to_string();
+            assert!(e.contains("user name or password") && !e.contains("hunter2"), "{e}");
+        }
+        let e = parse_base_url("ftp://user:hunter2@host").unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert_eq!(parse_base_url("https://api.example.com/prefix/").unwrap(), "https://api.example.com/prefix");
     }
 }
