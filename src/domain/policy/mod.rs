@@ -1,0 +1,284 @@
+//! Agent policies: this module owns what one `policies/*.toml` file means — which hosts an
+//! agent may reach (`Egress`), which secrets may be sent to which hosts and in which places
+//! (`Grant`), header values the proxy adds on its own (`Inject`), base-URL routes (`Route`),
+//! the `{{secret:PATH#field}}` placeholder grammar, and the `PolicySet` of every agent's
+//! policy. Files deserialize strictly into private raw types that keep each value's span,
+//! then convert into the validated types the rest of the crate sees, so every error names
+//! its file and line. Nothing here touches the file system: the server reads the policy
+//! directory (`server::policies`) and hands the files' text to `PolicySet::from_files`.
+//!
+//! This file holds the validated `Policy` and `PolicySet` and their queries; the parts live in
+//! `host` (host patterns), `placeholder` (the placeholder grammar), `route` (routes and their
+//! upstreams) and `raw` (the file's shape and its conversion into the validated types). They
+//! are re-exported here, so `crate::domain::policy::X` names every public type.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Serialize, Serializer};
+
+use super::path::SecretPath;
+use super::rate::Rate;
+use super::scope::PathGlob;
+
+mod host;
+mod placeholder;
+mod raw;
+mod route;
+#[cfg(test)]
+mod tests;
+
+pub use host::HostPattern;
+pub use placeholder::{
+    PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN, Placeholder, PlaceholderError, placeholder_text, placeholders,
+};
+pub use route::{Route, Upstream};
+
+/// A policy file that cannot be used, with where and why. `line` is 1-based; 0 when the
+/// problem is not inside the file (it cannot be read, the directory is missing).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct PolicyError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Validated types
+// ---------------------------------------------------------------------------------------
+
+/// One agent's validated policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Policy {
+    pub agent: AgentRules,
+    pub egress: Egress,
+    pub grants: Vec<Grant>,
+    pub injects: Vec<Inject>,
+    pub routes: Vec<Route>,
+    /// The file the policy came from.
+    pub source: String,
+    /// The file's text, so a proxy can parse the same policy with the same rules.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRules {
+    pub name: String,
+    pub tenant: String,
+    /// Longest lifetime of a token the agent may mint.
+    #[serde(rename = "token_ttl_seconds", serialize_with = "as_seconds")]
+    pub token_ttl: Duration,
+    /// Networks the agent may call from; empty means any.
+    #[serde(serialize_with = "as_strings")]
+    pub allowed_ips: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Egress {
+    /// Hosts the agent may reach at all.
+    pub allow: Vec<HostPattern>,
+    /// Allowed hosts tunnelled without interception; they never get values.
+    pub passthrough: Vec<HostPattern>,
+    pub deny_private_networks: bool,
+    /// Whole-agent egress rate.
+    #[serde(serialize_with = "as_optional_string")]
+    pub rate: Option<Rate>,
+    /// Per exact (lower-case) host.
+    #[serde(serialize_with = "as_string_values")]
+    pub per_host_rate: BTreeMap<String, Rate>,
+}
+
+/// Which secrets may be sent to which hosts, and in which places of a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Grant {
+    pub secrets: PathGlob,
+    /// The only hosts these values may be sent to; never empty.
+    pub hosts: Vec<HostPattern>,
+    /// Minting a token for these secrets waits for a human.
+    pub approval: bool,
+    /// Lower-case header names values may be placed in.
+    pub headers: Vec<String>,
+    /// Values may be placed in the query string.
+    pub query: bool,
+}
+
+/// A header the proxy sets on requests to `host` without the agent writing a placeholder.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inject {
+    pub host: HostPattern,
+    /// Lower-case header name, parsed once here rather than on every request.
+    #[serde(serialize_with = "as_string")]
+    pub header: http::HeaderName,
+    /// The template, with at least one placeholder.
+    pub value: String,
+    /// The placeholders of `value`, in order.
+    pub placeholders: Vec<Placeholder>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Policy queries
+// ---------------------------------------------------------------------------------------
+
+impl Policy {
+    /// Parses and validates one policy file; `file` names it in errors and in `source`.
+    pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
+        Self::parse_located(file, text).map(|(policy, _)| policy)
+    }
+
+    /// Whether a caller at `ip` may act as this agent; an empty list allows any address.
+    /// An IPv4-mapped IPv6 address is also checked as the IPv4 address it carries.
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        let allowed = &self.agent.allowed_ips;
+        allowed.is_empty() || allowed.iter().any(|net| net.contains(&ip) || net.contains(&ip.to_canonical()))
+    }
+
+    /// The grant that governs `path`: the most specific whose glob matches it
+    /// (`PathGlob::cmp_specificity`), wherever it stands in the file. Grants whose globs
+    /// overlap agree on everything but the glob (`check_overlapping_grants`), so which one
+    /// governs only decides the token a proxy reads the value with.
+    pub fn grant_for(&self, path: &SecretPath) -> Option<&Grant> {
+        most_specific(&self.grants, |grant| grant.secrets.matches(path))
+    }
+
+    /// For minting: the most specific grant covering a requested secrets glob (requested ⊆
+    /// grant.secrets). Every grant that shares a path with it needs approval if it does.
+    pub fn grant_covering(&self, glob: &PathGlob) -> Option<&Grant> {
+        most_specific(&self.grants, |grant| glob.is_subset_of(&grant.secrets))
+    }
+
+    /// Whether `egress.allow` lets the agent reach `host` at all.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        self.egress.allow.iter().any(|pattern| pattern.matches(host))
+    }
+
+    /// Whether `host` is to be tunnelled without interception.
+    pub fn is_passthrough(&self, host: &str) -> bool {
+        self.egress.passthrough.iter().any(|pattern| pattern.matches(host))
+    }
+}
+
+impl Grant {
+    /// What of approval, hosts, headers and query differs between two grants, in that order;
+    /// empty when they agree. Hosts are compared as the sets of hosts they match.
+    fn differences(&self, other: &Grant) -> Vec<&'static str> {
+        let covered = |a: &[HostPattern], b: &[HostPattern]| a.iter().all(|h| b.iter().any(|o| o.covers(h)));
+        let same_hosts = covered(&self.hosts, &other.hosts) && covered(&other.hosts, &self.hosts);
+        let mut differ = Vec::new();
+        if self.approval != other.approval {
+            differ.push("approval");
+        }
+        if !same_hosts {
+            differ.push("hosts");
+        }
+        if self.headers != other.headers {
+            differ.push("headers");
+        }
+        if self.query != other.query {
+            differ.push("query");
+        }
+        differ
+    }
+
+    /// Whether this grant lets its values go to `host`.
+    pub fn allows_host(&self, host: &str) -> bool {
+        self.hosts.iter().any(|pattern| pattern.matches(host))
+    }
+
+    /// Whether this grant lets its values go in header `name` (any case).
+    pub fn allows_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Of the grants that pass `wanted`, the one with the most specific glob; never depends on
+/// the order of `grants`.
+fn most_specific(grants: &[Grant], wanted: impl Fn(&Grant) -> bool) -> Option<&Grant> {
+    grants.iter().filter(|grant| wanted(grant)).min_by(|a, b| a.secrets.cmp_specificity(&b.secrets))
+}
+
+// ---------------------------------------------------------------------------------------
+// Policy sets
+// ---------------------------------------------------------------------------------------
+
+/// Every agent's policy, keyed by (tenant, agent name). Not `Serialize`: JSON has no tuple
+/// keys; serialize the policies from `iter` instead.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    by_agent: BTreeMap<(String, String), Policy>,
+}
+
+impl PolicySet {
+    /// Builds a set from `(file name, text)` pairs, in order. Two files for the same
+    /// (tenant, agent) are an error naming both.
+    pub fn from_files(files: &[(String, String)]) -> Result<PolicySet, PolicyError> {
+        let mut by_agent = BTreeMap::new();
+        for (file, text) in files {
+            let (policy, name_line) = Policy::parse_located(file, text)?;
+            let key = (policy.agent.tenant.clone(), policy.agent.name.clone());
+            if let Some(earlier) = by_agent.get(&key).map(|p: &Policy| p.source.clone()) {
+                return Err(PolicyError {
+                    file: file.clone(),
+                    line: name_line,
+                    message: format!(
+                        "agent '{}' of tenant '{}' is already defined in {earlier}; \
+                         each agent has exactly one policy file",
+                        key.1, key.0
+                    ),
+                });
+            }
+            by_agent.insert(key, policy);
+        }
+        Ok(PolicySet { by_agent })
+    }
+
+    pub fn get(&self, tenant: &str, agent: &str) -> Option<&Policy> {
+        self.by_agent.get(&(tenant.to_owned(), agent.to_owned()))
+    }
+
+    /// Every policy, ordered by (tenant, agent).
+    pub fn iter(&self) -> impl Iterator<Item = &Policy> {
+        self.by_agent.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_agent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_agent.is_empty()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Serialization helpers
+// ---------------------------------------------------------------------------------------
+
+fn as_seconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(duration.as_secs())
+}
+
+fn as_strings<S: Serializer, T: fmt::Display>(items: &[T], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(items.iter().map(T::to_string))
+}
+
+fn as_string<S: Serializer, T: fmt::Display>(item: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(item)
+}
+
+fn as_optional_string<S: Serializer, T: fmt::Display>(item: &Option<T>, serializer: S) -> Result<S::Ok, S::Error> {
+    match item {
+        Some(item) => as_string(item, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn as_string_values<S: Serializer, T: fmt::Display>(
+    map: &BTreeMap<String, T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(map.iter().map(|(key, value)| (key, value.to_string())))
+}
