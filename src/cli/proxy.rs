@@ -1,5 +1,7 @@
 //! `airlock proxy`: flags into a validated `ProxyConfig`, then serve until a signal.
-//! The same flags (but `--listen`) serve `airlock run`.
+//! The same flags (but `--listen`) serve `airlock run`, which takes from here what the two
+//! share (the flags, the agent key and its source, `protect_process`, `CLOSE_WITHIN`);
+//! nothing here comes from `run`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +95,11 @@ impl TimeoutArgs {
         }
     }
 }
+
+/// How long `airlock run` waits, after its command ends, for the command's access events to
+/// be delivered (what is not stays in the spool for the next start). `airlock proxy` waits
+/// as long when it stops on a signal.
+pub const CLOSE_WITHIN: Duration = Duration::from_secs(3);
 
 /// Longest key text accepted from any source; keys are tens of bytes.
 const MAX_KEY_BYTES: usize = 64 * 1024;
@@ -322,7 +329,7 @@ pub async fn run(cmd: ProxyCommand) -> anyhow::Result<()> {
         _ = shutdown() => {
             // The listener is closed (serving stopped with the select); the uses so far go
             // to the spool and, if the central API answers in time, are delivered.
-            reporter.close(super::run::CLOSE_WITHIN).await;
+            reporter.close(CLOSE_WITHIN).await;
             tracing::info!("airlock proxy stopped");
         }
     }

@@ -9,13 +9,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use zeroize::Zeroizing;
 
-use super::proxy::{KeySource, ProxyArgs, protect_process};
+use super::proxy::{CLOSE_WITHIN, KeySource, ProxyArgs, protect_process};
 
 #[derive(Args, Debug)]
 pub struct RunCommand {
@@ -32,10 +31,6 @@ const SYSTEM_BUNDLES: &[&str] =
 
 /// Variables CMD must not see: they would hand it the agent key or the central API.
 const WITHHELD: &[&str] = &["AIRLOCK_AGENT_KEY", "AIRLOCK_TOKEN", "AIRLOCK_ADDR"];
-
-/// How long `airlock run` waits, after its command ends, for the command's access events to
-/// be delivered (what is not stays in the spool for the next start).
-pub const CLOSE_WITHIN: Duration = Duration::from_secs(3);
 
 pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
     protect_process()?;

@@ -22,7 +22,7 @@ use super::AppState;
 use super::auth::{AgentRef, Authed, Caller, new_id};
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{QueryParams, parse_json};
-use super::tokens::{TokenRequest, minted_body, recheck, vet_address};
+use super::minting::{TokenRequest, minted_body, recheck, vet_address};
 use crate::domain::Scope;
 use crate::domain::audit::{AuditDraft, kind};
 use crate::domain::policy::Policy;
@@ -94,7 +94,7 @@ async fn too_many_pending(state: &AppState, caller: &Caller, pending: i64, max: 
     );
     e.extra.insert("pending".into(), pending.into());
     e.extra.insert("max_pending".into(), max.into());
-    super::tokens::deny(state, caller, e).await
+    super::minting::deny(state, caller, e).await
 }
 
 /// What the policy in force says of a request filed earlier.
@@ -107,7 +107,7 @@ enum Standing {
 }
 
 /// Checks a filed request against the policy in force as a new request would be checked
-/// (`tokens::recheck`): an agent without a policy, a scope no grant covers, a TTL over the
+/// (`minting::recheck`): an agent without a policy, a scope no grant covers, a TTL over the
 /// agent's `token_ttl` or addresses outside its `allowed_ips` make it lapse.
 async fn standing(state: &AppState, a: &Approval) -> ApiResult<Standing> {
     let request: TokenRequest = serde_json::from_value(a.request.clone()).map_err(|e| ApiError::internal(&e))?;

@@ -8,6 +8,9 @@ use serde_json::{Map, Value, json};
 
 use crate::store::StoreError;
 
+/// Every code the API answers with, in one place: its text (`as_str`) is what clients match
+/// on, what the docs list, and what failed operations record as `error` in the audit log, so
+/// code names it by variant and never by a string literal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidRequest,

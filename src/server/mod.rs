@@ -12,6 +12,7 @@ pub mod checkpoint;
 mod error;
 mod extract;
 mod master_keys;
+mod minting;
 mod ops;
 pub mod policies;
 mod secrets;

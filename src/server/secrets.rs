@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{Authed, Caller, new_id};
 use super::changes::Change;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{JsonBody, PathParam, QueryParams};
 use crate::crypto::Binding;
 use crate::domain::audit::{AuditDraft, kind};
@@ -92,7 +92,7 @@ async fn authorize(
         return Ok(());
     }
     let required = scope_name(action, path);
-    audit_failure(state, caller, caller.draft(kind, Some(path.as_str())), "permission_denied").await?;
+    audit_failure(state, caller, caller.draft(kind, Some(path.as_str())), ErrorCode::PermissionDenied).await?;
     Err(ApiError::permission_denied(Some(path.as_str()), &required))
 }
 
@@ -151,7 +151,7 @@ fn seal_for<'a>(
 async fn fail(state: &AppState, caller: &Caller, kind: &'static str, path: &SecretPath, e: StoreError) -> ApiError {
     let err = ApiError::from(e);
     let draft = caller.draft(kind, Some(path.as_str()));
-    match audit_failure(state, caller, draft, err.code.as_str()).await {
+    match audit_failure(state, caller, draft, err.code).await {
         Ok(()) => err,
         Err(audit_err) => audit_err,
     }
@@ -162,10 +162,10 @@ pub(super) async fn audit_failure(
     state: &AppState,
     caller: &Caller,
     mut draft: AuditDraft,
-    code: &str,
+    code: ErrorCode,
 ) -> ApiResult<()> {
     draft.success = false;
-    draft.detail = json!({ "error": code });
+    draft.detail = json!({ "error": code.as_str() });
     state.store.record(caller.tenant(), draft, None).await.map_err(ApiError::from)
 }
 
@@ -259,12 +259,14 @@ pub async fn read(
     let now = now_ms();
     let not_found = |why: &str| ApiError::not_found(format!("secret '{path}' is not readable: {why}"));
     let Some((mut meta, row)) = state.store.secret_for_read(caller.tenant(), path.as_str(), q.version).await? else {
-        audit_failure(&state, &caller, caller.draft(kind::SECRET_READ, Some(path.as_str())), "not_found").await?;
+        audit_failure(&state, &caller, caller.draft(kind::SECRET_READ, Some(path.as_str())), ErrorCode::NotFound)
+            .await?;
         return Err(not_found("no such secret"));
     };
     let version = q.version.unwrap_or(meta.current_version);
     if let Some(why) = unreadable(&meta, row.as_ref(), now) {
-        audit_failure(&state, &caller, caller.draft(kind::SECRET_READ, Some(path.as_str())), "not_found").await?;
+        audit_failure(&state, &caller, caller.draft(kind::SECRET_READ, Some(path.as_str())), ErrorCode::NotFound)
+            .await?;
         return Err(not_found(why));
     }
     let sealed = row.and_then(|r| r.sealed).expect("checked readable");
