@@ -249,7 +249,7 @@ impl ProxyArgs {
         callers: Callers,
     ) -> anyhow::Result<ProxyConfig> {
         Ok(ProxyConfig {
-            servers: self.server.clone(),
+            servers: self.server.iter().map(|s| crate::client::parse_base_url(s)).collect::<anyhow::Result<_>>()?,
             agent_key,
             listen,
             data_dir: self.data_dir.clone(),
