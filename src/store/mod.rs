@@ -240,9 +240,7 @@ pub trait Store: Send + Sync {
     async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>>;
 
     // Approvals.
-    async fn create_approval(&self, a: &Approval, audit: AuditDraft) -> Result<()>;
     async fn approval(&self, tenant: &str, id: &str) -> Result<Option<Approval>>;
-    async fn list_approvals(&self, tenant: &str, status: Option<&str>, limit: i64) -> Result<Vec<Approval>>;
     /// Moves a pending approval to `status`; Conflict if it was already decided.
     async fn decide_approval(
         &self,

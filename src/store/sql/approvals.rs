@@ -9,28 +9,6 @@ use super::rows::{APPROVAL_COLUMNS, approval_from_row};
 use crate::domain::audit::AuditDraft;
 use crate::store::{Approval, Credential, Filed, Result, StoreError};
 
-pub(super) async fn create_approval(store: &SqlStore, a: &Approval, audit: AuditDraft) -> Result<()> {
-    let (mut tx, _write) = store.begin().await?;
-    let head = store.lock_head(&mut tx, &a.tenant_id).await?;
-    sqlx::query(&format!(
-        "INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, NULL, NULL)"
-    ))
-    .bind(&a.id)
-    .bind(&a.tenant_id)
-    .bind(&a.requester_id)
-    .bind(&a.agent_id)
-    .bind(&a.agent_name)
-    .bind(&a.status)
-    .bind(a.request.to_string())
-    .bind(&a.reason)
-    .bind(a.created_at)
-    .execute(&mut *tx)
-    .await?;
-    append(&mut tx, store.engine, &a.tenant_id, head, vec![audit]).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 pub(super) async fn approval(store: &SqlStore, tenant: &str, id: &str) -> Result<Option<Approval>> {
     let row = sqlx::query(&format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND id = $2"))
         .bind(tenant)
@@ -38,24 +16,6 @@ pub(super) async fn approval(store: &SqlStore, tenant: &str, id: &str) -> Result
         .fetch_optional(&store.pool)
         .await?;
     row.as_ref().map(approval_from_row).transpose()
-}
-
-pub(super) async fn list_approvals(
-    store: &SqlStore,
-    tenant: &str,
-    status: Option<&str>,
-    limit: i64,
-) -> Result<Vec<Approval>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = $1 AND ($2 = '' OR status = $2) \
-         ORDER BY created_at DESC, id DESC LIMIT $3"
-    ))
-    .bind(tenant)
-    .bind(status.unwrap_or(""))
-    .bind(limit)
-    .fetch_all(&store.pool)
-    .await?;
-    rows.iter().map(approval_from_row).collect()
 }
 
 pub(super) async fn decide_approval(

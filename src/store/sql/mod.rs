@@ -161,16 +161,8 @@ impl Store for SqlStore {
         tenants::tenant_name(self, tenant_id).await
     }
 
-    async fn create_approval(&self, a: &Approval, audit: AuditDraft) -> Result<()> {
-        approvals::create_approval(self, a, audit).await
-    }
-
     async fn approval(&self, tenant: &str, id: &str) -> Result<Option<Approval>> {
         approvals::approval(self, tenant, id).await
-    }
-
-    async fn list_approvals(&self, tenant: &str, status: Option<&str>, limit: i64) -> Result<Vec<Approval>> {
-        approvals::list_approvals(self, tenant, status, limit).await
     }
 
     async fn decide_approval(
