@@ -1,6 +1,7 @@
 //! Airlock keeps credentials away from AI agents: a central secret API stores secrets
-//! encrypted and audited, and (in later work) a sidecar proxy injects them into agents'
-//! outbound requests. This crate is the one `airlock` binary and its parts.
+//! encrypted and audited, and a sidecar proxy injects them into agents' outbound requests,
+//! only toward the hosts they are bound to. This crate is the one `airlock` binary and its
+//! parts; docs/architecture.md is the map.
 #![forbid(unsafe_code)]
 
 pub mod cli;
