@@ -1,17 +1,37 @@
-//! A response body that passes through the redactor chunk by chunk, so streamed
-//! responses (SSE, chunked) stay streamed while injected values are replaced; its trailers
-//! are scrubbed like the head's headers.
+//! The body type every request and response in the proxy carries (a boxed stream of byte
+//! frames), a body of bytes already in hand, and the response body that passes through the
+//! redactor chunk by chunk, so streamed responses (SSE, chunked) stay streamed while
+//! injected values are replaced; its trailers are scrubbed like the head's headers.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use super::redact::Redactor;
-use super::upstream::{Body, BoxError};
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A body of bytes already in hand.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A response of the proxy's own: `body` as `content_type`.
+pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A response body that passes through the redactor chunk by chunk.
 pub struct Redacted {
     inner: Body,
     redactor: Redactor,

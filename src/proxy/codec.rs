@@ -11,7 +11,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 
-use super::pipeline::{self, HOP_BY_HOP, Via, has_token};
+use super::pipeline::{self, HOP_BY_HOP, has_token};
+use super::request::Via;
 
 /// Longest request or response head taken here (hyper answers longer requests with 431).
 pub(super) const MAX_HEAD: usize = 64 * 1024;

@@ -14,8 +14,8 @@ use std::sync::{Arc, RwLock};
 
 use zeroize::Zeroizing;
 
-use super::pipeline::Used;
 use super::redact::Patterns;
+use super::request::Used;
 
 /// Values remembered per host.
 const PER_HOST: usize = 16;

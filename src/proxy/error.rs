@@ -6,8 +6,8 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
 
+use super::body::{Body, full};
 use super::substitute::{Refusal, RefusalCode};
-use super::upstream::{Body, full};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {

@@ -24,13 +24,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroize;
 
 use super::Proxy;
+use super::body::Body;
 pub(super) use super::codec::MAX_HEAD;
 use super::codec::{self, ChunkState, Decoder, Framing, Head, Parsed, Piece, ResponseHead, parse_response, put_header};
 use super::error::ProxyError;
-use super::listen::Rewind;
-use super::pipeline::{self, Counted, HOP_BY_HOP, Prepared, Seen, Via};
+use super::io::Rewind;
+use super::meters::{self, Counted};
+use super::pipeline::{self, HOP_BY_HOP, Prepared, Seen};
 use super::redact::{Patterns, Redactor};
-use super::upstream::{Alpn, Body, Stream};
+use super::request::{Target, Used, Via};
+use super::upstream::{Alpn, Stream};
 
 /// Read size, and the spare room kept in a buffer before reading.
 const READ_CHUNK: usize = 16 * 1024;
@@ -142,7 +145,7 @@ where
         }
         Err(Failed::Broken) => (false, Counted::Elsewhere),
     };
-    pipeline::finished(proxy, started, counted);
+    meters::finished(proxy, started, counted);
     keep
 }
 
@@ -201,7 +204,7 @@ impl Watch {
 }
 
 impl Upstream {
-    fn serves(&self, target: &pipeline::Target) -> bool {
+    fn serves(&self, target: &Target) -> bool {
         let (tls, host, port) = &self.key;
         *tls == target.tls && *port == target.port && *host == target.host
     }
@@ -231,7 +234,7 @@ impl Drop for Wiped<'_> {
     }
 }
 
-type Forwarded = (pipeline::Target, Arc<[pipeline::Used]>, StatusCode);
+type Forwarded = (Target, Arc<[Used]>, StatusCode);
 
 async fn forward<IO>(
     proxy: &Arc<Proxy>,
@@ -371,7 +374,7 @@ where
 }
 
 /// At least what `request_head` writes.
-fn request_len(head: &http::request::Parts, target: &pipeline::Target) -> usize {
+fn request_len(head: &http::request::Parts, target: &Target) -> usize {
     let path: usize = target.path_pieces(&head.uri).iter().map(|p| p.len()).sum();
     let headers: usize = head.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     // The fixed text, brackets and port: 30 at most.
@@ -379,7 +382,7 @@ fn request_len(head: &http::request::Parts, target: &pipeline::Target) -> usize 
 }
 
 /// `METHOD path HTTP/1.1`, `host`, then the agent's headers minus hop-by-hop ones.
-fn request_head(out: &mut BytesMut, head: &http::request::Parts, target: &pipeline::Target) {
+fn request_head(out: &mut BytesMut, head: &http::request::Parts, target: &Target) {
     out.put_slice(head.method.as_str().as_bytes());
     out.put_u8(b' ');
     for piece in target.path_pieces(&head.uri) {
@@ -714,7 +717,7 @@ mod tests {
 
     #[test]
     fn the_request_buffer_never_moves_while_it_is_written() {
-        let route = pipeline::Target {
+        let route = Target {
             tls: false,
             host: "fe80::1".into(),
             port: 8080,
@@ -722,7 +725,7 @@ mod tests {
             plain_http_allowed: true,
             route: Some("openai".into()),
         };
-        let forward = pipeline::Target { base_path: None, route: None, host: "api.openai.com".into(), ..route.clone() };
+        let forward = Target { base_path: None, route: None, host: "api.openai.com".into(), ..route.clone() };
         let long = "v".repeat(3000);
         for (target, path, headers) in [
             (&route, "/r/openai/chat/completions?stream=true", 1),

@@ -19,11 +19,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::Proxy;
+use super::body::{Body, BoxError, full};
 use super::error::ProxyError;
 use super::h1::{self, Served};
+use super::io::Rewind;
 use super::local;
-use super::pipeline::{self, Via, proxy_authorized};
-use super::upstream::{Body, BoxError, full};
+use super::pipeline::{self, proxy_authorized};
+use super::request::Via;
 
 /// Accepts on the caller's runtime and deals the connections out, in turn, to `workers`
 /// threads that each run a single-threaded runtime: a connection and everything it does
@@ -352,52 +354,3 @@ where
 
 /// The first byte of a TLS record carrying a handshake (the ClientHello).
 const TLS_HANDSHAKE: u8 = 0x16;
-
-/// A stream with bytes already read from it put back in front.
-pub(super) struct Rewind<T> {
-    pre: Bytes,
-    inner: T,
-}
-
-impl<T> Rewind<T> {
-    pub(super) fn new(pre: Bytes, inner: T) -> Rewind<T> {
-        Rewind { pre, inner }
-    }
-}
-
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Rewind<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if !self.pre.is_empty() {
-            let n = self.pre.len().min(buf.remaining());
-            buf.put_slice(&self.pre.split_to(n));
-            return std::task::Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Rewind<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}

@@ -12,13 +12,17 @@ pub mod egress;
 mod error;
 mod forms;
 mod h1;
+mod io;
 mod limits;
 mod listen;
 mod local;
+mod meters;
 mod ops;
 pub mod pipeline;
 pub mod redact;
 pub mod report;
+mod request;
+mod sharded;
 pub mod substitute;
 pub mod tls;
 mod upstream;
@@ -155,7 +159,7 @@ pub struct Proxy {
     limits: std::sync::RwLock<(u64, Arc<limits::Limits>)>,
     reporter: report::Reporter,
     metrics: Option<PrometheusHandle>,
-    meters: pipeline::Meters,
+    meters: meters::Meters,
     timeouts: Timeouts,
     /// The values each upstream host has been sent (`echoes`).
     echoes: echoes::Echoes,
@@ -254,7 +258,7 @@ pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>, startu
             Callers::AnyLocal => None,
         },
         metrics,
-        meters: pipeline::Meters::register(),
+        meters: meters::Meters::register(),
         timeouts: config.timeouts,
         echoes: echoes::Echoes::default(),
     };

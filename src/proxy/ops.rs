@@ -4,8 +4,7 @@
 use http::{Response, StatusCode};
 
 use super::Proxy;
-use super::pipeline::text;
-use super::upstream::Body;
+use super::body::{Body, text};
 
 pub fn answer(proxy: &Proxy, path: &str) -> Response<Body> {
     match path {

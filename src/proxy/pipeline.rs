@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri};
@@ -15,37 +14,16 @@ use hyper::body::Incoming;
 use zeroize::Zeroizing;
 
 use super::Proxy;
+use super::body::{Body, BoxError};
 use super::central::{CentralError, Fetched};
 use super::error::ProxyError;
-use super::local::{self, Epoch, Plan, Sharded, View};
+use super::local::{self, Epoch, Plan, View};
+use super::meters::{Counted, finished};
 use super::redact::{Patterns, Redactor};
 use super::report::Use;
+use super::request::{Target, Used, Via};
 use super::substitute::{self, Binding, Refusal, RefusalCode, Written};
-use super::upstream::{Body, BoxError, full};
 use crate::domain::policy::{Placeholder, Policy};
-
-/// How a request reached the proxy.
-#[derive(Debug, Clone)]
-pub enum Via {
-    /// Straight on the listener: forward proxy, route, or `/_airlock/`.
-    Direct,
-    /// Inside a `CONNECT host:port` tunnel: TLS the proxy terminated, or plain HTTP (some
-    /// clients, undici's ProxyAgent among them, tunnel even http:// requests).
-    Mitm { host: String, port: u16, sni: Option<String>, tls: bool },
-}
-
-/// Where the request goes.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// Route mode: the upstream's base path that replaces `/r/<route>`.
-    pub base_path: Option<String>,
-    /// Plain http:// toward this host was named on purpose by a route or an inject rule.
-    pub plain_http_allowed: bool,
-    pub route: Option<String>,
-}
 
 /// Entry point: every outcome becomes a response; errors in the API's JSON shape.
 pub async fn handle(
@@ -69,80 +47,6 @@ pub(super) fn refused(proxy: &Proxy, seen: &Seen, via: &Via, e: ProxyError, star
     metrics::counter!("airlock_proxy_refusals_total", "code" => e.code, "fault" => e.fault.as_str()).increment(1);
     seen.report(proxy, seen.host(via), None, Some(&e), e.status, started);
     e.into_response()
-}
-
-/// Where a request is counted: as a request that carried values, or none, or elsewhere (a
-/// refusal, with its code; an answer of the proxy's own; a connection that broke).
-#[derive(Clone, Copy)]
-pub(super) enum Counted {
-    Injected,
-    Passed,
-    Elsewhere,
-}
-
-/// Every request, whatever its outcome, ends here.
-pub(super) fn finished(proxy: &Proxy, started: Instant, counted: Counted) {
-    let mut tally = proxy.meters.shards.mine();
-    match counted {
-        Counted::Injected => tally.injected += 1,
-        Counted::Passed => tally.passed += 1,
-        Counted::Elsewhere => {}
-    }
-    tally.durations.push(started.elapsed().as_secs_f64());
-    if tally.durations.len() >= POUR_EVERY {
-        proxy.meters.pour(&mut tally);
-    }
-}
-
-/// The per-request metrics, registered once (a lookup by name and labels per request is
-/// measurable on the hot path). Refusals keep the macro: their labels vary.
-///
-/// A request does not touch the shared counter and histogram: each thread tallies into a
-/// shard of its own (`local::Sharded`), one lock per request, which goes into them
-/// every `POUR_EVERY` requests and whenever the metrics are read (`gather`).
-pub(super) struct Meters {
-    duration: metrics::Histogram,
-    injected: metrics::Counter,
-    passed: metrics::Counter,
-    shards: Sharded<Tally>,
-}
-
-#[derive(Default)]
-struct Tally {
-    injected: u64,
-    passed: u64,
-    /// Seconds per request.
-    durations: Vec<f64>,
-}
-
-/// Requests a thread tallies before they go into the shared metrics.
-const POUR_EVERY: usize = 64;
-
-impl Meters {
-    /// Registers with the recorder installed now (none: the metrics go nowhere).
-    pub(super) fn register() -> Meters {
-        Meters {
-            duration: metrics::histogram!("airlock_proxy_request_duration_seconds"),
-            injected: metrics::counter!("airlock_proxy_requests_total", "outcome" => "injected"),
-            passed: metrics::counter!("airlock_proxy_requests_total", "outcome" => "passed"),
-            shards: Sharded::default(),
-        }
-    }
-
-    fn pour(&self, tally: &mut Tally) {
-        self.injected.increment(std::mem::take(&mut tally.injected));
-        self.passed.increment(std::mem::take(&mut tally.passed));
-        for seconds in tally.durations.drain(..) {
-            self.duration.record(seconds);
-        }
-    }
-
-    /// Puts every thread's tally into the shared metrics (before they are read).
-    pub(super) fn gather(&self) {
-        for mut tally in self.shards.each() {
-            self.pour(&mut tally);
-        }
-    }
 }
 
 /// What the access record says of a request, taken before the request is consumed (and
@@ -358,65 +262,6 @@ pub(super) fn remove_connection_named(headers: &mut http::HeaderMap) {
 
 // ---- target -------------------------------------------------------------------------
 
-impl Target {
-    /// The absolute upstream URI for a request (taken after substitution, so injected query
-    /// values are part of it).
-    pub fn uri_for(&self, request: &Uri) -> Result<Uri, ProxyError> {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}{}", self.authority(), self.path(request))
-            .parse()
-            .map_err(|_| ProxyError::bad_request("the request target is not a valid URI"))
-    }
-
-    /// `host[:port]` as the upstream is addressed (the port only when not the default);
-    /// written where it goes, without a string of its own per request.
-    pub fn authority(&self) -> impl std::fmt::Display + '_ {
-        struct Authority<'t>(&'t Target);
-        impl std::fmt::Display for Authority<'_> {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                let t = self.0;
-                if t.host.contains(':') {
-                    write!(f, "[{}]", t.host)?
-                } else {
-                    f.write_str(&t.host)?
-                }
-                if t.port != if t.tls { 443 } else { 80 } {
-                    write!(f, ":{}", t.port)?
-                }
-                Ok(())
-            }
-        }
-        Authority(self)
-    }
-
-    /// The upstream path and query: in route mode the route's base path replaces `/r/<route>`.
-    /// Written where it goes, like `authority`.
-    pub fn path<'a>(&'a self, request: &'a Uri) -> impl std::fmt::Display + 'a {
-        struct Path<'a>([&'a str; 3]);
-        impl std::fmt::Display for Path<'_> {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                self.0.iter().try_for_each(|piece| f.write_str(piece))
-            }
-        }
-        Path(self.path_pieces(request))
-    }
-
-    /// `path` as the pieces it is joined from: the route's base path, a `/` if the two need
-    /// one, and the rest of the request's path and query.
-    pub fn path_pieces<'a>(&'a self, request: &'a Uri) -> [&'a str; 3] {
-        let path_and_query = request.path_and_query().map_or("/", |p| p.as_str());
-        let (Some(base), Some(route)) = (&self.base_path, &self.route) else {
-            return ["", "", path_and_query];
-        };
-        let tail = path_and_query
-            .strip_prefix("/r/")
-            .and_then(|rest| rest.strip_prefix(route.as_str()))
-            .unwrap_or(path_and_query);
-        let slash = if tail.starts_with('/') || tail.starts_with('?') || tail.is_empty() { "" } else { "/" };
-        [base, slash, tail]
-    }
-}
-
 fn target(policy: &Policy, head: &Parts, via: &Via) -> Result<Target, ProxyError> {
     match via {
         Via::Mitm { host, port, tls, .. } => Ok(Target {
@@ -593,29 +438,6 @@ fn strip_port(host: &str) -> &str {
 }
 
 // ---- substitute + bind check ----------------------------------------------------------
-
-/// A value this request carries, kept for redaction and the access record.
-#[derive(Clone)]
-pub struct Used {
-    pub fetched: Arc<Fetched>,
-    /// When the placeholder named a `#field`: the field's name and the text written for it.
-    pub field: Option<(String, Zeroizing<String>)>,
-}
-
-impl Used {
-    /// The text written into the request: what redaction looks for.
-    pub fn injected(&self) -> &[u8] {
-        match &self.field {
-            Some((_, text)) => text.as_bytes(),
-            None => self.fetched.value.expose().as_bytes(),
-        }
-    }
-
-    /// The placeholder the value is shown as when redacted.
-    pub(super) fn placeholder(&self) -> String {
-        crate::domain::policy::placeholder_text(&self.fetched.path, self.field.as_ref().map(|(name, _)| name.as_str()))
-    }
-}
 
 /// Applies inject rules, finds every placeholder, resolves the granted values and returns
 /// the head with values in place; refuses (sending nothing) when any binding fails.
@@ -965,11 +787,4 @@ pub(super) fn record(
         seen.report(proxy, &target.host, Some(u), None, status, started);
     }
     Counted::Injected
-}
-
-pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
 }

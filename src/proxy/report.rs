@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use super::backoff::Backoff;
 use super::central::{Central, CentralError};
-use super::local::Sharded;
+use super::sharded::Sharded;
 
 /// Events per report: whatever is waiting, up to the API's limit per request (a proxy that
 /// falls behind catches up in fewer, larger requests).

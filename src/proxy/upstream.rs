@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Uri;
-use http_body_util::combinators::BoxBody;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -20,17 +18,10 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::body::{Body, BoxError};
 use super::egress::Resolver;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = BoxBody<Bytes, BoxError>;
 pub type Upstreams = Client<Dialer, Body>;
-
-/// A body of bytes already in hand.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    use http_body_util::BodyExt;
-    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed()
-}
 
 /// Builds the pooled client (the hyper path: HTTP/2 when the upstream offers it).
 pub fn client(dialer: Dialer) -> Upstreams {

@@ -1,0 +1,204 @@
+//! Calls to the central API: the errors it answers with (and whose fault they are), trying
+//! each of its addresses in turn until one answers, the agent's policy and id read with the
+//! agent key, and access events posted with it.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::Central;
+use crate::domain::policy::Policy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CentralError {
+    #[error("cannot reach the central API at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the central API refused the proxy: {code}: {message}")]
+    Refused { status: u16, code: String, message: String },
+    #[error("secret '{0}' is not available (deleted, expired or not readable)")]
+    NotFound(String),
+    #[error("no token covers secret '{0}' yet: its grant waits for approval")]
+    AwaitingApproval(String),
+    /// An operator denied the approval request a token was minted with.
+    #[error("approval request {approval_id} was denied ({})", reason_text(.reason))]
+    Denied { approval_id: String, reason: Option<String> },
+    /// The grant that covers `path` was denied approval, and the cool-down has `retry_in` left.
+    #[error(
+        "the grant for secret '{path}' was denied approval (request {approval_id}: {}); asked again in {} s or when the policy changes",
+        reason_text(.reason),
+        .retry_in.as_secs()
+    )]
+    ApprovalDenied { path: String, approval_id: String, reason: Option<String>, retry_in: Duration },
+    #[error("the proxy holds no valid token for secret '{0}' (revoked, or the agent was deleted)")]
+    NoToken(String),
+    #[error("unexpected answer from the central API: {0}")]
+    Protocol(String),
+}
+
+impl CentralError {
+    /// The API refused this agent (bad key, no policy): trying again will not help.
+    pub fn refuses_the_agent(&self) -> bool {
+        matches!(self, CentralError::Refused { status, .. } if refuses_the_agent(*status))
+    }
+}
+
+/// An operator's reason for a denial, as the agent and the log are told it.
+pub fn reason_text(reason: &Option<String>) -> String {
+    match reason.as_deref().map(str::trim) {
+        Some(reason) if !reason.is_empty() => format!("reason: {reason}"),
+        _ => "no reason given".to_owned(),
+    }
+}
+
+impl Central {
+    /// Posts access events with the agent key.
+    /// Posts a batch of access events, given as the JSON body `{"events":[…]}` already
+    /// assembled from the spool's lines.
+    pub async fn report(&self, body: Vec<u8>) -> Result<(), CentralError> {
+        let body = bytes::Bytes::from(body);
+        self.on_any(|base| {
+            let body = body.clone();
+            async move {
+                let unreachable = |e: reqwest::Error| CentralError::Unreachable {
+                    url: base.clone(),
+                    reason: e.without_url().to_string(),
+                };
+                let resp = self
+                    .http
+                    .post(format!("{base}/v1/access-events"))
+                    .bearer_auth(self.agent_key.as_str())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(unreachable)?;
+                let status = resp.status().as_u16();
+                if status == 202 {
+                    return Ok(());
+                }
+                let bytes = resp.bytes().await.map_err(unreachable)?;
+                Err(refused(status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+            }
+        })
+        .await
+    }
+
+    /// The address in use.
+    pub(super) fn base(&self) -> &str {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Runs `attempt` against the address in use and, while the answer is that it cannot
+    /// be reached, against each other address in turn; the first that answers is used from
+    /// then on (a replica on the same database).
+    pub(super) async fn on_any<T, F, Fut>(&self, attempt: F) -> Result<T, CentralError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CentralError>>,
+    {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut unreachable = None;
+        for step in 0..self.bases.len() {
+            let at = (start + step) % self.bases.len();
+            match attempt(self.bases[at].clone()).await {
+                Err(e @ CentralError::Unreachable { .. }) => unreachable = Some(e),
+                answered => {
+                    if step > 0
+                        && self.current.compare_exchange(start, at, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+                    {
+                        let (from, to) = (&self.bases[start % self.bases.len()], &self.bases[at]);
+                        tracing::warn!(%from, %to, "the central API address in use did not answer; using another");
+                        metrics::counter!("airlock_proxy_central_failovers_total").increment(1);
+                    }
+                    return answered;
+                }
+            }
+        }
+        Err(unreachable.expect("at least one address"))
+    }
+
+    /// Moves off the address in use (its change stream ended or went silent), to the next.
+    /// Moves off address `from` to the next, unless a request has already moved off it (to
+    /// one that answered: moving again would go back towards the one that failed).
+    pub(super) fn move_on(&self, from: usize) {
+        let next = (from + 1) % self.bases.len();
+        if next != from && self.current.compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            tracing::warn!(to = %self.bases[next], "trying the next central API address");
+        }
+    }
+
+    pub(super) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), CentralError> {
+        self.on_any(|base| {
+            let method = method.clone();
+            async move {
+                let mut req = self.http.request(method, format!("{base}{path}")).bearer_auth(bearer);
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                let unreachable = |e: reqwest::Error| CentralError::Unreachable {
+                    url: base.clone(),
+                    reason: e.without_url().to_string(),
+                };
+                let resp = req.send().await.map_err(unreachable)?;
+                let status = resp.status().as_u16();
+                let bytes = resp.bytes().await.map_err(unreachable)?;
+                let value =
+                    if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+                Ok((status, value))
+            }
+        })
+        .await
+    }
+}
+
+pub(super) async fn fetch_policy(http: &reqwest::Client, base: &str, agent_key: &str) -> Result<Policy, CentralError> {
+    let url = format!("{base}/v1/agents/self/policy");
+    let unreachable =
+        |e: reqwest::Error| CentralError::Unreachable { url: base.to_owned(), reason: e.without_url().to_string() };
+    let resp = http.get(&url).bearer_auth(agent_key).send().await.map_err(unreachable)?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(unreachable)?;
+    if status != 200 {
+        return Err(refused(status, &serde_json::from_str(&text).unwrap_or(Value::Null)));
+    }
+    let raw: Value = serde_json::from_str(&text).map_err(|e| CentralError::Protocol(format!("policy: {e}")))?;
+    let (source, toml) = (raw["source"].as_str().unwrap_or("policy"), raw["text"].as_str().unwrap_or(""));
+    Policy::parse(source, toml).map_err(|e| CentralError::Protocol(format!("policy: {e}")))
+}
+
+/// A client error other than "too many requests": the central API will not serve this agent
+/// (deleted, key revoked, no policy), as opposed to being unable to for now.
+pub(super) fn refuses_the_agent(status: u16) -> bool {
+    status != 429 && (400..500).contains(&status)
+}
+
+pub(super) async fn fetch_agent_id(
+    http: &reqwest::Client,
+    base: &str,
+    agent_key: &str,
+) -> Result<String, CentralError> {
+    let unreachable =
+        |e: reqwest::Error| CentralError::Unreachable { url: base.to_owned(), reason: e.without_url().to_string() };
+    let resp = http.get(format!("{base}/v1/tokens/self")).bearer_auth(agent_key).send().await.map_err(unreachable)?;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status != 200 {
+        return Err(refused(status, &body));
+    }
+    Ok(body["agent"]["id"].as_str().unwrap_or_default().to_owned())
+}
+
+pub(super) fn refused(status: u16, body: &Value) -> CentralError {
+    CentralError::Refused {
+        status,
+        code: body["error"]["code"].as_str().unwrap_or("unknown").to_owned(),
+        message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
+    }
+}

@@ -1,0 +1,138 @@
+//! The change stream: `GET /v1/events`, followed for as long as the proxy runs, so that a
+//! changed or deleted secret, a revoked token and a policy update take effect at once;
+//! reconnected with backoff (on the next address when this one cannot be reached) when it
+//! ends or goes silent. The stream is read line by line (`event:` and `data:`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::Central;
+use super::api::{CentralError, refuses_the_agent};
+use crate::proxy::backoff::Backoff;
+
+impl Central {
+    /// Follows `GET /v1/events` and invalidates at once; reconnects with backoff, also when
+    /// the stream has been silent for `silence` (the server sends keep-alives, so silence
+    /// means a partition that closed nothing). While disconnected, the cache TTL bounds how
+    /// stale a value can be.
+    pub async fn watch(self: Arc<Self>, silence: Duration) {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+        loop {
+            let from = self.current.load(Ordering::Relaxed) % self.bases.len();
+            let ended = self.follow_events(silence).await;
+            if ended.is_ok() {
+                backoff.reset();
+            }
+            let wait = backoff.next_wait();
+            if let Err(e) = ended {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "change stream interrupted");
+                if matches!(e, CentralError::Unreachable { .. }) {
+                    self.move_on(from);
+                }
+            }
+            // Whatever changed while we were not listening is unknown: refetch when possible.
+            // (The last known values stay available for stale-if-error.)
+            self.invalidate_values();
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn follow_events(self: &Arc<Self>, silence: Duration) -> Result<(), CentralError> {
+        let base = self.base().to_owned();
+        let url = format!("{base}/v1/events");
+        let unreachable =
+            |e: reqwest::Error| CentralError::Unreachable { url: base.clone(), reason: e.without_url().to_string() };
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(unreachable)?;
+        let mut resp = http.get(&url).bearer_auth(self.agent_key.as_str()).send().await.map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        if refuses_the_agent(status) {
+            // The agent or its key is gone (deleted while the stream was down): reading the
+            // policy is refused too, which closes the proxy.
+            self.refresh_policy().await?;
+        }
+        if status != 200 {
+            return Err(CentralError::Refused { status, code: "events".into(), message: String::new() });
+        }
+        tracing::info!("following the central API's change stream");
+        // Subscribed first, then read: a policy change made while the stream was down (or
+        // before it first came up) is seen here, and any later one arrives as an event.
+        self.refresh_policy().await?;
+        let mut buf = Vec::new();
+        let mut event = String::new();
+        loop {
+            let Ok(chunk) = tokio::time::timeout(silence, resp.chunk()).await else {
+                metrics::counter!("airlock_proxy_change_stream_reconnects_total", "reason" => "silent").increment(1);
+                return Err(CentralError::Unreachable {
+                    url: base.clone(),
+                    reason: format!(
+                        "the change stream was silent for {} s (keep-alives stopped)",
+                        silence.as_secs_f64()
+                    ),
+                });
+            };
+            let Some(chunk) = chunk.map_err(unreachable)? else { break };
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line).trim_end().to_owned();
+                if let Some(name) = line.strip_prefix("event:") {
+                    event = name.trim().to_owned();
+                } else if let Some(data) = line.strip_prefix("data:") {
+                    let data: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+                    self.on_change(&event, &data).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on one change. An error (the updated policy could not be read) ends the stream,
+    /// so it reconnects with backoff and reads the policy again.
+    async fn on_change(self: &Arc<Self>, kind: &str, data: &Value) -> Result<(), CentralError> {
+        tracing::debug!(kind, path = ?data["path"].as_str(), "change received");
+        match kind {
+            "secret.updated" | "secret.rotated" | "secret.deleted" => {
+                if let Some(path) = data["path"].as_str() {
+                    self.forget(path).await;
+                }
+            }
+            // A deleted agent has no policy any more: reading it again closes the proxy.
+            "token.revoked" if self.on_revoked(data).await => self.refresh_policy().await?,
+            "policy.updated" => self.refresh_policy().await?,
+            // Events were lost: any of them could have been a policy change.
+            "resync" => {
+                self.forget_all().await;
+                self.refresh_policy().await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Drops the revoked token (or, when the agent was deleted, every token) and the values
+    /// fetched with it; returns whether the agent was deleted.
+    pub(super) async fn on_revoked(&self, data: &Value) -> bool {
+        // Deleting the agent names it; revoking its key through `/v1/keys/{id}` names the key,
+        // whose id is the agent's.
+        let agent_gone = (data["agent_id"].as_str() == Some(self.agent_id.as_str()) && data["token_id"].is_null())
+            || data["token_id"].as_str() == Some(self.agent_id.as_str());
+        let mut hit = agent_gone;
+        for slot in self.slots().iter() {
+            let mut token = slot.token.write().await;
+            let ours = token.as_ref().is_some_and(|t| Some(t.id.as_str()) == data["token_id"].as_str());
+            if ours || agent_gone {
+                *token = None;
+                slot.remint.notify_one();
+                hit = true;
+            }
+        }
+        if hit {
+            tracing::warn!(agent_deleted = agent_gone, "a credential of this proxy was revoked; cached values dropped");
+            self.forget_all().await;
+        }
+        agent_gone
+    }
+}

@@ -1,0 +1,273 @@
+//! The tokens the proxy reads values with: one slot per group of the policy's grants (those
+//! that need no approval share one; each approval-gated grant has its own, which waits for
+//! a human), each kept by a task that mints its token, renews it at two thirds of its life,
+//! and stands down for a cool-down after an operator denies the approval.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::RwLock;
+use zeroize::Zeroizing;
+
+use super::Central;
+use super::api::{CentralError, reason_text, refused};
+use crate::domain::policy::Policy;
+use crate::proxy::backoff::Backoff;
+
+/// After an operator denies the proxy's approval request for a grant, how long requests that
+/// need the grant get 403 `approval_denied` before the proxy files a new request; a policy
+/// change ends it sooner. `--approval-denied-cooldown`.
+pub const DEFAULT_DENIAL_COOLDOWN: Duration = Duration::from_secs(5 * 60);
+
+/// The longest wait between two looks at a pending approval.
+const APPROVAL_POLL: Duration = Duration::from_secs(2);
+
+pub(super) struct Token {
+    pub(super) id: String,
+    pub(super) value: Zeroizing<String>,
+    pub(super) expires_at: Instant,
+    pub(super) lifetime: Duration,
+}
+
+/// A denied approval request, in force for a slot until `until` (or a policy change).
+#[derive(Clone)]
+pub(super) struct Denial {
+    pub(super) approval_id: String,
+    pub(super) reason: Option<String>,
+    pub(super) until: Instant,
+}
+
+/// One token covering a set of grants.
+pub(super) struct Slot {
+    pub(super) scopes: Vec<String>,
+    pub(super) needs_approval: bool,
+    pub(super) token: RwLock<Option<Token>>,
+    /// Set while a denial of this slot's approval request is in force: its keeper files no
+    /// new request, and reads that need its token are refused as `approval_denied`.
+    pub(super) denied: std::sync::Mutex<Option<Denial>>,
+    /// Wakes the slot's keeper to mint again now (its token was revoked), or to stop.
+    pub(super) remint: tokio::sync::Notify,
+    /// The policy no longer has this slot's grants: its keeper drops the token and stops.
+    pub(super) retired: AtomicBool,
+}
+
+impl Slot {
+    pub(super) fn new(scopes: Vec<String>, needs_approval: bool) -> Arc<Slot> {
+        Arc::new(Slot {
+            scopes,
+            needs_approval,
+            token: RwLock::new(None),
+            denied: std::sync::Mutex::new(None),
+            remint: tokio::sync::Notify::new(),
+            retired: AtomicBool::new(false),
+        })
+    }
+
+    pub(super) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.remint.notify_one();
+    }
+
+    pub(super) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// The denial in force, if its cool-down has not ended.
+    pub(super) fn denial(&self) -> Option<Denial> {
+        let denied = self.denied.lock().expect("denial lock poisoned");
+        denied.as_ref().filter(|d| d.until > Instant::now()).cloned()
+    }
+
+    pub(super) fn set_denial(&self, denial: Option<Denial>) {
+        *self.denied.lock().expect("denial lock poisoned") = denial;
+    }
+}
+
+impl Central {
+    /// How long a denied approval stands before the proxy asks again (set before `start`).
+    pub fn set_denial_cooldown(&self, cooldown: Duration) {
+        self.denial_cooldown_ms.store(cooldown.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    fn denial_cooldown(&self) -> Duration {
+        Duration::from_millis(self.denial_cooldown_ms.load(Ordering::Relaxed))
+    }
+
+    /// Mints every token once (waiting for approvals in the background) and keeps them
+    /// renewed. Ready once the tokens that need no approval are in hand.
+    pub fn start(self: &Arc<Self>) {
+        let slots = self.slots();
+        for slot in slots.iter() {
+            self.keep(slot.clone());
+        }
+        if slots.iter().all(|s| s.needs_approval) {
+            self.ready.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn slots(&self) -> Arc<Vec<Arc<Slot>>> {
+        self.slots.read().expect("slots lock poisoned").clone()
+    }
+
+    fn keep(self: &Arc<Self>, slot: Arc<Slot>) {
+        let central = self.clone();
+        tokio::spawn(async move { central.keep_token(&slot).await });
+    }
+
+    /// Mints the slot's token (unless it holds one already) and renews it, until the slot is
+    /// retired. After a denied approval it files no new request until the cool-down ends or
+    /// the policy changes.
+    async fn keep_token(&self, slot: &Slot) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut renew_in = slot.token.read().await.as_ref().map(|t| t.lifetime * 2 / 3);
+        loop {
+            if let Some(wait) = renew_in.take() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = slot.remint.notified() => if !slot.is_retired() {
+                        tracing::info!("proxy token revoked; minting a new one");
+                    },
+                }
+            }
+            if slot.is_retired() {
+                *slot.token.write().await = None;
+                return tracing::info!(scopes = ?slot.scopes, "proxy token dropped: the policy no longer grants its scopes");
+            }
+            match self.mint(slot).await {
+                Ok(token) => {
+                    let wait = token.lifetime * 2 / 3;
+                    tracing::info!(scopes = ?slot.scopes, renew_in_secs = wait.as_secs(), "proxy token minted");
+                    *slot.token.write().await = Some(token);
+                    if !slot.needs_approval {
+                        self.ready.store(true, Ordering::Relaxed);
+                    }
+                    backoff.reset();
+                    renew_in = Some(wait);
+                }
+                Err(_) if slot.is_retired() => {}
+                Err(CentralError::Denied { approval_id, reason }) => {
+                    let cooldown = self.denial_cooldown();
+                    tracing::warn!(
+                        %approval_id,
+                        reason = %reason_text(&reason),
+                        scopes = ?slot.scopes,
+                        cooldown_secs = cooldown.as_secs(),
+                        "approval denied: requests that need this grant are refused (approval_denied) until the cool-down ends or the policy changes"
+                    );
+                    // Subscribed before the denial is set: a policy change that clears it
+                    // (`refresh_policy`) is then seen here too.
+                    let mut policy_changes = self.policy_changed.subscribe();
+                    slot.set_denial(Some(Denial { approval_id, reason, until: Instant::now() + cooldown }));
+                    tokio::select! {
+                        _ = tokio::time::sleep(cooldown) => {}
+                        _ = policy_changes.changed() => {}
+                    }
+                    slot.set_denial(None);
+                    backoff.reset();
+                }
+                Err(e) => {
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot mint the proxy token");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn mint(&self, slot: &Slot) -> Result<Token, CentralError> {
+        let body = json!({ "scope": slot.scopes, "description": "airlock proxy" });
+        let (status, resp) = self.call(reqwest::Method::POST, "/v1/tokens", &self.agent_key, Some(&body)).await?;
+        match status {
+            201 => token_from(&resp),
+            202 => self.await_approval(slot, &resp).await,
+            _ => Err(refused(status, &resp)),
+        }
+    }
+
+    async fn await_approval(&self, slot: &Slot, pending: &Value) -> Result<Token, CentralError> {
+        let id = pending["approval_request_id"].as_str().unwrap_or_default().to_owned();
+        tracing::warn!(approval_request_id = %id, "proxy token waits for approval: approve it with `airlock approval approve {id}`");
+        // Polled every 1–2 s, jittered like every other wait on the central API.
+        let mut poll = Backoff::new(APPROVAL_POLL, APPROVAL_POLL);
+        loop {
+            tokio::time::sleep(poll.next_wait()).await;
+            if slot.is_retired() {
+                return Err(CentralError::Protocol(format!("approval {id}: no longer needed (policy changed)")));
+            }
+            let (status, resp) =
+                self.call(reqwest::Method::GET, &format!("/v1/approvals/{id}"), &self.agent_key, None).await?;
+            if status != 200 {
+                return Err(refused(status, &resp));
+            }
+            match resp["status"].as_str() {
+                Some("approved") if resp["token"].is_object() => return token_from(&resp["token"]),
+                Some("approved") => {
+                    return Err(CentralError::Protocol(format!("approval {id}: token already collected")));
+                }
+                Some("denied") => {
+                    let reason = resp["note"].as_str().map(str::to_owned);
+                    return Err(CentralError::Denied { approval_id: id, reason });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The token slots `policy` needs: a slot whose scopes and approval are unchanged keeps
+    /// its token; a new one without approval is minted before it is put in place (so a
+    /// changed grant does not leave requests without a token meanwhile); slots the policy
+    /// no longer has are retired (their keepers drop the token and stop).
+    pub(super) async fn replace_slots(self: &Arc<Self>, policy: &Policy) {
+        let current = self.slots();
+        let mut next = Vec::new();
+        for wanted in slots_for(policy) {
+            let kept = current.iter().find(|s| s.scopes == wanted.scopes && s.needs_approval == wanted.needs_approval);
+            if let Some(kept) = kept {
+                next.push(kept.clone());
+                continue;
+            }
+            if !wanted.needs_approval {
+                match self.mint(&wanted).await {
+                    Ok(token) => *wanted.token.write().await = Some(token),
+                    Err(e) => tracing::warn!(error = %e, "cannot mint the token for the updated grants yet; retrying"),
+                }
+            }
+            self.keep(wanted.clone());
+            next.push(wanted);
+        }
+        for old in current.iter().filter(|old| !next.iter().any(|s| Arc::ptr_eq(s, old))) {
+            old.retire();
+        }
+        *self.slots.write().expect("slots lock poisoned") = Arc::new(next);
+    }
+}
+
+pub(super) fn read_scope(glob: &str) -> String {
+    format!("secrets:read:{glob}")
+}
+
+/// Grants that need no approval share one token; each approval-gated grant gets its own,
+/// so one pending approval does not hold up the rest.
+pub(super) fn slots_for(policy: &Policy) -> Vec<Arc<Slot>> {
+    let open: Vec<String> =
+        policy.grants.iter().filter(|g| !g.approval).map(|g| read_scope(&g.secrets.to_string())).collect();
+    let mut slots: Vec<Arc<Slot>> = Vec::new();
+    if !open.is_empty() {
+        slots.push(Slot::new(open, false));
+    }
+    for g in policy.grants.iter().filter(|g| g.approval) {
+        slots.push(Slot::new(vec![read_scope(&g.secrets.to_string())], true));
+    }
+    slots
+}
+
+fn token_from(resp: &Value) -> Result<Token, CentralError> {
+    let value =
+        resp["value"].as_str().ok_or_else(|| CentralError::Protocol("token response without a value".into()))?;
+    let ttl = resp["ttl_seconds"].as_u64().unwrap_or(60).max(1);
+    let lifetime = Duration::from_secs(ttl);
+    let id = resp["id"].as_str().unwrap_or_default().to_owned();
+    Ok(Token { id, value: Zeroizing::new(value.to_owned()), expires_at: Instant::now() + lifetime, lifetime })
+}
