@@ -1,0 +1,178 @@
+//! Placeholder substitution: this module owns the step of the proxy pipeline that finds
+//! `{{secret:PATH}}` / `{{secret:PATH#field}}` placeholders in a request head (`scan`), checks
+//! every one against the binding the agent's policy gives its secret — host, placement,
+//! field, value safety, transport — and only when all pass builds the outbound head with the
+//! values written in (`inject`). Header values get the raw value, `Authorization: Basic`
+//! credentials are decoded, substituted and re-encoded, the query string gets the value
+//! percent-encoded; a placeholder in the URL path is always refused. A `Refusal` names the
+//! secret path and the host or header, never a value. Pure: no I/O, no logging.
+//!
+//! A request walks through three steps, one file each:
+//! 1. `scan` (scan.rs) reads the head and lists every placeholder with its `Place`: each
+//!    header value, the decoded `user:pass` of `Authorization: Basic`, the percent-decoded
+//!    query, and the path and authority (raw and percent-decoded), where one is always refused.
+//!    `has_placeholder_text` is its allocation-free quick skip.
+//! 2. The bind check (bind.rs): `inject` first checks every found placeholder, then every
+//!    `[[inject]]` template's, against its `Binding` — the secret is granted, the upstream
+//!    host is one of its grant's hosts and in the secret's `allowed_hosts`, the place is one
+//!    the grant allows (never a forbidden header), a `#field` resolves (field.rs), the value
+//!    is safe there, and the transport is TLS or plain http on purpose.
+//! 3. Writing (write.rs): only when all pass, values go into the head in place — raw into
+//!    header values, re-encoded into Basic credentials, percent-encoded into the query — and
+//!    every placeholder met on the way is checked again, so a missed find fails closed. What
+//!    was written in a form redaction cannot derive from the value alone comes back as `Written`.
+
+use std::fmt;
+
+use http::header::HeaderName;
+use http::request::Parts;
+
+use crate::domain::SecretValue;
+use crate::domain::policy::{Grant, Placeholder, PlaceholderError};
+
+mod bind;
+mod field;
+#[cfg(test)]
+mod fixture;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
+mod scan;
+mod write;
+
+use bind::Rules;
+pub use field::json_field;
+pub use scan::{has_placeholder_text, scan};
+pub(super) use write::QUERY_VALUE;
+pub use write::Written;
+
+// ---------------------------------------------------------------------------------------
+// Refusals
+// ---------------------------------------------------------------------------------------
+
+/// Why a request may not go upstream. `message` names the secret path and the host or
+/// header involved, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalCode {
+    HostNotAllowed,
+    PlacementNotAllowed,
+    UnresolvedPlaceholder,
+    SecretNotGranted,
+    UnsafeValue,
+    InsecureTransport,
+}
+
+impl RefusalCode {
+    /// The error code of the API's error format and of `X-Airlock-Error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::HostNotAllowed => "host_not_allowed",
+            RefusalCode::PlacementNotAllowed => "placement_not_allowed",
+            RefusalCode::UnresolvedPlaceholder => "unresolved_placeholder",
+            RefusalCode::SecretNotGranted => "secret_not_granted",
+            RefusalCode::UnsafeValue => "unsafe_value",
+            RefusalCode::InsecureTransport => "insecure_transport",
+        }
+    }
+}
+
+impl fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn refuse(code: RefusalCode, message: String) -> Refusal {
+    Refusal { code, message }
+}
+
+fn malformed(place: &Place, error: PlaceholderError) -> Refusal {
+    refuse(RefusalCode::UnresolvedPlaceholder, format!("{place}: {error}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// What scan finds and what inject is given
+// ---------------------------------------------------------------------------------------
+
+/// Where in the request a placeholder sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Header(HeaderName),
+    /// Inside the decoded `user:pass` of `Authorization: Basic …`.
+    BasicAuth,
+    /// In the query string; spans count bytes of the percent-decoded query.
+    Query,
+    /// In the URL outside the query (the path, or a percent-encoded authority); never allowed.
+    Path,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Header(name) => write!(f, "header '{name}'"),
+            Place::BasicAuth => f.write_str("the Basic credentials of header 'authorization'"),
+            Place::Query => f.write_str("the query string"),
+            Place::Path => f.write_str("the URL path"),
+        }
+    }
+}
+
+/// One placeholder of a request head and where it sits.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub placeholder: Placeholder,
+    pub place: Place,
+}
+
+/// One resolved value and what it is bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    pub value: &'a SecretValue,
+    pub grant: &'a Grant,
+    /// The secret's own `allowed_hosts` (exact hosts or `*.suffix`); empty means no restriction.
+    pub secret_allowed_hosts: &'a [String],
+}
+
+/// A header an `[[inject]]` rule writes: its template and the template's placeholders, parsed
+/// once when the policy was read. It replaces the agent's header of that name.
+#[derive(Debug, Clone)]
+pub struct Template<'t> {
+    pub header: &'t HeaderName,
+    pub text: &'t str,
+    pub placeholders: &'t [Placeholder],
+}
+
+// ---------------------------------------------------------------------------------------
+// Checking bindings and injecting
+// ---------------------------------------------------------------------------------------
+
+/// Checks every found placeholder, then every template's, against its binding for `host`
+/// (the upstream host the request will go to), then writes every value into the head in
+/// place, puts each template's header in, and returns the head; extensions are dropped. All
+/// is checked before anything is written, and the first failure (`found` order, then
+/// `templates`) wins; the head is walked again while substituting and every placeholder met
+/// there is checked too, so a `found` that misses one fails closed. Template headers go in
+/// last, so a value is never scanned for placeholders itself. On a refusal the head is
+/// consumed: the caller sends nothing. Returns the head and what it wrote in a form
+/// redaction cannot derive from the values alone (`Written`).
+/// `plain_http_allowed`: the upstream is http:// AND a route or inject names it http:// on purpose.
+/// `bindings` borrows from the caller (`'b`), not from the placeholder it is asked about.
+pub fn inject<'b>(
+    head: Parts,
+    found: &[Found],
+    templates: &[Template<'_>],
+    host: &str,
+    is_tls: bool,
+    plain_http_allowed: bool,
+    bindings: &dyn Fn(&Placeholder) -> Option<Binding<'b>>,
+) -> Result<(Parts, Vec<Written>), Refusal> {
+    let rules = Rules { host, is_tls, plain_http_allowed, bindings };
+    rules.check_all(found, templates)?;
+    rules.write(head, templates)
+}
