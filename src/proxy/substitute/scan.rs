@@ -17,9 +17,7 @@ use http::uri::Uri;
 use zeroize::Zeroizing;
 
 use super::{Found, Place, Refusal, RefusalCode, malformed, refuse};
-use crate::domain::policy::placeholders;
-
-const PLACEHOLDER_OPEN: &str = "{{secret:";
+use crate::domain::policy::{PLACEHOLDER_OPEN, placeholders};
 
 /// Agents write Basic credentials with or without padding; we re-encode with padding.
 const BASIC_DECODE: GeneralPurpose = GeneralPurpose::new(
