@@ -32,6 +32,16 @@ mod route;
 mod tests;
 
 pub use host::HostPattern;
+
+/// Headers that may never carry a secret: services store or echo them, or they steer routing.
+const FORBIDDEN_HEADERS: [&str; 4] = ["host", "cookie", "user-agent", "referer"];
+const FORBIDDEN_HEADER_PREFIX: &str = "x-forwarded-";
+
+/// Whether a header (its lower-case name) may ever carry a secret: a grant naming one that
+/// may not is refused when the policy loads, and the proxy checks again before it writes.
+pub fn header_may_carry_secret(name: &str) -> bool {
+    !FORBIDDEN_HEADERS.contains(&name) && !name.starts_with(FORBIDDEN_HEADER_PREFIX)
+}
 pub use placeholder::{
     PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN, Placeholder, PlaceholderError, placeholder_text, placeholders,
 };

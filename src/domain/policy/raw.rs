@@ -21,9 +21,6 @@ use crate::domain::scope::PathGlob;
 
 /// Headers a grant may place values in when it does not say.
 const DEFAULT_GRANT_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
-/// Headers that may never carry a secret: services store or echo them, or they steer routing.
-const FORBIDDEN_HEADERS: [&str; 4] = ["host", "cookie", "user-agent", "referer"];
-const FORBIDDEN_HEADER_PREFIX: &str = "x-forwarded-";
 pub(super) const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 const DEFAULT_TENANT: &str = "default";
@@ -255,7 +252,7 @@ impl Grant {
 /// A grant header name: lower-cased, an HTTP token, and not one that may never carry a secret.
 fn grant_header(raw: &Spanned<String>) -> Result<String, Invalid> {
     let name = parse_at(raw, "grant headers", header_name)?;
-    if FORBIDDEN_HEADERS.contains(&name.as_str()) || name.starts_with(FORBIDDEN_HEADER_PREFIX) {
+    if !super::header_may_carry_secret(&name) {
         let message = format!(
             "header '{name}' may never carry a secret; host, cookie, user-agent, referer and x-forwarded-* are refused"
         );

@@ -11,12 +11,7 @@ use zeroize::Zeroizing;
 use super::field::json_field;
 use super::{Binding, Found, Place, Refusal, RefusalCode, Template, refuse};
 use crate::domain::SecretValue;
-use crate::domain::policy::{Grant, HostPattern, Placeholder};
-
-/// Headers that may never carry a secret, whatever a grant says: services store or echo
-/// them, or they steer routing. The policy parser rejects them too; this is the second lock.
-const FORBIDDEN_HEADERS: [&str; 4] = ["host", "cookie", "user-agent", "referer"];
-const FORBIDDEN_HEADER_PREFIX: &str = "x-forwarded-";
+use crate::domain::policy::{Grant, HostPattern, Placeholder, header_may_carry_secret};
 
 /// What one request's placeholders are checked against.
 pub(super) struct Rules<'r, 'b> {
@@ -118,13 +113,13 @@ fn secret_allows_host(allowed_hosts: &[String], host: &str) -> bool {
         || allowed_hosts.iter().any(|pattern| HostPattern::parse(pattern).is_ok_and(|p| p.matches(host)))
 }
 
+/// Whether the grant lets a value go in `place`. A header that may never carry a secret is
+/// refused whatever the grant says: the policy parser refuses it too; this is the second lock.
 fn placement_allowed(grant: &Grant, place: &Place) -> bool {
     match place {
         Place::Header(name) => {
             let name = name.as_str();
-            grant.allows_header(name)
-                && !FORBIDDEN_HEADERS.contains(&name)
-                && !name.starts_with(FORBIDDEN_HEADER_PREFIX)
+            grant.allows_header(name) && header_may_carry_secret(name)
         }
         Place::BasicAuth => grant.allows_header(AUTHORIZATION.as_str()),
         Place::Query => grant.query,
