@@ -1,28 +1,12 @@
-//! Envelope encryption of secret values and the master keyring.
-//!
-//! This module owns every use of key material in Airlock. Each secret
-//! version is sealed with a fresh random 256-bit data key under AES-256-GCM;
-//! the data key is itself sealed (AES-256-GCM, fresh nonce) by the keyring's
-//! active master key. Associated data binds tenant, path, version and the
-//! master key id, so a ciphertext cannot be moved to another row. The module
-//! also owns the keyring: master keys, their ids (`mk_` + 8 hex chars of the
-//! key's SHA-256), and the 0600 JSON keyring file. Data keys and master keys
-//! only ever live in `Zeroizing` buffers, and no key byte appears in any
-//! `Debug` output, `Display` output or error message.
-//!
-//! It also signs the audit chain's checkpoints: an HMAC-SHA256 under a key derived from a
-//! master key (HMAC-SHA256 of a fixed label), so the signature needs nothing new provisioned
-//! and no key that the database holds.
+//! The master keyring: master keys and their ids (`mk_` + 8 hex chars of the key's
+//! SHA-256), the 0600 JSON keyring file, rotation, sealing and opening values under
+//! the keys (see `envelope`), and the audit checkpoint signatures made with them.
+//! Keys only ever live in `Zeroizing` buffers and never appear in `Debug` output.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::Mac;
@@ -30,122 +14,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-const KEY_LEN: usize = 32;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
+use super::envelope::{decrypt, encrypt};
+use super::file::{key_file_err, read_private, write_atomic};
+use super::{Binding, CryptoError, KEY_LEN, Sealed, fill_random, to_key};
+
 /// What the audit checkpoint key is derived from a master key under. A label of its own
 /// keeps the derived key apart from every other use of the master key.
 const CHECKPOINT_KEY_LABEL: &[u8] = b"airlock/v1/audit-checkpoint-key";
 
 type HmacSha256 = hmac::Hmac<Sha256>;
-
-/// Errors from sealing, opening and keyring handling. No variant ever
-/// carries key material.
-#[derive(thiserror::Error, Debug)]
-pub enum CryptoError {
-    #[error("ciphertext is sealed under master key '{0}', which is not in the keyring")]
-    UnknownKey(String),
-    #[error("ciphertext failed authentication: it was altered or belongs to another record")]
-    Decrypt,
-    #[error("malformed input: {0}")]
-    Malformed(&'static str),
-    #[error("I/O error on {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error("keyring file {}: {reason}", path.display())]
-    KeyFile { path: PathBuf, reason: String },
-    #[error("keyring file {} already exists; refusing to overwrite it", .0.display())]
-    AlreadyExists(PathBuf),
-    #[error("AIRLOCK_MASTER_KEY is invalid: {0}")]
-    BadEnvKey(String),
-}
-
-/// The row a sealed value belongs to; bound into the AEAD associated data.
-#[derive(Debug, Clone, Copy)]
-pub struct Binding<'a> {
-    pub tenant: &'a str,
-    pub path: &'a str,
-    pub version: i64,
-}
-
-impl Binding<'_> {
-    /// `airlock/v1/<label>\0tenant\0path\0version`. NUL is refused in tenant
-    /// and path so that the encoding stays unambiguous.
-    fn aad(&self, label: &str) -> Result<Vec<u8>, CryptoError> {
-        if self.tenant.contains('\0') || self.path.contains('\0') {
-            return Err(CryptoError::Malformed("tenant and path must not contain NUL bytes"));
-        }
-        let s = format!("airlock/v1/{label}\0{}\0{}\0{}", self.tenant, self.path, self.version);
-        Ok(s.into_bytes())
-    }
-
-    fn value_aad(&self) -> Result<Vec<u8>, CryptoError> {
-        self.aad("value")
-    }
-
-    fn wrap_aad(&self, kid: &str) -> Result<Vec<u8>, CryptoError> {
-        let mut aad = self.aad("wrap")?;
-        aad.push(0);
-        aad.extend_from_slice(kid.as_bytes());
-        Ok(aad)
-    }
-}
-
-/// One sealed secret version: the data key wrapped under master key `kid`,
-/// and the value encrypted under the data key. Both blobs are
-/// `nonce (12 bytes) || ciphertext || tag (16 bytes)`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Sealed {
-    pub kid: String,
-    pub wrapped_key: Vec<u8>,
-    pub ciphertext: Vec<u8>,
-}
-
-impl fmt::Debug for Sealed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sealed")
-            .field("kid", &self.kid)
-            .field("wrapped_key_len", &self.wrapped_key.len())
-            .field("ciphertext_len", &self.ciphertext.len())
-            .finish()
-    }
-}
-
-fn fill_random(buf: &mut [u8]) {
-    getrandom::getrandom(buf).expect("the OS random number generator failed");
-}
-
-fn cipher(key: &[u8; KEY_LEN]) -> Aes256Gcm {
-    Aes256Gcm::new(key.into())
-}
-
-/// AES-256-GCM with a fresh random nonce; returns `nonce || ct+tag`.
-fn encrypt(key: &[u8; KEY_LEN], msg: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let mut nonce = [0u8; NONCE_LEN];
-    fill_random(&mut nonce);
-    let ct = cipher(key)
-        .encrypt(&Nonce::from(nonce), Payload { msg, aad })
-        .map_err(|_| CryptoError::Malformed("plaintext too large to encrypt"))?;
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-    Ok(out)
-}
-
-fn decrypt(key: &[u8; KEY_LEN], blob: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let (nonce, msg) = blob
-        .split_first_chunk::<NONCE_LEN>()
-        .filter(|(_, rest)| rest.len() >= TAG_LEN)
-        .ok_or(CryptoError::Malformed("sealed blob is shorter than nonce and tag"))?;
-    cipher(key).decrypt(nonce.into(), Payload { msg, aad }).map(Zeroizing::new).map_err(|_| CryptoError::Decrypt)
-}
-
-fn to_key(bytes: &[u8]) -> Option<Zeroizing<[u8; KEY_LEN]>> {
-    let mut key = Zeroizing::new([0u8; KEY_LEN]);
-    (bytes.len() == KEY_LEN).then(|| {
-        key.copy_from_slice(bytes);
-        key
-    })
-}
 
 /// An HMAC under the checkpoint key of `mk`, ready for the message.
 fn checkpoint_mac(mk: &MasterKey) -> HmacSha256 {
@@ -378,84 +255,11 @@ impl Keyring {
     }
 }
 
-fn io_err(path: &Path) -> impl Fn(io::Error) -> CryptoError + '_ {
-    move |source| CryptoError::Io { path: path.to_path_buf(), source }
-}
-
-fn key_file_err(path: &Path, reason: String) -> CryptoError {
-    CryptoError::KeyFile { path: path.to_path_buf(), reason }
-}
-
-fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let mut file = File::open(path).map_err(io_err(path))?;
-    let meta = file.metadata().map_err(io_err(path))?;
-    if !meta.is_file() {
-        return Err(key_file_err(path, "not a regular file".into()));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        let reason = format!(
-            "mode is {mode:04o}, so group or others can access the master keys; \
-             run `chmod 600 {}` and try again",
-            path.display()
-        );
-        return Err(key_file_err(path, reason));
-    }
-    let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
-    file.read_to_end(&mut buf).map_err(io_err(path))?;
-    Ok(buf)
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Replaces the file at `path` atomically (temp file in the same dir, fsync, rename, fsync
-/// of the dir), mode 0600: a reader sees the old file or the new one, never a torn one.
-pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), CryptoError> {
-    write_atomic(path, bytes, true)
-}
-
-/// Write to a temp file in the same dir, fsync, then rename (or hard-link
-/// when `overwrite` is false, which fails atomically if `path` exists).
-fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), CryptoError> {
-    let mut suffix = [0u8; 8];
-    fill_random(&mut suffix);
-    let name = path.file_name().map_or("keyring".into(), |n| n.to_string_lossy());
-    let tmp = parent_dir(path).join(format!(".{name}.tmp-{}", hex::encode(suffix)));
-    let res = write_new(&tmp, bytes).and_then(|()| publish(&tmp, path, overwrite));
-    if res.is_err() || !overwrite {
-        let _ = fs::remove_file(&tmp);
-    }
-    res?;
-    let dir = parent_dir(path);
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
-}
-
-fn write_new(tmp: &Path, bytes: &[u8]) -> Result<(), CryptoError> {
-    let opts = OpenOptions::new().write(true).create_new(true).mode(0o600).clone();
-    let mut f = opts.open(tmp).map_err(io_err(tmp))?;
-    f.set_permissions(fs::Permissions::from_mode(0o600))
-        .and_then(|()| f.write_all(bytes))
-        .and_then(|()| f.sync_all())
-        .map_err(io_err(tmp))
-}
-
-fn publish(tmp: &Path, path: &Path, overwrite: bool) -> Result<(), CryptoError> {
-    if overwrite {
-        return fs::rename(tmp, path).map_err(io_err(path));
-    }
-    fs::hard_link(tmp, path).map_err(|e| match e.kind() {
-        io::ErrorKind::AlreadyExists => CryptoError::AlreadyExists(path.to_path_buf()),
-        _ => io_err(path)(e),
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn bind<'a>(tenant: &'a str, path: &'a str, version: i64) -> Binding<'a> {
