@@ -1,0 +1,114 @@
+//! `/v1/secrets…`: create, read, list, update, patch, rotate, versions, delete, undelete
+//! and destroy. Each handler checks the caller's scope for the path first, records a
+//! failed attempt in the audit trail, and lets the store write the change and its audit
+//! record together.
+//!
+//! The handlers live by what they do: `write` (create, update, patch, rotate, with the
+//! checks on what a write may carry), `read` (read, list, versions) and `lifecycle`
+//! (delete, undelete, destroy). This module holds what they share: the caller's scope
+//! check, the audit of a failed attempt, and the metadata view; it re-exports the
+//! handlers so the router names them `secrets::create` and so on.
+
+mod lifecycle;
+mod read;
+mod write;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, ErrorCode};
+use crate::domain::audit::AuditDraft;
+use crate::domain::time::{serialize_ms, serialize_opt_ms};
+use crate::domain::{SecretAction, SecretPath};
+use crate::store::{SecretMeta, StoreError};
+
+pub use self::lifecycle::{delete, destroy, undelete};
+pub use self::read::{list, read, versions};
+pub use self::write::{create, patch, rotate, update};
+
+/// Metadata as the API shows it (never with a value).
+#[derive(Serialize)]
+struct MetaView<'a> {
+    path: &'a str,
+    version: i64,
+    tier: &'a str,
+    description: &'a Option<String>,
+    tags: &'a BTreeMap<String, String>,
+    allowed_hosts: &'a [String],
+    owner: &'a Option<String>,
+    #[serde(serialize_with = "serialize_ms")]
+    created_at: i64,
+    #[serde(serialize_with = "serialize_ms")]
+    updated_at: i64,
+    #[serde(serialize_with = "serialize_opt_ms")]
+    accessed_at: Option<i64>,
+    #[serde(serialize_with = "serialize_opt_ms")]
+    expires_at: Option<i64>,
+    #[serde(serialize_with = "serialize_opt_ms")]
+    not_before: Option<i64>,
+}
+
+impl<'a> From<&'a SecretMeta> for MetaView<'a> {
+    fn from(m: &'a SecretMeta) -> Self {
+        MetaView {
+            path: &m.path,
+            version: m.current_version,
+            tier: &m.tier,
+            description: &m.description,
+            tags: &m.tags,
+            allowed_hosts: &m.allowed_hosts,
+            owner: &m.owner,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            accessed_at: m.accessed_at,
+            expires_at: m.expires_at,
+            not_before: m.not_before,
+        }
+    }
+}
+
+fn scope_name(action: SecretAction, path: &SecretPath) -> String {
+    format!("secrets:{}:{}", action.as_str(), path)
+}
+
+/// Checks the caller's scope; a refusal is audited before it is returned.
+async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    action: SecretAction,
+    path: &SecretPath,
+    kind: &'static str,
+) -> ApiResult<()> {
+    if caller.can(action, path) {
+        return Ok(());
+    }
+    let required = scope_name(action, path);
+    audit_failure(state, caller, caller.draft(kind, Some(path.as_str())), ErrorCode::PermissionDenied).await?;
+    Err(ApiError::permission_denied(Some(path.as_str()), &required))
+}
+
+/// Turns a store failure into the API error and audits it as a failed attempt.
+async fn fail(state: &AppState, caller: &Caller, kind: &'static str, path: &SecretPath, e: StoreError) -> ApiError {
+    let err = ApiError::from(e);
+    let draft = caller.draft(kind, Some(path.as_str()));
+    match audit_failure(state, caller, draft, err.code).await {
+        Ok(()) => err,
+        Err(audit_err) => audit_err,
+    }
+}
+
+/// Records an unsuccessful operation; if even that cannot be written the request fails.
+pub(super) async fn audit_failure(
+    state: &AppState,
+    caller: &Caller,
+    mut draft: AuditDraft,
+    code: ErrorCode,
+) -> ApiResult<()> {
+    draft.success = false;
+    draft.detail = json!({ "error": code.as_str() });
+    state.store.record(caller.tenant(), draft, None).await.map_err(ApiError::from)
+}
