@@ -2,8 +2,9 @@
 //! the connection settings (base URL, bearer credential, user agent, timeouts), the URL
 //! encoding of secret paths and query values, and the translation of responses into JSON
 //! bodies or a [`ClientError`] that says whether the API refused the request, the server
-//! could not be reached, or it answered something that is not the API. The credential never
-//! appears in an error or in `Debug` output.
+//! could not be reached, or it answered something that is not the API; a base URL or
+//! credential that cannot be used is a [`ConfigError`], before anything is sent. The
+//! credential never appears in an error or in `Debug` output.
 
 use std::fmt;
 use std::time::Duration;
@@ -59,6 +60,30 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// Connection settings that cannot be used: a bad server URL or credential (the operator's
+/// to fix), or an HTTP client that cannot be built. No variant quotes the credential or what
+/// stood before an `@` in the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid server URL '{shown}': {reason}; expected e.g. http://127.0.0.1:7878")]
+    UrlUnparsable { shown: String, reason: String },
+    #[error(
+        "invalid server URL '{shown}': it carries a user name or password; give the URL without them \
+         (the credential goes in AIRLOCK_TOKEN, or the agent key file)"
+    )]
+    UrlUserinfo { shown: String },
+    #[error("invalid server URL '{shown}': it must start with http:// or https:// and name a host")]
+    UrlNotHttp { shown: String },
+    #[error("invalid server URL '{shown}': remove the query string or fragment")]
+    UrlQuery { shown: String },
+    #[error("the API credential is empty; set AIRLOCK_TOKEN to an ak_… key or at_… token")]
+    TokenEmpty,
+    #[error("the API credential contains spaces, control or non-ASCII characters; check how it was copied")]
+    TokenUnsendable,
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
 impl ClientError {
     /// The API error code (`not_found`, `conflict`, …), if the API answered with one.
     pub fn api_code(&self) -> Option<&str> {
@@ -78,7 +103,7 @@ impl fmt::Debug for Client {
 impl Client {
     /// A client of the server at `base_url` (`http://` or `https://`, optionally with a path
     /// prefix) authenticating with `token` (an `ak_…` key or `at_…` token).
-    pub fn new(base_url: &str, token: &str) -> anyhow::Result<Client> {
+    pub fn new(base_url: &str, token: &str) -> Result<Client, ConfigError> {
         crate::install_crypto_provider();
         let base = parse_base_url(base_url)?;
         let token = Zeroizing::new(token.trim().to_owned());
@@ -199,22 +224,18 @@ fn encode(s: &str) -> String {
 /// with a host, optionally a path prefix, and nothing else. A URL with a user name or password
 /// is refused (credentials go in `AIRLOCK_TOKEN` or the agent key file, never in a URL that
 /// ends up in logs and errors), and no error quotes what stood before an `@`.
-pub fn parse_base_url(base_url: &str) -> anyhow::Result<String> {
+pub fn parse_base_url(base_url: &str) -> Result<String, ConfigError> {
     let trimmed = base_url.trim().trim_end_matches('/');
-    let shown = without_userinfo(trimmed);
-    let url = Url::parse(trimmed)
-        .map_err(|e| anyhow::anyhow!("invalid server URL '{shown}': {e}; expected e.g. http://127.0.0.1:7878"))?;
+    let shown = || without_userinfo(trimmed).into_owned();
+    let url = Url::parse(trimmed).map_err(|e| ConfigError::UrlUnparsable { shown: shown(), reason: e.to_string() })?;
     if !url.username().is_empty() || url.password().is_some() {
-        anyhow::bail!(
-            "invalid server URL '{shown}': it carries a user name or password; give the URL without them \
-             (the credential goes in AIRLOCK_TOKEN, or the agent key file)"
-        );
+        return Err(ConfigError::UrlUserinfo { shown: shown() });
     }
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        anyhow::bail!("invalid server URL '{shown}': it must start with http:// or https:// and name a host");
+        return Err(ConfigError::UrlNotHttp { shown: shown() });
     }
     if url.query().is_some() || url.fragment().is_some() {
-        anyhow::bail!("invalid server URL '{shown}': remove the query string or fragment");
+        return Err(ConfigError::UrlQuery { shown: shown() });
     }
     Ok(trimmed.to_owned())
 }
@@ -229,13 +250,13 @@ fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn check_token(token: &str) -> anyhow::Result<()> {
+fn check_token(token: &str) -> Result<(), ConfigError> {
     if token.is_empty() {
-        anyhow::bail!("the API credential is empty; set AIRLOCK_TOKEN to an ak_… key or at_… token");
+        return Err(ConfigError::TokenEmpty);
     }
     // Anything else cannot travel in an HTTP header; say so without echoing the credential.
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        anyhow::bail!("the API credential contains spaces, control or non-ASCII characters; check how it was copied");
+        return Err(ConfigError::TokenUnsendable);
     }
     Ok(())
 }

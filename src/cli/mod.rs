@@ -103,7 +103,7 @@ impl ConnArgs {
         let token = self.token.as_deref().ok_or_else(|| {
             anyhow::anyhow!("no credential: set AIRLOCK_TOKEN (or pass --token) to an API key or token")
         })?;
-        Client::new(&self.addr, token)
+        Ok(Client::new(&self.addr, token)?)
     }
 }
 

@@ -249,7 +249,7 @@ impl ProxyArgs {
         callers: Callers,
     ) -> anyhow::Result<ProxyConfig> {
         Ok(ProxyConfig {
-            servers: self.server.iter().map(|s| crate::client::parse_base_url(s)).collect::<anyhow::Result<_>>()?,
+            servers: self.server.iter().map(|s| crate::client::parse_base_url(s)).collect::<Result<_, _>>()?,
             agent_key,
             listen,
             data_dir: self.data_dir.clone(),

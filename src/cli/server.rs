@@ -249,7 +249,7 @@ pub(super) async fn initialise(storage: &StorageArgs) -> anyhow::Result<zeroize:
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
-    crate::server::serve(state_from(args).await?).await
+    Ok(crate::server::serve(state_from(args).await?).await?)
 }
 
 impl RunArgs {

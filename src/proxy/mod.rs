@@ -118,14 +118,9 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     /// Refuses what no flag alone can: a proxy that serves any caller listening beyond loopback.
-    pub fn check(&self) -> anyhow::Result<()> {
+    pub fn check(&self) -> Result<(), StartError> {
         if matches!(self.callers, Callers::AnyLocal) && !self.listen.ip().is_loopback() {
-            anyhow::bail!(
-                "a proxy without a session key serves any caller that reaches it, so it listens on loopback only \
-                 (127.0.0.1 or ::1), not on {}: anything that reaches that address could have this agent's values \
-                 injected; listen on loopback, or give callers a session key (--session-key-file FILE)",
-                self.listen
-            );
+            return Err(StartError::OpenBeyondLoopback(self.listen));
         }
         Ok(())
     }
@@ -227,13 +222,40 @@ pub enum Startup {
     Wait,
 }
 
+/// Why the proxy could not start: its configuration, its CA or TLS settings, its listener,
+/// the central API's answer, or its spool.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "a proxy without a session key serves any caller that reaches it, so it listens on loopback only \
+         (127.0.0.1 or ::1), not on {0}: anything that reaches that address could have this agent's values \
+         injected; listen on loopback, or give callers a session key (--session-key-file FILE)"
+    )]
+    OpenBeyondLoopback(SocketAddr),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: std::io::Error },
+    /// The central API refused the agent, or (failing fast) could not be reached.
+    #[error("{0}")]
+    Central(central::CentralError),
+    #[error("the waiting listener failed: {0}")]
+    Waiting(tokio::task::JoinError),
+    /// The access-event spool cannot be opened.
+    #[error(transparent)]
+    Spool(#[from] std::io::Error),
+}
+
 /// Connects to the central API (policy, tokens), prepares the CA and binds the listener.
-pub async fn bind(config: ProxyConfig, metrics: Option<PrometheusHandle>, startup: Startup) -> anyhow::Result<Bound> {
+pub async fn bind(
+    config: ProxyConfig,
+    metrics: Option<PrometheusHandle>,
+    startup: Startup,
+) -> Result<Bound, StartError> {
     config.check()?;
     let ca = tls::LocalCa::load_or_create(&config.data_dir)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|error| StartError::Listen { addr: config.listen, error })?;
     let (central, listener) = connect_central(&config, listener, startup).await?;
     let policy = central.policy();
     tracing::info!(agent = %policy.agent.name, grants = policy.grants.len(), routes = policy.routes.len(), "policy loaded");
@@ -272,12 +294,12 @@ async fn connect_central(
     config: &ProxyConfig,
     listener: TcpListener,
     startup: Startup,
-) -> anyhow::Result<(Arc<central::Central>, TcpListener)> {
+) -> Result<(Arc<central::Central>, TcpListener), StartError> {
     let connect = || central::Central::connect(&config.servers, config.agent_key.clone(), config.value_ttl);
     let first = connect().await;
     let error = match first {
         Ok(central) => return Ok((central, listener)),
-        Err(e) if startup == Startup::FailFast || e.refuses_the_agent() => return Err(anyhow::anyhow!("{e}")),
+        Err(e) if startup == Startup::FailFast || e.refuses_the_agent() => return Err(StartError::Central(e)),
         Err(e) => e,
     };
     let reason = Arc::new(std::sync::Mutex::new(error.to_string()));
@@ -290,12 +312,12 @@ async fn connect_central(
         tokio::time::sleep(wait).await;
         match connect().await {
             Ok(central) => break central,
-            Err(e) if e.refuses_the_agent() => return Err(anyhow::anyhow!("{e}")),
+            Err(e) if e.refuses_the_agent() => return Err(StartError::Central(e)),
             Err(e) => *reason.lock().expect("reason lock poisoned") = e.to_string(),
         }
     };
     let _ = stop.send(());
-    let listener = waiting.await.map_err(|e| anyhow::anyhow!("the waiting listener failed: {e}"))?;
+    let listener = waiting.await.map_err(StartError::Waiting)?;
     tracing::info!("the central API answered");
     Ok((central, listener))
 }

@@ -209,13 +209,22 @@ async fn observe(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Why the server could not listen, or stopped serving with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Serves until SIGINT or SIGTERM; then ends the change streams (their proxies reconnect,
 /// to another replica when there is one), lets other in-flight requests finish within the
 /// shutdown grace, writes an audit checkpoint, and returns.
-pub async fn serve(state: AppState) -> anyhow::Result<()> {
+pub async fn serve(state: AppState) -> Result<(), ServeError> {
     let listener = TcpListener::bind(state.config.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", state.config.listen))?;
+        .map_err(|error| ServeError::Listen { addr: state.config.listen, error })?;
     let addr = listener.local_addr()?;
     tokio::spawn(upkeep(state.clone()));
     tokio::spawn(reload_on_sighup(state.clone()));

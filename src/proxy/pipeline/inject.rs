@@ -1,0 +1,164 @@
+//! Substitute + bind check: inject rules applied, every placeholder found, the granted
+//! values resolved (from this thread's copies when it has them) and written in, or the
+//! request refused with nothing sent when any binding fails.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::StatusCode;
+use http::header::HeaderValue;
+use http::request::Parts;
+
+use crate::domain::policy::{Placeholder, Policy};
+use crate::proxy::Proxy;
+use crate::proxy::central::{CentralError, Fetched};
+use crate::proxy::error::ProxyError;
+use crate::proxy::local::{self, Epoch, Plan, View};
+use crate::proxy::request::{Target, Used};
+use crate::proxy::substitute::{self, Binding, Refusal, RefusalCode, Written};
+
+/// Applies inject rules, finds every placeholder, resolves the granted values and returns
+/// the head with values in place; refuses (sending nothing) when any binding fails.
+/// A request without placeholders of its own gets what the rules put toward its upstream
+/// from this thread's plan for it, made (and checked) by the first such request.
+pub(super) async fn substitute(
+    proxy: &Proxy,
+    view: &Arc<View>,
+    epoch: Epoch,
+    mut head: Parts,
+    target: &Target,
+    now: Instant,
+) -> Result<(Parts, Arc<[Used]>, Vec<Written>), ProxyError> {
+    let policy = &view.policy;
+    let agent_placeholders = head_has_placeholder(&head);
+    if !agent_placeholders && let Some((injected, used)) = local::apply_plan(proxy, target, &mut head.headers, now) {
+        if injected {
+            head.extensions = http::Extensions::new(); // as `substitute::inject` leaves it
+        }
+        return Ok((head, used, Vec::new()));
+    }
+    let templates = inject_templates(policy, &head, target, agent_placeholders);
+    if !agent_placeholders && templates.is_empty() {
+        let none: Arc<[Used]> = Arc::new([]);
+        local::keep_plan(proxy, view, epoch, target, Plan::new(Vec::new(), none.clone()));
+        return Ok((head, none, Vec::new()));
+    }
+    // A rule's header replaces the agent's (which holds no placeholder, or the rule would
+    // not apply): whatever the agent's was, it is neither checked nor sent.
+    for template in &templates {
+        head.headers.remove(template.header);
+    }
+    let found = if agent_placeholders { substitute::scan(&head)? } else { Vec::new() };
+    let all = || found.iter().map(|f| &f.placeholder).chain(templates.iter().flat_map(|t| t.placeholders));
+    // Each granted secret once, with its grant (looked up once, not at every check).
+    let mut fetched: Vec<Arc<Fetched>> = Vec::new();
+    let mut grants = Vec::new();
+    for placeholder in all() {
+        let path = placeholder.path();
+        if fetched.iter().any(|v| &v.path == path) {
+            continue;
+        }
+        let Some(grant) = policy.grant_for(path) else { continue };
+        let value = match local::cached(proxy, epoch, path) {
+            Some(value) => value,
+            None => local::adopt(proxy, epoch, &proxy.central.value(path).await.map_err(central_error)?),
+        };
+        fetched.push(value);
+        grants.push(grant);
+    }
+    let bindings = |p: &Placeholder| {
+        let i = fetched.iter().position(|v| &v.path == p.path())?;
+        Some(Binding { value: &fetched[i].value, grant: grants[i], secret_allowed_hosts: &fetched[i].allowed_hosts })
+    };
+    let (new_head, written) =
+        substitute::inject(head, &found, &templates, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
+    let used: Arc<[Used]> = used_values(all(), &fetched).into();
+    if !agent_placeholders {
+        let headers = templates
+            .iter()
+            .filter_map(|t| Some((t.header.clone(), new_head.headers.get(t.header)?.clone())))
+            .collect();
+        local::keep_plan(proxy, view, epoch, target, Plan::new(headers, used.clone()));
+    }
+    Ok((new_head, used, written))
+}
+
+fn head_has_placeholder(head: &Parts) -> bool {
+    substitute::has_placeholder_text(head.uri.path().as_bytes())
+        || head.uri.query().is_some_and(|q| substitute::has_placeholder_text(q.as_bytes()))
+        || head.uri.authority().is_some_and(|a| substitute::has_placeholder_text(a.as_str().as_bytes()))
+        || head.headers.values().any(|v| substitute::has_placeholder_text(v.as_bytes()) || is_basic(v))
+}
+
+fn is_basic(v: &HeaderValue) -> bool {
+    v.as_bytes().len() > 6 && v.as_bytes()[..6].eq_ignore_ascii_case(b"basic ")
+}
+
+/// The `[[inject]]` rules for this host whose header the agent has not filled with a
+/// placeholder of its own (the agent's own placeholder wins).
+fn inject_templates<'p>(
+    policy: &'p Policy,
+    head: &Parts,
+    target: &Target,
+    agent_placeholders: bool,
+) -> Vec<substitute::Template<'p>> {
+    let mut templates = Vec::new();
+    for rule in policy.injects.iter().filter(|i| i.host.matches(&target.host)) {
+        let has_own = agent_placeholders
+            && head.headers.get(&rule.header).is_some_and(|v| substitute::has_placeholder_text(v.as_bytes()));
+        if !has_own {
+            templates.push(substitute::Template {
+                header: &rule.header,
+                text: &rule.value,
+                placeholders: &rule.placeholders,
+            });
+        }
+    }
+    templates
+}
+
+/// Each value written into the request once (by path and field), in the order met.
+fn used_values<'a>(placeholders: impl Iterator<Item = &'a Placeholder>, fetched: &[Arc<Fetched>]) -> Vec<Used> {
+    let mut used: Vec<Used> = Vec::new();
+    for p in placeholders {
+        let Some(v) = fetched.iter().find(|v| &v.path == p.path()) else { continue };
+        if used.iter().any(|u| u.fetched.path == v.path && u.field.as_ref().map(|(name, _)| name.as_str()) == p.field())
+        {
+            continue;
+        }
+        // A field: the same text inject wrote, through the same zeroizing extraction.
+        let field = match p.field() {
+            None => None,
+            Some(field) => match substitute::json_field(v.value.expose(), field) {
+                Some(text) => Some((field.to_owned(), text)),
+                None => continue,
+            },
+        };
+        used.push(Used { fetched: v.clone(), field });
+    }
+    used
+}
+
+fn central_error(e: Arc<CentralError>) -> ProxyError {
+    match e.as_ref() {
+        CentralError::NotFound(path) => Refusal {
+            code: RefusalCode::SecretNotGranted,
+            message: format!("secret '{path}' is not available to this agent (missing, deleted or not granted)"),
+        }
+        .into(),
+        CentralError::NoToken(_) => ProxyError::central(e.to_string()),
+        CentralError::AwaitingApproval(path) => ProxyError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "approval_pending",
+            crate::proxy::error::Fault::Policy,
+            format!("the grant for '{path}' waits for an operator's approval"),
+        ),
+        // Final for the cool-down: the agent is told why, and when the proxy asks again.
+        CentralError::ApprovalDenied { retry_in, .. } => {
+            let mut refused = ProxyError::policy("approval_denied", e.to_string());
+            refused.retry_after = Some(retry_in.as_secs().max(1));
+            refused
+        }
+        other => ProxyError::central(other.to_string()),
+    }
+}

@@ -1,0 +1,255 @@
+//! One request through the proxy, top to bottom, in the order DESIGN §3 gives:
+//! admit caller → egress check → host agreement → rate limit → substitute → bind check →
+//! forward → redact → record. Nothing is sent upstream before the bind check has passed
+//! for every value the request would carry.
+//!
+//! The stages are short functions named in `prepare` and `serve`; the bulky parts live in
+//! their own modules: `admit` (the target, the caller, egress, host agreement and the header
+//! rules), `inject` (substitute + bind check), `forward` (upstream via hyper, upgrades, the
+//! coded-response check) and `respond` (what a response is scrubbed of, and its redaction).
+
+mod admit;
+mod forward;
+mod inject;
+mod respond;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+
+use self::admit::{admit, agree, egress, one_host, remove_connection_named, target};
+use self::forward::{Upgrading, forward, is_upgrade};
+use self::inject::substitute;
+use self::respond::{redact, scrub_for};
+use super::Proxy;
+use super::body::Body;
+use super::error::ProxyError;
+use super::local;
+use super::meters::{Counted, finished};
+use super::redact::Patterns;
+use super::report::Use;
+use super::request::{Target, Used, Via};
+
+pub use self::admit::proxy_authorized;
+pub(super) use self::forward::{HOP_BY_HOP, has_body, has_token, hides_values, unscannable};
+pub(super) use self::respond::scrubbed;
+
+/// Entry point: every outcome becomes a response; errors in the API's JSON shape.
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    req: Request<Incoming>,
+    via: Via,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let started = Instant::now();
+    let seen = Seen::new(req.method().clone(), req.uri().clone());
+    let (resp, counted) = match serve(&proxy, req, &via, &seen, started).await {
+        Ok(served) => served,
+        Err(e) => (refused(&proxy, &seen, &via, e, started), Counted::Elsewhere),
+    };
+    finished(&proxy, started, counted);
+    Ok(resp)
+}
+
+/// A refusal: logged, counted, recorded as an access event, and answered.
+pub(super) fn refused(proxy: &Proxy, seen: &Seen, via: &Via, e: ProxyError, started: Instant) -> Response<Body> {
+    tracing::info!(method = %seen.method, code = e.code, fault = e.fault.as_str(), message = %e.message, "request refused");
+    metrics::counter!("airlock_proxy_refusals_total", "code" => e.code, "fault" => e.fault.as_str()).increment(1);
+    seen.report(proxy, seen.host(via), None, Some(&e), e.status, started);
+    e.into_response()
+}
+
+/// What the access record says of a request, taken before the request is consumed (and
+/// before substitution: the URL path never carries a value).
+/// Both fields are reference-counted clones: nothing is allocated unless an event is made.
+pub(super) struct Seen {
+    method: http::Method,
+    uri: Uri,
+}
+
+impl Seen {
+    pub(super) fn new(method: http::Method, uri: Uri) -> Seen {
+        Seen { method, uri }
+    }
+
+    /// The host the agent named, before any target was worked out.
+    fn host<'a>(&'a self, via: &'a Via) -> &'a str {
+        match via {
+            Via::Mitm { host, .. } => host,
+            Via::Direct => self.uri.host().unwrap_or_default(),
+        }
+    }
+
+    /// Reports this request as a use: of the value `used` (an injection) or a refusal.
+    fn report(
+        &self,
+        proxy: &Proxy,
+        host: &str,
+        used: Option<&Used>,
+        error: Option<&ProxyError>,
+        status: StatusCode,
+        started: Instant,
+    ) {
+        proxy.reporter.record(Use {
+            agent: proxy.central.agent_name(),
+            path: used.map(|u| u.fetched.path.as_str()),
+            version: used.map(|u| u.fetched.version),
+            host,
+            method: self.method.as_str(),
+            url_path: self.uri.path(),
+            outcome: if error.is_some() { "denied" } else { "injected" },
+            error_code: error.map(|e| e.code),
+            status: Some(status.as_u16()),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+}
+
+async fn serve(
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    via: &Via,
+    seen: &Seen,
+    started: Instant,
+) -> Result<(Response<Body>, Counted), ProxyError> {
+    if matches!(via, Via::Direct) && req.uri().scheme().is_none() && req.uri().path().starts_with("/_airlock/") {
+        return Ok((super::ops::answer(proxy, req.uri().path()), Counted::Elsewhere));
+    }
+    let (mut head, body) = req.into_parts();
+    // Taken first: substitution leaves a head without extensions, and the watch must predate
+    // the policy the request is checked under.
+    let upgrading = (head.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .filter(|_| is_upgrade(&head.headers))
+        .map(|agent| Upgrading { agent, watch: proxy.central.watch_policy() });
+    let resettable = head.version == http::Version::HTTP_2;
+    let Prepared { head, target, used, scrub } = prepare(proxy, head, via, started).await?;
+    if resettable {
+        // An HTTP/2 agent can reset a stream at any time, and hyper looks for a reset only
+        // while this future is pending: one that ran here without waiting (its checks cached)
+        // would dial the upstream for a request already gone, one connection per stream of a
+        // HEADERS + RST_STREAM burst. Pending once, it is dropped here instead, having opened
+        // nothing and recorded no use. Dropped later, it takes its dial with it: the pooled
+        // client dials inside the request's future (it hands a dial to a task of its own only
+        // when another connection came free first, for a request still live).
+        tokio::task::yield_now().await;
+    }
+    let mut recorder = Recorder { proxy, seen, target: &target, used: &used, started, done: false };
+    let resp = match forward(proxy, head, body, upgrading, &target, scrub.is_some()).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            // The values may have gone out: the use is recorded, whatever became of the response.
+            let e = scrubbed(e, scrub.as_deref());
+            recorder.finish(e.status);
+            return Err(e);
+        }
+    };
+    let resp = redact(resp, scrub);
+    let counted = recorder.finish(resp.status());
+    Ok((resp, counted))
+}
+
+/// Records the uses of a request whose values are on their way, exactly once: with the
+/// status it ended with, or, when the request is dropped before (an HTTP/2 stream reset, an
+/// agent gone while the upstream was answering), as 499, the client closed the request.
+struct Recorder<'a> {
+    proxy: &'a Proxy,
+    seen: &'a Seen,
+    target: &'a Target,
+    used: &'a [Used],
+    started: Instant,
+    done: bool,
+}
+
+impl Recorder<'_> {
+    fn finish(&mut self, status: StatusCode) -> Counted {
+        self.done = true;
+        record(self.proxy, self.seen, self.target, self.used, status, self.started)
+    }
+}
+
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(StatusCode::from_u16(499).expect("499 is a valid status code"));
+        }
+    }
+}
+
+/// A request that passed every check, with its values in place, ready to be sent.
+pub(super) struct Prepared {
+    pub head: Parts,
+    pub target: Target,
+    /// Shared with this thread's plan for the upstream, when it came from one.
+    pub used: Arc<[Used]>,
+    /// What the response is scrubbed of: every form of each value in `used` and what the
+    /// request wrote byte for byte, or, for a request without values, the values its host
+    /// was sent (`echoes`); `None` when neither applies.
+    pub scrub: Option<Arc<Patterns>>,
+}
+
+/// Every step before the request leaves the proxy: target → admit → egress → host
+/// agreement → rate limit → substitute + bind check. Shared by the hyper path and the
+/// HTTP/1.1 fast path (`h1`), which differ only in how they forward.
+/// `now` is when the request came in (plans and values are fresh as of then).
+pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Instant) -> Result<Prepared, ProxyError> {
+    // A CONNECT to the proxy opens a tunnel (`listen::connect`) and never comes here; one that
+    // does was sent inside a tunnel (or named a route), and forwarding it would hand the
+    // upstream a tunnel of its own, values injected on the way.
+    if head.method == http::Method::CONNECT {
+        return Err(ProxyError::connect_not_allowed());
+    }
+    let (view, epoch) = local::view(proxy);
+    let target = target(&view.policy, &head, via)?;
+    one_host(&head)?;
+    admit(proxy, &mut head, via, &target)?;
+    remove_connection_named(&mut head.headers);
+    egress(proxy, &view, &target, now).await?;
+    agree(&head, via, &target)?;
+    view.limits.check(&target.host)?;
+    let (mut head, used, written) = substitute(proxy, &view, epoch, head, &target, now).await?;
+    if !used.is_empty() && proxy.reporter.spool_full() {
+        // A use that could not be recorded is not made.
+        return Err(unrecordable());
+    }
+    let scrub = scrub_for(proxy, &target.host, &used, &written);
+    if scrub.is_some() {
+        // Redaction reads the response as sent; a compressed body would hide a value from it.
+        head.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+    Ok(Prepared { head, target, used, scrub })
+}
+
+// ---- record -------------------------------------------------------------------------
+
+/// One access event per injected value; returns how the request is counted (`finished`).
+pub(super) fn record(
+    proxy: &Proxy,
+    seen: &Seen,
+    target: &Target,
+    used: &[Used],
+    status: StatusCode,
+    started: Instant,
+) -> Counted {
+    if used.is_empty() {
+        return Counted::Passed;
+    }
+    for u in used {
+        tracing::debug!(path = %u.fetched.path, version = u.fetched.version, host = %target.host, status = status.as_u16(), "value injected");
+        seen.report(proxy, &target.host, Some(u), None, status, started);
+    }
+    Counted::Injected
+}
+
+/// The refusal of a request that would inject while its uses cannot be recorded.
+fn unrecordable() -> ProxyError {
+    ProxyError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "spool_full",
+        super::error::Fault::Proxy,
+        "the proxy's access-event spool is full (the central API has not taken its events) or cannot be \
+         written (disk full); requests that would inject are refused until uses can be recorded again",
+    )
+}
