@@ -174,17 +174,20 @@ where
 /// ended by CRLF): a header whose name holds a value in any letter case is dropped, every
 /// value elsewhere is replaced by its placeholder. The raw head is wiped.
 pub(super) fn scrub_head(head: &mut BytesMut, patterns: &Patterns) {
-    if patterns.in_name(head) {
-        let mut kept = BytesMut::with_capacity(head.len());
-        for (i, line) in head.split_inclusive(|&b| b == b'\n').enumerate() {
-            let name = line.split(|&b| b == b':').next().unwrap_or_default();
-            if i == 0 || !patterns.in_name(name) {
-                kept.put_slice(line);
-            }
-        }
-        head.zeroize();
-        *head = kept;
+    // No value in any letter case anywhere in the head: none as it is either (one scan of
+    // the head for the common response instead of two).
+    if !patterns.in_name(head) {
+        return;
     }
+    let mut kept = BytesMut::with_capacity(head.len());
+    for (i, line) in head.split_inclusive(|&b| b == b'\n').enumerate() {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        if i == 0 || !patterns.in_name(name) {
+            kept.put_slice(line);
+        }
+    }
+    head.zeroize();
+    *head = kept;
     if let Some(clean) = patterns.redact_whole(head) {
         head.zeroize();
         head.clear();
