@@ -83,7 +83,9 @@ pub async fn report(
     }
     // The events are the calling agent's: it is named by the credential, never by the body,
     // and a use it reports must be of a secret its policy grants.
-    let policy = state.policy_for(caller.tenant(), &agent.name).await.ok();
+    // No policy: nothing is granted. A store that cannot say is an error to retry, never a
+    // batch of uses recorded as refused (event ids make every record final).
+    let policy = state.with_policy(caller.tenant(), &agent.name, |p| p.cloned()).await?;
     let mut drafts = Vec::with_capacity(b.events.len());
     let mut refused = 0;
     for (i, e) in b.events.into_iter().enumerate() {

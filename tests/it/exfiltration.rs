@@ -12,8 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::raw::{Agent, Hostile, Received, Reply, contains};
-use crate::sidecar::Sidecar;
-use crate::support::{MARKER, secret_value};
+use crate::sidecar::{Sidecar, access_events, uses};
+use crate::support::{MARKER, secret_value, until};
 
 const BEARER: &str = "Authorization: Bearer {{secret:production/openai/api-key}}";
 
@@ -617,16 +617,8 @@ fn a_use_is_recorded_when_the_agent_goes_away_before_its_response() {
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(agent); // gone before the response
-    let uses = || {
-        let (_, page) =
-            sc.server.admin("GET", "/v1/secrets/production%2Fopenai%2Fapi-key/access-events?limit=100", None);
-        page["events"].as_array().map_or(0, |e| e.iter().map(|e| e["detail"]["count"].as_u64().unwrap_or(0)).sum())
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while uses() < 1 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(uses(), 1, "the value went out, so the use is on record");
+    until(Duration::from_secs(10), || uses(&access_events(&sc)) >= 1);
+    assert_eq!(uses(&access_events(&sc)), 1, "the value went out, so the use is on record");
 }
 
 #[test]
@@ -643,16 +635,8 @@ fn a_use_is_recorded_when_an_http2_agent_abandons_its_request() {
         .unwrap();
     assert!(!out.status.success(), "curl timed out");
     assert_eq!(hostile.received().len(), 1, "the value went out");
-    let uses = || {
-        let (_, page) =
-            sc.server.admin("GET", "/v1/secrets/production%2Fopenai%2Fapi-key/access-events?limit=100", None);
-        page["events"].as_array().map_or(0, |e| e.iter().map(|e| e["detail"]["count"].as_u64().unwrap_or(0)).sum())
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while uses() < 1 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(uses(), 1, "the use is on record");
+    until(Duration::from_secs(10), || uses(&access_events(&sc)) >= 1);
+    assert_eq!(uses(&access_events(&sc)), 1, "the use is on record");
 }
 
 #[test]

@@ -8,24 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::sidecar::{Sidecar, policy};
-use crate::support::secret_value;
+use crate::sidecar::{Sidecar, access_events, policy, uses};
+use crate::support::{secret_value, until};
 
 const AUTH: &str = "Authorization: Bearer {{secret:production/openai/api-key}}";
 
 fn last_authorization(sc: &Sidecar) -> Option<String> {
     sc.upstream.requests().last().and_then(|r| r.header("authorization").map(str::to_owned))
-}
-
-fn until(deadline: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// Rotates the OpenAI key; within 1 s a request made with `curl_args` carries the new value.
@@ -208,16 +197,6 @@ fn send(sc: &Sidecar, n: usize) -> usize {
         std::thread::sleep(Duration::from_millis(100));
     }
     n
-}
-
-fn access_events(sc: &Sidecar) -> Vec<serde_json::Value> {
-    let (_, page) = sc.server.admin("GET", "/v1/secrets/production%2Fopenai%2Fapi-key/access-events?limit=1000", None);
-    page["events"].as_array().cloned().unwrap_or_default()
-}
-
-/// The uses the recorded events stand for (an event may fold identical uses: `count`).
-fn uses(events: &[serde_json::Value]) -> usize {
-    events.iter().map(|e| e["detail"]["count"].as_u64().expect("every access event has a count") as usize).sum()
 }
 
 #[test]

@@ -261,3 +261,14 @@ impl Drop for Sidecar {
 pub fn saw_closed(read: &std::io::Result<usize>) -> bool {
     matches!(read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
 }
+
+/// The access events recorded for the secret every sidecar test injects.
+pub fn access_events(sc: &Sidecar) -> Vec<serde_json::Value> {
+    let (_, page) = sc.server.admin("GET", "/v1/secrets/production%2Fopenai%2Fapi-key/access-events?limit=1000", None);
+    page["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// The uses the recorded events stand for (an event may fold identical uses: `count`).
+pub fn uses(events: &[serde_json::Value]) -> usize {
+    events.iter().map(|e| e["detail"]["count"].as_u64().expect("every access event has a count") as usize).sum()
+}

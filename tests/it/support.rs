@@ -395,3 +395,15 @@ pub fn assert_error(resp: &(u16, Value), status: u16, code: &str) {
     assert_eq!(resp.1["error"]["code"], code, "{}", resp.1);
     assert!(resp.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", resp.1);
 }
+
+/// Whether `ok` holds within `deadline`, asking every 50 ms.
+pub fn until(deadline: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
