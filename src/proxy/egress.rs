@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::error::ProxyError;
+use super::error::{ErrorCode, ProxyError};
 
 /// How long a checked resolution is reused.
 const RESOLVE_TTL: Duration = Duration::from_secs(30);
@@ -95,7 +95,7 @@ impl Resolver {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => tokio::net::lookup_host((host, port))
                 .await
-                .map_err(|e| ProxyError::upstream(format!("cannot resolve '{host}': {e}")))?
+                .map_err(|e| ProxyError::upstream(format!("cannot resolve '{host}': {e}")).with_source(e))?
                 .collect(),
         };
         if addrs.is_empty() {
@@ -103,8 +103,8 @@ impl Resolver {
         }
         let private = addrs.iter().find(|a| is_private(a.ip()));
         if deny_private && let Some(bad) = private {
-            return Err(ProxyError::policy(
-                "private_address",
+            return Err(ProxyError::new(
+                ErrorCode::PrivateAddress,
                 format!(
                     "'{host}' resolves to {}, a private, loopback or link-local address, and the policy denies private networks",
                     bad.ip()
@@ -192,8 +192,8 @@ mod tests {
         let resolver = Resolver::new(Vec::new());
         assert!(resolver.check("10.0.0.5", 443, false).await.is_ok());
         let refused = resolver.check("10.0.0.5", 443, true).await.unwrap_err();
-        assert_eq!((refused.status, refused.code), (http::StatusCode::FORBIDDEN, "private_address"));
-        assert_eq!(resolver.resolve("10.0.0.5", 443, true).await.unwrap_err().code, "private_address");
+        assert_eq!((refused.status(), refused.kind), (http::StatusCode::FORBIDDEN, ErrorCode::PrivateAddress));
+        assert_eq!(resolver.resolve("10.0.0.5", 443, true).await.unwrap_err().kind, ErrorCode::PrivateAddress);
         // Still good for a policy that allows them, and a public answer holds under either.
         assert!(resolver.check("10.0.0.5", 443, false).await.is_ok());
         assert!(resolver.check("203.0.113.9", 443, false).await.is_ok());

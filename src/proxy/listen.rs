@@ -248,7 +248,7 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Result<Respon
     let watch = proxy.central.watch_policy();
     let policy = proxy.central.policy();
     if !policy.host_allowed(&host) {
-        return Err(ProxyError::policy("egress_denied", format!("'{host}' is not in this agent's egress.allow")));
+        return Err(ProxyError::egress_denied(&host));
     }
     let addrs = proxy.resolver.resolve(&host, port, policy.egress.deny_private_networks).await?;
     let upgrade = hyper::upgrade::on(&mut req);

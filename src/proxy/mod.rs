@@ -46,7 +46,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
-pub use error::{Fault, ProxyError};
+pub use error::{ErrorCode, Fault, ProxyError};
 
 /// How long the proxy waits on a peer that has gone quiet before it gives up on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,13 +350,17 @@ async fn not_ready(
                         let _ = stream.shutdown().await;
                         return;
                     }
+                    let unavailable = ErrorCode::CentralUnavailable;
+                    let (code, fault, status) = (unavailable.as_str(), unavailable.fault().as_str(), unavailable.status());
                     let body = serde_json::json!({
                         "status": "not_ready",
-                        "error": { "code": "central_unavailable", "fault": "central_api", "message": why },
+                        "error": { "code": code, "fault": fault, "message": why },
                     })
                     .to_string();
                     let answer = format!(
-                        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nx-airlock-error: central_unavailable\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-airlock-error: {code}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        status.as_str(),
+                        status.canonical_reason().unwrap_or_default(),
                         body.len()
                     );
                     let _ = stream.write_all(answer.as_bytes()).await;

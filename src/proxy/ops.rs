@@ -5,6 +5,7 @@ use http::{Response, StatusCode};
 
 use super::Proxy;
 use super::body::{Body, text};
+use super::error::ErrorCode;
 
 pub fn answer(proxy: &Proxy, path: &str) -> Response<Body> {
     match path {
@@ -28,10 +29,10 @@ pub fn answer(proxy: &Proxy, path: &str) -> Response<Body> {
             let body = proxy.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
             text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "application/json",
-            r#"{"error":{"code":"not_found","message":"no such /_airlock/ endpoint"}}"#,
-        ),
+        _ => {
+            let code = ErrorCode::NotFound;
+            let body = serde_json::json!({ "error": { "code": code.as_str(), "message": "no such /_airlock/ endpoint" } });
+            text(code.status(), "application/json", body.to_string())
+        }
     }
 }

@@ -67,7 +67,7 @@ where
     // upstream) and the use is recorded, whatever became of the response.
     let after_sending = |e: ProxyError, unsent: u64| {
         let e = pipeline::scrubbed(e, scrub.as_deref());
-        pipeline::record(proxy, seen, &target, &used, e.status, started);
+        pipeline::record(proxy, seen, &target, &used, e.status(), started);
         Failed::Refused(e, unsent)
     };
     // A connection that broke once the values went out: the use is recorded all the same,
@@ -109,7 +109,7 @@ where
             let stream = proxy.dialer.open(&target.host, target.port, target.tls, Alpn::H1).await.map_err(|e| {
                 // Its message may quote the upstream (a certificate's names): scrubbed; and
                 // on a retry the values already went out once: recorded.
-                let e = ProxyError::upstream(format!("{}: {e}", target.host));
+                let e = ProxyError::upstream(format!("{}: {e}", target.host)).with_source(e);
                 if wrote {
                     after_sending(e, unsent)
                 } else {
@@ -122,7 +122,7 @@ where
                 Some(Upstream { key, stream, buf: BytesMut::with_capacity(READ_CHUNK), head: BytesMut::new(), watch });
         }
         let up = slot.as_mut().expect("an upstream connection was just set");
-        let unreachable = |e: std::io::Error| ProxyError::upstream(format!("{}: {e}", target.host));
+        let unreachable = |e: std::io::Error| ProxyError::upstream(format!("{}: {e}", target.host)).with_source(e);
         // From here the values may be on their way (a failed write may have sent part).
         wrote = true;
         if let Err(e) = up.stream.write_all(out.0).await {

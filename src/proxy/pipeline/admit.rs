@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use http::header::{self, HeaderName};
 use http::request::Parts;
-use http::{StatusCode, Uri};
+use http::Uri;
 use zeroize::Zeroizing;
 
 use super::is_upgrade;
 use crate::domain::policy::Policy;
 use crate::proxy::Proxy;
-use crate::proxy::error::ProxyError;
+use crate::proxy::error::{ErrorCode, ProxyError};
 use crate::proxy::local::{self, View};
 use crate::proxy::request::{Target, Via};
 
@@ -100,12 +100,7 @@ fn route_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
     let name = rest.split_once('/').map_or(rest, |(name, _)| name);
     let route = policy.routes.iter().find(|r| r.name == name).ok_or_else(|| {
         let names: Vec<&str> = policy.routes.iter().map(|r| r.name.as_str()).collect();
-        ProxyError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_route",
-            crate::proxy::error::Fault::Agent,
-            format!("no route '{name}'; this agent's routes: {names:?}"),
-        )
+        ProxyError::new(ErrorCode::UnknownRoute, format!("no route '{name}'; this agent's routes: {names:?}"))
     })?;
     let up = &route.upstream;
     let tls = up.is_tls();
@@ -174,10 +169,7 @@ pub(super) async fn egress(proxy: &Proxy, view: &Arc<View>, target: &Target, now
     }
     let policy = &view.policy;
     if !policy.host_allowed(&target.host) {
-        return Err(ProxyError::policy(
-            "egress_denied",
-            format!("'{}' is not in this agent's egress.allow", target.host),
-        ));
+        return Err(ProxyError::egress_denied(&target.host));
     }
     let until = proxy.resolver.check(&target.host, target.port, policy.egress.deny_private_networks).await?;
     local::keep_passed(proxy, view, target, until);
@@ -188,8 +180,8 @@ pub(super) async fn egress(proxy: &Proxy, view: &Arc<View>, target: &Target, now
 /// same host; for a forward request the URI and Host must agree.
 pub(super) fn agree(head: &Parts, via: &Via, target: &Target) -> Result<(), ProxyError> {
     let mismatch = |what: &str, other: &str| {
-        ProxyError::policy(
-            "host_mismatch",
+        ProxyError::new(
+            ErrorCode::HostMismatch,
             format!("{what} '{other}' does not match the target host '{}'", target.host),
         )
     };

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use super::remove_connection_named;
 use crate::proxy::Proxy;
 use crate::proxy::body::{Body, BoxError};
-use crate::proxy::error::ProxyError;
+use crate::proxy::error::{ErrorCode, ProxyError};
 use crate::proxy::request::Target;
 
 pub(in crate::proxy) const HOP_BY_HOP: [&str; 8] = [
@@ -62,8 +62,8 @@ pub(super) async fn forward(
         let websocket =
             head.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
         if !websocket {
-            return Err(ProxyError::policy(
-                "placement_not_allowed",
+            return Err(ProxyError::new(
+                ErrorCode::PlacementNotAllowed,
                 "an upgrade that carries values, or goes to a host that was sent values, can only be to WebSocket: \
                  the proxy cannot scrub other upgraded protocols",
             ));
@@ -87,7 +87,7 @@ pub(super) async fn forward(
     let mut resp = tokio::time::timeout(limit, sent)
         .await
         .map_err(|_| ProxyError::upstream_timeout(&target.host, limit))?
-        .map_err(|e| ProxyError::upstream(format!("{}: {}", target.host, describe(&e))))?;
+        .map_err(|e| ProxyError::upstream(format!("{}: {}", target.host, describe(&e))).with_source(e))?;
     if scanned && has_body(resp.status(), is_head) && resp.headers().iter().any(|(n, v)| hides_values(n, v)) {
         return Err(unscannable());
     }
@@ -137,9 +137,7 @@ pub(in crate::proxy) fn hides_values(name: impl AsRef<[u8]>, value: impl AsRef<[
 /// it is the upstream's text, which may hold anything.
 pub(in crate::proxy) fn unscannable() -> ProxyError {
     ProxyError::new(
-        StatusCode::BAD_GATEWAY,
-        "unscannable_response",
-        crate::proxy::error::Fault::Upstream,
+        ErrorCode::UnscannableResponse,
         "the upstream, which has been sent secret values, answered with a compressed or otherwise coded body \
          (Content-Encoding other than identity, or Transfer-Encoding other than chunked), which the proxy cannot \
          scrub for them; it had asked for Accept-Encoding: identity",

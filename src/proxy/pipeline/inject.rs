@@ -5,17 +5,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::StatusCode;
 use http::header::HeaderValue;
 use http::request::Parts;
 
 use crate::domain::policy::{Placeholder, Policy};
 use crate::proxy::Proxy;
 use crate::proxy::central::{CentralError, Fetched};
-use crate::proxy::error::ProxyError;
+use crate::proxy::error::{ErrorCode, ProxyError};
 use crate::proxy::local::{self, Epoch, Plan, View};
 use crate::proxy::request::{Target, Used};
-use crate::proxy::substitute::{self, Binding, Refusal, RefusalCode, Written};
+use crate::proxy::substitute::{self, Binding, Refusal, Written};
 
 /// Applies inject rules, finds every placeholder, resolves the granted values and returns
 /// the head with values in place; refuses (sending nothing) when any binding fails.
@@ -142,23 +141,19 @@ fn used_values<'a>(placeholders: impl Iterator<Item = &'a Placeholder>, fetched:
 fn central_error(e: Arc<CentralError>) -> ProxyError {
     match e.as_ref() {
         CentralError::NotFound(path) => Refusal {
-            code: RefusalCode::SecretNotGranted,
+            code: ErrorCode::SecretNotGranted,
             message: format!("secret '{path}' is not available to this agent (missing, deleted or not granted)"),
         }
         .into(),
-        CentralError::NoToken(_) => ProxyError::central(e.to_string()),
-        CentralError::AwaitingApproval(path) => ProxyError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "approval_pending",
-            crate::proxy::error::Fault::Policy,
-            format!("the grant for '{path}' waits for an operator's approval"),
-        ),
+        CentralError::NoToken(_) => ProxyError::central(e.to_string()).with_source(e),
+        CentralError::AwaitingApproval(path) => {
+            ProxyError::new(ErrorCode::ApprovalPending, format!("the grant for '{path}' waits for an operator's approval"))
+        }
         // Final for the cool-down: the agent is told why, and when the proxy asks again.
         CentralError::ApprovalDenied { retry_in, .. } => {
-            let mut refused = ProxyError::policy("approval_denied", e.to_string());
-            refused.retry_after = Some(retry_in.as_secs().max(1));
-            refused
+            let retry_after = retry_in.as_secs().max(1);
+            ProxyError::new(ErrorCode::ApprovalDenied, e.to_string()).with_retry_after(retry_after)
         }
-        other => ProxyError::central(other.to_string()),
+        _ => ProxyError::central(e.to_string()).with_source(e),
     }
 }

@@ -27,7 +27,7 @@ use self::inject::substitute;
 use self::respond::{redact, scrub_for};
 use super::Proxy;
 use super::body::Body;
-use super::error::ProxyError;
+use super::error::{ErrorCode, ProxyError};
 use super::local;
 use super::meters::{Counted, finished};
 use super::redact::Patterns;
@@ -56,9 +56,10 @@ pub async fn handle(
 
 /// A refusal: logged, counted, recorded as an access event, and answered.
 pub(super) fn refused(proxy: &Proxy, seen: &Seen, via: &Via, e: ProxyError, started: Instant) -> Response<Body> {
-    tracing::info!(method = %seen.method, code = e.code, fault = e.fault.as_str(), message = %e.message, "request refused");
-    metrics::counter!("airlock_proxy_refusals_total", "code" => e.code, "fault" => e.fault.as_str()).increment(1);
-    seen.report(proxy, seen.host(via), None, Some(&e), e.status, started);
+    let (code, fault) = (e.code(), e.fault().as_str());
+    tracing::info!(method = %seen.method, code, fault, message = %e.message, cause = e.cause(), "request refused");
+    metrics::counter!("airlock_proxy_refusals_total", "code" => code, "fault" => fault).increment(1);
+    seen.report(proxy, seen.host(via), None, Some(&e), e.status(), started);
     e.into_response()
 }
 
@@ -101,7 +102,7 @@ impl Seen {
             method: self.method.as_str(),
             url_path: self.uri.path(),
             outcome: if error.is_some() { "denied" } else { "injected" },
-            error_code: error.map(|e| e.code),
+            error_code: error.map(ProxyError::code),
             status: Some(status.as_u16()),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         });
@@ -142,7 +143,7 @@ async fn serve(
         Err(e) => {
             // The values may have gone out: the use is recorded, whatever became of the response.
             let e = scrubbed(e, scrub.as_deref());
-            recorder.finish(e.status);
+            recorder.finish(e.status());
             return Err(e);
         }
     };
@@ -246,9 +247,7 @@ pub(super) fn record(
 /// The refusal of a request that would inject while its uses cannot be recorded.
 fn unrecordable() -> ProxyError {
     ProxyError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "spool_full",
-        super::error::Fault::Proxy,
+        ErrorCode::SpoolFull,
         "the proxy's access-event spool is full (the central API has not taken its events) or cannot be \
          written (disk full); requests that would inject are refused until uses can be recorded again",
     )

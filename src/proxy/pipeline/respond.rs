@@ -34,11 +34,26 @@ pub(super) fn scrub_for(proxy: &Proxy, host: &str, used: &Arc<[Used]>, written: 
     }
 }
 
-/// An error met after the request left with values: its message may quote the upstream
-/// (a certificate's names, say), so it is scrubbed like the response would have been.
+/// An error met after the request left with values: its message and its cause may quote
+/// the upstream (a certificate's names, say), so both are scrubbed like the response would
+/// have been; the cause is kept as its scrubbed text.
 pub(in crate::proxy) fn scrubbed(mut e: ProxyError, scrub: Option<&Patterns>) -> ProxyError {
-    if let Some(clean) = scrub.and_then(|p| p.redact_whole(e.message.as_bytes())) {
+    let Some(patterns) = scrub else { return e };
+    if let Some(clean) = patterns.redact_whole(e.message.as_bytes()) {
         e.message = String::from_utf8_lossy(&clean).into_owned();
+    }
+    if let Some(source) = e.source.take() {
+        let mut chain = source.to_string();
+        let mut next = source.source();
+        while let Some(cause) = next {
+            chain.push_str(": ");
+            chain.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        if let Some(clean) = patterns.redact_whole(chain.as_bytes()) {
+            chain = String::from_utf8_lossy(&clean).into_owned();
+        }
+        e.source = Some(chain.into());
     }
     e
 }

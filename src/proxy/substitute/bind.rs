@@ -9,7 +9,7 @@ use http::header::AUTHORIZATION;
 use zeroize::Zeroizing;
 
 use super::field::json_field;
-use super::{Binding, Found, Place, Refusal, RefusalCode, Template, refuse};
+use super::{Binding, Found, Place, Refusal, ErrorCode, Template, refuse};
 use crate::domain::SecretValue;
 use crate::domain::policy::{Grant, HostPattern, Placeholder, header_may_carry_secret};
 
@@ -60,27 +60,27 @@ impl<'b> Rules<'_, 'b> {
                 "a placeholder for secret '{path}' is in the URL path; secret values may go only in headers, \
                  Basic credentials or the query string, where the agent's grant allows"
             );
-            return Err(refuse(RefusalCode::PlacementNotAllowed, message));
+            return Err(refuse(ErrorCode::PlacementNotAllowed, message));
         }
         let Some(binding) = (self.bindings)(placeholder) else {
             let message = format!("secret '{path}' is not granted to this agent (or does not exist)");
-            return Err(refuse(RefusalCode::SecretNotGranted, message));
+            return Err(refuse(ErrorCode::SecretNotGranted, message));
         };
         if !binding.grant.allows_host(host) {
             let hosts: Vec<String> = binding.grant.hosts.iter().map(HostPattern::to_string).collect();
             let message =
                 format!("secret '{path}' may not be sent to host '{host}'; its grant allows only {}", hosts.join(", "));
-            return Err(refuse(RefusalCode::HostNotAllowed, message));
+            return Err(refuse(ErrorCode::HostNotAllowed, message));
         }
         if !secret_allows_host(binding.secret_allowed_hosts, host) {
             let message = format!(
                 "secret '{path}' may not be sent to host '{host}'; the secret's allowed_hosts do not include it"
             );
-            return Err(refuse(RefusalCode::HostNotAllowed, message));
+            return Err(refuse(ErrorCode::HostNotAllowed, message));
         }
         if !placement_allowed(binding.grant, place) {
             let message = format!("secret '{path}' may not be placed in {place}; its grant does not allow that place");
-            return Err(refuse(RefusalCode::PlacementNotAllowed, message));
+            return Err(refuse(ErrorCode::PlacementNotAllowed, message));
         }
         let resolved = match placeholder.field() {
             None => Resolved::Whole(binding.value),
@@ -89,20 +89,20 @@ impl<'b> Rules<'_, 'b> {
                     "placeholder for secret '{path}' asks for field '{field}', but the secret is not a JSON object \
                      with a string field of that name"
                 );
-                refuse(RefusalCode::UnresolvedPlaceholder, message)
+                refuse(ErrorCode::UnresolvedPlaceholder, message)
             })?),
         };
         let in_header = matches!(place, Place::Header(_) | Place::BasicAuth);
         if in_header && memchr::memchr3(b'\r', b'\n', b'\0', resolved.as_str().as_bytes()).is_some() {
             let message = format!("the value of secret '{path}' holds CR, LF or NUL and is never written into {place}");
-            return Err(refuse(RefusalCode::UnsafeValue, message));
+            return Err(refuse(ErrorCode::UnsafeValue, message));
         }
         if !self.is_tls && !self.plain_http_allowed {
             let message = format!(
                 "secret '{path}' would go to host '{host}' over plain http://; use https://, or name the http:// \
                  upstream in a route or inject rule on purpose"
             );
-            return Err(refuse(RefusalCode::InsecureTransport, message));
+            return Err(refuse(ErrorCode::InsecureTransport, message));
         }
         Ok(resolved)
     }
@@ -132,7 +132,7 @@ mod tests {
     use http::request::Parts;
 
     use super::super::fixture::{Fixture, SECRETS, basic, copy, head};
-    use super::super::{Binding, RefusalCode, inject, scan};
+    use super::super::{Binding, ErrorCode, inject, scan};
     use crate::domain::SecretValue;
     use crate::domain::policy::Placeholder;
     use http::header::HeaderValue;
@@ -143,7 +143,7 @@ mod tests {
         let request = head("/", &[("authorization", "{{secret:prod/openai/scoped}}")]);
         // The grant allows only api.openai.com, the secret only *.example.com: no host is both.
         let refusal = fixture.run(&request, "api.openai.com", true, false).unwrap_err();
-        assert_eq!(refusal.code, RefusalCode::HostNotAllowed);
+        assert_eq!(refusal.code, ErrorCode::HostNotAllowed);
         assert!(refusal.message.contains("allowed_hosts"), "{refusal}");
 
         let value = SecretValue::new("sk-scoped-3333".into());
@@ -156,10 +156,10 @@ mod tests {
                 .map(|(head, _)| head)
                 .map_err(|r| r.code)
         };
-        let injected = |out: Result<Parts, RefusalCode>| out.map(|p| p.headers["authorization"].clone());
+        let injected = |out: Result<Parts, ErrorCode>| out.map(|p| p.headers["authorization"].clone());
         assert_eq!(injected(with_allowed(&["*.openai.com"])), Ok(HeaderValue::from_static("sk-scoped-3333")));
         assert_eq!(injected(with_allowed(&[])), Ok(HeaderValue::from_static("sk-scoped-3333")));
-        assert_eq!(injected(with_allowed(&["api.other.com", "not a pattern"])), Err(RefusalCode::HostNotAllowed));
+        assert_eq!(injected(with_allowed(&["api.other.com", "not a pattern"])), Err(ErrorCode::HostNotAllowed));
     }
 
     #[test]
@@ -167,7 +167,7 @@ mod tests {
         let fixture = Fixture::new();
         let request = head("http://plain.example.org/", &[("x-api-key", "{{secret:prod/db/pass}}")]);
         let refusal = fixture.run(&request, "plain.example.org", false, false).unwrap_err();
-        assert_eq!(refusal.code, RefusalCode::InsecureTransport);
+        assert_eq!(refusal.code, ErrorCode::InsecureTransport);
         let out = fixture.run(&request, "plain.example.org", false, true).unwrap();
         assert_eq!(out.headers["x-api-key"], "p@ss:w0rd-8888");
         // Without any placeholder, plain http is none of this module's business.
@@ -188,7 +188,7 @@ mod tests {
                 Some(Binding { value: &value, grant: &grant, secret_allowed_hosts: &[] })
             })
             .unwrap_err();
-            assert_eq!(refusal.code, RefusalCode::PlacementNotAllowed, "{header}");
+            assert_eq!(refusal.code, ErrorCode::PlacementNotAllowed, "{header}");
             assert!(refusal.message.contains(header) && refusal.message.contains("prod/openai/key"), "{refusal}");
         }
     }
@@ -227,6 +227,6 @@ mod tests {
         // A caller that passes fewer finds than the head holds still gets every one checked.
         let refusal =
             inject(copy(&request), &[], &[], "api.openai.com", true, false, &|p| fixture.binding(p)).unwrap_err();
-        assert_eq!(refusal.code, RefusalCode::PlacementNotAllowed);
+        assert_eq!(refusal.code, ErrorCode::PlacementNotAllowed);
     }
 }

@@ -29,6 +29,7 @@ use http::request::Parts;
 
 use crate::domain::SecretValue;
 use crate::domain::policy::{Grant, Placeholder, PlaceholderError};
+use crate::proxy::error::{ErrorCode, ProxyError};
 
 mod bind;
 mod field;
@@ -49,51 +50,29 @@ pub use write::Written;
 // Refusals
 // ---------------------------------------------------------------------------------------
 
-/// Why a request may not go upstream. `message` names the secret path and the host or
-/// header involved, never a value.
+/// Why a request may not go upstream: one of the proxy's error codes (`host_not_allowed`,
+/// `placement_not_allowed`, `unresolved_placeholder`, `secret_not_granted`, `unsafe_value`,
+/// `insecure_transport`). `message` names the secret path and the host or header involved,
+/// never a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Refusal {
-    pub code: RefusalCode,
+    pub code: ErrorCode,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalCode {
-    HostNotAllowed,
-    PlacementNotAllowed,
-    UnresolvedPlaceholder,
-    SecretNotGranted,
-    UnsafeValue,
-    InsecureTransport,
-}
-
-impl RefusalCode {
-    /// The error code of the API's error format and of `X-Airlock-Error`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefusalCode::HostNotAllowed => "host_not_allowed",
-            RefusalCode::PlacementNotAllowed => "placement_not_allowed",
-            RefusalCode::UnresolvedPlaceholder => "unresolved_placeholder",
-            RefusalCode::SecretNotGranted => "secret_not_granted",
-            RefusalCode::UnsafeValue => "unsafe_value",
-            RefusalCode::InsecureTransport => "insecure_transport",
-        }
+impl From<Refusal> for ProxyError {
+    fn from(r: Refusal) -> ProxyError {
+        ProxyError::new(r.code, r.message)
     }
 }
 
-impl fmt::Display for RefusalCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-fn refuse(code: RefusalCode, message: String) -> Refusal {
+fn refuse(code: ErrorCode, message: String) -> Refusal {
     Refusal { code, message }
 }
 
 fn malformed(place: &Place, error: PlaceholderError) -> Refusal {
-    refuse(RefusalCode::UnresolvedPlaceholder, format!("{place}: {error}"))
+    refuse(ErrorCode::UnresolvedPlaceholder, format!("{place}: {error}"))
 }
 
 // ---------------------------------------------------------------------------------------

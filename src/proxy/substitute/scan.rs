@@ -16,7 +16,7 @@ use http::request::Parts;
 use http::uri::Uri;
 use zeroize::Zeroizing;
 
-use super::{Found, Place, Refusal, RefusalCode, malformed, refuse};
+use super::{Found, Place, Refusal, ErrorCode, malformed, refuse};
 use crate::domain::policy::{PLACEHOLDER_OPEN, placeholders};
 
 /// Agents write Basic credentials with or without padding; we re-encode with padding.
@@ -92,7 +92,7 @@ pub(super) fn header_text<'v>(bytes: &'v [u8], place: &Place) -> Result<Option<&
         return Ok(None);
     }
     let text = std::str::from_utf8(bytes).map_err(|_| {
-        refuse(RefusalCode::UnresolvedPlaceholder, format!("{place} holds a placeholder but is not valid UTF-8"))
+        refuse(ErrorCode::UnresolvedPlaceholder, format!("{place} holds a placeholder but is not valid UTF-8"))
     })?;
     Ok(Some(text))
 }
@@ -184,7 +184,7 @@ impl<'u> DecodedQuery<'u> {
     pub(super) fn text(&self) -> Result<&str, Refusal> {
         std::str::from_utf8(&self.decoded).map_err(|_| {
             let message = "the query string holds a placeholder but is not valid UTF-8 once percent-decoded";
-            refuse(RefusalCode::UnresolvedPlaceholder, message.to_owned())
+            refuse(ErrorCode::UnresolvedPlaceholder, message.to_owned())
         })
     }
 

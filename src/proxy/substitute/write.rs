@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::bind::Rules;
 use super::scan::{BasicCredentials, DecodedQuery, header_text, scan_url};
-use super::{Place, Refusal, RefusalCode, Template, malformed, refuse};
+use super::{Place, Refusal, ErrorCode, Template, malformed, refuse};
 use crate::domain::policy::{Placeholder, placeholders};
 
 /// Query values are encoded as everything outside RFC 3986 `unreserved`.
@@ -122,7 +122,7 @@ impl Rules<'_, '_> {
         path_and_query.push_str(uri.path());
         path_and_query.push('?');
         path_and_query.push_str(&spliced);
-        let unsafe_uri = || refuse(RefusalCode::UnsafeValue, "the query string is not valid after substitution".into());
+        let unsafe_uri = || refuse(ErrorCode::UnsafeValue, "the query string is not valid after substitution".into());
         let mut parts = uri.clone().into_parts();
         parts.path_and_query = Some(PathAndQuery::try_from(path_and_query.as_str()).map_err(|_| unsafe_uri())?);
         Uri::from_parts(parts).map(Some).map_err(|_| unsafe_uri())
@@ -165,7 +165,7 @@ impl Rules<'_, '_> {
 fn header_value(text: Zeroizing<String>, place: &Place) -> Result<HeaderValue, Refusal> {
     let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(WipedText(text))).map_err(|_| {
         let message = format!("{place} would not be a valid header value after substitution");
-        refuse(RefusalCode::UnsafeValue, message)
+        refuse(ErrorCode::UnsafeValue, message)
     })?;
     value.set_sensitive(true);
     Ok(value)
@@ -183,7 +183,7 @@ impl AsRef<[u8]> for WipedText {
 #[cfg(test)]
 mod tests {
     use super::super::fixture::{Fixture, basic, head};
-    use super::super::{RefusalCode, scan};
+    use super::super::{ErrorCode, scan};
     use super::*;
 
     enum Expect {
@@ -191,13 +191,13 @@ mod tests {
         Header(&'static str, String),
         /// The URI is this afterwards.
         Uri(&'static str),
-        Refused(RefusalCode),
+        Refused(ErrorCode),
     }
 
     #[test]
     fn injection_table() {
         use Expect::*;
-        use RefusalCode::*;
+        use ErrorCode::*;
         let openai = "api.openai.com";
         let cases: Vec<(&str, Parts, &str, Expect)> = vec![
             (
