@@ -276,7 +276,8 @@ mod tests {
 
     /// The rows (code, status, fault) of docs/api.md's "Proxy error codes" table.
     fn documented() -> Vec<(String, u16, String)> {
-        let section = API_MD.split("\n## Proxy error codes\n").nth(1).expect("docs/api.md has a Proxy error codes section");
+        let section =
+            API_MD.split("\n## Proxy error codes\n").nth(1).expect("docs/api.md has a Proxy error codes section");
         let section = section.split("\n## ").next().unwrap_or(section);
         let mut rows = Vec::new();
         for line in section.lines().filter(|l| l.starts_with('|')) {

@@ -31,7 +31,8 @@ pub fn answer(proxy: &Proxy, path: &str) -> Response<Body> {
         }
         _ => {
             let code = ErrorCode::NotFound;
-            let body = serde_json::json!({ "error": { "code": code.as_str(), "message": "no such /_airlock/ endpoint" } });
+            let body =
+                serde_json::json!({ "error": { "code": code.as_str(), "message": "no such /_airlock/ endpoint" } });
             text(code.status(), "application/json", body.to_string())
         }
     }

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::Uri;
 use http::header::{self, HeaderName};
 use http::request::Parts;
-use http::Uri;
 use zeroize::Zeroizing;
 
 use super::is_upgrade;

@@ -146,9 +146,10 @@ fn central_error(e: Arc<CentralError>) -> ProxyError {
         }
         .into(),
         CentralError::NoToken(_) => ProxyError::central(e.to_string()).with_source(e),
-        CentralError::AwaitingApproval(path) => {
-            ProxyError::new(ErrorCode::ApprovalPending, format!("the grant for '{path}' waits for an operator's approval"))
-        }
+        CentralError::AwaitingApproval(path) => ProxyError::new(
+            ErrorCode::ApprovalPending,
+            format!("the grant for '{path}' waits for an operator's approval"),
+        ),
         // Final for the cool-down: the agent is told why, and when the proxy asks again.
         CentralError::ApprovalDenied { retry_in, .. } => {
             let retry_after = retry_in.as_secs().max(1);

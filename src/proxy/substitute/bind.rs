@@ -9,7 +9,7 @@ use http::header::AUTHORIZATION;
 use zeroize::Zeroizing;
 
 use super::field::json_field;
-use super::{Binding, Found, Place, Refusal, ErrorCode, Template, refuse};
+use super::{Binding, ErrorCode, Found, Place, Refusal, Template, refuse};
 use crate::domain::SecretValue;
 use crate::domain::policy::{Grant, HostPattern, Placeholder, header_may_carry_secret};
 

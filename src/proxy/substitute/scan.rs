@@ -16,7 +16,7 @@ use http::request::Parts;
 use http::uri::Uri;
 use zeroize::Zeroizing;
 
-use super::{Found, Place, Refusal, ErrorCode, malformed, refuse};
+use super::{ErrorCode, Found, Place, Refusal, malformed, refuse};
 use crate::domain::policy::{PLACEHOLDER_OPEN, placeholders};
 
 /// Agents write Basic credentials with or without padding; we re-encode with padding.

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::bind::Rules;
 use super::scan::{BasicCredentials, DecodedQuery, header_text, scan_url};
-use super::{Place, Refusal, ErrorCode, Template, malformed, refuse};
+use super::{ErrorCode, Place, Refusal, Template, malformed, refuse};
 use crate::domain::policy::{Placeholder, placeholders};
 
 /// Query values are encoded as everything outside RFC 3986 `unreserved`.
@@ -196,8 +196,8 @@ mod tests {
 
     #[test]
     fn injection_table() {
-        use Expect::*;
         use ErrorCode::*;
+        use Expect::*;
         let openai = "api.openai.com";
         let cases: Vec<(&str, Parts, &str, Expect)> = vec![
             (
