@@ -158,3 +158,39 @@ fn tls_settings_that_cannot_work_stop_the_server_with_the_file_named() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
 }
+
+#[test]
+fn airlock_ca_server_cert_makes_files_the_server_and_its_clients_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tls");
+    let make = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["ca", "server-cert", "--host", "localhost", "--host", "127.0.0.1", "--out-dir"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let made = make(&[]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (ca, cert, key) = (out.join("ca.pem"), out.join("server.pem"), out.join("server-key.pem"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let args = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+    let server = Server::start_https(Backend::Sqlite, &args, &ca);
+    assert!(curl_healthz(&server.addr, &ca));
+    server.create(OPENAI_KEY_PATH, "sk-made-by-server-cert");
+    let got = cli_get(&server, Some(&ca));
+    assert!(String::from_utf8_lossy(&got.stdout).contains("sk-made-by-server-cert"));
+
+    // Existing files are kept unless replacing them is asked for.
+    let before = std::fs::read(&cert).unwrap();
+    let again = make(&[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert!(make(&["--if-missing"]).status.success());
+    assert_eq!(std::fs::read(&cert).unwrap(), before, "--if-missing changed the certificate");
+    assert!(make(&["--force"]).status.success());
+    assert_ne!(std::fs::read(&cert).unwrap(), before);
+}
