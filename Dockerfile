@@ -68,10 +68,13 @@ RUN apt-get update \
 
 # A fixed, non-root uid/gid, so volumes, fsGroup and secrets can be set up for it.
 # /var/lib/airlock: the server's data (master.key, SQLite) or the proxy's (CA, spool).
+# /etc/airlock/server-ca: where the examples publish the CA of the central API's HTTPS
+# certificate (a volume mounted there starts owned by this user, so it can be written).
 RUN groupadd --system --gid 10001 airlock \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
             --home-dir /var/lib/airlock --shell /usr/sbin/nologin airlock \
- && install -d -o 10001 -g 10001 -m 0700 /var/lib/airlock
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/airlock \
+ && install -d -o 10001 -g 10001 -m 0755 /etc/airlock/server-ca
 
 COPY --from=build /usr/local/bin/airlock /usr/local/bin/airlock
 # The example policies. Their [agent] allowed_ips name loopback only, which fits a server
@@ -87,11 +90,12 @@ USER 10001:10001
 EXPOSE 7878 7879
 
 # Works for both roles: the server answers /healthz on 7878 (the default below); for the
-# proxy set AIRLOCK_HEALTH_URL=http://127.0.0.1:7879/_airlock/healthz (or …/readyz).
+# proxy set AIRLOCK_HEALTH_URL=http://127.0.0.1:7879/_airlock/healthz (or …/readyz). A server
+# on HTTPS: AIRLOCK_HEALTH_URL=https://127.0.0.1:7878/healthz and AIRLOCK_HEALTH_CA=<its CA>.
 ENV AIRLOCK_HEALTH_URL=http://127.0.0.1:7878/healthz
-# A shell expands the variable at run time (exit 1 is Docker's "unhealthy", whatever curl said).
+# A shell expands the variables at run time (exit 1 is Docker's "unhealthy", whatever curl said).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["/bin/sh", "-c", "curl -fsS --max-time 4 -o /dev/null \"$AIRLOCK_HEALTH_URL\" || exit 1"]
+  CMD ["/bin/sh", "-c", "curl -fsS --max-time 4 ${AIRLOCK_HEALTH_CA:+--cacert \"$AIRLOCK_HEALTH_CA\"} -o /dev/null \"$AIRLOCK_HEALTH_URL\" || exit 1"]
 
 ENTRYPOINT ["airlock"]
 CMD ["server", "--listen", "0.0.0.0:7878", "--data-dir", "/var/lib/airlock", "--policies", "/etc/airlock/policies"]

@@ -108,7 +108,7 @@ impl Client {
         let base = parse_base_url(base_url)?;
         let token = Zeroizing::new(token.trim().to_owned());
         check_token(&token)?;
-        let http = reqwest::Client::builder()
+        let http = crate::trust::central_client()
             .user_agent(USER_AGENT)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -240,6 +240,18 @@ pub fn parse_base_url(base_url: &str) -> Result<String, ConfigError> {
     Ok(trimmed.to_owned())
 }
 
+/// Whether a base URL (as [`parse_base_url`] returns it) sends credentials in clear over
+/// a network: plain `http://` to a host other than a loopback address or `localhost`.
+pub fn in_clear_over_network(base: &str) -> bool {
+    let Ok(url) = Url::parse(base) else { return false };
+    let host = url.host_str().unwrap_or_default();
+    let loopback = match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.is_empty() || host.eq_ignore_ascii_case("localhost"),
+    };
+    url.scheme() == "http" && !loopback
+}
+
 /// `url` with whatever stands between `scheme://` and an `@` in its authority shown as `…`.
 fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
     let Some(start) = url.find("://").map(|i| i + 3) else { return url.into() };
@@ -331,6 +343,16 @@ mod tests {
         );
         assert_eq!(q, "/v1/audit?since=2025-01-02T03%3A04%3A05%2B01%3A00&tag=team%3Da%26b&actor=ak%201");
         assert_eq!(Client::with_query::<&str>("/v1/audit", &[]), "/v1/audit");
+    }
+
+    #[test]
+    fn plain_http_is_in_clear_only_beyond_loopback() {
+        for remote in ["http://airlock-server:7878", "http://10.0.0.5:7878", "http://[2001:db8::1]:7878"] {
+            assert!(in_clear_over_network(remote), "{remote}");
+        }
+        for local in ["http://127.0.0.1:7878", "http://[::1]:7878", "http://LOCALHOST:7878", "https://airlock:7878"] {
+            assert!(!in_clear_over_network(local), "{local}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod proxy;
 pub mod server;
 pub mod store;
+pub mod trust;
 
 /// Thin wrappers over the parsers and decoders the fuzz targets in `fuzz/` hold against
 /// hyper and against their own round trips (see `fuzz/README.md`). Built only with

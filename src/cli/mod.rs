@@ -22,6 +22,10 @@ use crate::client::Client;
 struct Cli {
     #[command(flatten)]
     log: logging::LogArgs,
+    /// PEM file of the CA (or self-signed certificate) that an https:// central API's
+    /// certificate is checked against, besides the system's roots
+    #[arg(long, env = "AIRLOCK_SERVER_CA", global = true)]
+    server_ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,6 +118,12 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     crate::install_crypto_provider();
+    if let Some(path) = &cli.server_ca
+        && let Err(e) = crate::trust::trust_server_ca(path)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -248,8 +248,16 @@ impl ProxyArgs {
         agent_key: Zeroizing<String>,
         callers: Callers,
     ) -> anyhow::Result<ProxyConfig> {
+        let servers: Vec<String> =
+            self.server.iter().map(|s| crate::client::parse_base_url(s)).collect::<Result<_, _>>()?;
+        for server in servers.iter().filter(|s| crate::client::in_clear_over_network(s)) {
+            tracing::warn!(
+                %server,
+                "the central API is reached over plain HTTP across the network: the agent key, tokens and secret values cross it in clear; serve it with --tls-cert/--tls-key and give an https:// URL"
+            );
+        }
         Ok(ProxyConfig {
-            servers: self.server.iter().map(|s| crate::client::parse_base_url(s)).collect::<Result<_, _>>()?,
+            servers,
             agent_key,
             listen,
             data_dir: self.data_dir.clone(),

@@ -67,7 +67,7 @@ struct InitArgs {
 pub(super) struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
-    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent
+    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent, tls_cert, tls_key
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7878]
@@ -97,6 +97,13 @@ pub(super) struct RunArgs {
     /// too_many_pending_approvals (an identical pending request is answered, not counted) [default: 20]
     #[arg(long)]
     max_pending_approvals_per_agent: Option<u32>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key. Both files
+    /// are read again on SIGHUP
+    #[arg(long, env = "AIRLOCK_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "AIRLOCK_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The optional `--config` file; every key is optional and unknown keys are errors.
@@ -113,6 +120,8 @@ struct ConfigFile {
     shutdown_grace: Option<String>,
     audit_checkpoint_interval: Option<String>,
     max_pending_approvals_per_agent: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -266,6 +275,8 @@ impl RunArgs {
             shutdown_grace: None,
             audit_checkpoint_interval: None,
             max_pending_approvals_per_agent: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -308,6 +319,19 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
             "--max-pending-approvals-per-agent must be 1 or more: with 0 no grant that needs approval could be asked for"
         );
     }
+    let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        (Some(cert), Some(key)) => Some(crate::server::tls::TlsFiles { cert, key }),
+        (None, None) => {
+            if !listen.ip().is_loopback() {
+                tracing::warn!(
+                    %listen,
+                    "serving plain HTTP on a non-loopback address: agent keys, tokens and secret values cross the network in clear; give --tls-cert and --tls-key"
+                );
+            }
+            None
+        }
+        _ => bail!("--tls-cert and --tls-key go together: give both files, or neither for plain HTTP"),
+    };
     let policy_dir = args.policies.or(file.policies);
     let policies = crate::server::policies::Policies::load(policy_dir.clone())?;
     match &policy_dir {
@@ -332,6 +356,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         soft_delete_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
         shutdown_grace,
         max_pending_approvals_per_agent,
+        tls,
     };
     let state = AppState {
         store,

@@ -17,6 +17,7 @@ mod ops;
 pub mod policies;
 mod secrets;
 mod tenancy;
+pub mod tls;
 mod tokens;
 mod trail;
 
@@ -29,6 +30,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -53,6 +55,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Approval requests one agent may have pending; beyond it a new one is refused (429).
     pub max_pending_approvals_per_agent: u32,
+    /// HTTPS: the certificate chain and key files (`None`: plain HTTP).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 #[derive(Clone)]
@@ -215,6 +219,8 @@ pub enum ServeError {
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
     #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -222,12 +228,13 @@ pub enum ServeError {
 /// to another replica when there is one), lets other in-flight requests finish within the
 /// shutdown grace, writes an audit checkpoint, and returns.
 pub async fn serve(state: AppState) -> Result<(), ServeError> {
+    let certs = state.config.tls.clone().map(tls::Certs::load).transpose()?;
     let listener = TcpListener::bind(state.config.listen)
         .await
         .map_err(|error| ServeError::Listen { addr: state.config.listen, error })?;
     let addr = listener.local_addr()?;
     tokio::spawn(upkeep(state.clone()));
-    tokio::spawn(reload_on_sighup(state.clone()));
+    tokio::spawn(reload_on_sighup(state.clone(), certs.clone()));
     tokio::spawn(checkpoint::keep(state.clone()));
     // The policy files may have changed while the server was down. (A server started with
     // no policies at all is left alone: more likely a missing flag than every grant removed.)
@@ -235,7 +242,8 @@ pub async fn serve(state: AppState) -> Result<(), ServeError> {
         let at_start = state.clone();
         tokio::spawn(async move { approvals::cancel_lapsed(&at_start, "server_start").await });
     }
-    tracing::info!(%addr, "airlock server listening");
+    let scheme = if certs.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "airlock server listening");
     let (changes, grace) = (state.changes.clone(), state.config.shutdown_grace);
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let signalled = async move {
@@ -244,7 +252,16 @@ pub async fn serve(state: AppState) -> Result<(), ServeError> {
         let _ = stopping.send(true);
     };
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(signalled).into_future();
+    let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match &certs {
+        None => Box::pin(axum::serve(listener, app).with_graceful_shutdown(signalled).into_future()),
+        // `tap_io` (doing nothing) gives the TLS listener the peer-address `ConnectInfo`
+        // that axum provides for any listener wrapped so.
+        Some(certs) => Box::pin(
+            axum::serve(tls::TlsListener::new(listener, certs)?.tap_io(|_| ()), app)
+                .with_graceful_shutdown(signalled)
+                .into_future(),
+        ),
+    };
     tokio::select! {
         served = server => served?,
         () = async {
@@ -267,10 +284,19 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested; finishing in-flight requests");
 }
 
-async fn reload_on_sighup(state: AppState) {
+/// SIGHUP: the policy files and, when serving HTTPS, the certificate are read again.
+async fn reload_on_sighup(state: AppState, certs: Option<Arc<tls::Certs>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
+        if let Some(certs) = &certs {
+            match certs.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded on SIGHUP"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate reload on SIGHUP failed; keeping the one in use")
+                }
+            }
+        }
         match state.policies.reload() {
             Ok(_) => {
                 state.changes.publish(changes::Change::new(changes::ALL_TENANTS, "policy.updated"));

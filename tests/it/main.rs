@@ -20,5 +20,6 @@ mod run;
 mod secrets_api;
 mod sidecar;
 mod storage;
+mod tls;
 mod tokens;
 mod upstream;

@@ -84,11 +84,17 @@ impl Sidecar {
 
     /// Starts with the server on `backend` (PostgreSQL: replicas can join it).
     pub fn start_on(backend: Backend) -> Sidecar {
-        Sidecar::start_full(backend, &policy(""), &[], None)
+        Sidecar::start_full(backend, &policy(""), &[], None, None)
+    }
+
+    /// Starts with the central API on HTTPS (`tls`'s certificate and key), which the proxy
+    /// checks against `tls`'s CA (`--server-ca`).
+    pub fn start_https(tls: &crate::upstream::PemFiles) -> Sidecar {
+        Sidecar::start_full(Backend::Sqlite, &policy(""), &[], None, Some(tls))
     }
 
     fn start_pinned(policy_text: &str, extra_args: &[&str], openai_at: Option<(u16, PathBuf)>) -> Sidecar {
-        Sidecar::start_full(Backend::Sqlite, policy_text, extra_args, openai_at)
+        Sidecar::start_full(Backend::Sqlite, policy_text, extra_args, openai_at, None)
     }
 
     fn start_full(
@@ -96,13 +102,21 @@ impl Sidecar {
         policy_text: &str,
         extra_args: &[&str],
         openai_at: Option<(u16, PathBuf)>,
+        tls: Option<&crate::upstream::PemFiles>,
     ) -> Sidecar {
         let upstream = Upstream::start_tls(&["api.openai.com", "api.evil.example"]);
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir(&policies).unwrap();
         std::fs::write(policies.join("research.toml"), policy_text).unwrap();
-        let server = Server::start_with(backend, &["--policies", policies.to_str().unwrap()]);
+        let mut server_args = vec!["--policies", policies.to_str().unwrap()];
+        let server = match tls {
+            None => Server::start_with(backend, &server_args),
+            Some(tls) => {
+                server_args.extend(["--tls-cert", tls.cert.to_str().unwrap(), "--tls-key", tls.key.to_str().unwrap()]);
+                Server::start_https(backend, &server_args, &tls.ca)
+            }
+        };
         server.create(OPENAI_KEY_PATH, &secret_value("openai"));
         let (status, agent) =
             server.admin("POST", "/v1/agents", Some(&json!({ "name": "research-agent" }).to_string()));
@@ -110,7 +124,8 @@ impl Sidecar {
         std::fs::write(dir.path().join("agent.key"), agent["key"].as_str().unwrap()).unwrap();
         let mut sidecar =
             Sidecar { server, upstream, proxy_addr: String::new(), dir, openai_at, server_via: None, child: None };
-        sidecar.spawn(extra_args);
+        let server_ca: Vec<&str> = tls.map(|t| vec!["--server-ca", t.ca.to_str().unwrap()]).unwrap_or_default();
+        sidecar.spawn(&[extra_args, &server_ca].concat());
         sidecar
     }
 

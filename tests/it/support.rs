@@ -61,6 +61,8 @@ pub struct Server {
     /// The address the server binds (`127.0.0.1`, or `[::]` for a dual-stack listener);
     /// clients always connect to 127.0.0.1.
     bind: &'static str,
+    /// Serving HTTPS: the CA its certificate is checked against.
+    https_ca: Option<PathBuf>,
     child: Option<Child>,
     http: reqwest::blocking::Client,
 }
@@ -91,15 +93,27 @@ impl Server {
     /// A server listening on `[::]` (dual stack): its IPv4 clients arrive as `::ffff:a.b.c.d`.
     pub fn start_dual_stack(backend: Backend) -> Server {
         let database_url = (backend == Backend::Postgres).then(|| fresh_schema(&postgres_url().expect("checked")));
-        Server::start_bound(database_url, &[], "[::]")
+        Server::start_bound(database_url, &[], "[::]", None)
+    }
+
+    /// A server on HTTPS (`extra_args` name its certificate and key), whose clients here
+    /// check it against `ca`.
+    pub fn start_https(backend: Backend, extra_args: &[&str], ca: &std::path::Path) -> Server {
+        let database_url = (backend == Backend::Postgres).then(|| fresh_schema(&postgres_url().expect("checked")));
+        Server::start_bound(database_url, extra_args, "127.0.0.1", Some(ca.to_owned()))
     }
 
     /// A server on PostgreSQL at `url` (made by `fresh_schema`), or on SQLite.
     pub fn start_on(database_url: Option<String>, extra_args: &[&str]) -> Server {
-        Server::start_bound(database_url, extra_args, "127.0.0.1")
+        Server::start_bound(database_url, extra_args, "127.0.0.1", None)
     }
 
-    fn start_bound(database_url: Option<String>, extra_args: &[&str], bind: &'static str) -> Server {
+    fn start_bound(
+        database_url: Option<String>,
+        extra_args: &[&str],
+        bind: &'static str,
+        https_ca: Option<PathBuf>,
+    ) -> Server {
         // reqwest is built without a rustls provider of its own; the suite uses ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
@@ -120,7 +134,8 @@ impl Server {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             bind,
             child: None,
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: https_client(https_ca.as_deref()),
+            https_ca,
         };
         server.spawn();
         server
@@ -160,7 +175,8 @@ impl Server {
 
     /// Whether the server came up on `port` (a process that did not is gone).
     fn try_spawn_on(&mut self, port: u16) -> bool {
-        self.addr = format!("http://127.0.0.1:{port}");
+        let scheme = if self.https_ca.is_some() { "https" } else { "http" };
+        self.addr = format!("{scheme}://127.0.0.1:{port}");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["--log-level", "trace", "server", "--listen", &format!("{}:{port}", self.bind), "--data-dir"])
@@ -264,7 +280,12 @@ impl Server {
 
     /// Runs the `airlock` CLI against this server with `key`.
     pub fn cli(&self, key: &str, args: &[&str]) -> Output {
-        Command::new(BIN).args(args).env("AIRLOCK_ADDR", &self.addr).env("AIRLOCK_TOKEN", key).output().unwrap()
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("AIRLOCK_ADDR", &self.addr).env("AIRLOCK_TOKEN", key);
+        if let Some(ca) = &self.https_ca {
+            cmd.env("AIRLOCK_SERVER_CA", ca);
+        }
+        cmd.output().unwrap()
     }
 
     /// Runs raw SQL against this server's database.
@@ -309,6 +330,16 @@ impl Server {
             }
         }
     }
+}
+
+/// A client that also trusts the CA in `ca` (if any).
+fn https_client(ca: Option<&std::path::Path>) -> reqwest::blocking::Client {
+    let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).unwrap();
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
 }
 
 /// `child` once it answers 200 at `url`; `None` if it exited first (its port was taken, say)

@@ -198,9 +198,9 @@ fn new_ca() -> (String, Issuer<'static, KeyPair>) {
     (cert.pem(), Issuer::new(params, key))
 }
 
-/// A server configuration with one leaf certificate whose SANs are `hosts` (DNS names; IP SANs
-/// for IP literals), signed by a fresh test CA; returns the CA's PEM too. `alpn` is offered.
-pub fn tls_config(hosts: &[&str], alpn: &[&[u8]]) -> (String, rustls::ServerConfig) {
+/// A leaf certificate whose SANs are `hosts` (DNS names; IP SANs for IP literals), signed by
+/// a fresh test CA: the CA's PEM, the leaf and its key.
+fn signed_leaf(hosts: &[&str]) -> (String, rcgen::Certificate, KeyPair) {
     assert!(!hosts.is_empty(), "a certificate needs at least one host name");
     let (ca_pem, issuer) = new_ca();
     let mut params = CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
@@ -211,7 +211,13 @@ pub fn tls_config(hosts: &[&str], alpn: &[&[u8]]) -> (String, rustls::ServerConf
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate().expect("generate leaf key");
     let leaf = params.signed_by(&key, &issuer).expect("sign leaf certificate");
+    (ca_pem, leaf, key)
+}
 
+/// A server configuration with one leaf certificate whose SANs are `hosts`, signed by a
+/// fresh test CA; returns the CA's PEM too. `alpn` is offered.
+pub fn tls_config(hosts: &[&str], alpn: &[&[u8]]) -> (String, rustls::ServerConfig) {
+    let (ca_pem, leaf, key) = signed_leaf(hosts);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -221,6 +227,29 @@ pub fn tls_config(hosts: &[&str], alpn: &[&[u8]]) -> (String, rustls::ServerConf
         .expect("server certificate");
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     (ca_pem, config)
+}
+
+/// PEM files of a fresh test CA and of a leaf for `hosts` it signed.
+pub struct PemFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl PemFiles {
+    /// Writes `{prefix}ca.pem`, `{prefix}cert.pem` and `{prefix}key.pem` into `dir`.
+    pub fn write(dir: &std::path::Path, prefix: &str, hosts: &[&str]) -> PemFiles {
+        let (ca_pem, leaf, key) = signed_leaf(hosts);
+        let files = PemFiles {
+            ca: dir.join(format!("{prefix}ca.pem")),
+            cert: dir.join(format!("{prefix}cert.pem")),
+            key: dir.join(format!("{prefix}key.pem")),
+        };
+        std::fs::write(&files.ca, ca_pem).expect("write CA PEM");
+        std::fs::write(&files.cert, leaf.pem()).expect("write certificate PEM");
+        std::fs::write(&files.key, key.serialize_pem()).expect("write key PEM");
+        files
+    }
 }
 
 async fn serve(

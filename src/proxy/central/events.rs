@@ -45,7 +45,8 @@ impl Central {
         let url = format!("{base}/v1/events");
         let unreachable =
             |e: reqwest::Error| CentralError::Unreachable { url: base.clone(), reason: e.without_url().to_string() };
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(unreachable)?;
+        let http =
+            crate::trust::central_client().connect_timeout(Duration::from_secs(5)).build().map_err(unreachable)?;
         let mut resp = http.get(&url).bearer_auth(self.agent_key.as_str()).send().await.map_err(unreachable)?;
         let status = resp.status().as_u16();
         if refuses_the_agent(status) {

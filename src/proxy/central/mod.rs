@@ -78,7 +78,7 @@ impl Central {
         agent_key: Zeroizing<String>,
         value_ttl: Duration,
     ) -> Result<Arc<Central>, CentralError> {
-        let http = reqwest::Client::builder()
+        let http = crate::trust::central_client()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
             .user_agent(concat!("airlock-proxy/", env!("CARGO_PKG_VERSION")))
