@@ -131,6 +131,7 @@ pub async fn report(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<i64>,
     cursor: Option<String>,

@@ -224,6 +224,7 @@ fn require_decider(caller: &Caller) -> ApiResult<()> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
     limit: Option<i64>,

@@ -64,7 +64,9 @@ fn describe_shape_error(field: &str, message: &str) -> String {
     format!("invalid request body{at}: {message}")
 }
 
-/// A query string, leniently: unknown parameters are ignored, bad values are `invalid_request`.
+/// A query string. Its type denies unknown fields: a parameter the endpoint does not take is
+/// `invalid_request` naming it (a filter that is silently not applied would return more than
+/// the caller asked for), as is a bad value.
 pub struct QueryParams<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
@@ -72,9 +74,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str(query)
-            .map(QueryParams)
-            .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))
+        serde_urlencoded::from_str(query).map(QueryParams).map_err(|e| {
+            let e = e.to_string();
+            match e.strip_prefix("unknown field ") {
+                Some(rest) => ApiError::invalid(format!("unknown query parameter {}", rest.replace('`', "'"))),
+                None => ApiError::invalid(format!("bad query string: {e}")),
+            }
+        })
+    }
+}
+
+/// Middleware for endpoints that take no query parameters: a query string is refused,
+/// naming its first parameter, for the same reason as in [`QueryParams`].
+pub async fn no_query(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match req.uri().query().filter(|q| !q.is_empty()) {
+        None => next.run(req).await,
+        Some(query) => {
+            let first = query.split('&').next().unwrap_or(query);
+            let name: String = first.split('=').next().unwrap_or(first).chars().take(64).collect();
+            ApiError::invalid(format!("unknown query parameter '{name}': this endpoint takes none")).into_response()
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use crate::domain::time::parse_rfc3339;
 use crate::store::AuditFilter;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     limit: Option<i64>,
     namespace: Option<String>,

@@ -112,3 +112,41 @@ fn each_bad_request_gets_its_code_and_writes_nothing(backend: Backend) {
 }
 
 both_backends!(each_bad_request_gets_its_code_and_writes_nothing);
+
+/// A query parameter an endpoint does not take is refused with its name, never ignored: a
+/// filter that is silently not applied returns more than the caller asked for.
+#[test]
+fn an_unknown_query_parameter_is_refused_by_name() {
+    let srv = Server::start(Backend::Sqlite);
+    srv.create("team-a/key", &secret_value("a"));
+    srv.create("team-b/key", &secret_value("b"));
+    for path in [
+        "/v1/secrets?agent_id=agt_1",
+        "/v1/secrets?namespace=team-a&owner=me",
+        "/v1/audit?agent_id=agt_1",
+        "/v1/approvals?agent=research",
+        "/v1/secrets/team-a%2Fkey?verison=1",
+        "/v1/secrets/team-a%2Fkey/access-events?since=2020-01-01",
+        "/v1/agents?agent_id=agt_1",
+        "/v1/keys?role=admin",
+        "/v1/secrets/team-a%2Fkey/versions?limit=1",
+        "/v1/audit/verify?tenant=other",
+    ] {
+        let resp = srv.admin("GET", path, None);
+        assert_error(&resp, 400, "invalid_request");
+        let name = path.rsplit_once('&').map_or_else(|| path.split_once('?').unwrap().1, |(_, last)| last);
+        let name = name.split('=').next().unwrap();
+        let message = resp.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("'{name}'")), "{path}: {message}");
+    }
+    // The parameters an endpoint does take still work.
+    let (status, listing) = srv.admin("GET", "/v1/secrets?namespace=team-a&limit=10", None);
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(listing["total"], 1, "{listing}");
+    let (status, read) = srv.admin("GET", "/v1/secrets/team-a%2Fkey?version=1", None);
+    assert_eq!(status, 200, "{read}");
+    // An unknown parameter on a write is refused and writes nothing.
+    let resp = srv.admin("POST", "/v1/secrets/team-a%2Fkey/destroy?force=true", Some(r#"{"versions":[1]}"#));
+    assert_error(&resp, 400, "invalid_request");
+    assert_eq!(srv.admin("GET", "/v1/secrets/team-a%2Fkey?version=1", None).0, 200, "nothing was destroyed");
+}

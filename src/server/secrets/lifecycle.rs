@@ -18,6 +18,7 @@ use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{JsonBody, PathParam, QueryParams};
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     #[serde(default)]
     permanent: bool,

@@ -31,6 +31,7 @@ struct ValueView<'a> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     version: Option<i64>,
 }
@@ -99,6 +100,7 @@ pub async fn read(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     namespace: Option<String>,
     tag: Option<String>,
