@@ -175,7 +175,8 @@ impl RateLimits {
         RateLimits { limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(), rate }
     }
 
-    fn check(&self, key: &str) -> Result<Budget, ApiError> {
+    /// The budget left after this request, or (spent) the budget to report with the 429.
+    fn check(&self, key: &str) -> Result<Budget, Budget> {
         match self.limiter.check_key(&key.to_owned()) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
@@ -185,7 +186,7 @@ impl RateLimits {
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Err(ApiError::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64))
+                Err(Budget { remaining: 0, reset_secs: wait.as_secs_f64().ceil().max(1.0) as u64 })
             }
         }
     }
@@ -231,7 +232,12 @@ pub async fn authenticate(
     };
     let budget = match state.rate_limits.check(&caller.credential.id) {
         Ok(budget) => budget,
-        Err(e) => return e.into_response(),
+        Err(spent) => {
+            // The 429 says how long (`Retry-After`) and carries the budget headers too.
+            let mut resp = ApiError::rate_limited(spent.reset_secs).into_response();
+            state.rate_limits.headers(resp.headers_mut(), &spent);
+            return resp;
+        }
     };
     req.extensions_mut().insert(Arc::new(caller));
     let mut resp = next.run(req).await;

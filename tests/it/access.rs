@@ -74,6 +74,10 @@ fn rate_limit_gives_429_with_retry_after(backend: Backend) {
     assert_eq!(resp.status(), 429);
     let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=12).contains(&retry), "one request comes back every 12 s: {retry}");
+    // The 429 carries the budget too: none left, full again when Retry-After says.
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "5");
+    assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(resp.headers()["x-ratelimit-reset"], retry.to_string().as_str());
     let body: serde_json::Value = resp.json().unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
     assert_eq!(srv.call("GET", "/v1/secrets", &other, None).0, 200, "another credential has its own budget");
