@@ -23,7 +23,7 @@ use super::body::{Body, BoxError, full};
 use super::error::ProxyError;
 use super::h1::{self, Served};
 use super::io::Rewind;
-use super::local;
+use super::local::{SWEEP_EVERY, ThreadCache};
 use super::pipeline::{self, proxy_authorized};
 use super::request::Via;
 
@@ -79,14 +79,14 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, workers: usize) {
 }
 
 /// One worker: serves the connections dealt to it until the acceptor goes away, and drops
-/// this thread's out-of-date copies of shared state (`local::sweep`) every second.
+/// this thread's out-of-date copies of shared state (`ThreadCache::sweep`) every second.
 async fn work(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>) {
     let sweeper = proxy.clone();
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(local::SWEEP_EVERY);
+        let mut every = tokio::time::interval(SWEEP_EVERY);
         loop {
             every.tick().await;
-            local::sweep(&sweeper);
+            ThreadCache::sweep(&sweeper);
         }
     });
     while let Some((stream, peer)) = rx.recv().await {

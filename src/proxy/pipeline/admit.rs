@@ -3,7 +3,6 @@
 //! allowlist and name resolution, host agreement, and the header rules (one `Host`, the
 //! headers `Connection` names dropped).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderName};
@@ -15,7 +14,7 @@ use super::is_upgrade;
 use crate::domain::policy::Policy;
 use crate::proxy::Proxy;
 use crate::proxy::error::ProxyError;
-use crate::proxy::local::{self, View};
+use crate::proxy::local::ThreadCache;
 use crate::proxy::request::{Target, Via};
 
 /// An HTTP/1.1 request names its host in exactly one `Host` header (RFC 9112 §3.2); an
@@ -168,20 +167,24 @@ fn constant_eq(a: &str, b: &str) -> bool {
 /// The policy's allowlist, then name resolution with private addresses refused; an upstream
 /// that passed both under this thread's policy is not checked again until its resolution
 /// expires.
-pub(super) async fn egress(proxy: &Proxy, view: &Arc<View>, target: &Target, now: Instant) -> Result<(), ProxyError> {
-    if local::passed(proxy, target, now) {
-        return Ok(());
-    }
-    let policy = &view.policy;
+pub(super) async fn egress(
+    proxy: &Proxy,
+    cache: &ThreadCache<'_>,
+    target: &Target,
+    now: Instant,
+) -> Result<(), ProxyError> {
+    cache.egress(target, now, || egress_check(proxy, cache.policy(), target)).await
+}
+
+/// Until when `target` may be reached (`None`: pinned), or why not.
+async fn egress_check(proxy: &Proxy, policy: &Policy, target: &Target) -> Result<Option<Instant>, ProxyError> {
     if !policy.host_allowed(&target.host) {
         return Err(ProxyError::policy(
             "egress_denied",
             format!("'{}' is not in this agent's egress.allow", target.host),
         ));
     }
-    let until = proxy.resolver.check(&target.host, target.port, policy.egress.deny_private_networks).await?;
-    local::keep_passed(proxy, view, target, until);
-    Ok(())
+    proxy.resolver.check(&target.host, target.port, policy.egress.deny_private_networks).await
 }
 
 /// Under CONNECT, the CONNECT authority, the TLS SNI and the request's Host must name the
