@@ -51,7 +51,10 @@
 //!
 //! A request already past its lookup when an invalidation lands finishes with the value it
 //! read (as it would with the shared cache alone); the next request sees the new epoch.
-//! The tests below break each of these rules and watch for the copy being served.
+//! The tests below break each rule of the per-thread layer and watch for the copy being
+//! served; `central`'s tests hold the shared layers to theirs (an in-flight read that
+//! predates a change is read again; every invalidation moves the epoch and empties the hot
+//! map).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -430,4 +433,194 @@ fn noted_as((fetched, field): &(Arc<Fetched>, Option<String>), u: &Used) -> bool
 
 fn same(key: &(String, u16, bool, bool), t: &Target) -> bool {
     key.1 == t.port && key.2 == t.tls && key.3 == t.plain_http_allowed && key.0 == t.host
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each test breaks one rule of the invariant at the top of this module and checks that
+    //! the copy it would leave behind is not served.
+
+    use std::time::Duration;
+
+    use super::*;
+
+    const POLICY: &str = "[agent]\nname = \"t\"\n\n[egress]\nallow = [\"api.example\"]\n";
+
+    fn view() -> View {
+        let policy = Policy::parse("t.toml", POLICY).expect("a valid policy");
+        let limits = Arc::new(Limits::from_policy(&policy));
+        View { policy, limits }
+    }
+
+    fn at(generation: u64, epoch: u64) -> At {
+        At { central: 7, generation, epoch }
+    }
+
+    /// A thread's state brought to `at`.
+    fn local(at: At) -> Option<Local> {
+        let mut local = None;
+        Local::refresh(&mut local, at, view);
+        local
+    }
+
+    fn target() -> Target {
+        Target {
+            tls: true,
+            host: "api.example".into(),
+            port: 443,
+            base_path: None,
+            plain_http_allowed: false,
+            route: None,
+        }
+    }
+
+    fn value(path: &str, fresh_for: Duration) -> Arc<Fetched> {
+        Arc::new(Fetched::for_tests(path, "s3cret-value", Instant::now() + fresh_for))
+    }
+
+    fn used(fetched: &Arc<Fetched>) -> Used {
+        Used { fetched: fetched.clone(), field: None }
+    }
+
+    fn plan_over(fetched: &Arc<Fetched>) -> Plan {
+        let header = (HeaderName::from_static("authorization"), HeaderValue::from_static("Bearer s3cret-value"));
+        Plan::new(vec![header], Arc::from(vec![used(fetched)]))
+    }
+
+    fn path(p: &str) -> SecretPath {
+        p.parse().expect("a valid path")
+    }
+
+    #[test]
+    fn a_value_copy_is_not_served_after_the_epoch_moves() {
+        let mut slot = local(at(0, 1));
+        let l = slot.as_mut().unwrap();
+        l.keep_value(&value("prod/key", Duration::from_secs(60)));
+        assert!(l.value(&path("prod/key"), Instant::now()).is_some());
+        Local::refresh(&mut slot, at(0, 2), || unreachable!("same generation: the view stays"));
+        let l = slot.as_ref().unwrap();
+        assert!(l.value(&path("prod/key"), Instant::now()).is_none());
+        assert!(l.values.is_empty() && l.plans.is_empty() && l.echoes.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_kept_by_a_request_that_began_before_an_invalidation() {
+        let slot = local(at(0, 5));
+        let l = slot.as_ref().unwrap();
+        assert!(l.admits(5, 5));
+        // The request began at 4: an invalidation came in between.
+        assert!(!l.admits(4, 5));
+        // The shared epoch moved after the request (and this thread) began at 5.
+        assert!(!l.admits(5, 6));
+    }
+
+    #[test]
+    fn a_plan_over_an_expired_value_is_not_reused() {
+        let mut slot = local(at(0, 1));
+        let l = slot.as_mut().unwrap();
+        let view = l.view.clone();
+        let short = value("prod/key", Duration::from_millis(50));
+        l.keep_plan(&view, &target(), plan_over(&short));
+        let mut headers = http::HeaderMap::new();
+        let (injected, used) = l.apply_plan(&target(), &mut headers, Instant::now()).expect("fresh plan reused");
+        assert!(injected && used.len() == 1 && headers.contains_key("authorization"));
+
+        let later = Instant::now() + Duration::from_secs(1);
+        let mut headers = http::HeaderMap::new();
+        assert!(l.apply_plan(&target(), &mut headers, later).is_none());
+        assert!(headers.is_empty(), "an expired plan sets nothing");
+        assert!(!plan_over(&short).fresh(later), "nor is one kept when it is already expired");
+        Local::sweep(&mut slot, at(0, 1), later);
+        assert!(slot.as_ref().unwrap().plans.is_empty());
+    }
+
+    #[test]
+    fn a_policy_generation_change_drops_the_view_and_all_it_decided() {
+        let mut slot = local(at(0, 1));
+        let l = slot.as_mut().unwrap();
+        let old = l.view.clone();
+        let fetched = value("prod/key", Duration::from_secs(60));
+        l.keep_passed(&old, &target(), None);
+        l.keep_value(&fetched);
+        l.keep_plan(&old, &target(), plan_over(&fetched));
+        assert!(l.passed(&target(), Instant::now()));
+
+        Local::refresh(&mut slot, at(1, 1), view);
+        let l = slot.as_mut().unwrap();
+        assert!(!Arc::ptr_eq(&l.view, &old));
+        assert!(!l.passed(&target(), Instant::now()));
+        assert!(l.value(&path("prod/key"), Instant::now()).is_none());
+        assert!(l.apply_plan(&target(), &mut http::HeaderMap::new(), Instant::now()).is_none());
+        // A request still under the old view keeps nothing it decided with it.
+        l.keep_passed(&old, &target(), None);
+        l.keep_plan(&old, &target(), plan_over(&fetched));
+        assert!(!l.passed(&target(), Instant::now()) && l.plans.is_empty());
+    }
+
+    #[test]
+    fn another_proxy_in_the_process_starts_over() {
+        let mut slot = local(at(0, 1));
+        slot.as_mut().unwrap().keep_value(&value("prod/key", Duration::from_secs(60)));
+        Local::refresh(&mut slot, At { central: 8, generation: 0, epoch: 1 }, view);
+        assert!(slot.as_ref().unwrap().values.is_empty());
+    }
+
+    #[test]
+    fn an_expired_copy_is_not_served_and_is_swept() {
+        let mut slot = local(at(0, 1));
+        let l = slot.as_mut().unwrap();
+        l.keep_value(&value("prod/key", Duration::from_millis(50)));
+        let later = Instant::now() + Duration::from_secs(1);
+        assert!(l.value(&path("prod/key"), later).is_none());
+        Local::sweep(&mut slot, at(0, 1), later);
+        assert!(slot.as_ref().unwrap().values.is_empty());
+    }
+
+    #[test]
+    fn a_thread_behind_the_shared_state_drops_everything_at_the_sweep() {
+        for behind in [at(0, 2), at(1, 1), At { central: 8, generation: 0, epoch: 1 }] {
+            let mut slot = local(at(0, 1));
+            slot.as_mut().unwrap().keep_value(&value("prod/key", Duration::from_secs(60)));
+            Local::sweep(&mut slot, behind, Instant::now());
+            assert!(slot.is_none());
+        }
+    }
+
+    #[test]
+    fn a_copy_is_a_private_one_holding_the_same_value() {
+        let mut slot = local(at(0, 1));
+        let shared = value("prod/key", Duration::from_secs(60));
+        let copy = slot.as_mut().unwrap().keep_value(&shared);
+        assert!(!Arc::ptr_eq(&copy, &shared));
+        assert_eq!(copy.value.expose(), shared.value.expose());
+        assert_eq!(copy.fresh_until, shared.fresh_until);
+    }
+
+    #[test]
+    fn a_passed_upstream_is_checked_again_once_its_resolution_expires() {
+        let mut slot = local(at(0, 1));
+        let l = slot.as_mut().unwrap();
+        let view = l.view.clone();
+        let now = Instant::now();
+        l.keep_passed(&view, &target(), Some(now + Duration::from_secs(1)));
+        assert!(l.passed(&target(), now));
+        assert!(!l.passed(&Target { port: 8443, ..target() }, now), "another port was not checked");
+        assert!(!l.passed(&target(), now + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn an_echo_copy_holds_only_for_its_generation_and_the_values_it_saw_noted() {
+        let mut slot = local(at(0, 1));
+        let l = slot.as_mut().unwrap();
+        let (a, b) = (value("prod/a", Duration::from_secs(60)), value("prod/b", Duration::from_secs(60)));
+        let scrub = Patterns::for_values(&[(b"s3cret-value", "{{secret:prod/a}}")], &[]);
+        l.keep_echo("api.example", 3, &[used(&a)], scrub);
+        assert!(l.echo("api.example", 3, &[used(&a)]).is_some_and(|s| s.is_some()));
+        assert!(l.echo("api.example", 3, &[]).is_some(), "a request without values is scrubbed of a's");
+        assert!(l.echo("api.example", 4, &[used(&a)]).is_none(), "the shared sets changed");
+        assert!(l.echo("api.example", 3, &[used(&b)]).is_none(), "b was not seen noted");
+        assert!(l.echo("other.example", 3, &[]).is_none());
+        Local::refresh(&mut slot, at(0, 2), view);
+        assert!(slot.as_ref().unwrap().echo("api.example", 3, &[]).is_none(), "an invalidation drops it");
+    }
 }
