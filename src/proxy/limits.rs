@@ -16,7 +16,7 @@ pub struct Limits {
 }
 
 fn limiter(rate: &Rate) -> DefaultDirectRateLimiter {
-    let quota = Quota::with_period(rate.interval()).expect("rate interval is never zero").allow_burst(rate.count);
+    let quota = Quota::with_period(rate.interval()).expect("rate interval is never zero").allow_burst(rate.count());
     RateLimiter::direct(quota)
 }
 

@@ -196,7 +196,7 @@ impl Bound {
 
     /// The agent's routes (`/r/<name>/`), for `<NAME>_BASE_URL`.
     pub fn route_names(&self) -> Vec<String> {
-        self.proxy.central.policy().routes.iter().map(|r| r.name.clone()).collect()
+        self.proxy.central.policy().routes.iter().map(|r| r.name().to_owned()).collect()
     }
 
     /// Events of this proxy's uses, for `Reporter::close` on the way out.

@@ -181,8 +181,8 @@ fn vet_against_policy(
             e.message = format!("the policy of agent '{}' ({}) grants no '{scope}'", policy.agent.name, policy.source);
             return Err(e);
         };
-        if grant.approval {
-            approval_grants.push(grant.secrets.to_string());
+        if grant.approval() {
+            approval_grants.push(grant.secrets().to_string());
         }
     }
     let max_ttl = policy.agent.token_ttl.as_secs();

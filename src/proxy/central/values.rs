@@ -201,7 +201,7 @@ impl Central {
     fn slot_for(&self, path: &SecretPath) -> Result<Arc<Slot>, CentralError> {
         let policy = self.policy();
         let grant = policy.grant_for(path).ok_or_else(|| CentralError::NotFound(path.to_string()))?;
-        let scope = read_scope(&grant.secrets.to_string());
+        let scope = read_scope(&grant.secrets().to_string());
         self.slots()
             .iter()
             .find(|s| s.scopes.contains(&scope))

@@ -67,7 +67,7 @@ impl<'b> Rules<'_, 'b> {
             return Err(refuse(RefusalCode::SecretNotGranted, message));
         };
         if !binding.grant.allows_host(host) {
-            let hosts: Vec<String> = binding.grant.hosts.iter().map(HostPattern::to_string).collect();
+            let hosts: Vec<String> = binding.grant.hosts().iter().map(HostPattern::to_string).collect();
             let message =
                 format!("secret '{path}' may not be sent to host '{host}'; its grant allows only {}", hosts.join(", "));
             return Err(refuse(RefusalCode::HostNotAllowed, message));
@@ -122,7 +122,7 @@ fn placement_allowed(grant: &Grant, place: &Place) -> bool {
             grant.allows_header(name) && header_may_carry_secret(name)
         }
         Place::BasicAuth => grant.allows_header(AUTHORIZATION.as_str()),
-        Place::Query => grant.query,
+        Place::Query => grant.query(),
         Place::Path => false,
     }
 }
@@ -179,7 +179,7 @@ mod tests {
     fn forbidden_headers_are_refused_even_when_a_grant_lists_them() {
         let fixture = Fixture::new();
         let mut grant = fixture.policy.grants[0].clone();
-        grant.headers.extend(["cookie", "user-agent", "referer", "host", "x-forwarded-for"].map(str::to_owned));
+        grant.headers_mut().extend(["cookie", "user-agent", "referer", "host", "x-forwarded-for"].map(str::to_owned));
         let value = SecretValue::new("sk-openai-1111".into());
         for header in ["cookie", "user-agent", "referer", "host", "x-forwarded-for"] {
             let request = head("/", &[(header, "{{secret:prod/openai/key}}")]);
