@@ -23,8 +23,8 @@ fn limiter(rate: &Rate) -> DefaultDirectRateLimiter {
 impl Limits {
     pub fn from_policy(policy: &Policy) -> Limits {
         Limits {
-            agent: policy.egress.rate.as_ref().map(limiter),
-            per_host: policy.egress.per_host_rate.iter().map(|(h, r)| (h.clone(), limiter(r))).collect(),
+            agent: policy.egress().rate.as_ref().map(limiter),
+            per_host: policy.egress().per_host_rate.iter().map(|(h, r)| (h.clone(), limiter(r))).collect(),
         }
     }
 

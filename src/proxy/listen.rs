@@ -250,13 +250,13 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Result<Respon
     if !policy.host_allowed(&host) {
         return Err(ProxyError::policy("egress_denied", format!("'{host}' is not in this agent's egress.allow")));
     }
-    let addrs = proxy.resolver.resolve(&host, port, policy.egress.deny_private_networks).await?;
+    let addrs = proxy.resolver.resolve(&host, port, policy.egress().deny_private_networks).await?;
     let upgrade = hyper::upgrade::on(&mut req);
     if policy.is_passthrough(&host) {
         let private = addrs.iter().any(|a| super::egress::is_private(a.ip())) && !proxy.resolver.is_pinned(&host);
         let tunnelled = host.clone();
         let revoked = watch.until_disallowed(move |p| {
-            p.host_allowed(&tunnelled) && p.is_passthrough(&tunnelled) && !(private && p.egress.deny_private_networks)
+            p.host_allowed(&tunnelled) && p.is_passthrough(&tunnelled) && !(private && p.egress().deny_private_networks)
         });
         tokio::spawn(async move {
             let dial = super::upstream::connect_any(&addrs, proxy.timeouts.upstream_connect);

@@ -61,18 +61,18 @@ pub struct PolicyError {
 // Validated types
 // ---------------------------------------------------------------------------------------
 
-/// One agent's validated policy.
+/// One agent's validated policy, made only by `parse` (or `closed`): every grant's hosts
+/// and every route's upstream are in `egress.allow`, grants whose secrets overlap agree,
+/// every inject rule's secrets are granted to its host in its header.
 #[derive(Debug, Clone, Serialize)]
 pub struct Policy {
-    pub agent: AgentRules,
-    pub egress: Egress,
-    pub grants: Vec<Grant>,
-    pub injects: Vec<Inject>,
-    pub routes: Vec<Route>,
-    /// The file the policy came from.
-    pub source: String,
-    /// The file's text, so a proxy can parse the same policy with the same rules.
-    pub text: String,
+    agent: AgentRules,
+    egress: Egress,
+    grants: Vec<Grant>,
+    injects: Vec<Inject>,
+    routes: Vec<Route>,
+    source: String,
+    text: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +155,50 @@ impl Policy {
     /// Parses and validates one policy file; `file` names it in errors and in `source`.
     pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
         Self::parse_located(file, text).map(|(policy, _)| policy)
+    }
+
+    /// What a proxy enforces once the central API refuses the agent its policy: this one
+    /// with no egress, no grants, no inject rules and no routes, its source saying `why`.
+    pub fn closed(&self, why: &str) -> Policy {
+        let mut closed = self.clone();
+        closed.egress.allow.clear();
+        closed.egress.passthrough.clear();
+        closed.grants.clear();
+        closed.injects.clear();
+        closed.routes.clear();
+        closed.source = format!("(no policy: {why})");
+        closed.text = String::new();
+        closed
+    }
+
+    pub fn agent(&self) -> &AgentRules {
+        &self.agent
+    }
+
+    pub fn egress(&self) -> &Egress {
+        &self.egress
+    }
+
+    pub fn grants(&self) -> &[Grant] {
+        &self.grants
+    }
+
+    pub fn injects(&self) -> &[Inject] {
+        &self.injects
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The file the policy came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The file's text, so a proxy can parse the same policy with the same rules.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Whether a caller at `ip` may act as this agent; an empty list allows any address.

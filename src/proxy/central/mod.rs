@@ -102,7 +102,7 @@ impl Central {
         let (current, policy) = first.expect("at least one address")?;
         let agent_id = fetch_agent_id(&http, &bases[current], &agent_key).await?;
         let slots = slots_for(&policy);
-        let agent_name = policy.agent.name.clone();
+        let agent_name = policy.agent().name.clone();
         let values = moka::future::Cache::builder().max_capacity(10_000).expire_after(FreshUntil).build();
         Ok(Arc::new(Central {
             http,

@@ -77,8 +77,8 @@ pub(super) fn target(policy: &Policy, head: &Parts, via: &Via) -> Result<Target,
 /// A plain http:// upstream may carry values only when the policy names it so on purpose:
 /// an inject rule for the host and a route to its http:// address.
 fn plain_http_named(policy: &Policy, host: &str) -> bool {
-    policy.injects.iter().any(|i| i.host().matches(host))
-        && policy.routes.iter().any(|r| r.upstream().host() == host && !r.upstream().is_tls())
+    policy.injects().iter().any(|i| i.host().matches(host))
+        && policy.routes().iter().any(|r| r.upstream().host() == host && !r.upstream().is_tls())
 }
 
 fn forward_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
@@ -97,8 +97,8 @@ fn forward_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
 fn route_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
     let rest = &uri.path()["/r/".len()..];
     let name = rest.split_once('/').map_or(rest, |(name, _)| name);
-    let route = policy.routes.iter().find(|r| r.name() == name).ok_or_else(|| {
-        let names: Vec<&str> = policy.routes.iter().map(|r| r.name()).collect();
+    let route = policy.routes().iter().find(|r| r.name() == name).ok_or_else(|| {
+        let names: Vec<&str> = policy.routes().iter().map(|r| r.name()).collect();
         ProxyError::new(
             StatusCode::NOT_FOUND,
             "unknown_route",
@@ -184,7 +184,7 @@ async fn egress_check(proxy: &Proxy, policy: &Policy, target: &Target) -> Result
             format!("'{}' is not in this agent's egress.allow", target.host),
         ));
     }
-    proxy.resolver.check(&target.host, target.port, policy.egress.deny_private_networks).await
+    proxy.resolver.check(&target.host, target.port, policy.egress().deny_private_networks).await
 }
 
 /// Under CONNECT, the CONNECT authority, the TLS SNI and the request's Host must name the

@@ -116,7 +116,7 @@ fn inject_templates<'p>(
     agent_placeholders: bool,
 ) -> Vec<substitute::Template<'p>> {
     let mut templates = Vec::new();
-    for rule in policy.injects.iter().filter(|i| i.host().matches(&target.host)) {
+    for rule in policy.injects().iter().filter(|i| i.host().matches(&target.host)) {
         let has_own = agent_placeholders
             && head.headers.get(rule.header()).is_some_and(|v| substitute::has_placeholder_text(v.as_bytes()));
         if !has_own {

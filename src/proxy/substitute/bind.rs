@@ -147,7 +147,7 @@ mod tests {
         assert!(refusal.message.contains("allowed_hosts"), "{refusal}");
 
         let value = SecretValue::new("sk-scoped-3333".into());
-        let grant = &fixture.policy.grants[0];
+        let grant = &fixture.policy.grants()[0];
         let found = scan(&request).unwrap();
         let with_allowed = |allowed: &[&str]| {
             let allowed: Vec<String> = allowed.iter().map(|h| (*h).to_owned()).collect();
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn forbidden_headers_are_refused_even_when_a_grant_lists_them() {
         let fixture = Fixture::new();
-        let mut grant = fixture.policy.grants[0].clone();
+        let mut grant = fixture.policy.grants()[0].clone();
         grant.headers_mut().extend(["cookie", "user-agent", "referer", "host", "x-forwarded-for"].map(str::to_owned));
         let value = SecretValue::new("sk-openai-1111".into());
         for header in ["cookie", "user-agent", "referer", "host", "x-forwarded-for"] {
