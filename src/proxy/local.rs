@@ -34,9 +34,10 @@
 //!   invalidation bumps under); read only while `fresh_until` is ahead; emptied (the path, or
 //!   all) by every invalidation.
 //! - **The stale map** (last good copy, served only while the central API is unreachable, for
-//!   `stale_if_error`): not written by an outdated fetch (checked under its lock, after
-//!   `forget` took the path out); the path dropped by `forget`, everything by `forget_all`. A
-//!   lost change stream keeps it: that is no change to any value, only a reason to ask again.
+//!   `stale_if_error`): an outdated fetch does not write it (checked under its lock, which
+//!   `forget` takes only after recording the invalidation); the path is dropped by `forget`,
+//!   everything by `forget_all`. A lost change stream keeps it: that is no change to any
+//!   value, only a reason to ask again.
 //! - **The per-thread copies** (here): a request takes its `ThreadCache` at the epoch and
 //!   generation it begins at (`enter`). Entering at a new epoch drops the thread's values,
 //!   plans and echo copies; at a new policy generation (or another proxy), everything,

@@ -7,6 +7,11 @@
 //! their own modules: `admit` (the target, the caller, egress, host agreement and the header
 //! rules), `inject` (substitute + bind check), `forward` (upstream via hyper, upgrades, the
 //! coded-response check) and `respond` (what a response is scrubbed of, and its redaction).
+//!
+//! `prepare` enters this thread's cache (`local::ThreadCache`) once; a stage whose decision
+//! can be reused (the egress check, each value, the inject rules' plan, the echo scrub)
+//! makes it inside one call to the cache, which decides or reuses what was decided under
+//! the same policy generation and value epoch.
 
 mod admit;
 mod forward;
