@@ -38,7 +38,7 @@ fn head(authorization: &str) -> http::request::Parts {
 
 fn substitution(c: &mut Criterion) {
     let policy = Policy::parse("bench.toml", POLICY).expect("the bench policy parses");
-    let grant = &policy.grants[0];
+    let grant = &policy.grants()[0];
     let value = SecretValue::new(format!("sk-proj-{}", "x".repeat(156)));
     let bindings =
         |_: &airlock::domain::policy::Placeholder| Some(Binding { value: &value, grant, secret_allowed_hosts: &[] });

@@ -6,13 +6,25 @@ use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Made only by parsing (`FromStr`): at least one event per second, minute or hour, so its
+/// `interval` is never zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
-    pub count: NonZeroU32,
-    pub per: Duration,
+    count: NonZeroU32,
+    per: Duration,
 }
 
 impl Rate {
+    /// How many events per period.
+    pub fn count(&self) -> NonZeroU32 {
+        self.count
+    }
+
+    /// The period: a second, a minute or an hour.
+    pub fn per(&self) -> Duration {
+        self.per
+    }
+
     /// Time for one event's allowance to come back.
     pub fn interval(&self) -> Duration {
         self.per / self.count.get()

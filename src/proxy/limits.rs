@@ -16,15 +16,15 @@ pub struct Limits {
 }
 
 fn limiter(rate: &Rate) -> DefaultDirectRateLimiter {
-    let quota = Quota::with_period(rate.interval()).expect("rate interval is never zero").allow_burst(rate.count);
+    let quota = Quota::with_period(rate.interval()).expect("rate interval is never zero").allow_burst(rate.count());
     RateLimiter::direct(quota)
 }
 
 impl Limits {
     pub fn from_policy(policy: &Policy) -> Limits {
         Limits {
-            agent: policy.egress.rate.as_ref().map(limiter),
-            per_host: policy.egress.per_host_rate.iter().map(|(h, r)| (h.clone(), limiter(r))).collect(),
+            agent: policy.egress().rate.as_ref().map(limiter),
+            per_host: policy.egress().per_host_rate.iter().map(|(h, r)| (h.clone(), limiter(r))).collect(),
         }
     }
 

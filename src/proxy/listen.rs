@@ -23,7 +23,7 @@ use super::body::{Body, BoxError, full};
 use super::error::ProxyError;
 use super::h1::{self, Served};
 use super::io::Rewind;
-use super::local;
+use super::local::{SWEEP_EVERY, ThreadCache};
 use super::pipeline::{self, proxy_authorized};
 use super::request::Via;
 
@@ -79,14 +79,14 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, workers: usize) {
 }
 
 /// One worker: serves the connections dealt to it until the acceptor goes away, and drops
-/// this thread's out-of-date copies of shared state (`local::sweep`) every second.
+/// this thread's out-of-date copies of shared state (`ThreadCache::sweep`) every second.
 async fn work(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>) {
     let sweeper = proxy.clone();
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(local::SWEEP_EVERY);
+        let mut every = tokio::time::interval(SWEEP_EVERY);
         loop {
             every.tick().await;
-            local::sweep(&sweeper);
+            ThreadCache::sweep(&sweeper);
         }
     });
     while let Some((stream, peer)) = rx.recv().await {
@@ -250,13 +250,13 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Result<Respon
     if !policy.host_allowed(&host) {
         return Err(ProxyError::egress_denied(&host));
     }
-    let addrs = proxy.resolver.resolve(&host, port, policy.egress.deny_private_networks).await?;
+    let addrs = proxy.resolver.resolve(&host, port, policy.egress().deny_private_networks).await?;
     let upgrade = hyper::upgrade::on(&mut req);
     if policy.is_passthrough(&host) {
         let private = addrs.iter().any(|a| super::egress::is_private(a.ip())) && !proxy.resolver.is_pinned(&host);
         let tunnelled = host.clone();
         let revoked = watch.until_disallowed(move |p| {
-            p.host_allowed(&tunnelled) && p.is_passthrough(&tunnelled) && !(private && p.egress.deny_private_networks)
+            p.host_allowed(&tunnelled) && p.is_passthrough(&tunnelled) && !(private && p.egress().deny_private_networks)
         });
         tokio::spawn(async move {
             let dial = super::upstream::connect_any(&addrs, proxy.timeouts.upstream_connect);

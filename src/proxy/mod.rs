@@ -196,7 +196,7 @@ impl Bound {
 
     /// The agent's routes (`/r/<name>/`), for `<NAME>_BASE_URL`.
     pub fn route_names(&self) -> Vec<String> {
-        self.proxy.central.policy().routes.iter().map(|r| r.name.clone()).collect()
+        self.proxy.central.policy().routes().iter().map(|r| r.name().to_owned()).collect()
     }
 
     /// Events of this proxy's uses, for `Reporter::close` on the way out.
@@ -258,7 +258,7 @@ pub async fn bind(
         TcpListener::bind(config.listen).await.map_err(|error| StartError::Listen { addr: config.listen, error })?;
     let (central, listener) = connect_central(&config, listener, startup).await?;
     let policy = central.policy();
-    tracing::info!(agent = %policy.agent.name, grants = policy.grants.len(), routes = policy.routes.len(), "policy loaded");
+    tracing::info!(agent = %policy.agent().name, grants = policy.grants().len(), routes = policy.routes().len(), "policy loaded");
     central.set_denial_cooldown(config.approval_denied_cooldown);
     central.start();
     tokio::spawn(central.clone().watch(config.timeouts.change_stream_silence));

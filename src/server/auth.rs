@@ -171,7 +171,7 @@ struct Budget {
 
 impl RateLimits {
     pub fn new(rate: Rate) -> RateLimits {
-        let quota = Quota::with_period(rate.interval()).expect("rate interval is never zero").allow_burst(rate.count);
+        let quota = Quota::with_period(rate.interval()).expect("rate interval is never zero").allow_burst(rate.count());
         RateLimits { limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(), rate }
     }
 
@@ -180,7 +180,7 @@ impl RateLimits {
         match self.limiter.check_key(&key.to_owned()) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
-                let used = self.rate.count.get() - remaining;
+                let used = self.rate.count().get() - remaining;
                 let reset = self.rate.interval() * used;
                 Ok(Budget { remaining, reset_secs: reset.as_secs_f64().ceil() as u64 })
             }
@@ -192,7 +192,7 @@ impl RateLimits {
     }
 
     fn headers(&self, headers: &mut HeaderMap, budget: &Budget) {
-        headers.insert("x-ratelimit-limit", HeaderValue::from(self.rate.count.get()));
+        headers.insert("x-ratelimit-limit", HeaderValue::from(self.rate.count().get()));
         headers.insert("x-ratelimit-remaining", HeaderValue::from(budget.remaining));
         headers.insert("x-ratelimit-reset", HeaderValue::from(budget.reset_secs));
     }
@@ -364,7 +364,7 @@ pub struct FailureThrottle {
 
 impl FailureThrottle {
     pub fn new(rate: Rate) -> FailureThrottle {
-        let quota = Quota::with_period(rate.interval()).expect("rate interval is never zero").allow_burst(rate.count);
+        let quota = Quota::with_period(rate.interval()).expect("rate interval is never zero").allow_burst(rate.count());
         FailureThrottle { limiter: RateLimiter::keyed(quota), blocked: Default::default() }
     }
 

@@ -178,14 +178,15 @@ fn vet_against_policy(
         };
         let Some(grant) = grant else {
             let mut e = ApiError::permission_denied(None, &scope.to_string());
-            e.message = format!("the policy of agent '{}' ({}) grants no '{scope}'", policy.agent.name, policy.source);
+            e.message =
+                format!("the policy of agent '{}' ({}) grants no '{scope}'", policy.agent().name, policy.source());
             return Err(e);
         };
-        if grant.approval {
-            approval_grants.push(grant.secrets.to_string());
+        if grant.approval() {
+            approval_grants.push(grant.secrets().to_string());
         }
     }
-    let max_ttl = policy.agent.token_ttl.as_secs();
+    let max_ttl = policy.agent().token_ttl.as_secs();
     request.ttl_seconds = ttl.unwrap_or(max_ttl);
     if request.ttl_seconds > max_ttl {
         return Err(ApiError::validation(format!(
@@ -193,7 +194,7 @@ fn vet_against_policy(
             request.ttl_seconds
         )));
     }
-    let allowed = &policy.agent.allowed_ips;
+    let allowed = &policy.agent().allowed_ips;
     if nets.is_empty() {
         request.allowed_ips = allowed.iter().map(|n| n.to_string()).collect();
     } else if !allowed.is_empty() && !nets.iter().all(|n| allowed.iter().any(|a| a.contains(n))) {

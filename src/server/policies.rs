@@ -100,7 +100,7 @@ mod tests {
 
         let set = set.unwrap();
         assert_eq!(set.len(), 2);
-        assert_eq!(set.get("default", "research-agent").unwrap().source, "research.toml");
+        assert_eq!(set.get("default", "research-agent").unwrap().source(), "research.toml");
         let broken = broken.unwrap_err();
         assert_eq!((broken.file.as_str(), broken.line), ("zz-broken.toml", 2));
     }

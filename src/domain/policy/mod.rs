@@ -61,18 +61,18 @@ pub struct PolicyError {
 // Validated types
 // ---------------------------------------------------------------------------------------
 
-/// One agent's validated policy.
+/// One agent's validated policy, made only by `parse` (or `closed`): every grant's hosts
+/// and every route's upstream are in `egress.allow`, grants whose secrets overlap agree,
+/// every inject rule's secrets are granted to its host in its header.
 #[derive(Debug, Clone, Serialize)]
 pub struct Policy {
-    pub agent: AgentRules,
-    pub egress: Egress,
-    pub grants: Vec<Grant>,
-    pub injects: Vec<Inject>,
-    pub routes: Vec<Route>,
-    /// The file the policy came from.
-    pub source: String,
-    /// The file's text, so a proxy can parse the same policy with the same rules.
-    pub text: String,
+    agent: AgentRules,
+    egress: Egress,
+    grants: Vec<Grant>,
+    injects: Vec<Inject>,
+    routes: Vec<Route>,
+    source: String,
+    text: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,31 +102,49 @@ pub struct Egress {
     pub per_host_rate: BTreeMap<String, Rate>,
 }
 
-/// Which secrets may be sent to which hosts, and in which places of a request.
+/// Which secrets may be sent to which hosts, and in which places of a request. Made only
+/// by the policy's validation (`raw`): its hosts are never empty and all in `egress.allow`,
+/// its headers lower-case, sorted, unique and none that may never carry a secret.
 #[derive(Debug, Clone, Serialize)]
 pub struct Grant {
-    pub secrets: PathGlob,
-    /// The only hosts these values may be sent to; never empty.
-    pub hosts: Vec<HostPattern>,
-    /// Minting a token for these secrets waits for a human.
-    pub approval: bool,
-    /// Lower-case header names values may be placed in.
-    pub headers: Vec<String>,
-    /// Values may be placed in the query string.
-    pub query: bool,
+    secrets: PathGlob,
+    hosts: Vec<HostPattern>,
+    approval: bool,
+    headers: Vec<String>,
+    query: bool,
 }
 
 /// A header the proxy sets on requests to `host` without the agent writing a placeholder.
+/// Made only by the policy's validation (`raw`): its value holds at least one placeholder
+/// and no CR, LF or NUL, and a grant sends each of its secrets to this host in this header.
 #[derive(Debug, Clone, Serialize)]
 pub struct Inject {
-    pub host: HostPattern,
-    /// Lower-case header name, parsed once here rather than on every request.
+    host: HostPattern,
     #[serde(serialize_with = "as_string")]
-    pub header: http::HeaderName,
+    header: http::HeaderName,
+    value: String,
+    placeholders: Vec<Placeholder>,
+}
+
+impl Inject {
+    pub fn host(&self) -> &HostPattern {
+        &self.host
+    }
+
+    /// Lower-case header name, parsed once here rather than on every request.
+    pub fn header(&self) -> &http::HeaderName {
+        &self.header
+    }
+
     /// The template, with at least one placeholder.
-    pub value: String,
-    /// The placeholders of `value`, in order.
-    pub placeholders: Vec<Placeholder>,
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// The placeholders of `value`, in order; never empty.
+    pub fn placeholders(&self) -> &[Placeholder] {
+        &self.placeholders
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -137,6 +155,50 @@ impl Policy {
     /// Parses and validates one policy file; `file` names it in errors and in `source`.
     pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
         Self::parse_located(file, text).map(|(policy, _)| policy)
+    }
+
+    /// What a proxy enforces once the central API refuses the agent its policy: this one
+    /// with no egress, no grants, no inject rules and no routes, its source saying `why`.
+    pub fn closed(&self, why: &str) -> Policy {
+        let mut closed = self.clone();
+        closed.egress.allow.clear();
+        closed.egress.passthrough.clear();
+        closed.grants.clear();
+        closed.injects.clear();
+        closed.routes.clear();
+        closed.source = format!("(no policy: {why})");
+        closed.text = String::new();
+        closed
+    }
+
+    pub fn agent(&self) -> &AgentRules {
+        &self.agent
+    }
+
+    pub fn egress(&self) -> &Egress {
+        &self.egress
+    }
+
+    pub fn grants(&self) -> &[Grant] {
+        &self.grants
+    }
+
+    pub fn injects(&self) -> &[Inject] {
+        &self.injects
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The file the policy came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The file's text, so a proxy can parse the same policy with the same rules.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Whether a caller at `ip` may act as this agent; an empty list allows any address.
@@ -191,6 +253,37 @@ impl Grant {
             differ.push("query");
         }
         differ
+    }
+
+    /// The secrets this grant covers.
+    pub fn secrets(&self) -> &PathGlob {
+        &self.secrets
+    }
+
+    /// The only hosts these values may be sent to; never empty.
+    pub fn hosts(&self) -> &[HostPattern] {
+        &self.hosts
+    }
+
+    /// Minting a token for these secrets waits for a human.
+    pub fn approval(&self) -> bool {
+        self.approval
+    }
+
+    /// Lower-case header names values may be placed in.
+    pub fn headers(&self) -> &[String] {
+        &self.headers
+    }
+
+    /// Values may be placed in the query string.
+    pub fn query(&self) -> bool {
+        self.query
+    }
+
+    /// For a test that breaks the invariant on purpose, to check a defence behind it.
+    #[cfg(test)]
+    pub(crate) fn headers_mut(&mut self) -> &mut Vec<String> {
+        &mut self.headers
     }
 
     /// Whether this grant lets its values go to `host`.

@@ -9,24 +9,32 @@ use serde::Serialize;
 
 use super::host::HostPattern;
 
-/// Base-URL mode: `/r/<name>/…` goes to `upstream`.
+/// Base-URL mode: `/r/<name>/…` goes to `upstream`. Made only by the policy's validation
+/// (`raw`): the name follows `route_name`, the upstream's host is in `egress.allow`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Route {
-    pub name: String,
-    pub upstream: Upstream,
+    pub(super) name: String,
+    pub(super) upstream: Upstream,
 }
 
-/// A route's upstream base: `scheme://host[:port][/base/path]`.
+impl Route {
+    /// 1–32 characters of `[a-z0-9-]`, unique in its policy.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+}
+
+/// A route's upstream base: `scheme://host[:port][/base/path]`, made only by `parse`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Upstream {
-    /// `http` or `https`.
-    pub scheme: String,
-    /// Lower-case host name or IP literal (IPv6 without brackets).
-    pub host: String,
-    /// The explicit port, else 80 or 443 by scheme.
-    pub port: u16,
-    /// `""` or a path such as `/v1`, without a trailing slash.
-    pub base_path: String,
+    pub(super) scheme: String,
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) base_path: String,
 }
 
 impl Upstream {
@@ -63,6 +71,26 @@ impl Upstream {
     /// Whether the connection to the upstream is TLS.
     pub fn is_tls(&self) -> bool {
         self.scheme == "https"
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// Lower-case host name or IP literal (IPv6 without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The explicit port, else 80 or 443 by scheme.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `""` or a path such as `/v1`, without a trailing slash.
+    pub fn base_path(&self) -> &str {
+        &self.base_path
     }
 }
 

@@ -102,7 +102,7 @@ impl Central {
         let (current, policy) = first.expect("at least one address")?;
         let agent_id = fetch_agent_id(&http, &bases[current], &agent_key).await?;
         let slots = slots_for(&policy);
-        let agent_name = policy.agent.name.clone();
+        let agent_name = policy.agent().name.clone();
         let values = moka::future::Cache::builder().max_capacity(10_000).expire_after(FreshUntil).build();
         Ok(Arc::new(Central {
             http,
@@ -240,6 +240,37 @@ mod tests {
         assert_eq!(central.value(&path).await.unwrap().value.expose(), "new-value");
         assert_eq!(central.cached(&path).unwrap().value.expose(), "new-value");
         assert_eq!(central.stale_value(path.as_str()).unwrap().value.expose(), "new-value");
+    }
+
+    /// The shared layers' part of the invariant written at the top of `proxy::local`: every
+    /// invalidation moves the epoch (which drops the per-thread copies) and empties the hot
+    /// map; a change drops the last good copy too, a lost change stream keeps it.
+    #[tokio::test]
+    async fn every_invalidation_moves_the_epoch_and_empties_the_front_map() {
+        let (fake, central) = started().await;
+        fake.hold.add_permits(100);
+        let path: SecretPath = "prod/key".parse().unwrap();
+
+        central.value(&path).await.unwrap();
+        let before = central.value_epoch();
+        central.invalidate_values(); // the change stream was lost
+        assert!(central.value_epoch() > before);
+        assert!(central.cached(&path).is_none());
+        assert!(central.stale_value(path.as_str()).is_some(), "kept for stale-if-error");
+
+        central.value(&path).await.unwrap();
+        let before = central.value_epoch();
+        central.forget(path.as_str()).await; // the secret changed
+        assert!(central.value_epoch() > before);
+        assert!(central.cached(&path).is_none());
+        assert!(central.stale_value(path.as_str()).is_none());
+
+        central.value(&path).await.unwrap();
+        let before = central.value_epoch();
+        central.forget_all().await; // a policy update, a revocation, a resync
+        assert!(central.value_epoch() > before);
+        assert!(central.cached(&path).is_none());
+        assert!(central.stale_value(path.as_str()).is_none());
     }
 
     #[tokio::test]

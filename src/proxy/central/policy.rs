@@ -32,7 +32,7 @@ impl Central {
             Ok(policy) => (policy, false),
             Err(CentralError::Refused { status, code, message }) if refuses_the_agent(status) => {
                 tracing::error!(status, %code, %message, "the central API refused this agent its policy; allowing no egress");
-                (closed_policy(&self.policy(), &code), true)
+                (self.policy().closed(&code), true)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot fetch the agent's policy; keeping the current one until it can");
@@ -40,7 +40,7 @@ impl Central {
             }
         };
         let current = self.policy();
-        if current.source == policy.source && current.text == policy.text {
+        if current.source() == policy.source() && current.text() == policy.text() {
             return Ok(());
         }
         self.replace_slots(&policy).await;
@@ -79,18 +79,4 @@ impl PolicyWatch {
         }
         std::future::pending().await
     }
-}
-
-/// What a proxy enforces once the central API refuses the agent its policy: `current`
-/// with no egress, no grants, no inject rules and no routes.
-fn closed_policy(current: &Policy, why: &str) -> Policy {
-    let mut closed = current.clone();
-    closed.egress.allow.clear();
-    closed.egress.passthrough.clear();
-    closed.grants.clear();
-    closed.injects.clear();
-    closed.routes.clear();
-    closed.source = format!("(no policy: {why})");
-    closed.text = String::new();
-    closed
 }

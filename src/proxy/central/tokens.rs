@@ -252,13 +252,13 @@ pub(super) fn read_scope(glob: &str) -> String {
 /// so one pending approval does not hold up the rest.
 pub(super) fn slots_for(policy: &Policy) -> Vec<Arc<Slot>> {
     let open: Vec<String> =
-        policy.grants.iter().filter(|g| !g.approval).map(|g| read_scope(&g.secrets.to_string())).collect();
+        policy.grants().iter().filter(|g| !g.approval()).map(|g| read_scope(&g.secrets().to_string())).collect();
     let mut slots: Vec<Arc<Slot>> = Vec::new();
     if !open.is_empty() {
         slots.push(Slot::new(open, false));
     }
-    for g in policy.grants.iter().filter(|g| g.approval) {
-        slots.push(Slot::new(vec![read_scope(&g.secrets.to_string())], true));
+    for g in policy.grants().iter().filter(|g| g.approval()) {
+        slots.push(Slot::new(vec![read_scope(&g.secrets().to_string())], true));
     }
     slots
 }

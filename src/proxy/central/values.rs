@@ -51,6 +51,21 @@ impl Fetched {
     }
 }
 
+#[cfg(test)]
+impl Fetched {
+    /// A value as if fetched at epoch 0, fresh until `fresh_until`.
+    pub fn for_tests(path: &str, value: &str, fresh_until: Instant) -> Fetched {
+        Fetched {
+            path: path.parse().expect("a valid path"),
+            value: SecretValue::new(value.to_owned()),
+            version: 1,
+            allowed_hosts: Vec::new(),
+            fresh_until,
+            epoch: 0,
+        }
+    }
+}
+
 impl std::fmt::Debug for Fetched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fetched").field("path", &self.path).field("version", &self.version).finish_non_exhaustive()
@@ -186,7 +201,7 @@ impl Central {
     fn slot_for(&self, path: &SecretPath) -> Result<Arc<Slot>, CentralError> {
         let policy = self.policy();
         let grant = policy.grant_for(path).ok_or_else(|| CentralError::NotFound(path.to_string()))?;
-        let scope = read_scope(&grant.secrets.to_string());
+        let scope = read_scope(&grant.secrets().to_string());
         self.slots()
             .iter()
             .find(|s| s.scopes.contains(&scope))

@@ -3,7 +3,6 @@
 //! allowlist and name resolution, host agreement, and the header rules (one `Host`, the
 //! headers `Connection` names dropped).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use http::Uri;
@@ -15,7 +14,7 @@ use super::is_upgrade;
 use crate::domain::policy::Policy;
 use crate::proxy::Proxy;
 use crate::proxy::error::{ErrorCode, ProxyError};
-use crate::proxy::local::{self, View};
+use crate::proxy::local::ThreadCache;
 use crate::proxy::request::{Target, Via};
 
 /// An HTTP/1.1 request names its host in exactly one `Host` header (RFC 9112 §3.2); an
@@ -78,8 +77,8 @@ pub(super) fn target(policy: &Policy, head: &Parts, via: &Via) -> Result<Target,
 /// A plain http:// upstream may carry values only when the policy names it so on purpose:
 /// an inject rule for the host and a route to its http:// address.
 fn plain_http_named(policy: &Policy, host: &str) -> bool {
-    policy.injects.iter().any(|i| i.host.matches(host))
-        && policy.routes.iter().any(|r| r.upstream.host == host && !r.upstream.is_tls())
+    policy.injects().iter().any(|i| i.host().matches(host))
+        && policy.routes().iter().any(|r| r.upstream().host() == host && !r.upstream().is_tls())
 }
 
 fn forward_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
@@ -98,19 +97,19 @@ fn forward_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
 fn route_target(policy: &Policy, uri: &Uri) -> Result<Target, ProxyError> {
     let rest = &uri.path()["/r/".len()..];
     let name = rest.split_once('/').map_or(rest, |(name, _)| name);
-    let route = policy.routes.iter().find(|r| r.name == name).ok_or_else(|| {
-        let names: Vec<&str> = policy.routes.iter().map(|r| r.name.as_str()).collect();
+    let route = policy.routes().iter().find(|r| r.name() == name).ok_or_else(|| {
+        let names: Vec<&str> = policy.routes().iter().map(|r| r.name()).collect();
         ProxyError::new(ErrorCode::UnknownRoute, format!("no route '{name}'; this agent's routes: {names:?}"))
     })?;
-    let up = &route.upstream;
+    let up = route.upstream();
     let tls = up.is_tls();
     Ok(Target {
         tls,
-        host: up.host.clone(),
-        port: up.port,
-        base_path: Some(up.base_path.clone()),
+        host: up.host().to_owned(),
+        port: up.port(),
+        base_path: Some(up.base_path().to_owned()),
         plain_http_allowed: !tls,
-        route: Some(route.name.clone()),
+        route: Some(route.name().to_owned()),
     })
 }
 
@@ -163,17 +162,21 @@ fn constant_eq(a: &str, b: &str) -> bool {
 /// The policy's allowlist, then name resolution with private addresses refused; an upstream
 /// that passed both under this thread's policy is not checked again until its resolution
 /// expires.
-pub(super) async fn egress(proxy: &Proxy, view: &Arc<View>, target: &Target, now: Instant) -> Result<(), ProxyError> {
-    if local::passed(proxy, target, now) {
-        return Ok(());
-    }
-    let policy = &view.policy;
+pub(super) async fn egress(
+    proxy: &Proxy,
+    cache: &ThreadCache<'_>,
+    target: &Target,
+    now: Instant,
+) -> Result<(), ProxyError> {
+    cache.egress(target, now, || egress_check(proxy, cache.policy(), target)).await
+}
+
+/// Until when `target` may be reached (`None`: pinned), or why not.
+async fn egress_check(proxy: &Proxy, policy: &Policy, target: &Target) -> Result<Option<Instant>, ProxyError> {
     if !policy.host_allowed(&target.host) {
         return Err(ProxyError::egress_denied(&target.host));
     }
-    let until = proxy.resolver.check(&target.host, target.port, policy.egress.deny_private_networks).await?;
-    local::keep_passed(proxy, view, target, until);
-    Ok(())
+    proxy.resolver.check(&target.host, target.port, policy.egress().deny_private_networks).await
 }
 
 /// Under CONNECT, the CONNECT authority, the TLS SNI and the request's Host must name the

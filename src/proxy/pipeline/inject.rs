@@ -12,9 +12,18 @@ use crate::domain::policy::{Placeholder, Policy};
 use crate::proxy::Proxy;
 use crate::proxy::central::{CentralError, Fetched};
 use crate::proxy::error::{ErrorCode, ProxyError};
-use crate::proxy::local::{self, Epoch, Plan, View};
+use crate::proxy::local::{Plan, ThreadCache};
 use crate::proxy::request::{Target, Used};
 use crate::proxy::substitute::{self, Binding, Refusal, Written};
+
+/// What substitution leaves: the head with values in place, the values it carries (shared
+/// with this thread's plan for the upstream, when it came from one), and what it wrote byte
+/// for byte beyond the values (a `Basic` token).
+pub(super) struct Substituted {
+    pub head: Parts,
+    pub used: Arc<[Used]>,
+    pub written: Vec<Written>,
+}
 
 /// Applies inject rules, finds every placeholder, resolves the granted values and returns
 /// the head with values in place; refuses (sending nothing) when any binding fails.
@@ -22,29 +31,44 @@ use crate::proxy::substitute::{self, Binding, Refusal, Written};
 /// from this thread's plan for it, made (and checked) by the first such request.
 pub(super) async fn substitute(
     proxy: &Proxy,
-    view: &Arc<View>,
-    epoch: Epoch,
-    mut head: Parts,
+    cache: &ThreadCache<'_>,
+    head: Parts,
     target: &Target,
     now: Instant,
-) -> Result<(Parts, Arc<[Used]>, Vec<Written>), ProxyError> {
-    let policy = &view.policy;
-    let agent_placeholders = head_has_placeholder(&head);
-    if !agent_placeholders && let Some((injected, used)) = local::apply_plan(proxy, target, &mut head.headers, now) {
-        if injected {
-            head.extensions = http::Extensions::new(); // as `substitute::inject` leaves it
-        }
-        return Ok((head, used, Vec::new()));
+) -> Result<Substituted, ProxyError> {
+    if head_has_placeholder(&head) {
+        let templates = inject_templates(cache.policy(), &head, target, true);
+        return fill(proxy, cache, head, target, &templates, true).await;
     }
-    let templates = inject_templates(policy, &head, target, agent_placeholders);
+    let plan = |head| async move {
+        let templates = inject_templates(cache.policy(), &head, target, false);
+        let Substituted { head, used, written } = fill(proxy, cache, head, target, &templates, false).await?;
+        // The rules write only headers of their own, never an agent's `Basic` token.
+        debug_assert!(written.is_empty());
+        let headers =
+            templates.iter().filter_map(|t| Some((t.header.clone(), head.headers.get(t.header)?.clone()))).collect();
+        Ok::<_, ProxyError>((head, Plan::new(headers, used)))
+    };
+    let (head, used) = cache.plan(target, now, head, plan).await?;
+    Ok(Substituted { head, used, written: Vec::new() })
+}
+
+/// Substitute + bind check proper: the inject rules' `templates` and the agent's
+/// placeholders (`agent_placeholders`: whether it wrote any) filled with the granted values.
+async fn fill(
+    proxy: &Proxy,
+    cache: &ThreadCache<'_>,
+    mut head: Parts,
+    target: &Target,
+    templates: &[substitute::Template<'_>],
+    agent_placeholders: bool,
+) -> Result<Substituted, ProxyError> {
     if !agent_placeholders && templates.is_empty() {
-        let none: Arc<[Used]> = Arc::new([]);
-        local::keep_plan(proxy, view, epoch, target, Plan::new(Vec::new(), none.clone()));
-        return Ok((head, none, Vec::new()));
+        return Ok(Substituted { head, used: Arc::new([]), written: Vec::new() });
     }
     // A rule's header replaces the agent's (which holds no placeholder, or the rule would
     // not apply): whatever the agent's was, it is neither checked nor sent.
-    for template in &templates {
+    for template in templates {
         head.headers.remove(template.header);
     }
     let found = if agent_placeholders { substitute::scan(&head)? } else { Vec::new() };
@@ -57,29 +81,18 @@ pub(super) async fn substitute(
         if fetched.iter().any(|v| &v.path == path) {
             continue;
         }
-        let Some(grant) = policy.grant_for(path) else { continue };
-        let value = match local::cached(proxy, epoch, path) {
-            Some(value) => value,
-            None => local::adopt(proxy, epoch, &proxy.central.value(path).await.map_err(central_error)?),
-        };
-        fetched.push(value);
+        let Some(grant) = cache.policy().grant_for(path) else { continue };
+        fetched.push(cache.value(path, || proxy.central.value(path)).await.map_err(central_error)?);
         grants.push(grant);
     }
     let bindings = |p: &Placeholder| {
         let i = fetched.iter().position(|v| &v.path == p.path())?;
         Some(Binding { value: &fetched[i].value, grant: grants[i], secret_allowed_hosts: &fetched[i].allowed_hosts })
     };
-    let (new_head, written) =
-        substitute::inject(head, &found, &templates, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
+    let (head, written) =
+        substitute::inject(head, &found, templates, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
     let used: Arc<[Used]> = used_values(all(), &fetched).into();
-    if !agent_placeholders {
-        let headers = templates
-            .iter()
-            .filter_map(|t| Some((t.header.clone(), new_head.headers.get(t.header)?.clone())))
-            .collect();
-        local::keep_plan(proxy, view, epoch, target, Plan::new(headers, used.clone()));
-    }
-    Ok((new_head, used, written))
+    Ok(Substituted { head, used, written })
 }
 
 fn head_has_placeholder(head: &Parts) -> bool {
@@ -102,14 +115,14 @@ fn inject_templates<'p>(
     agent_placeholders: bool,
 ) -> Vec<substitute::Template<'p>> {
     let mut templates = Vec::new();
-    for rule in policy.injects.iter().filter(|i| i.host.matches(&target.host)) {
+    for rule in policy.injects().iter().filter(|i| i.host().matches(&target.host)) {
         let has_own = agent_placeholders
-            && head.headers.get(&rule.header).is_some_and(|v| substitute::has_placeholder_text(v.as_bytes()));
+            && head.headers.get(rule.header()).is_some_and(|v| substitute::has_placeholder_text(v.as_bytes()));
         if !has_own {
             templates.push(substitute::Template {
-                header: &rule.header,
-                text: &rule.value,
-                placeholders: &rule.placeholders,
+                header: rule.header(),
+                text: rule.value(),
+                placeholders: rule.placeholders(),
             });
         }
     }

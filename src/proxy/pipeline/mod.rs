@@ -7,6 +7,11 @@
 //! their own modules: `admit` (the target, the caller, egress, host agreement and the header
 //! rules), `inject` (substitute + bind check), `forward` (upstream via hyper, upgrades, the
 //! coded-response check) and `respond` (what a response is scrubbed of, and its redaction).
+//!
+//! `prepare` enters this thread's cache (`local::ThreadCache`) once; a stage whose decision
+//! can be reused (the egress check, each value, the inject rules' plan, the echo scrub)
+//! makes it inside one call to the cache, which decides or reuses what was decided under
+//! the same policy generation and value epoch.
 
 mod admit;
 mod forward;
@@ -23,12 +28,12 @@ use hyper::body::Incoming;
 
 use self::admit::{admit, agree, egress, one_host, remove_connection_named, target};
 use self::forward::{Upgrading, forward, is_upgrade};
-use self::inject::substitute;
+use self::inject::{Substituted, substitute};
 use self::respond::{redact, scrub_for};
 use super::Proxy;
 use super::body::Body;
 use super::error::{ErrorCode, ProxyError};
-use super::local;
+use super::local::ThreadCache;
 use super::meters::{Counted, finished};
 use super::redact::Patterns;
 use super::report::Use;
@@ -202,20 +207,20 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
     if head.method == http::Method::CONNECT {
         return Err(ProxyError::connect_not_allowed());
     }
-    let (view, epoch) = local::view(proxy);
-    let target = target(&view.policy, &head, via)?;
+    let cache = ThreadCache::enter(proxy);
+    let target = target(cache.policy(), &head, via)?;
     one_host(&head)?;
     admit(proxy, &mut head, via, &target)?;
     remove_connection_named(&mut head.headers);
-    egress(proxy, &view, &target, now).await?;
+    egress(proxy, &cache, &target, now).await?;
     agree(&head, via, &target)?;
-    view.limits.check(&target.host)?;
-    let (mut head, used, written) = substitute(proxy, &view, epoch, head, &target, now).await?;
+    cache.limits().check(&target.host)?;
+    let Substituted { mut head, used, written } = substitute(proxy, &cache, head, &target, now).await?;
     if !used.is_empty() && proxy.reporter.spool_full() {
         // A use that could not be recorded is not made.
         return Err(unrecordable());
     }
-    let scrub = scrub_for(proxy, &target.host, &used, &written);
+    let scrub = scrub_for(proxy, &cache, &target.host, &used, &written);
     if scrub.is_some() {
         // Redaction reads the response as sent; a compressed body would hide a value from it.
         head.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));

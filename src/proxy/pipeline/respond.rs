@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use crate::proxy::Proxy;
 use crate::proxy::body::Body;
 use crate::proxy::error::ProxyError;
-use crate::proxy::local;
+use crate::proxy::local::ThreadCache;
 use crate::proxy::redact::{Patterns, Redactor};
 use crate::proxy::request::Used;
 use crate::proxy::substitute::Written;
@@ -18,15 +18,28 @@ use crate::proxy::substitute::Written;
 /// What the response is scrubbed of (`Prepared::scrub`): every form of each value in `used`
 /// and what the request wrote byte for byte, or, for a request without values, the values its
 /// host was sent; `None` when neither applies.
-pub(super) fn scrub_for(proxy: &Proxy, host: &str, used: &Arc<[Used]>, written: &[Written]) -> Option<Arc<Patterns>> {
+pub(super) fn scrub_for(
+    proxy: &Proxy,
+    cache: &ThreadCache<'_>,
+    host: &str,
+    used: &Arc<[Used]>,
+    written: &[Written],
+) -> Option<Arc<Patterns>> {
+    // Noted as sent to the host, then the host's scrub: every value it was ever sent.
+    let echoes = || {
+        if !used.is_empty() {
+            proxy.echoes.sent(host, used);
+        }
+        proxy.echoes.of(host)
+    };
     if used.is_empty() {
         // A host that was sent values may send them back to a request that carried none.
-        return local::echo_scrub(proxy, host, used);
+        return cache.echo_scrub(host, used, echoes);
     }
     // Scrubbed of every value the host was ever sent (this request's among them), not
     // only of this request's: the host may hold another, or one from before a rotation.
     match written {
-        [] => local::echo_scrub(proxy, host, used),
+        [] => cache.echo_scrub(host, used, echoes),
         written => {
             proxy.echoes.sent(host, used);
             proxy.echoes.with_exact(host, written)

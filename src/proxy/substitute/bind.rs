@@ -67,7 +67,7 @@ impl<'b> Rules<'_, 'b> {
             return Err(refuse(ErrorCode::SecretNotGranted, message));
         };
         if !binding.grant.allows_host(host) {
-            let hosts: Vec<String> = binding.grant.hosts.iter().map(HostPattern::to_string).collect();
+            let hosts: Vec<String> = binding.grant.hosts().iter().map(HostPattern::to_string).collect();
             let message =
                 format!("secret '{path}' may not be sent to host '{host}'; its grant allows only {}", hosts.join(", "));
             return Err(refuse(ErrorCode::HostNotAllowed, message));
@@ -122,7 +122,7 @@ fn placement_allowed(grant: &Grant, place: &Place) -> bool {
             grant.allows_header(name) && header_may_carry_secret(name)
         }
         Place::BasicAuth => grant.allows_header(AUTHORIZATION.as_str()),
-        Place::Query => grant.query,
+        Place::Query => grant.query(),
         Place::Path => false,
     }
 }
@@ -147,7 +147,7 @@ mod tests {
         assert!(refusal.message.contains("allowed_hosts"), "{refusal}");
 
         let value = SecretValue::new("sk-scoped-3333".into());
-        let grant = &fixture.policy.grants[0];
+        let grant = &fixture.policy.grants()[0];
         let found = scan(&request).unwrap();
         let with_allowed = |allowed: &[&str]| {
             let allowed: Vec<String> = allowed.iter().map(|h| (*h).to_owned()).collect();
@@ -178,8 +178,8 @@ mod tests {
     #[test]
     fn forbidden_headers_are_refused_even_when_a_grant_lists_them() {
         let fixture = Fixture::new();
-        let mut grant = fixture.policy.grants[0].clone();
-        grant.headers.extend(["cookie", "user-agent", "referer", "host", "x-forwarded-for"].map(str::to_owned));
+        let mut grant = fixture.policy.grants()[0].clone();
+        grant.headers_mut().extend(["cookie", "user-agent", "referer", "host", "x-forwarded-for"].map(str::to_owned));
         let value = SecretValue::new("sk-openai-1111".into());
         for header in ["cookie", "user-agent", "referer", "host", "x-forwarded-for"] {
             let request = head("/", &[(header, "{{secret:prod/openai/key}}")]);
