@@ -10,7 +10,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use airlock::domain::SecretValue;
 use airlock::domain::policy::Policy;
 use airlock::proxy::redact::Redactor;
-use airlock::proxy::substitute::{Binding, has_placeholder_text, inject, scan};
+use airlock::proxy::substitute::{BoundValue, has_placeholder_text, inject, scan};
 
 const POLICY: &str = r#"
 [agent]
@@ -41,7 +41,7 @@ fn substitution(c: &mut Criterion) {
     let grant = &policy.grants()[0];
     let value = SecretValue::new(format!("sk-proj-{}", "x".repeat(156)));
     let bindings =
-        |_: &airlock::domain::policy::Placeholder| Some(Binding { value: &value, grant, secret_allowed_hosts: &[] });
+        |_: &airlock::domain::policy::Placeholder| Some(BoundValue { value: &value, grant, secret_allowed_hosts: &[] });
 
     // The head is the proxy's own by then (it parsed it); inject writes into it in place, so
     // each iteration gets a fresh one, made outside the timed part.

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
 use super::redact::Patterns;
-use super::request::Used;
+use super::request::CarriedValue;
 
 /// Values remembered per host.
 const PER_HOST: usize = 16;
@@ -70,7 +70,7 @@ impl Sent {
 
 impl Echoes {
     /// Notes that `used` went to `host`; a lookup under a read lock when they already had.
-    pub fn sent(&self, host: &str, used: &[Used]) {
+    pub fn sent(&self, host: &str, used: &[CarriedValue]) {
         let known = |hosts: &Hosts| hosts.get(host).is_some_and(|sent| used.iter().all(|u| sent.holds(u.injected())));
         if known(&self.read()) {
             return;

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::Proxy;
 use super::body::{Body, BoxError, full};
 use super::error::ProxyError;
-use super::h1::{self, Served};
+use super::h1::{self, ConnectionEnd};
 use super::io::Rewind;
 use super::local::{SWEEP_EVERY, ThreadCache};
 use super::pipeline::{self, proxy_authorized};
@@ -103,8 +103,8 @@ async fn work(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<(std::net::TcpS
 /// (HTTP/1.1 and HTTP/2, CONNECT, upgrades) for the rest.
 async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let io = match h1::serve(&proxy, stream, &Via::Direct).await {
-        Served::Done => return,
-        Served::Fallback(io) => io,
+        ConnectionEnd::Done => return,
+        ConnectionEnd::Fallback(io) => io,
     };
     let timeouts = proxy.timeouts;
     let handle = move |req: Request<Incoming>| {
@@ -336,8 +336,8 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = match h1::serve(&proxy, io, &via).await {
-        Served::Done => return,
-        Served::Fallback(io) => io,
+        ConnectionEnd::Done => return,
+        ConnectionEnd::Fallback(io) => io,
     };
     let timeouts = proxy.timeouts;
     let handle = move |req: Request<Incoming>| {

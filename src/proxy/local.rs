@@ -42,11 +42,11 @@
 //!   generation it begins at (`enter`). Entering at a new epoch drops the thread's values,
 //!   plans and echo copies; at a new policy generation (or another proxy), everything,
 //!   view and passed upstreams too. A copy is *kept* only if neither the shared epoch nor the
-//!   thread's moved since the request began (`Local::admits`), and a plan or a passed upstream
+//!   thread's moved since the request began (`ThreadState::admits`), and a plan or a passed upstream
 //!   only under the view it was decided with; so a request that began before an invalidation
 //!   and finished after it cannot put an old value back. A value copy is served only while
 //!   `fresh_until` is ahead, a plan only while the first of its values' expiries is
-//!   (`Plan::fresh`), a passed upstream while its resolution holds. `sweep` (every
+//!   (`InjectPlan::fresh`), a passed upstream while its resolution holds. `sweep` (every
 //!   `SWEEP_EVERY`, per worker) drops what expired, and everything when the thread is behind,
 //!   so a deleted value does not stay in memory on a thread that serves no request.
 //!
@@ -70,12 +70,12 @@ use super::Proxy;
 use super::central::Fetched;
 use super::limits::Limits;
 use super::redact::Patterns;
-use super::request::{Target, Used};
+use super::request::{CarriedValue, Target};
 use crate::domain::SecretPath;
 use crate::domain::policy::Policy;
 
 /// The policy and rate limits a request is checked against.
-pub(super) struct View {
+pub(super) struct PolicyView {
     pub policy: Policy,
     pub limits: Arc<Limits>,
 }
@@ -84,17 +84,17 @@ pub(super) struct View {
 /// headers to set (values already in place, in buffers wiped when the last copy goes), and
 /// the values they carry (for redaction and the access record). No rule for the upstream:
 /// both empty.
-pub(super) struct Plan {
+pub(super) struct InjectPlan {
     headers: Vec<(HeaderName, HeaderValue)>,
-    used: Arc<[Used]>,
+    used: Arc<[CarriedValue]>,
     /// The first of its values' expiries.
     fresh_until: Option<Instant>,
 }
 
-impl Plan {
-    pub fn new(headers: Vec<(HeaderName, HeaderValue)>, used: Arc<[Used]>) -> Plan {
+impl InjectPlan {
+    pub fn new(headers: Vec<(HeaderName, HeaderValue)>, used: Arc<[CarriedValue]>) -> InjectPlan {
         let fresh_until = used.iter().map(|u| u.fetched.fresh_until).min();
-        Plan { headers, used, fresh_until }
+        InjectPlan { headers, used, fresh_until }
     }
 
     fn fresh(&self, now: Instant) -> bool {
@@ -109,7 +109,7 @@ pub(super) const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_se
 /// the one way a stage reaches the per-thread copies.
 pub(super) struct ThreadCache<'p> {
     proxy: &'p Proxy,
-    view: Arc<View>,
+    view: Arc<PolicyView>,
     /// The value epoch the request began at: what it copies or plans is kept only if no
     /// invalidation came in between.
     epoch: u64,
@@ -121,8 +121,8 @@ impl<'p> ThreadCache<'p> {
     pub fn enter(proxy: &'p Proxy) -> ThreadCache<'p> {
         let at = At::now(proxy);
         let view = LOCAL.with_borrow_mut(|local| {
-            let view = || View { policy: (*proxy.central.policy()).clone(), limits: proxy.limits() };
-            Local::refresh(local, at, view).view.clone()
+            let view = || PolicyView { policy: (*proxy.central.policy()).clone(), limits: proxy.limits() };
+            ThreadState::refresh(local, at, view).view.clone()
         });
         ThreadCache { proxy, view, epoch: at.epoch }
     }
@@ -178,9 +178,9 @@ impl<'p> ThreadCache<'p> {
         now: Instant,
         mut head: Parts,
         decide: impl FnOnce(Parts) -> F,
-    ) -> Result<(Parts, Arc<[Used]>), E>
+    ) -> Result<(Parts, Arc<[CarriedValue]>), E>
     where
-        F: Future<Output = Result<(Parts, Plan), E>>,
+        F: Future<Output = Result<(Parts, InjectPlan), E>>,
     {
         if let Some((injected, used)) = self.with_current(|l| l.apply_plan(target, &mut head.headers, now)).flatten() {
             if injected {
@@ -203,7 +203,7 @@ impl<'p> ThreadCache<'p> {
     pub fn echo_scrub(
         &self,
         host: &str,
-        used: &[Used],
+        used: &[CarriedValue],
         decide: impl FnOnce() -> Option<Arc<Patterns>>,
     ) -> Option<Arc<Patterns>> {
         // Read first: a change made after this is a newer generation, which the next request sees.
@@ -221,12 +221,12 @@ impl<'p> ThreadCache<'p> {
     pub fn sweep(proxy: &Proxy) {
         let at = At::now(proxy);
         let now = Instant::now();
-        LOCAL.with_borrow_mut(|local| Local::sweep(local, at, now));
+        LOCAL.with_borrow_mut(|local| ThreadState::sweep(local, at, now));
     }
 
     /// Like `with_current`, only if no invalidation came since the request began, as seen by
     /// this thread or by the central cache: what a request keeps must not predate one.
-    fn with_current_at<R>(&self, f: impl FnOnce(&mut Local) -> R) -> Option<R> {
+    fn with_current_at<R>(&self, f: impl FnOnce(&mut ThreadState) -> R) -> Option<R> {
         let shared = self.proxy.central.value_epoch();
         self.with_current(|l| l.admits(self.epoch, shared).then(|| f(l))).flatten()
     }
@@ -234,7 +234,7 @@ impl<'p> ThreadCache<'p> {
     /// Runs `f` on this thread's state if it belongs to this proxy (`enter` brought it up to
     /// date at the start of the request; an invalidation since then is seen by the next
     /// request, as it would be by one already past its lookup).
-    fn with_current<R>(&self, f: impl FnOnce(&mut Local) -> R) -> Option<R> {
+    fn with_current<R>(&self, f: impl FnOnce(&mut ThreadState) -> R) -> Option<R> {
         let id = self.proxy.central.id();
         LOCAL.with_borrow_mut(|local| local.as_mut().filter(|l| l.central == id).map(f))
     }
@@ -254,7 +254,7 @@ const ECHO_HOSTS: usize = 256;
 const NOTED: usize = 32;
 
 thread_local! {
-    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+    static LOCAL: RefCell<Option<ThreadState>> = const { RefCell::new(None) };
 }
 
 /// Which proxy, policy generation and value epoch the shared state is at.
@@ -276,18 +276,18 @@ impl At {
     }
 }
 
-struct Local {
+struct ThreadState {
     central: u64,
     generation: u64,
     epoch: u64,
-    view: Arc<View>,
+    view: Arc<PolicyView>,
     /// By host, then port: until when the egress check's answer holds (`None`: pinned).
     passed: HashMap<String, Vec<(u16, Option<Instant>)>>,
     /// By path.
     values: HashMap<String, Arc<Fetched>>,
     /// By (host, port, TLS, plain http named): everything the rules and checks depend on
     /// besides the policy and the values.
-    plans: Vec<((String, u16, bool, bool), Plan)>,
+    plans: Vec<((String, u16, bool, bool), InjectPlan)>,
     /// By host: this thread's copy of what a response from it is scrubbed of.
     echoes: HashMap<String, Echo>,
 }
@@ -301,10 +301,10 @@ struct Echo {
     scrub: Option<Arc<Patterns>>,
 }
 
-impl Local {
+impl ThreadState {
     /// Brings `local` up to `at`: a new view (and nothing else) for another proxy or policy
     /// generation; no values, plans or echo copies after an invalidation.
-    fn refresh(local: &mut Option<Local>, at: At, view: impl FnOnce() -> View) -> &Local {
+    fn refresh(local: &mut Option<ThreadState>, at: At, view: impl FnOnce() -> PolicyView) -> &ThreadState {
         match local {
             Some(l) if l.central == at.central && l.generation == at.generation => {
                 if l.epoch != at.epoch {
@@ -315,7 +315,7 @@ impl Local {
                 }
             }
             _ => {
-                *local = Some(Local {
+                *local = Some(ThreadState {
                     central: at.central,
                     generation: at.generation,
                     epoch: at.epoch,
@@ -331,7 +331,7 @@ impl Local {
     }
 
     /// Everything when behind `at`, else what expired by `now`.
-    fn sweep(local: &mut Option<Local>, at: At, now: Instant) {
+    fn sweep(local: &mut Option<ThreadState>, at: At, now: Instant) {
         match local {
             Some(l) if l.central == at.central && l.generation == at.generation && l.epoch == at.epoch => {
                 l.values.retain(|_, v| v.fresh_until > now);
@@ -359,7 +359,7 @@ impl Local {
     }
 
     /// Keeps that `target` passed the egress check under `view`'s policy, until `until`.
-    fn keep_passed(&mut self, view: &Arc<View>, target: &Target, until: Option<Instant>) {
+    fn keep_passed(&mut self, view: &Arc<PolicyView>, target: &Target, until: Option<Instant>) {
         if !Arc::ptr_eq(&self.view, view) {
             return;
         }
@@ -387,7 +387,12 @@ impl Local {
 
     /// Applies the fresh plan for `target`, if any: its headers go into `headers`; returns
     /// whether it set any, and the values they carry.
-    fn apply_plan(&self, target: &Target, headers: &mut http::HeaderMap, now: Instant) -> Option<(bool, Arc<[Used]>)> {
+    fn apply_plan(
+        &self,
+        target: &Target,
+        headers: &mut http::HeaderMap,
+        now: Instant,
+    ) -> Option<(bool, Arc<[CarriedValue]>)> {
         let (_, plan) = self.plans.iter().find(|(key, plan)| same(key, target) && plan.fresh(now))?;
         for (name, value) in &plan.headers {
             headers.insert(name.clone(), value.clone());
@@ -396,7 +401,7 @@ impl Local {
     }
 
     /// Keeps `plan` for `target`, made under `view`.
-    fn keep_plan(&mut self, view: &Arc<View>, target: &Target, plan: Plan) {
+    fn keep_plan(&mut self, view: &Arc<PolicyView>, target: &Target, plan: InjectPlan) {
         if !Arc::ptr_eq(&self.view, view) {
             return;
         }
@@ -408,12 +413,12 @@ impl Local {
     }
 
     /// This thread's scrub for `host` if it is as of `generation` and has seen `used` noted.
-    fn echo(&self, host: &str, generation: u64, used: &[Used]) -> Option<Option<Arc<Patterns>>> {
+    fn echo(&self, host: &str, generation: u64, used: &[CarriedValue]) -> Option<Option<Arc<Patterns>>> {
         let echo = self.echoes.get(host).filter(|e| e.generation == generation)?;
         used.iter().all(|u| echo.noted.iter().any(|n| noted_as(n, u))).then(|| echo.scrub.clone())
     }
 
-    fn keep_echo(&mut self, host: &str, generation: u64, used: &[Used], scrub: Option<Arc<Patterns>>) {
+    fn keep_echo(&mut self, host: &str, generation: u64, used: &[CarriedValue], scrub: Option<Arc<Patterns>>) {
         if self.echoes.len() >= ECHO_HOSTS {
             self.echoes.clear();
         }
@@ -428,7 +433,7 @@ impl Local {
     }
 }
 
-fn noted_as((fetched, field): &(Arc<Fetched>, Option<String>), u: &Used) -> bool {
+fn noted_as((fetched, field): &(Arc<Fetched>, Option<String>), u: &CarriedValue) -> bool {
     Arc::ptr_eq(fetched, &u.fetched) && field.as_deref() == u.field.as_ref().map(|(name, _)| name.as_str())
 }
 
@@ -447,10 +452,10 @@ mod tests {
 
     const POLICY: &str = "[agent]\nname = \"t\"\n\n[egress]\nallow = [\"api.example\"]\n";
 
-    fn view() -> View {
+    fn view() -> PolicyView {
         let policy = Policy::parse("t.toml", POLICY).expect("a valid policy");
         let limits = Arc::new(Limits::from_policy(&policy));
-        View { policy, limits }
+        PolicyView { policy, limits }
     }
 
     fn at(generation: u64, epoch: u64) -> At {
@@ -458,9 +463,9 @@ mod tests {
     }
 
     /// A thread's state brought to `at`.
-    fn local(at: At) -> Option<Local> {
+    fn local(at: At) -> Option<ThreadState> {
         let mut local = None;
-        Local::refresh(&mut local, at, view);
+        ThreadState::refresh(&mut local, at, view);
         local
     }
 
@@ -479,13 +484,13 @@ mod tests {
         Arc::new(Fetched::for_tests(path, "s3cret-value", Instant::now() + fresh_for))
     }
 
-    fn used(fetched: &Arc<Fetched>) -> Used {
-        Used { fetched: fetched.clone(), field: None }
+    fn used(fetched: &Arc<Fetched>) -> CarriedValue {
+        CarriedValue { fetched: fetched.clone(), field: None }
     }
 
-    fn plan_over(fetched: &Arc<Fetched>) -> Plan {
+    fn plan_over(fetched: &Arc<Fetched>) -> InjectPlan {
         let header = (HeaderName::from_static("authorization"), HeaderValue::from_static("Bearer s3cret-value"));
-        Plan::new(vec![header], Arc::from(vec![used(fetched)]))
+        InjectPlan::new(vec![header], Arc::from(vec![used(fetched)]))
     }
 
     fn path(p: &str) -> SecretPath {
@@ -498,7 +503,7 @@ mod tests {
         let l = slot.as_mut().unwrap();
         l.keep_value(&value("prod/key", Duration::from_secs(60)));
         assert!(l.value(&path("prod/key"), Instant::now()).is_some());
-        Local::refresh(&mut slot, at(0, 2), || unreachable!("same generation: the view stays"));
+        ThreadState::refresh(&mut slot, at(0, 2), || unreachable!("same generation: the view stays"));
         let l = slot.as_ref().unwrap();
         assert!(l.value(&path("prod/key"), Instant::now()).is_none());
         assert!(l.values.is_empty() && l.plans.is_empty() && l.echoes.is_empty());
@@ -531,7 +536,7 @@ mod tests {
         assert!(l.apply_plan(&target(), &mut headers, later).is_none());
         assert!(headers.is_empty(), "an expired plan sets nothing");
         assert!(!plan_over(&short).fresh(later), "nor is one kept when it is already expired");
-        Local::sweep(&mut slot, at(0, 1), later);
+        ThreadState::sweep(&mut slot, at(0, 1), later);
         assert!(slot.as_ref().unwrap().plans.is_empty());
     }
 
@@ -546,7 +551,7 @@ mod tests {
         l.keep_plan(&old, &target(), plan_over(&fetched));
         assert!(l.passed(&target(), Instant::now()));
 
-        Local::refresh(&mut slot, at(1, 1), view);
+        ThreadState::refresh(&mut slot, at(1, 1), view);
         let l = slot.as_mut().unwrap();
         assert!(!Arc::ptr_eq(&l.view, &old));
         assert!(!l.passed(&target(), Instant::now()));
@@ -562,7 +567,7 @@ mod tests {
     fn another_proxy_in_the_process_starts_over() {
         let mut slot = local(at(0, 1));
         slot.as_mut().unwrap().keep_value(&value("prod/key", Duration::from_secs(60)));
-        Local::refresh(&mut slot, At { central: 8, generation: 0, epoch: 1 }, view);
+        ThreadState::refresh(&mut slot, At { central: 8, generation: 0, epoch: 1 }, view);
         assert!(slot.as_ref().unwrap().values.is_empty());
     }
 
@@ -573,7 +578,7 @@ mod tests {
         l.keep_value(&value("prod/key", Duration::from_millis(50)));
         let later = Instant::now() + Duration::from_secs(1);
         assert!(l.value(&path("prod/key"), later).is_none());
-        Local::sweep(&mut slot, at(0, 1), later);
+        ThreadState::sweep(&mut slot, at(0, 1), later);
         assert!(slot.as_ref().unwrap().values.is_empty());
     }
 
@@ -582,7 +587,7 @@ mod tests {
         for behind in [at(0, 2), at(1, 1), At { central: 8, generation: 0, epoch: 1 }] {
             let mut slot = local(at(0, 1));
             slot.as_mut().unwrap().keep_value(&value("prod/key", Duration::from_secs(60)));
-            Local::sweep(&mut slot, behind, Instant::now());
+            ThreadState::sweep(&mut slot, behind, Instant::now());
             assert!(slot.is_none());
         }
     }
@@ -621,7 +626,7 @@ mod tests {
         assert!(l.echo("api.example", 4, &[used(&a)]).is_none(), "the shared sets changed");
         assert!(l.echo("api.example", 3, &[used(&b)]).is_none(), "b was not seen noted");
         assert!(l.echo("other.example", 3, &[]).is_none());
-        Local::refresh(&mut slot, at(0, 2), view);
+        ThreadState::refresh(&mut slot, at(0, 2), view);
         assert!(slot.as_ref().unwrap().echo("api.example", 3, &[]).is_none(), "an invalidation drops it");
     }
 }

@@ -11,19 +11,19 @@ use super::sharded::Sharded;
 /// Where a request is counted: as a request that carried values, or none, or elsewhere (a
 /// refusal, with its code; an answer of the proxy's own; a connection that broke).
 #[derive(Clone, Copy)]
-pub(super) enum Counted {
+pub(super) enum CountAs {
     Injected,
     Passed,
     Elsewhere,
 }
 
 /// Every request, whatever its outcome, ends here.
-pub(super) fn finished(proxy: &Proxy, started: Instant, counted: Counted) {
+pub(super) fn finished(proxy: &Proxy, started: Instant, counted: CountAs) {
     let mut tally = proxy.meters.shards.mine();
     match counted {
-        Counted::Injected => tally.injected += 1,
-        Counted::Passed => tally.passed += 1,
-        Counted::Elsewhere => {}
+        CountAs::Injected => tally.injected += 1,
+        CountAs::Passed => tally.passed += 1,
+        CountAs::Elsewhere => {}
     }
     tally.durations.push(started.elapsed().as_secs_f64());
     if tally.durations.len() >= POUR_EVERY {

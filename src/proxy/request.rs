@@ -1,5 +1,5 @@
 //! The vocabulary every stage of a request shares: how a request reached the proxy (`Via`),
-//! where it goes (`Target`), and a value it carries (`Used`). The pipeline, the HTTP/1.1
+//! where it goes (`Target`), and a value it carries (`CarriedValue`). The pipeline, the HTTP/1.1
 //! fast path, the listener, the per-thread copies (`local`) and the echo sets all speak of
 //! these; they live here, apart from any one stage, so that no stage imports another for
 //! its words.
@@ -96,13 +96,13 @@ impl Target {
 
 /// A value this request carries, kept for redaction and the access record.
 #[derive(Clone)]
-pub struct Used {
+pub struct CarriedValue {
     pub fetched: Arc<Fetched>,
     /// When the placeholder named a `#field`: the field's name and the text written for it.
     pub field: Option<(String, Zeroizing<String>)>,
 }
 
-impl Used {
+impl CarriedValue {
     /// The text written into the request: what redaction looks for.
     pub fn injected(&self) -> &[u8] {
         match &self.field {

@@ -16,29 +16,29 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroize;
 
 use super::respond::{read_response_head, respond, scrub_head};
-use super::{Failed, KEEP_AT_MOST, Kept, Proxy, READ_CHUNK, Upstream, Watch, read_into};
+use super::{Carryover, ExchangeError, KEEP_AT_MOST, Proxy, READ_CHUNK, UpstreamConn, Watch, read_into};
 use crate::proxy::codec::{Framing, put_header};
 use crate::proxy::error::ProxyError;
-use crate::proxy::pipeline::{self, HOP_BY_HOP, Prepared, Seen};
+use crate::proxy::pipeline::{self, HOP_BY_HOP, Outbound, RequestRecord};
 use crate::proxy::redact::Redactor;
-use crate::proxy::request::{Target, Used};
+use crate::proxy::request::{CarriedValue, Target};
 use crate::proxy::upstream::{Alpn, Stream};
 
 /// A connection's request buffer while one request is in it: zeroed and emptied when
 /// dropped (an outbound request carries injected values).
-struct Wiped<'k>(&'k mut BytesMut);
+struct RequestBuffer<'k>(&'k mut BytesMut);
 
-impl<'k> Wiped<'k> {
+impl<'k> RequestBuffer<'k> {
     /// Makes room for `len` bytes up front: a buffer that grew would leave its old
     /// allocation, with what was written so far, behind unwiped.
-    fn with_room(buf: &'k mut BytesMut, len: usize) -> Wiped<'k> {
+    fn with_room(buf: &'k mut BytesMut, len: usize) -> RequestBuffer<'k> {
         buf.clear();
         buf.reserve(len);
-        Wiped(buf)
+        RequestBuffer(buf)
     }
 }
 
-impl Drop for Wiped<'_> {
+impl Drop for RequestBuffer<'_> {
     fn drop(&mut self) {
         self.0[..].zeroize();
         self.0.clear();
@@ -48,42 +48,42 @@ impl Drop for Wiped<'_> {
     }
 }
 
-type Forwarded = (Target, Arc<[Used]>, StatusCode);
+type Forwarded = (Target, Arc<[CarriedValue]>, StatusCode);
 
 pub(super) async fn forward<IO>(
     proxy: &Arc<Proxy>,
     io: &mut IO,
     buf: &mut BytesMut,
-    kept: &mut Kept,
-    prepared: Prepared,
+    kept: &mut Carryover,
+    prepared: Outbound,
     (body_len, agent_close): (u64, bool),
-    (seen, started): (&Seen, Instant),
-) -> Result<Forwarded, Failed>
+    (seen, started): (&RequestRecord, Instant),
+) -> Result<Forwarded, ExchangeError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let Prepared { head, target, used, scrub } = prepared;
+    let Outbound { head, target, used, scrub } = prepared;
     // A refusal once the values went out: its message is scrubbed (it may quote the
     // upstream) and the use is recorded, whatever became of the response.
     let after_sending = |e: ProxyError, unsent: u64| {
         let e = pipeline::scrubbed(e, scrub.as_deref());
         pipeline::record(proxy, seen, &target, &used, e.status(), started);
-        Failed::Refused(e, unsent)
+        ExchangeError::Refused(e, unsent)
     };
     // A connection that broke once the values went out: the use is recorded all the same,
     // with the response's status if one came, else 499 (the client closed the request).
     let broken_after_sending = |status: Option<StatusCode>| {
         let closed = StatusCode::from_u16(499).expect("499 is a valid status code");
         pipeline::record(proxy, seen, &target, &used, status.unwrap_or(closed), started);
-        Failed::Broken
+        ExchangeError::Broken
     };
     let is_head = head.method == Method::HEAD;
     let idempotent = matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
 
     // The request: head, and as much of the body as has arrived, in one buffer. It holds
-    // the injected values, so it is wiped once sent (`Wiped`).
+    // the injected values, so it is wiped once sent (`RequestBuffer`).
     let buffered = buf.len().min(usize::try_from(body_len).unwrap_or(usize::MAX));
-    let out = Wiped::with_room(&mut kept.out, request_len(&head, &target) + buffered);
+    let out = RequestBuffer::with_room(&mut kept.out, request_len(&head, &target) + buffered);
     request_head(out.0, &head, &target);
     out.0.extend_from_slice(&buf.split_to(buffered));
     let mut unsent = body_len - buffered as u64;
@@ -113,13 +113,18 @@ where
                 if wrote {
                     after_sending(e, unsent)
                 } else {
-                    Failed::Refused(pipeline::scrubbed(e, scrub.as_deref()), unsent)
+                    ExchangeError::Refused(pipeline::scrubbed(e, scrub.as_deref()), unsent)
                 }
             })?;
             let key = (target.tls, target.host.clone(), target.port);
             let watch = Watch::new(first_byte);
-            *slot =
-                Some(Upstream { key, stream, buf: BytesMut::with_capacity(READ_CHUNK), head: BytesMut::new(), watch });
+            *slot = Some(UpstreamConn {
+                key,
+                stream,
+                buf: BytesMut::with_capacity(READ_CHUNK),
+                head: BytesMut::new(),
+                watch,
+            });
         }
         let up = slot.as_mut().expect("an upstream connection was just set");
         let unreachable = |e: std::io::Error| ProxyError::upstream(format!("{}: {e}", target.host)).with_source(e);
@@ -261,7 +266,7 @@ mod tests {
             }
             parts.headers.append(header::CONNECTION, "keep-alive".parse().unwrap());
             let mut kept = BytesMut::new();
-            let out = Wiped::with_room(&mut kept, request_len(&parts, target));
+            let out = RequestBuffer::with_room(&mut kept, request_len(&parts, target));
             let room = out.0.capacity();
             request_head(out.0, &parts, target);
             assert_eq!(out.0.capacity(), room, "{path}: the buffer grew");

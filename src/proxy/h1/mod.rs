@@ -10,7 +10,7 @@
 //!
 //! What it does not take — HTTP/1.0, `Transfer-Encoding` or `Expect` on a request, upgrades,
 //! CONNECT, HTTP/2, `/_airlock/`, anything malformed — it hands over, with the bytes
-//! already read, to hyper (`Served::Fallback`), which serves the rest of that connection.
+//! already read, to hyper (`ConnectionEnd::Fallback`), which serves the rest of that connection.
 //!
 //! The exchange reads top to bottom across the files here: this one keeps the serve loop of
 //! an agent connection and one request's exchange (what it keeps between requests, how a
@@ -38,8 +38,8 @@ pub(super) use super::codec::MAX_HEAD;
 use super::codec::{self, Head, Parsed};
 use super::error::ProxyError;
 use super::io::Rewind;
-use super::meters::{self, Counted};
-use super::pipeline::{self, Seen};
+use super::meters::{self, CountAs};
+use super::pipeline::{self, RequestRecord};
 use super::request::{Target, Via};
 use super::upstream::Stream;
 use forward::forward;
@@ -54,7 +54,7 @@ const BUFFER_REDACTED: u64 = 64 * 1024;
 /// A buffer a connection keeps between requests is let go when it grew past this.
 const KEEP_AT_MOST: usize = 64 * 1024;
 
-pub(super) enum Served<IO> {
+pub(super) enum ConnectionEnd<IO> {
     /// The connection is finished.
     Done,
     /// Hyper serves the rest of it, starting with these bytes.
@@ -64,12 +64,12 @@ pub(super) enum Served<IO> {
 /// Serves the agent connection `io` while its requests fit the fast path. Between requests
 /// the connection may sit idle for the idle timeout; once a request's first byte is in, its
 /// whole head must follow within the header-read timeout.
-pub(super) async fn serve<IO>(proxy: &Arc<Proxy>, mut io: IO, via: &Via) -> Served<IO>
+pub(super) async fn serve<IO>(proxy: &Arc<Proxy>, mut io: IO, via: &Via) -> ConnectionEnd<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut kept = Kept::default();
+    let mut kept = Carryover::default();
     let timeouts = proxy.timeouts;
     let mut watch = Watch::new(timeouts.header_read.min(timeouts.idle));
     loop {
@@ -78,7 +78,7 @@ where
             match parse_request(&mut buf, via, &mut kept) {
                 Parsed::Complete(head) => break head,
                 Parsed::Partial => {}
-                Parsed::Unfit => return Served::Fallback(Rewind::new(buf.freeze(), io)),
+                Parsed::Unfit => return ConnectionEnd::Fallback(Rewind::new(buf.freeze(), io)),
             }
             let idle = buf.is_empty();
             let read = tokio::select! {
@@ -87,20 +87,20 @@ where
                 () = watch.expired() => None,
             };
             match read {
-                Some(Ok(0) | Err(_)) => return Served::Done,
+                Some(Ok(0) | Err(_)) => return ConnectionEnd::Done,
                 Some(Ok(_)) if idle => watch.set(timeouts.header_read),
                 Some(Ok(_)) => {}
                 None => {
                     let waited = if idle { "idle" } else { "header read" };
                     tracing::debug!(timeout = waited, "agent connection closed: it sent nothing in time");
                     let _ = io.shutdown().await;
-                    return Served::Done;
+                    return ConnectionEnd::Done;
                 }
             }
         };
         if !exchange(proxy, &mut io, &mut buf, &mut kept, via, head).await {
             let _ = io.shutdown().await;
-            return Served::Done;
+            return ConnectionEnd::Done;
         }
     }
 }
@@ -109,8 +109,8 @@ where
 /// and (so that a request in the steady state allocates little) the spaces a head is parsed
 /// into and a request is written into, emptied after each use.
 #[derive(Default)]
-struct Kept {
-    upstream: Option<Upstream>,
+struct Carryover {
+    upstream: Option<UpstreamConn>,
     /// The header names of the head being parsed, with where their values are in it.
     fields: Vec<(HeaderName, Range<usize>)>,
     /// The last request's header map, emptied.
@@ -121,7 +121,7 @@ struct Kept {
 
 /// Takes a complete request head off the front of `buf` (`codec::parse_request`), in the
 /// spaces the connection keeps.
-fn parse_request(buf: &mut BytesMut, via: &Via, kept: &mut Kept) -> Parsed {
+fn parse_request(buf: &mut BytesMut, via: &Via, kept: &mut Carryover) -> Parsed {
     codec::parse_request(buf, via, &mut kept.fields, &mut kept.headers)
 }
 
@@ -132,7 +132,7 @@ async fn exchange<IO>(
     proxy: &Arc<Proxy>,
     io: &mut IO,
     buf: &mut BytesMut,
-    kept: &mut Kept,
+    kept: &mut Carryover,
     via: &Via,
     head: Head,
 ) -> bool
@@ -140,27 +140,27 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let seen = Seen::new(head.parts.method.clone(), head.parts.uri.clone());
+    let seen = RequestRecord::new(head.parts.method.clone(), head.parts.uri.clone());
     let (body_len, close) = (head.body_len, head.close);
     let outcome = match pipeline::prepare(proxy, head.parts, via, started).await {
         Ok(prepared) => forward(proxy, io, buf, kept, prepared, (body_len, close), (&seen, started)).await,
-        Err(e) => Err(Failed::Refused(e, body_len)),
+        Err(e) => Err(ExchangeError::Refused(e, body_len)),
     };
     let (keep, counted) = match outcome {
         Ok((target, used, status)) => (!close, pipeline::record(proxy, &seen, &target, &used, status, started)),
-        Err(Failed::Refused(e, unsent_body)) => {
+        Err(ExchangeError::Refused(e, unsent_body)) => {
             // The agent's body, if any, was not read: closing is the only way past it.
             let close = close || unsent_body > 0;
-            let resp = pipeline::refused(proxy, &seen, via, e, started);
-            (write_response(io, resp, close).await.is_ok() && !close, Counted::Elsewhere)
+            let resp = pipeline::refusal_response(proxy, &seen, via, e, started);
+            (write_response(io, resp, close).await.is_ok() && !close, CountAs::Elsewhere)
         }
-        Err(Failed::Broken) => (false, Counted::Elsewhere),
+        Err(ExchangeError::Broken) => (false, CountAs::Elsewhere),
     };
     meters::finished(proxy, started, counted);
     keep
 }
 
-enum Failed {
+enum ExchangeError {
     /// Refused before any byte of a final response reached the agent; the number is how much
     /// of the agent's request body is still unread.
     Refused(ProxyError, u64),
@@ -169,7 +169,7 @@ enum Failed {
 }
 
 /// The upstream connection an agent connection keeps between its requests.
-struct Upstream {
+struct UpstreamConn {
     /// TLS, host and port it was opened for.
     key: (bool, String, u16),
     stream: Stream,
@@ -180,7 +180,7 @@ struct Upstream {
     watch: Watch,
 }
 
-impl Upstream {
+impl UpstreamConn {
     fn serves(&self, target: &Target) -> bool {
         let (tls, host, port) = &self.key;
         *tls == target.tls && *port == target.port && *host == target.host

@@ -13,7 +13,7 @@ use http::{Response, StatusCode};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroize;
 
-use super::{BUFFER_REDACTED, KEEP_AT_MOST, Upstream, read_into};
+use super::{BUFFER_REDACTED, KEEP_AT_MOST, UpstreamConn, read_into};
 use crate::proxy::body::Body;
 use crate::proxy::codec::{ChunkState, Decoder, Framing, Piece, ResponseHead, parse_response, put_header};
 use crate::proxy::error::ProxyError;
@@ -30,7 +30,7 @@ pub(super) struct HeadError {
 /// (the request carried values, which an upstream may echo) the raw head is zeroed in the
 /// read buffer once parsed.
 pub(super) async fn read_response_head(
-    up: &mut Upstream,
+    up: &mut UpstreamConn,
     wipe: bool,
     limit: Duration,
 ) -> Result<ResponseHead, HeadError> {
@@ -87,7 +87,7 @@ async fn read_head(
 /// with its own length when it is passed through or buffered whole, chunked otherwise.
 pub(super) async fn respond<IO>(
     io: &mut IO,
-    up: &mut Upstream,
+    up: &mut UpstreamConn,
     resp: ResponseHead,
     framing: Framing,
     redactor: Option<Redactor>,
@@ -97,7 +97,7 @@ pub(super) async fn respond<IO>(
 where
     IO: AsyncWrite + Unpin,
 {
-    let Upstream { stream, buf, head, .. } = up;
+    let UpstreamConn { stream, buf, head, .. } = up;
     if let Some(r) = &redactor {
         scrub_head(head, r);
     }

@@ -12,16 +12,16 @@ use crate::domain::policy::{Placeholder, Policy};
 use crate::proxy::Proxy;
 use crate::proxy::central::{CentralError, Fetched};
 use crate::proxy::error::{ErrorCode, ProxyError};
-use crate::proxy::local::{Plan, ThreadCache};
-use crate::proxy::request::{Target, Used};
-use crate::proxy::substitute::{self, Binding, Refusal, Written};
+use crate::proxy::local::{InjectPlan, ThreadCache};
+use crate::proxy::request::{CarriedValue, Target};
+use crate::proxy::substitute::{self, BoundValue, Refusal, Written};
 
 /// What substitution leaves: the head with values in place, the values it carries (shared
 /// with this thread's plan for the upstream, when it came from one), and what it wrote byte
 /// for byte beyond the values (a `Basic` token).
 pub(super) struct Substituted {
     pub head: Parts,
-    pub used: Arc<[Used]>,
+    pub used: Arc<[CarriedValue]>,
     pub written: Vec<Written>,
 }
 
@@ -47,7 +47,7 @@ pub(super) async fn substitute(
         debug_assert!(written.is_empty());
         let headers =
             templates.iter().filter_map(|t| Some((t.header.clone(), head.headers.get(t.header)?.clone()))).collect();
-        Ok::<_, ProxyError>((head, Plan::new(headers, used)))
+        Ok::<_, ProxyError>((head, InjectPlan::new(headers, used)))
     };
     let (head, used) = cache.plan(target, now, head, plan).await?;
     Ok(Substituted { head, used, written: Vec::new() })
@@ -87,11 +87,11 @@ async fn fill(
     }
     let bindings = |p: &Placeholder| {
         let i = fetched.iter().position(|v| &v.path == p.path())?;
-        Some(Binding { value: &fetched[i].value, grant: grants[i], secret_allowed_hosts: &fetched[i].allowed_hosts })
+        Some(BoundValue { value: &fetched[i].value, grant: grants[i], secret_allowed_hosts: &fetched[i].allowed_hosts })
     };
     let (head, written) =
         substitute::inject(head, &found, templates, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
-    let used: Arc<[Used]> = used_values(all(), &fetched).into();
+    let used: Arc<[CarriedValue]> = used_values(all(), &fetched).into();
     Ok(Substituted { head, used, written })
 }
 
@@ -130,8 +130,8 @@ fn inject_templates<'p>(
 }
 
 /// Each value written into the request once (by path and field), in the order met.
-fn used_values<'a>(placeholders: impl Iterator<Item = &'a Placeholder>, fetched: &[Arc<Fetched>]) -> Vec<Used> {
-    let mut used: Vec<Used> = Vec::new();
+fn used_values<'a>(placeholders: impl Iterator<Item = &'a Placeholder>, fetched: &[Arc<Fetched>]) -> Vec<CarriedValue> {
+    let mut used: Vec<CarriedValue> = Vec::new();
     for p in placeholders {
         let Some(v) = fetched.iter().find(|v| &v.path == p.path()) else { continue };
         if used.iter().any(|u| u.fetched.path == v.path && u.field.as_ref().map(|(name, _)| name.as_str()) == p.field())
@@ -146,7 +146,7 @@ fn used_values<'a>(placeholders: impl Iterator<Item = &'a Placeholder>, fetched:
                 None => continue,
             },
         };
-        used.push(Used { fetched: v.clone(), field });
+        used.push(CarriedValue { fetched: v.clone(), field });
     }
     used
 }

@@ -34,10 +34,10 @@ use super::Proxy;
 use super::body::Body;
 use super::error::{ErrorCode, ProxyError};
 use super::local::ThreadCache;
-use super::meters::{Counted, finished};
+use super::meters::{CountAs, finished};
 use super::redact::Patterns;
 use super::report::Use;
-use super::request::{Target, Used, Via};
+use super::request::{CarriedValue, Target, Via};
 
 pub use self::admit::proxy_authorized;
 pub(super) use self::forward::{HOP_BY_HOP, has_body, has_token, hides_values, unscannable};
@@ -50,17 +50,23 @@ pub async fn handle(
     via: Via,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
-    let seen = Seen::new(req.method().clone(), req.uri().clone());
+    let seen = RequestRecord::new(req.method().clone(), req.uri().clone());
     let (resp, counted) = match serve(&proxy, req, &via, &seen, started).await {
         Ok(served) => served,
-        Err(e) => (refused(&proxy, &seen, &via, e, started), Counted::Elsewhere),
+        Err(e) => (refusal_response(&proxy, &seen, &via, e, started), CountAs::Elsewhere),
     };
     finished(&proxy, started, counted);
     Ok(resp)
 }
 
 /// A refusal: logged, counted, recorded as an access event, and answered.
-pub(super) fn refused(proxy: &Proxy, seen: &Seen, via: &Via, e: ProxyError, started: Instant) -> Response<Body> {
+pub(super) fn refusal_response(
+    proxy: &Proxy,
+    seen: &RequestRecord,
+    via: &Via,
+    e: ProxyError,
+    started: Instant,
+) -> Response<Body> {
     let (code, fault) = (e.code(), e.fault().as_str());
     tracing::info!(method = %seen.method, code, fault, message = %e.message, cause = e.cause(), "request refused");
     metrics::counter!("airlock_proxy_refusals_total", "code" => code, "fault" => fault).increment(1);
@@ -71,14 +77,14 @@ pub(super) fn refused(proxy: &Proxy, seen: &Seen, via: &Via, e: ProxyError, star
 /// What the access record says of a request, taken before the request is consumed (and
 /// before substitution: the URL path never carries a value).
 /// Both fields are reference-counted clones: nothing is allocated unless an event is made.
-pub(super) struct Seen {
+pub(super) struct RequestRecord {
     method: http::Method,
     uri: Uri,
 }
 
-impl Seen {
-    pub(super) fn new(method: http::Method, uri: Uri) -> Seen {
-        Seen { method, uri }
+impl RequestRecord {
+    pub(super) fn new(method: http::Method, uri: Uri) -> RequestRecord {
+        RequestRecord { method, uri }
     }
 
     /// The host the agent named, before any target was worked out.
@@ -94,7 +100,7 @@ impl Seen {
         &self,
         proxy: &Proxy,
         host: &str,
-        used: Option<&Used>,
+        used: Option<&CarriedValue>,
         error: Option<&ProxyError>,
         status: StatusCode,
         started: Instant,
@@ -118,11 +124,11 @@ async fn serve(
     proxy: &Proxy,
     req: Request<Incoming>,
     via: &Via,
-    seen: &Seen,
+    seen: &RequestRecord,
     started: Instant,
-) -> Result<(Response<Body>, Counted), ProxyError> {
+) -> Result<(Response<Body>, CountAs), ProxyError> {
     if matches!(via, Via::Direct) && req.uri().scheme().is_none() && req.uri().path().starts_with("/_airlock/") {
-        return Ok((super::ops::answer(proxy, req.uri().path()), Counted::Elsewhere));
+        return Ok((super::ops::answer(proxy, req.uri().path()), CountAs::Elsewhere));
     }
     let (mut head, body) = req.into_parts();
     // Taken first: substitution leaves a head without extensions, and the watch must predate
@@ -131,7 +137,7 @@ async fn serve(
         .filter(|_| is_upgrade(&head.headers))
         .map(|agent| Upgrading { agent, watch: proxy.central.watch_policy() });
     let resettable = head.version == http::Version::HTTP_2;
-    let Prepared { head, target, used, scrub } = prepare(proxy, head, via, started).await?;
+    let Outbound { head, target, used, scrub } = prepare(proxy, head, via, started).await?;
     if resettable {
         // An HTTP/2 agent can reset a stream at any time, and hyper looks for a reset only
         // while this future is pending: one that ran here without waiting (its checks cached)
@@ -162,15 +168,15 @@ async fn serve(
 /// agent gone while the upstream was answering), as 499, the client closed the request.
 struct Recorder<'a> {
     proxy: &'a Proxy,
-    seen: &'a Seen,
+    seen: &'a RequestRecord,
     target: &'a Target,
-    used: &'a [Used],
+    used: &'a [CarriedValue],
     started: Instant,
     done: bool,
 }
 
 impl Recorder<'_> {
-    fn finish(&mut self, status: StatusCode) -> Counted {
+    fn finish(&mut self, status: StatusCode) -> CountAs {
         self.done = true;
         record(self.proxy, self.seen, self.target, self.used, status, self.started)
     }
@@ -185,11 +191,11 @@ impl Drop for Recorder<'_> {
 }
 
 /// A request that passed every check, with its values in place, ready to be sent.
-pub(super) struct Prepared {
+pub(super) struct Outbound {
     pub head: Parts,
     pub target: Target,
     /// Shared with this thread's plan for the upstream, when it came from one.
-    pub used: Arc<[Used]>,
+    pub used: Arc<[CarriedValue]>,
     /// What the response is scrubbed of: every form of each value in `used` and what the
     /// request wrote byte for byte, or, for a request without values, the values its host
     /// was sent (`echoes`); `None` when neither applies.
@@ -200,7 +206,7 @@ pub(super) struct Prepared {
 /// agreement → rate limit → substitute + bind check. Shared by the hyper path and the
 /// HTTP/1.1 fast path (`h1`), which differ only in how they forward.
 /// `now` is when the request came in (plans and values are fresh as of then).
-pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Instant) -> Result<Prepared, ProxyError> {
+pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Instant) -> Result<Outbound, ProxyError> {
     // A CONNECT to the proxy opens a tunnel (`listen::connect`) and never comes here; one that
     // does was sent inside a tunnel (or named a route), and forwarding it would hand the
     // upstream a tunnel of its own, values injected on the way.
@@ -225,7 +231,7 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
         // Redaction reads the response as sent; a compressed body would hide a value from it.
         head.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
-    Ok(Prepared { head, target, used, scrub })
+    Ok(Outbound { head, target, used, scrub })
 }
 
 // ---- record -------------------------------------------------------------------------
@@ -233,20 +239,20 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
 /// One access event per injected value; returns how the request is counted (`finished`).
 pub(super) fn record(
     proxy: &Proxy,
-    seen: &Seen,
+    seen: &RequestRecord,
     target: &Target,
-    used: &[Used],
+    used: &[CarriedValue],
     status: StatusCode,
     started: Instant,
-) -> Counted {
+) -> CountAs {
     if used.is_empty() {
-        return Counted::Passed;
+        return CountAs::Passed;
     }
     for u in used {
         tracing::debug!(path = %u.fetched.path, version = u.fetched.version, host = %target.host, status = status.as_u16(), "value injected");
         seen.report(proxy, &target.host, Some(u), None, status, started);
     }
-    Counted::Injected
+    CountAs::Injected
 }
 
 /// The refusal of a request that would inject while its uses cannot be recorded.

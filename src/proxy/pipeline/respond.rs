@@ -12,17 +12,17 @@ use crate::proxy::body::Body;
 use crate::proxy::error::ProxyError;
 use crate::proxy::local::ThreadCache;
 use crate::proxy::redact::{Patterns, Redactor};
-use crate::proxy::request::Used;
+use crate::proxy::request::CarriedValue;
 use crate::proxy::substitute::Written;
 
-/// What the response is scrubbed of (`Prepared::scrub`): every form of each value in `used`
+/// What the response is scrubbed of (`Outbound::scrub`): every form of each value in `used`
 /// and what the request wrote byte for byte, or, for a request without values, the values its
 /// host was sent; `None` when neither applies.
 pub(super) fn scrub_for(
     proxy: &Proxy,
     cache: &ThreadCache<'_>,
     host: &str,
-    used: &Arc<[Used]>,
+    used: &Arc<[CarriedValue]>,
     written: &[Written],
 ) -> Option<Arc<Patterns>> {
     // Noted as sent to the host, then the host's scrub: every value it was ever sent.

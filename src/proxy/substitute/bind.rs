@@ -9,7 +9,7 @@ use http::header::AUTHORIZATION;
 use zeroize::Zeroizing;
 
 use super::field::json_field;
-use super::{Binding, ErrorCode, Found, Place, Refusal, Template, refuse};
+use super::{BoundValue, ErrorCode, Found, Place, Refusal, Template, refuse};
 use crate::domain::SecretValue;
 use crate::domain::policy::{Grant, HostPattern, Placeholder, header_may_carry_secret};
 
@@ -18,7 +18,7 @@ pub(super) struct Rules<'r, 'b> {
     pub(super) host: &'r str,
     pub(super) is_tls: bool,
     pub(super) plain_http_allowed: bool,
-    pub(super) bindings: &'r dyn Fn(&Placeholder) -> Option<Binding<'b>>,
+    pub(super) bindings: &'r dyn Fn(&Placeholder) -> Option<BoundValue<'b>>,
 }
 
 /// The text that replaces a placeholder: the whole value or one field of it.
@@ -132,7 +132,7 @@ mod tests {
     use http::request::Parts;
 
     use super::super::fixture::{Fixture, SECRETS, basic, copy, head};
-    use super::super::{Binding, ErrorCode, inject, scan};
+    use super::super::{BoundValue, ErrorCode, inject, scan};
     use crate::domain::SecretValue;
     use crate::domain::policy::Placeholder;
     use http::header::HeaderValue;
@@ -151,7 +151,7 @@ mod tests {
         let found = scan(&request).unwrap();
         let with_allowed = |allowed: &[&str]| {
             let allowed: Vec<String> = allowed.iter().map(|h| (*h).to_owned()).collect();
-            let binding = |_: &Placeholder| Some(Binding { value: &value, grant, secret_allowed_hosts: &allowed });
+            let binding = |_: &Placeholder| Some(BoundValue { value: &value, grant, secret_allowed_hosts: &allowed });
             inject(copy(&request), &found, &[], "api.openai.com", true, false, &binding)
                 .map(|(head, _)| head)
                 .map_err(|r| r.code)
@@ -185,7 +185,7 @@ mod tests {
             let request = head("/", &[(header, "{{secret:prod/openai/key}}")]);
             let found = scan(&request).unwrap();
             let refusal = inject(copy(&request), &found, &[], "api.openai.com", true, false, &|_| {
-                Some(Binding { value: &value, grant: &grant, secret_allowed_hosts: &[] })
+                Some(BoundValue { value: &value, grant: &grant, secret_allowed_hosts: &[] })
             })
             .unwrap_err();
             assert_eq!(refusal.code, ErrorCode::PlacementNotAllowed, "{header}");

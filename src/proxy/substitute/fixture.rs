@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::request::Parts;
 
-use super::{Binding, Refusal, inject, scan};
+use super::{BoundValue, Refusal, inject, scan};
 use crate::domain::SecretValue;
 use crate::domain::policy::{Placeholder, Policy};
 
@@ -71,10 +71,10 @@ impl Fixture {
         Fixture { policy, values }
     }
 
-    pub(super) fn binding(&self, placeholder: &Placeholder) -> Option<Binding<'_>> {
+    pub(super) fn binding(&self, placeholder: &Placeholder) -> Option<BoundValue<'_>> {
         let (value, hosts) = self.values.get(placeholder.path().as_str())?;
         let grant = self.policy.grant_for(placeholder.path())?;
-        Some(Binding { value, grant, secret_allowed_hosts: hosts })
+        Some(BoundValue { value, grant, secret_allowed_hosts: hosts })
     }
 
     pub(super) fn run(&self, head: &Parts, host: &str, is_tls: bool, plain_ok: bool) -> Result<Parts, Refusal> {

@@ -13,7 +13,7 @@
 //!    query, and the path and authority (raw and percent-decoded), where one is always refused.
 //!    `has_placeholder_text` is its allocation-free quick skip.
 //! 2. The bind check (bind.rs): `inject` first checks every found placeholder, then every
-//!    `[[inject]]` template's, against its `Binding` — the secret is granted, the upstream
+//!    `[[inject]]` template's, against its `BoundValue` — the secret is granted, the upstream
 //!    host is one of its grant's hosts and in the secret's `allowed_hosts`, the place is one
 //!    the grant allows (never a forbidden header), a `#field` resolves (field.rs), the value
 //!    is safe there, and the transport is TLS or plain http on purpose.
@@ -111,7 +111,7 @@ pub struct Found {
 
 /// One resolved value and what it is bound to.
 #[derive(Debug, Clone, Copy)]
-pub struct Binding<'a> {
+pub struct BoundValue<'a> {
     pub value: &'a SecretValue,
     pub grant: &'a Grant,
     /// The secret's own `allowed_hosts` (exact hosts or `*.suffix`); empty means no restriction.
@@ -149,7 +149,7 @@ pub fn inject<'b>(
     host: &str,
     is_tls: bool,
     plain_http_allowed: bool,
-    bindings: &dyn Fn(&Placeholder) -> Option<Binding<'b>>,
+    bindings: &dyn Fn(&Placeholder) -> Option<BoundValue<'b>>,
 ) -> Result<(Parts, Vec<Written>), Refusal> {
     let rules = Rules { host, is_tls, plain_http_allowed, bindings };
     rules.check_all(found, templates)?;
