@@ -450,6 +450,22 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_of_another_shape_names_the_endpoint_and_the_field() {
+        let answer = Answer {
+            status: StatusCode::OK,
+            endpoint: "GET /v1/secrets/a%2Fb".into(),
+            body: Bytes::from_static(br#"{"path":"a/b","value":"hunter2"}"#),
+        };
+        let e = answer.decode::<crate::api::secrets::SecretRead>().unwrap_err();
+        assert!(matches!(e, ClientError::Contract(_)), "{e}");
+        let shown = e.to_string();
+        assert!(shown.contains("GET /v1/secrets/a%2Fb") && shown.contains("missing field `version`"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let e = parse_response(StatusCode::FORBIDDEN, br#"{"error":{"code":"permission_denied"}}"#).unwrap_err();
+        assert!(matches!(e, ClientError::Protocol(_)) && e.to_string().contains("missing field `message`"), "{e}");
+    }
+
+    #[test]
     fn a_server_url_with_credentials_is_refused_without_quoting_them() {
         for url in ["https://admin:hunter2@api.example.com", "http://hunter2@127.0.0.1:7878/", "https://u:hunter2@h/x"]
         {
