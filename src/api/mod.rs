@@ -18,6 +18,7 @@ pub mod approvals;
 pub mod audit;
 pub mod changes;
 pub mod errors;
+pub mod keys;
 pub mod policy;
 pub mod secrets;
 pub mod tokens;

@@ -11,6 +11,7 @@ use super::approvals::{Approval, ApprovalList, ApproveBody, DenyBody};
 use super::audit::AuditPage;
 use super::changes::{ChangeEvent, Resync};
 use super::errors::ErrorBody;
+use super::keys::{CreateKey, CreateTenant, KeyCreated, KeyList, TenantCreated};
 use super::policy::{PolicyReload, PolicyText};
 use super::secrets::{
     CreateSecret, DestroyVersions, PatchSecret, RotateSecret, SecretCreated, SecretList, SecretRead, SecretRotated,
@@ -111,6 +112,11 @@ fn every_type_round_trips() {
     round_trip::<DenyBody>(json!({}));
     round_trip::<CreateAgent>(json!({"name": "bot"}));
     round_trip::<AgentCreated>(json!({"id": "ak_1", "name": "bot", "key": "ak_s3cret", "has_policy": false}));
+    round_trip::<CreateKey>(json!({"name": "ci", "role": "deployer"}));
+    round_trip::<KeyCreated>(json!({"id": "ak_2", "name": "ci", "role": "deployer", "key": "ak_s3cret"}));
+    round_trip::<KeyList>(json!({"keys": [{"id": "ak_2", "name": "ci", "role": "reader", "created_at": "t"}]}));
+    round_trip::<CreateTenant>(json!({"name": "acme"}));
+    round_trip::<TenantCreated>(json!({"id": "ten_1", "name": "acme", "admin_key": "ak_s3cret"}));
     round_trip::<AgentList>(json!({"agents": [
         {"id": "ak_1", "name": "bot", "description": null, "created_at": "t", "has_policy": true},
     ]}));
