@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use reqwest::{Method, StatusCode};
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::secret::{field, print_json, print_table};
+use super::secret::{as_json, field, print_json, print_table};
 use crate::api::agents::{AgentCreated, AgentList, CreateAgent};
 use crate::api::approvals::{Approval, ApprovalList, ApproveBody, DenyBody};
 use crate::api::tokens::{MintRequest, MintedToken, OneOrMany, PendingApproval, TokenInfo};
@@ -124,11 +123,6 @@ pub async fn agent(cmd: AgentCommand, client: &Client) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A response type as JSON, for printing its fields as `field` does (never a value's type).
-fn as_json<T: Serialize>(t: &T) -> Value {
-    serde_json::to_value(t).unwrap_or(Value::Null)
 }
 
 pub async fn token(cmd: TokenCommand, client: &Client) -> anyhow::Result<()> {
