@@ -28,9 +28,9 @@ pub struct SecretMetadata {
     pub not_before: Option<String>,
 }
 
-/// `GET /v1/secrets/{path}[?version=N]`: the metadata and the value, on purpose. The fields
-/// are spelled out rather than flattened, so the value is read straight into its wiping
-/// buffer without passing through an intermediate one.
+/// `GET /v1/secrets/{path}[?version=N]`: the metadata and the value, on purpose. The
+/// metadata's fields are spelled out rather than flattened: serde reads a flattened struct
+/// from a buffered copy of its fields and then loses their names in its errors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SecretRead {
     pub path: String,

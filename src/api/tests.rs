@@ -221,3 +221,16 @@ fn outcome_names_match_the_wire() {
     .unwrap();
     assert_eq!((e.outcome, e.count, e.agent), (Outcome::Denied, None, None));
 }
+
+#[test]
+fn a_secret_read_names_its_wrong_field_too() {
+    let mut read = meta();
+    read["value"] = "hunter2".into();
+    read["version"] = "two".into();
+    let e = refusal::<SecretRead>("GET /v1/secrets/prod%2Fdb", read.clone());
+    assert!(e.contains("version") && e.contains("invalid type"), "{e}");
+    read["version"] = 2.into();
+    read["value"] = 7.into();
+    let e = refusal::<SecretRead>("GET /v1/secrets/prod%2Fdb", read);
+    assert!(e.contains("field `value`") && e.contains("invalid type"), "{e}");
+}
