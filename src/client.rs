@@ -1,18 +1,25 @@
 //! The typed HTTP client of the central API (DESIGN §2), used by the operator CLI: it owns
 //! the connection settings (base URL, bearer credential, user agent, timeouts), the URL
-//! encoding of secret paths and query values, and the translation of responses into JSON
-//! bodies or a [`ClientError`] that says whether the API refused the request, the server
-//! could not be reached, or it answered something that is not the API; a base URL or
-//! credential that cannot be used is a [`ConfigError`], before anything is sent. The
-//! credential never appears in an error or in `Debug` output.
+//! encoding of secret paths and query values, and the translation of responses into the
+//! types of `crate::api` or a [`ClientError`] that says whether the API refused the request,
+//! the server could not be reached, or it answered something that is not the API (a body
+//! with a field missing or mistyped is refused here, naming the endpoint and the field); a
+//! base URL or credential that cannot be used is a [`ConfigError`], before anything is sent.
+//! The credential never appears in an error or in `Debug` output.
 
 use std::fmt;
 use std::time::Duration;
 
+use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode, Url, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use zeroize::Zeroizing;
+
+use crate::api::errors::ErrorBody;
+use crate::api::{DecodeError, Paged, decode};
 
 const USER_AGENT: &str = concat!("airlock-cli/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,8 +44,8 @@ pub struct Client {
 
 /// One page of a cursor-paginated listing.
 #[derive(Debug)]
-pub struct Page {
-    pub items: Vec<Value>,
+pub struct Page<T> {
+    pub items: Vec<T>,
     /// `None` on the last page.
     pub next_cursor: Option<String>,
 }
@@ -58,6 +65,26 @@ pub enum ClientError {
     },
     #[error("unexpected response from the server: {0}")]
     Protocol(String),
+    /// A body that is JSON but not the shape `crate::api` defines for the endpoint.
+    #[error("unexpected response from the server: {0}")]
+    Contract(#[from] DecodeError),
+}
+
+/// A successful answer, not parsed yet: for an endpoint whose status says which type the
+/// body is (a mint: 201 a token, 202 a pending approval).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// `METHOD /path`, for errors.
+    endpoint: String,
+    body: Bytes,
+}
+
+impl Answer {
+    /// The body as the API's type `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        Ok(decode(&self.endpoint, &self.body)?)
+    }
 }
 
 /// Connection settings that cannot be used: a bad server URL or credential (the operator's
@@ -121,66 +148,99 @@ impl Client {
         &self.base
     }
 
-    /// Sends `body` (if any) as JSON; the parsed response body, or `None` for 204 No Content.
-    pub async fn send_json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Option<Value>, ClientError> {
+    /// Sends `body` (if any) as JSON; a successful answer, or the API's error.
+    async fn exchange(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer, ClientError> {
+        let endpoint = format!("{method} {}", path.split_once('?').map_or(path, |(p, _)| p));
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(self.token.as_str())
             .header(header::ACCEPT, "application/json");
         if let Some(body) = body {
-            request = request.json(body);
+            request = request.header(header::CONTENT_TYPE, "application/json").body(body);
         }
         let response = request.send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
-        parse_response(status, &bytes)
-    }
-
-    /// `GET` that must answer with a JSON body.
-    pub async fn get_json(&self, path_and_query: &str) -> Result<Value, ClientError> {
-        self.request_json(Method::GET, path_and_query, None).await
-    }
-
-    /// Like [`Client::send_json`], for calls that must answer with a JSON body.
-    pub async fn request_json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
-        let what = format!("{method} {path}");
-        self.send_json(method, path, body)
-            .await?
-            .ok_or_else(|| ClientError::Protocol(format!("{what} answered without a body")))
-    }
-
-    /// One page of a listing: `params` (filters, `limit`, `cursor`) go in the query, and
-    /// `items_key` names the array of the response (`items`, `events`).
-    pub async fn page(&self, path: &str, params: &[(&str, String)], items_key: &str) -> Result<Page, ClientError> {
-        let mut body = self.get_json(&Client::with_query(path, params)).await?;
-        let next_cursor = body.get("next_cursor").and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_owned);
-        match body.get_mut(items_key).map(Value::take) {
-            Some(Value::Array(items)) => Ok(Page { items, next_cursor }),
-            _ => Err(ClientError::Protocol(format!("GET {path} answered without an `{items_key}` array"))),
+        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        if !status.is_success() {
+            return Err(parse_error(status, &body));
         }
+        Ok(Answer { status, endpoint, body })
+    }
+
+    /// Sends `body` as JSON; the successful answer, to decode by its status.
+    pub async fn send<B: Serialize>(&self, method: Method, path: &str, body: &B) -> Result<Answer, ClientError> {
+        let body =
+            serde_json::to_vec(body).map_err(|e| ClientError::Protocol(format!("cannot encode the body: {e}")))?;
+        self.exchange(method, path, Some(body)).await
+    }
+
+    /// Sends `body` as JSON; the answer as the API's type `R`.
+    pub async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<R, ClientError> {
+        self.send(method, path, body).await?.decode()
+    }
+
+    /// `GET`; the answer as the API's type `R`.
+    pub async fn get<R: DeserializeOwned>(&self, path_and_query: &str) -> Result<R, ClientError> {
+        self.exchange(Method::GET, path_and_query, None).await?.decode()
+    }
+
+    /// A call without a body whose answer is `204 No Content` (a deletion, say).
+    pub async fn call_empty(&self, method: Method, path: &str) -> Result<(), ClientError> {
+        let answer = self.exchange(method, path, None).await?;
+        if answer.status != StatusCode::NO_CONTENT && !answer.body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ClientError::Protocol(format!("{} answered a body where it answers none", answer.endpoint)));
+        }
+        Ok(())
+    }
+
+    /// A call without a body, answered with the API's type `R`.
+    pub async fn call_bodiless<R: DeserializeOwned>(&self, method: Method, path: &str) -> Result<R, ClientError> {
+        self.exchange(method, path, None).await?.decode()
+    }
+
+    /// `GET` of an endpoint whose answer is free-form (`/v1/audit/verify`'s report): JSON as
+    /// it is.
+    pub async fn get_json(&self, path_and_query: &str) -> Result<Value, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}{path_and_query}", self.base))
+            .bearer_auth(self.token.as_str())
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        parse_response(status, &bytes)?
+            .ok_or_else(|| ClientError::Protocol(format!("GET {path_and_query} answered without a body")))
+    }
+
+    /// One page of a listing: `params` (filters, `limit`, `cursor`) go in the query.
+    pub async fn page<L: Paged>(&self, path: &str, params: &[(&str, String)]) -> Result<Page<L::Item>, ClientError> {
+        let (items, next_cursor) = self.get::<L>(&Client::with_query(path, params)).await?.into_page();
+        Ok(Page { items, next_cursor: next_cursor.filter(|c| !c.is_empty()) })
     }
 
     /// Follows `next_cursor` from the first page until `limit` items or the last page.
-    pub async fn list(
+    pub async fn list<L: Paged>(
         &self,
         path: &str,
         filters: &[(&str, String)],
-        items_key: &str,
         limit: usize,
-    ) -> Result<Vec<Value>, ClientError> {
+    ) -> Result<Vec<L::Item>, ClientError> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         while items.len() < limit {
             let mut params = filters.to_vec();
             params.push(("limit", (limit - items.len()).min(MAX_PAGE).to_string()));
             params.extend(cursor.clone().map(|c| ("cursor", c)));
-            let page = self.page(path, &params, items_key).await?;
+            let page = self.page::<L>(path, &params).await?;
             items.extend(page.items);
             match page.next_cursor {
                 None => break,
@@ -290,17 +350,15 @@ fn parse_error(status: StatusCode, body: &[u8]) -> ClientError {
     let Ok(json) = serde_json::from_slice::<Value>(body) else {
         return ClientError::Protocol(format!("HTTP {status} with a body that is not JSON: {}", snippet(body)));
     };
-    let error = json.get("error");
-    let code = error.and_then(|e| e.get("code")).and_then(Value::as_str);
-    let message = error.and_then(|e| e.get("message")).and_then(Value::as_str);
-    match code {
-        Some(code) => ClientError::Api {
-            status: status.as_u16(),
-            code: code.to_owned(),
-            message: message.unwrap_or_else(|| status.canonical_reason().unwrap_or("error")).to_owned(),
-            body: json.clone(),
-        },
-        None => ClientError::Protocol(format!("HTTP {status} without an Airlock error object: {}", snippet(body))),
+    match crate::api::decode_value::<ErrorBody>(&format!("HTTP {status}"), json.clone()) {
+        Ok(ErrorBody { error }) => {
+            ClientError::Api { status: status.as_u16(), code: error.code, message: error.message, body: json }
+        }
+        Err(e) => ClientError::Protocol(format!(
+            "HTTP {status} without an Airlock error object ({}): {}",
+            e.detail,
+            snippet(body)
+        )),
     }
 }
 
@@ -411,6 +469,22 @@ mod tests {
         assert_eq!(parse_response(StatusCode::NO_CONTENT, b"").unwrap(), None);
         assert_eq!(parse_response(StatusCode::OK, br#"{"ok":true}"#).unwrap(), Some(serde_json::json!({"ok": true})));
         assert!(matches!(parse_response(StatusCode::OK, b"not json"), Err(ClientError::Protocol(_))));
+    }
+
+    #[test]
+    fn an_answer_of_another_shape_names_the_endpoint_and_the_field() {
+        let answer = Answer {
+            status: StatusCode::OK,
+            endpoint: "GET /v1/secrets/a%2Fb".into(),
+            body: Bytes::from_static(br#"{"path":"a/b","value":"hunter2"}"#),
+        };
+        let e = answer.decode::<crate::api::secrets::SecretRead>().unwrap_err();
+        assert!(matches!(e, ClientError::Contract(_)), "{e}");
+        let shown = e.to_string();
+        assert!(shown.contains("GET /v1/secrets/a%2Fb") && shown.contains("missing field `version`"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let e = parse_response(StatusCode::FORBIDDEN, br#"{"error":{"code":"permission_denied"}}"#).unwrap_err();
+        assert!(matches!(e, ClientError::Protocol(_)) && e.to_string().contains("missing field `message`"), "{e}");
     }
 
     #[test]

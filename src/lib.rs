@@ -4,6 +4,7 @@
 //! parts; docs/architecture.md is the map.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod crypto;

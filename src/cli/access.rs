@@ -4,10 +4,13 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde_json::{Value, json};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 
-use super::secret::{field, print_json, print_table};
+use super::secret::{as_json, field, print_json, print_table};
+use crate::api::agents::{AgentCreated, AgentList, CreateAgent};
+use crate::api::approvals::{Approval, ApprovalList, ApproveBody, DenyBody};
+use crate::api::tokens::{MintRequest, MintedToken, OneOrMany, PendingApproval, TokenInfo};
 use crate::client::Client;
 
 #[derive(Subcommand, Debug)]
@@ -93,88 +96,93 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<u64> {
 pub async fn agent(cmd: AgentCommand, client: &Client) -> anyhow::Result<()> {
     match cmd {
         AgentCommand::Add { name, description } => {
-            let body = client
-                .request_json(Method::POST, "/v1/agents", Some(&json!({ "name": name, "description": description })))
-                .await?;
-            println!("agent {} ({})", field(&body, "name"), field(&body, "id"));
-            println!("agent key, shown only this once:\n\n    {}\n", field(&body, "key"));
-            if body["has_policy"] != true {
+            let body = CreateAgent { name: name.clone(), description };
+            let agent: AgentCreated = client.call(Method::POST, "/v1/agents", &body).await?;
+            let shown = json!({ "id": agent.id, "name": agent.name });
+            println!("agent {} ({})", field(&shown, "name"), field(&shown, "id"));
+            println!("agent key, shown only this once:\n\n    {}\n", agent.key.expose());
+            if !agent.has_policy {
                 eprintln!("warning: no policy names '{name}' yet; it cannot mint tokens until one does");
             }
         }
         AgentCommand::Ls => {
-            let body = client.get_json("/v1/agents").await?;
-            let rows: Vec<[String; 4]> = items(&body, "agents")
+            let body: AgentList = client.get("/v1/agents").await?;
+            let rows: Vec<[String; 4]> = body
+                .agents
                 .iter()
-                .map(|a| [field(a, "id"), field(a, "name"), field(a, "has_policy"), field(a, "created_at")])
+                .map(|a| {
+                    let a = as_json(a);
+                    [field(&a, "id"), field(&a, "name"), field(&a, "has_policy"), field(&a, "created_at")]
+                })
                 .collect();
             print_table(["ID", "NAME", "POLICY", "CREATED"], &rows)?;
         }
         AgentCommand::Rm { id } => {
-            client.send_json(Method::DELETE, &format!("/v1/agents/{id}"), None).await?;
+            client.call_empty(Method::DELETE, &format!("/v1/agents/{id}")).await?;
             println!("deleted agent {id}; its key and tokens are revoked");
         }
     }
     Ok(())
 }
 
-fn items<'a>(body: &'a Value, key: &str) -> &'a [Value] {
-    body[key].as_array().map(Vec::as_slice).unwrap_or(&[])
-}
-
 pub async fn token(cmd: TokenCommand, client: &Client) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create(args) => create_token(client, args).await,
         TokenCommand::Revoke { id } => {
-            client.send_json(Method::DELETE, &format!("/v1/tokens/{id}"), None).await?;
+            client.call_empty(Method::DELETE, &format!("/v1/tokens/{id}")).await?;
             println!("revoked {id}");
             Ok(())
         }
-        TokenCommand::Whoami => print_json(&client.get_json("/v1/tokens/self").await?),
+        TokenCommand::Whoami => print_json(&as_json(&client.get::<TokenInfo>("/v1/tokens/self").await?)),
     }
 }
 
 async fn create_token(client: &Client, args: CreateToken) -> anyhow::Result<()> {
     let ttl = args.ttl.as_deref().map(parse_ttl).transpose()?;
-    let mut body = json!({ "scope": args.scopes, "description": args.description, "max_uses": args.max_uses });
-    if let Some(ttl) = ttl {
-        body["ttl_seconds"] = ttl.into();
-    }
-    if !args.allowed_ips.is_empty() {
-        body["allowed_ips"] = json!(args.allowed_ips);
-    }
-    let resp = client.request_json(Method::POST, "/v1/tokens", Some(&body)).await?;
-    if resp["approval_status"] == "pending" {
-        let id = field(&resp, "approval_request_id");
-        eprintln!("approval required: request {id} ({})", field(&resp, "message"));
+    let body = MintRequest {
+        scope: OneOrMany::Many(args.scopes),
+        ttl_seconds: ttl,
+        description: args.description,
+        allowed_ips: (!args.allowed_ips.is_empty()).then_some(args.allowed_ips),
+        max_uses: args.max_uses,
+    };
+    let answer = client.send(Method::POST, "/v1/tokens", &body).await?;
+    if answer.status == StatusCode::ACCEPTED {
+        let pending: PendingApproval = answer.decode()?;
+        let shown = as_json(&pending);
+        let id = field(&shown, "approval_request_id");
+        eprintln!("approval required: request {id} ({})", field(&shown, "message"));
         if !args.wait {
             println!("{id}");
             return Ok(());
         }
-        return wait_for_token(client, &id, args.json).await;
+        return wait_for_token(client, &pending.approval_request_id, args.json).await;
     }
-    print_token(&resp, args.json)
+    print_token(&answer.decode()?, args.json)
 }
 
-fn print_token(token: &Value, as_json: bool) -> anyhow::Result<()> {
-    if as_json {
-        return print_json(token);
+fn print_token(token: &MintedToken, as_json_too: bool) -> anyhow::Result<()> {
+    if as_json_too {
+        return print_json(&as_json(token));
     }
-    eprintln!("token {} expires at {}", field(token, "id"), field(token, "expires_at"));
-    println!("{}", field(token, "value"));
+    let shown = json!({ "id": token.id, "expires_at": token.expires_at });
+    eprintln!("token {} expires at {}", field(&shown, "id"), field(&shown, "expires_at"));
+    println!("{}", token.value.expose());
     Ok(())
 }
 
-async fn wait_for_token(client: &Client, id: &str, as_json: bool) -> anyhow::Result<()> {
+async fn wait_for_token(client: &Client, id: &str, as_json_too: bool) -> anyhow::Result<()> {
+    let url = format!("/v1/approvals/{id}");
     loop {
-        let body = client.get_json(&format!("/v1/approvals/{id}")).await?;
-        match body["status"].as_str() {
-            Some("approved") if body["token"].is_object() => return print_token(&body["token"], as_json),
-            Some("approved") => anyhow::bail!("request {id} was approved, but its token was already collected"),
-            Some("denied") => anyhow::bail!("request {id} was denied: {}", field(&body, "note")),
+        let body: Approval = client.get(&url).await?;
+        let note = field(&json!({ "note": body.note }), "note");
+        match (body.status.as_str(), &body.token) {
+            ("approved", Some(token)) => return print_token(token, as_json_too),
+            ("approved", None) => anyhow::bail!("request {id} was approved, but its token was already collected"),
+            ("denied", _) => anyhow::bail!("request {id} was denied: {note}"),
             // The server answers the requester of a cancelled request with an error; a
             // decider waiting on it sees the status.
-            Some("cancelled") => anyhow::bail!("request {id} was cancelled: {}", field(&body, "note")),
+            ("cancelled", _) => anyhow::bail!("request {id} was cancelled: {note}"),
             _ => tokio::time::sleep(Duration::from_secs(2)).await,
         }
     }
@@ -184,42 +192,54 @@ pub async fn approval(cmd: ApprovalCommand, client: &Client) -> anyhow::Result<(
     match cmd {
         ApprovalCommand::Ls { status } => {
             // Page by page to the end: a flood of newer requests hides none filed before it.
-            let all = client.list("/v1/approvals", &[("status", status)], "approvals", usize::MAX).await?;
+            let all = client.list::<ApprovalList>("/v1/approvals", &[("status", status)], usize::MAX).await?;
             let rows: Vec<[String; 5]> = all
                 .iter()
                 .map(|a| {
-                    [field(a, "id"), field(a, "status"), field(a, "agent"), field(a, "reason"), field(a, "created_at")]
+                    let a = as_json(a);
+                    [
+                        field(&a, "id"),
+                        field(&a, "status"),
+                        field(&a, "agent"),
+                        field(&a, "reason"),
+                        field(&a, "created_at"),
+                    ]
                 })
                 .collect();
             print_table(["ID", "STATUS", "AGENT", "REASON", "CREATED"], &rows)
         }
         ApprovalCommand::Get { id, json } => {
-            let body = client.get_json(&format!("/v1/approvals/{id}")).await?;
+            let approval: Approval = client.get(&format!("/v1/approvals/{id}")).await?;
             if json {
-                return print_json(&body);
+                return print_json(&as_json(&approval));
             }
+            let shown = json!({
+                "id": approval.id, "status": approval.status, "agent": approval.agent, "reason": approval.reason,
+            });
             println!(
                 "{} {} (agent {}): {}",
-                field(&body, "id"),
-                field(&body, "status"),
-                field(&body, "agent"),
-                field(&body, "reason")
+                field(&shown, "id"),
+                field(&shown, "status"),
+                field(&shown, "agent"),
+                field(&shown, "reason")
             );
-            if body["token"].is_object() {
-                print_token(&body["token"], false)?;
+            if let Some(token) = &approval.token {
+                print_token(token, false)?;
             }
             Ok(())
         }
         ApprovalCommand::Approve { id, comment } => {
-            let body = json!({ "comment": comment });
-            let resp = client.request_json(Method::POST, &format!("/v1/approvals/{id}/approve"), Some(&body)).await?;
-            println!("{} {}", field(&resp, "id"), field(&resp, "status"));
+            let url = format!("/v1/approvals/{id}/approve");
+            let decided: Approval = client.call(Method::POST, &url, &ApproveBody { comment }).await?;
+            let shown = as_json(&decided);
+            println!("{} {}", field(&shown, "id"), field(&shown, "status"));
             Ok(())
         }
         ApprovalCommand::Deny { id, reason } => {
-            let body = json!({ "reason": reason });
-            let resp = client.request_json(Method::POST, &format!("/v1/approvals/{id}/deny"), Some(&body)).await?;
-            println!("{} {}", field(&resp, "id"), field(&resp, "status"));
+            let url = format!("/v1/approvals/{id}/deny");
+            let decided: Approval = client.call(Method::POST, &url, &DenyBody { reason }).await?;
+            let shown = as_json(&decided);
+            println!("{} {}", field(&shown, "id"), field(&shown, "status"));
             Ok(())
         }
     }

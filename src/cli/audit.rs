@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::secret::field;
+use crate::api::audit::{AuditEvent, AuditPage};
 use crate::client::{Client, ClientError};
 
 const AUDIT: &str = "/v1/audit";
@@ -76,7 +77,7 @@ impl TailArgs {
 
 async fn tail(client: &Client, args: TailArgs) -> anyhow::Result<()> {
     let filters = args.filters();
-    let mut events = client.list(AUDIT, &filters, "events", args.limit as usize).await?;
+    let mut events = as_values(client.list::<AuditPage>(AUDIT, &filters, args.limit as usize).await?);
     events.reverse(); // the API lists newest first
     let mut newest = Newest::default();
     print_events(&events, args.json, &mut newest)?;
@@ -118,16 +119,21 @@ async fn events_after(client: &Client, filters: &[(&str, String)], newest: &Newe
         let mut params = filters.to_vec();
         params.push(("limit", CATCH_UP_PAGE_SIZE.to_string()));
         params.extend(cursor.map(|c| ("cursor", c)));
-        let page = client.page(AUDIT, &params, "events").await?;
+        let page = client.page::<AuditPage>(AUDIT, &params).await?;
         let count = page.items.len();
         let before = fresh.len();
-        fresh.extend(page.items.into_iter().take_while(|e| newest.is_older_than(e)));
+        fresh.extend(as_values(page.items).into_iter().take_while(|e| newest.is_older_than(e)));
         if fresh.len() - before < count || page.next_cursor.is_none() {
             break;
         }
         cursor = page.next_cursor;
     }
     Ok(fresh)
+}
+
+/// Records as the JSON they are printed from.
+fn as_values(events: Vec<AuditEvent>) -> Vec<Value> {
+    events.iter().map(super::secret::as_json).collect()
 }
 
 /// The newest record printed so far. Records are ordered by `seq` when the server sends

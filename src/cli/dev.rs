@@ -18,7 +18,10 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::server::{RunArgs, StorageArgs, initialise, state_from};
+use crate::api::agents::{AgentCreated, CreateAgent};
+use crate::api::secrets::{CreateSecret, SecretCreated};
 use crate::client::Client;
+use crate::domain::{SecretPath, SecretValue};
 
 const EXAMPLE_POLICIES: &[(&str, &str)] = &[
     ("research-agent.toml", include_str!("../../policies/research-agent.toml")),
@@ -150,10 +153,21 @@ async fn demo_agent(admin: &Client, dir: &Path) -> anyhow::Result<Zeroizing<Stri
         return Ok(Zeroizing::new(key.trim().to_owned()));
     }
     let value = Zeroizing::new(crate::server::auth::new_secret("sk-demo"));
-    let body = json!({ "path": "demo/api-key", "value": value.as_str(), "description": "airlock dev demo key" });
-    admin.send_json(reqwest::Method::POST, "/v1/secrets", Some(&body)).await?;
-    let agent = admin.request_json(reqwest::Method::POST, "/v1/agents", Some(&json!({ "name": "demo-agent" }))).await?;
-    let key = Zeroizing::new(agent["key"].as_str().unwrap_or_default().to_owned());
+    let secret = CreateSecret {
+        path: SecretPath::parse("demo/api-key")?,
+        value: SecretValue::new(value.to_string()),
+        tier: None,
+        description: Some("airlock dev demo key".into()),
+        tags: None,
+        allowed_hosts: None,
+        owner: None,
+        expires_at: None,
+        not_before: None,
+    };
+    admin.call::<_, SecretCreated>(reqwest::Method::POST, "/v1/secrets", &secret).await?;
+    let body = CreateAgent { name: "demo-agent".into(), description: None };
+    let agent: AgentCreated = admin.call(reqwest::Method::POST, "/v1/agents", &body).await?;
+    let key = Zeroizing::new(agent.key.expose().to_owned());
     write_private(&file, &key)?;
     Ok(key)
 }

@@ -4,6 +4,7 @@
 //! for people (tables, one-line confirmations) and for scripts (`get` prints the bare value,
 //! `--json` the API's JSON).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::str::FromStr;
@@ -11,12 +12,17 @@ use std::str::FromStr;
 use anyhow::{Context, anyhow, bail};
 use clap::builder::NonEmptyStringValueParser;
 use reqwest::Method;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::api::secrets::{
+    CreateSecret, PatchSecret, RotateSecret, SecretCreated, SecretList, SecretMetadata, SecretRead, SecretRotated,
+    SecretUpdated, SecretVersions, UpdateSecret,
+};
 use crate::client::{Client, ClientError};
-use crate::domain::Tier;
+use crate::domain::{SecretPath, SecretValue, Tier};
 
 /// Largest secret value the API accepts, in bytes of UTF-8.
 const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -166,25 +172,25 @@ async fn put(client: &Client, mut args: PutArgs) -> anyhow::Result<()> {
     let value = read_value(args.value.take(), args.stdin).await?;
     let path = args.secret.path.as_str();
     if args.cas.is_none_or(|cas| cas == 0) {
-        match client.request_json(Method::POST, "/v1/secrets", Some(&create_body(&args, &value))).await {
+        match client.call::<_, SecretCreated>(Method::POST, "/v1/secrets", &create_request(&args, &value)?).await {
             Ok(created) => {
-                println!("created {path} version {}", field(&created, "version"));
+                println!("created {path} version {}", created.version);
                 return Ok(());
             }
             Err(e) if args.cas.is_none() && e.api_code() == Some("conflict") => {}
             Err(e) => return Err(e.into()),
         }
     }
-    let updated = client
-        .request_json(Method::PUT, &Client::secret_url(path), Some(&update_body(&args, &value)))
+    let updated: SecretUpdated = client
+        .call(Method::PUT, &Client::secret_url(path), &update_request(&args, &value)?)
         .await
         .map_err(|e| explain_update_failure(e, path))?;
-    let version = field(&updated, "version");
+    let version = updated.version;
     if !args.allowed_hosts.is_empty() {
         // The PUT body carries no allowed_hosts (DESIGN §2); they are metadata, set by PATCH.
-        let hosts = json!({ "allowed_hosts": args.allowed_hosts });
+        let hosts = PatchSecret { allowed_hosts: Some(args.allowed_hosts.clone()), ..PatchSecret::default() };
         client
-            .send_json(Method::PATCH, &Client::secret_url(path), Some(&hosts))
+            .call::<_, SecretMetadata>(Method::PATCH, &Client::secret_url(path), &hosts)
             .await
             .with_context(|| format!("updated {path} to version {version}, but setting its allowed hosts failed"))?;
     }
@@ -192,39 +198,42 @@ async fn put(client: &Client, mut args: PutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The metadata flags given to `put`, as API fields.
-fn metadata(args: &PutArgs) -> Map<String, Value> {
-    let mut body = Map::new();
-    if let Some(tier) = args.tier {
-        body.insert("tier".into(), tier.as_str().into());
-    }
-    if let Some(description) = &args.description {
-        body.insert("description".into(), description.as_str().into());
-    }
-    if !args.tags.is_empty() {
-        let tags = args.tags.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
-        body.insert("tags".into(), Value::Object(tags));
-    }
-    body
+/// The metadata flags given to `put`, as API fields: tier, description, tags.
+fn metadata(args: &PutArgs) -> (Option<Tier>, Option<String>, Option<BTreeMap<String, String>>) {
+    let tags = (!args.tags.is_empty()).then(|| args.tags.iter().cloned().collect());
+    (args.tier, args.description.clone(), tags)
 }
 
+fn create_request(args: &PutArgs, value: &str) -> anyhow::Result<CreateSecret> {
+    let (tier, description, tags) = metadata(args);
+    let path = &args.secret.path;
+    Ok(CreateSecret {
+        path: SecretPath::parse(path).map_err(|e| anyhow!("invalid secret path '{path}': {e}"))?,
+        value: SecretValue::new(value.to_owned()),
+        tier,
+        description,
+        tags,
+        allowed_hosts: (!args.allowed_hosts.is_empty()).then(|| args.allowed_hosts.clone()),
+        owner: None,
+        expires_at: None,
+        not_before: None,
+    })
+}
+
+fn update_request(args: &PutArgs, value: &str) -> anyhow::Result<UpdateSecret> {
+    let (tier, description, tags) = metadata(args);
+    let cas = args.cas.map(|cas| i64::try_from(cas).map_err(|_| anyhow!("--cas {cas}: no version is that high")));
+    Ok(UpdateSecret { value: SecretValue::new(value.to_owned()), cas: cas.transpose()?, tier, description, tags })
+}
+
+#[cfg(test)]
 fn create_body(args: &PutArgs, value: &str) -> Value {
-    let mut body = metadata(args);
-    body.insert("path".into(), args.secret.path.as_str().into());
-    body.insert("value".into(), value.into());
-    if !args.allowed_hosts.is_empty() {
-        body.insert("allowed_hosts".into(), json!(args.allowed_hosts));
-    }
-    Value::Object(body)
+    serde_json::to_value(create_request(args, value).expect("a valid path")).expect("a request body is JSON")
 }
 
+#[cfg(test)]
 fn update_body(args: &PutArgs, value: &str) -> Value {
-    let mut body = metadata(args);
-    body.insert("value".into(), value.into());
-    if let Some(cas) = args.cas {
-        body.insert("cas".into(), cas.into());
-    }
-    Value::Object(body)
+    serde_json::to_value(update_request(args, value).expect("a valid cas")).expect("a request body is JSON")
 }
 
 /// A create answered "exists" and the update "not found": the secret is soft-deleted.
@@ -288,26 +297,20 @@ fn len_without_newline(bytes: &[u8]) -> usize {
 
 async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
     let version: Vec<(&str, String)> = args.version.map(|v| ("version", v.to_string())).into_iter().collect();
-    let body = client.get_json(&Client::with_query(&Client::secret_url(&args.secret.path), &version)).await?;
+    let read: SecretRead = client.get(&Client::with_query(&Client::secret_url(&args.secret.path), &version)).await?;
     if args.json {
-        return print_json(&body);
+        return print_json(&as_json(&read));
     }
-    let value = take_value(body)?;
     let mut out = std::io::stdout().lock();
-    out.write_all(value.as_bytes())?;
+    out.write_all(read.value.expose().as_bytes())?;
     out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
 }
 
-/// Moves the value out of the response into a buffer that is wiped on drop.
-fn take_value(body: Value) -> Result<Zeroizing<String>, ClientError> {
-    if let Value::Object(mut fields) = body
-        && let Some(Value::String(value)) = fields.remove("value")
-    {
-        return Ok(Zeroizing::new(value));
-    }
-    Err(ClientError::Protocol("the secret in the response has no string `value`".into()))
+/// A response type as JSON, for `--json` and for printing its fields with [`field`].
+pub(super) fn as_json<T: Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).unwrap_or(Value::Null)
 }
 
 async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<()> {
@@ -316,7 +319,8 @@ async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<()> {
         .filter_map(|(key, value)| value.map(|v| (key, v)))
         .collect();
     let limit = args.limit.map_or(usize::MAX, |n| n as usize);
-    let items = client.list("/v1/secrets", &filters, "items", limit).await?;
+    let items: Vec<Value> =
+        client.list::<SecretList>("/v1/secrets", &filters, limit).await?.iter().map(as_json).collect();
     if args.json {
         return print_json(&Value::Array(items));
     }
@@ -331,25 +335,22 @@ async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<()> {
 async fn rotate(client: &Client, mut args: RotateArgs) -> anyhow::Result<()> {
     let value = read_value(args.new_value.take(), args.stdin).await?;
     let path = args.secret.path.as_str();
-    let mut body = json!({ "new_value": value.as_str() });
-    if let Some(grace) = args.grace {
-        body["grace_period_seconds"] = grace.into();
-    }
+    let grace = args.grace.unwrap_or(0);
+    let grace_period_seconds =
+        u32::try_from(grace).map_err(|_| anyhow!("--grace {grace}: the longest grace period is {} s", u32::MAX))?;
+    let body = RotateSecret { new_value: SecretValue::new(value.to_string()), grace_period_seconds };
     let url = format!("{}/rotate", Client::secret_url(path));
-    let rotated = client.request_json(Method::POST, &url, Some(&body)).await?;
-    let old_readable = match rotated.get("old_expires_at").and_then(Value::as_str) {
-        Some(until) => format!("old readable until {until}"),
-        None => "old version no longer readable".to_owned(),
-    };
-    let (old, new) = (field(&rotated, "old_version"), field(&rotated, "new_version"));
-    println!("rotated {path}: version {old} -> {new} ({old_readable})");
+    let rotated: SecretRotated = client.call(Method::POST, &url, &body).await?;
+    let until = field(&as_json(&rotated), "old_expires_at");
+    let (old, new) = (rotated.old_version, rotated.new_version);
+    println!("rotated {path}: version {old} -> {new} (old readable until {until})");
     Ok(())
 }
 
 async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<()> {
     let path = args.secret.path.as_str();
     let permanent: &[(&str, &str)] = if args.permanent { &[("permanent", "true")] } else { &[] };
-    client.send_json(Method::DELETE, &Client::with_query(&Client::secret_url(path), permanent), None).await?;
+    client.call_empty(Method::DELETE, &Client::with_query(&Client::secret_url(path), permanent)).await?;
     if args.permanent {
         println!("permanently deleted {path}");
     } else {
@@ -360,16 +361,14 @@ async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<()> {
 
 async fn undelete(client: &Client, args: PathArg) -> anyhow::Result<()> {
     let url = format!("{}/undelete", Client::secret_url(&args.path));
-    client.send_json(Method::POST, &url, None).await?;
+    client.call_bodiless::<SecretMetadata>(Method::POST, &url).await?;
     println!("restored {}", args.path);
     Ok(())
 }
 
 async fn versions(client: &Client, args: PathArg) -> anyhow::Result<()> {
-    let mut body = client.get_json(&format!("{}/versions", Client::secret_url(&args.path))).await?;
-    let Some(Value::Array(versions)) = body.get_mut("versions").map(Value::take) else {
-        return Err(ClientError::Protocol("the response has no `versions` array".into()).into());
-    };
+    let body: SecretVersions = client.get(&format!("{}/versions", Client::secret_url(&args.path))).await?;
+    let versions: Vec<Value> = body.versions.iter().map(as_json).collect();
     let rows: Vec<_> =
         versions.iter().map(|v| ["version", "state", "created_at", "expires_at"].map(|k| field(v, k))).collect();
     print_table(["VERSION", "STATE", "CREATED", "EXPIRES"], &rows)
@@ -432,6 +431,7 @@ fn format_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> Str
 mod tests {
     use super::*;
     use clap::Parser;
+    use serde_json::json;
 
     #[derive(Parser, Debug)]
     struct Cli {
@@ -523,11 +523,17 @@ mod tests {
 
     #[test]
     fn the_value_is_taken_from_the_response_strictly() {
-        let value = take_value(json!({"path": "a", "value": "s3cret", "version": 2})).unwrap();
-        assert_eq!(value.as_str(), "s3cret");
-        assert!(take_value(json!({"path": "a"})).is_err());
-        assert!(take_value(json!({"value": 5})).is_err());
-        assert!(take_value(json!(["value"])).is_err());
+        let read = |body: Value| crate::api::decode_value::<SecretRead>("GET /v1/secrets/a", body);
+        let mut whole = json!({
+            "path": "a", "version": 2, "tier": "standard", "description": null, "tags": {}, "allowed_hosts": [],
+            "owner": null, "created_at": "t", "updated_at": "t", "accessed_at": null, "expires_at": null,
+            "not_before": null, "value": "s3cret",
+        });
+        assert_eq!(read(whole.clone()).unwrap().value.expose(), "s3cret");
+        assert!(read(json!({"path": "a"})).is_err());
+        whole["value"] = 5.into();
+        assert!(read(whole).is_err());
+        assert!(read(json!(["value"])).is_err());
     }
 
     #[test]

@@ -5,12 +5,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::auth::Authed;
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, PathParam, QueryParams};
+use crate::api::access::{AccessEventPage, AccessReceipt, AccessReport, Outcome};
+use crate::api::audit::AuditEvent;
 use crate::domain::audit::kind;
 use crate::domain::time::parse_rfc3339;
 use crate::domain::{SecretAction, SecretPath};
@@ -18,50 +20,6 @@ use crate::store::AuditFilter;
 
 const MAX_BATCH: usize = 500;
 const MAX_COUNT: u64 = 1_000_000_000;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Report {
-    events: Vec<AccessEvent>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessEvent {
-    id: String,
-    agent: Option<String>,
-    path: Option<String>,
-    version: Option<i64>,
-    host: String,
-    method: String,
-    url_path: String,
-    outcome: Outcome,
-    error_code: Option<String>,
-    status: Option<u16>,
-    latency_ms: Option<f64>,
-    timestamp: String,
-    /// Identical uses this event stands for (the proxy folds repeats within its spool
-    /// window); 1 when absent.
-    count: Option<u64>,
-}
-
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
-#[serde(rename_all = "lowercase")]
-enum Outcome {
-    Injected,
-    Denied,
-    Error,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Injected => "injected",
-            Outcome::Denied => "denied",
-            Outcome::Error => "error",
-        }
-    }
-}
 
 fn check_id(id: &str) -> ApiResult<()> {
     let ok = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
@@ -75,8 +33,8 @@ fn check_id(id: &str) -> ApiResult<()> {
 pub async fn report(
     State(state): State<AppState>,
     caller: Authed,
-    JsonBody(b): JsonBody<Report>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    JsonBody(b): JsonBody<AccessReport>,
+) -> ApiResult<(StatusCode, Json<AccessReceipt>)> {
     let agent = caller.agent().ok_or_else(|| ApiError::permission_denied(None, "an agent credential"))?;
     if b.events.len() > MAX_BATCH {
         return Err(ApiError::validation(format!("at most {MAX_BATCH} events per report")));
@@ -127,7 +85,7 @@ pub async fn report(
         drafts.push(draft);
     }
     let (accepted, duplicates) = state.store.record_access(caller.tenant(), drafts).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted, "duplicates": duplicates, "refused": refused }))))
+    Ok((StatusCode::ACCEPTED, Json(AccessReceipt { accepted, duplicates, refused })))
 }
 
 #[derive(Deserialize)]
@@ -142,7 +100,7 @@ pub async fn list(
     caller: Authed,
     PathParam(path): PathParam,
     QueryParams(q): QueryParams<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AccessEventPage>> {
     if !caller.can(SecretAction::ReadMetadata, &path) {
         return Err(ApiError::permission_denied(Some(path.as_str()), &format!("secrets:read_metadata:{path}")));
     }
@@ -158,5 +116,5 @@ pub async fn list(
     };
     let events = state.store.list_audit(caller.tenant(), &filter).await?;
     let next_cursor = (events.len() as i64 == limit).then(|| events.last().map(|e| e.seq.to_string())).flatten();
-    Ok(Json(json!({ "events": events, "next_cursor": next_cursor })))
+    Ok(Json(AccessEventPage { events: events.iter().map(AuditEvent::from).collect(), next_cursor }))
 }

@@ -4,8 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::auth::{Authed, Caller, issue};
@@ -14,27 +13,22 @@ use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
 use super::policies::ReloadError;
 use super::tenancy::check_name;
-use crate::domain::Scope;
+use crate::api::agents::{AgentCreated, AgentList, AgentSummary, CreateAgent};
+use crate::api::policy::{Policy, PolicyReload};
 use crate::domain::audit::kind;
 use crate::domain::time::{now_ms, to_rfc3339};
+use crate::domain::{Scope, SecretValue};
 use crate::store::{CredentialKind, StoreError};
 
 fn require_manage(caller: &Caller) -> ApiResult<()> {
     if caller.has(&Scope::AgentsManage) { Ok(()) } else { Err(ApiError::permission_denied(None, "agents:manage")) }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateAgentBody {
-    name: String,
-    description: Option<String>,
-}
-
 pub async fn create(
     State(state): State<AppState>,
     caller: Authed,
-    JsonBody(b): JsonBody<CreateAgentBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    JsonBody(b): JsonBody<CreateAgent>,
+) -> ApiResult<(StatusCode, Json<AgentCreated>)> {
     require_manage(&caller)?;
     check_name(&b.name)?;
     let existing = state.store.list_credentials(caller.tenant(), CredentialKind::AgentKey).await?;
@@ -50,22 +44,25 @@ pub async fn create(
     audit.detail = json!({ "agent_id": agent.id, "name": agent.name });
     state.store.insert_credential(&agent, audit).await?;
     let has_policy = state.policy_for(caller.tenant(), &agent.name).await.is_ok();
-    let body = json!({ "id": agent.id, "name": agent.name, "key": secret, "has_policy": has_policy });
+    let body = AgentCreated { id: agent.id, name: agent.name, key: SecretValue::new(secret), has_policy };
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-pub async fn list(State(state): State<AppState>, caller: Authed) -> ApiResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>, caller: Authed) -> ApiResult<Json<AgentList>> {
     require_manage(&caller)?;
     let agents = state.store.list_credentials(caller.tenant(), CredentialKind::AgentKey).await?;
     let mut out = Vec::with_capacity(agents.len());
     for a in &agents {
         let has_policy = state.policy_for(caller.tenant(), &a.name).await.is_ok();
-        out.push(json!({
-            "id": a.id, "name": a.name, "description": a.description,
-            "created_at": to_rfc3339(a.created_at), "has_policy": has_policy,
-        }));
+        out.push(AgentSummary {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            description: a.description.clone(),
+            created_at: to_rfc3339(a.created_at),
+            has_policy,
+        });
     }
-    Ok(Json(json!({ "agents": out })))
+    Ok(Json(AgentList { agents: out }))
 }
 
 /// Deleting an agent revokes its key and every token it holds.
@@ -87,15 +84,15 @@ pub async fn delete(State(state): State<AppState>, caller: Authed, Path(id): Pat
     }
 }
 
-pub async fn self_policy(State(state): State<AppState>, caller: Authed) -> ApiResult<Json<Value>> {
+pub async fn self_policy(State(state): State<AppState>, caller: Authed) -> ApiResult<Json<Policy>> {
     let agent = caller
         .agent()
         .ok_or_else(|| ApiError::invalid("only an agent key, or a token minted for an agent, has a policy"))?;
     let policy = state.policy_for(caller.tenant(), &agent.name).await?;
-    Ok(Json(serde_json::to_value(&policy).map_err(|e| ApiError::internal(&e))?))
+    Ok(Json(policy))
 }
 
-pub async fn reload(State(state): State<AppState>, caller: Authed) -> ApiResult<Json<Value>> {
+pub async fn reload(State(state): State<AppState>, caller: Authed) -> ApiResult<Json<PolicyReload>> {
     require_manage(&caller)?;
     let result = state.policies.reload();
     let mut audit = caller.draft(kind::POLICY_RELOAD, None);
@@ -109,7 +106,7 @@ pub async fn reload(State(state): State<AppState>, caller: Authed) -> ApiResult<
         Ok(set) => {
             state.changes.publish(Change::new(ALL_TENANTS, "policy.updated"));
             let cancelled = super::approvals::cancel_lapsed(&state, "policy_reload").await;
-            Ok(Json(json!({ "reloaded": true, "policies": set.len(), "cancelled_approvals": cancelled })))
+            Ok(Json(PolicyReload { reloaded: true, policies: set.len(), cancelled_approvals: cancelled }))
         }
         Err(e @ ReloadError::NoDirectory) => Err(ApiError::conflict(e.to_string())),
         Err(e @ ReloadError::Invalid(_)) => Err(ApiError::validation(e.to_string())),

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,6 +23,8 @@ use super::auth::{AgentRef, Authed, Caller, new_id};
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{QueryParams, parse_json};
 use super::minting::{TokenRequest, minted_body, recheck, vet_address};
+use crate::api::approvals::{self as api, ApproveBody, DenyBody};
+use crate::api::tokens::{MintedToken, PendingApproval};
 use crate::domain::Scope;
 use crate::domain::audit::{AuditDraft, kind};
 use crate::domain::policy::Policy;
@@ -42,7 +44,7 @@ pub async fn open_request(
     request: &TokenRequest,
     reason: String,
     headers: &HeaderMap,
-) -> ApiResult<Value> {
+) -> ApiResult<PendingApproval> {
     let agent = caller.agent();
     let approval = Approval {
         id: new_id("apr"),
@@ -72,12 +74,12 @@ pub async fn open_request(
         Filed::TooMany(pending) => return Err(too_many_pending(state, caller, pending, max).await),
     };
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:7878");
-    Ok(json!({
-        "approval_status": "pending",
-        "approval_request_id": approval.id,
-        "message": format!("approval required ({}); an operator with approvals:decide must approve it", approval.reason),
-        "approve_url": format!("http://{host}/v1/approvals/{}", approval.id),
-    }))
+    Ok(PendingApproval {
+        approval_status: "pending".to_owned(),
+        message: format!("approval required ({}); an operator with approvals:decide must approve it", approval.reason),
+        approve_url: format!("http://{host}/v1/approvals/{}", approval.id),
+        approval_request_id: approval.id,
+    })
 }
 
 /// The 429 for a requester at the cap, audited as a refused mint (`token.denied`).
@@ -194,20 +196,23 @@ async fn sweep(state: &AppState, trigger: &'static str) -> ApiResult<usize> {
     Ok(cancelled)
 }
 
-fn view(a: &Approval) -> Value {
-    json!({
-        "id": a.id,
-        "status": a.status,
-        "requester": a.requester_id,
-        "agent": a.agent_name,
-        "request": a.request,
-        "reason": a.reason,
-        "created_at": to_rfc3339(a.created_at),
-        "decided_at": a.decided_at.map(to_rfc3339),
-        "decided_by": a.decided_by,
-        "note": a.note,
-        "token_id": a.token_id,
-    })
+fn view(a: &Approval) -> api::Approval {
+    api::Approval {
+        id: a.id.clone(),
+        status: a.status.clone(),
+        requester: a.requester_id.clone(),
+        agent: a.agent_name.clone(),
+        request: a.request.clone(),
+        reason: a.reason.clone(),
+        created_at: to_rfc3339(a.created_at),
+        decided_at: a.decided_at.map(to_rfc3339),
+        decided_by: a.decided_by.clone(),
+        note: a.note.clone(),
+        token_id: a.token_id.clone(),
+        approval_status: None,
+        approval_request_id: None,
+        token: None,
+    }
 }
 
 fn is_requester(caller: &Caller, a: &Approval) -> bool {
@@ -255,7 +260,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Authed,
     QueryParams(q): QueryParams<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::ApprovalList>> {
     require_decider(&caller)?;
     if let Some(s) = q.status.as_deref().filter(|s| !STATUSES.contains(s)) {
         return Err(ApiError::invalid(format!("status '{s}' is not one of {}", STATUSES.join(", "))));
@@ -269,15 +274,15 @@ pub async fn list(
     items.truncate(limit as usize);
     let total = state.store.count_approvals(caller.tenant(), status).await?;
     let next_cursor = more.then(|| items.last().map(encode_cursor)).flatten();
-    Ok(Json(json!({
-        "approvals": items.iter().map(view).collect::<Vec<_>>(),
-        "total": total,
-        "next_cursor": next_cursor,
-    })))
+    Ok(Json(api::ApprovalList { approvals: items.iter().map(view).collect(), total, next_cursor }))
 }
 
 /// For the requester after approval: the token value, once. For deciders: the request.
-pub async fn get(State(state): State<AppState>, caller: Authed, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<api::Approval>> {
     let not_found = || ApiError::not_found(format!("no approval request '{id}'"));
     let approval = state.store.approval(caller.tenant(), &id).await?.ok_or_else(not_found)?;
     let requester = is_requester(&caller, &approval);
@@ -289,8 +294,8 @@ pub async fn get(State(state): State<AppState>, caller: Authed, Path(id): Path<S
         return Err(cancelled_error(&approval, approval.note.as_deref().unwrap_or("its grant lapsed")));
     }
     let mut body = view(&approval);
-    body["approval_status"] = approval.status.clone().into();
-    body["approval_request_id"] = approval.id.clone().into();
+    body.approval_status = Some(approval.status.clone());
+    body.approval_request_id = Some(approval.id.clone());
     if requester && approval.status == "approved" && approval.token_id.is_none() {
         // Approved under the policy of then: minted only if the policy of now still grants it.
         match standing(&state, &approval).await? {
@@ -298,9 +303,7 @@ pub async fn get(State(state): State<AppState>, caller: Authed, Path(id): Path<S
                 if let Some(policy) = &policy {
                     vet_address(policy, &caller)?;
                 }
-                if let Some(token) = collect(&state, &caller, &approval, &request).await? {
-                    body["token"] = token;
-                }
+                body.token = collect(&state, &caller, &approval, &request).await?;
             }
             Standing::Lapsed(why) => {
                 cancel(&state, caller.draft(kind::APPROVAL_CANCEL, None), &approval, &why, "collect").await?;
@@ -318,13 +321,13 @@ async fn collect(
     caller: &Caller,
     approval: &Approval,
     request: &TokenRequest,
-) -> ApiResult<Option<Value>> {
+) -> ApiResult<Option<MintedToken>> {
     let agent = approval.agent_id.clone().zip(approval.agent_name.clone()).map(|(id, name)| AgentRef { id, name });
     let (token, secret) = request.mint(caller.tenant(), &approval.requester_id, agent.as_ref());
     let mut audit = caller.draft(kind::TOKEN_CREATE, None);
     audit.detail = json!({ "token_id": token.id, "approval_request_id": approval.id, "scope": request.scopes });
     let issued = state.store.issue_approved_token(caller.tenant(), &approval.id, &token, audit).await?;
-    Ok(issued.then(|| minted_body(&token, &secret, request.ttl_seconds)))
+    Ok(issued.then(|| minted_body(&token, secret, request.ttl_seconds)))
 }
 
 /// A body that may be left out entirely.
@@ -332,24 +335,12 @@ fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<Optio
     if body.iter().all(u8::is_ascii_whitespace) { Ok(None) } else { parse_json(body).map(Some) }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApproveBody {
-    comment: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DenyBody {
-    reason: Option<String>,
-}
-
 pub async fn approve(
     State(state): State<AppState>,
     caller: Authed,
     Path(id): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::Approval>> {
     let note = optional_json::<ApproveBody>(&body)?.and_then(|b| b.comment);
     decide(&state, &caller, &id, "approved", note).await
 }
@@ -359,7 +350,7 @@ pub async fn deny(
     caller: Authed,
     Path(id): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::Approval>> {
     let note = optional_json::<DenyBody>(&body)?.and_then(|b| b.reason);
     decide(&state, &caller, &id, "denied", note).await
 }
@@ -370,7 +361,7 @@ async fn decide(
     id: &str,
     status: &str,
     note: Option<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::Approval>> {
     let event = if status == "approved" { kind::APPROVAL_APPROVE } else { kind::APPROVAL_DENY };
     let refuse = |e: ApiError| async move {
         let mut draft = caller.draft(event, None);

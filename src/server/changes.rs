@@ -17,32 +17,30 @@ use std::sync::Arc;
 
 use super::AppState;
 use super::auth::{Authed, Caller, still_admitted};
-use crate::domain::time::{now_ms, serialize_ms};
+use crate::api::changes::{
+    ChangeEvent, POLICY_UPDATED, RESYNC, Resync, SECRET_DELETED, SECRET_ROTATED, SECRET_UPDATED, TOKEN_REVOKED,
+};
+use crate::domain::time::{now_ms, to_rfc3339};
 use crate::domain::{Scope, SecretAction, SecretPath};
 
 /// Every tenant sees changes published for this one (policy reloads are server-wide).
 pub const ALL_TENANTS: &str = "*";
 
-#[derive(Debug, Clone, Serialize)]
+/// A change as the server publishes it: for one tenant (or `ALL_TENANTS`); subscribers are
+/// sent its `ChangeEvent`.
+#[derive(Debug, Clone)]
 pub struct Change {
-    #[serde(skip)]
     pub tenant: String,
-    #[serde(rename = "type")]
     pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
-    #[serde(serialize_with = "serialize_ms")]
+    /// Unix milliseconds.
     pub timestamp: i64,
 }
 
-const KINDS: [&str; 6] =
-    ["secret.updated", "secret.rotated", "secret.deleted", "token.revoked", "policy.updated", "resync"];
+const KINDS: [&str; 6] = [SECRET_UPDATED, SECRET_ROTATED, SECRET_DELETED, TOKEN_REVOKED, POLICY_UPDATED, RESYNC];
 
 /// A change as it travels between replicas: which replica made it, and for which tenant.
 #[derive(Serialize, Deserialize)]
@@ -89,6 +87,17 @@ impl Change {
             token_id: None,
             agent_id: None,
             timestamp: now_ms(),
+        }
+    }
+    /// What a subscriber is sent.
+    pub fn event(&self) -> ChangeEvent {
+        ChangeEvent {
+            kind: self.kind.to_owned(),
+            path: self.path.clone(),
+            version: self.version,
+            token_id: self.token_id.clone(),
+            agent_id: self.agent_id.clone(),
+            timestamp: to_rfc3339(self.timestamp),
         }
     }
     pub fn path(mut self, path: &str) -> Change {
@@ -259,12 +268,12 @@ impl Follower {
                     // Either may have taken this credential's power away.
                     self.due |= matches!(c.kind, "token.revoked" | "policy.updated");
                     if self.may_see(&c).await {
-                        return Some(Event::default().event(c.kind).json_data(&c).unwrap_or_default());
+                        return Some(Event::default().event(c.kind).json_data(c.event()).unwrap_or_default());
                     }
                 }
                 // A subscriber that fell behind is told to resynchronise (drop its caches).
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    return Some(Event::default().event("resync").data(format!("{{\"missed\":{n}}}")));
+                    return Some(Event::default().event(RESYNC).json_data(Resync { missed: n }).unwrap_or_default());
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

@@ -4,8 +4,9 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
+use crate::api::errors::{ErrorBody, ErrorDetail};
 use crate::store::StoreError;
 
 /// Every code the API answers with, in one place: its text (`as_str`) is what clients match
@@ -125,10 +126,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = self.extra;
-        body.insert("code".into(), self.code.as_str().into());
-        body.insert("message".into(), self.message.into());
-        let mut resp = (self.code.status(), axum::Json(json!({ "error": body }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail { code: self.code.as_str().to_owned(), message: self.message, extra: self.extra },
+        };
+        let mut resp = (self.code.status(), axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
         }

@@ -1,4 +1,4 @@
-//! A token request, from what is asked for to the token row: `MintBody` checked against
+//! A token request, from what is asked for to the token row: `MintRequest` checked against
 //! the minter (`vet`: a user key's scopes, or an agent's policy with its grants, `token_ttl`
 //! and `allowed_ips`) into a `TokenRequest`, which `TokenRequest::mint` turns into a token
 //! and `minted_body` into the answer that hands its value out.
@@ -10,46 +10,21 @@
 //! approvals: `tokens` calls it, and `approvals` never calls back into `tokens`.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::auth::{AgentRef, Caller, issue};
 use super::error::{ApiError, ApiResult};
+use crate::api::tokens::{MintRequest, MintedToken, OneOrMany};
 use crate::domain::audit::kind;
 use crate::domain::policy::Policy;
 use crate::domain::time::to_rfc3339;
-use crate::domain::{Scope, ScopeSet, SecretAction};
+use crate::domain::{Scope, ScopeSet, SecretAction, SecretValue};
 use crate::store::{Credential, CredentialKind};
 
 /// Longest TTL a user key may ask for.
 const MAX_TTL_SECONDS: u64 = 24 * 3600;
 const DEFAULT_TTL_SECONDS: u64 = 900;
-
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn items(&self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s.clone()],
-            OneOrMany::Many(v) => v.clone(),
-        }
-    }
-}
-
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct MintBody {
-    pub scope: OneOrMany,
-    pub ttl_seconds: Option<u64>,
-    pub description: Option<String>,
-    pub allowed_ips: Option<Vec<String>>,
-    pub max_uses: Option<i64>,
-}
 
 /// A token request that passed every check: what will be minted, now or after approval.
 #[derive(Debug, Clone, serde::Serialize, Deserialize)]
@@ -76,22 +51,16 @@ impl TokenRequest {
     }
 }
 
-pub fn minted_body(c: &Credential, secret: &str, ttl_seconds: u64) -> Value {
-    json!({
-        "id": c.id,
-        "value": secret,
-        "scope": scope_json(&c.scopes),
-        "ttl_seconds": ttl_seconds,
-        "expires_at": c.expires_at.map(to_rfc3339),
-        "approval_status": "approved",
-        "approval_request_id": null,
-    })
-}
-
-pub(super) fn scope_json(scopes: &[String]) -> Value {
-    match scopes {
-        [one] => Value::String(one.clone()),
-        many => json!(many),
+/// The answer that hands a minted token's value out, once.
+pub fn minted_body(c: &Credential, secret: String, ttl_seconds: u64) -> MintedToken {
+    MintedToken {
+        id: c.id.clone(),
+        value: SecretValue::new(secret),
+        scope: OneOrMany::of(&c.scopes),
+        ttl_seconds,
+        expires_at: c.expires_at.map(to_rfc3339),
+        approval_status: "approved".to_owned(),
+        approval_request_id: None,
     }
 }
 
@@ -107,7 +76,11 @@ fn parse_nets(ips: &[String]) -> ApiResult<Vec<ipnet::IpNet>> {
 
 /// Checks a request against the minter; returns it normalised and whether it needs approval
 /// (with the reason).
-pub(super) async fn vet(state: &AppState, caller: &Caller, b: &MintBody) -> ApiResult<(TokenRequest, Option<String>)> {
+pub(super) async fn vet(
+    state: &AppState,
+    caller: &Caller,
+    b: &MintRequest,
+) -> ApiResult<(TokenRequest, Option<String>)> {
     let scopes = ScopeSet::parse_list(&b.scope.items()).map_err(|e| ApiError::validation(format!("scope: {e}")))?;
     if scopes.iter().next().is_none() {
         return Err(ApiError::validation("scope must name at least one scope"));

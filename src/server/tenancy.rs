@@ -4,16 +4,16 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::auth::{Authed, Caller, issue, new_id};
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
+use crate::api::keys::{CreateKey, CreateTenant, KeyCreated, KeyList, KeySummary, TenantCreated};
 use crate::domain::audit::kind;
 use crate::domain::time::{now_ms, to_rfc3339};
-use crate::domain::{Role, Scope};
+use crate::domain::{Role, Scope, SecretValue};
 use crate::store::{Credential, CredentialKind, Tenant};
 
 fn require(caller: &Caller, scope: Scope) -> ApiResult<()> {
@@ -40,36 +40,34 @@ pub fn user_key(tenant: &str, name: &str, role: Role, extra: &[Scope]) -> (Crede
     (credential, secret)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKeyBody {
-    name: String,
-    role: Role,
-}
-
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Authed,
-    JsonBody(b): JsonBody<CreateKeyBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    JsonBody(b): JsonBody<CreateKey>,
+) -> ApiResult<(StatusCode, Json<KeyCreated>)> {
     require(&caller, Scope::KeysManage)?;
     check_name(&b.name)?;
     let (credential, secret) = user_key(caller.tenant(), &b.name, b.role, &[]);
     let mut audit = caller.draft(kind::KEY_CREATE, None);
     audit.detail = json!({ "key_id": credential.id, "name": b.name, "role": b.role.as_str() });
     state.store.insert_credential(&credential, audit).await?;
-    let body = json!({ "id": credential.id, "name": b.name, "role": b.role.as_str(), "key": secret });
+    let body = KeyCreated { id: credential.id, name: b.name, role: b.role, key: SecretValue::new(secret) };
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-pub async fn list_keys(State(state): State<AppState>, caller: Authed) -> ApiResult<Json<Value>> {
+pub async fn list_keys(State(state): State<AppState>, caller: Authed) -> ApiResult<Json<KeyList>> {
     require(&caller, Scope::KeysManage)?;
     let keys = state.store.list_credentials(caller.tenant(), CredentialKind::UserKey).await?;
-    let keys: Vec<Value> = keys
+    let keys = keys
         .iter()
-        .map(|k| json!({ "id": k.id, "name": k.name, "role": k.role, "created_at": to_rfc3339(k.created_at) }))
+        .map(|k| KeySummary {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            role: k.role.clone(),
+            created_at: to_rfc3339(k.created_at),
+        })
         .collect();
-    Ok(Json(json!({ "keys": keys })))
+    Ok(Json(KeyList { keys }))
 }
 
 pub async fn revoke_key(
@@ -89,17 +87,11 @@ pub async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTenantBody {
-    name: String,
-}
-
 pub async fn create_tenant(
     State(state): State<AppState>,
     caller: Authed,
-    JsonBody(b): JsonBody<CreateTenantBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    JsonBody(b): JsonBody<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
     require(&caller, Scope::TenantsCreate)?;
     check_name(&b.name)?;
     let tenant = Tenant { id: new_id("ten"), name: b.name.clone(), created_at: now_ms() };
@@ -107,6 +99,6 @@ pub async fn create_tenant(
     let mut audit = caller.draft(kind::TENANT_CREATE, None);
     audit.detail = json!({ "tenant_id": tenant.id, "name": b.name, "created_by_tenant": caller.tenant() });
     state.store.create_tenant(&tenant, &admin, audit).await?;
-    let body = json!({ "id": tenant.id, "name": tenant.name, "admin_key": secret });
+    let body = TenantCreated { id: tenant.id, name: tenant.name, admin_key: SecretValue::new(secret) };
     Ok((StatusCode::CREATED, Json(body)))
 }

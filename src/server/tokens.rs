@@ -11,7 +11,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
 use super::AppState;
 use super::approvals::open_request;
@@ -19,7 +20,8 @@ use super::auth::Authed;
 use super::changes::Change;
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
-use super::minting::{MintBody, deny, minted_body, scope_json, vet};
+use super::minting::{deny, minted_body, vet};
+use crate::api::tokens::{AgentIdentity, MintRequest, OneOrMany, TokenInfo};
 use crate::domain::Scope;
 use crate::domain::audit::kind;
 use crate::domain::time::{now_ms, to_rfc3339};
@@ -29,8 +31,8 @@ pub async fn mint(
     State(state): State<AppState>,
     caller: Authed,
     headers: HeaderMap,
-    JsonBody(b): JsonBody<MintBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    JsonBody(b): JsonBody<MintRequest>,
+) -> ApiResult<Response> {
     if !caller.has(&Scope::TokensCreate) {
         return Err(deny(&state, &caller, ApiError::permission_denied(None, "tokens:create")).await);
     }
@@ -40,30 +42,30 @@ pub async fn mint(
     };
     if let Some(reason) = approval {
         let body = open_request(&state, &caller, &request, reason, &headers).await?;
-        return Ok((StatusCode::ACCEPTED, Json(body)));
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     }
     let agent = caller.agent();
     let (token, secret) = request.mint(caller.tenant(), &caller.credential.id, agent.as_ref());
     let mut audit = caller.draft(kind::TOKEN_CREATE, None);
     audit.detail = json!({ "token_id": token.id, "scope": request.scopes, "ttl_seconds": request.ttl_seconds });
     state.store.insert_credential(&token, audit).await?;
-    Ok((StatusCode::CREATED, Json(minted_body(&token, &secret, request.ttl_seconds))))
+    Ok((StatusCode::CREATED, Json(minted_body(&token, secret, request.ttl_seconds))).into_response())
 }
 
-pub async fn introspect(caller: Authed) -> Json<Value> {
+pub async fn introspect(caller: Authed) -> Json<TokenInfo> {
     let c = &caller.credential;
-    Json(json!({
-        "id": c.id,
-        "kind": c.kind.as_str(),
-        "scope": scope_json(&c.scopes),
-        "agent": caller.agent().map(|a| json!({ "id": a.id, "name": a.name })),
-        "description": c.description,
-        "allowed_ips": c.allowed_ips,
-        "max_uses": c.max_uses,
-        "uses": c.uses + i64::from(c.max_uses.is_some()),
-        "created_at": to_rfc3339(c.created_at),
-        "expires_at": c.expires_at.map(to_rfc3339),
-    }))
+    Json(TokenInfo {
+        id: c.id.clone(),
+        kind: c.kind.as_str().to_owned(),
+        scope: OneOrMany::of(&c.scopes),
+        agent: caller.agent().map(|a| AgentIdentity { id: a.id, name: a.name }),
+        description: c.description.clone(),
+        allowed_ips: c.allowed_ips.clone(),
+        max_uses: c.max_uses,
+        uses: c.uses + i64::from(c.max_uses.is_some()),
+        created_at: to_rfc3339(c.created_at),
+        expires_at: c.expires_at.map(to_rfc3339),
+    })
 }
 
 pub async fn revoke(State(state): State<AppState>, caller: Authed, Path(id): Path<String>) -> ApiResult<StatusCode> {

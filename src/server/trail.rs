@@ -10,6 +10,7 @@ use super::AppState;
 use super::auth::{Authed, Caller};
 use super::error::{ApiError, ApiResult};
 use super::extract::QueryParams;
+use crate::api::audit::{AuditEvent, AuditPage};
 use crate::domain::Scope;
 use crate::domain::time::parse_rfc3339;
 use crate::store::AuditFilter;
@@ -40,7 +41,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Authed,
     QueryParams(q): QueryParams<AuditQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditPage>> {
     require_audit(&caller)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
@@ -65,7 +66,7 @@ pub async fn list(
     };
     let events = state.store.list_audit(caller.tenant(), &filter).await?;
     let next_cursor = (events.len() as i64 == limit).then(|| events.last().map(|e| e.seq.to_string())).flatten();
-    Ok(Json(json!({ "events": events, "next_cursor": next_cursor })))
+    Ok(Json(AuditPage { events: events.iter().map(AuditEvent::from).collect(), next_cursor }))
 }
 
 /// The chain must verify and hold its newest signed checkpoint: records removed from its

@@ -5,9 +5,14 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::Value;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
 
 use super::Central;
+use crate::api::access::AccessReceipt;
+use crate::api::errors::ErrorBody;
+use crate::api::policy::PolicyText;
+use crate::api::tokens::TokenInfo;
 use crate::domain::policy::Policy;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +79,11 @@ impl Central {
                     .await
                     .map_err(unreachable)?;
                 let status = resp.status().as_u16();
-                if status == 202 {
-                    return Ok(());
-                }
                 let bytes = resp.bytes().await.map_err(unreachable)?;
-                Err(refused(status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+                if status != 202 {
+                    return Err(refused(status, &bytes));
+                }
+                decode::<AccessReceipt>("POST /v1/access-events", &bytes).map(|_| ())
             }
         })
         .await
@@ -128,19 +133,20 @@ impl Central {
         }
     }
 
+    /// Sends `body` (JSON, if any) with `bearer`; the status and the body of the answer.
     pub(super) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         bearer: &str,
-        body: Option<&Value>,
-    ) -> Result<(u16, Value), CentralError> {
+        body: Option<Bytes>,
+    ) -> Result<(u16, Bytes), CentralError> {
         self.on_any(|base| {
-            let method = method.clone();
+            let (method, body) = (method.clone(), body.clone());
             async move {
                 let mut req = self.http.request(method, format!("{base}{path}")).bearer_auth(bearer);
                 if let Some(b) = body {
-                    req = req.json(b);
+                    req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b);
                 }
                 let unreachable = |e: reqwest::Error| CentralError::Unreachable {
                     url: base.clone(),
@@ -149,13 +155,24 @@ impl Central {
                 let resp = req.send().await.map_err(unreachable)?;
                 let status = resp.status().as_u16();
                 let bytes = resp.bytes().await.map_err(unreachable)?;
-                let value =
-                    if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-                Ok((status, value))
+                Ok((status, bytes))
             }
         })
         .await
     }
+}
+
+/// `body` as the JSON of a request.
+pub(super) fn encode(body: &impl serde::Serialize) -> Result<Bytes, CentralError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| CentralError::Protocol(format!("cannot encode a request: {e}")))
+}
+
+/// The answer of `endpoint` as the API's type `T`; a body of another shape is a protocol
+/// error that names the endpoint and the field.
+pub(super) fn decode<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, CentralError> {
+    crate::api::decode(endpoint, body).map_err(|e| CentralError::Protocol(e.to_string()))
 }
 
 pub(super) async fn fetch_policy(http: &reqwest::Client, base: &str, agent_key: &str) -> Result<Policy, CentralError> {
@@ -164,13 +181,12 @@ pub(super) async fn fetch_policy(http: &reqwest::Client, base: &str, agent_key: 
         |e: reqwest::Error| CentralError::Unreachable { url: base.to_owned(), reason: e.without_url().to_string() };
     let resp = http.get(&url).bearer_auth(agent_key).send().await.map_err(unreachable)?;
     let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(unreachable)?;
+    let bytes = resp.bytes().await.map_err(unreachable)?;
     if status != 200 {
-        return Err(refused(status, &serde_json::from_str(&text).unwrap_or(Value::Null)));
+        return Err(refused(status, &bytes));
     }
-    let raw: Value = serde_json::from_str(&text).map_err(|e| CentralError::Protocol(format!("policy: {e}")))?;
-    let (source, toml) = (raw["source"].as_str().unwrap_or("policy"), raw["text"].as_str().unwrap_or(""));
-    Policy::parse(source, toml).map_err(|e| CentralError::Protocol(format!("policy: {e}")))
+    let policy: PolicyText = decode("GET /v1/agents/self/policy", &bytes)?;
+    Policy::parse(&policy.source, &policy.text).map_err(|e| CentralError::Protocol(format!("policy: {e}")))
 }
 
 /// A client error other than "too many requests": the central API will not serve this agent
@@ -188,17 +204,27 @@ pub(super) async fn fetch_agent_id(
         |e: reqwest::Error| CentralError::Unreachable { url: base.to_owned(), reason: e.without_url().to_string() };
     let resp = http.get(format!("{base}/v1/tokens/self")).bearer_auth(agent_key).send().await.map_err(unreachable)?;
     let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let bytes = resp.bytes().await.map_err(unreachable)?;
     if status != 200 {
-        return Err(refused(status, &body));
+        return Err(refused(status, &bytes));
     }
-    Ok(body["agent"]["id"].as_str().unwrap_or_default().to_owned())
+    let info: TokenInfo = decode("GET /v1/tokens/self", &bytes)?;
+    match info.agent {
+        Some(agent) => Ok(agent.id),
+        None => Err(CentralError::Protocol(format!("credential {} is not an agent's key", info.id))),
+    }
 }
 
-pub(super) fn refused(status: u16, body: &Value) -> CentralError {
-    CentralError::Refused {
-        status,
-        code: body["error"]["code"].as_str().unwrap_or("unknown").to_owned(),
-        message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
+/// A refusal (`status`, not a success) as the API's error object says it. A body that is not
+/// one (a load balancer's page, say) is still a refusal by its status, with code `unknown`
+/// and a message that says what the body was not.
+pub(super) fn refused(status: u16, body: &[u8]) -> CentralError {
+    match crate::api::decode::<ErrorBody>(&format!("HTTP {status}"), body) {
+        Ok(ErrorBody { error }) => CentralError::Refused { status, code: error.code, message: error.message },
+        Err(e) => CentralError::Refused {
+            status,
+            code: "unknown".to_owned(),
+            message: format!("the answer is not the API's error object ({})", e.detail),
+        },
     }
 }

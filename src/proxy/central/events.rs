@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::Central;
-use super::api::{CentralError, refuses_the_agent};
+use super::api::{CentralError, decode, refuses_the_agent};
+use crate::api::changes::{
+    ChangeEvent, POLICY_UPDATED, RESYNC, Resync, SECRET_DELETED, SECRET_ROTATED, SECRET_UPDATED, TOKEN_REVOKED,
+};
 use crate::proxy::backoff::Backoff;
 
 impl Central {
@@ -82,32 +83,41 @@ impl Central {
                 if let Some(name) = line.strip_prefix("event:") {
                     event = name.trim().to_owned();
                 } else if let Some(data) = line.strip_prefix("data:") {
-                    let data: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
-                    self.on_change(&event, &data).await?;
+                    self.on_change(&event, data.trim()).await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Acts on one change. An error (the updated policy could not be read) ends the stream,
-    /// so it reconnects with backoff and reads the policy again.
-    async fn on_change(self: &Arc<Self>, kind: &str, data: &Value) -> Result<(), CentralError> {
-        tracing::debug!(kind, path = ?data["path"].as_str(), "change received");
+    /// Acts on one change (`data` is its JSON). An error (the updated policy could not be
+    /// read, or the data is not the API's) ends the stream, so it reconnects with backoff,
+    /// drops the cached values and reads the policy again. A type this proxy does not know
+    /// is left alone.
+    async fn on_change(self: &Arc<Self>, kind: &str, data: &str) -> Result<(), CentralError> {
+        let endpoint = format!("GET /v1/events (event {kind})");
         match kind {
-            "secret.updated" | "secret.rotated" | "secret.deleted" => {
-                if let Some(path) = data["path"].as_str() {
+            // Events were lost: any of them could have been a policy change.
+            RESYNC => {
+                decode::<Resync>(&endpoint, data.as_bytes())?;
+                tracing::debug!(kind, "change received");
+                self.forget_all().await;
+                return self.refresh_policy().await;
+            }
+            SECRET_UPDATED | SECRET_ROTATED | SECRET_DELETED | TOKEN_REVOKED | POLICY_UPDATED => {}
+            _ => return Ok(()),
+        }
+        let change: ChangeEvent = decode(&endpoint, data.as_bytes())?;
+        tracing::debug!(kind, path = ?change.path, "change received");
+        match kind {
+            SECRET_UPDATED | SECRET_ROTATED | SECRET_DELETED => {
+                if let Some(path) = &change.path {
                     self.forget(path).await;
                 }
             }
             // A deleted agent has no policy any more: reading it again closes the proxy.
-            "token.revoked" if self.on_revoked(data).await => self.refresh_policy().await?,
-            "policy.updated" => self.refresh_policy().await?,
-            // Events were lost: any of them could have been a policy change.
-            "resync" => {
-                self.forget_all().await;
-                self.refresh_policy().await?;
-            }
+            TOKEN_REVOKED if self.on_revoked(&change).await => self.refresh_policy().await?,
+            POLICY_UPDATED => self.refresh_policy().await?,
             _ => {}
         }
         Ok(())
@@ -115,15 +125,16 @@ impl Central {
 
     /// Drops the revoked token (or, when the agent was deleted, every token) and the values
     /// fetched with it; returns whether the agent was deleted.
-    pub(super) async fn on_revoked(&self, data: &Value) -> bool {
+    pub(super) async fn on_revoked(&self, change: &ChangeEvent) -> bool {
         // Deleting the agent names it; revoking its key through `/v1/keys/{id}` names the key,
         // whose id is the agent's.
-        let agent_gone = (data["agent_id"].as_str() == Some(self.agent_id.as_str()) && data["token_id"].is_null())
-            || data["token_id"].as_str() == Some(self.agent_id.as_str());
+        let token_id = change.token_id.as_deref();
+        let agent_gone = (change.agent_id.as_deref() == Some(self.agent_id.as_str()) && token_id.is_none())
+            || token_id == Some(self.agent_id.as_str());
         let mut hit = agent_gone;
         for slot in self.slots().iter() {
             let mut token = slot.token.write().await;
-            let ours = token.as_ref().is_some_and(|t| Some(t.id.as_str()) == data["token_id"].as_str());
+            let ours = token.as_ref().is_some_and(|t| Some(t.id.as_str()) == token_id);
             if ours || agent_gone {
                 *token = None;
                 slot.remint.notify_one();

@@ -175,13 +175,26 @@ mod tests {
                 "/v1/agents/self/policy",
                 get(|| async { axum::Json(json!({ "source": "t.toml", "text": POLICY })) }),
             )
-            .route("/v1/tokens/self", get(|| async { axum::Json(json!({ "agent": { "id": "agt_t" } })) }))
+            .route(
+                "/v1/tokens/self",
+                get(|| async {
+                    axum::Json(json!({
+                        "id": "agt_t", "kind": "agent_key", "scope": "tokens:create",
+                        "agent": { "id": "agt_t", "name": "t" }, "description": null, "allowed_ips": [],
+                        "max_uses": null, "uses": 0, "created_at": "2026-01-15T10:30:00Z", "expires_at": null,
+                    }))
+                }),
+            )
             .route(
                 "/v1/tokens",
                 post(|| async {
                     (
                         axum::http::StatusCode::CREATED,
-                        axum::Json(json!({ "id": "tok_t", "value": "t", "ttl_seconds": 600 })),
+                        axum::Json(json!({
+                            "id": "tok_t", "value": "t", "scope": "secrets:read:prod/*", "ttl_seconds": 600,
+                            "expires_at": "2026-01-15T10:40:00Z", "approval_status": "approved",
+                            "approval_request_id": null,
+                        })),
                     )
                 }),
             )
@@ -191,7 +204,12 @@ mod tests {
                     let value = fake.value.lock().unwrap().clone();
                     fake.reads.fetch_add(1, Ordering::SeqCst);
                     fake.hold.acquire().await.unwrap().forget();
-                    axum::Json(json!({ "value": value, "version": 1, "allowed_hosts": [] }))
+                    axum::Json(json!({
+                        "path": "prod/key", "version": 1, "tier": "standard", "description": null, "tags": {},
+                        "allowed_hosts": [], "owner": null, "created_at": "2026-01-15T10:30:00Z",
+                        "updated_at": "2026-01-15T10:30:00Z", "accessed_at": null, "expires_at": null,
+                        "not_before": null, "value": value,
+                    }))
                 }),
             )
             .with_state(fake);
@@ -199,6 +217,13 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         format!("http://{addr}")
+    }
+
+    /// A `token.revoked` change event with the ids of `ids`.
+    fn revoked(mut ids: serde_json::Value) -> crate::api::changes::ChangeEvent {
+        ids["type"] = "token.revoked".into();
+        ids["timestamp"] = "2026-01-15T10:30:00Z".into();
+        serde_json::from_value(ids).unwrap()
     }
 
     /// A started `Central` on a fake API whose secret reads wait for `hold` permits.
@@ -279,10 +304,10 @@ mod tests {
         fake.hold.add_permits(100);
         let path: SecretPath = "prod/key".parse().unwrap();
         central.value(&path).await.unwrap();
-        assert!(!central.on_revoked(&json!({ "token_id": "tok_other" })).await);
+        assert!(!central.on_revoked(&revoked(json!({ "token_id": "tok_other" }))).await);
         assert!(central.cached(&path).is_some(), "another credential's revocation keeps the values");
-        assert!(central.on_revoked(&json!({ "token_id": "agt_t" })).await);
+        assert!(central.on_revoked(&revoked(json!({ "token_id": "agt_t" }))).await);
         assert!(central.cached(&path).is_none());
-        assert!(central.on_revoked(&json!({ "agent_id": "agt_t" })).await);
+        assert!(central.on_revoked(&revoked(json!({ "agent_id": "agt_t" }))).await);
     }
 }

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use tokio::sync::RwLock;
 use zeroize::Zeroizing;
 
 use super::Central;
-use super::api::{CentralError, reason_text, refused};
+use super::api::{CentralError, decode, encode, reason_text, refused};
+use crate::api::approvals::Approval;
+use crate::api::tokens::{MintRequest, MintedToken, OneOrMany, PendingApproval};
 use crate::domain::policy::Policy;
 use crate::proxy::backoff::Backoff;
 
@@ -20,6 +21,8 @@ use crate::proxy::backoff::Backoff;
 /// need the grant get 403 `approval_denied` before the proxy files a new request; a policy
 /// change ends it sooner. `--approval-denied-cooldown`.
 pub const DEFAULT_DENIAL_COOLDOWN: Duration = Duration::from_secs(5 * 60);
+
+const MINT: &str = "POST /v1/tokens";
 
 /// The longest wait between two looks at a pending approval.
 const APPROVAL_POLL: Duration = Duration::from_secs(2);
@@ -177,17 +180,23 @@ impl Central {
     }
 
     async fn mint(&self, slot: &Slot) -> Result<Token, CentralError> {
-        let body = json!({ "scope": slot.scopes, "description": "airlock proxy" });
-        let (status, resp) = self.call(reqwest::Method::POST, "/v1/tokens", &self.agent_key, Some(&body)).await?;
+        let body = MintRequest {
+            scope: OneOrMany::Many(slot.scopes.clone()),
+            ttl_seconds: None,
+            description: Some("airlock proxy".to_owned()),
+            allowed_ips: None,
+            max_uses: None,
+        };
+        let (status, resp) =
+            self.call(reqwest::Method::POST, "/v1/tokens", &self.agent_key, Some(encode(&body)?)).await?;
         match status {
-            201 => token_from(&resp),
-            202 => self.await_approval(slot, &resp).await,
+            201 => Ok(token_from(decode(MINT, &resp)?)),
+            202 => self.await_approval(slot, decode::<PendingApproval>(MINT, &resp)?.approval_request_id).await,
             _ => Err(refused(status, &resp)),
         }
     }
 
-    async fn await_approval(&self, slot: &Slot, pending: &Value) -> Result<Token, CentralError> {
-        let id = pending["approval_request_id"].as_str().unwrap_or_default().to_owned();
+    async fn await_approval(&self, slot: &Slot, id: String) -> Result<Token, CentralError> {
         tracing::warn!(approval_request_id = %id, "proxy token waits for approval: approve it with `airlock approval approve {id}`");
         // Polled every 1–2 s, jittered like every other wait on the central API.
         let mut poll = Backoff::new(APPROVAL_POLL, APPROVAL_POLL);
@@ -196,20 +205,18 @@ impl Central {
             if slot.is_retired() {
                 return Err(CentralError::Protocol(format!("approval {id}: no longer needed (policy changed)")));
             }
-            let (status, resp) =
-                self.call(reqwest::Method::GET, &format!("/v1/approvals/{id}"), &self.agent_key, None).await?;
+            let url = format!("/v1/approvals/{id}");
+            let (status, resp) = self.call(reqwest::Method::GET, &url, &self.agent_key, None).await?;
             if status != 200 {
                 return Err(refused(status, &resp));
             }
-            match resp["status"].as_str() {
-                Some("approved") if resp["token"].is_object() => return token_from(&resp["token"]),
-                Some("approved") => {
+            let approval: Approval = decode(&format!("GET {url}"), &resp)?;
+            match (approval.status.as_str(), approval.token) {
+                ("approved", Some(token)) => return Ok(token_from(token)),
+                ("approved", None) => {
                     return Err(CentralError::Protocol(format!("approval {id}: token already collected")));
                 }
-                Some("denied") => {
-                    let reason = resp["note"].as_str().map(str::to_owned);
-                    return Err(CentralError::Denied { approval_id: id, reason });
-                }
+                ("denied", _) => return Err(CentralError::Denied { approval_id: id, reason: approval.note }),
                 _ => {}
             }
         }
@@ -263,11 +270,8 @@ pub(super) fn slots_for(policy: &Policy) -> Vec<Arc<Slot>> {
     slots
 }
 
-fn token_from(resp: &Value) -> Result<Token, CentralError> {
-    let value =
-        resp["value"].as_str().ok_or_else(|| CentralError::Protocol("token response without a value".into()))?;
-    let ttl = resp["ttl_seconds"].as_u64().unwrap_or(60).max(1);
-    let lifetime = Duration::from_secs(ttl);
-    let id = resp["id"].as_str().unwrap_or_default().to_owned();
-    Ok(Token { id, value: Zeroizing::new(value.to_owned()), expires_at: Instant::now() + lifetime, lifetime })
+fn token_from(minted: MintedToken) -> Token {
+    let lifetime = Duration::from_secs(minted.ttl_seconds.max(1));
+    let value = Zeroizing::new(minted.value.expose().to_owned());
+    Token { id: minted.id, value, expires_at: Instant::now() + lifetime, lifetime }
 }

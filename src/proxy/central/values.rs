@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::Central;
-use super::api::{CentralError, refused};
+use super::api::{CentralError, decode, refused};
 use super::tokens::{Slot, read_scope};
+use crate::api::secrets::SecretRead;
 use crate::domain::time::{now_ms, parse_rfc3339};
 use crate::domain::{SecretPath, SecretValue};
 
@@ -161,27 +160,27 @@ impl Central {
             }
         })?;
         let url = format!("/v1/secrets/{}", encode_path(path.as_str()));
-        let (status, mut resp) = self.call(reqwest::Method::GET, &url, &token.value, None).await?;
+        let (status, resp) = self.call(reqwest::Method::GET, &url, &token.value, None).await?;
         match status {
             200 => {}
             404 => return Err(CentralError::NotFound(path.to_string())),
             _ => return Err(refused(status, &resp)),
         }
-        let value = match resp.get_mut("value").map(Value::take) {
-            Some(Value::String(s)) => SecretValue::new(s),
-            _ => return Err(CentralError::Protocol("secret response without a value".into())),
-        };
+        let endpoint = format!("GET {url}");
+        let read: SecretRead = decode(&endpoint, &resp)?;
         let now = Instant::now();
         let mut fresh_until = (now + self.value_ttl).min(token.expires_at);
-        if let Some(expiry) = resp["expires_at"].as_str().and_then(|s| parse_rfc3339(s).ok()) {
+        if let Some(expires_at) = &read.expires_at {
+            let expiry = parse_rfc3339(expires_at)
+                .map_err(|e| CentralError::Protocol(format!("{endpoint}: field `expires_at`: {e}")))?;
             let left = Duration::from_millis(expiry.saturating_sub(now_ms()).max(0) as u64);
             fresh_until = fresh_until.min(now + left);
         }
         let fetched = Arc::new(Fetched {
             path: path.clone(),
-            value,
-            version: resp["version"].as_i64().unwrap_or(0),
-            allowed_hosts: serde_json::from_value(resp["allowed_hosts"].take()).unwrap_or_default(),
+            value: read.value,
+            version: read.version,
+            allowed_hosts: read.allowed_hosts,
             fresh_until,
             epoch,
         });

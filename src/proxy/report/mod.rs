@@ -292,4 +292,22 @@ mod tests {
         assert_eq!(line["count"], 3);
         assert!(line.get("latency_total_ms").is_none(), "internal totals are not reported: {line}");
     }
+
+    /// The spool's lines are the wire's events: each one reads as `api::access::AccessEvent`
+    /// field for field.
+    #[test]
+    fn a_spooled_event_is_the_api_access_event() {
+        let mut refused = a_use(403, 2.0);
+        (refused.outcome, refused.error_code, refused.path, refused.version) =
+            ("denied", Some("host_not_allowed"), None, None);
+        for event in [a_use(200, 1.5).event(), refused.event()] {
+            let line = serde_json::to_vec(&event).unwrap();
+            let wire: crate::api::access::AccessEvent = crate::api::decode("POST /v1/access-events", &line).unwrap();
+            assert_eq!(
+                serde_json::to_value(&wire).unwrap(),
+                serde_json::from_slice::<serde_json::Value>(&line).unwrap()
+            );
+            assert_eq!((wire.outcome.as_str(), wire.count), (event.outcome, Some(event.count)));
+        }
+    }
 }

@@ -5,9 +5,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{MetaView, authorize, fail};
+use super::{authorize, fail, metadata};
+use crate::api::secrets::{DestroyVersions, SecretMetadata};
 use crate::domain::SecretAction;
 use crate::domain::audit::kind;
 use crate::domain::time::now_ms;
@@ -56,29 +57,23 @@ pub async fn undelete(
     State(state): State<AppState>,
     caller: Authed,
     PathParam(path): PathParam,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SecretMetadata>> {
     authorize(&state, &caller, SecretAction::Undelete, &path, kind::SECRET_UNDELETE).await?;
     let audit = caller.draft(kind::SECRET_UNDELETE, Some(path.as_str()));
     match state.store.undelete(caller.tenant(), path.as_str(), audit).await {
-        Ok(m) => Ok(Json({
+        Ok(m) => {
             state.changes.publish(Change::new(caller.tenant(), "secret.updated").path(&m.path));
-            serde_json::to_value(MetaView::from(&m)).map_err(|e| ApiError::internal(&e))?
-        })),
+            Ok(Json(metadata(&m)))
+        }
         Err(e) => Err(fail(&state, &caller, kind::SECRET_UNDELETE, &path, e).await),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DestroyBody {
-    versions: Vec<i64>,
 }
 
 pub async fn destroy(
     State(state): State<AppState>,
     caller: Authed,
     PathParam(path): PathParam,
-    JsonBody(b): JsonBody<DestroyBody>,
+    JsonBody(b): JsonBody<DestroyVersions>,
 ) -> ApiResult<StatusCode> {
     authorize(&state, &caller, SecretAction::Destroy, &path, kind::SECRET_DESTROY).await?;
     if b.versions.is_empty() || b.versions.iter().any(|v| *v < 1) {

@@ -13,16 +13,14 @@ mod lifecycle;
 mod read;
 mod write;
 
-use std::collections::BTreeMap;
-
-use serde::Serialize;
 use serde_json::json;
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
+use crate::api::secrets::SecretMetadata;
 use crate::domain::audit::AuditDraft;
-use crate::domain::time::{serialize_ms, serialize_opt_ms};
+use crate::domain::time::to_rfc3339;
 use crate::domain::{SecretAction, SecretPath};
 use crate::store::{SecretMeta, StoreError};
 
@@ -31,43 +29,20 @@ pub use self::read::{list, read, versions};
 pub use self::write::{create, patch, rotate, update};
 
 /// Metadata as the API shows it (never with a value).
-#[derive(Serialize)]
-struct MetaView<'a> {
-    path: &'a str,
-    version: i64,
-    tier: &'a str,
-    description: &'a Option<String>,
-    tags: &'a BTreeMap<String, String>,
-    allowed_hosts: &'a [String],
-    owner: &'a Option<String>,
-    #[serde(serialize_with = "serialize_ms")]
-    created_at: i64,
-    #[serde(serialize_with = "serialize_ms")]
-    updated_at: i64,
-    #[serde(serialize_with = "serialize_opt_ms")]
-    accessed_at: Option<i64>,
-    #[serde(serialize_with = "serialize_opt_ms")]
-    expires_at: Option<i64>,
-    #[serde(serialize_with = "serialize_opt_ms")]
-    not_before: Option<i64>,
-}
-
-impl<'a> From<&'a SecretMeta> for MetaView<'a> {
-    fn from(m: &'a SecretMeta) -> Self {
-        MetaView {
-            path: &m.path,
-            version: m.current_version,
-            tier: &m.tier,
-            description: &m.description,
-            tags: &m.tags,
-            allowed_hosts: &m.allowed_hosts,
-            owner: &m.owner,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
-            accessed_at: m.accessed_at,
-            expires_at: m.expires_at,
-            not_before: m.not_before,
-        }
+fn metadata(m: &SecretMeta) -> SecretMetadata {
+    SecretMetadata {
+        path: m.path.clone(),
+        version: m.current_version,
+        tier: m.tier.clone(),
+        description: m.description.clone(),
+        tags: m.tags.clone(),
+        allowed_hosts: m.allowed_hosts.clone(),
+        owner: m.owner.clone(),
+        created_at: to_rfc3339(m.created_at),
+        updated_at: to_rfc3339(m.updated_at),
+        accessed_at: m.accessed_at.map(to_rfc3339),
+        expires_at: m.expires_at.map(to_rfc3339),
+        not_before: m.not_before.map(to_rfc3339),
     }
 }
 

@@ -6,29 +6,20 @@ use axum::extract::State;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{MetaView, audit_failure, authorize};
+use super::{audit_failure, authorize, metadata};
+use crate::api::secrets::{SecretList, SecretRead, SecretVersions, VersionInfo};
 use crate::crypto::Binding;
 use crate::domain::audit::kind;
 use crate::domain::path::validate_namespace;
-use crate::domain::time::now_ms;
-use crate::domain::value::serialize_exposed;
+use crate::domain::time::{now_ms, to_rfc3339};
 use crate::domain::{PathGlob, Scope, SecretAction, SecretPath, SecretValue};
 use crate::server::AppState;
 use crate::server::auth::{Authed, Caller};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::{PathParam, QueryParams};
 use crate::store::{ListFilter, SecretMeta, VersionRow};
-
-/// The one response that carries a value, on purpose.
-#[derive(Serialize)]
-struct ValueView<'a> {
-    #[serde(flatten)]
-    meta: MetaView<'a>,
-    #[serde(serialize_with = "serialize_exposed")]
-    value: &'a SecretValue,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,7 +56,7 @@ pub async fn read(
     caller: Authed,
     PathParam(path): PathParam,
     QueryParams(q): QueryParams<ReadQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SecretRead>> {
     authorize(&state, &caller, SecretAction::Read, &path, kind::SECRET_READ).await?;
     let now = now_ms();
     let not_found = |why: &str| ApiError::not_found(format!("secret '{path}' is not readable: {why}"));
@@ -94,9 +85,9 @@ pub async fn read(
     if stale {
         meta.accessed_at = Some(read_at);
     }
-    let mut view = MetaView::from(&meta);
+    let mut view = metadata(&meta);
     view.version = version;
-    Ok(Json(serde_json::to_value(ValueView { meta: view, value: &value }).map_err(|e| ApiError::internal(&e))?))
+    Ok(Json(SecretRead::new(view, value)))
 }
 
 #[derive(Deserialize)]
@@ -145,7 +136,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Authed,
     QueryParams(q): QueryParams<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SecretList>> {
     let mut filter = list_filter(&q)?;
     let sees_all =
         caller.scopes.covers(&Scope::Secrets { action: SecretAction::ReadMetadata, glob: PathGlob::any_path() });
@@ -165,8 +156,7 @@ pub async fn list(
     let mut audit = caller.draft(kind::SECRET_LIST, q.namespace.as_deref());
     audit.detail = json!({ "count": items.len() });
     state.store.record(caller.tenant(), audit, None).await?;
-    let items: Vec<MetaView> = items.iter().map(MetaView::from).collect();
-    Ok(Json(json!({ "items": items, "total": total, "next_cursor": next_cursor })))
+    Ok(Json(SecretList { items: items.iter().map(metadata).collect(), total, next_cursor }))
 }
 
 /// A caller limited to some paths sees only those, in pages of the requested size.
@@ -218,7 +208,7 @@ pub async fn versions(
     State(state): State<AppState>,
     caller: Authed,
     PathParam(path): PathParam,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SecretVersions>> {
     authorize(&state, &caller, SecretAction::ReadMetadata, &path, kind::SECRET_READ).await?;
     let meta = state
         .store
@@ -227,16 +217,14 @@ pub async fn versions(
         .ok_or_else(|| ApiError::not_found(format!("no secret at '{path}'")))?;
     let now = now_ms();
     let rows = state.store.list_versions(&meta.id).await?;
-    let versions: Vec<Value> = rows
+    let versions = rows
         .iter()
-        .map(|v| {
-            json!({
-                "version": v.version,
-                "state": version_state(&meta, v, now),
-                "created_at": crate::domain::time::to_rfc3339(v.created_at),
-                "expires_at": v.expires_at.map(crate::domain::time::to_rfc3339),
-            })
+        .map(|v| VersionInfo {
+            version: v.version,
+            state: version_state(&meta, v, now).to_owned(),
+            created_at: to_rfc3339(v.created_at),
+            expires_at: v.expires_at.map(to_rfc3339),
         })
         .collect();
-    Ok(Json(json!({ "path": meta.path, "versions": versions })))
+    Ok(Json(SecretVersions { path: meta.path, versions }))
 }

@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{MetaView, authorize, fail};
+use super::{authorize, fail, metadata};
+use crate::api::secrets::{
+    CreateSecret, PatchSecret, RotateSecret, SecretCreated, SecretMetadata, SecretRotated, SecretUpdated, UpdateSecret,
+};
 use crate::crypto::Binding;
 use crate::domain::audit::kind;
-use crate::domain::time::{now_ms, parse_rfc3339};
+use crate::domain::time::{now_ms, parse_rfc3339, to_rfc3339};
 use crate::domain::value::MAX_VALUE_BYTES;
 use crate::domain::{SecretAction, SecretPath, SecretValue, Tier};
 use crate::server::AppState;
@@ -73,25 +75,11 @@ fn seal_for<'a>(
     move |version| state.keys.seal(&Binding { tenant, path: path.as_str(), version }, value.expose().as_bytes())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateBody {
-    path: SecretPath,
-    value: SecretValue,
-    tier: Option<Tier>,
-    description: Option<String>,
-    tags: Option<BTreeMap<String, String>>,
-    allowed_hosts: Option<Vec<String>>,
-    owner: Option<String>,
-    expires_at: Option<String>,
-    not_before: Option<String>,
-}
-
 pub async fn create(
     State(state): State<AppState>,
     caller: Authed,
-    JsonBody(b): JsonBody<CreateBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    JsonBody(b): JsonBody<CreateSecret>,
+) -> ApiResult<(StatusCode, Json<SecretCreated>)> {
     authorize(&state, &caller, SecretAction::Write, &b.path, kind::SECRET_CREATE).await?;
     check_value(&b.value, "value")?;
     let tags = b.tags.unwrap_or_default();
@@ -120,26 +108,16 @@ pub async fn create(
     if let Err(e) = state.store.create_secret(caller.tenant(), &meta, &sealed, audit).await {
         return Err(fail(&state, &caller, kind::SECRET_CREATE, &b.path, e).await);
     }
-    let body = json!({ "path": meta.path, "version": 1, "tier": meta.tier, "created_at": crate::domain::time::to_rfc3339(now) });
+    let body = SecretCreated { path: meta.path, version: 1, tier: meta.tier, created_at: to_rfc3339(now) };
     Ok((StatusCode::CREATED, Json(body)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateBody {
-    value: SecretValue,
-    cas: Option<i64>,
-    tier: Option<Tier>,
-    description: Option<String>,
-    tags: Option<BTreeMap<String, String>>,
 }
 
 pub async fn update(
     State(state): State<AppState>,
     caller: Authed,
     PathParam(path): PathParam,
-    JsonBody(b): JsonBody<UpdateBody>,
-) -> ApiResult<Json<Value>> {
+    JsonBody(b): JsonBody<UpdateSecret>,
+) -> ApiResult<Json<SecretUpdated>> {
     authorize(&state, &caller, SecretAction::Write, &path, kind::SECRET_UPDATE).await?;
     check_value(&b.value, "value")?;
     if let Some(tags) = &b.tags {
@@ -159,36 +137,19 @@ pub async fn update(
             state
                 .changes
                 .publish(Change::new(caller.tenant(), "secret.updated").path(&m.path).version(m.current_version));
-            let updated_at = crate::domain::time::to_rfc3339(m.updated_at);
-            Ok(Json(json!({ "path": m.path, "version": m.current_version, "updated_at": updated_at })))
+            let updated_at = to_rfc3339(m.updated_at);
+            Ok(Json(SecretUpdated { path: m.path, version: m.current_version, updated_at }))
         }
         Err(e) => Err(fail(&state, &caller, kind::SECRET_UPDATE, &path, e).await),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchBody {
-    tier: Option<Tier>,
-    #[serde(default, deserialize_with = "some")]
-    description: Option<Option<String>>,
-    tags: Option<BTreeMap<String, String>>,
-    allowed_hosts: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "some")]
-    owner: Option<Option<String>>,
-}
-
-/// Tells an explicit `null` (clear the field) from an absent field (leave it).
-fn some<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
 }
 
 pub async fn patch(
     State(state): State<AppState>,
     caller: Authed,
     PathParam(path): PathParam,
-    JsonBody(b): JsonBody<PatchBody>,
-) -> ApiResult<Json<Value>> {
+    JsonBody(b): JsonBody<PatchSecret>,
+) -> ApiResult<Json<SecretMetadata>> {
     let action = if b.owner.is_some() { SecretAction::OwnerUpdate } else { SecretAction::Write };
     authorize(&state, &caller, action, &path, kind::SECRET_UPDATE).await?;
     if let Some(tags) = &b.tags {
@@ -207,28 +168,20 @@ pub async fn patch(
     let mut audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
     audit.detail = json!({ "metadata_only": true });
     match state.store.patch_secret(caller.tenant(), path.as_str(), &change, audit).await {
-        Ok(m) => Ok(Json({
+        Ok(m) => {
             state.changes.publish(Change::new(caller.tenant(), "secret.updated").path(&m.path));
-            serde_json::to_value(MetaView::from(&m)).map_err(|e| ApiError::internal(&e))?
-        })),
+            Ok(Json(metadata(&m)))
+        }
         Err(e) => Err(fail(&state, &caller, kind::SECRET_UPDATE, &path, e).await),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RotateBody {
-    new_value: SecretValue,
-    #[serde(default)]
-    grace_period_seconds: u32,
 }
 
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Authed,
     PathParam(path): PathParam,
-    JsonBody(b): JsonBody<RotateBody>,
-) -> ApiResult<Json<Value>> {
+    JsonBody(b): JsonBody<RotateSecret>,
+) -> ApiResult<Json<SecretRotated>> {
     authorize(&state, &caller, SecretAction::Rotate, &path, kind::SECRET_ROTATE).await?;
     check_value(&b.new_value, "new_value")?;
     let old_expires_at = now_ms() + i64::from(b.grace_period_seconds) * 1000;
@@ -238,17 +191,17 @@ pub async fn rotate(
     let mut audit = caller.draft(kind::SECRET_ROTATE, Some(path.as_str()));
     audit.detail = json!({ "grace_period_seconds": b.grace_period_seconds });
     match state.store.write_version(caller.tenant(), path.as_str(), change, audit).await {
-        Ok((m, old)) => Ok(Json({
+        Ok((m, old)) => {
             state
                 .changes
                 .publish(Change::new(caller.tenant(), "secret.rotated").path(&m.path).version(m.current_version));
-            json!({
-            "path": m.path,
-            "old_version": old,
-            "new_version": m.current_version,
-            "old_expires_at": crate::domain::time::to_rfc3339(old_expires_at),
-            })
-        })),
+            Ok(Json(SecretRotated {
+                path: m.path,
+                old_version: old,
+                new_version: m.current_version,
+                old_expires_at: to_rfc3339(old_expires_at),
+            }))
+        }
         Err(e) => Err(fail(&state, &caller, kind::SECRET_ROTATE, &path, e).await),
     }
 }

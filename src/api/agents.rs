@@ -1,0 +1,42 @@
+//! `/v1/agents`: agents are named credentials whose power comes from their policy file.
+//! `DELETE /v1/agents/{id}` answers 204 with no body.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::SecretValue;
+use crate::domain::value::serialize_exposed;
+
+/// `POST /v1/agents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The 201 of `POST /v1/agents`: the agent key is handed out this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentCreated {
+    pub id: String,
+    pub name: String,
+    #[serde(serialize_with = "serialize_exposed")]
+    pub key: SecretValue,
+    /// Whether a policy names the agent yet (without one it cannot mint tokens).
+    pub has_policy: bool,
+}
+
+/// `GET /v1/agents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentList {
+    pub agents: Vec<AgentSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: String,
+    pub has_policy: bool,
+}
