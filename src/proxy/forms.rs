@@ -4,7 +4,7 @@
 //! wrote, and what it wrote is not always the raw value: a query value goes out
 //! percent-encoded, a value inside `Basic` credentials goes out base64-encoded with its user
 //! part. JSON bodies carry the value escaped. Each form below is derived from the value
-//! alone, so it is built once per value and kept with it (`Fetched::patterns`):
+//! alone, so it is built once per value and kept with it (`HeldValue::patterns`):
 //!
 //! - the raw bytes;
 //! - JSON string escaping: as `serde_json` writes it, with non-ASCII as `\uXXXX` (Python's

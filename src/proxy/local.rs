@@ -67,7 +67,7 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue};
 
 use super::Proxy;
-use super::central::Fetched;
+use super::central::HeldValue;
 use super::limits::Limits;
 use super::redact::Patterns;
 use super::request::{CarriedValue, Target};
@@ -153,9 +153,9 @@ impl<'p> ThreadCache<'p> {
     /// cache or the central API), copied for this thread when fresh and no invalidation came
     /// since the request began (else the shared one itself: a stale value served while the
     /// API is down, or one that may predate the invalidation, is not kept).
-    pub async fn value<E, F>(&self, path: &SecretPath, fetch: impl FnOnce() -> F) -> Result<Arc<Fetched>, E>
+    pub async fn value<E, F>(&self, path: &SecretPath, fetch: impl FnOnce() -> F) -> Result<Arc<HeldValue>, E>
     where
-        F: Future<Output = Result<Arc<Fetched>, E>>,
+        F: Future<Output = Result<Arc<HeldValue>, E>>,
     {
         let now = Instant::now();
         if let Some(mine) = self.with_current(|l| l.value(path, now)).flatten() {
@@ -284,7 +284,7 @@ struct ThreadState {
     /// By host, then port: until when the egress check's answer holds (`None`: pinned).
     passed: HashMap<String, Vec<(u16, Option<Instant>)>>,
     /// By path.
-    values: HashMap<String, Arc<Fetched>>,
+    values: HashMap<String, Arc<HeldValue>>,
     /// By (host, port, TLS, plain http named): everything the rules and checks depend on
     /// besides the policy and the values.
     plans: Vec<((String, u16, bool, bool), InjectPlan)>,
@@ -297,7 +297,7 @@ struct ThreadState {
 /// below is never one reused by another value).
 struct Echo {
     generation: u64,
-    noted: Vec<(Arc<Fetched>, Option<String>)>,
+    noted: Vec<(Arc<HeldValue>, Option<String>)>,
     scrub: Option<Arc<Patterns>>,
 }
 
@@ -371,12 +371,12 @@ impl ThreadState {
         ports.push((target.port, until));
     }
 
-    fn value(&self, path: &SecretPath, now: Instant) -> Option<Arc<Fetched>> {
+    fn value(&self, path: &SecretPath, now: Instant) -> Option<Arc<HeldValue>> {
         self.values.get(path.as_str()).filter(|v| v.fresh_until > now).cloned()
     }
 
     /// This thread's own copy of `shared`, kept.
-    fn keep_value(&mut self, shared: &Fetched) -> Arc<Fetched> {
+    fn keep_value(&mut self, shared: &HeldValue) -> Arc<HeldValue> {
         if self.values.len() >= VALUES {
             self.values.clear();
         }
@@ -433,7 +433,7 @@ impl ThreadState {
     }
 }
 
-fn noted_as((fetched, field): &(Arc<Fetched>, Option<String>), u: &CarriedValue) -> bool {
+fn noted_as((fetched, field): &(Arc<HeldValue>, Option<String>), u: &CarriedValue) -> bool {
     Arc::ptr_eq(fetched, &u.fetched) && field.as_deref() == u.field.as_ref().map(|(name, _)| name.as_str())
 }
 
@@ -480,15 +480,15 @@ mod tests {
         }
     }
 
-    fn value(path: &str, fresh_for: Duration) -> Arc<Fetched> {
-        Arc::new(Fetched::for_tests(path, "s3cret-value", Instant::now() + fresh_for))
+    fn value(path: &str, fresh_for: Duration) -> Arc<HeldValue> {
+        Arc::new(HeldValue::for_tests(path, "s3cret-value", Instant::now() + fresh_for))
     }
 
-    fn used(fetched: &Arc<Fetched>) -> CarriedValue {
+    fn used(fetched: &Arc<HeldValue>) -> CarriedValue {
         CarriedValue { fetched: fetched.clone(), field: None }
     }
 
-    fn plan_over(fetched: &Arc<Fetched>) -> InjectPlan {
+    fn plan_over(fetched: &Arc<HeldValue>) -> InjectPlan {
         let header = (HeaderName::from_static("authorization"), HeaderValue::from_static("Bearer s3cret-value"));
         InjectPlan::new(vec![header], Arc::from(vec![used(fetched)]))
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::Uri;
 use zeroize::Zeroizing;
 
-use super::central::Fetched;
+use super::central::HeldValue;
 use super::error::ProxyError;
 
 /// How a request reached the proxy.
@@ -97,7 +97,7 @@ impl Target {
 /// A value this request carries, kept for redaction and the access record.
 #[derive(Clone)]
 pub struct CarriedValue {
-    pub fetched: Arc<Fetched>,
+    pub fetched: Arc<HeldValue>,
     /// When the placeholder named a `#field`: the field's name and the text written for it.
     pub field: Option<(String, Zeroizing<String>)>,
 }

@@ -81,7 +81,7 @@ impl Central {
                 let status = resp.status().as_u16();
                 let bytes = resp.bytes().await.map_err(unreachable)?;
                 if status != 202 {
-                    return Err(refused(status, &bytes));
+                    return Err(central_refusal(status, &bytes));
                 }
                 decode::<AccessReceipt>("POST /v1/access-events", &bytes).map(|_| ())
             }
@@ -183,7 +183,7 @@ pub(super) async fn fetch_policy(http: &reqwest::Client, base: &str, agent_key: 
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.map_err(unreachable)?;
     if status != 200 {
-        return Err(refused(status, &bytes));
+        return Err(central_refusal(status, &bytes));
     }
     let policy: PolicyText = decode("GET /v1/agents/self/policy", &bytes)?;
     Policy::parse(&policy.source, &policy.text).map_err(|e| CentralError::Protocol(format!("policy: {e}")))
@@ -206,7 +206,7 @@ pub(super) async fn fetch_agent_id(
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.map_err(unreachable)?;
     if status != 200 {
-        return Err(refused(status, &bytes));
+        return Err(central_refusal(status, &bytes));
     }
     let info: TokenInfo = decode("GET /v1/tokens/self", &bytes)?;
     match info.agent {
@@ -218,7 +218,7 @@ pub(super) async fn fetch_agent_id(
 /// A refusal (`status`, not a success) as the API's error object says it. A body that is not
 /// one (a load balancer's page, say) is still a refusal by its status, with code `unknown`
 /// and a message that says what the body was not.
-pub(super) fn refused(status: u16, body: &[u8]) -> CentralError {
+pub(super) fn central_refusal(status: u16, body: &[u8]) -> CentralError {
     match crate::api::decode::<ErrorBody>(&format!("HTTP {status}"), body) {
         Ok(ErrorBody { error }) => CentralError::Refused { status, code: error.code, message: error.message },
         Err(e) => CentralError::Refused {

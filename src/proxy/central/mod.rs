@@ -28,7 +28,7 @@ pub use policy::PolicyWatch;
 pub use tokens::DEFAULT_DENIAL_COOLDOWN;
 use tokens::{Slot, slots_for};
 use values::FreshUntil;
-pub use values::{DEFAULT_STALE_IF_ERROR, DEFAULT_VALUE_TTL, Fetched};
+pub use values::{DEFAULT_STALE_IF_ERROR, DEFAULT_VALUE_TTL, HeldValue};
 
 pub struct Central {
     http: reqwest::Client,
@@ -40,12 +40,12 @@ pub struct Central {
     /// The tokens the proxy reads values with, one per group of the policy's grants
     /// (`slots_for`); replaced with the policy.
     slots: std::sync::RwLock<Arc<Vec<Arc<Slot>>>>,
-    values: moka::future::Cache<String, Arc<Fetched>>,
+    values: moka::future::Cache<String, Arc<HeldValue>>,
     /// In front of `values`: fresh entries any request can read under a shared lock, so a
     /// cache hit costs a map lookup. Filled from `values`, emptied with it.
-    hot: std::sync::RwLock<std::collections::HashMap<String, Arc<Fetched>>>,
+    hot: std::sync::RwLock<std::collections::HashMap<String, Arc<HeldValue>>>,
     /// Last good value per path, served while the central API is unreachable.
-    stale: std::sync::Mutex<std::collections::HashMap<String, (Arc<Fetched>, Instant)>>,
+    stale: std::sync::Mutex<std::collections::HashMap<String, (Arc<HeldValue>, Instant)>>,
     value_ttl: Duration,
     stale_if_error: Duration,
     /// `DEFAULT_DENIAL_COOLDOWN` unless set, in milliseconds.

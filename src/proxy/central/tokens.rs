@@ -11,7 +11,7 @@ use tokio::sync::RwLock;
 use zeroize::Zeroizing;
 
 use super::Central;
-use super::api::{CentralError, decode, encode, reason_text, refused};
+use super::api::{CentralError, central_refusal, decode, encode, reason_text};
 use crate::api::approvals::Approval;
 use crate::api::tokens::{MintRequest, MintedToken, OneOrMany, PendingApproval};
 use crate::domain::policy::Policy;
@@ -192,7 +192,7 @@ impl Central {
         match status {
             201 => Ok(token_from(decode(MINT, &resp)?)),
             202 => self.await_approval(slot, decode::<PendingApproval>(MINT, &resp)?.approval_request_id).await,
-            _ => Err(refused(status, &resp)),
+            _ => Err(central_refusal(status, &resp)),
         }
     }
 
@@ -208,7 +208,7 @@ impl Central {
             let url = format!("/v1/approvals/{id}");
             let (status, resp) = self.call(reqwest::Method::GET, &url, &self.agent_key, None).await?;
             if status != 200 {
-                return Err(refused(status, &resp));
+                return Err(central_refusal(status, &resp));
             }
             let approval: Approval = decode(&format!("GET {url}"), &resp)?;
             match (approval.status.as_str(), approval.token) {

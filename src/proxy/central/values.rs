@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Central;
-use super::api::{CentralError, decode, refused};
+use super::api::{CentralError, central_refusal, decode};
 use super::tokens::{Slot, read_scope};
 use crate::api::secrets::SecretRead;
 use crate::domain::time::{now_ms, parse_rfc3339};
@@ -23,7 +23,7 @@ pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(300);
 const HOT_CAPACITY: usize = 1024;
 
 /// A value as the proxy holds it; zeroized when the last reference goes.
-pub struct Fetched {
+pub struct HeldValue {
     pub path: SecretPath,
     pub value: SecretValue,
     pub version: i64,
@@ -35,11 +35,11 @@ pub struct Fetched {
     epoch: u64,
 }
 
-impl Fetched {
+impl HeldValue {
     /// A copy of its own (its reference count on memory no other copy shares):
     /// what a worker thread keeps (`proxy::local`). The value is copied into a zeroizing buffer.
-    pub fn private_copy(&self) -> Fetched {
-        Fetched {
+    pub fn private_copy(&self) -> HeldValue {
+        HeldValue {
             path: self.path.clone(),
             value: self.value.clone(),
             version: self.version,
@@ -51,10 +51,10 @@ impl Fetched {
 }
 
 #[cfg(test)]
-impl Fetched {
+impl HeldValue {
     /// A value as if fetched at epoch 0, fresh until `fresh_until`.
-    pub fn for_tests(path: &str, value: &str, fresh_until: Instant) -> Fetched {
-        Fetched {
+    pub fn for_tests(path: &str, value: &str, fresh_until: Instant) -> HeldValue {
+        HeldValue {
             path: path.parse().expect("a valid path"),
             value: SecretValue::new(value.to_owned()),
             version: 1,
@@ -65,16 +65,16 @@ impl Fetched {
     }
 }
 
-impl std::fmt::Debug for Fetched {
+impl std::fmt::Debug for HeldValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fetched").field("path", &self.path).field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("HeldValue").field("path", &self.path).field("version", &self.version).finish_non_exhaustive()
     }
 }
 
 pub(super) struct FreshUntil;
 
-impl moka::Expiry<String, Arc<Fetched>> for FreshUntil {
-    fn expire_after_create(&self, _: &String, v: &Arc<Fetched>, now: Instant) -> Option<Duration> {
+impl moka::Expiry<String, Arc<HeldValue>> for FreshUntil {
+    fn expire_after_create(&self, _: &String, v: &Arc<HeldValue>, now: Instant) -> Option<Duration> {
         Some(v.fresh_until.saturating_duration_since(now))
     }
 }
@@ -87,14 +87,14 @@ impl Central {
     }
 
     /// A fresh value from the front cache, without waiting: what most requests need.
-    pub fn cached(&self, path: &SecretPath) -> Option<Arc<Fetched>> {
+    pub fn cached(&self, path: &SecretPath) -> Option<Arc<HeldValue>> {
         let hot = self.hot.read().expect("hot cache lock poisoned");
         hot.get(path.as_str()).filter(|v| v.fresh_until > Instant::now()).cloned()
     }
 
     /// The value of `path`: from memory when fresh, else from the central API (one fetch
     /// however many requests miss at once).
-    pub async fn value(&self, path: &SecretPath) -> Result<Arc<Fetched>, Arc<CentralError>> {
+    pub async fn value(&self, path: &SecretPath) -> Result<Arc<HeldValue>, Arc<CentralError>> {
         if let Some(v) = self.cached(path) {
             return Ok(v);
         }
@@ -126,12 +126,12 @@ impl Central {
     }
 
     /// Whether `v` was fetched before its path (or everything) was last invalidated.
-    fn outdated(&self, v: &Fetched) -> bool {
+    fn outdated(&self, v: &HeldValue) -> bool {
         let forgotten = self.forgotten.lock().expect("forgotten lock poisoned");
         v.epoch < forgotten.0 || forgotten.1.get(v.path.as_str()).is_some_and(|at| v.epoch < *at)
     }
 
-    pub(super) fn stale_value(&self, path: &str) -> Option<Arc<Fetched>> {
+    pub(super) fn stale_value(&self, path: &str) -> Option<Arc<HeldValue>> {
         let stale = self.stale.lock().expect("stale lock poisoned");
         let (v, at) = stale.get(path)?;
         (at.elapsed() < self.stale_if_error).then(|| {
@@ -140,7 +140,7 @@ impl Central {
         })
     }
 
-    async fn fetch(&self, path: &SecretPath) -> Result<Arc<Fetched>, CentralError> {
+    async fn fetch(&self, path: &SecretPath) -> Result<Arc<HeldValue>, CentralError> {
         let epoch = self.value_epoch();
         let slot = self.slot_for(path)?;
         let guard = slot.token.read().await;
@@ -164,7 +164,7 @@ impl Central {
         match status {
             200 => {}
             404 => return Err(CentralError::NotFound(path.to_string())),
-            _ => return Err(refused(status, &resp)),
+            _ => return Err(central_refusal(status, &resp)),
         }
         let endpoint = format!("GET {url}");
         let read: SecretRead = decode(&endpoint, &resp)?;
@@ -176,7 +176,7 @@ impl Central {
             let left = Duration::from_millis(expiry.saturating_sub(now_ms()).max(0) as u64);
             fresh_until = fresh_until.min(now + left);
         }
-        let fetched = Arc::new(Fetched {
+        let fetched = Arc::new(HeldValue {
             path: path.clone(),
             value: read.value,
             version: read.version,

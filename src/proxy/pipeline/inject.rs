@@ -10,7 +10,7 @@ use http::request::Parts;
 
 use crate::domain::policy::{Placeholder, Policy};
 use crate::proxy::Proxy;
-use crate::proxy::central::{CentralError, Fetched};
+use crate::proxy::central::{CentralError, HeldValue};
 use crate::proxy::error::{ErrorCode, ProxyError};
 use crate::proxy::local::{InjectPlan, ThreadCache};
 use crate::proxy::request::{CarriedValue, Target};
@@ -74,7 +74,7 @@ async fn fill(
     let found = if agent_placeholders { substitute::scan(&head)? } else { Vec::new() };
     let all = || found.iter().map(|f| &f.placeholder).chain(templates.iter().flat_map(|t| t.placeholders));
     // Each granted secret once, with its grant (looked up once, not at every check).
-    let mut fetched: Vec<Arc<Fetched>> = Vec::new();
+    let mut fetched: Vec<Arc<HeldValue>> = Vec::new();
     let mut grants = Vec::new();
     for placeholder in all() {
         let path = placeholder.path();
@@ -130,7 +130,10 @@ fn inject_templates<'p>(
 }
 
 /// Each value written into the request once (by path and field), in the order met.
-fn used_values<'a>(placeholders: impl Iterator<Item = &'a Placeholder>, fetched: &[Arc<Fetched>]) -> Vec<CarriedValue> {
+fn used_values<'a>(
+    placeholders: impl Iterator<Item = &'a Placeholder>,
+    fetched: &[Arc<HeldValue>],
+) -> Vec<CarriedValue> {
     let mut used: Vec<CarriedValue> = Vec::new();
     for p in placeholders {
         let Some(v) = fetched.iter().find(|v| &v.path == p.path()) else { continue };
