@@ -12,6 +12,7 @@ mod exfiltration;
 mod identity;
 mod logs;
 mod ops;
+mod providers;
 mod proxy;
 mod raw;
 mod replicas;
