@@ -232,6 +232,12 @@ struct Moto {
 
 impl Moto {
     fn start() -> Option<Moto> {
+        Moto::start_with(&[])
+    }
+
+    /// With `INITIAL_NO_AUTH_ACTION_COUNT`, moto checks SigV4 signatures and IAM policies
+    /// after that many requests, as AWS does.
+    fn start_with(env: &[(&str, &str)]) -> Option<Moto> {
         if !have_tool("moto_server", "moto[server]") {
             return None;
         }
@@ -241,6 +247,7 @@ impl Moto {
             let port = free_port();
             let child = Command::new("moto_server")
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -253,7 +260,7 @@ impl Moto {
         panic!("moto_server did not come up on three ports");
     }
 
-    /// Calls the Secrets Manager API the way any client does (moto does not check signatures).
+    /// Calls the Secrets Manager API, unsigned (moto checks no signature until told to).
     fn call(&self, action: &str, body: Value) -> Value {
         let resp = self
             .http
@@ -341,6 +348,60 @@ fn aws_secrets_manager_versions_stages_fields_list_and_health() {
     let e = failure(&*p, "aws-sm://prod/api", None);
     assert!(e.is_unavailable(), "{e}");
     assert!(!block_on(p.health()).ok);
+}
+
+/// moto checking signatures: keys it issued read through the client, which signs with
+/// `aws-sigv4`; a wrong secret key is refused as an authentication failure.
+#[test]
+fn aws_signatures_are_checked_by_moto() {
+    // Four unchecked requests set up a user with a key and a policy, and a secret.
+    let Some(moto) = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]) else { return };
+    moto.iam(&[("Action", "CreateUser"), ("UserName", "airlock")]);
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": ["secretsmanager:GetSecretValue", "secretsmanager:ListSecrets"], "Resource": "*"}]});
+    moto.iam(&[("Action", "PutUserPolicy"), ("UserName", "airlock"), ("PolicyName", "read"), ("PolicyDocument", &policy.to_string())]);
+    let created = moto.iam(&[("Action", "CreateAccessKey"), ("UserName", "airlock")]);
+    let id = xml_text(&created, "AccessKeyId");
+    let key = xml_text(&created, "SecretAccessKey");
+    moto.call("CreateSecret", json!({ "Name": "signed", "SecretString": secret_value("signed") }));
+
+    let env = Environment::from_pairs([("AWS_ACCESS_KEY_ID", id.as_str()), ("AWS_SECRET_ACCESS_KEY", key.as_str())]);
+    let p = moto.provider(&env);
+    assert_eq!(read(&*p, "aws-sm://signed", None).unwrap().0, secret_value("signed"));
+    assert!(block_on(p.health()).ok);
+
+    let env = Environment::from_pairs([("AWS_ACCESS_KEY_ID", id.as_str()), ("AWS_SECRET_ACCESS_KEY", "wrong")]);
+    let wrong = moto.provider(&env);
+    let e = failure(&*wrong, "aws-sm://signed", None);
+    assert!(matches!(e, ProviderError::Auth { .. }), "{e}");
+    assert!(!block_on(wrong.health()).ok);
+}
+
+fn xml_text(xml: &str, tag: &str) -> String {
+    let start = xml.find(&format!("<{tag}>")).unwrap_or_else(|| panic!("no {tag} in {xml}")) + tag.len() + 2;
+    let end = xml[start..].find('<').unwrap() + start;
+    xml[start..end].to_owned()
+}
+
+impl Moto {
+    fn iam(&self, params: &[(&str, &str)]) -> String {
+        let mut form: Vec<(&str, &str)> = params.to_vec();
+        form.push(("Version", "2010-05-08"));
+        let resp = self
+            .http
+            .post(format!("{}/", self.endpoint))
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .form(&form)
+            .send()
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().unwrap();
+        assert!(status.is_success(), "{params:?}: {status} {text}");
+        text
+    }
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
