@@ -40,6 +40,31 @@ impl AwsConfig {
     pub fn from_json(v: &Value) -> Result<AwsConfig, ProviderError> {
         super::parse_config(KIND, v)
     }
+
+    /// Everything that can be checked without AWS or credentials.
+    pub fn check(&self) -> Result<(), ProviderError> {
+        if let Some(region) = &self.region {
+            check_region(region)?;
+        }
+        if let Some(endpoint) = &self.endpoint {
+            check_endpoint(endpoint)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_region(region: &str) -> Result<(), ProviderError> {
+    let ok = (1..=32).contains(&region.len()) && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok { Ok(()) } else { Err(config("region must be like eu-west-1".into())) }
+}
+
+fn check_endpoint(e: &str) -> Result<(), ProviderError> {
+    let url = reqwest::Url::parse(e).map_err(|_| config("endpoint is not a URL".into()))?;
+    let plain = url.path() == "/" && url.query().is_none() && url.username().is_empty() && url.password().is_none();
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !plain {
+        return Err(config("endpoint must be http(s)://host[:port]".into()));
+    }
+    Ok(())
 }
 
 struct Keys {
@@ -71,18 +96,10 @@ impl AwsSmClient {
             .or_else(|| env.get("AWS_REGION").map(str::to_owned))
             .or_else(|| env.get("AWS_DEFAULT_REGION").map(str::to_owned))
             .ok_or_else(|| config("no region: set region in the config, or AWS_REGION".into()))?;
-        let region_ok = (1..=32).contains(&region.len())
-            && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !region_ok {
-            return Err(config("region must be like eu-west-1".into()));
-        }
+        check_region(&region)?;
         let endpoint = match &cfg.endpoint {
             Some(e) => {
-                let url = reqwest::Url::parse(e).map_err(|_| config("endpoint is not a URL".into()))?;
-                let plain = url.path() == "/" && url.query().is_none() && url.username().is_empty() && url.password().is_none();
-                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !plain {
-                    return Err(config("endpoint must be http(s)://host[:port]".into()));
-                }
+                check_endpoint(e)?;
                 e.trim_end_matches('/').to_owned()
             }
             None => format!("https://secretsmanager.{region}.amazonaws.com"),

@@ -11,10 +11,12 @@
 pub mod aws;
 mod http;
 pub mod reference;
+mod sensitive;
 pub mod vault;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,6 +25,7 @@ use zeroize::Zeroizing;
 
 use crate::domain::value::SecretValue;
 pub use reference::{ExternalRef, ProviderKind, RefError, VersionRef};
+pub use sensitive::find_sensitive_key;
 
 /// Why a provider could not answer. Messages name the provider and the reference, never a
 /// value.
@@ -113,10 +116,45 @@ pub trait Provider: Send + Sync {
 }
 
 /// The environment a provider takes its credentials from: a snapshot of the variables it
-/// reads, so a test can hand in its own. Values are wiped on drop and never printed.
+/// reads, so a test can hand in its own, and where credential files may be read from.
+/// Values are wiped on drop and never printed.
 #[derive(Clone, Default)]
 pub struct Environment {
     vars: HashMap<String, Zeroizing<String>>,
+    files: FileRule,
+}
+
+/// Which credential files (`token_file`, `role_id_file`, `secret_id_file`) may be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FileRule {
+    /// Any file (a library caller that chose the config itself).
+    #[default]
+    Any,
+    /// Only files inside this directory (symbolic links resolved).
+    Under(PathBuf),
+    /// None: the server was not given a directory for them.
+    Denied,
+}
+
+/// The server's variable naming the directory provider credential files must be in. A
+/// config is written through the API, so without this a tenant admin could have the server
+/// read any file it can and send it to an address of their choosing.
+pub const CREDENTIALS_DIR_VAR: &str = "AIRLOCK_PROVIDER_CREDENTIALS_DIR";
+
+impl FileRule {
+    /// `path`, resolved, if this rule lets it be read.
+    pub fn check(&self, path: &Path) -> Result<PathBuf, String> {
+        match self {
+            FileRule::Any => Ok(path.to_owned()),
+            FileRule::Denied => Err(format!("credential files are read only from the directory in {CREDENTIALS_DIR_VAR}, which the server does not set")),
+            FileRule::Under(dir) => {
+                let outside = || format!("{} is not inside {CREDENTIALS_DIR_VAR} ({})", path.display(), dir.display());
+                let dir = dir.canonicalize().map_err(|e| format!("{CREDENTIALS_DIR_VAR} ({}): {e}", dir.display()))?;
+                let real = path.canonicalize().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                if real.starts_with(&dir) { Ok(real) } else { Err(outside()) }
+            }
+        }
+    }
 }
 
 /// The variables providers read.
@@ -141,12 +179,26 @@ impl Environment {
             .chain(extra)
             .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), Zeroizing::new(v))))
             .collect();
-        Environment { vars }
+        let files = match std::env::var_os(CREDENTIALS_DIR_VAR) {
+            Some(dir) if !dir.is_empty() => FileRule::Under(dir.into()),
+            _ => FileRule::Denied,
+        };
+        Environment { vars, files }
     }
 
+    /// These variables, and credential files from anywhere.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Environment {
         let vars = pairs.into_iter().map(|(k, v)| (k.to_owned(), Zeroizing::new(v.to_owned()))).collect();
-        Environment { vars }
+        Environment { vars, files: FileRule::Any }
+    }
+
+    pub fn with_files(mut self, files: FileRule) -> Environment {
+        self.files = files;
+        self
+    }
+
+    pub fn files(&self) -> &FileRule {
+        &self.files
     }
 
     /// The variable's value, if set and not empty.
@@ -159,7 +211,7 @@ impl fmt::Debug for Environment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<&String> = self.vars.keys().collect();
         names.sort();
-        f.debug_struct("Environment").field("set", &names).finish()
+        f.debug_struct("Environment").field("set", &names).field("files", &self.files).finish()
     }
 }
 
@@ -172,6 +224,35 @@ pub fn build(kind: ProviderKind, config: &serde_json::Value, env: &Environment) 
             provider: kind,
             reason: "GCP Secret Manager is not supported in this version".into(),
         }),
+    }
+}
+
+/// Checks a config object for `kind` without reaching the store or needing credentials:
+/// its shape, addresses, names. Credentials are checked by a health check.
+pub fn check_config(kind: ProviderKind, config: &serde_json::Value) -> Result<(), ProviderError> {
+    if let Some(key) = find_sensitive_key(config, "config") {
+        return Err(ProviderError::Config {
+            provider: kind,
+            reason: format!("{key} names a credential; configs hold none (the server reads them from its environment or from files)"),
+        });
+    }
+    match kind {
+        ProviderKind::Vault => vault::VaultConfig::from_json(config)?.check(),
+        ProviderKind::AwsSecretsManager => aws::AwsConfig::from_json(config)?.check(),
+        ProviderKind::GcpSecretManager => Err(ProviderError::Config {
+            provider: kind,
+            reason: "GCP Secret Manager is not supported in this version".into(),
+        }),
+    }
+}
+
+/// Variable names a config reads besides `ENV_VARS`.
+pub fn config_env_names(kind: ProviderKind, config: &serde_json::Value) -> Vec<String> {
+    match kind {
+        ProviderKind::Vault => vault::VaultConfig::from_json(config)
+            .map(|c| c.env_names().into_iter().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
     }
 }
 
@@ -207,6 +288,41 @@ mod tests {
         assert_eq!(env.get("AWS_REGION"), None);
         let shown = format!("{env:?}");
         assert!(shown.contains("VAULT_TOKEN") && !shown.contains("SeCrEt"), "{shown}");
+    }
+
+    #[test]
+    fn credential_files_only_from_the_allowed_directory() {
+        let allowed = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let inside = allowed.path().join("token");
+        let outside = elsewhere.path().join("token");
+        std::fs::write(&inside, "t").unwrap();
+        std::fs::write(&outside, "t").unwrap();
+        let link = allowed.path().join("link");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let rule = FileRule::Under(allowed.path().to_owned());
+        assert!(rule.check(&inside).is_ok());
+        assert!(rule.check(&outside).unwrap_err().contains("not inside"));
+        assert!(rule.check(&link).unwrap_err().contains("not inside"), "a link out of the directory");
+        assert!(rule.check(&allowed.path().join("../x")).is_err());
+        assert!(FileRule::Denied.check(&inside).unwrap_err().contains(CREDENTIALS_DIR_VAR));
+        assert!(FileRule::Any.check(&outside).is_ok());
+    }
+
+    #[test]
+    fn check_config_refuses_credentials_and_bad_settings() {
+        let vault = |v: serde_json::Value| check_config(ProviderKind::Vault, &v);
+        assert!(vault(serde_json::json!({"address": "https://bao:8200", "token_file": "/run/t"})).is_ok());
+        let e = vault(serde_json::json!({"address": "https://bao:8200", "nested": {"Token": "SeCrEt"}})).unwrap_err();
+        assert!(e.to_string().contains("config.nested.Token") && !e.to_string().contains("SeCrEt"), "{e}");
+        assert!(vault(serde_json::json!({"address": "https://bao:8200", "token_env": "AIRLOCK_MASTER_KEY"})).is_err());
+        assert!(vault(serde_json::json!({"address": "https://bao:8200", "token_env": "VAULT_TEAM_A"})).is_ok());
+        assert!(vault(serde_json::json!({"address": "https://bao:8200", "default_mount": "a/../b"})).is_err());
+        let aws = |v: serde_json::Value| check_config(ProviderKind::AwsSecretsManager, &v);
+        assert!(aws(serde_json::json!({})).is_ok());
+        assert!(aws(serde_json::json!({"region": "eu-west-1", "endpoint": "http://127.0.0.1:5000"})).is_ok());
+        assert!(aws(serde_json::json!({"secret_access_key": "x"})).is_err());
+        assert!(check_config(ProviderKind::GcpSecretManager, &serde_json::json!({})).is_err());
     }
 
     #[test]

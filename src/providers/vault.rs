@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use super::http::{self, DEFAULT_TIMEOUT};
-use super::{Candidate, Environment, ExternalRef, Health, Listing, Provider, ProviderError, ProviderKind, Resolved, VersionRef};
+use super::{Candidate, Environment, ExternalRef, FileRule, Health, Listing, Provider, ProviderError, ProviderKind, Resolved, VersionRef};
 
 const KIND: ProviderKind = ProviderKind::Vault;
 
@@ -74,6 +74,35 @@ impl VaultConfig {
         super::parse_config(KIND, v)
     }
 
+    /// Everything that can be checked without the server or credentials.
+    pub fn check(&self) -> Result<(), ProviderError> {
+        let url = reqwest::Url::parse(&self.address).map_err(|_| config("address is not a URL".into()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || url.query().is_some() {
+            return Err(config("address must be http(s)://host[:port]".into()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(config("address may not carry credentials".into()));
+        }
+        if let Some(ns) = &self.namespace {
+            check_path(ns, "namespace")?;
+        }
+        for (mount, what) in [(&self.approle_mount, "approle_mount"), (&self.default_mount, "default_mount")] {
+            if let Some(m) = mount {
+                check_path(m, what)?;
+            }
+        }
+        for name in self.env_names() {
+            let allowed = ["VAULT_", "BAO_", "AIRLOCK_PROVIDER_"].iter().any(|p| name.starts_with(p) && name.len() > p.len())
+                && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !allowed {
+                return Err(config(
+                    "token_env, role_id_env and secret_id_env name a variable starting VAULT_, BAO_ or AIRLOCK_PROVIDER_".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Variable names this config reads besides the standard ones.
     pub fn env_names(&self) -> Vec<&str> {
         [&self.token_env, &self.role_id_env, &self.secret_id_env].into_iter().flatten().map(String::as_str).collect()
@@ -83,13 +112,13 @@ impl VaultConfig {
 /// Where a credential comes from.
 enum Source {
     Fixed(Zeroizing<String>),
-    File(PathBuf),
+    File(PathBuf, FileRule),
 }
 
 impl Source {
     fn pick(env: &Environment, file: &Option<PathBuf>, vars: &[&str], what: &str) -> Result<Source, ProviderError> {
         if let Some(path) = file {
-            return Ok(Source::File(path.clone()));
+            return Ok(Source::File(path.clone(), env.files().clone()));
         }
         for var in vars {
             if let Some(v) = env.get(var) {
@@ -102,9 +131,10 @@ impl Source {
     fn read(&self) -> Result<Zeroizing<String>, ProviderError> {
         match self {
             Source::Fixed(v) => Ok(v.clone()),
-            Source::File(path) => {
+            Source::File(path, rule) => {
+                let real = rule.check(path).map_err(config)?;
                 let raw = Zeroizing::new(
-                    std::fs::read_to_string(path).map_err(|e| config(format!("cannot read {}: {e}", path.display())))?,
+                    std::fs::read_to_string(&real).map_err(|e| config(format!("cannot read {}: {e}", path.display())))?,
                 );
                 let v = Zeroizing::new(raw.trim().to_owned());
                 if v.is_empty() || v.contains(|c: char| c.is_control()) {
@@ -155,17 +185,8 @@ fn check_path(s: &str, what: &str) -> Result<(), ProviderError> {
 
 impl VaultClient {
     pub fn new(cfg: VaultConfig, env: &Environment) -> Result<VaultClient, ProviderError> {
+        cfg.check()?;
         let base = cfg.address.trim_end_matches('/').to_owned();
-        let url = reqwest::Url::parse(&base).map_err(|_| config("address is not a URL".into()))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || url.query().is_some() {
-            return Err(config("address must be http(s)://host[:port]".into()));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(config("address may not carry credentials".into()));
-        }
-        if let Some(ns) = &cfg.namespace {
-            check_path(ns, "namespace")?;
-        }
         let auth = match cfg.auth_method {
             AuthMethod::Token => {
                 let vars: Vec<&str> = match &cfg.token_env {
@@ -176,7 +197,6 @@ impl VaultClient {
             }
             AuthMethod::Approle => {
                 let mount = cfg.approle_mount.clone().unwrap_or_else(|| "approle".into());
-                check_path(&mount, "approle_mount")?;
                 let role_var = cfg.role_id_env.as_deref().unwrap_or("VAULT_ROLE_ID");
                 let secret_var = cfg.secret_id_env.as_deref().unwrap_or("VAULT_SECRET_ID");
                 Auth::AppRole {
@@ -187,7 +207,6 @@ impl VaultClient {
             }
         };
         let default_mount = cfg.default_mount.clone().unwrap_or_else(|| "secret".into());
-        check_path(&default_mount, "default_mount")?;
         let timeout = cfg.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
         let http = http::client(KIND, timeout, cfg.ca_file.as_deref())?;
         Ok(VaultClient { http, base, namespace: cfg.namespace, auth, default_mount, token: Mutex::new(None) })
