@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::http::{self, DEFAULT_TIMEOUT};
-use super::{Candidate, Environment, ExternalRef, Health, Listing, Provider, ProviderError, ProviderKind, Resolved, VersionRef};
+use super::{
+    Candidate, Environment, ExternalRef, Health, Listing, Provider, ProviderError, ProviderKind, Resolved, VersionRef,
+};
 use crate::domain::value::SecretValue;
 
 const KIND: ProviderKind = ProviderKind::AwsSecretsManager;
@@ -54,7 +56,8 @@ impl AwsConfig {
 }
 
 fn check_region(region: &str) -> Result<(), ProviderError> {
-    let ok = (1..=32).contains(&region.len()) && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let ok = (1..=32).contains(&region.len())
+        && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok { Ok(()) } else { Err(config("region must be like eu-west-1".into())) }
 }
 
@@ -194,8 +197,10 @@ impl AwsSmClient {
         let raw = match (string, v.get("SecretBinary")) {
             (Some(s), _) => Ok(s),
             (None, Some(Value::String(b))) => match base64::engine::general_purpose::STANDARD.decode(b) {
-                Ok(bytes) => SecretValue::from_bytes(bytes)
-                    .map_err(|_| ProviderError::Unusable { provider: KIND, reason: format!("{what} is binary, not text") }),
+                Ok(bytes) => SecretValue::from_bytes(bytes).map_err(|_| ProviderError::Unusable {
+                    provider: KIND,
+                    reason: format!("{what} is binary, not text"),
+                }),
                 Err(_) => Err(unavailable(format!("SecretBinary of {what} is not base64"))),
             },
             _ => Err(unavailable(format!("the answer for {what} has neither SecretString nor SecretBinary"))),
@@ -279,10 +284,12 @@ fn failure(status: reqwest::StatusCode, body: &[u8], action: &str) -> ProviderEr
     let reason = format!("{action} answered {status} {kind}: {message}");
     match kind.as_str() {
         "ResourceNotFoundException" => ProviderError::NotFound { provider: KIND, what: String::new() },
-        "UnrecognizedClientException" | "InvalidSignatureException" | "AccessDeniedException"
-        | "ExpiredTokenException" | "IncompleteSignature" | "MissingAuthenticationToken" => {
-            ProviderError::Auth { provider: KIND, reason }
-        }
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "AccessDeniedException"
+        | "ExpiredTokenException"
+        | "IncompleteSignature"
+        | "MissingAuthenticationToken" => ProviderError::Auth { provider: KIND, reason },
         _ if status.is_server_error() || status.as_u16() == 429 || kind.contains("Throttling") => unavailable(reason),
         _ if status == reqwest::StatusCode::FORBIDDEN => ProviderError::Auth { provider: KIND, reason },
         _ => ProviderError::Unusable { provider: KIND, reason },
@@ -302,7 +309,12 @@ impl Provider for AwsSmClient {
         self.get_secret_value(name, field.as_deref(), version).await
     }
 
-    async fn list(&self, query: Option<&str>, page_size: usize, next_token: Option<&str>) -> Result<Listing, ProviderError> {
+    async fn list(
+        &self,
+        query: Option<&str>,
+        page_size: usize,
+        next_token: Option<&str>,
+    ) -> Result<Listing, ProviderError> {
         self.list_secrets(query, page_size, next_token).await
     }
 
@@ -340,7 +352,8 @@ mod tests {
 
     #[test]
     fn errors_are_classified_by_exception_type() {
-        let nf = br#"{"__type":"ResourceNotFoundException","message":"Secrets Manager can't find the specified secret."}"#;
+        let nf =
+            br#"{"__type":"ResourceNotFoundException","message":"Secrets Manager can't find the specified secret."}"#;
         assert!(matches!(failure(reqwest::StatusCode::BAD_REQUEST, nf, "x"), ProviderError::NotFound { .. }));
         let auth = br#"{"__type":"com.amazon.coral.service#UnrecognizedClientException","message":"bad"}"#;
         assert!(matches!(failure(reqwest::StatusCode::BAD_REQUEST, auth, "x"), ProviderError::Auth { .. }));

@@ -15,7 +15,11 @@ use crate::domain::value::{MAX_VALUE_BYTES, SecretValue};
 const MAX_BODY: usize = 4 * 1024 * 1024;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn client(provider: ProviderKind, timeout: Duration, ca_file: Option<&Path>) -> Result<reqwest::Client, ProviderError> {
+pub fn client(
+    provider: ProviderKind,
+    timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<reqwest::Client, ProviderError> {
     crate::install_crypto_provider();
     let config = |reason: String| ProviderError::Config { provider, reason };
     let mut builder = reqwest::Client::builder()
@@ -58,7 +62,8 @@ pub async fn body(provider: ProviderKind, mut resp: reqwest::Response) -> Result
                 }
                 // Grow by hand: a reallocation would leave an unwiped copy behind.
                 if buf.capacity() < buf.len() + chunk.len() {
-                    let mut bigger = Zeroizing::new(Vec::with_capacity((buf.len() + chunk.len()).max(buf.capacity() * 2)));
+                    let mut bigger =
+                        Zeroizing::new(Vec::with_capacity((buf.len() + chunk.len()).max(buf.capacity() * 2)));
                     bigger.extend_from_slice(&buf);
                     buf = bigger;
                 }

