@@ -159,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .route("/providers/health", get(providers::health_all))
         .route("/provider-configs", post(providers::create).get(providers::list))
         .route("/provider-configs/{id}", get(providers::get).patch(providers::patch).delete(providers::delete))
+        .route("/provider-configs/discovery/preview", post(providers::preview))
         .route("/provider-configs/{id}/default", post(providers::make_default))
         .route("/provider-configs/{id}/health", post(providers::health))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));

@@ -239,23 +239,24 @@ pub async fn make_default(
     Ok(Json(view(&c)))
 }
 
-/// Reaches the store with the server's credentials; never fails as a request.
-async fn check_health(c: &ProviderConfig) -> Value {
+/// Reaches the store `config` describes with the server's credentials.
+async fn reach(kind: ProviderKind, config: &Value) -> providers::Health {
     let started = std::time::Instant::now();
+    let names = providers::config_env_names(kind, config);
+    let env = Environment::from_process(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    match providers::build(kind, config, &env) {
+        Ok(p) => p.health().await,
+        Err(e) => {
+            providers::Health { ok: false, message: e.to_string(), latency_ms: started.elapsed().as_millis() as u64 }
+        }
+    }
+}
+
+/// A stored config's health; never fails as a request.
+async fn check_health(c: &ProviderConfig) -> Value {
     let health = match ProviderKind::parse(&c.kind) {
         None => providers::Health { ok: false, message: format!("unknown provider type '{}'", c.kind), latency_ms: 0 },
-        Some(kind) => {
-            let names = providers::config_env_names(kind, &c.config);
-            let env = Environment::from_process(&names.iter().map(String::as_str).collect::<Vec<_>>());
-            match providers::build(kind, &c.config, &env) {
-                Ok(p) => p.health().await,
-                Err(e) => providers::Health {
-                    ok: false,
-                    message: e.to_string(),
-                    latency_ms: started.elapsed().as_millis() as u64,
-                },
-            }
-        }
+        Some(kind) => reach(kind, &c.config).await,
     };
     json!({
         "id": c.id, "name": c.name, "type": c.kind, "ok": health.ok, "message": health.message,
@@ -276,4 +277,31 @@ pub async fn health_all(State(state): State<AppState>, caller: Authed) -> ApiRes
     let results = futures_util::future::join_all(configs.iter().map(check_health)).await;
     let ok = results.iter().all(|r| r["ok"] == true);
     Ok(Json(json!({ "ok": ok, "providers": results })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewBody {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default = "empty_object")]
+    config: Value,
+}
+
+/// `POST /v1/provider-configs/discovery/preview {type, config?}`: the health check of a
+/// config before it is saved. Nothing is written.
+pub async fn preview(
+    State(_state): State<AppState>,
+    caller: Authed,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    require_manage(&caller)?;
+    no_credentials(&body)?;
+    let b: PreviewBody = typed(&body)?;
+    let kind = kind_of(&b.kind)?;
+    check_config(kind, &b.config)?;
+    let health = reach(kind, &b.config).await;
+    Ok(Json(json!({
+        "type": kind.as_str(), "ok": health.ok, "message": health.message, "latency_ms": health.latency_ms,
+    })))
 }

@@ -229,6 +229,28 @@ fn health_checks_reach_a_real_openbao() {
     assert_eq!(status, 200, "{all}");
     assert_eq!((all["ok"].clone(), all["providers"].as_array().unwrap().len()), (json!(false), 4));
 
+    // A config tried before it is saved: nothing is stored.
+    let (status, tried) = post(
+        &s,
+        "/v1/provider-configs/discovery/preview",
+        json!({ "type": "vault", "config": { "address": bao.addr } }),
+    );
+    assert_eq!((status, &tried["ok"]), (200, &json!(true)), "{tried}");
+    let (status, tried) = post(
+        &s,
+        "/v1/provider-configs/discovery/preview",
+        json!({ "type": "vault", "config": { "address": bao.addr, "token_env": "VAULT_NOT_SET" } }),
+    );
+    assert_eq!((status, &tried["ok"]), (200, &json!(false)), "{tried}");
+    assert!(tried["message"].as_str().unwrap().contains("VAULT_NOT_SET"), "{tried}");
+    let refused = post(
+        &s,
+        "/v1/provider-configs/discovery/preview",
+        json!({ "type": "vault", "config": { "address": bao.addr, "token": "x" } }),
+    );
+    assert_error(&refused, 422, "validation_error");
+    assert_eq!(configs(&s).len(), 4);
+
     drop(bao.process);
     let h = health(&by_env);
     assert!(h["ok"] == false && h["message"].as_str().unwrap().contains("unavailable"), "{h}");
