@@ -251,6 +251,31 @@ fn health_checks_reach_a_real_openbao() {
     assert_error(&refused, 422, "validation_error");
     assert_eq!(configs(&s).len(), 4);
 
+    // The CLI: list, health of one (exit 0) and of all (exit 1: some are red), add, remove.
+    let cli = |args: &[&str]| {
+        let out = s.cli(&s.admin_key, args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, _) = cli(&["provider", "ls"]);
+    assert!(ok && out.contains("env") && out.contains("aws_secrets_manager"), "{out}");
+    let (ok, out, _) = cli(&["provider", "health", &by_env]);
+    assert!(ok && out.contains("ok"), "{out}");
+    let (ok, out, err) = cli(&["provider", "health"]);
+    assert!(!ok && out.contains("FAIL") && err.contains("2 of 4"), "{out}{err}");
+    let (ok, out, err) =
+        cli(&["provider", "add", "cli-aws", "--type", "aws_secrets_manager", "--set", "region=eu-west-1"]);
+    assert!(ok && out.contains("added provider config"), "{out}{err}");
+    let (ok, _, err) =
+        cli(&["provider", "add", "bad", "--type", "vault", "--config", r#"{"address":"http://h","token":"x"}"#]);
+    assert!(!ok && err.contains("config.token"), "{err}");
+    let added = configs(&s).iter().find(|c| c["name"] == "cli-aws").unwrap()["id"].as_str().unwrap().to_owned();
+    let (ok, _, err) = cli(&["provider", "rm", &added]);
+    assert!(ok, "{err}");
+
     drop(bao.process);
     let h = health(&by_env);
     assert!(h["ok"] == false && h["message"].as_str().unwrap().contains("unavailable"), "{h}");
