@@ -113,6 +113,32 @@ fn configs_are_stored_changed_and_audited(backend: Backend) {
     assert_eq!(audit_count(&s, "provider_config.default"), 2);
     assert_eq!(audit_count(&s, "provider_config.delete"), 1);
 
+    // Another tenant sees none of them, and may use the same names.
+    let (status, tenant) = post(&s, "/v1/tenants", json!({ "name": "tenant-b" }));
+    assert_eq!(status, 201, "{tenant}");
+    let b_key = tenant["admin_key"].as_str().unwrap();
+    let (_, b_list) = s.call("GET", "/v1/provider-configs", b_key, None);
+    assert_eq!(b_list["provider_configs"], json!([]));
+    for (method, path) in [
+        ("GET", format!("/v1/provider-configs/{id}")),
+        ("DELETE", format!("/v1/provider-configs/{id}")),
+        ("POST", format!("/v1/provider-configs/{id}/default")),
+        ("POST", format!("/v1/provider-configs/{id}/health")),
+    ] {
+        assert_error(&s.call(method, &path, b_key, Some("{}")), 404, "not_found");
+    }
+    assert_error(
+        &s.call("PATCH", &format!("/v1/provider-configs/{id}"), b_key, Some(r#"{"name":"mine"}"#)),
+        404,
+        "not_found",
+    );
+    assert_eq!(post(&s, &format!("/v1/provider-configs/{id}/default"), json!({})).0, 200);
+    let same =
+        json!({ "type": "vault", "name": "bao-primary", "config": { "address": "http://h" }, "is_default": true });
+    assert_eq!(s.call("POST", "/v1/provider-configs", b_key, Some(&same.to_string())).0, 201);
+    assert_eq!(configs(&s).len(), 2);
+    assert_eq!(configs(&s)[0]["is_default"], true, "tenant B's default leaves tenant A's configs alone");
+
     // Scopes: a reader key may list provider types, not configs.
     let (_, key) = post(&s, "/v1/keys", json!({ "name": "ro", "role": "reader" }));
     let reader = key["key"].as_str().unwrap();
