@@ -11,6 +11,7 @@
 pub mod aws;
 mod http;
 pub mod reference;
+pub mod resolver;
 mod sensitive;
 pub mod vault;
 

@@ -232,6 +232,52 @@ path "secret/metadata/team/*" { capabilities = ["list"] }"#;
     assert!(matches!(e, ProviderError::Auth { .. } | ProviderError::Unusable { .. }), "{e}");
 }
 
+/// The resolver: values cached for the config's TTL, a new OpenBao version seen after it,
+/// pinned versions cached apart, a changed config read afresh, and the last value served
+/// (flagged stale) while OpenBao is down; a reference never read is an error then.
+#[test]
+fn resolver_caches_for_the_ttl_and_serves_stale_while_the_provider_is_down() {
+    use airlock::providers::resolver::{ConfigHandle, Resolver};
+    let Some(bao) = Bao::start() else { return };
+    bao.put("cache/k", json!({ "v": secret_value("c1") }));
+    bao.put("cache/other", json!({ "v": "o" }));
+    let env = Environment::from_pairs([("BAO_TOKEN", bao.root.as_str())]);
+    let resolver = Resolver::new(Duration::from_secs(60), Duration::from_secs(300), Some(env));
+    let mut config = ConfigHandle {
+        id: "pcf_test".into(),
+        kind: ProviderKind::Vault,
+        config: json!({ "address": bao.addr }),
+        updated_at: 1,
+        cache_ttl: Some(Duration::from_millis(700)),
+    };
+    let r = ExternalRef::parse("vault+kv2://secret/cache/k#v").unwrap();
+    let get = |c: &ConfigHandle, v: Option<&VersionRef>| {
+        let s = block_on(resolver.resolve(c, &r, v)).unwrap();
+        (s.value.expose().to_owned(), s.stale)
+    };
+    assert_eq!(get(&config, None), (secret_value("c1"), false));
+    bao.put("cache/k", json!({ "v": secret_value("c2") }));
+    assert_eq!(get(&config, None).0, secret_value("c1"), "within the TTL the cached value is served");
+    assert!(until(Duration::from_secs(5), || get(&config, None).0 == secret_value("c2")), "the TTL ran out");
+    let one = VersionRef::Number(1);
+    assert_eq!(get(&config, Some(&one)).0, secret_value("c1"));
+    bao.put("cache/k", json!({ "v": secret_value("c3") }));
+    config.updated_at = 2;
+    assert_eq!(get(&config, None).0, secret_value("c3"), "a changed config is read afresh");
+    assert_eq!(get(&config, Some(&one)).0, secret_value("c1"));
+
+    drop(bao.process);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(get(&config, None), (secret_value("c3"), true));
+    assert_eq!(get(&config, Some(&one)), (secret_value("c1"), true));
+    let never = ExternalRef::parse("vault+kv2://secret/cache/other#v").unwrap();
+    let e = block_on(resolver.resolve(&config, &never, None)).unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    resolver.forget("pcf_test");
+    let e = block_on(resolver.resolve(&config, &r, None)).unwrap_err();
+    assert!(e.is_unavailable() && !e.to_string().contains(MARKER), "forgotten: nothing stale left; {e}");
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
