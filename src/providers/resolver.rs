@@ -44,6 +44,9 @@ struct Entry {
 
 struct FreshUntil;
 
+/// A config's client and the `updated_at` of the config it was built from.
+type Client = (i64, Arc<dyn Provider>);
+
 impl moka::Expiry<String, Arc<Entry>> for FreshUntil {
     fn expire_after_create(&self, _: &String, v: &Arc<Entry>, now: Instant) -> Option<Duration> {
         Some(v.fresh_until.saturating_duration_since(now))
@@ -53,7 +56,7 @@ impl moka::Expiry<String, Arc<Entry>> for FreshUntil {
 pub struct Resolver {
     /// The environment credentials come from; the process's when `None`.
     env: Option<Environment>,
-    clients: Mutex<HashMap<String, (i64, Arc<dyn Provider>)>>,
+    clients: Mutex<HashMap<String, Client>>,
     fresh: moka::future::Cache<String, Arc<Entry>>,
     /// The last value read of every reference, for `stale_if_error`.
     last: moka::future::Cache<String, Arc<Entry>>,
