@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod crypto;
 pub mod domain;
+pub mod providers;
 pub mod proxy;
 pub mod server;
 pub mod store;

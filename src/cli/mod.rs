@@ -6,6 +6,7 @@ pub mod audit;
 mod ca;
 mod dev;
 mod logging;
+mod provider;
 mod proxy;
 mod run;
 pub mod secret;
@@ -67,6 +68,13 @@ enum Command {
         conn: ConnArgs,
         #[command(subcommand)]
         cmd: access::ApprovalCommand,
+    },
+    /// Configure external secret stores (OpenBao/Vault, AWS Secrets Manager)
+    Provider {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: provider::ProviderCommand,
     },
     /// Read and verify the audit trail
     Audit {
@@ -175,6 +183,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Agent { conn, cmd } => access::agent(cmd, &conn.client()?).await,
         Command::Token { conn, cmd } => access::token(cmd, &conn.client()?).await,
         Command::Approval { conn, cmd } => access::approval(cmd, &conn.client()?).await,
+        Command::Provider { conn, cmd } => provider::run(cmd, &conn.client()?).await,
         Command::Ca { cmd } => ca::run(cmd),
     }
 }

@@ -38,6 +38,10 @@ pub mod kind {
     /// A request whose grant the policy no longer has, cancelled before its token was handed out.
     pub const APPROVAL_CANCEL: &str = "approval.cancel";
     pub const POLICY_RELOAD: &str = "policy.reload";
+    pub const PROVIDER_CONFIG_CREATE: &str = "provider_config.create";
+    pub const PROVIDER_CONFIG_UPDATE: &str = "provider_config.update";
+    pub const PROVIDER_CONFIG_DELETE: &str = "provider_config.delete";
+    pub const PROVIDER_CONFIG_DEFAULT: &str = "provider_config.default";
     pub const ACCESS: &str = "access";
     /// An access event a proxy reported for a secret its agent's policy does not grant:
     /// kept as a refused report, never counted as a use.

@@ -15,6 +15,7 @@ mod master_keys;
 mod minting;
 mod ops;
 pub mod policies;
+mod providers;
 mod secrets;
 mod tenancy;
 pub mod tls;
@@ -160,6 +161,16 @@ pub fn router(state: AppState) -> Router {
         .route("/secrets/{path}/access-events", get(access::list))
         .route("/audit", get(trail::list))
         .route("/audit/verify", get(trail::verify).route_layer(none.clone()))
+        .route("/providers", get(providers::types).route_layer(none.clone()))
+        .route("/providers/health", get(providers::health_all).route_layer(none.clone()))
+        .route("/provider-configs", post(providers::create).get(providers::list).route_layer(none.clone()))
+        .route(
+            "/provider-configs/{id}",
+            get(providers::get).patch(providers::patch).delete(providers::delete).route_layer(none.clone()),
+        )
+        .route("/provider-configs/discovery/preview", post(providers::preview).route_layer(none.clone()))
+        .route("/provider-configs/{id}/default", post(providers::make_default).route_layer(none.clone()))
+        .route("/provider-configs/{id}/health", post(providers::health).route_layer(none.clone()))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .nest("/v1", v1)

@@ -11,8 +11,11 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 use super::Result;
 
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("migrations/0001_init.sql")), (2, include_str!("migrations/0002_approvals.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_approvals.sql")),
+    (3, include_str!("migrations/0003_providers.sql")),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {

@@ -5,6 +5,7 @@
 //! nor a record of a change that did not happen.
 
 mod engine;
+mod provider_configs;
 mod sql;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use crate::crypto::{CryptoError, Sealed};
 use crate::domain::audit::{AuditDraft, AuditRecord, BrokenLink};
 
 pub use engine::Engine;
+pub use provider_configs::{ProviderConfig, ProviderConfigChange};
 pub use sql::{SqlStore, redact_url};
 
 #[derive(Debug, thiserror::Error)]
@@ -334,4 +336,20 @@ pub trait Store: Send + Sync {
     async fn wrapped_not_under(&self, kid: &str, limit: i64) -> Result<Vec<WrappedVersion>>;
     /// Replaces the wrap of one version if it is still the one read; false if it changed.
     async fn replace_wrap(&self, v: &WrappedVersion, new: &Sealed) -> Result<bool>;
+
+    // Provider configs (`provider_configs.rs`).
+    /// Conflict if the tenant has a config of that name; a default clears the others' flag.
+    async fn create_provider_config(&self, c: &ProviderConfig, audit: AuditDraft) -> Result<()>;
+    async fn provider_config(&self, tenant: &str, id: &str) -> Result<Option<ProviderConfig>>;
+    async fn list_provider_configs(&self, tenant: &str) -> Result<Vec<ProviderConfig>>;
+    async fn update_provider_config(
+        &self,
+        tenant: &str,
+        id: &str,
+        change: &ProviderConfigChange,
+        audit: AuditDraft,
+    ) -> Result<ProviderConfig>;
+    async fn delete_provider_config(&self, tenant: &str, id: &str, audit: AuditDraft) -> Result<()>;
+    /// Makes `id` its type's default in the tenant.
+    async fn set_default_provider_config(&self, tenant: &str, id: &str, audit: AuditDraft) -> Result<ProviderConfig>;
 }

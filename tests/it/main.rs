@@ -12,6 +12,8 @@ mod exfiltration;
 mod identity;
 mod logs;
 mod ops;
+mod provider_configs;
+mod providers;
 mod proxy;
 mod raw;
 mod replicas;

@@ -63,6 +63,8 @@ pub struct Server {
     bind: &'static str,
     /// Serving HTTPS: the CA its certificate is checked against.
     https_ca: Option<PathBuf>,
+    /// Variables set for the server process besides the test's own environment.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     http: reqwest::blocking::Client,
 }
@@ -133,6 +135,7 @@ impl Server {
 
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             bind,
+            env: Vec::new(),
             child: None,
             http: https_client(https_ca.as_deref()),
             https_ca,
@@ -182,6 +185,7 @@ impl Server {
         cmd.args(["--log-level", "trace", "server", "--listen", &format!("{}:{port}", self.bind), "--data-dir"])
             .arg(self.data_dir())
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(url) = &self.database_url {
@@ -317,7 +321,9 @@ impl Server {
                     sqlx::any::install_default_drivers();
                     let pool = sqlx::AnyPool::connect(&url).await.unwrap();
                     let mut out = Vec::new();
-                    for table in ["secrets", "secret_versions", "secret_tags", "audit_events", "credentials"] {
+                    for table in
+                        ["secrets", "secret_versions", "secret_tags", "audit_events", "credentials", "provider_configs"]
+                    {
                         let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT CAST(t AS TEXT) FROM {table} t"))
                             .fetch_all(&pool)
                             .await

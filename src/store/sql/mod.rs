@@ -8,7 +8,8 @@
 //! and the `Store` trait impl, whose methods each call the function of the same name in
 //! the file of their aggregate:
 //!
-//! - `tenants`, `credentials` (keys, agents, tokens), `approvals`, `secrets`, `audit`
+//! - `tenants`, `credentials` (keys, agents, tokens), `approvals`, `secrets`, `providers`
+//!   (provider configs), `audit`
 //!   (recording, listing, verifying) and `rewrap` (master-key rotation): the queries;
 //! - `audit_chain`: appending to a tenant's chain, and the group commit of lone records;
 //! - `create_batch`: creates committed together by one writer task;
@@ -23,6 +24,7 @@ mod audit_chain;
 mod create_batch;
 mod credentials;
 mod filters;
+mod providers;
 mod rewrap;
 mod rows;
 mod secrets;
@@ -44,7 +46,8 @@ use write_lock::{Head, WriteGuard, WriteLock};
 use super::engine::Engine;
 use super::{
     Approval, AuditFilter, AuditHead, AuditVerdict, Credential, CredentialKind, Filed, ListFilter, MetaChange,
-    NewVersion, Result, SecretMeta, Store, StoreError, Tenant, VersionRow, WrappedVersion,
+    NewVersion, ProviderConfig, ProviderConfigChange, Result, SecretMeta, Store, StoreError, Tenant, VersionRow,
+    WrappedVersion,
 };
 use crate::crypto::Sealed;
 use crate::domain::audit::{AuditDraft, AuditRecord};
@@ -319,6 +322,36 @@ impl Store for SqlStore {
 
     async fn replace_wrap(&self, v: &WrappedVersion, new: &Sealed) -> Result<bool> {
         rewrap::replace_wrap(self, v, new).await
+    }
+
+    async fn create_provider_config(&self, c: &ProviderConfig, audit: AuditDraft) -> Result<()> {
+        providers::create_provider_config(self, c, audit).await
+    }
+
+    async fn provider_config(&self, tenant: &str, id: &str) -> Result<Option<ProviderConfig>> {
+        providers::provider_config(self, tenant, id).await
+    }
+
+    async fn list_provider_configs(&self, tenant: &str) -> Result<Vec<ProviderConfig>> {
+        providers::list_provider_configs(self, tenant).await
+    }
+
+    async fn update_provider_config(
+        &self,
+        tenant: &str,
+        id: &str,
+        change: &ProviderConfigChange,
+        audit: AuditDraft,
+    ) -> Result<ProviderConfig> {
+        providers::update_provider_config(self, tenant, id, change, audit).await
+    }
+
+    async fn delete_provider_config(&self, tenant: &str, id: &str, audit: AuditDraft) -> Result<()> {
+        providers::delete_provider_config(self, tenant, id, audit).await
+    }
+
+    async fn set_default_provider_config(&self, tenant: &str, id: &str, audit: AuditDraft) -> Result<ProviderConfig> {
+        providers::set_default_provider_config(self, tenant, id, audit).await
     }
 }
 
