@@ -67,7 +67,7 @@ struct InitArgs {
 pub(super) struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
-    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent
+    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent, approval_webhooks, approval_webhook_secret_file
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7878]
@@ -97,6 +97,14 @@ pub(super) struct RunArgs {
     /// too_many_pending_approvals (an identical pending request is answered, not counted) [default: 20]
     #[arg(long)]
     max_pending_approvals_per_agent: Option<u32>,
+    /// POST each new approval request as JSON to this http(s) URL (repeatable); Slack and
+    /// Mattermost incoming webhooks show its `text` as is
+    #[arg(long = "approval-webhook", value_name = "URL")]
+    approval_webhooks: Vec<String>,
+    /// File holding the key (16 bytes or more) that signs each webhook POST with an
+    /// X-Airlock-Signature header
+    #[arg(long, env = "AIRLOCK_APPROVAL_WEBHOOK_SECRET_FILE")]
+    approval_webhook_secret_file: Option<PathBuf>,
 }
 
 /// The optional `--config` file; every key is optional and unknown keys are errors.
@@ -113,6 +121,8 @@ struct ConfigFile {
     shutdown_grace: Option<String>,
     audit_checkpoint_interval: Option<String>,
     max_pending_approvals_per_agent: Option<u32>,
+    approval_webhooks: Option<Vec<String>>,
+    approval_webhook_secret_file: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -266,6 +276,8 @@ impl RunArgs {
             shutdown_grace: None,
             audit_checkpoint_interval: None,
             max_pending_approvals_per_agent: None,
+            approval_webhooks: Vec::new(),
+            approval_webhook_secret_file: None,
         }
     }
 }
@@ -308,6 +320,16 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
             "--max-pending-approvals-per-agent must be 1 or more: with 0 no grant that needs approval could be asked for"
         );
     }
+    let webhook_urls = if args.approval_webhooks.is_empty() {
+        file.approval_webhooks.unwrap_or_default()
+    } else {
+        args.approval_webhooks
+    };
+    let secret_file = args.approval_webhook_secret_file.or(file.approval_webhook_secret_file);
+    let webhooks = crate::server::notify::Webhooks::new(&webhook_urls, secret_file.as_deref())?;
+    if !webhooks.is_empty() {
+        tracing::info!(webhooks = ?webhooks, "approval requests are announced to webhooks");
+    }
     let policy_dir = args.policies.or(file.policies);
     let policies = crate::server::policies::Policies::load(policy_dir.clone())?;
     match &policy_dir {
@@ -348,6 +370,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         metrics,
         config: Arc::new(config),
         checkpoints: Arc::new(checkpoints),
+        webhooks: Arc::new(webhooks),
     };
     Ok(state)
 }

@@ -13,6 +13,7 @@ mod error;
 mod extract;
 mod master_keys;
 mod minting;
+pub mod notify;
 mod ops;
 pub mod policies;
 mod secrets;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// Signed checkpoints of the audit chains, beside the master key.
     pub checkpoints: Arc<checkpoint::Checkpoints>,
+    /// Where new approval requests are announced (`--approval-webhook`).
+    pub webhooks: Arc<notify::Webhooks>,
 }
 
 /// How long a looked-up credential is trusted without asking the database again.

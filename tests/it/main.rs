@@ -11,6 +11,7 @@ mod examples;
 mod exfiltration;
 mod identity;
 mod logs;
+mod notify;
 mod ops;
 mod proxy;
 mod raw;
