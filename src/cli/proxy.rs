@@ -137,7 +137,15 @@ fn read_key(mut from: impl std::io::Read, what: &str) -> anyhow::Result<Zeroizin
         bail!("{what} is empty");
     }
     if key.contains(['\n', '\r']) {
-        bail!("{what} holds more than one line; a key is one line");
+        bail!(
+            "{what} holds more than one line; a key is one line. If it holds the whole output of `airlock agent \
+             add`, keep only the key (the indented line after \"agent key, shown only this once\")"
+        );
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!(
+            "{what} holds spaces or characters that are not printable ASCII; a key is one word, with nothing around it"
+        );
     }
     Ok(Zeroizing::new(key.to_owned()))
 }
@@ -321,7 +329,12 @@ pub async fn run(cmd: ProxyCommand) -> anyhow::Result<()> {
         ),
     }
     let metrics = super::install_metrics();
+    let data_dir = config.data_dir.clone();
     let bound = crate::proxy::bind(config, metrics, crate::proxy::Startup::Wait).await?;
+    // For clients whose trust-store variable replaces the system roots (SSL_CERT_FILE,
+    // REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE): the system roots plus this proxy's CA.
+    let bundles = super::run::write_bundles(&data_dir, bound.ca_pem())?;
+    tracing::info!(ca = %bundles.ca.display(), bundle = %bundles.merged.display(), "CA certificate and merged bundle written");
     tracing::info!(addr = %bound.local_addr()?, "airlock proxy listening");
     let reporter = bound.reporter();
     tokio::select! {

@@ -26,6 +26,8 @@ const DEFAULT_AUTH_FAILURE_LIMIT: &str = "60/min";
 const DEFAULT_TENANT: &str = "default";
 const DEFAULT_MAX_PENDING_APPROVALS_PER_AGENT: u32 = 20;
 const MASTER_KEY_FILE: &str = "master.key";
+/// The advisory lock that keeps a second server off a SQLite data dir.
+const LOCK_FILE: &str = "server.lock";
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -130,10 +132,15 @@ impl ConfigFile {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+            let line = e.span().map_or(0, |s| line_of(&text, s.start));
             anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
         })
     }
+}
+
+/// Line (1-based) of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -217,7 +224,10 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     } else {
         println!("Initialised Airlock in {data_dir} (tenant '{DEFAULT_TENANT}').\n");
         println!("Admin key, shown only this once; keep it in a password manager:\n\n    {}\n", secret.as_str());
-        println!("Start the server:   airlock server --data-dir {data_dir}");
+        println!("Start the server:   airlock server --data-dir {data_dir} --policies policies/");
+        println!(
+            "                    (--policies: the directory of agent policy files; without it no agent can mint a token)"
+        );
         println!("Then, in a shell:   export AIRLOCK_ADDR=http://{DEFAULT_LISTEN} AIRLOCK_TOKEN={}", secret.as_str());
     }
     Ok(())
@@ -337,6 +347,9 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         None => tracing::warn!("no --policies directory: agents cannot mint tokens until one is configured"),
     }
     let keys = storage.master_keys()?;
+    if Engine::of_url(&storage.url) == Some(Engine::Sqlite) && storage.data_dir.is_dir() {
+        lock_data_dir(&storage.data_dir)?;
+    }
     let store = storage.open().await?;
     let checkpoints = crate::server::checkpoint::Checkpoints::new(&storage.data_dir, checkpoint_interval);
     if !storage.data_dir.is_dir() {
@@ -373,6 +386,34 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         webhooks: Arc::new(webhooks),
     };
     Ok(state)
+}
+
+/// One server per SQLite data dir: an advisory lock on `D/server.lock`, held until the
+/// process exits (the kernel releases it then, even after `kill -9`).
+fn lock_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => bail!(
+            "another airlock server already serves the SQLite database in {} (it holds {}); two servers on one \
+             SQLite file would each serve a view the other changes behind its back. Stop the other one, or, for \
+             several replicas, use PostgreSQL (--database-url)",
+            dir.display(),
+            path.display()
+        ),
+        Err(e) => bail!("cannot lock {}: {e}", path.display()),
+    }
+    // Held for the life of the process: the lock goes with the descriptor.
+    std::mem::forget(file);
+    Ok(())
 }
 
 /// Adds a master key, makes it active, and re-wraps every data key under it in batches.

@@ -14,6 +14,7 @@ mod logs;
 mod notify;
 mod ops;
 mod proxy;
+mod quickstart;
 mod raw;
 mod replicas;
 mod resilience;

@@ -45,7 +45,7 @@ fn receiver(statuses: &[u16]) -> (String, Receiver<Delivery>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hooks/T0-{MARKER}-x", listener.local_addr().unwrap());
     let (tx, rx) = channel();
-    let mut statuses = statuses.to_vec().into_iter();
+    let mut statuses = std::collections::VecDeque::from(statuses.to_vec());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
@@ -63,7 +63,7 @@ fn receiver(statuses: &[u16]) -> (String, Receiver<Delivery>) {
             let len: usize = headers.get("content-length").map_or(0, |l| l.parse().unwrap());
             let mut body = vec![0; len];
             reader.read_exact(&mut body).unwrap();
-            let status = statuses.next().unwrap_or(200);
+            let status = statuses.pop_front().unwrap_or(200);
             let _ = write!(stream, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             if tx.send(Delivery { headers, body }).is_err() {
                 return;

@@ -196,9 +196,32 @@ pub(super) async fn fetch_agent_id(
 }
 
 pub(super) fn refused(status: u16, body: &Value) -> CentralError {
+    let Some(code) = body["error"]["code"].as_str() else {
+        // Not the error shape of the Airlock API: some other service answers at that address.
+        return CentralError::Refused {
+            status,
+            code: "not_airlock".into(),
+            message: format!(
+                "HTTP {status} without an Airlock error body; is --server (AIRLOCK_ADDR) the address of `airlock \
+                 server` and not of another service (check the host and port)?"
+            ),
+        };
+    };
     CentralError::Refused {
         status,
-        code: body["error"]["code"].as_str().unwrap_or("unknown").to_owned(),
+        code: code.to_owned(),
         message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn another_service_at_the_server_address_is_named_as_such() {
+        let e = super::refused(404, &serde_json::json!({ "detail": "Not Found" }));
+        let said = e.to_string();
+        assert!(said.contains("not_airlock") && said.contains("--server") && said.contains("HTTP 404"), "{said}");
+        let e = super::refused(401, &serde_json::json!({ "error": { "code": "unauthenticated", "message": "m" } }));
+        assert_eq!(e.to_string(), "the central API refused the proxy: unauthenticated: m");
     }
 }
