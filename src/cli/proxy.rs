@@ -357,3 +357,19 @@ async fn shutdown() {
         _ = term.recv() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Quickstart trial item 5: a key file holding the whole `airlock agent add` output once
+    /// gave "builder error"; the message now says what to keep, and never quotes the key.
+    #[test]
+    fn a_key_file_holding_more_than_a_key_says_what_to_keep() {
+        let output = "agent research-agent (agt_1)\nagent key, shown only this once:\n\n    ak_SeCrEt\n";
+        let lines = super::read_key(output.as_bytes(), "the agent key file k").unwrap_err().to_string();
+        assert!(lines.contains("more than one line") && lines.contains("airlock agent add"), "{lines}");
+        let spaced = super::read_key("key: ak_SeCrEt".as_bytes(), "the agent key file k").unwrap_err().to_string();
+        assert!(spaced.contains("spaces"), "{spaced}");
+        assert!(!lines.contains("SeCrEt") && !spaced.contains("SeCrEt"));
+        assert_eq!(super::read_key("  ak_x\n".as_bytes(), "k").unwrap().as_str(), "ak_x");
+    }
+}
