@@ -13,6 +13,7 @@ mod identity;
 mod logs;
 mod notify;
 mod ops;
+mod policy_cli;
 mod proxy;
 mod quickstart;
 mod raw;
