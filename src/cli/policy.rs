@@ -53,17 +53,17 @@ fn errors_in(path: &Path) -> Result<(String, Vec<PolicyError>), PolicyError> {
         line: 0,
         message: format!("cannot read it: {e}"),
     };
-    let (files, shown): (Vec<(String, String)>, Box<dyn Fn(&str) -> String>) = if path.is_dir() {
-        let dir = path.to_path_buf();
-        (crate::server::policies::read_dir(path)?, Box::new(move |name: &str| dir.join(name).display().to_string()))
+    let is_dir = path.is_dir();
+    let files = if is_dir {
+        crate::server::policies::read_dir(path)?
     } else {
         let text = std::fs::read_to_string(path).map_err(unreadable)?;
         let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let full = path.display().to_string();
-        (vec![(name, text)], Box::new(move |_: &str| full.clone()))
+        vec![(name, text)]
     };
+    // Errors name a file by its path as given, not by its name in the directory alone.
     let located = |mut e: PolicyError| {
-        e.file = shown(&e.file);
+        e.file = if is_dir { path.join(&e.file) } else { path.to_path_buf() }.display().to_string();
         e
     };
     let mut errors: Vec<PolicyError> =
