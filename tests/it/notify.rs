@@ -214,3 +214,24 @@ fn a_bad_webhook_url_or_short_key_stops_the_server_before_it_starts() {
         assert!(!stderr.contains(MARKER), "{stderr}");
     }
 }
+
+#[test]
+fn webhooks_can_come_from_the_config_file() {
+    let (url, rx) = receiver(&[]);
+    let dir = policies_dir(&[("payments.toml", PAYMENTS)]);
+    let key_file = dir.path().join("webhook.key");
+    std::fs::write(&key_file, key()).unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let config_file = config.path().join("server.toml");
+    let text = format!(
+        "policies = {:?}\napproval_webhooks = [{url:?}]\napproval_webhook_secret_file = {:?}\n",
+        dir.path().to_str().unwrap(),
+        key_file.to_str().unwrap()
+    );
+    std::fs::write(&config_file, text).unwrap();
+    let srv = Server::start_with(Backend::Sqlite, &["--config", config_file.to_str().unwrap()]);
+    let (_, agent) = add_agent(&srv, "payments-agent");
+    let pending = ask(&srv, &agent, 30);
+    let delivery = rx.recv_timeout(Duration::from_secs(10)).expect("the receiver got the POST");
+    assert_eq!(verify(&delivery)["approval_request_id"], pending["approval_request_id"]);
+}
