@@ -73,15 +73,19 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
     let dir = &cmd.dir;
     let admin_key = admin_key(dir).await?;
     let policies = write_policies(dir)?;
-    let state = state_from(RunArgs::dev(dir.clone(), cmd.server_listen, policies)).await?;
-    let server = tokio::spawn(crate::server::serve(state));
     let server_url = format!("http://{}", cmd.server_listen);
+    port_free(cmd.server_listen, "--server-listen", &server_url).await?;
+    port_free(cmd.proxy_listen, "--proxy-listen", &format!("http://{}/_airlock", cmd.proxy_listen)).await?;
+    let state = state_from(RunArgs::dev(dir.clone(), cmd.server_listen, policies)).await?;
+    // One metrics registry per process: the proxy's /_airlock/metrics shows it too.
+    let metrics = state.metrics.clone();
+    let server = tokio::spawn(crate::server::serve(state));
     wait_healthy(&server_url).await?;
     let admin = Client::new(&server_url, &admin_key)?;
     let agent_key = demo_agent(&admin, dir).await?;
     let upstream = demo_upstream().await?;
-    let proxy = start_proxy(&cmd, &server_url, agent_key, upstream).await?;
-    banner(&cmd, &admin_key, &proxy);
+    let proxy = start_proxy(&cmd, &server_url, agent_key, upstream, metrics).await?;
+    banner(&cmd, &admin_key, &proxy, upstream);
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminated() => {}
@@ -133,6 +137,26 @@ fn write_policies(dir: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     Ok(policies)
+}
+
+/// Fails, saying who holds it, when `addr` is taken: another Airlock (an earlier `airlock
+/// dev` still running, whose keys this one's would not match) or another program.
+async fn port_free(addr: SocketAddr, flag: &str, probe: &str) -> anyhow::Result<()> {
+    let Err(e) = std::net::TcpListener::bind(addr) else { return Ok(()) };
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build()?;
+    let airlock = match http.get(format!("{probe}/healthz")).send().await {
+        Ok(resp) => resp.text().await.is_ok_and(|t| t.replace(' ', "").contains(r#""status":"ok""#)),
+        Err(_) => false,
+    };
+    if airlock {
+        anyhow::bail!(
+            "{addr} is taken by another Airlock (an earlier `airlock dev` or `airlock server` still running?): stop \
+             it, or start this one on other ports with {flag} ADDR"
+        );
+    }
+    anyhow::bail!(
+        "cannot listen on {addr} ({e}): another program uses it; stop it, or pick another address with {flag} ADDR"
+    )
 }
 
 async fn wait_healthy(url: &str) -> anyhow::Result<()> {
@@ -230,6 +254,7 @@ async fn start_proxy(
     server: &str,
     agent_key: Zeroizing<String>,
     upstream: SocketAddr,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<DevProxy> {
     let data_dir = cmd.dir.join("proxy");
     let config = crate::proxy::ProxyConfig {
@@ -252,15 +277,18 @@ async fn start_proxy(
         timeouts: crate::proxy::Timeouts::default(),
         spool_max_bytes: crate::proxy::report::DEFAULT_SPOOL_MAX_BYTES,
     };
-    let bound = crate::proxy::bind(config, None, crate::proxy::Startup::FailFast).await?;
+    let bound = crate::proxy::bind(config, metrics, crate::proxy::Startup::FailFast).await?;
     let addr = bound.local_addr()?;
     let bundles = super::run::write_bundles(&data_dir, bound.ca_pem())?;
     tokio::spawn(bound.serve());
     Ok(DevProxy { addr, ca: bundles.merged })
 }
 
-fn banner(cmd: &DevCommand, admin_key: &str, proxy: &DevProxy) {
+fn banner(cmd: &DevCommand, admin_key: &str, proxy: &DevProxy, upstream: SocketAddr) {
     let ca = std::fs::canonicalize(&proxy.ca).unwrap_or_else(|_| proxy.ca.clone());
+    let ca_only = ca.with_file_name("ca.pem");
+    let key_file = cmd.dir.join("demo-agent.key");
+    let key_file = std::fs::canonicalize(&key_file).unwrap_or(key_file);
     let p = proxy.addr;
     println!(
         r#"
@@ -276,15 +304,40 @@ export AIRLOCK_ADDR=http://{server}
 export AIRLOCK_TOKEN={admin_key}
 export AIRLOCK_PROXY=http://{p}
 export HTTP_PROXY=http://{p} HTTPS_PROXY=http://{p} NO_PROXY=localhost,127.0.0.1
-export REQUESTS_CA_BUNDLE={ca} SSL_CERT_FILE={ca} CURL_CA_BUNDLE={ca}
+export http_proxy=http://{p} https_proxy=http://{p} no_proxy=localhost,127.0.0.1
+export REQUESTS_CA_BUNDLE={ca} SSL_CERT_FILE={ca} CURL_CA_BUNDLE={ca} NODE_EXTRA_CA_CERTS={ca_only}
 
 First request: the proxy puts the real key in, the demo upstream echoes it, and the proxy
 redacts it on the way back, so you see the placeholder and how long the real value was:
 
 curl -s http://{p}/r/demo/echo -H 'Authorization: Bearer {{{{secret:demo/api-key}}}}'
+
+Or give one command a proxy of its own, as `airlock run` does for an agent (it warns that the
+command could read the demo key file: fine for the demo, not for a real agent):
+
+{run}
 "#,
         server = cmd.server_listen,
         dir = cmd.dir.display(),
         ca = ca.display(),
+        ca_only = ca_only.display(),
+        run = run_line(cmd, &key_file, upstream),
     );
+}
+
+/// An `airlock run` line that works as printed, from any directory: the demo agent's key
+/// file by its absolute path, and the demo host pinned to the demo upstream.
+fn run_line(cmd: &DevCommand, key_file: &Path, upstream: SocketAddr) -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| p.is_absolute())
+        .map_or_else(|| "airlock".into(), |p| p.display().to_string());
+    format!(
+        "{exe} run --server http://{server} --agent-key-file {key} --data-dir {data} \\\n  \
+         --resolve demo.airlock.local={upstream} -- \\\n  \
+         sh -c 'curl -s \"$DEMO_BASE_URL/echo\" -H \"x-api-key: $DEMO_API_KEY\" -H \"Authorization: Bearer {{{{secret:demo/api-key}}}}\"'",
+        server = cmd.server_listen,
+        key = key_file.display(),
+        data = key_file.with_file_name("run").display(),
+    )
 }

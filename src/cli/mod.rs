@@ -6,6 +6,7 @@ pub mod audit;
 mod ca;
 mod dev;
 mod logging;
+mod policy;
 mod provider;
 mod proxy;
 mod run;
@@ -14,7 +15,7 @@ mod server;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::client::Client;
 
@@ -87,6 +88,19 @@ enum Command {
     Ca {
         #[command(subcommand)]
         cmd: ca::CaCommand,
+    },
+    /// Check policy files offline, or make the server reload its policies
+    Policy {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: policy::PolicyCommand,
+    },
+    /// Print a shell completion script: airlock completions bash > /etc/bash_completion.d/airlock
+    /// (zsh: into a directory of $fpath as _airlock; fish: ~/.config/fish/completions/airlock.fish)
+    Completions {
+        /// bash, zsh, fish (also elvish, powershell)
+        shell: clap_complete::Shell,
     },
 }
 
@@ -166,15 +180,30 @@ pub(crate) fn describe(e: &anyhow::Error) -> String {
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    if let Command::Run(cmd) = command {
-        return run::run(cmd).await;
+    match command {
+        Command::Run(cmd) => return run::run(cmd).await,
+        Command::Policy { cmd: policy::PolicyCommand::Check { path }, .. } => {
+            return Ok(match policy::check(&path) {
+                policy::Checked::Valid => ExitCode::SUCCESS,
+                policy::Checked::Invalid => ExitCode::FAILURE,
+            });
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "airlock", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     dispatch(command).await.map(|()| ExitCode::SUCCESS)
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run(_) => unreachable!("handled by run"),
+        Command::Run(_) | Command::Completions { .. } => unreachable!("handled by run"),
+        Command::Policy { conn, cmd } => match cmd {
+            policy::PolicyCommand::Reload => policy::reload(&conn.client()?).await,
+            policy::PolicyCommand::Check { .. } => unreachable!("handled by run"),
+        },
         Command::Server(args) => server::run(args).await,
         Command::Dev(cmd) => dev::run(cmd).await,
         Command::Proxy(cmd) => proxy::run(cmd).await,

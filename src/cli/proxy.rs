@@ -137,7 +137,15 @@ fn read_key(mut from: impl std::io::Read, what: &str) -> anyhow::Result<Zeroizin
         bail!("{what} is empty");
     }
     if key.contains(['\n', '\r']) {
-        bail!("{what} holds more than one line; a key is one line");
+        bail!(
+            "{what} holds more than one line; a key is one line. If it holds the whole output of `airlock agent \
+             add`, keep only the key (the indented line after \"agent key, shown only this once\")"
+        );
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!(
+            "{what} holds spaces or characters that are not printable ASCII; a key is one word, with nothing around it"
+        );
     }
     Ok(Zeroizing::new(key.to_owned()))
 }
@@ -329,7 +337,12 @@ pub async fn run(cmd: ProxyCommand) -> anyhow::Result<()> {
         ),
     }
     let metrics = super::install_metrics();
+    let data_dir = config.data_dir.clone();
     let bound = crate::proxy::bind(config, metrics, crate::proxy::Startup::Wait).await?;
+    // For clients whose trust-store variable replaces the system roots (SSL_CERT_FILE,
+    // REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE): the system roots plus this proxy's CA.
+    let bundles = super::run::write_bundles(&data_dir, bound.ca_pem())?;
+    tracing::info!(ca = %bundles.ca.display(), bundle = %bundles.merged.display(), "CA certificate and merged bundle written");
     tracing::info!(addr = %bound.local_addr()?, "airlock proxy listening");
     let reporter = bound.reporter();
     tokio::select! {
@@ -350,5 +363,21 @@ async fn shutdown() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Quickstart trial item 5: a key file holding the whole `airlock agent add` output once
+    /// gave "builder error"; the message now says what to keep, and never quotes the key.
+    #[test]
+    fn a_key_file_holding_more_than_a_key_says_what_to_keep() {
+        let output = "agent research-agent (agt_1)\nagent key, shown only this once:\n\n    ak_SeCrEt\n";
+        let lines = super::read_key(output.as_bytes(), "the agent key file k").unwrap_err().to_string();
+        assert!(lines.contains("more than one line") && lines.contains("airlock agent add"), "{lines}");
+        let spaced = super::read_key("key: ak_SeCrEt".as_bytes(), "the agent key file k").unwrap_err().to_string();
+        assert!(spaced.contains("spaces"), "{spaced}");
+        assert!(!lines.contains("SeCrEt") && !spaced.contains("SeCrEt"));
+        assert_eq!(super::read_key("  ak_x\n".as_bytes(), "k").unwrap().as_str(), "ak_x");
     }
 }

@@ -115,7 +115,9 @@ pub(super) struct Bundles {
 
 /// The CA alone (for NODE_EXTRA_CA_CERTS, which adds to Node's roots) and a bundle of the
 /// system roots plus the CA (for the variables that replace the trust store).
+/// Both paths are absolute, so a child that changes directory still finds them.
 pub(super) fn write_bundles(data_dir: &Path, ca_pem: &str) -> anyhow::Result<Bundles> {
+    let data_dir = &std::fs::canonicalize(data_dir).with_context(|| format!("cannot find {}", data_dir.display()))?;
     let ca = data_dir.join("ca.pem");
     let system = SYSTEM_BUNDLES.iter().find_map(|p| std::fs::read_to_string(p).ok()).unwrap_or_else(|| {
         tracing::warn!("no system CA bundle found; the merged bundle holds only the Airlock CA");

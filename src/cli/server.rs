@@ -26,6 +26,8 @@ const DEFAULT_AUTH_FAILURE_LIMIT: &str = "60/min";
 const DEFAULT_TENANT: &str = "default";
 const DEFAULT_MAX_PENDING_APPROVALS_PER_AGENT: u32 = 20;
 const MASTER_KEY_FILE: &str = "master.key";
+/// The advisory lock that keeps a second server off a SQLite data dir.
+const LOCK_FILE: &str = "server.lock";
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -67,7 +69,7 @@ struct InitArgs {
 pub(super) struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
-    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent, tls_cert, tls_key
+    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent, tls_cert, tls_key, public_url, approval_webhooks, approval_webhook_secret_file
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7878]
@@ -104,6 +106,18 @@ pub(super) struct RunArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, env = "AIRLOCK_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The server's URL as operators reach it (https://airlock.example.com): approval links
+    /// in 202 answers and webhook notifications start with it
+    #[arg(long, env = "AIRLOCK_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// POST each new approval request as JSON to this http(s) URL (repeatable); Slack and
+    /// Mattermost incoming webhooks show its `text` as is
+    #[arg(long = "approval-webhook", value_name = "URL")]
+    approval_webhooks: Vec<String>,
+    /// File holding the key (16 bytes or more) that signs each webhook POST with an
+    /// X-Airlock-Signature header
+    #[arg(long, env = "AIRLOCK_APPROVAL_WEBHOOK_SECRET_FILE")]
+    approval_webhook_secret_file: Option<PathBuf>,
 }
 
 /// The optional `--config` file; every key is optional and unknown keys are errors.
@@ -122,6 +136,9 @@ struct ConfigFile {
     max_pending_approvals_per_agent: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    public_url: Option<String>,
+    approval_webhooks: Option<Vec<String>>,
+    approval_webhook_secret_file: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -129,10 +146,15 @@ impl ConfigFile {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+            let line = e.span().map_or(0, |s| line_of(&text, s.start));
             anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
         })
     }
+}
+
+/// Line (1-based) of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -216,7 +238,10 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     } else {
         println!("Initialised Airlock in {data_dir} (tenant '{DEFAULT_TENANT}').\n");
         println!("Admin key, shown only this once; keep it in a password manager:\n\n    {}\n", secret.as_str());
-        println!("Start the server:   airlock server --data-dir {data_dir}");
+        println!("Start the server:   airlock server --data-dir {data_dir} --policies policies/");
+        println!(
+            "                    (--policies: the directory of agent policy files; without it no agent can mint a token)"
+        );
         println!("Then, in a shell:   export AIRLOCK_ADDR=http://{DEFAULT_LISTEN} AIRLOCK_TOKEN={}", secret.as_str());
     }
     Ok(())
@@ -277,6 +302,9 @@ impl RunArgs {
             max_pending_approvals_per_agent: None,
             tls_cert: None,
             tls_key: None,
+            public_url: None,
+            approval_webhooks: Vec::new(),
+            approval_webhook_secret_file: None,
         }
     }
 }
@@ -332,6 +360,20 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         }
         _ => bail!("--tls-cert and --tls-key go together: give both files, or neither for plain HTTP"),
     };
+    let webhook_urls = if args.approval_webhooks.is_empty() {
+        file.approval_webhooks.unwrap_or_default()
+    } else {
+        args.approval_webhooks
+    };
+    let secret_file = args.approval_webhook_secret_file.or(file.approval_webhook_secret_file);
+    let webhooks = crate::server::notify::Webhooks::new(&webhook_urls, secret_file.as_deref())?;
+    if !webhooks.is_empty() {
+        tracing::info!(webhooks = ?webhooks, "approval requests are announced to webhooks");
+    }
+    let public_url = match args.public_url.or(file.public_url) {
+        Some(url) => Some(crate::client::parse_base_url(&url).map_err(|e| anyhow::anyhow!("--public-url: {e}"))?),
+        None => None,
+    };
     let policy_dir = args.policies.or(file.policies);
     let policies = crate::server::policies::Policies::load(policy_dir.clone())?;
     match &policy_dir {
@@ -339,6 +381,9 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         None => tracing::warn!("no --policies directory: agents cannot mint tokens until one is configured"),
     }
     let keys = storage.master_keys()?;
+    if Engine::of_url(&storage.url) == Some(Engine::Sqlite) && storage.data_dir.is_dir() {
+        lock_data_dir(&storage.data_dir)?;
+    }
     let store = storage.open().await?;
     let checkpoints = crate::server::checkpoint::Checkpoints::new(&storage.data_dir, checkpoint_interval);
     if !storage.data_dir.is_dir() {
@@ -357,6 +402,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         shutdown_grace,
         max_pending_approvals_per_agent,
         tls,
+        public_url,
     };
     let state = AppState {
         store,
@@ -373,8 +419,37 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         metrics,
         config: Arc::new(config),
         checkpoints: Arc::new(checkpoints),
+        webhooks: Arc::new(webhooks),
     };
     Ok(state)
+}
+
+/// One server per SQLite data dir: an advisory lock on `D/server.lock`, held until the
+/// process exits (the kernel releases it then, even after `kill -9`).
+fn lock_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => bail!(
+            "another airlock server already serves the SQLite database in {} (it holds {}); two servers on one \
+             SQLite file would each serve a view the other changes behind its back. Stop the other one, or, for \
+             several replicas, use PostgreSQL (--database-url)",
+            dir.display(),
+            path.display()
+        ),
+        Err(e) => bail!("cannot lock {}: {e}", path.display()),
+    }
+    // Held for the life of the process: the lock goes with the descriptor.
+    std::mem::forget(file);
+    Ok(())
 }
 
 /// Adds a master key, makes it active, and re-wraps every data key under it in batches.

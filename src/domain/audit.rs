@@ -37,6 +37,8 @@ pub mod kind {
     pub const APPROVAL_DENY: &str = "approval.deny";
     /// A request whose grant the policy no longer has, cancelled before its token was handed out.
     pub const APPROVAL_CANCEL: &str = "approval.cancel";
+    /// An approval webhook that still failed after its last try (`server::notify`).
+    pub const APPROVAL_NOTIFY_FAILED: &str = "approval.notify_failed";
     pub const POLICY_RELOAD: &str = "policy.reload";
     pub const PROVIDER_CONFIG_CREATE: &str = "provider_config.create";
     pub const PROVIDER_CONFIG_UPDATE: &str = "provider_config.update";

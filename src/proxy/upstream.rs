@@ -101,10 +101,42 @@ impl Dialer {
             ServerName::try_from(host.to_owned()).map_err(|_| format!("'{host}' is not a valid TLS server name"))?;
         let connector = if alpn == Alpn::H1 { &self.tls_h1 } else { &self.tls };
         match tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp)).await {
-            Ok(handshake) => Ok(Stream::Tls(Box::new(handshake?))),
+            Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(tls))),
+            Ok(Err(e)) => Err(tls_failure(host, port, &e).into()),
             Err(_) => Err(format!("the TLS handshake with {host}:{port} timed out").into()),
         }
     }
+}
+
+/// A failed TLS handshake with an upstream, in words that say what to do.
+fn tls_failure(host: &str, port: u16, e: &io::Error) -> String {
+    use rustls::CertificateError as C;
+    let cert = match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(c)) => c,
+        _ => return format!("the TLS handshake with {host}:{port} failed: {e}"),
+    };
+    let trust = "if the upstream uses a private CA, give the proxy that CA with --upstream-ca FILE";
+    let why = match cert {
+        C::UnknownIssuer => format!("its certificate is not signed by a CA this proxy trusts; {trust}"),
+        C::Expired | C::ExpiredContext { .. } => "its certificate has expired".to_owned(),
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "its certificate is not valid yet (check the clocks)".to_owned()
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            format!("its certificate is not issued for the name '{host}'")
+        }
+        C::Revoked => "its certificate is revoked".to_owned(),
+        C::BadSignature | C::BadEncoding => "its certificate is malformed or badly signed".to_owned(),
+        C::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => format!(
+            "it presented a CA certificate (one marked CA:TRUE, as a self-signed certificate made to sign others \
+             is) as its own certificate; give it a certificate issued by that CA, and {trust}"
+        ),
+        C::Other(other) if format!("{other:?}").contains("SelfSigned") => {
+            format!("it presented a self-signed certificate; {trust}")
+        }
+        other => format!("its certificate was refused ({other:?}); {trust}"),
+    };
+    format!("the TLS handshake with {host}:{port} failed: {why}")
 }
 
 /// The first of `addrs` that accepts, each given `limit`.
@@ -228,5 +260,38 @@ impl Write for UpstreamIo {
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stands in for webpki's error of that name, which rustls wraps in `OtherError`.
+    #[derive(Debug)]
+    struct CaUsedAsEndEntity;
+    impl std::fmt::Display for CaUsedAsEndEntity {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("CaUsedAsEndEntity")
+        }
+    }
+    impl std::error::Error for CaUsedAsEndEntity {}
+
+    fn handshake_error(e: rustls::CertificateError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(e))
+    }
+
+    #[test]
+    fn a_refused_upstream_certificate_is_told_in_words() {
+        let other = rustls::OtherError(std::sync::Arc::new(CaUsedAsEndEntity));
+        let said = tls_failure("self.test", 443, &handshake_error(rustls::CertificateError::Other(other)));
+        assert!(said.contains("self.test:443") && said.contains("presented a CA certificate"), "{said}");
+        assert!(said.contains("--upstream-ca") && !said.contains("OtherError"), "{said}");
+        let said = tls_failure("x.test", 8443, &handshake_error(rustls::CertificateError::UnknownIssuer));
+        assert!(said.contains("not signed by a CA this proxy trusts"), "{said}");
+        let said = tls_failure("x.test", 443, &handshake_error(rustls::CertificateError::NotValidForName));
+        assert!(said.contains("not issued for the name 'x.test'"), "{said}");
+        let said = tls_failure("x.test", 443, &io::Error::other("reset"));
+        assert!(said.ends_with("failed: reset"), "{said}");
     }
 }

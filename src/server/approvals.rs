@@ -64,22 +64,67 @@ pub async fn open_request(
     let mut audit = caller.draft(kind::APPROVAL_REQUEST, None);
     audit.detail = json!({ "approval_request_id": approval.id, "scope": request.scopes, "reason": reason });
     let max = i64::from(state.config.max_pending_approvals_per_agent);
-    let approval = match state.store.file_approval(&approval, max, audit).await? {
+    let (approval, new) = match state.store.file_approval(&approval, max, audit).await? {
         Filed::New => {
             tracing::info!(approval = %approval.id, agent = ?approval.agent_name, "token request waits for approval");
-            approval
+            (approval, true)
         }
         // Asked again for what it already waits for: the pending request answers, unchanged.
-        Filed::Existing(pending) => *pending,
+        Filed::Existing(pending) => (*pending, false),
         Filed::TooMany(pending) => return Err(too_many_pending(state, caller, pending, max).await),
     };
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:7878");
+    let link = |base: &str| format!("{base}/v1/approvals/{}", approval.id);
+    let scheme = if state.config.tls.is_some() { "https" } else { "http" };
+    let approve_url = match &state.config.public_url {
+        Some(base) => link(base),
+        None => link(&format!("{scheme}://{host}")),
+    };
+    let mut message =
+        format!("approval required ({}); an operator with approvals:decide must approve it", approval.reason);
+    if new && !state.webhooks.is_empty() {
+        // What reaches approvers never holds a host a request named (its `Host` header): the
+        // server's --public-url, or the path alone.
+        let announced = state.config.public_url.as_deref().map_or_else(|| link(""), link);
+        let notified = announce(state, &approval, request, &announced).await;
+        message.push_str(&format!("; {notified} approval webhook(s) will be notified"));
+    }
     Ok(PendingApproval {
         approval_status: "pending".to_owned(),
-        message: format!("approval required ({}); an operator with approvals:decide must approve it", approval.reason),
-        approve_url: format!("http://{host}/v1/approvals/{}", approval.id),
+        message,
+        approve_url,
         approval_request_id: approval.id,
     })
+}
+
+/// Tells the approval webhooks of a new request: which grants and hosts it is for.
+async fn announce(state: &AppState, a: &Approval, request: &TokenRequest, approve_url: &str) -> usize {
+    let (mut grants, mut hosts) = (Vec::new(), Vec::new());
+    if let Some(agent) = a.agent_name.as_deref()
+        && let Ok(policy) = state.policy_for(&a.tenant_id, agent).await
+        && let Ok(scopes) = crate::domain::ScopeSet::parse_list(&request.scopes)
+    {
+        for scope in scopes.iter() {
+            let Scope::Secrets { glob, .. } = scope else { continue };
+            let Some(grant) = policy.grant_covering(glob).filter(|g| g.approval()) else { continue };
+            grants.push(grant.secrets().to_string());
+            hosts.extend(grant.hosts().iter().map(|h| h.to_string()));
+        }
+    }
+    grants.dedup();
+    hosts.sort();
+    hosts.dedup();
+    let notice = super::notify::Notice {
+        tenant: a.tenant_id.clone(),
+        id: a.id.clone(),
+        agent: a.agent_name.clone(),
+        grants,
+        hosts,
+        scopes: request.scopes.clone(),
+        ttl_seconds: request.ttl_seconds,
+        approve_url: approve_url.to_owned(),
+    };
+    super::notify::notify(state, notice)
 }
 
 /// The 429 for a requester at the cap, audited as a refused mint (`token.denied`).

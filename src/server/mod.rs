@@ -13,6 +13,7 @@ mod error;
 mod extract;
 mod master_keys;
 mod minting;
+pub mod notify;
 mod ops;
 pub mod policies;
 mod providers;
@@ -58,6 +59,9 @@ pub struct ServerConfig {
     pub max_pending_approvals_per_agent: u32,
     /// HTTPS: the certificate chain and key files (`None`: plain HTTP).
     pub tls: Option<tls::TlsFiles>,
+    /// The server's address as people reach it (`--public-url`), for links in approval
+    /// requests and notifications.
+    pub public_url: Option<String>,
 }
 
 #[derive(Clone)]
@@ -76,6 +80,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// Signed checkpoints of the audit chains, beside the master key.
     pub checkpoints: Arc<checkpoint::Checkpoints>,
+    /// Where new approval requests are announced (`--approval-webhook`).
+    pub webhooks: Arc<notify::Webhooks>,
 }
 
 /// How long a looked-up credential is trusted without asking the database again.

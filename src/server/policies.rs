@@ -40,6 +40,12 @@ impl Policies {
 /// Loads every `*.toml` file in `dir` (sorted by name; hidden files and other files are
 /// ignored). All or nothing: the first error is returned and no set is built.
 fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
+    PolicySet::from_files(&read_dir(dir)?)
+}
+
+/// The `(file name, text)` of every `*.toml` file in `dir`, sorted by name, as the server
+/// loads them (`airlock policy check` reads a directory with it too).
+pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, PolicyError> {
     let dir_error = |e: std::io::Error| PolicyError {
         file: dir.display().to_string(),
         line: 0,
@@ -64,7 +70,7 @@ fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
         })?;
         files.push((name, text));
     }
-    PolicySet::from_files(&files)
+    Ok(files)
 }
 
 #[derive(Debug, thiserror::Error)]

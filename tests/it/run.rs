@@ -375,3 +375,32 @@ fn every_use_of_a_short_command_is_recorded_by_the_time_airlock_run_exits() {
     let spool = sc.dir.path().join("run").join("spool").join("access-events.jsonl");
     assert_eq!(std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0), 0, "the spool was delivered and emptied");
 }
+
+/// Quickstart trial item 2: with a relative `--data-dir`, the CA paths exported were
+/// relative, and a command that changed directory failed TLS (`curl: (77)`).
+#[test]
+fn run_exports_absolute_ca_paths_that_hold_after_a_cd() {
+    let sc = Sidecar::start();
+    let pin = format!("api.openai.com=127.0.0.1:{}", sc.upstream.port);
+    let script = format!(
+        "cd / && echo \"ssl=$SSL_CERT_FILE node=$NODE_EXTRA_CA_CERTS lower=${{https_proxy:+set}}\" && {CURL_PLACEHOLDER}"
+    );
+    let out = Command::new(BIN)
+        .args(["run", "--server", &sc.server.addr, "--resolve", &pin, "--data-dir", "relative-run"])
+        .arg("--agent-key-file")
+        .arg(sc.dir.path().join("agent.key"))
+        .arg("--upstream-ca")
+        .arg(&sc.upstream.ca_pem)
+        .args(["--", "sh", "-c", &script])
+        .current_dir(sc.dir.path())
+        .env("AIRLOCK_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let dir = std::fs::canonicalize(sc.dir.path().join("relative-run")).unwrap();
+    assert!(stdout.contains(&format!("ssl={}", dir.join("ca-bundle.pem").display())), "{stdout}");
+    assert!(stdout.contains(&format!("node={}", dir.join("ca.pem").display())), "{stdout}");
+    assert!(stdout.contains("lower=set"), "{stdout}");
+    assert_injected(&sc, &stdout);
+}

@@ -43,7 +43,7 @@ fn example_policies_parse() {
     assert_eq!(research.injects[0].header, "authorization");
     assert_eq!(research.injects[0].placeholders[0].path().as_str(), "production/openai/api-key");
     let routes: Vec<String> = research.routes.iter().map(|r| format!("{}={}", r.name, r.upstream)).collect();
-    assert_eq!(routes, ["openai=https://api.openai.com", "github=https://api.github.com"]);
+    assert_eq!(routes, ["openai=https://api.openai.com/v1", "github=https://api.github.com"]);
     assert!(research.host_allowed("raw.githubusercontent.com") && !research.host_allowed("evil.com"));
 
     let payments = parse(PAYMENTS);

@@ -216,15 +216,31 @@ pub(super) async fn fetch_agent_id(
 }
 
 /// A refusal (`status`, not a success) as the API's error object says it. A body that is not
-/// one (a load balancer's page, say) is still a refusal by its status, with code `unknown`
-/// and a message that says what the body was not.
+/// one is still a refusal by its status, with code `not_airlock`: some other service (a load
+/// balancer's page, say) answers at that address.
 pub(super) fn central_refusal(status: u16, body: &[u8]) -> CentralError {
     match crate::api::decode::<ErrorBody>(&format!("HTTP {status}"), body) {
         Ok(ErrorBody { error }) => CentralError::Refused { status, code: error.code, message: error.message },
         Err(e) => CentralError::Refused {
             status,
-            code: "unknown".to_owned(),
-            message: format!("the answer is not the API's error object ({})", e.detail),
+            code: "not_airlock".to_owned(),
+            message: format!(
+                "HTTP {status} without an Airlock error body ({}); is --server (AIRLOCK_ADDR) the address of \
+                 `airlock server` and not of another service (check the host and port)?",
+                e.detail
+            ),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn another_service_at_the_server_address_is_named_as_such() {
+        let e = super::central_refusal(404, br#"{"detail":"Not Found"}"#);
+        let said = e.to_string();
+        assert!(said.contains("not_airlock") && said.contains("--server") && said.contains("HTTP 404"), "{said}");
+        let e = super::central_refusal(401, br#"{"error":{"code":"unauthenticated","message":"m"}}"#);
+        assert_eq!(e.to_string(), "the central API refused the proxy: unauthenticated: m");
     }
 }
