@@ -123,6 +123,54 @@ pub trait Provider: Send + Sync {
 pub struct Environment {
     vars: HashMap<String, Zeroizing<String>>,
     files: FileRule,
+    addresses: AddressRule,
+}
+
+/// The server's variable listing the provider addresses a config may name, as a comma list of
+/// `scheme://host[:port]` (`https://bao.internal:8200,http://127.0.0.1:5000`). The server
+/// sends its own provider credentials to a config's address, and a config is written through
+/// the API by a tenant admin: without this list an admin could have them sent anywhere.
+pub const ADDRESSES_VAR: &str = "AIRLOCK_PROVIDER_ADDRESSES";
+
+/// Which addresses (a Vault `address`, an AWS `endpoint`) a config may name. AWS's own
+/// endpoint, used when a config names none, is always allowed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AddressRule {
+    /// Any (a library caller that chose the config itself).
+    #[default]
+    Any,
+    /// Only these origins (`scheme://host:port`); none when empty.
+    Only(Vec<String>),
+}
+
+impl AddressRule {
+    /// The server's rule: the origins in `AIRLOCK_PROVIDER_ADDRESSES` (none if it is unset).
+    pub fn from_process() -> AddressRule {
+        let listed = std::env::var(ADDRESSES_VAR).unwrap_or_default();
+        AddressRule::Only(listed.split(',').filter_map(|a| origin(a.trim()).ok()).collect())
+    }
+
+    pub fn check(&self, address: &str) -> Result<(), String> {
+        let AddressRule::Only(listed) = self else { return Ok(()) };
+        let origin = origin(address)?;
+        if listed.contains(&origin) {
+            return Ok(());
+        }
+        Err(format!(
+            "{origin} is not in the server's {ADDRESSES_VAR}, the addresses its provider credentials may be sent \
+             to; an operator adds it there"
+        ))
+    }
+}
+
+/// `scheme://host:port` of an http(s) URL, lower-cased, with the scheme's port when none.
+fn origin(address: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(address).map_err(|e| format!("address '{address}': {e}"))?;
+    let host = url.host_str().filter(|_| matches!(url.scheme(), "http" | "https"));
+    let (Some(host), Some(port)) = (host, url.port_or_known_default()) else {
+        return Err(format!("address '{address}' is not an http(s) URL with a host"));
+    };
+    Ok(format!("{}://{}:{port}", url.scheme(), host.to_ascii_lowercase()))
 }
 
 /// Which credential files (`token_file`, `role_id_file`, `secret_id_file`) may be read.
@@ -186,13 +234,13 @@ impl Environment {
             Some(dir) if !dir.is_empty() => FileRule::Under(dir.into()),
             _ => FileRule::Denied,
         };
-        Environment { vars, files }
+        Environment { vars, files, addresses: AddressRule::from_process() }
     }
 
     /// These variables, and credential files from anywhere.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Environment {
         let vars = pairs.into_iter().map(|(k, v)| (k.to_owned(), Zeroizing::new(v.to_owned()))).collect();
-        Environment { vars, files: FileRule::Any }
+        Environment { vars, files: FileRule::Any, addresses: AddressRule::Any }
     }
 
     pub fn with_files(mut self, files: FileRule) -> Environment {
@@ -224,6 +272,9 @@ pub fn build(
     config: &serde_json::Value,
     env: &Environment,
 ) -> Result<Arc<dyn Provider>, ProviderError> {
+    if let Some(address) = address_of(kind, config) {
+        env.addresses.check(&address).map_err(|reason| ProviderError::Config { provider: kind, reason })?;
+    }
     match kind {
         ProviderKind::Vault => Ok(Arc::new(vault::VaultClient::new(vault::VaultConfig::from_json(config)?, env)?)),
         ProviderKind::AwsSecretsManager => {
@@ -233,6 +284,15 @@ pub fn build(
             provider: kind,
             reason: "GCP Secret Manager is not supported in this version".into(),
         }),
+    }
+}
+
+/// The address a config sends the server's credentials to, when it names one.
+pub fn address_of(kind: ProviderKind, config: &serde_json::Value) -> Option<String> {
+    match kind {
+        ProviderKind::Vault => vault::VaultConfig::from_json(config).ok().map(|c| c.address),
+        ProviderKind::AwsSecretsManager => aws::AwsConfig::from_json(config).ok().and_then(|c| c.endpoint),
+        ProviderKind::GcpSecretManager => None,
     }
 }
 

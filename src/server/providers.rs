@@ -126,6 +126,7 @@ pub async fn create(
     let kind = kind_of(&b.kind)?;
     check_name(&b.name)?;
     check_config(kind, &b.config)?;
+    check_address(kind, &b.config)?;
     check_ttl(b.cache_ttl_seconds)?;
     let now = now_ms();
     let c = ProviderConfig {
@@ -195,6 +196,7 @@ pub async fn patch(
     }
     if let Some(config) = &b.config {
         check_config(kind, config)?;
+        check_address(kind, config)?;
     }
     check_ttl(b.cache_ttl_seconds.flatten())?;
     let change = ProviderConfigChange {
@@ -237,6 +239,15 @@ pub async fn make_default(
     audit.detail = json!({ "id": id, "name": current.name, "type": current.kind });
     let c = state.store.set_default_provider_config(caller.tenant(), &id, audit).await.map_err(|e| missing(e, &id))?;
     Ok(Json(view(&c)))
+}
+
+/// A config may name only an address the operator listed (`AIRLOCK_PROVIDER_ADDRESSES`): the
+/// server's own credentials go there.
+fn check_address(kind: ProviderKind, config: &Value) -> ApiResult<()> {
+    match providers::address_of(kind, config) {
+        Some(address) => providers::AddressRule::from_process().check(&address).map_err(ApiError::validation),
+        None => Ok(()),
+    }
 }
 
 /// Reaches the store `config` describes with the server's credentials.
@@ -300,6 +311,7 @@ pub async fn preview(
     let b: PreviewBody = typed(&body)?;
     let kind = kind_of(&b.kind)?;
     check_config(kind, &b.config)?;
+    check_address(kind, &b.config)?;
     let health = reach(kind, &b.config).await;
     Ok(Json(json!({
         "type": kind.as_str(), "ok": health.ok, "message": health.message, "latency_ms": health.latency_ms,

@@ -9,7 +9,11 @@ use crate::both_backends;
 use crate::providers::Bao;
 use crate::support::{Backend, MARKER, Server, assert_error, secret_value};
 
-both_backends!(configs_are_stored_changed_and_audited, credentials_in_a_config_are_refused_and_nothing_is_written);
+both_backends!(
+    configs_are_stored_changed_and_audited,
+    credentials_in_a_config_are_refused_and_nothing_is_written,
+    an_address_the_operator_did_not_list_is_refused,
+);
 
 fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
     s.admin("POST", path, Some(&body.to_string()))
@@ -27,8 +31,19 @@ fn audit_count(s: &Server, kind: &str) -> usize {
     body["events"].as_array().unwrap().len()
 }
 
+/// A server whose operator lets provider configs name `addresses` (AIRLOCK_PROVIDER_ADDRESSES).
+fn listing(backend: Backend, addresses: &str) -> Server {
+    let mut s = Server::start(backend);
+    s.env = vec![("AIRLOCK_PROVIDER_ADDRESSES".into(), addresses.into())];
+    s.kill9();
+    s.spawn();
+    s
+}
+
+const LISTED: &str = "http://h, https://bao.internal:8200,https://BAO2.internal:8200/";
+
 fn configs_are_stored_changed_and_audited(backend: Backend) {
-    let s = Server::start(backend);
+    let s = listing(backend, LISTED);
     let (status, body) = s.admin("GET", "/v1/providers", None);
     assert_eq!(status, 200, "{body}");
     let types: Vec<&str> = body["providers"].as_array().unwrap().iter().map(|p| p["type"].as_str().unwrap()).collect();
@@ -151,7 +166,7 @@ fn configs_are_stored_changed_and_audited(backend: Backend) {
 }
 
 fn credentials_in_a_config_are_refused_and_nothing_is_written(backend: Backend) {
-    let s = Server::start(backend);
+    let s = listing(backend, LISTED);
     let planted = secret_value("in-config");
     for (body, key) in [
         (
@@ -217,6 +232,7 @@ fn health_checks_reach_a_real_openbao() {
     s.env = vec![
         ("BAO_TOKEN".into(), bao.root.clone()),
         ("AIRLOCK_PROVIDER_CREDENTIALS_DIR".into(), creds.path().display().to_string()),
+        ("AIRLOCK_PROVIDER_ADDRESSES".into(), format!("{},http://127.0.0.1:9", bao.addr)),
     ];
     s.kill9();
     s.spawn();
@@ -306,4 +322,30 @@ fn health_checks_reach_a_real_openbao() {
     let h = health(&by_env);
     assert!(h["ok"] == false && h["message"].as_str().unwrap().contains("unavailable"), "{h}");
     assert!(!s.log().contains(&bao.root), "the token reached the server log");
+}
+
+/// The server's own provider credentials go to a config's address, and a tenant admin writes
+/// configs: an address the operator did not list is refused, at create and at update.
+fn an_address_the_operator_did_not_list_is_refused(backend: Backend) {
+    let s = listing(backend, "https://bao.internal:8200");
+    for address in ["https://attacker.example", "https://bao.internal:8201", "http://bao.internal:8200"] {
+        let body = json!({ "type": "vault", "name": "x", "config": { "address": address } });
+        let resp = post(&s, "/v1/provider-configs", body);
+        assert_error(&resp, 422, "validation_error");
+        assert!(resp.1.to_string().contains("AIRLOCK_PROVIDER_ADDRESSES"), "{}", resp.1);
+        let aws = json!({ "type": "aws_secrets_manager", "name": "y", "config": { "endpoint": address } });
+        assert_error(&post(&s, "/v1/provider-configs", aws), 422, "validation_error");
+    }
+    assert!(configs(&s).is_empty(), "nothing was stored");
+    let ok = json!({ "type": "vault", "name": "bao", "config": { "address": "https://BAO.internal:8200/" } });
+    let (status, made) = post(&s, "/v1/provider-configs", ok);
+    assert_eq!(status, 201, "{made}");
+    let id = made["id"].as_str().unwrap();
+    let moved = json!({ "config": { "address": "https://attacker.example" } });
+    let (status, body) = s.admin("PATCH", &format!("/v1/provider-configs/{id}"), Some(&moved.to_string()));
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(configs(&s)[0]["config"]["address"], "https://BAO.internal:8200/", "unchanged");
+    // AWS's own endpoint (no `endpoint` in the config) needs no listing.
+    let aws = json!({ "type": "aws_secrets_manager", "name": "aws", "config": { "region": "eu-west-1" } });
+    assert_eq!(post(&s, "/v1/provider-configs", aws).0, 201);
 }
