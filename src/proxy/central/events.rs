@@ -1,7 +1,9 @@
 //! The change stream: `GET /v1/events`, followed for as long as the proxy runs, so that a
 //! changed or deleted secret, a revoked token and a policy update take effect at once;
 //! reconnected with backoff (on the next address when this one cannot be reached) when it
-//! ends or goes silent. The stream is read line by line (`event:` and `data:`).
+//! ends or goes silent. The SSE framing is `eventsource-stream`'s; this module bounds what it
+//! is fed: each chunk within the silence limit (the server's keep-alive comments count) and no
+//! line longer than [`MAX_LINE`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,6 +15,24 @@ use crate::api::changes::{
     ChangeEvent, POLICY_UPDATED, RESYNC, Resync, SECRET_DELETED, SECRET_ROTATED, SECRET_UPDATED, TOKEN_REVOKED,
 };
 use crate::proxy::backoff::Backoff;
+
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::StreamExt;
+
+/// The longest line of the change stream the proxy holds (its events are a few hundred
+/// bytes); a longer one ends the stream rather than grow memory without bound.
+const MAX_LINE: usize = 1 << 20;
+
+/// Why the stream of chunks fed to the SSE parser ended early.
+#[derive(Debug, thiserror::Error)]
+enum Gap {
+    #[error("the change stream was silent for {0} s (keep-alives stopped)")]
+    Silent(f64),
+    #[error("{0}")]
+    Transport(String),
+    #[error("a change stream line is longer than {MAX_LINE} bytes")]
+    TooLong,
+}
 
 impl Central {
     /// Follows `GET /v1/events` and invalidates at once; reconnects with backoff, also when
@@ -48,7 +68,7 @@ impl Central {
             |e: reqwest::Error| CentralError::Unreachable { url: base.clone(), reason: e.without_url().to_string() };
         let http =
             crate::trust::central_client().connect_timeout(Duration::from_secs(5)).build().map_err(unreachable)?;
-        let mut resp = http.get(&url).bearer_auth(self.agent_key.as_str()).send().await.map_err(unreachable)?;
+        let resp = http.get(&url).bearer_auth(self.agent_key.as_str()).send().await.map_err(unreachable)?;
         let status = resp.status().as_u16();
         if refuses_the_agent(status) {
             // The agent or its key is gone (deleted while the stream was down): reading the
@@ -62,29 +82,37 @@ impl Central {
         // Subscribed first, then read: a policy change made while the stream was down (or
         // before it first came up) is seen here, and any later one arrives as an event.
         self.refresh_policy().await?;
-        let mut buf = Vec::new();
-        let mut event = String::new();
-        loop {
-            let Ok(chunk) = tokio::time::timeout(silence, resp.chunk()).await else {
-                metrics::counter!("airlock_proxy_change_stream_reconnects_total", "reason" => "silent").increment(1);
-                return Err(CentralError::Unreachable {
-                    url: base.clone(),
-                    reason: format!(
-                        "the change stream was silent for {} s (keep-alives stopped)",
-                        silence.as_secs_f64()
-                    ),
-                });
+        // Each chunk must come within `silence`, and no line may outgrow MAX_LINE.
+        let chunks = futures_util::stream::unfold(Some((resp, 0usize)), move |state| async move {
+            let (mut resp, open_line) = state?;
+            let next = match tokio::time::timeout(silence, resp.chunk()).await {
+                Err(_) => Err(Gap::Silent(silence.as_secs_f64())),
+                Ok(Err(e)) => Err(Gap::Transport(e.without_url().to_string())),
+                Ok(Ok(None)) => return None,
+                Ok(Ok(Some(chunk))) => match open_line_after(open_line, &chunk) {
+                    open if open > MAX_LINE => Err(Gap::TooLong),
+                    open => Ok((chunk, open)),
+                },
             };
-            let Some(chunk) = chunk.map_err(unreachable)? else { break };
-            buf.extend_from_slice(&chunk);
-            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line).trim_end().to_owned();
-                if let Some(name) = line.strip_prefix("event:") {
-                    event = name.trim().to_owned();
-                } else if let Some(data) = line.strip_prefix("data:") {
-                    self.on_change(&event, data.trim()).await?;
+            match next {
+                Ok((chunk, open)) => Some((Ok(chunk), Some((resp, open)))),
+                // The error is the stream's last item.
+                Err(gap) => Some((Err(gap), None)),
+            }
+        });
+        let mut events = std::pin::pin!(chunks.eventsource());
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => self.on_change(&event.event, &event.data).await?,
+                Err(EventStreamError::Transport(Gap::Silent(s))) => {
+                    metrics::counter!("airlock_proxy_change_stream_reconnects_total", "reason" => "silent")
+                        .increment(1);
+                    return Err(CentralError::Unreachable { url: base, reason: Gap::Silent(s).to_string() });
                 }
+                Err(EventStreamError::Transport(Gap::Transport(reason))) => {
+                    return Err(CentralError::Unreachable { url: base, reason });
+                }
+                Err(e) => return Err(CentralError::Protocol(format!("GET /v1/events: {e}"))),
             }
         }
         Ok(())
@@ -146,5 +174,35 @@ impl Central {
             self.forget_all().await;
         }
         agent_gone
+    }
+}
+
+/// How long the line still open (not ended by `\n`) is after `chunk`, when `open` bytes of it
+/// came before.
+fn open_line_after(open: usize, chunk: &[u8]) -> usize {
+    match chunk.iter().rposition(|b| *b == b'\n') {
+        Some(i) => chunk.len() - i - 1,
+        None => open + chunk.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_measured_across_chunks_and_ends_at_a_newline() {
+        assert_eq!(open_line_after(0, b"event: x\ndata: {"), 7);
+        assert_eq!(open_line_after(7, b"\"a\":1"), 12);
+        assert_eq!(open_line_after(12, b"}\n\n"), 0);
+        // A server that never ends its line is cut off once the line passes MAX_LINE.
+        let mut open = 0;
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut chunks = 0;
+        while open <= MAX_LINE {
+            open = open_line_after(open, &chunk);
+            chunks += 1;
+        }
+        assert_eq!(chunks, MAX_LINE / chunk.len() + 1);
     }
 }
