@@ -279,7 +279,7 @@ async fn start_proxy(
     };
     let bound = crate::proxy::bind(config, metrics, crate::proxy::Startup::FailFast).await?;
     let addr = bound.local_addr()?;
-    let bundles = super::run::write_bundles(&data_dir, bound.ca_pem())?;
+    let bundles = super::proxy::write_bundles(&data_dir, bound.ca_pem())?;
     tokio::spawn(bound.serve());
     Ok(DevProxy { addr, ca: bundles.merged })
 }

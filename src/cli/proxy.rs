@@ -4,7 +4,7 @@
 //! nothing here comes from `run`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -341,7 +341,7 @@ pub async fn run(cmd: ProxyCommand) -> anyhow::Result<()> {
     let bound = crate::proxy::bind(config, metrics, crate::proxy::Startup::Wait).await?;
     // For clients whose trust-store variable replaces the system roots (SSL_CERT_FILE,
     // REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE): the system roots plus this proxy's CA.
-    let bundles = super::run::write_bundles(&data_dir, bound.ca_pem())?;
+    let bundles = write_bundles(&data_dir, bound.ca_pem())?;
     tracing::info!(ca = %bundles.ca.display(), bundle = %bundles.merged.display(), "CA certificate and merged bundle written");
     tracing::info!(addr = %bound.local_addr()?, "airlock proxy listening");
     let reporter = bound.reporter();
@@ -364,6 +364,31 @@ async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Where the merged bundle starts from: the system trust store.
+const SYSTEM_BUNDLES: &[&str] =
+    &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+pub(super) struct Bundles {
+    pub merged: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// The CA alone (for NODE_EXTRA_CA_CERTS, which adds to Node's roots) and a bundle of the
+/// system roots plus the CA (for the variables that replace the trust store).
+/// Both paths are absolute, so a child that changes directory still finds them.
+pub(super) fn write_bundles(data_dir: &Path, ca_pem: &str) -> anyhow::Result<Bundles> {
+    let data_dir = &std::fs::canonicalize(data_dir).with_context(|| format!("cannot find {}", data_dir.display()))?;
+    let ca = data_dir.join("ca.pem");
+    let system = SYSTEM_BUNDLES.iter().find_map(|p| std::fs::read_to_string(p).ok()).unwrap_or_else(|| {
+        tracing::warn!("no system CA bundle found; the merged bundle holds only the Airlock CA");
+        String::new()
+    });
+    let merged = data_dir.join("ca-bundle.pem");
+    std::fs::write(&merged, format!("{system}\n{ca_pem}"))
+        .with_context(|| format!("cannot write {}", merged.display()))?;
+    Ok(Bundles { merged, ca })
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! (CMD cannot read this process's environment or memory), and a warning names what it
 //! can still reach: a key file its user may read, or everything when it runs as root.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
 use anyhow::{Context, bail};
@@ -25,10 +24,6 @@ pub struct RunCommand {
     pub command: Vec<String>,
 }
 
-/// Where the merged bundle starts from: the system trust store.
-const SYSTEM_BUNDLES: &[&str] =
-    &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
-
 /// Variables CMD must not see: they would hand it the agent key or the central API.
 const WITHHELD: &[&str] = &["AIRLOCK_AGENT_KEY", "AIRLOCK_TOKEN", "AIRLOCK_ADDR"];
 
@@ -44,7 +39,7 @@ pub async fn run(cmd: RunCommand) -> anyhow::Result<std::process::ExitCode> {
     let data_dir = config.data_dir.clone();
     let bound = crate::proxy::bind(config, None, crate::proxy::Startup::FailFast).await?;
     let addr = bound.local_addr()?;
-    let bundles = write_bundles(&data_dir, bound.ca_pem())?;
+    let bundles = super::proxy::write_bundles(&data_dir, bound.ca_pem())?;
     let routes: Vec<String> = bound.route_names();
     let reporter = bound.reporter();
     tokio::spawn(bound.serve());
@@ -106,27 +101,6 @@ fn warnings(source: &KeySource) -> Vec<String> {
         );
     }
     out
-}
-
-pub(super) struct Bundles {
-    pub merged: PathBuf,
-    pub ca: PathBuf,
-}
-
-/// The CA alone (for NODE_EXTRA_CA_CERTS, which adds to Node's roots) and a bundle of the
-/// system roots plus the CA (for the variables that replace the trust store).
-/// Both paths are absolute, so a child that changes directory still finds them.
-pub(super) fn write_bundles(data_dir: &Path, ca_pem: &str) -> anyhow::Result<Bundles> {
-    let data_dir = &std::fs::canonicalize(data_dir).with_context(|| format!("cannot find {}", data_dir.display()))?;
-    let ca = data_dir.join("ca.pem");
-    let system = SYSTEM_BUNDLES.iter().find_map(|p| std::fs::read_to_string(p).ok()).unwrap_or_else(|| {
-        tracing::warn!("no system CA bundle found; the merged bundle holds only the Airlock CA");
-        String::new()
-    });
-    let merged = data_dir.join("ca-bundle.pem");
-    std::fs::write(&merged, format!("{system}\n{ca_pem}"))
-        .with_context(|| format!("cannot write {}", merged.display()))?;
-    Ok(Bundles { merged, ca })
 }
 
 async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> anyhow::Result<ExitStatus> {

@@ -24,12 +24,12 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use percent_encoding::{AsciiSet, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use zeroize::Zeroizing;
 
-use super::substitute::QUERY_VALUE;
-
 /// JavaScript's `encodeURIComponent` keeps these besides RFC 3986 `unreserved`.
+/// Query values are encoded as everything outside RFC 3986 `unreserved`.
+pub(super) const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 const URI_COMPONENT: &AsciiSet = &QUERY_VALUE.remove(b'!').remove(b'\'').remove(b'(').remove(b')').remove(b'*');
 
 /// Shorter base64 fragments are not looked for: an 8-character fragment is 48 bits of the

@@ -43,7 +43,6 @@ mod write;
 use bind::Rules;
 pub use field::json_field;
 pub use scan::{has_placeholder_text, scan};
-pub(super) use write::QUERY_VALUE;
 pub use write::Written;
 
 // ---------------------------------------------------------------------------------------

@@ -14,17 +14,14 @@ use base64::engine::general_purpose::STANDARD;
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use zeroize::Zeroizing;
 
 use super::bind::Rules;
 use super::scan::{BasicCredentials, DecodedQuery, header_text, scan_url};
 use super::{ErrorCode, Place, Refusal, Template, malformed, refuse};
 use crate::domain::policy::{Placeholder, placeholders};
-
-/// Query values are encoded as everything outside RFC 3986 `unreserved`.
-pub(in crate::proxy) const QUERY_VALUE: &AsciiSet =
-    &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+use crate::proxy::forms::QUERY_VALUE;
 
 /// What a request wrote that holds a value in a form that depends on more than the value: a
 /// whole `Basic` token (base64 of `user:value`), with the token the agent sent in its place.
