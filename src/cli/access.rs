@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -15,16 +16,22 @@ use crate::client::Client;
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
-    /// Register an agent; prints its key once
+    /// Register an agent; prints its key once (or writes it to --out)
     Add {
         name: String,
         #[arg(long)]
         description: Option<String>,
+        /// Write only the agent key to this new file (mode 0600) instead of printing it
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
     /// List agents and whether a policy names them
     Ls,
-    /// Delete an agent: revokes its key and every token it holds
-    Rm { id: String },
+    /// Delete an agent (by name or agt_… id): revokes its key and every token it holds
+    Rm {
+        /// The agent's name or id
+        agent: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,13 +81,19 @@ pub enum ApprovalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Approve a pending request: the requester can then collect its token
     Approve {
+        /// The request's id (apr_…), from `airlock approval ls`
         id: String,
+        /// Why it is approved, kept in the audit trail
         #[arg(long)]
         comment: Option<String>,
     },
+    /// Deny a pending request: the agent's proxy answers approval_denied with the reason
     Deny {
+        /// The request's id (apr_…), from `airlock approval ls`
         id: String,
+        /// Why it is denied, shown to the requester and kept in the audit trail
         #[arg(long)]
         reason: Option<String>,
     },
@@ -95,12 +108,22 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<u64> {
 
 pub async fn agent(cmd: AgentCommand, client: &Client) -> anyhow::Result<()> {
     match cmd {
-        AgentCommand::Add { name, description } => {
+        AgentCommand::Add { name, description, out } => {
+            // Checked before the agent exists, so a file in the way costs nothing.
+            if let Some(path) = out.as_deref().filter(|p| p.exists()) {
+                anyhow::bail!("{} exists; --out writes a new file only", path.display());
+            }
             let body = CreateAgent { name: name.clone(), description };
             let agent: AgentCreated = client.call(Method::POST, "/v1/agents", &body).await?;
             let shown = json!({ "id": agent.id, "name": agent.name });
             println!("agent {} ({})", field(&shown, "name"), field(&shown, "id"));
-            println!("agent key, shown only this once:\n\n    {}\n", agent.key.expose());
+            match out {
+                Some(path) => {
+                    write_key_file(&path, agent.key.expose())?;
+                    println!("agent key written to {} (mode 0600), shown nowhere else", path.display());
+                }
+                None => println!("agent key, shown only this once:\n\n    {}\n", agent.key.expose()),
+            }
             if !agent.has_policy {
                 eprintln!("warning: no policy names '{name}' yet; it cannot mint tokens until one does");
             }
@@ -117,9 +140,16 @@ pub async fn agent(cmd: AgentCommand, client: &Client) -> anyhow::Result<()> {
                 .collect();
             print_table(["ID", "NAME", "POLICY", "CREATED"], &rows)?;
         }
-        AgentCommand::Rm { id } => {
+        AgentCommand::Rm { agent } => {
+            let id = if agent.starts_with("agt_") {
+                agent.clone()
+            } else {
+                let list: AgentList = client.get("/v1/agents").await?;
+                let found = list.agents.into_iter().find(|a| a.name == agent);
+                found.map(|a| a.id).ok_or_else(|| anyhow::anyhow!("no agent named '{agent}' (airlock agent ls)"))?
+            };
             client.call_empty(Method::DELETE, &format!("/v1/agents/{id}")).await?;
-            println!("deleted agent {id}; its key and tokens are revoked");
+            println!("deleted agent {agent} ({id}); its key and tokens are revoked");
         }
     }
     Ok(())
@@ -243,6 +273,19 @@ pub async fn approval(cmd: ApprovalCommand, client: &Client) -> anyhow::Result<(
             Ok(())
         }
     }
+}
+
+/// Writes `key` (and a newline) to a new file only its owner can read.
+fn write_key_file(path: &std::path::Path, key: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(format!("{key}\n").as_bytes()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -96,3 +96,31 @@ fn ca_export_prints_the_ca_the_proxy_serves_and_can_make_it_before_the_first_sta
     assert!(err.contains("ca.key") && err.contains("not a usable private key"), "{err}");
     assert_eq!(std::fs::read_to_string(dir.join("ca.pem")).unwrap(), first, "the certificate was left as it was");
 }
+
+#[test]
+fn agent_add_out_writes_only_the_key_0600_and_rm_takes_a_name() {
+    let srv = Server::start(Backend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("research.key");
+    let out = ok(srv.cli(&srv.admin_key, &["agent", "add", "research-agent", "--out", file.to_str().unwrap()]));
+    let key = std::fs::read_to_string(&file).unwrap();
+    let key = key.trim_end();
+    assert!(key.starts_with("ak_"), "the file holds the key alone: {key:?}");
+    assert!(!out.contains(key), "the key was printed too: {out}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(srv.call("GET", "/v1/tokens/self", key, None).0, 200, "the written key works");
+
+    // A file in the way is refused before an agent is made.
+    let again = srv.cli(&srv.admin_key, &["agent", "add", "other-agent", "--out", file.to_str().unwrap()]);
+    assert!(!again.status.success());
+    let (_, agents) = srv.admin("GET", "/v1/agents", None);
+    assert_eq!(agents["agents"].as_array().unwrap().len(), 1, "{agents}");
+
+    // rm by name; an unknown name says so and deletes nothing.
+    let missing = srv.cli(&srv.admin_key, &["agent", "rm", "no-such-agent"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no agent named 'no-such-agent'"));
+    ok(srv.cli(&srv.admin_key, &["agent", "rm", "research-agent"]));
+    assert_eq!(srv.call("GET", "/v1/tokens/self", key, None).0, 401, "the key is revoked");
+}
