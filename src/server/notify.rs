@@ -34,6 +34,11 @@ pub const SIGNATURE_HEADER: &str = "x-airlock-signature";
 /// The shortest key `--approval-webhook-secret-file` may hold.
 const MIN_KEY_BYTES: usize = 16;
 
+/// Webhook settings that cannot be used (the operator's to fix); never quotes a URL or the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct WebhookConfigError(String);
+
 /// One webhook: where to POST, and the host that names it in logs and the audit trail.
 struct Target {
     url: Url,
@@ -76,10 +81,10 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
 impl Webhooks {
     /// The webhooks of `urls`, signed with the key in `secret_file` (leading and trailing
     /// whitespace trimmed) when one is given.
-    pub fn new(urls: &[String], secret_file: Option<&Path>) -> anyhow::Result<Webhooks> {
+    pub fn new(urls: &[String], secret_file: Option<&Path>) -> Result<Webhooks, WebhookConfigError> {
         let mut targets = Vec::new();
         for (i, url) in urls.iter().enumerate() {
-            let url = parse_url(url).map_err(|e| anyhow::anyhow!("--approval-webhook #{}: {e}", i + 1))?;
+            let url = parse_url(url).map_err(|e| WebhookConfigError(format!("--approval-webhook #{}: {e}", i + 1)))?;
             let host = url.host_str().unwrap_or_default().to_owned();
             targets.push(Target { url, host });
         }
@@ -87,22 +92,27 @@ impl Webhooks {
             None => None,
             Some(path) => {
                 let raw = Zeroizing::new(std::fs::read(path).map_err(|e| {
-                    anyhow::anyhow!("--approval-webhook-secret-file {}: cannot read it: {e}", path.display())
+                    WebhookConfigError(format!(
+                        "--approval-webhook-secret-file {}: cannot read it: {e}",
+                        path.display()
+                    ))
                 })?);
                 let key = Zeroizing::new(raw.trim_ascii().to_vec());
                 if key.len() < MIN_KEY_BYTES {
-                    anyhow::bail!(
+                    return Err(WebhookConfigError(format!(
                         "--approval-webhook-secret-file {}: the key must be at least {MIN_KEY_BYTES} bytes \
                          (make one with: openssl rand -hex 32 > {})",
                         path.display(),
                         path.display()
-                    );
+                    )));
                 }
                 Some(key)
             }
         };
         if key.is_some() && targets.is_empty() {
-            anyhow::bail!("--approval-webhook-secret-file is set but no --approval-webhook is");
+            return Err(WebhookConfigError(
+                "--approval-webhook-secret-file is set but no --approval-webhook is".into(),
+            ));
         }
         if key.is_none() && !targets.is_empty() {
             tracing::warn!(
@@ -116,7 +126,7 @@ impl Webhooks {
                     .timeout(TRY_TIMEOUT)
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
-                    .map_err(|e| anyhow::anyhow!("cannot build the webhook client: {e}"))?,
+                    .map_err(|e| WebhookConfigError(format!("cannot build the webhook client: {e}")))?,
             ),
         };
         Ok(Webhooks { targets, key, client })
