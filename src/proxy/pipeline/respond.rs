@@ -52,22 +52,16 @@ pub(super) fn scrub_for(
 /// have been; the cause is kept as its scrubbed text.
 pub(in crate::proxy) fn scrubbed(mut e: ProxyError, scrub: Option<&Patterns>) -> ProxyError {
     let Some(patterns) = scrub else { return e };
+    // The cause chain as the logs show it (`ProxyError::cause`), taken before the message
+    // changes, then scrubbed like the message.
+    let cause = e.cause();
     if let Some(clean) = patterns.redact_whole(e.message.as_bytes()) {
         e.message = String::from_utf8_lossy(&clean).into_owned();
     }
-    if let Some(source) = e.source.take() {
-        let mut chain = source.to_string();
-        let mut next = source.source();
-        while let Some(cause) = next {
-            chain.push_str(": ");
-            chain.push_str(&cause.to_string());
-            next = cause.source();
-        }
-        if let Some(clean) = patterns.redact_whole(chain.as_bytes()) {
-            chain = String::from_utf8_lossy(&clean).into_owned();
-        }
-        e.source = Some(chain.into());
-    }
+    e.source = cause.map(|chain| match patterns.redact_whole(chain.as_bytes()) {
+        Some(clean) => String::from_utf8_lossy(&clean).into_owned().into(),
+        None => chain.into(),
+    });
     e
 }
 
