@@ -22,6 +22,7 @@ pub mod keys;
 pub mod policy;
 pub mod secrets;
 pub mod tokens;
+pub mod usage;
 
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@ mod tenancy;
 pub mod tls;
 mod tokens;
 mod trail;
+mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -165,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(changes::stream).route_layer(none.clone()))
         .route("/access-events", post(access::report).route_layer(none.clone()))
         .route("/secrets/{path}/access-events", get(access::list))
+        .route("/secrets/{path}/usage", get(usage::usage).route_layer(none.clone()))
         .route("/audit", get(trail::list))
         .route("/audit/verify", get(trail::verify).route_layer(none.clone()))
         .route("/providers", get(providers::types).route_layer(none.clone()))

@@ -28,3 +28,4 @@ mod storage;
 mod tls;
 mod tokens;
 mod upstream;
+mod usage;
