@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod examples;
 mod exfiltration;
+mod gcp;
 mod identity;
 mod logs;
 mod notify;
