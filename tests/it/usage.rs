@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::agents::{add_agent, policies_dir, server_with};
+use crate::both_backends;
 use crate::sidecar::{OPENAI_KEY_PATH, Sidecar, access_events, uses};
-use crate::support::{assert_error, enc, until};
+use crate::support::{Backend, assert_error, enc, until};
+
+both_backends!(last_use_is_each_agents_latest_injected_access_event);
 
 const INJECT: &str = "[[inject]]\nhost = \"api.openai.com\"\nheader = \"authorization\"\n\
                       value = \"Bearer {{secret:production/openai/api-key}}\"\n";
@@ -126,4 +130,51 @@ fn usage_is_refused_to_callers_without_read_metadata_on_the_path() {
     assert_error(&sc.server.admin("GET", "/v1/secrets/a%2F..%2Fb/usage", None), 422, "validation_error");
     // The endpoint takes no query parameters.
     assert_eq!(sc.server.admin("GET", &format!("{url}?x=1"), None).0, 400);
+}
+
+const RESEARCH: &str = r#"
+[agent]
+name = "research-agent"
+
+[egress]
+allow = ["api.openai.com"]
+
+[[grant]]
+secrets = "production/openai/*"
+hosts = ["api.openai.com"]
+"#;
+
+/// On each backend: an agent's last use is its latest access event for the path with outcome
+/// `injected` (a denied or failed use is not a use), and another agent's uses are its own.
+fn last_use_is_each_agents_latest_injected_access_event(backend: Backend) {
+    let dir = policies_dir(&[("research.toml", RESEARCH), ("billing.toml", BILLING)]);
+    let srv = server_with(backend, dir.path());
+    let (_, research_key) = add_agent(&srv, "research-agent");
+    let (_, billing_key) = add_agent(&srv, "billing-agent");
+    let event = |id: &str, path: &str, outcome: &str, at: &str| {
+        json!({ "id": id, "path": path, "host": "api.openai.com", "method": "GET", "url_path": "/v1/models",
+                "outcome": outcome, "timestamp": at })
+    };
+    let report = |key: &str, events: Value| {
+        let (status, body) = srv.call("POST", "/v1/access-events", key, Some(&json!({ "events": events }).to_string()));
+        assert_eq!(status, 202, "{body}");
+    };
+    report(
+        &research_key,
+        json!([
+            event("r1", OPENAI_KEY_PATH, "injected", "2026-11-23T10:00:00Z"),
+            event("r2", OPENAI_KEY_PATH, "injected", "2026-11-23T12:30:00Z"),
+            event("r3", OPENAI_KEY_PATH, "denied", "2026-11-23T13:00:00Z"),
+            event("r4", OPENAI_KEY_PATH, "error", "2026-11-23T14:00:00Z"),
+            event("r5", "production/openai/other", "injected", "2026-11-23T15:00:00Z"),
+        ]),
+    );
+    report(&billing_key, json!([event("b1", "production/stripe/api-key", "injected", "2026-11-23T16:00:00Z")]));
+    let (status, body) = srv.admin("GET", &format!("/v1/secrets/{}/usage", enc(OPENAI_KEY_PATH)), None);
+    assert_eq!(status, 200, "{body}");
+    let last: Vec<(&str, &Value)> =
+        body["agents"].as_array().unwrap().iter().map(|a| (a["agent"].as_str().unwrap(), &a["last_used"])).collect();
+    assert_eq!(last, [("billing-agent", &Value::Null), ("research-agent", &json!("2026-11-23T12:30:00Z"))]);
+    let (_, body) = srv.admin("GET", &format!("/v1/secrets/{}/usage", enc("production/stripe/api-key")), None);
+    assert_eq!(body["agents"][0]["last_used"], "2026-11-23T16:00:00Z", "{body}");
 }
