@@ -77,7 +77,7 @@ fn mint_token(srv: &Server) -> (String, String) {
     let body = json!({ "scope": "secrets:read_metadata:production/*", "ttl_seconds": 600 }).to_string();
     let (status, token) = srv.admin("POST", "/v1/tokens", Some(&body));
     assert_eq!(status, 201, "{token}");
-    (token["id"].as_str().unwrap().to_owned(), token["token"].as_str().unwrap().to_owned())
+    (token["id"].as_str().unwrap().to_owned(), token["value"].as_str().unwrap().to_owned())
 }
 
 fn reader_key(srv: &Server) -> String {
@@ -225,7 +225,7 @@ fn what_the_pages_show_is_escaped_and_never_a_value() {
     let (_, _, html) = b.get("/console/secret?path=production%2Fxss%2Fkey");
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
     assert!(html.contains("&quot;&gt;&lt;img"), "{html}");
-    assert!(html.contains(">current<") && html.contains(">grace<"), "both versions listed: {html}");
+    assert!(html.contains(">current<") && html.contains(">expired<"), "both versions listed: {html}");
     // Bad input is a clear 400, not a 500.
     assert_eq!(b.get("/console/secret?path=..%2Fetc").0, 400);
     assert_eq!(b.get("/console/audit?since=yesterday").0, 400);

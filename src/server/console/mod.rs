@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{ConnectInfo, OriginalUri, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -147,7 +147,9 @@ async fn require_session(
     next: Next,
 ) -> Response {
     let is_get = req.method() == http::Method::GET;
-    let back = is_get.then(|| req.uri().path_and_query().map(|p| p.as_str().to_owned())).flatten();
+    // The URI as it came (the nested router sees it without `/console`).
+    let uri = req.extensions().get::<OriginalUri>().map_or_else(|| req.uri().clone(), |u| u.0.clone());
+    let back = is_get.then(|| uri.path_and_query().map(|p| p.as_str().to_owned())).flatten();
     let Some(id) = cookie(req.headers()) else { return to_sign_in(&state, back.as_deref(), false) };
     let Some(session) = state.console.touch(&id) else { return to_sign_in(&state, back.as_deref(), true) };
     let ip = peer.ip().to_canonical();
