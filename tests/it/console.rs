@@ -256,6 +256,23 @@ fn a_session_ends_when_idle_or_when_its_key_is_revoked_and_is_secure_behind_http
     assert_eq!(b.get("/console/secrets").0, 303, "a revoked key's session ends");
 }
 
+#[test]
+fn the_agents_page_shows_the_proxies_following_now_and_each_last_use() {
+    let sc = Sidecar::start();
+    let (status, out) =
+        sc.curl(&["-H", "Authorization: Bearer {{secret:production/openai/api-key}}", "https://api.openai.com/v1/x"]);
+    assert_eq!(status, 200, "{out}");
+    assert!(until(Duration::from_secs(10), || !crate::sidecar::access_events(&sc).is_empty()), "the use was reported");
+    let b = Browser::sign_in(&sc.server, &sc.server.admin_key);
+    let (status, _, html) = b.get("/console/agents");
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("research-agent") && html.contains("[[grant]]"), "the policy is shown: {html}");
+    assert!(!html.contains("No proxy of this agent follows"), "the proxy follows the change stream: {html}");
+    assert!(html.contains("<td>127.0.0.1</td>"), "{html}");
+    assert!(html.contains("production/openai/api-key") && html.contains("injected"), "the last use: {html}");
+    assert!(!html.contains(MARKER), "{html}");
+}
+
 // ------------------------------------------------------------------ headless Chromium
 
 /// The browser and the driver, or why the browser test cannot run here.

@@ -17,6 +17,7 @@ use serde_json::json;
 use super::Signed;
 use super::form_field;
 use super::html::{PageError, PageResult, csrf_field, esc, opt, page, query};
+use crate::api::policy::PolicyText;
 use crate::domain::audit::kind;
 use crate::domain::time::{parse_rfc3339, to_rfc3339};
 use crate::domain::{Scope, SecretPath};
@@ -510,8 +511,12 @@ pub async fn agents(State(state): State<AppState>, caller: Authed, Extension(sig
         body.push_str(r#"<p class="empty">No agent yet (airlock agent add NAME).</p>"#);
     }
     for a in &list.agents {
+        // The policy file as the operator wrote it (as a proxy reads it), and where it is.
         let policy = match state.policy_for(&tenant, &a.name).await {
-            Ok(p) => serde_json::to_string_pretty(&p).unwrap_or_default(),
+            Ok(p) => match serde_json::to_value(&p).and_then(serde_json::from_value::<PolicyText>) {
+                Ok(t) => format!("# {}\n{}", t.source, t.text),
+                Err(_) => serde_json::to_string_pretty(&p).unwrap_or_default(),
+            },
             Err(e) => e.message,
         };
         let _ = write!(
