@@ -347,6 +347,7 @@ fn an_operator_approves_denies_and_reads_the_audit_in_headless_chromium() {
     );
     let results: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
     let inject_ms = results["inject_ms"].as_u64().unwrap();
+    eprintln!("the approved grant was injected {inject_ms} ms after the approval");
     // The proxy asks about its pending request every 1-2 s (jittered).
     assert!(inject_ms <= 2500, "the approved grant was injected {inject_ms} ms after the approval");
     let injected = sc
