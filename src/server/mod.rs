@@ -9,6 +9,7 @@ mod approvals;
 pub mod auth;
 pub mod changes;
 pub mod checkpoint;
+pub mod console;
 mod error;
 mod extract;
 mod master_keys;
@@ -63,6 +64,8 @@ pub struct ServerConfig {
     /// The server's address as people reach it (`--public-url`), for links in approval
     /// requests and notifications.
     pub public_url: Option<String>,
+    /// How long a console session lasts without a request (`--console-session-idle`).
+    pub console_session_idle: Duration,
 }
 
 #[derive(Clone)]
@@ -83,6 +86,8 @@ pub struct AppState {
     pub checkpoints: Arc<checkpoint::Checkpoints>,
     /// Where new approval requests are announced (`--approval-webhook`).
     pub webhooks: Arc<notify::Webhooks>,
+    /// The web console's sessions, in this process's memory.
+    pub console: Arc<console::Sessions>,
 }
 
 /// How long a looked-up credential is trusted without asking the database again.
@@ -182,6 +187,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .nest("/v1", v1)
+        .merge(console::router(state.clone()))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -342,6 +348,7 @@ async fn upkeep(state: AppState) {
         if ticks.is_multiple_of(30) {
             state.rate_limits.shrink();
             state.auth_failures.shrink();
+            state.console.sweep();
             purge_expired_deletions(&state).await;
         }
     }
