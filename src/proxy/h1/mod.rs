@@ -38,6 +38,7 @@ pub(super) use super::codec::MAX_HEAD;
 use super::codec::{self, Head, Parsed};
 use super::error::ProxyError;
 use super::io::Rewind;
+use super::local::ThreadCache;
 use super::meters::{self, CountAs};
 use super::pipeline::{self, RequestRecord};
 use super::request::{Target, Via};
@@ -75,7 +76,8 @@ where
     loop {
         watch.set(if buf.is_empty() { timeouts.idle } else { timeouts.header_read });
         let head = loop {
-            match parse_request(&mut buf, via, &mut kept) {
+            let body_fields = ThreadCache::enter(proxy).policy().has_body_fields();
+            match parse_request(&mut buf, via, body_fields, &mut kept) {
                 Parsed::Complete(head) => break head,
                 Parsed::Partial => {}
                 Parsed::Unfit => return ConnectionEnd::Fallback(Rewind::new(buf.freeze(), io)),
@@ -121,8 +123,8 @@ struct Carryover {
 
 /// Takes a complete request head off the front of `buf` (`codec::parse_request`), in the
 /// spaces the connection keeps.
-fn parse_request(buf: &mut BytesMut, via: &Via, kept: &mut Carryover) -> Parsed {
-    codec::parse_request(buf, via, &mut kept.fields, &mut kept.headers)
+fn parse_request(buf: &mut BytesMut, via: &Via, body_fields: bool, kept: &mut Carryover) -> Parsed {
+    codec::parse_request(buf, via, body_fields, &mut kept.fields, &mut kept.headers)
 }
 
 // ---- one exchange -------------------------------------------------------------------
