@@ -137,7 +137,7 @@ pub(super) async fn body_fields(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let reached = policy.body_fields_reach(&target.host);
-    if !reached && !declared.is_some_and(|n| n <= BODY_FIELDS_MAX) {
+    if !reached && declared.is_none_or(|n| n > BODY_FIELDS_MAX) {
         return Ok(body);
     }
     if declared.is_some_and(|n| n > BODY_FIELDS_MAX) {
