@@ -211,3 +211,15 @@ fn a_body_over_the_bound_is_refused() {
     assert!(sc.log().matches("body_too_large").count() >= EVERY_WAY.len(), "every way was refused");
     assert!(hostile.received().is_empty(), "nothing reached the upstream");
 }
+
+#[test]
+fn without_body_fields_a_body_is_never_read() {
+    // Off by default: no grant names body fields, so the body goes as sent (on the fast path),
+    // its placeholder text never replaced by a value.
+    let hostile = Hostile::start(|_| Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()));
+    let sc = Sidecar::start_against("", &[], hostile.port, &hostile.ca_pem);
+    let body = format!("client_secret={PLACEHOLDER}");
+    let (status, seen) = post(&sc, Way::Route, "api.openai.com", "application/x-www-form-urlencoded", &body);
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(last_body(&hostile), (body.clone(), Some(body.len().to_string())));
+}

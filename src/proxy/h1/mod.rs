@@ -9,7 +9,8 @@
 //! built for the response.
 //!
 //! What it does not take — HTTP/1.0, `Transfer-Encoding` or `Expect` on a request, upgrades,
-//! CONNECT, HTTP/2, `/_airlock/`, anything malformed — it hands over, with the bytes
+//! CONNECT, HTTP/2, `/_airlock/`, anything malformed, and, while the agent's policy names body
+//! fields, a request with a form or JSON body (the hyper path reads such bodies) — it hands over, with the bytes
 //! already read, to hyper (`ConnectionEnd::Fallback`), which serves the rest of that connection.
 //!
 //! The exchange reads top to bottom across the files here: this one keeps the serve loop of
@@ -75,8 +76,8 @@ where
     let mut watch = Watch::new(timeouts.header_read.min(timeouts.idle));
     loop {
         watch.set(if buf.is_empty() { timeouts.idle } else { timeouts.header_read });
+        let body_fields = ThreadCache::enter(proxy).policy().has_body_fields();
         let head = loop {
-            let body_fields = ThreadCache::enter(proxy).policy().has_body_fields();
             match parse_request(&mut buf, via, body_fields, &mut kept) {
                 Parsed::Complete(head) => break head,
                 Parsed::Partial => {}
