@@ -139,6 +139,11 @@ fn a_form_field_gets_the_value_on_every_path() {
     };
     until(Duration::from_secs(10), || uses() == EVERY_WAY.len() as u64);
     assert_eq!(uses(), EVERY_WAY.len() as u64, "one access event per use");
+    let (_, page) = sc.server.admin("GET", "/v1/secrets/oauth%2Fclient-secret/access-events?limit=100", None);
+    for event in page["events"].as_array().unwrap() {
+        assert_eq!(event["detail"]["kind"], "body_field", "{event}");
+        assert_eq!(event["detail"]["host"], "api.openai.com", "{event}");
+    }
 }
 
 #[test]

@@ -160,7 +160,8 @@ pub(super) async fn body_fields(
         let transport = (target.host.as_str(), target.tls, target.plain_http_allowed);
         let written = substitute::inject_body(kind, &bytes, &found, transport, &bindings)?;
         let mut all: Vec<CarriedValue> = used.iter().cloned().collect();
-        for carried in used_values(found.iter().map(|f| &f.found.placeholder), &fetched) {
+        for mut carried in used_values(found.iter().map(|f| &f.found.placeholder), &fetched) {
+            carried.kind = Some("body_field");
             let same = |u: &CarriedValue| {
                 u.fetched.path == carried.fetched.path
                     && u.field.as_ref().map(|f| &f.0) == carried.field.as_ref().map(|f| &f.0)
@@ -259,7 +260,7 @@ fn used_values<'a>(
                 None => continue,
             },
         };
-        used.push(CarriedValue { fetched: v.clone(), field });
+        used.push(CarriedValue { fetched: v.clone(), field, kind: None });
     }
     used
 }

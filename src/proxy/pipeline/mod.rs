@@ -118,6 +118,7 @@ impl RequestRecord {
             error_code: error.map(ProxyError::code),
             status: Some(status.as_u16()),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            kind: used.and_then(|u| u.kind),
         });
     }
 }
