@@ -420,6 +420,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         config: Arc::new(config),
         checkpoints: Arc::new(checkpoints),
         webhooks: Arc::new(webhooks),
+        resolver: crate::server::provider_resolver(),
     };
     Ok(state)
 }

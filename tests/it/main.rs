@@ -8,6 +8,7 @@ mod audit_trail;
 mod bad_input;
 mod cli;
 mod examples;
+mod external_secrets;
 mod exfiltration;
 mod identity;
 mod logs;

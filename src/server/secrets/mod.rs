@@ -9,6 +9,8 @@
 //! check, the audit of a failed attempt, and the metadata view; it re-exports the
 //! handlers so the router names them `secrets::create` and so on.
 
+mod external;
+mod import;
 mod lifecycle;
 mod read;
 mod write;
@@ -18,12 +20,13 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use crate::api::secrets::SecretMetadata;
+use crate::api::secrets::{ManagedMode, SecretMetadata, SecretStatus};
 use crate::domain::audit::AuditDraft;
 use crate::domain::time::to_rfc3339;
 use crate::domain::{SecretAction, SecretPath};
 use crate::store::{SecretMeta, StoreError};
 
+pub use self::import::{remote_import, remote_import_preview};
 pub use self::lifecycle::{delete, destroy, undelete};
 pub use self::read::{list, read, versions};
 pub use self::write::{create, patch, rotate, update};
@@ -43,6 +46,14 @@ fn metadata(m: &SecretMeta) -> SecretMetadata {
         accessed_at: m.accessed_at.map(to_rfc3339),
         expires_at: m.expires_at.map(to_rfc3339),
         not_before: m.not_before.map(to_rfc3339),
+        managed_mode: ManagedMode::parse(&m.managed_mode).unwrap_or_default(),
+        status: SecretStatus::parse(&m.status).unwrap_or_default(),
+        provider: external::provider_of(m.external_ref.as_deref()),
+        provider_config_id: m.provider_config_id.clone(),
+        external_ref: m.external_ref.clone(),
+        provider_version_ref: m.provider_version_ref.clone(),
+        last_rotated_at: m.last_rotated_at.map(to_rfc3339),
+        last_resolved_at: if m.is_external() { m.accessed_at.map(to_rfc3339) } else { None },
     }
 }
 
