@@ -696,7 +696,9 @@ mod tests {
         let mut whole = json!({
             "path": "a", "version": 2, "tier": "standard", "description": null, "tags": {}, "allowed_hosts": [],
             "owner": null, "created_at": "t", "updated_at": "t", "accessed_at": null, "expires_at": null,
-            "not_before": null, "value": "s3cret",
+            "not_before": null,
+            "managed_mode": "airlock_managed", "status": "active", "provider": null, "provider_config_id": null, "external_ref": null,
+            "provider_version_ref": null, "last_rotated_at": null, "last_resolved_at": null, "value": "s3cret",
         });
         assert_eq!(read(whole.clone()).unwrap().value.expose(), "s3cret");
         assert!(read(json!({"path": "a"})).is_err());

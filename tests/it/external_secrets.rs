@@ -145,7 +145,7 @@ fn openbao_references_through_the_api_and_the_proxy(backend: Backend) {
     assert_eq!(value_of(s, "production/openai/bao-pinned"), secret_value("bao-v1"));
     let url = format!("/v1/secrets/{}/rotate", enc("production/openai/bao-pinned"));
     assert_error(&post(s, &url, json!({ "new_value": "x" })), 422, "validation_error");
-    let (status, rotated) = post(s, &url, json!({ "provider_version_ref": "2" }));
+    let (status, rotated) = post(s, &url, json!({ "provider_version_ref": "2", "grace_period_seconds": 60 }));
     assert_eq!((status, &rotated["new_version"]), (200, &json!(2)), "{rotated}");
     let (_, meta) = read(s, "production/openai/bao-pinned");
     assert_eq!((&meta["value"], &meta["provider_version_ref"]), (&json!(secret_value("bao-v2")), &json!("2")));
