@@ -62,6 +62,9 @@ impl ManagedMode {
             ManagedMode::ExternalReference => "external_reference",
         }
     }
+    pub fn parse(s: &str) -> Option<ManagedMode> {
+        [ManagedMode::AirlockManaged, ManagedMode::ExternalReference].into_iter().find(|v| v.as_str() == s)
+    }
 }
 
 /// Whether a secret resolves: `disabled` and `archived` secrets stay listed but are not read.
@@ -84,12 +87,6 @@ impl SecretStatus {
     }
     pub fn parse(s: &str) -> Option<SecretStatus> {
         [SecretStatus::Active, SecretStatus::Disabled, SecretStatus::Archived].into_iter().find(|v| v.as_str() == s)
-    }
-}
-
-impl ManagedMode {
-    pub fn parse(s: &str) -> Option<ManagedMode> {
-        [ManagedMode::AirlockManaged, ManagedMode::ExternalReference].into_iter().find(|v| v.as_str() == s)
     }
 }
 

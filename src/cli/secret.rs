@@ -236,7 +236,8 @@ pub async fn run(cmd: SecretCommand, client: &Client) -> anyhow::Result<()> {
 /// (the caller expects version N to exist) and `--cas 0` skips the update.
 async fn put(client: &Client, mut args: PutArgs) -> anyhow::Result<()> {
     let external = args.external_ref.is_some() || args.provider_version.is_some();
-    let value = if external { Zeroizing::new(String::new()) } else { read_value(args.value.take(), args.stdin).await? };
+    let value =
+        if external { Zeroizing::new(String::new()) } else { read_value(args.value.take(), args.stdin).await? };
     let path = args.secret.path.as_str();
     if args.cas.is_none_or(|cas| cas == 0) && (!external || args.external_ref.is_some()) {
         match client.call::<_, SecretCreated>(Method::POST, "/v1/secrets", &create_request(&args, &value)?).await {
@@ -507,7 +508,12 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
     let ready: Vec<ImportItem> = candidates
         .iter()
         .filter(|c| c.status == "ready")
-        .map(|c| ImportItem { external_ref: c.external_ref.clone(), path: Some(c.path.clone()), description: c.description.clone(), tags: None })
+        .map(|c| ImportItem {
+            external_ref: c.external_ref.clone(),
+            path: Some(c.path.clone()),
+            description: c.description.clone(),
+            tags: None,
+        })
         .collect();
     if ready.is_empty() {
         eprintln!("nothing to import: every candidate is a duplicate or a conflict");

@@ -331,8 +331,13 @@ pub trait Store: Send + Sync {
 
     // Secrets.
     /// Creates a secret at version 1: its value sealed, or (`None`) the meta's external reference.
-    async fn create_secret(&self, tenant: &str, meta: &SecretMeta, sealed: Option<&Sealed>, audit: AuditDraft)
-    -> Result<()>;
+    async fn create_secret(
+        &self,
+        tenant: &str,
+        meta: &SecretMeta,
+        sealed: Option<&Sealed>,
+        audit: AuditDraft,
+    ) -> Result<()>;
     /// The secret's metadata, deleted or not.
     async fn secret_meta(&self, tenant: &str, path: &str) -> Result<Option<SecretMeta>>;
     async fn secret_version(&self, secret_id: &str, version: i64) -> Result<Option<VersionRow>>;

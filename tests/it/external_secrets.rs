@@ -73,7 +73,8 @@ fn openbao_references_through_the_api_and_the_proxy(backend: Backend) {
     bao.put("app/api", json!({ "token": secret_value("bao-v1"), "user": "svc" }));
 
     // No config yet: an external secret has nothing to read through.
-    let external = |path: &str, r: &str| json!({ "path": path, "managed_mode": "external_reference", "external_ref": r });
+    let external =
+        |path: &str, r: &str| json!({ "path": path, "managed_mode": "external_reference", "external_ref": r });
     let resp = post(s, "/v1/secrets", external("production/openai/bao-key", "vault+kv2://secret/app/api#token"));
     assert_error(&resp, 422, "validation_error");
     assert!(resp.1["error"]["message"].as_str().unwrap().contains("no default vault provider config"), "{}", resp.1);
@@ -88,17 +89,33 @@ fn openbao_references_through_the_api_and_the_proxy(backend: Backend) {
 
     // What a create must and must not carry.
     for (body, status, says) in [
-        (json!({ "path": "x/a", "managed_mode": "external_reference", "external_ref": "vault+kv2://secret/app/api#token",
-                 "value": secret_value("nope") }), 422, "'value' cannot be set"),
+        (
+            json!({ "path": "x/a", "managed_mode": "external_reference", "external_ref": "vault+kv2://secret/app/api#token",
+                 "value": secret_value("nope") }),
+            422,
+            "'value' cannot be set",
+        ),
         (json!({ "path": "x/a", "managed_mode": "external_reference" }), 422, "'external_ref' is required"),
         (external("x/a", "vault+kv2://secret/../api"), 422, "external_ref"),
         (external("x/a", "s3://bucket/key"), 422, "external_ref"),
-        (json!({ "path": "x/a", "managed_mode": "external_reference", "external_ref": "vault+kv2://secret/app/api",
-                 "provider_config_id": "pcf_nope" }), 404, "pcf_nope"),
-        (json!({ "path": "x/a", "managed_mode": "external_reference", "external_ref": "vault+kv2://secret/app/api",
-                 "provider_version_ref": "v2" }), 422, "provider_version_ref"),
-        (json!({ "path": "x/a", "managed_mode": "external_reference", "external_ref": "aws-sm://db",
-                 "provider_config_id": config_id }), 422, "provider_config_id"),
+        (
+            json!({ "path": "x/a", "managed_mode": "external_reference", "external_ref": "vault+kv2://secret/app/api",
+                 "provider_config_id": "pcf_nope" }),
+            404,
+            "pcf_nope",
+        ),
+        (
+            json!({ "path": "x/a", "managed_mode": "external_reference", "external_ref": "vault+kv2://secret/app/api",
+                 "provider_version_ref": "v2" }),
+            422,
+            "provider_version_ref",
+        ),
+        (
+            json!({ "path": "x/a", "managed_mode": "external_reference", "external_ref": "aws-sm://db",
+                 "provider_config_id": config_id }),
+            422,
+            "provider_config_id",
+        ),
         (json!({ "path": "x/a" }), 422, "'value' is required"),
         (json!({ "path": "x/a", "value": "v", "external_ref": "vault+kv2://secret/app/api" }), 422, "external_ref"),
         (json!({ "path": "x/a", "managed_mode": "somewhere" }), 422, "managed_mode"),
@@ -175,7 +192,10 @@ fn openbao_references_through_the_api_and_the_proxy(backend: Backend) {
     let candidates = page["candidates"].as_array().unwrap();
     assert_eq!(candidates.len(), 5, "{page}");
     assert!(candidates.iter().all(|c| c["status"] == "ready"), "{page}");
-    assert_eq!((&candidates[0]["path"], &candidates[0]["external_ref"]), (&json!("team/s1"), &json!("vault+kv2://secret/team/s1")));
+    assert_eq!(
+        (&candidates[0]["path"], &candidates[0]["external_ref"]),
+        (&json!("team/s1"), &json!("vault+kv2://secret/team/s1"))
+    );
     let secrets: Vec<Value> = candidates.iter().map(|c| json!({ "external_ref": c["external_ref"] })).collect();
     let (status, done) =
         post(s, "/v1/secrets/remote-import", json!({ "provider_config_id": config_id, "secrets": secrets }));
@@ -188,8 +208,11 @@ fn openbao_references_through_the_api_and_the_proxy(backend: Backend) {
     bao.put("team2/taken", json!({ "key": "k" }));
     bao.put("team2/free", json!({ "key": "k" }));
     s.create("team2/taken", &secret_value("local"));
-    let (_, page) =
-        post(s, "/v1/secrets/remote-import/preview", json!({ "provider_config_id": config_id, "query": "secret/team2" }));
+    let (_, page) = post(
+        s,
+        "/v1/secrets/remote-import/preview",
+        json!({ "provider_config_id": config_id, "query": "secret/team2" }),
+    );
     let status_of: Vec<(&str, &str)> = page["candidates"]
         .as_array()
         .unwrap()
@@ -198,7 +221,8 @@ fn openbao_references_through_the_api_and_the_proxy(backend: Backend) {
         .collect();
     assert_eq!(status_of, [("team2/free", "ready"), ("team2/taken", "conflict")], "{page}");
     // The CLI previews and imports what is ready.
-    let out = s.cli(&s.admin_key, &["secret", "import", "--provider-config", &config_id, "--query", "secret/team2", "--yes"]);
+    let out =
+        s.cli(&s.admin_key, &["secret", "import", "--provider-config", &config_id, "--query", "secret/team2", "--yes"]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("imported 1, skipped 0, failed 0") && said.contains("conflict"), "{said}");
@@ -252,7 +276,7 @@ fn openbao_references_through_the_api_and_the_proxy(backend: Backend) {
         "{failures}"
     );
 
-    let values: Vec<String> = ["bao-v1", "bao-v2", "team-1", "team-3"].iter().map(|v| secret_value(v)).collect();
+    let values: Vec<String> = ["bao-v1", "bao-v2", "team-1", "team-3"].iter().map(secret_value).collect();
     no_value_stored(s, &values);
 }
 
@@ -287,12 +311,16 @@ fn aws_references_on_moto(backend: Backend) {
     assert_eq!(status, 201, "{config}");
     let config_id = config["id"].as_str().unwrap().to_owned();
 
-    let out = s.cli(&s.admin_key, &["secret", "put", "prod/db-password", "--external-ref", "aws-sm://prod/db#password"]);
+    let out =
+        s.cli(&s.admin_key, &["secret", "put", "prod/db-password", "--external-ref", "aws-sm://prod/db#password"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(value_of(&s, "prod/db-password"), secret_value("aws-v1"));
     let out = s.cli(&s.admin_key, &["secret", "ls"]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(said.contains("external_reference") && said.contains("aws_secrets_manager") && said.contains("active"), "{said}");
+    assert!(
+        said.contains("external_reference") && said.contains("aws_secrets_manager") && said.contains("active"),
+        "{said}"
+    );
 
     let v2 = json!({ "password": secret_value("aws-v2"), "user": "svc" }).to_string();
     moto.call("PutSecretValue", json!({ "SecretId": "prod/db", "SecretString": v2 }));
@@ -303,11 +331,27 @@ fn aws_references_on_moto(backend: Backend) {
     let (_, got) = read(&s, "prod/db-password");
     assert_eq!((&got["value"], &got["version"]), (&json!(secret_value("aws-v1")), &json!(2)), "{got}");
     // A missing field of the JSON secret, and a missing secret: 404 with the reason.
-    assert_eq!(post(&s, "/v1/secrets", json!({ "path": "prod/nofield", "managed_mode": "external_reference",
-        "external_ref": "aws-sm://prod/db#nope" })).0, 201);
+    assert_eq!(
+        post(
+            &s,
+            "/v1/secrets",
+            json!({ "path": "prod/nofield", "managed_mode": "external_reference",
+        "external_ref": "aws-sm://prod/db#nope" })
+        )
+        .0,
+        201
+    );
     assert_eq!(read(&s, "prod/nofield").1["error"]["reason"], "provider_unusable");
-    assert_eq!(post(&s, "/v1/secrets", json!({ "path": "prod/none", "managed_mode": "external_reference",
-        "external_ref": "aws-sm://prod/none", "provider_config_id": config_id })).0, 201);
+    assert_eq!(
+        post(
+            &s,
+            "/v1/secrets",
+            json!({ "path": "prod/none", "managed_mode": "external_reference",
+        "external_ref": "aws-sm://prod/none", "provider_config_id": config_id })
+        )
+        .0,
+        201
+    );
     assert_eq!(read(&s, "prod/none").1["error"]["reason"], "provider_not_found");
 
     // Import: the moto secrets under a name filter, the one already referenced a duplicate.
@@ -339,6 +383,6 @@ fn aws_references_on_moto(backend: Backend) {
     drop(moto);
     let resp = read(&s, "prod/db-password");
     assert_error(&resp, 502, "provider_error");
-    let values: Vec<String> = ["aws-v1", "aws-v2", "aws-api"].iter().map(|v| secret_value(v)).collect();
+    let values: Vec<String> = ["aws-v1", "aws-v2", "aws-api"].iter().map(secret_value).collect();
     no_value_stored(&s, &values);
 }

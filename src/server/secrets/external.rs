@@ -38,11 +38,9 @@ pub(super) async fn choose_config(
     id: Option<&str>,
 ) -> ApiResult<ProviderConfig> {
     let config = match id {
-        Some(id) => state
-            .store
-            .provider_config(tenant, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("provider_config_id: no provider config '{id}' in this tenant")))?,
+        Some(id) => state.store.provider_config(tenant, id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("provider_config_id: no provider config '{id}' in this tenant"))
+        })?,
         None => state
             .store
             .list_provider_configs(tenant)

@@ -42,11 +42,10 @@ pub fn default_path(name: &str) -> Option<String> {
 }
 
 async fn config_of(state: &AppState, caller: &Caller, id: &str) -> ApiResult<(ProviderConfig, ProviderKind)> {
-    let config = state
-        .store
-        .provider_config(caller.tenant(), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("provider_config_id: no provider config '{id}' in this tenant")))?;
+    let config =
+        state.store.provider_config(caller.tenant(), id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("provider_config_id: no provider config '{id}' in this tenant"))
+        })?;
     let kind = ProviderKind::parse(&config.kind)
         .ok_or_else(|| ApiError::validation(format!("provider config '{id}' has unknown type '{}'", config.kind)))?;
     Ok((config, kind))
@@ -197,11 +196,17 @@ async fn import_one(
     if let Some(m) = referencing(state, caller.tenant(), &canonical).await.map_err(|e| (Some(path_text.clone()), e))? {
         return Ok(Imported::Skipped(Some(m.path.clone()), format!("secret '{}' already references it", m.path)));
     }
-    if state.store.secret_meta(caller.tenant(), path.as_str()).await.map_err(|e| (Some(path_text.clone()), e.into()))?.is_some()
+    if state
+        .store
+        .secret_meta(caller.tenant(), path.as_str())
+        .await
+        .map_err(|e| (Some(path_text.clone()), e.into()))?
+        .is_some()
     {
         return Ok(Imported::Skipped(Some(path_text.clone()), "a secret already exists at this path".to_owned()));
     }
-    if tags.keys().any(|k| k.is_empty() || k.len() > 128 || k.contains(['=', ':'])) || tags.values().any(|v| v.len() > 512)
+    if tags.keys().any(|k| k.is_empty() || k.len() > 128 || k.contains(['=', ':']))
+        || tags.values().any(|v| v.len() > 512)
     {
         let e = ApiError::validation("tags: keys are 1-128 characters without '=' or ':', values at most 512");
         return Err((Some(path_text), e));

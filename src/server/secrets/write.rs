@@ -18,8 +18,8 @@ use crate::domain::audit::kind;
 use crate::domain::time::{now_ms, parse_rfc3339, to_rfc3339};
 use crate::domain::value::MAX_VALUE_BYTES;
 use crate::domain::{SecretAction, SecretPath, SecretValue, Tier};
-use crate::server::AppState;
 use crate::providers::ExternalRef;
+use crate::server::AppState;
 use crate::server::auth::{Authed, Caller, new_id};
 use crate::server::changes::Change;
 use crate::server::error::{ApiError, ApiResult};
@@ -122,9 +122,8 @@ fn managed_value(value: Option<SecretValue>, field: &str, external: &[(&str, boo
             "'{name}' is for secrets with managed_mode external_reference; this one is airlock_managed"
         )));
     }
-    let value = value.ok_or_else(|| {
-        ApiError::validation(format!("'{field}' is required for an airlock_managed secret"))
-    })?;
+    let value =
+        value.ok_or_else(|| ApiError::validation(format!("'{field}' is required for an airlock_managed secret")))?;
     check_value(&value, field)?;
     Ok(value)
 }
@@ -172,7 +171,12 @@ fn next_external(
 }
 
 /// The secret's current metadata, for a write that depends on its mode (404 when missing).
-async fn current_meta(state: &AppState, caller: &Caller, kind: &'static str, path: &SecretPath) -> ApiResult<SecretMeta> {
+async fn current_meta(
+    state: &AppState,
+    caller: &Caller,
+    kind: &'static str,
+    path: &SecretPath,
+) -> ApiResult<SecretMeta> {
     match state.store.secret_meta(caller.tenant(), path.as_str()).await? {
         Some(m) if m.deleted_at.is_none() => Ok(m),
         _ => Err(fail(state, caller, kind, path, StoreError::NotFound).await),
@@ -190,7 +194,8 @@ fn next_content(
     if current.is_external() {
         next_external(current, value_field, value.is_some(), external_ref, provider_version_ref)
     } else {
-        let external = [("external_ref", external_ref.is_some()), ("provider_version_ref", provider_version_ref.is_some())];
+        let external =
+            [("external_ref", external_ref.is_some()), ("provider_version_ref", provider_version_ref.is_some())];
         managed_value(value, value_field, &external).map(Content::Value)
     }
 }
@@ -242,14 +247,15 @@ pub async fn create(
                     "'value' cannot be set on an external_reference secret: its value stays in the provider",
                 ));
             }
-            let text = b.external_ref.ok_or_else(|| {
-                ApiError::validation("'external_ref' is required for an external_reference secret")
-            })?;
+            let text = b
+                .external_ref
+                .ok_or_else(|| ApiError::validation("'external_ref' is required for an external_reference secret"))?;
             let r = external::parse_ref("external_ref", &text)?;
             if let Some(v) = &b.provider_version_ref {
                 external::parse_version("provider_version_ref", r.kind(), v)?;
             }
-            let config = external::choose_config(&state, caller.tenant(), r.kind(), b.provider_config_id.as_deref()).await?;
+            let config =
+                external::choose_config(&state, caller.tenant(), r.kind(), b.provider_config_id.as_deref()).await?;
             meta.external_ref = Some(r.to_string());
             meta.provider_version_ref = b.provider_version_ref;
             meta.provider_config_id = Some(config.id.clone());

@@ -9,7 +9,9 @@ use tokio::sync::oneshot;
 use super::audit_chain::append;
 use super::create_batch::CreateJob;
 use super::filters::{Param, secret_conditions};
-use super::rows::{SECRET_COLUMNS, VERSION_COLUMNS, meta_from_row, to_json, version_columns, version_from_row, write_tags};
+use super::rows::{
+    SECRET_COLUMNS, VERSION_COLUMNS, meta_from_row, to_json, version_columns, version_from_row, write_tags,
+};
 use super::{SqlStore, Tx};
 use crate::crypto::Sealed;
 use crate::domain::audit::AuditDraft;
@@ -38,11 +40,12 @@ pub(super) async fn secret_meta(store: &SqlStore, tenant: &str, path: &str) -> R
 }
 
 pub(super) async fn secret_version(store: &SqlStore, secret_id: &str, version: i64) -> Result<Option<VersionRow>> {
-    let row = sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM secret_versions WHERE secret_id = $1 AND version = $2"))
-    .bind(secret_id)
-    .bind(version)
-    .fetch_optional(&store.pool)
-    .await?;
+    let row =
+        sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM secret_versions WHERE secret_id = $1 AND version = $2"))
+            .bind(secret_id)
+            .bind(version)
+            .fetch_optional(&store.pool)
+            .await?;
     row.as_ref().map(version_from_row).transpose()
 }
 
@@ -112,7 +115,9 @@ pub(super) async fn write_version(
     let now = crate::domain::time::now_ms();
     let version = previous + 1;
     match &change.content {
-        VersionContent::Sealed(seal) => insert_version(&mut tx, &meta.id, version, Some(&seal(version)?), None, now).await?,
+        VersionContent::Sealed(seal) => {
+            insert_version(&mut tx, &meta.id, version, Some(&seal(version)?), None, now).await?
+        }
         VersionContent::External { external_ref, provider_version_ref } => {
             let external = (external_ref.as_str(), provider_version_ref.as_deref());
             insert_version(&mut tx, &meta.id, version, None, Some(external), now).await?;
@@ -167,10 +172,11 @@ pub(super) async fn patch_secret(
 }
 
 pub(super) async fn list_versions(store: &SqlStore, secret_id: &str) -> Result<Vec<VersionRow>> {
-    let rows = sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM secret_versions WHERE secret_id = $1 ORDER BY version"))
-    .bind(secret_id)
-    .fetch_all(&store.pool)
-    .await?;
+    let rows =
+        sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM secret_versions WHERE secret_id = $1 ORDER BY version"))
+            .bind(secret_id)
+            .fetch_all(&store.pool)
+            .await?;
     rows.iter().map(version_from_row).collect()
 }
 
