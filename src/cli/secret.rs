@@ -249,10 +249,16 @@ async fn put(client: &Client, mut args: PutArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    let updated: SecretUpdated = client
-        .call(Method::PUT, &Client::secret_url(path), &update_request(&args, &value)?)
-        .await
-        .map_err(|e| explain_update_failure(e, path))?;
+    let updated: SecretUpdated =
+        client.call(Method::PUT, &Client::secret_url(path), &update_request(&args, &value)?).await.map_err(|e| {
+            // `--provider-version` alone only updates: a 404 is then a secret that is not there.
+            if args.external_ref.is_none() && args.provider_version.is_some() && e.api_code() == Some("not_found") {
+                anyhow::Error::from(e)
+                    .context(format!("'{path}' is not an existing secret; create it with --external-ref first"))
+            } else {
+                explain_update_failure(e, path)
+            }
+        })?;
     let version = updated.version;
     if !args.allowed_hosts.is_empty() {
         // The PUT body carries no allowed_hosts (DESIGN §2); they are metadata, set by PATCH.
@@ -622,6 +628,36 @@ mod tests {
     fn arguments_are_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn put_and_rotate_take_a_reference_instead_of_a_value() {
+        let Ok(SecretCommand::Put(args)) =
+            parse(&["put", "a/b", "--external-ref", "vault+kv2://secret/a#k", "--provider-config", "pcf_1"])
+        else {
+            panic!("put --external-ref did not parse")
+        };
+        let body = create_body(&args, "");
+        assert_eq!(body["managed_mode"], "external_reference");
+        assert_eq!(
+            (&body["external_ref"], &body["provider_config_id"]),
+            (&json!("vault+kv2://secret/a#k"), &json!("pcf_1"))
+        );
+        assert!(body.get("value").is_none(), "{body}");
+        let Ok(SecretCommand::Put(args)) = parse(&["put", "a/b", "--provider-version", "3"]) else {
+            panic!("put --provider-version did not parse")
+        };
+        let body = update_body(&args, "");
+        assert_eq!(body, json!({"provider_version_ref": "3"}));
+        assert!(parse(&["put", "a/b", "v", "--external-ref", "aws-sm://x"]).is_err());
+        assert!(parse(&["put", "a/b", "--stdin", "--external-ref", "aws-sm://x"]).is_err());
+        assert!(parse(&["rotate", "a/b", "--provider-version", "AWSPREVIOUS"]).is_ok());
+        assert!(matches!(
+            parse(&["status", "a/b", "disabled"]),
+            Ok(SecretCommand::Status(StatusArgs { status: StatusArg::Disabled, .. }))
+        ));
+        assert!(parse(&["status", "a/b", "paused"]).is_err());
+        assert!(parse(&["import", "--provider-config", "pcf_1", "--query", "secret/team", "--yes"]).is_ok());
     }
 
     #[test]
