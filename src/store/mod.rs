@@ -109,7 +109,7 @@ pub struct SecretMeta {
     pub not_before: Option<i64>,
     pub deleted_at: Option<i64>,
     /// `airlock_managed` (Airlock holds the value) or `external_reference` (read from a
-    /// provider at read time; see `crate::domain::secret_mode`).
+    /// provider at read time; see `secret_mode`).
     pub managed_mode: String,
     /// `active`, `disabled` or `archived`: only an active secret resolves.
     pub status: String,

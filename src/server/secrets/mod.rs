@@ -1,11 +1,13 @@
-//! `/v1/secrets…`: create, read, list, update, patch, rotate, versions, delete, undelete
-//! and destroy. Each handler checks the caller's scope for the path first, records a
+//! `/v1/secrets…`: create, read, list, update, patch, rotate, versions, delete, undelete,
+//! destroy and remote import. Each handler checks the caller's scope for the path first, records a
 //! failed attempt in the audit trail, and lets the store write the change and its audit
 //! record together.
 //!
 //! The handlers live by what they do: `write` (create, update, patch, rotate, with the
 //! checks on what a write may carry), `read` (read, list, versions) and `lifecycle`
-//! (delete, undelete, destroy). This module holds what they share: the caller's scope
+//! (delete, undelete, destroy), `external` (secrets by reference: checking a reference,
+//! choosing its provider config, reading its value through the resolver) and `import`
+//! (remote import preview and import). This module holds what they share: the caller's scope
 //! check, the audit of a failed attempt, and the metadata view; it re-exports the
 //! handlers so the router names them `secrets::create` and so on.
 

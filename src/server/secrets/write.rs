@@ -150,13 +150,9 @@ fn next_external(
         ));
     }
     let current_kind = current.external_ref.as_deref().and_then(|r| ExternalRef::parse(r).ok()).map(|r| r.kind());
-    let (r, version) = match external_ref {
-        Some(text) => (external::parse_ref("external_ref", &text)?, provider_version_ref),
-        None => {
-            let stored = current.external_ref.as_deref().unwrap_or_default();
-            (external::parse_ref("external_ref", stored)?, provider_version_ref)
-        }
-    };
+    let text = external_ref.as_deref().or(current.external_ref.as_deref()).unwrap_or_default();
+    let r = external::parse_ref("external_ref", text)?;
+    let version = provider_version_ref;
     if current_kind.is_some_and(|k| k != r.kind()) {
         return Err(ApiError::validation(format!(
             "external_ref: this secret is read through a {} config; a {} reference needs a new secret",
