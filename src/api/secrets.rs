@@ -26,6 +26,68 @@ pub struct SecretMetadata {
     pub accessed_at: Option<String>,
     pub expires_at: Option<String>,
     pub not_before: Option<String>,
+    /// `airlock_managed` or `external_reference`.
+    pub managed_mode: ManagedMode,
+    /// `active`, `disabled` or `archived`: only an active secret resolves.
+    pub status: SecretStatus,
+    /// The provider type an external secret is read from (`vault`, `aws_secrets_manager`);
+    /// `null` for a managed secret.
+    pub provider: Option<String>,
+    pub provider_config_id: Option<String>,
+    /// The current version's reference (external secrets): what it reads, never a value.
+    pub external_ref: Option<String>,
+    pub provider_version_ref: Option<String>,
+    /// When the current version was written by an update or a rotation (`null` until one).
+    pub last_rotated_at: Option<String>,
+    /// When an external secret was last read through its provider (kept to the minute, as
+    /// `accessed_at` is); `null` for a managed secret.
+    pub last_resolved_at: Option<String>,
+}
+
+/// How a secret's value is held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManagedMode {
+    /// Airlock holds the value, encrypted.
+    #[default]
+    AirlockManaged,
+    /// The value stays in an external provider and is read from it when needed.
+    ExternalReference,
+}
+
+impl ManagedMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManagedMode::AirlockManaged => "airlock_managed",
+            ManagedMode::ExternalReference => "external_reference",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ManagedMode> {
+        [ManagedMode::AirlockManaged, ManagedMode::ExternalReference].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// Whether a secret resolves: `disabled` and `archived` secrets stay listed but are not read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretStatus {
+    #[default]
+    Active,
+    Disabled,
+    Archived,
+}
+
+impl SecretStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretStatus::Active => "active",
+            SecretStatus::Disabled => "disabled",
+            SecretStatus::Archived => "archived",
+        }
+    }
+    pub fn parse(s: &str) -> Option<SecretStatus> {
+        [SecretStatus::Active, SecretStatus::Disabled, SecretStatus::Archived].into_iter().find(|v| v.as_str() == s)
+    }
 }
 
 /// `GET /v1/secrets/{path}[?version=N]`: the metadata and the value, on purpose. The
@@ -46,6 +108,22 @@ pub struct SecretRead {
     pub accessed_at: Option<String>,
     pub expires_at: Option<String>,
     pub not_before: Option<String>,
+    /// `airlock_managed` or `external_reference`.
+    pub managed_mode: ManagedMode,
+    /// `active`, `disabled` or `archived`: only an active secret resolves.
+    pub status: SecretStatus,
+    /// The provider type an external secret is read from (`vault`, `aws_secrets_manager`);
+    /// `null` for a managed secret.
+    pub provider: Option<String>,
+    pub provider_config_id: Option<String>,
+    /// The current version's reference (external secrets): what it reads, never a value.
+    pub external_ref: Option<String>,
+    pub provider_version_ref: Option<String>,
+    /// When the current version was written by an update or a rotation (`null` until one).
+    pub last_rotated_at: Option<String>,
+    /// When an external secret was last read through its provider (kept to the minute, as
+    /// `accessed_at` is); `null` for a managed secret.
+    pub last_resolved_at: Option<String>,
     #[serde(serialize_with = "serialize_exposed")]
     pub value: SecretValue,
 }
@@ -65,6 +143,14 @@ impl SecretRead {
             accessed_at: m.accessed_at,
             expires_at: m.expires_at,
             not_before: m.not_before,
+            managed_mode: m.managed_mode,
+            status: m.status,
+            provider: m.provider,
+            provider_config_id: m.provider_config_id,
+            external_ref: m.external_ref,
+            provider_version_ref: m.provider_version_ref,
+            last_rotated_at: m.last_rotated_at,
+            last_resolved_at: m.last_resolved_at,
             value,
         }
     }
@@ -101,13 +187,24 @@ pub struct VersionInfo {
     pub expires_at: Option<String>,
 }
 
-/// `POST /v1/secrets`.
+/// `POST /v1/secrets`. A managed secret (the default) carries `value`; an external one
+/// (`managed_mode: external_reference`) carries `external_ref` instead, and optionally the
+/// provider's version (`provider_version_ref`) and the config to read it through
+/// (`provider_config_id`, else the tenant's default config of the reference's provider).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSecret {
     pub path: SecretPath,
-    #[serde(serialize_with = "serialize_exposed")]
-    pub value: SecretValue,
+    #[serde(default, serialize_with = "serialize_exposed_opt", skip_serializing_if = "Option::is_none")]
+    pub value: Option<SecretValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_mode: Option<ManagedMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_version_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_config_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<Tier>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,12 +230,18 @@ pub struct SecretCreated {
     pub created_at: String,
 }
 
-/// `PUT /v1/secrets/{path}`: a new version (`cas`: only if the current one is that).
+/// `PUT /v1/secrets/{path}`: a new version (`cas`: only if the current one is that). A
+/// managed secret takes a `value`; an external one a new `external_ref` and/or
+/// `provider_version_ref` (what is not given is kept).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecret {
-    #[serde(serialize_with = "serialize_exposed")]
-    pub value: SecretValue,
+    #[serde(default, serialize_with = "serialize_exposed_opt", skip_serializing_if = "Option::is_none")]
+    pub value: Option<SecretValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_version_ref: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cas: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +274,9 @@ pub struct PatchSecret {
     pub allowed_hosts: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub owner: Option<Option<String>>,
+    /// `active`, `disabled` or `archived`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<SecretStatus>,
 }
 
 /// Tells an explicit `null` (clear the field) from an absent field (leave it).
@@ -178,13 +284,17 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
-/// `POST /v1/secrets/{path}/rotate`: a new value; the old one stays readable for the grace
-/// period.
+/// `POST /v1/secrets/{path}/rotate`: a new value (managed) or a new `external_ref` and/or
+/// `provider_version_ref` (external); the old version stays readable for the grace period.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
-    #[serde(serialize_with = "serialize_exposed")]
-    pub new_value: SecretValue,
+    #[serde(default, serialize_with = "serialize_exposed_opt", skip_serializing_if = "Option::is_none")]
+    pub new_value: Option<SecretValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_version_ref: Option<String>,
     #[serde(default)]
     pub grace_period_seconds: u32,
 }
@@ -195,6 +305,88 @@ pub struct SecretRotated {
     pub old_version: i64,
     pub new_version: i64,
     pub old_expires_at: String,
+}
+
+fn serialize_exposed_opt<S: serde::Serializer>(v: &Option<SecretValue>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => serialize_exposed(v, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// `POST /v1/secrets/remote-import/preview`: one page of what a provider config lists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteImportPreview {
+    pub provider_config_id: String,
+    /// A Vault folder (`MOUNT/PATH`) or an AWS name filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportCandidate {
+    pub external_ref: String,
+    /// The provider's name for it.
+    pub name: String,
+    pub description: Option<String>,
+    /// The path it would be imported at unless another is given.
+    pub path: String,
+    /// `ready`, `duplicate` (a secret already references it: `existing_path`) or `conflict`
+    /// (the path holds another secret).
+    pub status: String,
+    pub existing_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteImportCandidates {
+    pub provider_config_id: String,
+    pub provider: String,
+    pub candidates: Vec<ImportCandidate>,
+    /// Folders under the listed one (Vault), to preview next.
+    pub folders: Vec<String>,
+    pub next_token: Option<String>,
+}
+
+/// `POST /v1/secrets/remote-import`: creates external secrets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteImport {
+    pub provider_config_id: String,
+    pub secrets: Vec<ImportItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportItem {
+    pub external_ref: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportResult {
+    pub external_ref: String,
+    pub path: Option<String>,
+    /// `imported`, `skipped` (a secret already references it, or the path is taken) or `error`.
+    pub outcome: String,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteImported {
+    pub imported: u64,
+    pub skipped: u64,
+    pub errored: u64,
+    pub results: Vec<ImportResult>,
 }
 
 /// `POST /v1/secrets/{path}/destroy`: wipes these versions' ciphertext for good.

@@ -14,8 +14,9 @@ use super::errors::ErrorBody;
 use super::keys::{CreateKey, CreateTenant, KeyCreated, KeyList, TenantCreated};
 use super::policy::{PolicyReload, PolicyText};
 use super::secrets::{
-    CreateSecret, DestroyVersions, PatchSecret, RotateSecret, SecretCreated, SecretList, SecretRead, SecretRotated,
-    SecretUpdated, SecretVersions, UpdateSecret,
+    CreateSecret, DestroyVersions, PatchSecret, RemoteImport, RemoteImportCandidates, RemoteImportPreview,
+    RemoteImported, RotateSecret, SecretCreated, SecretList, SecretRead, SecretRotated, SecretUpdated, SecretVersions,
+    UpdateSecret,
 };
 use super::tokens::{MintRequest, MintedToken, PendingApproval, TokenInfo};
 use super::{decode, decode_value};
@@ -32,6 +33,8 @@ fn meta() -> Value {
         "path": "prod/db", "version": 2, "tier": "standard", "description": null, "tags": {"team": "core"},
         "allowed_hosts": ["db.example"], "owner": null, "created_at": "2026-01-15T10:30:00Z",
         "updated_at": "2026-01-15T10:31:00Z", "accessed_at": null, "expires_at": null, "not_before": null,
+        "managed_mode": "airlock_managed", "status": "active", "provider": null, "provider_config_id": null,
+        "external_ref": null, "provider_version_ref": null, "last_rotated_at": null, "last_resolved_at": null,
     })
 }
 
@@ -80,6 +83,18 @@ fn every_type_round_trips() {
         {"version": 1, "state": "grace", "created_at": "2026-01-15T10:30:00Z", "expires_at": "2026-01-15T11:30:00Z"},
     ]}));
     round_trip::<CreateSecret>(json!({"path": "prod/db", "value": "v", "tier": "sensitive", "allowed_hosts": ["h"]}));
+    round_trip::<CreateSecret>(json!({"path": "prod/db", "managed_mode": "external_reference",
+        "external_ref": "vault+kv2://secret/db#password", "provider_version_ref": "3", "provider_config_id": "pcf_1"}));
+    round_trip::<PatchSecret>(json!({"status": "disabled"}));
+    round_trip::<RemoteImportPreview>(json!({"provider_config_id": "pcf_1", "query": "secret/app", "page_size": 5}));
+    round_trip::<RemoteImportCandidates>(json!({"provider_config_id": "pcf_1", "provider": "vault", "candidates": [
+        {"external_ref": "vault+kv2://secret/app/a", "name": "app/a", "description": null, "path": "app/a",
+         "status": "duplicate", "existing_path": "x/a"},
+    ], "folders": ["secret/app/sub/"], "next_token": null}));
+    round_trip::<RemoteImport>(json!({"provider_config_id": "pcf_1", "secrets": [{"external_ref": "aws-sm://a"}]}));
+    round_trip::<RemoteImported>(json!({"imported": 1, "skipped": 0, "errored": 0, "results": [
+        {"external_ref": "aws-sm://a", "path": "a", "outcome": "imported", "message": null},
+    ]}));
     round_trip::<SecretCreated>(json!({"path": "p/a", "version": 1, "tier": "standard", "created_at": "t"}));
     round_trip::<UpdateSecret>(json!({"value": "v", "cas": 3}));
     round_trip::<SecretUpdated>(json!({"path": "p/a", "version": 2, "updated_at": "t"}));

@@ -179,7 +179,11 @@ async fn demo_agent(admin: &Client, dir: &Path) -> anyhow::Result<Zeroizing<Stri
     let value = Zeroizing::new(crate::server::auth::new_secret("sk-demo"));
     let secret = CreateSecret {
         path: SecretPath::parse("demo/api-key")?,
-        value: SecretValue::new(value.to_string()),
+        value: Some(SecretValue::new(value.to_string())),
+        managed_mode: None,
+        external_ref: None,
+        provider_version_ref: None,
+        provider_config_id: None,
         tier: None,
         description: Some("airlock dev demo key".into()),
         tags: None,

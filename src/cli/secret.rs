@@ -18,7 +18,8 @@ use tokio::io::AsyncReadExt;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::api::secrets::{
-    CreateSecret, PatchSecret, RotateSecret, SecretCreated, SecretList, SecretMetadata, SecretRead, SecretRotated,
+    CreateSecret, ImportItem, ManagedMode, PatchSecret, RemoteImport, RemoteImportCandidates, RemoteImportPreview,
+    RemoteImported, RotateSecret, SecretCreated, SecretList, SecretMetadata, SecretRead, SecretRotated, SecretStatus,
     SecretUpdated, SecretVersions, UpdateSecret,
 };
 use crate::api::usage::SecretUsage;
@@ -46,6 +47,10 @@ pub enum SecretCommand {
     Versions(PathArg),
     /// Show which agents' policies grant a secret, how, and when each last used it
     Usage(UsageArgs),
+    /// Set a secret's status: a disabled or archived secret stays listed but does not resolve
+    Status(StatusArgs),
+    /// Import secrets from a provider config as external references: preview, confirm, create
+    Import(ImportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -55,6 +60,44 @@ pub struct UsageArgs {
     /// Print the API's answer as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub secret: PathArg,
+    /// active (resolves), disabled or archived (listed, not readable; agents are refused)
+    pub status: StatusArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusArg {
+    Active,
+    Disabled,
+    Archived,
+}
+
+impl From<StatusArg> for SecretStatus {
+    fn from(s: StatusArg) -> SecretStatus {
+        match s {
+            StatusArg::Active => SecretStatus::Active,
+            StatusArg::Disabled => SecretStatus::Disabled,
+            StatusArg::Archived => SecretStatus::Archived,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The provider config to list and read through (its id, from `airlock provider ls`)
+    #[arg(long, value_name = "ID")]
+    pub provider_config: String,
+    /// A Vault/OpenBao folder (MOUNT/PATH) or an AWS Secrets Manager name filter
+    #[arg(long, value_name = "Q")]
+    pub query: Option<String>,
+    /// Import the ready candidates without asking
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -69,11 +112,23 @@ pub struct PutArgs {
     #[command(flatten)]
     pub secret: PathArg,
     /// The value; it lands in your shell history, so prefer --stdin
-    #[arg(required_unless_present = "stdin")]
+    #[arg(required_unless_present_any = ["stdin", "external_ref", "provider_version"])]
     pub value: Option<ValueArg>,
     /// Read the value from stdin (one trailing newline is removed)
     #[arg(long, conflicts_with = "value")]
     pub stdin: bool,
+    /// Keep the value in an external provider and read it from there when needed:
+    /// vault+kv2://MOUNT/PATH[#field] or aws-sm://NAME[#json-field]
+    #[arg(long, value_name = "REF", conflicts_with_all = ["value", "stdin"])]
+    pub external_ref: Option<String>,
+    /// Pin the provider's version (a KV2 version number; an AWS version id or stage); an
+    /// existing external secret takes it alone as its new version
+    #[arg(long, value_name = "V", conflicts_with_all = ["value", "stdin"])]
+    pub provider_version: Option<String>,
+    /// The provider config to read through (default: the tenant's default config of the
+    /// reference's provider)
+    #[arg(long, value_name = "ID", requires = "external_ref")]
+    pub provider_config: Option<String>,
     /// standard or sensitive
     #[arg(long)]
     pub tier: Option<Tier>,
@@ -109,6 +164,9 @@ pub struct LsArgs {
     /// Only secrets with this tag (and value)
     #[arg(long, value_name = "KEY[=VALUE]")]
     pub tag: Option<String>,
+    /// Only secrets with this status (active, disabled, archived)
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
     /// Stop after N secrets
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
@@ -122,11 +180,17 @@ pub struct RotateArgs {
     #[command(flatten)]
     pub secret: PathArg,
     /// The new value; it lands in your shell history, so prefer --stdin
-    #[arg(required_unless_present = "stdin")]
+    #[arg(required_unless_present_any = ["stdin", "external_ref", "provider_version"])]
     pub new_value: Option<ValueArg>,
     /// Read the new value from stdin (one trailing newline is removed)
     #[arg(long, conflicts_with = "new_value")]
     pub stdin: bool,
+    /// An external secret's new reference
+    #[arg(long, value_name = "REF", conflicts_with_all = ["new_value", "stdin"])]
+    pub external_ref: Option<String>,
+    /// An external secret's new provider version
+    #[arg(long, value_name = "V", conflicts_with_all = ["new_value", "stdin"])]
+    pub provider_version: Option<String>,
     /// Seconds the old version stays readable with `get --version`
     #[arg(long, value_name = "SECONDS")]
     pub grace: Option<u64>,
@@ -176,15 +240,19 @@ pub async fn run(cmd: SecretCommand, client: &Client) -> anyhow::Result<()> {
         SecretCommand::Undelete(args) => undelete(client, args).await,
         SecretCommand::Versions(args) => versions(client, args).await,
         SecretCommand::Usage(args) => usage(client, args).await,
+        SecretCommand::Status(args) => status(client, args).await,
+        SecretCommand::Import(args) => import(client, args).await,
     }
 }
 
 /// Creates the secret; if it exists, writes a new version. `--cas N` skips the create
 /// (the caller expects version N to exist) and `--cas 0` skips the update.
 async fn put(client: &Client, mut args: PutArgs) -> anyhow::Result<()> {
-    let value = read_value(args.value.take(), args.stdin).await?;
+    let external = args.external_ref.is_some() || args.provider_version.is_some();
+    let value =
+        if external { Zeroizing::new(String::new()) } else { read_value(args.value.take(), args.stdin).await? };
     let path = args.secret.path.as_str();
-    if args.cas.is_none_or(|cas| cas == 0) {
+    if args.cas.is_none_or(|cas| cas == 0) && (!external || args.external_ref.is_some()) {
         match client.call::<_, SecretCreated>(Method::POST, "/v1/secrets", &create_request(&args, &value)?).await {
             Ok(created) => {
                 println!("created {path} version {}", created.version);
@@ -194,10 +262,16 @@ async fn put(client: &Client, mut args: PutArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    let updated: SecretUpdated = client
-        .call(Method::PUT, &Client::secret_url(path), &update_request(&args, &value)?)
-        .await
-        .map_err(|e| explain_update_failure(e, path))?;
+    let updated: SecretUpdated =
+        client.call(Method::PUT, &Client::secret_url(path), &update_request(&args, &value)?).await.map_err(|e| {
+            // `--provider-version` alone only updates: a 404 is then a secret that is not there.
+            if args.external_ref.is_none() && args.provider_version.is_some() && e.api_code() == Some("not_found") {
+                anyhow::Error::from(e)
+                    .context(format!("'{path}' is not an existing secret; create it with --external-ref first"))
+            } else {
+                explain_update_failure(e, path)
+            }
+        })?;
     let version = updated.version;
     if !args.allowed_hosts.is_empty() {
         // The PUT body carries no allowed_hosts (DESIGN §2); they are metadata, set by PATCH.
@@ -220,9 +294,14 @@ fn metadata(args: &PutArgs) -> (Option<Tier>, Option<String>, Option<BTreeMap<St
 fn create_request(args: &PutArgs, value: &str) -> anyhow::Result<CreateSecret> {
     let (tier, description, tags) = metadata(args);
     let path = &args.secret.path;
+    let external = args.external_ref.is_some();
     Ok(CreateSecret {
         path: SecretPath::parse(path).map_err(|e| anyhow!("invalid secret path '{path}': {e}"))?,
-        value: SecretValue::new(value.to_owned()),
+        value: (!external).then(|| SecretValue::new(value.to_owned())),
+        managed_mode: external.then_some(ManagedMode::ExternalReference),
+        external_ref: args.external_ref.clone(),
+        provider_version_ref: args.provider_version.clone(),
+        provider_config_id: args.provider_config.clone(),
         tier,
         description,
         tags,
@@ -236,7 +315,16 @@ fn create_request(args: &PutArgs, value: &str) -> anyhow::Result<CreateSecret> {
 fn update_request(args: &PutArgs, value: &str) -> anyhow::Result<UpdateSecret> {
     let (tier, description, tags) = metadata(args);
     let cas = args.cas.map(|cas| i64::try_from(cas).map_err(|_| anyhow!("--cas {cas}: no version is that high")));
-    Ok(UpdateSecret { value: SecretValue::new(value.to_owned()), cas: cas.transpose()?, tier, description, tags })
+    let external = args.external_ref.is_some() || args.provider_version.is_some();
+    Ok(UpdateSecret {
+        value: (!external).then(|| SecretValue::new(value.to_owned())),
+        external_ref: args.external_ref.clone(),
+        provider_version_ref: args.provider_version.clone(),
+        cas: cas.transpose()?,
+        tier,
+        description,
+        tags,
+    })
 }
 
 #[cfg(test)]
@@ -327,7 +415,7 @@ pub(super) fn as_json<T: Serialize>(t: &T) -> Value {
 }
 
 async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<()> {
-    let filters: Vec<(&str, String)> = [("namespace", args.namespace), ("tag", args.tag)]
+    let filters: Vec<(&str, String)> = [("namespace", args.namespace), ("tag", args.tag), ("status", args.status)]
         .into_iter()
         .filter_map(|(key, value)| value.map(|v| (key, v)))
         .collect();
@@ -341,17 +429,26 @@ async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<()> {
         eprintln!("no secrets found");
         return Ok(());
     }
-    let rows: Vec<_> = items.iter().map(|i| ["path", "version", "tier", "updated_at"].map(|k| field(i, k))).collect();
-    print_table(["PATH", "VERSION", "TIER", "UPDATED"], &rows)
+    let rows: Vec<_> = items
+        .iter()
+        .map(|i| ["path", "version", "tier", "managed_mode", "provider", "status", "updated_at"].map(|k| field(i, k)))
+        .collect();
+    print_table(["PATH", "VERSION", "TIER", "MODE", "PROVIDER", "STATUS", "UPDATED"], &rows)
 }
 
 async fn rotate(client: &Client, mut args: RotateArgs) -> anyhow::Result<()> {
-    let value = read_value(args.new_value.take(), args.stdin).await?;
+    let external = args.external_ref.is_some() || args.provider_version.is_some();
+    let value = if external { None } else { Some(read_value(args.new_value.take(), args.stdin).await?) };
     let path = args.secret.path.as_str();
     let grace = args.grace.unwrap_or(0);
     let grace_period_seconds =
         u32::try_from(grace).map_err(|_| anyhow!("--grace {grace}: the longest grace period is {} s", u32::MAX))?;
-    let body = RotateSecret { new_value: SecretValue::new(value.to_string()), grace_period_seconds };
+    let body = RotateSecret {
+        new_value: value.map(|v| SecretValue::new(v.to_string())),
+        external_ref: args.external_ref.clone(),
+        provider_version_ref: args.provider_version.clone(),
+        grace_period_seconds,
+    };
     let url = format!("{}/rotate", Client::secret_url(path));
     let rotated: SecretRotated = client.call(Method::POST, &url, &body).await?;
     let until = field(&as_json(&rotated), "old_expires_at");
@@ -446,6 +543,90 @@ fn format_usage(body: &SecretUsage) -> String {
     text
 }
 
+async fn status(client: &Client, args: StatusArgs) -> anyhow::Result<()> {
+    let path = args.secret.path.as_str();
+    let body = PatchSecret { status: Some(args.status.into()), ..PatchSecret::default() };
+    let meta: SecretMetadata = client.call(Method::PATCH, &Client::secret_url(path), &body).await?;
+    println!("{path} is {}", meta.status.as_str());
+    Ok(())
+}
+
+/// Previews every page of the config's listing, asks (unless `--yes`), and imports the
+/// candidates that are ready at their default paths.
+async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
+    let mut candidates = Vec::new();
+    let mut next_token = None;
+    loop {
+        let body = RemoteImportPreview {
+            provider_config_id: args.provider_config.clone(),
+            query: args.query.clone(),
+            page_size: Some(100),
+            next_token: next_token.take(),
+        };
+        let page: RemoteImportCandidates =
+            client.call(Method::POST, "/v1/secrets/remote-import/preview", &body).await?;
+        candidates.extend(page.candidates);
+        match page.next_token {
+            Some(t) if candidates.len() < 10_000 => next_token = Some(t),
+            _ => break,
+        }
+    }
+    if candidates.is_empty() {
+        eprintln!("the provider lists nothing there");
+        return Ok(());
+    }
+    let rows: Vec<_> = candidates
+        .iter()
+        .map(|c| {
+            let v = as_json(c);
+            ["status", "path", "external_ref", "existing_path"].map(|k| field(&v, k))
+        })
+        .collect();
+    print_table(["STATUS", "PATH", "EXTERNAL_REF", "EXISTING"], &rows)?;
+    let ready: Vec<ImportItem> = candidates
+        .iter()
+        .filter(|c| c.status == "ready")
+        .map(|c| ImportItem {
+            external_ref: c.external_ref.clone(),
+            path: Some(c.path.clone()),
+            description: c.description.clone(),
+            tags: None,
+        })
+        .collect();
+    if ready.is_empty() {
+        eprintln!("nothing to import: every candidate is a duplicate or a conflict");
+        return Ok(());
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("{} secrets are ready to import; run again with --yes to import them", ready.len());
+        }
+        eprint!("import {} secrets as external references? [y/N] ", ready.len());
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("nothing imported");
+            return Ok(());
+        }
+    }
+    let mut totals = (0, 0, 0);
+    for chunk in ready.chunks(500) {
+        let body = RemoteImport { provider_config_id: args.provider_config.clone(), secrets: chunk.to_vec() };
+        let done: RemoteImported = client.call(Method::POST, "/v1/secrets/remote-import", &body).await?;
+        for r in done.results.iter().filter(|r| r.outcome != "imported") {
+            let v = as_json(r);
+            eprintln!("{} {}: {}", r.outcome, field(&v, "external_ref"), field(&v, "message"));
+        }
+        totals = (totals.0 + done.imported, totals.1 + done.skipped, totals.2 + done.errored);
+    }
+    println!("imported {}, skipped {}, failed {}", totals.0, totals.1, totals.2);
+    if totals.2 > 0 {
+        bail!("{} secrets could not be imported", totals.2);
+    }
+    Ok(())
+}
+
 /// A response field as one printable word: strings as they are, numbers and booleans as
 /// JSON, absent or null as `-`. Control and bidi-override characters are escaped, since
 /// fields may carry text from untrusted clients (user agents, failed-auth actors) and must
@@ -527,6 +708,36 @@ mod tests {
     }
 
     #[test]
+    fn put_and_rotate_take_a_reference_instead_of_a_value() {
+        let Ok(SecretCommand::Put(args)) =
+            parse(&["put", "a/b", "--external-ref", "vault+kv2://secret/a#k", "--provider-config", "pcf_1"])
+        else {
+            panic!("put --external-ref did not parse")
+        };
+        let body = create_body(&args, "");
+        assert_eq!(body["managed_mode"], "external_reference");
+        assert_eq!(
+            (&body["external_ref"], &body["provider_config_id"]),
+            (&json!("vault+kv2://secret/a#k"), &json!("pcf_1"))
+        );
+        assert!(body.get("value").is_none(), "{body}");
+        let Ok(SecretCommand::Put(args)) = parse(&["put", "a/b", "--provider-version", "3"]) else {
+            panic!("put --provider-version did not parse")
+        };
+        let body = update_body(&args, "");
+        assert_eq!(body, json!({"provider_version_ref": "3"}));
+        assert!(parse(&["put", "a/b", "v", "--external-ref", "aws-sm://x"]).is_err());
+        assert!(parse(&["put", "a/b", "--stdin", "--external-ref", "aws-sm://x"]).is_err());
+        assert!(parse(&["rotate", "a/b", "--provider-version", "AWSPREVIOUS"]).is_ok());
+        assert!(matches!(
+            parse(&["status", "a/b", "disabled"]),
+            Ok(SecretCommand::Status(StatusArgs { status: StatusArg::Disabled, .. }))
+        ));
+        assert!(parse(&["status", "a/b", "paused"]).is_err());
+        assert!(parse(&["import", "--provider-config", "pcf_1", "--query", "secret/team", "--yes"]).is_ok());
+    }
+
+    #[test]
     fn put_takes_the_value_or_stdin_but_not_both_or_neither() {
         let Ok(SecretCommand::Put(args)) = parse(&["put", "a/b", "v"]) else { panic!("put did not parse") };
         assert_eq!(args.secret.path, "a/b");
@@ -604,7 +815,9 @@ mod tests {
         let mut whole = json!({
             "path": "a", "version": 2, "tier": "standard", "description": null, "tags": {}, "allowed_hosts": [],
             "owner": null, "created_at": "t", "updated_at": "t", "accessed_at": null, "expires_at": null,
-            "not_before": null, "value": "s3cret",
+            "not_before": null,
+            "managed_mode": "airlock_managed", "status": "active", "provider": null, "provider_config_id": null, "external_ref": null,
+            "provider_version_ref": null, "last_rotated_at": null, "last_resolved_at": null, "value": "s3cret",
         });
         assert_eq!(read(whole.clone()).unwrap().value.expose(), "s3cret");
         assert!(read(json!({"path": "a"})).is_err());

@@ -435,6 +435,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         checkpoints: Arc::new(checkpoints),
         webhooks: Arc::new(webhooks),
         console: Arc::new(crate::server::console::Sessions::new(console_session_idle)),
+        resolver: crate::server::provider_resolver(),
     };
     Ok(state)
 }

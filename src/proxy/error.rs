@@ -27,6 +27,9 @@ pub enum Fault {
     Upstream,
     /// The central API could not be reached or refused the proxy.
     Central,
+    /// The external secret store (OpenBao, AWS Secrets Manager) an external secret is read
+    /// from failed.
+    Provider,
     /// A bug or resource problem in the proxy itself.
     Proxy,
 }
@@ -38,6 +41,7 @@ impl Fault {
             Fault::Policy => "policy",
             Fault::Upstream => "upstream",
             Fault::Central => "central_api",
+            Fault::Provider => "provider",
             Fault::Proxy => "proxy",
         }
     }
@@ -114,6 +118,8 @@ error_codes! {
     UpstreamTimeout => ("upstream_timeout", GATEWAY_TIMEOUT, Upstream),
     /// The central API cannot be reached, or the proxy holds no token.
     CentralUnavailable => ("central_unavailable", SERVICE_UNAVAILABLE, Central),
+    /// The external provider of a secret failed, and the proxy holds no recent copy.
+    ProviderError => ("provider_error", BAD_GATEWAY, Provider),
     /// The access-event spool is full or cannot be written.
     SpoolFull => ("spool_full", SERVICE_UNAVAILABLE, Proxy),
 }

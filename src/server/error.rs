@@ -25,6 +25,8 @@ pub enum ErrorCode {
     TooManyPendingApprovals,
     Internal,
     Unavailable,
+    /// 502: the external provider an external secret is read from failed or is unreachable.
+    ProviderError,
 }
 
 impl ErrorCode {
@@ -40,6 +42,7 @@ impl ErrorCode {
             ErrorCode::TooManyPendingApprovals => "too_many_pending_approvals",
             ErrorCode::Internal => "internal_error",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::ProviderError => "provider_error",
         }
     }
 
@@ -54,6 +57,7 @@ impl ErrorCode {
             ErrorCode::RateLimited | ErrorCode::TooManyPendingApprovals => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ProviderError => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -105,6 +109,15 @@ impl ApiError {
             format!("rate limit exceeded for this credential; retry in {retry_after_secs} s"),
         );
         e.retry_after_secs = Some(retry_after_secs);
+        e
+    }
+    /// The external store failed (502 `provider_error`, `fault: provider`); the message names
+    /// the provider and the reference, never a value.
+    pub fn provider(provider: &str, config_id: &str, message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(ErrorCode::ProviderError, message);
+        e.extra.insert("fault".into(), "provider".into());
+        e.extra.insert("provider".into(), provider.into());
+        e.extra.insert("provider_config_id".into(), config_id.into());
         e
     }
     /// A server-side fault: the cause goes to the log, the client sees a generic message.

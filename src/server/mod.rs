@@ -88,6 +88,18 @@ pub struct AppState {
     pub webhooks: Arc<notify::Webhooks>,
     /// The web console's sessions, in this process's memory.
     pub console: Arc<console::Sessions>,
+    /// Reads external secrets through their provider configs, with each config's cache TTL.
+    /// It serves no stale copy: a provider that is down is a 502 here, and proxies keep
+    /// their own last good copy.
+    pub resolver: Arc<crate::providers::resolver::Resolver>,
+}
+
+/// The cache TTL of a provider config that sets none.
+pub const DEFAULT_PROVIDER_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// The server's resolver: each config's TTL, no stale copies, credentials from the process.
+pub fn provider_resolver() -> Arc<crate::providers::resolver::Resolver> {
+    Arc::new(crate::providers::resolver::Resolver::new(DEFAULT_PROVIDER_CACHE_TTL, Duration::ZERO, None))
 }
 
 /// How long a looked-up credential is trusted without asking the database again.
@@ -149,6 +161,8 @@ pub fn router(state: AppState) -> Router {
     let none = middleware::from_fn(extract::no_query);
     let v1 = Router::new()
         .route("/secrets", post(secrets::create).get(secrets::list))
+        .route("/secrets/remote-import", post(secrets::remote_import).route_layer(none.clone()))
+        .route("/secrets/remote-import/preview", post(secrets::remote_import_preview).route_layer(none.clone()))
         .route("/secrets/{path}", get(secrets::read).put(secrets::update).patch(secrets::patch).delete(secrets::delete))
         .route("/secrets/{path}/rotate", post(secrets::rotate).route_layer(none.clone()))
         .route("/secrets/{path}/versions", get(secrets::versions).route_layer(none.clone()))

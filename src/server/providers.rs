@@ -209,6 +209,7 @@ pub async fn patch(
     audit.detail = json!({ "id": id, "changed": body.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()) });
     let c =
         state.store.update_provider_config(caller.tenant(), &id, &change, audit).await.map_err(|e| missing(e, &id))?;
+    state.resolver.forget(&id);
     Ok(Json(view(&c)))
 }
 
@@ -225,6 +226,7 @@ pub async fn delete(State(state): State<AppState>, caller: Authed, Path(id): Pat
     let mut audit = caller.draft(kind::PROVIDER_CONFIG_DELETE, None);
     audit.detail = json!({ "id": id, "name": current.name, "type": current.kind });
     state.store.delete_provider_config(caller.tenant(), &id, audit).await.map_err(|e| missing(e, &id))?;
+    state.resolver.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -108,13 +108,45 @@ pub struct SecretMeta {
     pub expires_at: Option<i64>,
     pub not_before: Option<i64>,
     pub deleted_at: Option<i64>,
+    /// `airlock_managed` (Airlock holds the value) or `external_reference` (read from a
+    /// provider at read time; see `secret_mode`).
+    pub managed_mode: String,
+    /// `active`, `disabled` or `archived`: only an active secret resolves.
+    pub status: String,
+    /// The provider config an external secret is read through.
+    pub provider_config_id: Option<String>,
+    /// The current version's reference and version pointer (external secrets).
+    pub external_ref: Option<String>,
+    pub provider_version_ref: Option<String>,
+    /// When the latest version was written by an update or a rotation (None: never since
+    /// the create).
+    pub last_rotated_at: Option<i64>,
+}
+
+/// The values `SecretMeta::managed_mode` and `SecretMeta::status` take.
+pub mod secret_mode {
+    pub const MANAGED: &str = "airlock_managed";
+    pub const EXTERNAL: &str = "external_reference";
+    pub const ACTIVE: &str = "active";
+    pub const DISABLED: &str = "disabled";
+    pub const ARCHIVED: &str = "archived";
+    pub const STATUSES: [&str; 3] = [ACTIVE, DISABLED, ARCHIVED];
+}
+
+impl SecretMeta {
+    pub fn is_external(&self) -> bool {
+        self.managed_mode == secret_mode::EXTERNAL
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct VersionRow {
     pub version: i64,
-    /// None once destroyed.
+    /// None once destroyed, and for an external reference.
     pub sealed: Option<Sealed>,
+    /// What an external secret's version reads (never a value).
+    pub external_ref: Option<String>,
+    pub provider_version_ref: Option<String>,
     pub created_at: i64,
     /// Set on a version replaced by a rotation: readable until then.
     pub expires_at: Option<i64>,
@@ -128,14 +160,23 @@ pub struct MetaChange {
     pub tags: Option<BTreeMap<String, String>>,
     pub allowed_hosts: Option<Vec<String>>,
     pub owner: Option<Option<String>>,
+    pub status: Option<String>,
+}
+
+/// Seals a value for the version number the store assigns.
+pub type SealFn<'a> = &'a (dyn Fn(i64) -> std::result::Result<Sealed, CryptoError> + Sync);
+
+/// What a new version holds: a value sealed by Airlock, or a reference to a provider's.
+pub enum VersionContent<'a> {
+    Sealed(SealFn<'a>),
+    External { external_ref: String, provider_version_ref: Option<String> },
 }
 
 /// A new version of an existing secret.
 pub struct NewVersion<'a> {
     /// Required current version (check-and-set).
     pub cas: Option<i64>,
-    /// Seals the value for the version number the store assigns.
-    pub seal: &'a (dyn Fn(i64) -> std::result::Result<Sealed, CryptoError> + Sync),
+    pub content: VersionContent<'a>,
     pub meta: MetaChange,
     /// Rotation: the replaced version stays readable until this instant.
     pub previous_expires_at: Option<i64>,
@@ -145,6 +186,10 @@ pub struct NewVersion<'a> {
 pub struct ListFilter {
     pub namespace: Option<String>,
     pub tag: Option<(String, Option<String>)>,
+    /// Only secrets with this status.
+    pub status: Option<String>,
+    /// Only secrets whose current version references exactly this.
+    pub external_ref: Option<String>,
     /// Exclusive lower bound on path.
     pub after: Option<String>,
     pub limit: i64,
@@ -285,7 +330,14 @@ pub trait Store: Send + Sync {
     ) -> Result<Approval>;
 
     // Secrets.
-    async fn create_secret(&self, tenant: &str, meta: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()>;
+    /// Creates a secret at version 1: its value sealed, or (`None`) the meta's external reference.
+    async fn create_secret(
+        &self,
+        tenant: &str,
+        meta: &SecretMeta,
+        sealed: Option<&Sealed>,
+        audit: AuditDraft,
+    ) -> Result<()>;
     /// The secret's metadata, deleted or not.
     async fn secret_meta(&self, tenant: &str, path: &str) -> Result<Option<SecretMeta>>;
     async fn secret_version(&self, secret_id: &str, version: i64) -> Result<Option<VersionRow>>;

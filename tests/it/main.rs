@@ -11,6 +11,7 @@ mod cli;
 mod console;
 mod examples;
 mod exfiltration;
+mod external_secrets;
 mod gcp;
 mod identity;
 mod logs;

@@ -85,6 +85,12 @@ impl Bao {
         panic!("bao server -dev did not come up on three ports");
     }
 
+    /// Kills the server: the store is down from then on.
+    pub fn stop(&mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+    }
+
     fn api(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}/v1/{path}", self.addr)).header("X-Vault-Token", &self.root);
@@ -282,14 +288,14 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-struct Moto {
+pub struct Moto {
     _process: Option<Running>,
-    endpoint: String,
+    pub endpoint: String,
     http: reqwest::blocking::Client,
 }
 
 impl Moto {
-    fn start() -> Option<Moto> {
+    pub fn start() -> Option<Moto> {
         Moto::start_with(&[])
     }
 
@@ -319,7 +325,7 @@ impl Moto {
     }
 
     /// Calls the Secrets Manager API, unsigned (moto checks no signature until told to).
-    fn call(&self, action: &str, body: Value) -> Value {
+    pub fn call(&self, action: &str, body: Value) -> Value {
         let resp = self
             .http
             .post(format!("{}/", self.endpoint))

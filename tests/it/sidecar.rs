@@ -87,6 +87,11 @@ impl Sidecar {
         Sidecar::start_full(backend, &policy(""), &[], None, None)
     }
 
+    /// Starts with the server on `backend` and `extra_args` for `airlock proxy`.
+    pub fn start_on_with(backend: Backend, extra_args: &[&str]) -> Sidecar {
+        Sidecar::start_full(backend, &policy(""), extra_args, None, None)
+    }
+
     /// Starts with the central API on HTTPS (`tls`'s certificate and key), which the proxy
     /// checks against `tls`'s CA (`--server-ca`).
     pub fn start_https(tls: &crate::upstream::PemFiles) -> Sidecar {

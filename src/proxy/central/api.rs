@@ -23,6 +23,14 @@ pub enum CentralError {
     Refused { status: u16, code: String, message: String },
     #[error("secret '{0}' is not available (deleted, expired or not readable)")]
     NotFound(String),
+    /// The central API answered 404 with a reason: the secret is disabled or archived, or
+    /// its provider does not hold what it references.
+    #[error("secret '{path}' is not available ({reason}): {message}")]
+    Unavailable { path: String, reason: String, message: String },
+    /// The external provider the secret is read from failed (the central API's 502
+    /// `provider_error`).
+    #[error("the provider of secret '{path}' failed: {message}")]
+    Provider { path: String, message: String },
     #[error("no token covers secret '{0}' yet: its grant waits for approval")]
     AwaitingApproval(String),
     /// An operator denied the approval request a token was minted with.

@@ -208,7 +208,9 @@ mod tests {
                         "path": "prod/key", "version": 1, "tier": "standard", "description": null, "tags": {},
                         "allowed_hosts": [], "owner": null, "created_at": "2026-01-15T10:30:00Z",
                         "updated_at": "2026-01-15T10:30:00Z", "accessed_at": null, "expires_at": null,
-                        "not_before": null, "value": value,
+                        "not_before": null,
+                        "managed_mode": "airlock_managed", "status": "active", "provider": null, "provider_config_id": null, "external_ref": null,
+                        "provider_version_ref": null, "last_rotated_at": null, "last_resolved_at": null, "value": value,
                     }))
                 }),
             )

@@ -116,7 +116,9 @@ impl Central {
                     }
                     return Ok(v);
                 }
-                Err(e) if matches!(*e, CentralError::Unreachable { .. }) => {
+                // The central API cannot be reached, or the provider an external secret is
+                // read from is down: the last good copy stands in, for `stale_if_error`.
+                Err(e) if matches!(*e, CentralError::Unreachable { .. } | CentralError::Provider { .. }) => {
                     return self.stale_value(path.as_str()).ok_or(e);
                 }
                 Err(e) => return Err(e),
@@ -163,7 +165,15 @@ impl Central {
         let (status, resp) = self.call(reqwest::Method::GET, &url, &token.value, None).await?;
         match status {
             200 => {}
-            404 => return Err(CentralError::NotFound(path.to_string())),
+            404 => return Err(not_found(path, &resp)),
+            502 => {
+                return Err(match central_refusal(status, &resp) {
+                    CentralError::Refused { code, message, .. } if code == "provider_error" => {
+                        CentralError::Provider { path: path.to_string(), message }
+                    }
+                    other => other,
+                });
+            }
             _ => return Err(central_refusal(status, &resp)),
         }
         let endpoint = format!("GET {url}");
@@ -240,6 +250,22 @@ impl Central {
     pub(super) fn invalidate_values(&self) {
         self.values.invalidate_all();
         self.forget_hot(None);
+    }
+}
+
+/// A 404 of a value read: with the API's `reason` (disabled, archived, the provider does not
+/// hold it) when it gives one, so the agent is told why.
+fn not_found(path: &SecretPath, body: &[u8]) -> CentralError {
+    match crate::api::decode::<crate::api::errors::ErrorBody>("HTTP 404", body) {
+        Ok(b) => match b.error.extra.get("reason").and_then(|r| r.as_str()) {
+            Some(reason) => CentralError::Unavailable {
+                path: path.to_string(),
+                reason: reason.to_owned(),
+                message: b.error.message,
+            },
+            None => CentralError::NotFound(path.to_string()),
+        },
+        Err(_) => CentralError::NotFound(path.to_string()),
     }
 }
 

@@ -265,6 +265,15 @@ fn used_values<'a>(
     used
 }
 
+/// The central API's 404 `reason`, as words.
+fn reason_words(reason: &str) -> &str {
+    match reason {
+        "provider_not_found" => "not found in its external provider",
+        "provider_unusable" => "unusable as read from its external provider",
+        other => other,
+    }
+}
+
 fn central_error(e: Arc<CentralError>) -> ProxyError {
     match e.as_ref() {
         CentralError::NotFound(path) => Refusal {
@@ -272,6 +281,17 @@ fn central_error(e: Arc<CentralError>) -> ProxyError {
             message: format!("secret '{path}' is not available to this agent (missing, deleted or not granted)"),
         }
         .into(),
+        // Disabled, archived, or not in its provider: the agent is told which.
+        CentralError::Unavailable { path, reason, .. } => Refusal {
+            code: ErrorCode::SecretNotGranted,
+            message: format!("secret '{path}' is not available to this agent: it is {}", reason_words(reason)),
+        }
+        .into(),
+        CentralError::Provider { path, .. } => ProxyError::new(
+            ErrorCode::ProviderError,
+            format!("the external provider of secret '{path}' failed and the proxy holds no recent copy"),
+        )
+        .with_source(e),
         CentralError::NoToken(_) => ProxyError::central(e.to_string()).with_source(e),
         CentralError::AwaitingApproval(path) => ProxyError::new(
             ErrorCode::ApprovalPending,

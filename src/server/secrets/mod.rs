@@ -1,14 +1,18 @@
-//! `/v1/secrets…`: create, read, list, update, patch, rotate, versions, delete, undelete
-//! and destroy. Each handler checks the caller's scope for the path first, records a
+//! `/v1/secrets…`: create, read, list, update, patch, rotate, versions, delete, undelete,
+//! destroy and remote import. Each handler checks the caller's scope for the path first, records a
 //! failed attempt in the audit trail, and lets the store write the change and its audit
 //! record together.
 //!
 //! The handlers live by what they do: `write` (create, update, patch, rotate, with the
 //! checks on what a write may carry), `read` (read, list, versions) and `lifecycle`
-//! (delete, undelete, destroy). This module holds what they share: the caller's scope
+//! (delete, undelete, destroy), `external` (secrets by reference: checking a reference,
+//! choosing its provider config, reading its value through the resolver) and `import`
+//! (remote import preview and import). This module holds what they share: the caller's scope
 //! check, the audit of a failed attempt, and the metadata view; it re-exports the
 //! handlers so the router names them `secrets::create` and so on.
 
+mod external;
+mod import;
 mod lifecycle;
 mod read;
 mod write;
@@ -18,12 +22,13 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use crate::api::secrets::SecretMetadata;
+use crate::api::secrets::{ManagedMode, SecretMetadata, SecretStatus};
 use crate::domain::audit::AuditDraft;
 use crate::domain::time::to_rfc3339;
 use crate::domain::{SecretAction, SecretPath};
 use crate::store::{SecretMeta, StoreError};
 
+pub use self::import::{remote_import, remote_import_preview};
 pub use self::lifecycle::{delete, destroy, undelete};
 pub use self::read::{list, read, versions};
 pub use self::write::{create, patch, rotate, update};
@@ -43,6 +48,14 @@ pub(in crate::server) fn metadata(m: &SecretMeta) -> SecretMetadata {
         accessed_at: m.accessed_at.map(to_rfc3339),
         expires_at: m.expires_at.map(to_rfc3339),
         not_before: m.not_before.map(to_rfc3339),
+        managed_mode: ManagedMode::parse(&m.managed_mode).unwrap_or_default(),
+        status: SecretStatus::parse(&m.status).unwrap_or_default(),
+        provider: external::provider_of(m.external_ref.as_deref()),
+        provider_config_id: m.provider_config_id.clone(),
+        external_ref: m.external_ref.clone(),
+        provider_version_ref: m.provider_version_ref.clone(),
+        last_rotated_at: m.last_rotated_at.map(to_rfc3339),
+        last_resolved_at: if m.is_external() { m.accessed_at.map(to_rfc3339) } else { None },
     }
 }
 

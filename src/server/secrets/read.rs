@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{audit_failure, authorize, metadata};
+use super::{audit_failure, authorize, external, metadata};
 use crate::api::secrets::{SecretList, SecretRead, SecretVersions, VersionInfo};
 use crate::crypto::Binding;
 use crate::domain::audit::kind;
@@ -19,7 +19,7 @@ use crate::server::AppState;
 use crate::server::auth::{Authed, Caller};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::{PathParam, QueryParams};
-use crate::store::{ListFilter, SecretMeta, VersionRow};
+use crate::store::{ListFilter, SecretMeta, VersionRow, secret_mode};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +39,7 @@ fn unreadable(meta: &SecretMeta, row: Option<&VersionRow>, now: i64) -> Option<&
         return Some("secret is not valid yet");
     }
     let Some(row) = row else { return Some("no such version") };
-    if row.sealed.is_none() {
+    if row.sealed.is_none() && row.external_ref.is_none() {
         return Some("this version was destroyed");
     }
     if row.version != meta.current_version && row.expires_at.is_some_and(|t| t <= now) {
@@ -66,17 +66,56 @@ pub async fn read(
         return Err(not_found("no such secret"));
     };
     let version = q.version.unwrap_or(meta.current_version);
+    if meta.status != secret_mode::ACTIVE && meta.deleted_at.is_none() {
+        audit_failure(&state, &caller, caller.draft(kind::SECRET_READ, Some(path.as_str())), ErrorCode::NotFound)
+            .await?;
+        let mut e = not_found(&format!("secret is {}", meta.status));
+        e.extra.insert("reason".into(), meta.status.clone().into());
+        return Err(e);
+    }
     if let Some(why) = unreadable(&meta, row.as_ref(), now) {
         audit_failure(&state, &caller, caller.draft(kind::SECRET_READ, Some(path.as_str())), ErrorCode::NotFound)
             .await?;
         return Err(not_found(why));
     }
-    let sealed = row.and_then(|r| r.sealed).expect("checked readable");
-    let binding = Binding { tenant: caller.tenant(), path: path.as_str(), version };
-    let plaintext = state.keys.open(&binding, &sealed).map_err(|e| ApiError::internal(&e))?;
-    let value = SecretValue::from_bytes(plaintext.to_vec()).map_err(|e| ApiError::internal(&e))?;
+    let row = row.expect("checked readable");
     let mut audit = caller.draft(kind::SECRET_READ, Some(path.as_str()));
-    audit.detail = json!({ "version": version });
+    let value = match (&row.sealed, &row.external_ref) {
+        (Some(sealed), _) => {
+            let binding = Binding { tenant: caller.tenant(), path: path.as_str(), version };
+            let plaintext = state.keys.open(&binding, sealed).map_err(|e| ApiError::internal(&e))?;
+            audit.detail = json!({ "version": version });
+            SecretValue::from_bytes(plaintext.to_vec()).map_err(|e| ApiError::internal(&e))?
+        }
+        (None, Some(external_ref)) => {
+            let resolved = external::resolve(
+                &state,
+                caller.tenant(),
+                meta.provider_config_id.as_deref(),
+                external_ref,
+                row.provider_version_ref.as_deref(),
+            )
+            .await;
+            match resolved {
+                Ok(res) => {
+                    audit.detail = external::audit_detail(version, &res);
+                    res.value
+                }
+                Err(e) => {
+                    let mut failed = caller.draft(kind::SECRET_READ, Some(path.as_str()));
+                    failed.success = false;
+                    failed.detail = json!({
+                        "error": e.code.as_str(), "version": version,
+                        "provider": external::provider_of(Some(external_ref)),
+                        "provider_config_id": meta.provider_config_id,
+                    });
+                    state.store.record(caller.tenant(), failed, None).await?;
+                    return Err(e);
+                }
+            }
+        }
+        (None, None) => return Err(not_found("this version was destroyed")),
+    };
     // `accessed_at` is kept to the minute, so that a secret read over and over does not
     // rewrite its row with every read (the audit trail has each one).
     let stale = meta.accessed_at.is_none_or(|at| now - at >= ACCESSED_AT_PRECISION_MS);
@@ -95,6 +134,7 @@ pub async fn read(
 pub struct ListQuery {
     namespace: Option<String>,
     tag: Option<String>,
+    status: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -129,7 +169,12 @@ fn list_filter(q: &ListQuery) -> ApiResult<ListFilter> {
         None => (t.to_owned(), None),
     });
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    Ok(ListFilter { namespace: q.namespace.clone(), tag, after, limit })
+    if let Some(status) = &q.status
+        && !secret_mode::STATUSES.contains(&status.as_str())
+    {
+        return Err(ApiError::validation(format!("status must be one of {}", secret_mode::STATUSES.join(", "))));
+    }
+    Ok(ListFilter { namespace: q.namespace.clone(), tag, status: q.status.clone(), external_ref: None, after, limit })
 }
 
 pub async fn list(
@@ -189,7 +234,7 @@ async fn list_visible(
 }
 
 fn version_state(meta: &SecretMeta, v: &VersionRow, now: i64) -> &'static str {
-    if v.sealed.is_none() {
+    if v.sealed.is_none() && v.external_ref.is_none() {
         "destroyed"
     } else if meta.deleted_at.is_some() {
         "deleted"

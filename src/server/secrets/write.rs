@@ -8,21 +8,23 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::json;
 
-use super::{authorize, fail, metadata};
+use super::{authorize, external, fail, metadata};
 use crate::api::secrets::{
-    CreateSecret, PatchSecret, RotateSecret, SecretCreated, SecretMetadata, SecretRotated, SecretUpdated, UpdateSecret,
+    CreateSecret, ManagedMode, PatchSecret, RotateSecret, SecretCreated, SecretMetadata, SecretRotated, SecretUpdated,
+    UpdateSecret,
 };
 use crate::crypto::Binding;
 use crate::domain::audit::kind;
 use crate::domain::time::{now_ms, parse_rfc3339, to_rfc3339};
 use crate::domain::value::MAX_VALUE_BYTES;
 use crate::domain::{SecretAction, SecretPath, SecretValue, Tier};
+use crate::providers::ExternalRef;
 use crate::server::AppState;
-use crate::server::auth::{Authed, new_id};
+use crate::server::auth::{Authed, Caller, new_id};
 use crate::server::changes::Change;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{JsonBody, PathParam};
-use crate::store::{MetaChange, NewVersion, SecretMeta};
+use crate::store::{MetaChange, NewVersion, SealFn, SecretMeta, StoreError, VersionContent, secret_mode};
 
 fn check_value(value: &SecretValue, field: &str) -> ApiResult<()> {
     if value.len() > MAX_VALUE_BYTES {
@@ -66,6 +68,26 @@ fn parse_time(field: &str, value: &Option<String>) -> ApiResult<Option<i64>> {
     value.as_deref().map(|s| parse_rfc3339(s).map_err(|e| ApiError::validation(format!("{field}: {e}")))).transpose()
 }
 
+/// The store's view of `content`; `seal` seals its value (never called for a reference).
+fn version_content<'a>(content: &Content, seal: SealFn<'a>) -> VersionContent<'a> {
+    match content {
+        Content::Value(_) => VersionContent::Sealed(seal),
+        Content::External { external_ref, provider_version_ref } => VersionContent::External {
+            external_ref: external_ref.clone(),
+            provider_version_ref: provider_version_ref.clone(),
+        },
+    }
+}
+
+/// The value `content` carries; an external reference carries none (an empty stand-in that
+/// `version_content` never seals).
+fn value_of(content: &Content) -> std::borrow::Cow<'_, SecretValue> {
+    match content {
+        Content::Value(v) => std::borrow::Cow::Borrowed(v),
+        Content::External { .. } => std::borrow::Cow::Owned(SecretValue::new(String::new())),
+    }
+}
+
 fn seal_for<'a>(
     state: &'a AppState,
     tenant: &'a str,
@@ -75,19 +97,118 @@ fn seal_for<'a>(
     move |version| state.keys.seal(&Binding { tenant, path: path.as_str(), version }, value.expose().as_bytes())
 }
 
+/// What a create or a new version holds, once checked.
+enum Content {
+    Value(SecretValue),
+    External { external_ref: String, provider_version_ref: Option<String> },
+}
+
+impl Content {
+    fn audit(&self) -> serde_json::Value {
+        match self {
+            Content::Value(_) => json!({}),
+            Content::External { external_ref, provider_version_ref } => json!({
+                "external_ref": external_ref, "provider_version_ref": provider_version_ref,
+                "provider": external::provider_of(Some(external_ref)),
+            }),
+        }
+    }
+}
+
+/// A managed secret's new value: required, and nothing external with it.
+fn managed_value(value: Option<SecretValue>, field: &str, external: &[(&str, bool)]) -> ApiResult<SecretValue> {
+    if let Some((name, _)) = external.iter().find(|(_, given)| *given) {
+        return Err(ApiError::validation(format!(
+            "'{name}' is for secrets with managed_mode external_reference; this one is airlock_managed"
+        )));
+    }
+    let value =
+        value.ok_or_else(|| ApiError::validation(format!("'{field}' is required for an airlock_managed secret")))?;
+    check_value(&value, field)?;
+    Ok(value)
+}
+
+/// An external secret's next version: a new reference and/or version pointer (what is not
+/// given is kept, except that a new reference without a pointer reads its latest version),
+/// of the provider type its config reads.
+fn next_external(
+    current: &SecretMeta,
+    value_field: &str,
+    value_given: bool,
+    external_ref: Option<String>,
+    provider_version_ref: Option<String>,
+) -> ApiResult<Content> {
+    if value_given {
+        return Err(ApiError::validation(format!(
+            "'{value_field}' cannot be set on an external_reference secret: its value stays in the provider; \
+             send a new external_ref and/or provider_version_ref"
+        )));
+    }
+    if external_ref.is_none() && provider_version_ref.is_none() {
+        return Err(ApiError::validation(
+            "an external_reference secret's new version needs external_ref and/or provider_version_ref",
+        ));
+    }
+    let current_kind = current.external_ref.as_deref().and_then(|r| ExternalRef::parse(r).ok()).map(|r| r.kind());
+    let text = external_ref.as_deref().or(current.external_ref.as_deref()).unwrap_or_default();
+    let r = external::parse_ref("external_ref", text)?;
+    let version = provider_version_ref;
+    if current_kind.is_some_and(|k| k != r.kind()) {
+        return Err(ApiError::validation(format!(
+            "external_ref: this secret is read through a {} config; a {} reference needs a new secret",
+            current_kind.map(|k| k.as_str()).unwrap_or_default(),
+            r.kind()
+        )));
+    }
+    if let Some(v) = &version {
+        external::parse_version("provider_version_ref", r.kind(), v)?;
+    }
+    Ok(Content::External { external_ref: r.to_string(), provider_version_ref: version })
+}
+
+/// The secret's current metadata, for a write that depends on its mode (404 when missing).
+async fn current_meta(
+    state: &AppState,
+    caller: &Caller,
+    kind: &'static str,
+    path: &SecretPath,
+) -> ApiResult<SecretMeta> {
+    match state.store.secret_meta(caller.tenant(), path.as_str()).await? {
+        Some(m) if m.deleted_at.is_none() => Ok(m),
+        _ => Err(fail(state, caller, kind, path, StoreError::NotFound).await),
+    }
+}
+
+/// The checked content of a new version of `current`.
+fn next_content(
+    current: &SecretMeta,
+    value: Option<SecretValue>,
+    value_field: &str,
+    external_ref: Option<String>,
+    provider_version_ref: Option<String>,
+) -> ApiResult<Content> {
+    if current.is_external() {
+        next_external(current, value_field, value.is_some(), external_ref, provider_version_ref)
+    } else {
+        let external =
+            [("external_ref", external_ref.is_some()), ("provider_version_ref", provider_version_ref.is_some())];
+        managed_value(value, value_field, &external).map(Content::Value)
+    }
+}
+
 pub async fn create(
     State(state): State<AppState>,
     caller: Authed,
     JsonBody(b): JsonBody<CreateSecret>,
 ) -> ApiResult<(StatusCode, Json<SecretCreated>)> {
     authorize(&state, &caller, SecretAction::Write, &b.path, kind::SECRET_CREATE).await?;
-    check_value(&b.value, "value")?;
+    let mode = b.managed_mode.unwrap_or_default();
     let tags = b.tags.unwrap_or_default();
     check_tags(&tags)?;
     let allowed_hosts = b.allowed_hosts.unwrap_or_default();
     check_hosts(&allowed_hosts)?;
     let now = now_ms();
-    let meta = SecretMeta {
+    let mut meta = SecretMeta {
         id: new_id("sec"),
         path: b.path.to_string(),
         current_version: 1,
@@ -100,12 +221,49 @@ pub async fn create(
         updated_at: now,
         expires_at: parse_time("expires_at", &b.expires_at)?,
         not_before: parse_time("not_before", &b.not_before)?,
+        managed_mode: mode.as_str().to_owned(),
+        status: secret_mode::ACTIVE.to_owned(),
         ..SecretMeta::default()
     };
-    let sealed = seal_for(&state, caller.tenant(), &b.path, &b.value)(1).map_err(|e| ApiError::internal(&e))?;
     let mut audit = caller.draft(kind::SECRET_CREATE, Some(b.path.as_str()));
-    audit.detail = json!({ "version": 1 });
-    if let Err(e) = state.store.create_secret(caller.tenant(), &meta, &sealed, audit).await {
+    let sealed = match mode {
+        ManagedMode::AirlockManaged => {
+            let external = [
+                ("external_ref", b.external_ref.is_some()),
+                ("provider_version_ref", b.provider_version_ref.is_some()),
+                ("provider_config_id", b.provider_config_id.is_some()),
+            ];
+            let value = managed_value(b.value, "value", &external)?;
+            audit.detail = json!({ "version": 1 });
+            Some(seal_for(&state, caller.tenant(), &b.path, &value)(1).map_err(|e| ApiError::internal(&e))?)
+        }
+        ManagedMode::ExternalReference => {
+            if b.value.is_some() {
+                return Err(ApiError::validation(
+                    "'value' cannot be set on an external_reference secret: its value stays in the provider",
+                ));
+            }
+            let text = b
+                .external_ref
+                .ok_or_else(|| ApiError::validation("'external_ref' is required for an external_reference secret"))?;
+            let r = external::parse_ref("external_ref", &text)?;
+            if let Some(v) = &b.provider_version_ref {
+                external::parse_version("provider_version_ref", r.kind(), v)?;
+            }
+            let config =
+                external::choose_config(&state, caller.tenant(), r.kind(), b.provider_config_id.as_deref()).await?;
+            meta.external_ref = Some(r.to_string());
+            meta.provider_version_ref = b.provider_version_ref;
+            meta.provider_config_id = Some(config.id.clone());
+            audit.detail = json!({
+                "version": 1, "managed_mode": mode.as_str(), "provider": r.kind().as_str(),
+                "provider_config_id": config.id, "external_ref": meta.external_ref,
+                "provider_version_ref": meta.provider_version_ref,
+            });
+            None
+        }
+    };
+    if let Err(e) = state.store.create_secret(caller.tenant(), &meta, sealed.as_ref(), audit).await {
         return Err(fail(&state, &caller, kind::SECRET_CREATE, &b.path, e).await);
     }
     let body = SecretCreated { path: meta.path, version: 1, tier: meta.tier, created_at: to_rfc3339(now) };
@@ -119,19 +277,22 @@ pub async fn update(
     JsonBody(b): JsonBody<UpdateSecret>,
 ) -> ApiResult<Json<SecretUpdated>> {
     authorize(&state, &caller, SecretAction::Write, &path, kind::SECRET_UPDATE).await?;
-    check_value(&b.value, "value")?;
     if let Some(tags) = &b.tags {
         check_tags(tags)?;
     }
+    let current = current_meta(&state, &caller, kind::SECRET_UPDATE, &path).await?;
+    let content = next_content(&current, b.value, "value", b.external_ref, b.provider_version_ref)?;
     let meta = MetaChange {
         tier: b.tier.map(|t| t.as_str().to_owned()),
         description: b.description.map(Some),
         tags: b.tags,
         ..MetaChange::default()
     };
-    let seal = seal_for(&state, caller.tenant(), &path, &b.value);
-    let change = NewVersion { cas: b.cas, seal: &seal, meta, previous_expires_at: None };
-    let audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
+    let mut audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
+    audit.detail = content.audit();
+    let value = value_of(&content);
+    let seal = seal_for(&state, caller.tenant(), &path, &value);
+    let change = NewVersion { cas: b.cas, content: version_content(&content, &seal), meta, previous_expires_at: None };
     match state.store.write_version(caller.tenant(), path.as_str(), change, audit).await {
         Ok((m, _)) => {
             state
@@ -158,15 +319,20 @@ pub async fn patch(
     if let Some(hosts) = &b.allowed_hosts {
         check_hosts(hosts)?;
     }
+    let status = b.status.map(|s| s.as_str().to_owned());
     let change = MetaChange {
         tier: b.tier.map(|t| t.as_str().to_owned()),
         description: b.description,
         tags: b.tags,
         allowed_hosts: b.allowed_hosts,
         owner: b.owner,
+        status: status.clone(),
     };
     let mut audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
-    audit.detail = json!({ "metadata_only": true });
+    audit.detail = match &status {
+        Some(status) => json!({ "metadata_only": true, "status": status }),
+        None => json!({ "metadata_only": true }),
+    };
     match state.store.patch_secret(caller.tenant(), path.as_str(), &change, audit).await {
         Ok(m) => {
             state.changes.publish(Change::new(caller.tenant(), "secret.updated").path(&m.path));
@@ -183,13 +349,22 @@ pub async fn rotate(
     JsonBody(b): JsonBody<RotateSecret>,
 ) -> ApiResult<Json<SecretRotated>> {
     authorize(&state, &caller, SecretAction::Rotate, &path, kind::SECRET_ROTATE).await?;
-    check_value(&b.new_value, "new_value")?;
+    let current = current_meta(&state, &caller, kind::SECRET_ROTATE, &path).await?;
+    let content = next_content(&current, b.new_value, "new_value", b.external_ref, b.provider_version_ref)?;
     let old_expires_at = now_ms() + i64::from(b.grace_period_seconds) * 1000;
-    let seal = seal_for(&state, caller.tenant(), &path, &b.new_value);
-    let change =
-        NewVersion { cas: None, seal: &seal, meta: MetaChange::default(), previous_expires_at: Some(old_expires_at) };
+    let value = value_of(&content);
+    let seal = seal_for(&state, caller.tenant(), &path, &value);
+    let change = NewVersion {
+        cas: None,
+        content: version_content(&content, &seal),
+        meta: MetaChange::default(),
+        previous_expires_at: Some(old_expires_at),
+    };
     let mut audit = caller.draft(kind::SECRET_ROTATE, Some(path.as_str()));
-    audit.detail = json!({ "grace_period_seconds": b.grace_period_seconds });
+    audit.detail = content.audit();
+    if let serde_json::Value::Object(map) = &mut audit.detail {
+        map.insert("grace_period_seconds".into(), b.grace_period_seconds.into());
+    }
     match state.store.write_version(caller.tenant(), path.as_str(), change, audit).await {
         Ok((m, old)) => {
             state

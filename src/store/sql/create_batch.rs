@@ -16,7 +16,8 @@ use crate::store::{Engine, Result, SecretMeta, StoreError};
 pub(super) struct CreateJob {
     pub(super) tenant: String,
     pub(super) meta: SecretMeta,
-    pub(super) sealed: Sealed,
+    /// None for an external reference (the meta holds it).
+    pub(super) sealed: Option<Sealed>,
     pub(super) audit: AuditDraft,
     pub(super) done: oneshot::Sender<Result<()>>,
 }
@@ -109,7 +110,7 @@ fn create_conflict(path: &str, deleted: bool) -> StoreError {
     })
 }
 
-/// Creates per multi-row insert: 15 parameters per secret row, well under both databases'
+/// Creates per multi-row insert: 21 parameters per secret row, well under both databases'
 /// limits per statement.
 const CREATE_ROWS_PER_INSERT: usize = 64;
 
@@ -136,7 +137,7 @@ async fn existing_paths(tx: &mut Tx, engine: Engine, tenant: &str, jobs: &[Creat
 
 async fn insert_secrets(tx: &mut Tx, engine: Engine, tenant: &str, jobs: &[&CreateJob]) -> Result<()> {
     let sql =
-        format!("INSERT INTO secrets (tenant_id, {SECRET_COLUMNS}) VALUES {}", engine.values_list(jobs.len(), 15));
+        format!("INSERT INTO secrets (tenant_id, {SECRET_COLUMNS}) VALUES {}", engine.values_list(jobs.len(), 21));
     let mut query = sqlx::query(&sql);
     for job in jobs {
         let m = &job.meta;
@@ -155,7 +156,13 @@ async fn insert_secrets(tx: &mut Tx, engine: Engine, tenant: &str, jobs: &[&Crea
             .bind(None::<i64>) // accessed_at
             .bind(m.expires_at)
             .bind(m.not_before)
-            .bind(None::<i64>); // deleted_at
+            .bind(None::<i64>) // deleted_at
+            .bind(&m.managed_mode)
+            .bind(&m.status)
+            .bind(&m.provider_config_id)
+            .bind(&m.external_ref)
+            .bind(&m.provider_version_ref)
+            .bind(m.last_rotated_at);
     }
     query.execute(&mut **tx).await?;
     Ok(())
@@ -163,8 +170,9 @@ async fn insert_secrets(tx: &mut Tx, engine: Engine, tenant: &str, jobs: &[&Crea
 
 async fn insert_versions(tx: &mut Tx, engine: Engine, jobs: &[&CreateJob]) -> Result<()> {
     let sql = format!(
-        "INSERT INTO secret_versions (secret_id, version, kid, wrapped_key, ciphertext, created_at, expires_at) VALUES {}",
-        engine.values_list(jobs.len(), 7)
+        "INSERT INTO secret_versions (secret_id, version, kid, wrapped_key, ciphertext, created_at, expires_at, \
+         external_ref, provider_version_ref) VALUES {}",
+        engine.values_list(jobs.len(), 9)
     );
     let mut query = sqlx::query(&sql);
     for job in jobs {
@@ -172,11 +180,13 @@ async fn insert_versions(tx: &mut Tx, engine: Engine, jobs: &[&CreateJob]) -> Re
         query = query
             .bind(&m.id)
             .bind(m.current_version)
-            .bind(&sealed.kid)
-            .bind(sealed.wrapped_key.clone())
-            .bind(sealed.ciphertext.clone())
+            .bind(sealed.as_ref().map(|s| s.kid.clone()))
+            .bind(sealed.as_ref().map(|s| s.wrapped_key.clone()))
+            .bind(sealed.as_ref().map(|s| s.ciphertext.clone()))
             .bind(m.created_at)
-            .bind(None::<i64>);
+            .bind(None::<i64>)
+            .bind(&m.external_ref)
+            .bind(&m.provider_version_ref);
     }
     query.execute(&mut **tx).await?;
     Ok(())

@@ -62,6 +62,12 @@ pub(super) fn secret_conditions(tenant: &str, f: &ListFilter) -> Conditions {
     if let Some(ns) = &f.namespace {
         push_namespace(&mut c, "path", ns);
     }
+    if let Some(status) = &f.status {
+        c.push("status = ?", Param::Text(status.clone()));
+    }
+    if let Some(r) = &f.external_ref {
+        c.push("external_ref = ?", Param::Text(r.clone()));
+    }
     if let Some((key, value)) = &f.tag {
         let n = c.next_index();
         c.params.push(Param::Text(key.clone()));

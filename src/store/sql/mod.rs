@@ -223,7 +223,13 @@ impl Store for SqlStore {
         approvals::cancel_approval(self, tenant, id, by, note, audit).await
     }
 
-    async fn create_secret(&self, tenant: &str, m: &SecretMeta, sealed: &Sealed, audit: AuditDraft) -> Result<()> {
+    async fn create_secret(
+        &self,
+        tenant: &str,
+        m: &SecretMeta,
+        sealed: Option<&Sealed>,
+        audit: AuditDraft,
+    ) -> Result<()> {
         secrets::create_secret(self, tenant, m, sealed, audit).await
     }
 

@@ -10,7 +10,7 @@ use crate::store::{Result, StoreError, WrappedVersion};
 
 pub(super) async fn wrapped_not_under(store: &SqlStore, kid: &str, limit: i64) -> Result<Vec<WrappedVersion>> {
     let rows = sqlx::query(
-        "SELECT s.tenant_id, s.path, v.secret_id, v.version, v.kid, v.wrapped_key, v.ciphertext, v.created_at, v.expires_at \
+        "SELECT s.tenant_id, s.path, v.secret_id, v.version, v.kid, v.wrapped_key, v.ciphertext, v.created_at, v.expires_at, v.external_ref, v.provider_version_ref \
          FROM secret_versions v JOIN secrets s ON s.id = v.secret_id \
          WHERE v.kid IS NOT NULL AND v.kid <> $1 ORDER BY v.secret_id, v.version LIMIT $2",
     )

@@ -15,7 +15,11 @@ use crate::domain::audit::AuditRecord;
 use crate::store::{Approval, Credential, CredentialKind, Result, SecretMeta, StoreError, VersionRow};
 
 pub(super) const SECRET_COLUMNS: &str = "id, path, current_version, tier, description, tags, allowed_hosts, owner, \
-     created_at, updated_at, accessed_at, expires_at, not_before, deleted_at";
+     created_at, updated_at, accessed_at, expires_at, not_before, deleted_at, managed_mode, status, \
+     provider_config_id, external_ref, provider_version_ref, last_rotated_at";
+/// The columns of `secret_versions` that `version_from_row` reads.
+pub(super) const VERSION_COLUMNS: &str =
+    "version, kid, wrapped_key, ciphertext, created_at, expires_at, external_ref, provider_version_ref";
 pub(super) const CREDENTIAL_COLUMNS: &str = "id, tenant_id, kind, name, role, scopes, secret_hash, agent_id, minted_by, \
      description, allowed_ips, max_uses, uses, created_at, expires_at, revoked_at";
 pub(super) const AUDIT_COLUMNS: &str = "tenant_id, seq, id, kind, path, actor, actor_description, ip, user_agent, \
@@ -46,6 +50,12 @@ pub(super) fn meta_from_row(row: &AnyRow) -> Result<SecretMeta> {
         expires_at: row.try_get("expires_at")?,
         not_before: row.try_get("not_before")?,
         deleted_at: row.try_get("deleted_at")?,
+        managed_mode: row.try_get("managed_mode")?,
+        status: row.try_get("status")?,
+        provider_config_id: row.try_get("provider_config_id")?,
+        external_ref: row.try_get("external_ref")?,
+        provider_version_ref: row.try_get("provider_version_ref")?,
+        last_rotated_at: row.try_get("last_rotated_at")?,
     })
 }
 
@@ -108,6 +118,8 @@ pub(super) fn version_columns(row: &AnyRow, prefix: &str) -> Result<VersionRow> 
         sealed,
         created_at: row.try_get(col("created_at").as_str())?,
         expires_at: row.try_get(col("expires_at").as_str())?,
+        external_ref: row.try_get(col("external_ref").as_str())?,
+        provider_version_ref: row.try_get(col("provider_version_ref").as_str())?,
     })
 }
 

@@ -9,21 +9,23 @@ use tokio::sync::oneshot;
 use super::audit_chain::append;
 use super::create_batch::CreateJob;
 use super::filters::{Param, secret_conditions};
-use super::rows::{SECRET_COLUMNS, meta_from_row, to_json, version_columns, version_from_row, write_tags};
+use super::rows::{
+    SECRET_COLUMNS, VERSION_COLUMNS, meta_from_row, to_json, version_columns, version_from_row, write_tags,
+};
 use super::{SqlStore, Tx};
 use crate::crypto::Sealed;
 use crate::domain::audit::AuditDraft;
-use crate::store::{ListFilter, MetaChange, NewVersion, Result, SecretMeta, StoreError, VersionRow};
+use crate::store::{ListFilter, MetaChange, NewVersion, Result, SecretMeta, StoreError, VersionContent, VersionRow};
 
 pub(super) async fn create_secret(
     store: &SqlStore,
     tenant: &str,
     m: &SecretMeta,
-    sealed: &Sealed,
+    sealed: Option<&Sealed>,
     audit: AuditDraft,
 ) -> Result<()> {
     let (done, answer) = oneshot::channel();
-    let job = CreateJob { tenant: tenant.to_owned(), meta: m.clone(), sealed: sealed.clone(), audit, done };
+    let job = CreateJob { tenant: tenant.to_owned(), meta: m.clone(), sealed: sealed.cloned(), audit, done };
     store.creates.send(job).await.map_err(|_| StoreError::AuditClosed)?;
     answer.await.map_err(|_| StoreError::AuditClosed)?
 }
@@ -38,14 +40,12 @@ pub(super) async fn secret_meta(store: &SqlStore, tenant: &str, path: &str) -> R
 }
 
 pub(super) async fn secret_version(store: &SqlStore, secret_id: &str, version: i64) -> Result<Option<VersionRow>> {
-    let row = sqlx::query(
-        "SELECT version, kid, wrapped_key, ciphertext, created_at, expires_at FROM secret_versions \
-         WHERE secret_id = $1 AND version = $2",
-    )
-    .bind(secret_id)
-    .bind(version)
-    .fetch_optional(&store.pool)
-    .await?;
+    let row =
+        sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM secret_versions WHERE secret_id = $1 AND version = $2"))
+            .bind(secret_id)
+            .bind(version)
+            .fetch_optional(&store.pool)
+            .await?;
     row.as_ref().map(version_from_row).transpose()
 }
 
@@ -58,7 +58,8 @@ pub(super) async fn secret_for_read(
     let columns: Vec<String> = SECRET_COLUMNS.split(", ").map(|c| format!("s.{}", c.trim())).collect();
     let sql = format!(
         "SELECT {}, v.version AS v_version, v.kid AS v_kid, v.wrapped_key AS v_wrapped_key, v.ciphertext AS v_ciphertext, \
-         v.created_at AS v_created_at, v.expires_at AS v_expires_at \
+         v.created_at AS v_created_at, v.expires_at AS v_expires_at, v.external_ref AS v_external_ref, \
+         v.provider_version_ref AS v_provider_version_ref \
          FROM secrets s LEFT JOIN secret_versions v ON v.secret_id = s.id AND v.version = COALESCE($3, s.current_version) \
          WHERE s.tenant_id = $1 AND s.path = $2",
         columns.join(", ")
@@ -113,8 +114,17 @@ pub(super) async fn write_version(
     }
     let now = crate::domain::time::now_ms();
     let version = previous + 1;
-    let sealed = (change.seal)(version)?;
-    insert_version(&mut tx, &meta.id, version, &sealed, now).await?;
+    match &change.content {
+        VersionContent::Sealed(seal) => {
+            insert_version(&mut tx, &meta.id, version, Some(&seal(version)?), None, now).await?
+        }
+        VersionContent::External { external_ref, provider_version_ref } => {
+            let external = (external_ref.as_str(), provider_version_ref.as_deref());
+            insert_version(&mut tx, &meta.id, version, None, Some(external), now).await?;
+            meta.external_ref = Some(external_ref.clone());
+            meta.provider_version_ref = provider_version_ref.clone();
+        }
+    }
     if let Some(until) = change.previous_expires_at {
         sqlx::query("UPDATE secret_versions SET expires_at = $1 WHERE secret_id = $2 AND version = $3")
             .bind(until)
@@ -126,6 +136,7 @@ pub(super) async fn write_version(
     meta.apply(&change.meta);
     meta.current_version = version;
     meta.updated_at = now;
+    meta.last_rotated_at = Some(now);
     update_meta(&mut tx, &meta).await?;
     if change.meta.tags.is_some() {
         write_tags(&mut tx, &meta.id, &meta.tags).await?;
@@ -161,13 +172,11 @@ pub(super) async fn patch_secret(
 }
 
 pub(super) async fn list_versions(store: &SqlStore, secret_id: &str) -> Result<Vec<VersionRow>> {
-    let rows = sqlx::query(
-        "SELECT version, kid, wrapped_key, ciphertext, created_at, expires_at FROM secret_versions \
-         WHERE secret_id = $1 ORDER BY version",
-    )
-    .bind(secret_id)
-    .fetch_all(&store.pool)
-    .await?;
+    let rows =
+        sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM secret_versions WHERE secret_id = $1 ORDER BY version"))
+            .bind(secret_id)
+            .fetch_all(&store.pool)
+            .await?;
     rows.iter().map(version_from_row).collect()
 }
 
@@ -282,7 +291,8 @@ async fn meta_in(tx: &mut Tx, tenant: &str, path: &str) -> Result<SecretMeta> {
 async fn update_meta(tx: &mut Tx, m: &SecretMeta) -> Result<()> {
     sqlx::query(
         "UPDATE secrets SET current_version = $1, tier = $2, description = $3, tags = $4, allowed_hosts = $5, \
-         owner = $6, updated_at = $7 WHERE id = $8",
+         owner = $6, updated_at = $7, status = $8, external_ref = $9, provider_version_ref = $10, \
+         last_rotated_at = $11 WHERE id = $12",
     )
     .bind(m.current_version)
     .bind(&m.tier)
@@ -291,23 +301,37 @@ async fn update_meta(tx: &mut Tx, m: &SecretMeta) -> Result<()> {
     .bind(m.allowed_hosts_json())
     .bind(&m.owner)
     .bind(m.updated_at)
+    .bind(&m.status)
+    .bind(&m.external_ref)
+    .bind(&m.provider_version_ref)
+    .bind(m.last_rotated_at)
     .bind(&m.id)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-async fn insert_version(tx: &mut Tx, secret_id: &str, version: i64, sealed: &Sealed, now: i64) -> Result<()> {
+/// Inserts a version: a sealed value, or an external reference and version pointer.
+async fn insert_version(
+    tx: &mut Tx,
+    secret_id: &str,
+    version: i64,
+    sealed: Option<&Sealed>,
+    external: Option<(&str, Option<&str>)>,
+    now: i64,
+) -> Result<()> {
     sqlx::query(
-        "INSERT INTO secret_versions (secret_id, version, kid, wrapped_key, ciphertext, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+        "INSERT INTO secret_versions (secret_id, version, kid, wrapped_key, ciphertext, created_at, expires_at, \
+         external_ref, provider_version_ref) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)",
     )
     .bind(secret_id)
     .bind(version)
-    .bind(&sealed.kid)
-    .bind(sealed.wrapped_key.clone())
-    .bind(sealed.ciphertext.clone())
+    .bind(sealed.map(|s| s.kid.clone()))
+    .bind(sealed.map(|s| s.wrapped_key.clone()))
+    .bind(sealed.map(|s| s.ciphertext.clone()))
     .bind(now)
+    .bind(external.map(|e| e.0.to_owned()))
+    .bind(external.and_then(|e| e.1.map(str::to_owned)))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -329,6 +353,9 @@ impl SecretMeta {
         }
         if let Some(o) = &change.owner {
             self.owner = o.clone();
+        }
+        if let Some(s) = &change.status {
+            self.status = s.clone();
         }
     }
 }
