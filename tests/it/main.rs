@@ -7,6 +7,7 @@ mod agents;
 mod audit_trail;
 mod bad_input;
 mod cli;
+mod cli_habits;
 mod examples;
 mod exfiltration;
 mod identity;

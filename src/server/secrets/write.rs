@@ -24,7 +24,14 @@ use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{JsonBody, PathParam};
 use crate::store::{MetaChange, NewVersion, SecretMeta};
 
-fn check_value(value: &SecretValue, field: &str) -> ApiResult<()> {
+/// A value within the size limit, and not empty unless the caller said so (`allow_empty`):
+/// an empty value is almost always a mistake, like an unset variable piped in.
+fn check_value(value: &SecretValue, field: &str, allow_empty: bool) -> ApiResult<()> {
+    if value.is_empty() && !allow_empty {
+        return Err(ApiError::validation(format!(
+            "'{field}' is empty; send \"allow_empty\": true to store an empty value on purpose"
+        )));
+    }
     if value.len() > MAX_VALUE_BYTES {
         return Err(ApiError::validation(format!(
             "'{field}' is {} bytes; the limit is {MAX_VALUE_BYTES} bytes",
@@ -81,7 +88,7 @@ pub async fn create(
     JsonBody(b): JsonBody<CreateSecret>,
 ) -> ApiResult<(StatusCode, Json<SecretCreated>)> {
     authorize(&state, &caller, SecretAction::Write, &b.path, kind::SECRET_CREATE).await?;
-    check_value(&b.value, "value")?;
+    check_value(&b.value, "value", b.allow_empty)?;
     let tags = b.tags.unwrap_or_default();
     check_tags(&tags)?;
     let allowed_hosts = b.allowed_hosts.unwrap_or_default();
@@ -119,7 +126,7 @@ pub async fn update(
     JsonBody(b): JsonBody<UpdateSecret>,
 ) -> ApiResult<Json<SecretUpdated>> {
     authorize(&state, &caller, SecretAction::Write, &path, kind::SECRET_UPDATE).await?;
-    check_value(&b.value, "value")?;
+    check_value(&b.value, "value", b.allow_empty)?;
     if let Some(tags) = &b.tags {
         check_tags(tags)?;
     }
@@ -183,7 +190,7 @@ pub async fn rotate(
     JsonBody(b): JsonBody<RotateSecret>,
 ) -> ApiResult<Json<SecretRotated>> {
     authorize(&state, &caller, SecretAction::Rotate, &path, kind::SECRET_ROTATE).await?;
-    check_value(&b.new_value, "new_value")?;
+    check_value(&b.new_value, "new_value", b.allow_empty)?;
     let old_expires_at = now_ms() + i64::from(b.grace_period_seconds) * 1000;
     let seal = seal_for(&state, caller.tenant(), &path, &b.new_value);
     let change =
