@@ -272,10 +272,8 @@ async fn proxy_ready(url: &str, out: &mut Vec<Check>) -> Option<String> {
             let status = r.status();
             let body: Value = r.json().await.unwrap_or(Value::Null);
             let why = body.pointer("/error/message").or(body.get("reason")).and_then(Value::as_str).unwrap_or("");
-            let fix = Some(
-                "a token waiting for approval: airlock approval ls, then approve it; otherwise see the proxy's log"
-                    .to_owned(),
-            );
+            let fix =
+                Some("the proxy cannot get its token or policy from the central API: see the proxy's log".to_owned());
             out.push(check("proxy", Status::Fail, format!("{base} is up but not ready ({status}) {why}"), fix));
         }
         Err(_) => {

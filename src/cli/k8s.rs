@@ -116,8 +116,25 @@ fn inject_document(doc: &mut Value, args: &InjectArgs) -> anyhow::Result<()> {
     inject_pod(spec, &name, args).with_context(|| format!("{kind} {name}"))
 }
 
+/// `v` as YAML, with `name` first in every mapping, as people write manifests.
 fn yaml(v: serde_json::Value) -> Value {
-    serde_yaml::to_value(v).expect("JSON is YAML")
+    fn name_first(v: &mut Value) {
+        match v {
+            Value::Mapping(m) => {
+                if let Some(name) = m.remove("name") {
+                    let rest = std::mem::take(m);
+                    m.insert(key("name"), name);
+                    m.extend(rest);
+                }
+                m.values_mut().for_each(name_first);
+            }
+            Value::Sequence(items) => items.iter_mut().for_each(name_first),
+            _ => {}
+        }
+    }
+    let mut v = serde_yaml::to_value(v).expect("JSON is YAML");
+    name_first(&mut v);
+    v
 }
 
 fn key(k: &str) -> Value {
@@ -261,7 +278,7 @@ fn proxy_container(args: &InjectArgs, server_ca: Option<&str>) -> Value {
         "restartPolicy": "Always",
         "args": argv,
         "startupProbe": probe("/_airlock/healthz", 2, 30),
-        // Ready once it holds its scoped token (not while an approval is pending).
+        // Ready once it holds the token for the grants that need no approval.
         "readinessProbe": probe("/_airlock/readyz", 5, 3),
         "livenessProbe": probe("/_airlock/healthz", 15, 3),
         "resources": {
