@@ -24,6 +24,9 @@ pub enum AgentCommand {
         /// Write only the agent key to this new file (mode 0600) instead of printing it
         #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,
+        /// Print {"id", "name", "key", "has_policy"} as JSON (with --out: "key_file" for "key")
+        #[arg(long)]
+        json: bool,
     },
     /// List agents and whether a policy names them
     Ls {
@@ -119,13 +122,26 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<u64> {
 
 pub async fn agent(cmd: AgentCommand, client: &Client) -> anyhow::Result<()> {
     match cmd {
-        AgentCommand::Add { name, description, out } => {
+        AgentCommand::Add { name, description, out, json } => {
             // Checked before the agent exists, so a file in the way costs nothing.
             if let Some(path) = out.as_deref().filter(|p| p.exists()) {
                 anyhow::bail!("{} exists; --out writes a new file only", path.display());
             }
             let body = CreateAgent { name: name.clone(), description };
             let agent: AgentCreated = client.call(Method::POST, "/v1/agents", &body).await?;
+            if !agent.has_policy {
+                eprintln!("warning: no policy names '{name}' yet; it cannot mint tokens until one does");
+            }
+            if json {
+                return match out {
+                    Some(path) => {
+                        write_key_file(&path, agent.key.expose())?;
+                        print_json(&json!({ "id": agent.id, "name": agent.name, "key_file": path,
+                                            "has_policy": agent.has_policy }))
+                    }
+                    None => print_json(&as_json(&agent)),
+                };
+            }
             let shown = json!({ "id": agent.id, "name": agent.name });
             println!("agent {} ({})", field(&shown, "name"), field(&shown, "id"));
             match out {
@@ -134,9 +150,6 @@ pub async fn agent(cmd: AgentCommand, client: &Client) -> anyhow::Result<()> {
                     println!("agent key written to {} (mode 0600), shown nowhere else", path.display());
                 }
                 None => println!("agent key, shown only this once:\n\n    {}\n", agent.key.expose()),
-            }
-            if !agent.has_policy {
-                eprintln!("warning: no policy names '{name}' yet; it cannot mint tokens until one does");
             }
         }
         AgentCommand::Ls { json } => {

@@ -225,8 +225,8 @@ pub(crate) fn describe(e: &anyhow::Error) -> String {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(cmd) => return run::run(cmd).await,
-        Command::Policy { cmd: policy::PolicyCommand::Check { path }, .. } => {
-            return Ok(match policy::check(&path) {
+        Command::Policy { cmd: policy::PolicyCommand::Check { path, json }, .. } => {
+            return Ok(match policy::check(&path, json) {
                 policy::Checked::Valid => ExitCode::SUCCESS,
                 policy::Checked::Invalid => ExitCode::FAILURE,
             });

@@ -32,7 +32,10 @@ fn every_command_that_prints_data_prints_one_json_document_with_json() {
     let srv = Server::start(Backend::Sqlite);
     srv.create("production/db/password", &crate::support::secret_value("json"));
     let key = srv.admin_key.clone();
-    stdout_ok(&srv.cli(&key, &["agent", "add", "json-agent", "--description", "for --json"]));
+    let args = ["agent", "add", "json-agent", "--description", "for --json", "--json"];
+    let added = one_document(&args, &srv.cli(&key, &args));
+    assert!(added["key"].as_str().unwrap().starts_with("ak_"), "{added}");
+    assert_eq!(added["name"], "json-agent");
     let commands: &[&[&str]] = &[
         &["secret", "ls", "--json"],
         &["secret", "get", "production/db/password", "--json"],
@@ -57,6 +60,22 @@ fn every_command_that_prints_data_prints_one_json_document_with_json() {
     let versions =
         one_document(&["secret"], &srv.cli(&key, &["secret", "versions", "production/db/password", "--json"]));
     assert_eq!(versions["versions"][0]["state"], "current", "{versions}");
+
+    // policy check, offline: a document for a valid file and for an invalid one (exit 1).
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, crate::sidecar::policy("")).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[agent]\nname = 7\n").unwrap();
+    let check =
+        |file: &std::path::Path| Command::new(BIN).args(["policy", "check", "--json"]).arg(file).output().unwrap();
+    let valid = one_document(&["policy", "check"], &check(&good));
+    assert_eq!(valid["valid"], true, "{valid}");
+    let out = check(&bad);
+    assert!(!out.status.success());
+    let invalid: Value = serde_json::from_slice(&out.stdout).expect("one JSON document even when invalid");
+    assert_eq!(invalid["valid"], false);
+    assert_eq!(invalid["errors"][0]["line"], 2, "{invalid}");
 
     // doctor too: a document even when a check fails (no proxy here: skipped).
     let mut doctor = Command::new(BIN);
