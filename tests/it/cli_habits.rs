@@ -306,3 +306,32 @@ fn audit_tail_names_the_actor() {
     assert!(tail.contains(&format!(" {name} ok")), "{tail}");
     assert!(!tail.contains(record["actor"].as_str().unwrap()) || name == record["actor"], "{tail}");
 }
+
+#[test]
+fn doctor_says_when_the_servers_certificate_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tls");
+    let made =
+        Command::new(BIN).args(["ca", "server-cert", "--host", "127.0.0.1", "--out-dir"]).arg(&out).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (ca, cert, key) = (out.join("ca.pem"), out.join("server.pem"), out.join("server-key.pem"));
+    let args = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+    let srv = Server::start_https(Backend::Sqlite, &args, &ca);
+    let doctor = |server_ca: Option<&std::path::Path>| {
+        let mut cmd = Command::new(BIN);
+        clean_env(&mut cmd).arg("doctor").env("AIRLOCK_ADDR", &srv.addr).env("AIRLOCK_TOKEN", &srv.admin_key);
+        cmd.env_remove("AIRLOCK_SERVER_CA");
+        if let Some(ca) = server_ca {
+            cmd.env("AIRLOCK_SERVER_CA", ca);
+        }
+        cmd.output().unwrap()
+    };
+    let untrusted = doctor(None);
+    assert!(!untrusted.status.success());
+    let text = String::from_utf8_lossy(&untrusted.stdout);
+    assert!(text.contains("✗ server") && text.contains("TLS certificate not trusted"), "{text}");
+    assert!(text.contains("fix: give the CA of the server's certificate: export AIRLOCK_SERVER_CA="), "{text}");
+    let trusted = doctor(Some(&ca));
+    let text = stdout_ok(&trusted);
+    assert!(text.contains("✓ server") && text.contains("TLS certificate trusted"), "{text}");
+}
