@@ -99,8 +99,11 @@ enum Command {
         #[command(subcommand)]
         cmd: policy::PolicyCommand,
     },
-    /// Check the setup: server reachable and trusted, key valid, policy loaded, proxy ready,
-    /// CA trusted by local runtimes, clock in step; each failure with its fix
+    /// Check this setup, one line a check, each failure with its fix
+    ///
+    /// Server reachable (TLS trusted), key valid and whose, policy loaded for the agent, proxy
+    /// ready, its CA in the bundles SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS and
+    /// CURL_CA_BUNDLE name, clock within 30 s of the server's. Exits 1 when a check fails.
     Doctor(doctor::DoctorArgs),
     /// Kubernetes: add the Airlock proxy to workload manifests
     K8s {
