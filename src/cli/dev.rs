@@ -191,6 +191,7 @@ async fn demo_agent(admin: &Client, dir: &Path) -> anyhow::Result<Zeroizing<Stri
         owner: None,
         expires_at: None,
         not_before: None,
+        allow_empty: false,
     };
     admin.call::<_, SecretCreated>(reqwest::Method::POST, "/v1/secrets", &secret).await?;
     let body = CreateAgent { name: "demo-agent".into(), description: None };

@@ -5,7 +5,10 @@ mod access;
 pub mod audit;
 mod ca;
 mod dev;
+mod doctor;
+mod k8s;
 mod logging;
+mod output;
 mod policy;
 mod provider;
 mod proxy;
@@ -15,7 +18,7 @@ mod server;
 
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::client::Client;
 
@@ -96,6 +99,17 @@ enum Command {
         #[command(subcommand)]
         cmd: policy::PolicyCommand,
     },
+    /// Check this setup, one line a check, each failure with its fix
+    ///
+    /// Server reachable (TLS trusted), key valid and whose, policy loaded for the agent, proxy
+    /// ready, its CA in the bundles SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS and
+    /// CURL_CA_BUNDLE name, clock within 30 s of the server's. Exits 1 when a check fails.
+    Doctor(doctor::DoctorArgs),
+    /// Kubernetes: add the Airlock proxy to workload manifests
+    K8s {
+        #[command(subcommand)]
+        cmd: k8s::K8sCommand,
+    },
     /// Print a shell completion script: airlock completions bash > /etc/bash_completion.d/airlock
     /// (zsh: into a directory of $fpath as _airlock; fish: ~/.config/fish/completions/airlock.fish)
     Completions {
@@ -133,8 +147,40 @@ impl ConnArgs {
     }
 }
 
+/// The command line as parsed: the derived [`Cli`] with an environment variable for every
+/// flag that names none itself (see [`with_env`]).
+pub fn command() -> clap::Command {
+    with_env(Cli::command(), "AIRLOCK")
+}
+
+/// Gives every flag without an environment variable one, `AIRLOCK_<SUBCOMMAND…>_<FLAG>`
+/// (`airlock secret ls --limit` reads `AIRLOCK_SECRET_LS_LIMIT`), shown in `--help` by name
+/// (values hidden: some are credentials). Positional arguments and `--json` get none.
+/// Flags shared across commands name theirs where they are declared (`AIRLOCK_ADDR`,
+/// `AIRLOCK_TOKEN`, the server's and proxy's settings), and keep it.
+fn with_env(cmd: clap::Command, prefix: &str) -> clap::Command {
+    let upper = |s: &str| s.to_uppercase().replace('-', "_");
+    let cmd = cmd.mut_args(|arg| {
+        let skipped = arg.is_positional() || arg.get_env().is_some() || arg.get_id() == "json";
+        match arg.get_long() {
+            Some(long) if !skipped => {
+                let name = format!("{prefix}_{}", upper(long));
+                arg.env(name).hide_env_values(true)
+            }
+            _ => arg,
+        }
+    });
+    cmd.mut_subcommands(|sub| {
+        let prefix = format!("{prefix}_{}", upper(sub.get_name()));
+        with_env(sub, &prefix)
+    })
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if let Err(e) = logging::init(&cli.log) {
         eprintln!("error: {}", describe(&e));
         return ExitCode::from(2);
@@ -182,14 +228,17 @@ pub(crate) fn describe(e: &anyhow::Error) -> String {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(cmd) => return run::run(cmd).await,
-        Command::Policy { cmd: policy::PolicyCommand::Check { path }, .. } => {
-            return Ok(match policy::check(&path) {
+        Command::Policy { cmd: policy::PolicyCommand::Check { path, json }, .. } => {
+            return Ok(match policy::check(&path, json) {
                 policy::Checked::Valid => ExitCode::SUCCESS,
                 policy::Checked::Invalid => ExitCode::FAILURE,
             });
         }
+        Command::Doctor(args) => {
+            return Ok(if doctor::run(args).await? { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "airlock", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut self::command(), "airlock", &mut std::io::stdout());
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -199,7 +248,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run(_) | Command::Completions { .. } => unreachable!("handled by run"),
+        Command::Run(_) | Command::Completions { .. } | Command::Doctor(_) => unreachable!("handled by run"),
         Command::Policy { conn, cmd } => match cmd {
             policy::PolicyCommand::Reload => policy::reload(&conn.client()?).await,
             policy::PolicyCommand::Check { .. } => unreachable!("handled by run"),
@@ -214,6 +263,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Approval { conn, cmd } => access::approval(cmd, &conn.client()?).await,
         Command::Provider { conn, cmd } => provider::run(cmd, &conn.client()?).await,
         Command::Ca { cmd } => ca::run(cmd),
+        Command::K8s { cmd } => k8s::run(cmd),
     }
 }
 
@@ -238,7 +288,68 @@ pub(crate) fn install_metrics() -> Option<metrics_exporter_prometheus::Prometheu
 
 #[cfg(test)]
 mod tests {
-    use super::describe;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::{command, describe};
+
+    /// Walks every (sub)command: each flag but help, version and --json has an environment
+    /// variable, named AIRLOCK_…_<FLAG>, and one variable means one flag wherever it appears.
+    #[test]
+    fn every_flag_has_an_environment_variable_named_after_it() {
+        fn walk(
+            cmd: &clap::Command,
+            path: &str,
+            missing: &mut Vec<String>,
+            uses: &mut BTreeMap<String, BTreeSet<String>>,
+        ) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_positional() || matches!(id, "help" | "version" | "json") {
+                    continue;
+                }
+                let long = arg.get_long().unwrap_or(id).to_owned();
+                match arg.get_env() {
+                    Some(env) => {
+                        let env = env.to_str().expect("a variable name is UTF-8").to_owned();
+                        uses.entry(env).or_default().insert(long);
+                    }
+                    None => missing.push(format!("{path} --{long}")),
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing, uses);
+            }
+        }
+        let mut cmd = command();
+        cmd.build();
+        let (mut missing, mut uses) = (Vec::new(), BTreeMap::new());
+        walk(&cmd, "airlock", &mut missing, &mut uses);
+        assert!(missing.is_empty(), "flags without an environment variable: {missing:#?}");
+        // Names that predate the rule, kept: the central API's address for clients and the
+        // proxy alike, and the log filter.
+        let aliases: BTreeMap<&str, &[&str]> =
+            [("AIRLOCK_ADDR", &["addr", "server"][..]), ("AIRLOCK_LOG", &["log-level"])].into();
+        for (env, longs) in &uses {
+            if let Some(allowed) = aliases.get(env.as_str()) {
+                assert!(longs.iter().all(|l| allowed.contains(&l.as_str())), "{env} is used by {longs:?}");
+                continue;
+            }
+            assert_eq!(longs.len(), 1, "{env} is used by different flags: {longs:?}");
+            let long = longs.first().unwrap();
+            let suffix = format!("_{}", long.to_uppercase().replace('-', "_"));
+            assert!(env.starts_with("AIRLOCK_") && env.ends_with(&suffix), "--{long} reads {env}");
+        }
+        assert!(uses.len() > 60, "{} variables: the walk missed commands", uses.len());
+    }
+
+    #[test]
+    fn help_shows_the_environment_variable() {
+        let shown = command().try_get_matches_from(["airlock", "secret", "put", "--help"]).unwrap_err();
+        assert_eq!(shown.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = shown.to_string();
+        assert!(help.contains("[env: AIRLOCK_SECRET_PUT_TIER]"), "{help}");
+        assert!(help.contains("[env: AIRLOCK_TOKEN]"), "{help}");
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("error communicating with database: {0}")]

@@ -16,6 +16,9 @@ pub enum PolicyCommand {
     Check {
         /// A policy file or a directory of them (as given to `airlock server --policies`)
         path: PathBuf,
+        /// Print {"valid", "summary", "errors": [{"file", "line", "message"}]} as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Make the server re-read its --policies directory (all or nothing: a file with an
     /// error keeps the previous set in force); needs agents:manage
@@ -28,7 +31,22 @@ pub enum Checked {
     Invalid,
 }
 
-pub fn check(path: &Path) -> Checked {
+pub fn check(path: &Path, json: bool) -> Checked {
+    if json {
+        let (summary, errors) = match errors_in(path) {
+            Ok((summary, errors)) => (Some(summary).filter(|_| errors.is_empty()), errors),
+            Err(e) => (None, vec![e]),
+        };
+        let errors: Vec<_> = errors
+            .iter()
+            .map(|e| serde_json::json!({ "file": e.file, "line": e.line, "message": e.message }))
+            .collect();
+        let valid = errors.is_empty();
+        let printed = super::output::print_json(&serde_json::json!({
+            "valid": valid, "summary": summary, "errors": errors,
+        }));
+        return if valid && printed.is_ok() { Checked::Valid } else { Checked::Invalid };
+    }
     let errors = match errors_in(path) {
         Ok((summary, errors)) if errors.is_empty() => {
             println!("{summary}");

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::secret::{field, print_json, print_table};
+use super::output::{field, print_json, print_table};
 use crate::client::Client;
 
 #[derive(Subcommand, Debug)]
@@ -42,7 +42,12 @@ pub enum ProviderCommand {
     /// Make a configuration its type's default
     Default { id: String },
     /// Check one configuration (by id), or every one; fails when any is unhealthy
-    Health { id: Option<String> },
+    Health {
+        id: Option<String>,
+        /// Print the results as JSON ({"providers": [...]}); still fails when any is unhealthy
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn settings(config: Option<&str>, set: &[String]) -> anyhow::Result<Value> {
@@ -108,7 +113,7 @@ pub async fn run(cmd: ProviderCommand, client: &Client) -> anyhow::Result<()> {
                 client.call(Method::POST, &format!("/v1/provider-configs/{id}/default"), &json!({})).await?;
             println!("{} is now the default {} config", field(&made, "name"), field(&made, "type"));
         }
-        ProviderCommand::Health { id } => {
+        ProviderCommand::Health { id, json } => {
             let results = match id {
                 Some(id) => {
                     let one: Value =
@@ -117,20 +122,11 @@ pub async fn run(cmd: ProviderCommand, client: &Client) -> anyhow::Result<()> {
                 }
                 None => items(&client.get_json("/v1/providers/health").await?, "providers").to_vec(),
             };
-            let rows: Vec<[String; 5]> = results
-                .iter()
-                .map(|h| {
-                    let ok = if h["ok"] == true { "ok" } else { "FAIL" }.to_owned();
-                    [
-                        field(h, "name"),
-                        field(h, "type"),
-                        ok,
-                        format!("{} ms", field(h, "latency_ms")),
-                        field(h, "message"),
-                    ]
-                })
-                .collect();
-            print_table(["NAME", "TYPE", "HEALTH", "LATENCY", "MESSAGE"], &rows)?;
+            if json {
+                print_json(&json!({ "providers": results }))?;
+            } else {
+                print_health(&results)?;
+            }
             let failed = results.iter().filter(|h| h["ok"] != true).count();
             if failed > 0 {
                 anyhow::bail!("{failed} of {} provider configs are unhealthy", results.len());
@@ -138,6 +134,17 @@ pub async fn run(cmd: ProviderCommand, client: &Client) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_health(results: &[Value]) -> anyhow::Result<()> {
+    let rows: Vec<[String; 5]> = results
+        .iter()
+        .map(|h| {
+            let ok = if h["ok"] == true { "ok" } else { "FAIL" }.to_owned();
+            [field(h, "name"), field(h, "type"), ok, format!("{} ms", field(h, "latency_ms")), field(h, "message")]
+        })
+        .collect();
+    print_table(["NAME", "TYPE", "HEALTH", "LATENCY", "MESSAGE"], &rows)
 }
 
 fn items<'a>(body: &'a Value, key: &str) -> &'a [Value] {

@@ -21,37 +21,37 @@ pub struct ProxyArgs {
     #[arg(long, env = "AIRLOCK_ADDR", default_value = "http://127.0.0.1:7878", value_delimiter = ',')]
     pub server: Vec<String>,
     /// File holding the agent key, or `-` for standard input, read to its end (or set AIRLOCK_AGENT_KEY)
-    #[arg(long, value_name = "FILE", conflicts_with = "agent_key_fd")]
+    #[arg(long, value_name = "FILE", conflicts_with = "agent_key_fd", env = "AIRLOCK_AGENT_KEY_FILE")]
     pub agent_key_file: Option<PathBuf>,
     /// Inherited file descriptor (a pipe) to read the agent key from, to its end
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "AIRLOCK_AGENT_KEY_FD")]
     pub agent_key_fd: Option<i32>,
     /// Directory for the proxy's CA and event spool
-    #[arg(long, default_value = ".airlock/proxy")]
+    #[arg(long, default_value = ".airlock/proxy", env = "AIRLOCK_PROXY_DATA_DIR")]
     pub data_dir: PathBuf,
     /// File holding the session key callers must present: the password of Proxy-Authorization
     /// (HTTPS_PROXY=http://airlock:KEY@127.0.0.1:7879), or a route's bearer token or x-api-key
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "AIRLOCK_SESSION_KEY_FILE")]
     pub session_key_file: Option<PathBuf>,
     /// PEM bundle of extra trust roots for upstreams
-    #[arg(long)]
+    #[arg(long, env = "AIRLOCK_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
     /// Pin HOST=IP[:PORT] (repeatable); pinned hosts are exempt from the private-address check
-    #[arg(long = "resolve")]
+    #[arg(long = "resolve", env = "AIRLOCK_RESOLVE")]
     pub resolve: Vec<Pin>,
     /// Longest time a fetched value is served from memory, in seconds
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, env = "AIRLOCK_VALUE_TTL_SECONDS")]
     pub value_ttl_seconds: u64,
     /// After an operator denies the proxy's approval request, how long requests needing that
     /// grant get 403 approval_denied before the proxy asks again (a policy change ends it sooner)
-    #[arg(long, value_parser = timeout, default_value = "5m")]
+    #[arg(long, value_parser = timeout, default_value = "5m", env = "AIRLOCK_APPROVAL_DENIED_COOLDOWN")]
     pub approval_denied_cooldown: Duration,
     #[command(flatten)]
     pub timeouts: TimeoutArgs,
     /// Largest the access-event spool may grow (bytes) while the central API does not take
     /// events; past it, requests that would inject are refused (503 spool_full) rather than
     /// inject unrecorded
-    #[arg(long, default_value_t = crate::proxy::report::DEFAULT_SPOOL_MAX_BYTES)]
+    #[arg(long, default_value_t = crate::proxy::report::DEFAULT_SPOOL_MAX_BYTES, env = "AIRLOCK_SPOOL_MAX_BYTES")]
     pub spool_max_bytes: u64,
 }
 
@@ -59,20 +59,20 @@ pub struct ProxyArgs {
 #[derive(Args, Debug, Clone)]
 pub struct TimeoutArgs {
     /// Longest time an agent may take to send a request head, from its first byte
-    #[arg(long, value_parser = timeout, default_value = "30s")]
+    #[arg(long, value_parser = timeout, default_value = "30s", env = "AIRLOCK_HEADER_READ_TIMEOUT")]
     pub header_read_timeout: Duration,
     /// An agent connection with no request in flight is closed after this long
-    #[arg(long, value_parser = timeout, default_value = "75s")]
+    #[arg(long, value_parser = timeout, default_value = "75s", env = "AIRLOCK_IDLE_TIMEOUT")]
     pub idle_timeout: Duration,
     /// Longest time to dial an upstream (TCP, then TLS), passthrough tunnels included
-    #[arg(long, value_parser = timeout, default_value = "10s")]
+    #[arg(long, value_parser = timeout, default_value = "10s", env = "AIRLOCK_UPSTREAM_CONNECT_TIMEOUT")]
     pub upstream_connect_timeout: Duration,
     /// Longest wait from a request sent upstream to its response head (then 504 upstream_timeout)
-    #[arg(long, value_parser = timeout, default_value = "300s")]
+    #[arg(long, value_parser = timeout, default_value = "300s", env = "AIRLOCK_UPSTREAM_FIRST_BYTE_TIMEOUT")]
     pub upstream_first_byte_timeout: Duration,
     /// A change stream from the central API silent this long (it sends a keep-alive every 15 s)
     /// is taken as lost: opened again, and the policy read again
-    #[arg(long, value_parser = timeout, default_value = "45s")]
+    #[arg(long, value_parser = timeout, default_value = "45s", env = "AIRLOCK_CHANGE_STREAM_TIMEOUT")]
     pub change_stream_timeout: Duration,
 }
 
@@ -290,7 +290,7 @@ pub struct ProxyCommand {
     /// Serve every process that can reach the listener, without a session key (the listener
     /// must be on loopback): only where each such process may use this agent's secrets, as in
     /// a pod whose only other container is the agent
-    #[arg(long, conflicts_with = "session_key_file")]
+    #[arg(long, conflicts_with = "session_key_file", env = "AIRLOCK_ALLOW_ANY_LOCAL_CALLER")]
     pub allow_any_local_caller: bool,
 }
 

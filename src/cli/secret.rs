@@ -12,11 +12,11 @@ use std::str::FromStr;
 use anyhow::{Context, anyhow, bail};
 use clap::builder::NonEmptyStringValueParser;
 use reqwest::Method;
-use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::output::{as_json, escaped, field, format_table, print_json, print_table};
 use crate::api::secrets::{
     CreateSecret, ImportItem, ManagedMode, PatchSecret, RemoteImport, RemoteImportCandidates, RemoteImportPreview,
     RemoteImported, RotateSecret, SecretCreated, SecretList, SecretMetadata, SecretRead, SecretRotated, SecretStatus,
@@ -44,7 +44,7 @@ pub enum SecretCommand {
     /// Restore a deleted secret
     Undelete(PathArg),
     /// List a secret's versions and their state
-    Versions(PathArg),
+    Versions(VersionsArgs),
     /// Show which agents' policies grant a secret, how, and when each last used it
     Usage(UsageArgs),
     /// Set a secret's status: a disabled or archived secret stays listed but does not resolve
@@ -108,6 +108,15 @@ pub struct PathArg {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct VersionsArgs {
+    #[command(flatten)]
+    pub secret: PathArg,
+    /// Print the API's answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct PutArgs {
     #[command(flatten)]
     pub secret: PathArg,
@@ -143,6 +152,9 @@ pub struct PutArgs {
     /// Write only if the current version is N; 0 means only create
     #[arg(long, value_name = "N")]
     pub cas: Option<u64>,
+    /// Store an empty value on purpose (refused otherwise)
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -194,6 +206,9 @@ pub struct RotateArgs {
     /// Seconds the old version stays readable with `get --version`
     #[arg(long, value_name = "SECONDS")]
     pub grace: Option<u64>,
+    /// Store an empty value on purpose (refused otherwise)
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -309,6 +324,7 @@ fn create_request(args: &PutArgs, value: &str) -> anyhow::Result<CreateSecret> {
         owner: None,
         expires_at: None,
         not_before: None,
+        allow_empty: args.allow_empty,
     })
 }
 
@@ -324,6 +340,7 @@ fn update_request(args: &PutArgs, value: &str) -> anyhow::Result<UpdateSecret> {
         tier,
         description,
         tags,
+        allow_empty: args.allow_empty,
     })
 }
 
@@ -409,11 +426,6 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A response type as JSON, for `--json` and for printing its fields with [`field`].
-pub(super) fn as_json<T: Serialize>(t: &T) -> Value {
-    serde_json::to_value(t).unwrap_or(Value::Null)
-}
-
 async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<()> {
     let filters: Vec<(&str, String)> = [("namespace", args.namespace), ("tag", args.tag), ("status", args.status)]
         .into_iter()
@@ -448,6 +460,7 @@ async fn rotate(client: &Client, mut args: RotateArgs) -> anyhow::Result<()> {
         external_ref: args.external_ref.clone(),
         provider_version_ref: args.provider_version.clone(),
         grace_period_seconds,
+        allow_empty: args.allow_empty,
     };
     let url = format!("{}/rotate", Client::secret_url(path));
     let rotated: SecretRotated = client.call(Method::POST, &url, &body).await?;
@@ -476,8 +489,11 @@ async fn undelete(client: &Client, args: PathArg) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn versions(client: &Client, args: PathArg) -> anyhow::Result<()> {
-    let body: SecretVersions = client.get(&format!("{}/versions", Client::secret_url(&args.path))).await?;
+async fn versions(client: &Client, args: VersionsArgs) -> anyhow::Result<()> {
+    let body: SecretVersions = client.get(&format!("{}/versions", Client::secret_url(&args.secret.path))).await?;
+    if args.json {
+        return print_json(&as_json(&body));
+    }
     let versions: Vec<Value> = body.versions.iter().map(as_json).collect();
     let rows: Vec<_> =
         versions.iter().map(|v| ["version", "state", "created_at", "expires_at"].map(|k| field(v, k))).collect();
@@ -627,64 +643,6 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A response field as one printable word: strings as they are, numbers and booleans as
-/// JSON, absent or null as `-`. Control and bidi-override characters are escaped, since
-/// fields may carry text from untrusted clients (user agents, failed-auth actors) and must
-/// not drive the terminal. Also used by `audit`.
-pub(super) fn field(v: &Value, key: &str) -> String {
-    let raw = match v.get(key) {
-        None | Some(Value::Null) => return "-".to_owned(),
-        Some(Value::String(s)) if s.is_empty() => return "-".to_owned(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    };
-    escaped(&raw)
-}
-
-/// `raw` with control and bidi-override characters escaped, as [`field`] prints it.
-fn escaped(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for c in raw.chars() {
-        if c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-pub(super) fn print_json(v: &Value) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
-    writeln!(out)?;
-    Ok(())
-}
-
-pub(super) fn print_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(format_table(headers, rows).as_bytes())?;
-    Ok(())
-}
-
-/// Columns padded to their widest cell, two spaces apart; the last column is not padded.
-fn format_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = headers.map(|h| h.chars().count());
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let header = headers.map(str::to_owned);
-    let mut text = String::new();
-    for row in std::iter::once(&header).chain(rows) {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        text.push_str(cells.join("  ").trim_end());
-        text.push('\n');
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -824,37 +782,5 @@ mod tests {
         whole["value"] = 5.into();
         assert!(read(whole).is_err());
         assert!(read(json!(["value"])).is_err());
-    }
-
-    #[test]
-    fn fields_are_single_printable_words() {
-        let v = json!({"s": "prod/db", "n": 7, "null": null, "empty": "", "esc": "a\u{1b}[2Jb", "bidi": "x\u{202E}y"});
-        assert_eq!(field(&v, "s"), "prod/db");
-        assert_eq!(field(&v, "n"), "7");
-        assert_eq!(field(&v, "null"), "-");
-        assert_eq!(field(&v, "missing"), "-");
-        assert_eq!(field(&v, "empty"), "-");
-        assert_eq!(field(&v, "esc"), "a\\u{1b}[2Jb");
-        assert_eq!(field(&v, "bidi"), "x\\u{202e}y");
-    }
-
-    #[test]
-    fn tables_align_columns() {
-        let rows = [
-            [
-                "prod/openai/api-key".to_owned(),
-                "12".to_owned(),
-                "sensitive".to_owned(),
-                "2025-01-01T00:00:00Z".to_owned(),
-            ],
-            ["a".to_owned(), "1".to_owned(), "standard".to_owned(), "-".to_owned()],
-        ];
-        let table = format_table(["PATH", "VERSION", "TIER", "UPDATED"], &rows);
-        let expected = "\
-PATH                 VERSION  TIER       UPDATED
-prod/openai/api-key  12       sensitive  2025-01-01T00:00:00Z
-a                    1        standard   -
-";
-        assert_eq!(table, expected);
     }
 }

@@ -70,34 +70,34 @@ pub(super) struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
     /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent, tls_cert, tls_key, public_url, approval_webhooks, approval_webhook_secret_file, console_session_idle
-    #[arg(long)]
+    #[arg(long, env = "AIRLOCK_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7878]
     #[arg(long, env = "AIRLOCK_LISTEN")]
     listen: Option<String>,
     /// Directory of policy files (*.toml)
-    #[arg(long)]
+    #[arg(long, env = "AIRLOCK_POLICIES")]
     policies: Option<PathBuf>,
     /// Requests per credential, like 6000/min or 100/s [default: 6000/min]
-    #[arg(long)]
+    #[arg(long, env = "AIRLOCK_RATE_LIMIT")]
     rate_limit: Option<String>,
     /// Authentication failures per client address before it is refused for a while [default: 60/min]
-    #[arg(long)]
+    #[arg(long, env = "AIRLOCK_AUTH_FAILURE_LIMIT")]
     auth_failure_limit: Option<String>,
     /// Days a soft-deleted secret stays recoverable [default: 30]
-    #[arg(long)]
+    #[arg(long, env = "AIRLOCK_SOFT_DELETE_RETENTION_DAYS")]
     soft_delete_retention_days: Option<u32>,
     /// On SIGTERM/SIGINT, how long in-flight requests may take before the server exits anyway,
     /// like 10s [default: 10s]
-    #[arg(long)]
+    #[arg(long, env = "AIRLOCK_SHUTDOWN_GRACE")]
     shutdown_grace: Option<String>,
     /// How often to write the signed checkpoint of the audit chains to audit-checkpoints.json
     /// in the data dir (also written on shutdown), like 60s [default: 60s]
-    #[arg(long)]
+    #[arg(long, env = "AIRLOCK_AUDIT_CHECKPOINT_INTERVAL")]
     audit_checkpoint_interval: Option<String>,
     /// Approval requests one agent may have pending; a new one beyond it is refused with 429
     /// too_many_pending_approvals (an identical pending request is answered, not counted) [default: 20]
-    #[arg(long)]
+    #[arg(long, env = "AIRLOCK_MAX_PENDING_APPROVALS_PER_AGENT")]
     max_pending_approvals_per_agent: Option<u32>,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key. Both files
     /// are read again on SIGHUP
@@ -112,7 +112,7 @@ pub(super) struct RunArgs {
     public_url: Option<String>,
     /// POST each new approval request as JSON to this http(s) URL (repeatable); Slack and
     /// Mattermost incoming webhooks show its `text` as is
-    #[arg(long = "approval-webhook", value_name = "URL")]
+    #[arg(long = "approval-webhook", value_name = "URL", env = "AIRLOCK_APPROVAL_WEBHOOK")]
     approval_webhooks: Vec<String>,
     /// File holding the key (16 bytes or more) that signs each webhook POST with an
     /// X-Airlock-Signature header

@@ -8,6 +8,7 @@ mod audit_trail;
 mod bad_input;
 mod body_fields;
 mod cli;
+mod cli_habits;
 mod console;
 mod examples;
 mod exfiltration;

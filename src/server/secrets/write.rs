@@ -26,7 +26,14 @@ use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{JsonBody, PathParam};
 use crate::store::{MetaChange, NewVersion, SealFn, SecretMeta, StoreError, VersionContent, secret_mode};
 
-fn check_value(value: &SecretValue, field: &str) -> ApiResult<()> {
+/// A value within the size limit, and not empty unless the caller said so (`allow_empty`):
+/// an empty value is almost always a mistake, like an unset variable piped in.
+fn check_value(value: &SecretValue, field: &str, allow_empty: bool) -> ApiResult<()> {
+    if value.is_empty() && !allow_empty {
+        return Err(ApiError::validation(format!(
+            "'{field}' is empty; send \"allow_empty\": true to store an empty value on purpose"
+        )));
+    }
     if value.len() > MAX_VALUE_BYTES {
         return Err(ApiError::validation(format!(
             "'{field}' is {} bytes; the limit is {MAX_VALUE_BYTES} bytes",
@@ -116,7 +123,12 @@ impl Content {
 }
 
 /// A managed secret's new value: required, and nothing external with it.
-fn managed_value(value: Option<SecretValue>, field: &str, external: &[(&str, bool)]) -> ApiResult<SecretValue> {
+fn managed_value(
+    value: Option<SecretValue>,
+    field: &str,
+    external: &[(&str, bool)],
+    allow_empty: bool,
+) -> ApiResult<SecretValue> {
     if let Some((name, _)) = external.iter().find(|(_, given)| *given) {
         return Err(ApiError::validation(format!(
             "'{name}' is for secrets with managed_mode external_reference; this one is airlock_managed"
@@ -124,7 +136,7 @@ fn managed_value(value: Option<SecretValue>, field: &str, external: &[(&str, boo
     }
     let value =
         value.ok_or_else(|| ApiError::validation(format!("'{field}' is required for an airlock_managed secret")))?;
-    check_value(&value, field)?;
+    check_value(&value, field, allow_empty)?;
     Ok(value)
 }
 
@@ -186,13 +198,14 @@ fn next_content(
     value_field: &str,
     external_ref: Option<String>,
     provider_version_ref: Option<String>,
+    allow_empty: bool,
 ) -> ApiResult<Content> {
     if current.is_external() {
         next_external(current, value_field, value.is_some(), external_ref, provider_version_ref)
     } else {
         let external =
             [("external_ref", external_ref.is_some()), ("provider_version_ref", provider_version_ref.is_some())];
-        managed_value(value, value_field, &external).map(Content::Value)
+        managed_value(value, value_field, &external, allow_empty).map(Content::Value)
     }
 }
 
@@ -233,7 +246,7 @@ pub async fn create(
                 ("provider_version_ref", b.provider_version_ref.is_some()),
                 ("provider_config_id", b.provider_config_id.is_some()),
             ];
-            let value = managed_value(b.value, "value", &external)?;
+            let value = managed_value(b.value, "value", &external, b.allow_empty)?;
             audit.detail = json!({ "version": 1 });
             Some(seal_for(&state, caller.tenant(), &b.path, &value)(1).map_err(|e| ApiError::internal(&e))?)
         }
@@ -281,7 +294,7 @@ pub async fn update(
         check_tags(tags)?;
     }
     let current = current_meta(&state, &caller, kind::SECRET_UPDATE, &path).await?;
-    let content = next_content(&current, b.value, "value", b.external_ref, b.provider_version_ref)?;
+    let content = next_content(&current, b.value, "value", b.external_ref, b.provider_version_ref, b.allow_empty)?;
     let meta = MetaChange {
         tier: b.tier.map(|t| t.as_str().to_owned()),
         description: b.description.map(Some),
@@ -350,7 +363,8 @@ pub async fn rotate(
 ) -> ApiResult<Json<SecretRotated>> {
     authorize(&state, &caller, SecretAction::Rotate, &path, kind::SECRET_ROTATE).await?;
     let current = current_meta(&state, &caller, kind::SECRET_ROTATE, &path).await?;
-    let content = next_content(&current, b.new_value, "new_value", b.external_ref, b.provider_version_ref)?;
+    let content =
+        next_content(&current, b.new_value, "new_value", b.external_ref, b.provider_version_ref, b.allow_empty)?;
     let old_expires_at = now_ms() + i64::from(b.grace_period_seconds) * 1000;
     let value = value_of(&content);
     let seal = seal_for(&state, caller.tenant(), &path, &value);
