@@ -26,6 +26,15 @@ pub struct SecretMetadata {
     pub accessed_at: Option<String>,
     pub expires_at: Option<String>,
     pub not_before: Option<String>,
+    /// The credential that created the secret; `null` for secrets made before it was kept.
+    pub created_by: Option<CreatedBy>,
+}
+
+/// Who created a secret: the credential's id and description (a key's name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedBy {
+    pub id: String,
+    pub description: Option<String>,
 }
 
 /// `GET /v1/secrets/{path}[?version=N]`: the metadata and the value, on purpose. The
@@ -46,6 +55,7 @@ pub struct SecretRead {
     pub accessed_at: Option<String>,
     pub expires_at: Option<String>,
     pub not_before: Option<String>,
+    pub created_by: Option<CreatedBy>,
     #[serde(serialize_with = "serialize_exposed")]
     pub value: SecretValue,
 }
@@ -65,6 +75,7 @@ impl SecretRead {
             accessed_at: m.accessed_at,
             expires_at: m.expires_at,
             not_before: m.not_before,
+            created_by: m.created_by,
             value,
         }
     }
@@ -133,7 +144,10 @@ pub struct SecretCreated {
     pub created_at: String,
 }
 
-/// `PUT /v1/secrets/{path}`: a new version (`cas`: only if the current one is that).
+/// `PUT /v1/secrets/{path}`: a new version, or the secret's first when the path has none
+/// (create or replace). `cas: N` (or `If-Match: "N"`): only if the current version is N;
+/// `cas: 0` (or `If-None-Match: *`): only if there is no secret at the path. For
+/// `expires_at` and `not_before`, an absent field leaves it and `null` clears it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecret {
@@ -147,6 +161,10 @@ pub struct UpdateSecret {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,8 +174,8 @@ pub struct SecretUpdated {
     pub updated_at: String,
 }
 
-/// `PATCH /v1/secrets/{path}`: metadata only. For `description` and `owner`, an absent
-/// field leaves it and `null` clears it (`Some(None)`).
+/// `PATCH /v1/secrets/{path}`: metadata only. For `description`, `owner`, `expires_at` and
+/// `not_before`, an absent field leaves it and `null` clears it (`Some(None)`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchSecret {
@@ -171,6 +189,10 @@ pub struct PatchSecret {
     pub allowed_hosts: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub owner: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Option<String>>,
 }
 
 /// Tells an explicit `null` (clear the field) from an absent field (leave it).

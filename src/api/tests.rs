@@ -32,6 +32,7 @@ fn meta() -> Value {
         "path": "prod/db", "version": 2, "tier": "standard", "description": null, "tags": {"team": "core"},
         "allowed_hosts": ["db.example"], "owner": null, "created_at": "2026-01-15T10:30:00Z",
         "updated_at": "2026-01-15T10:31:00Z", "accessed_at": null, "expires_at": null, "not_before": null,
+        "created_by": {"id": "ak_1", "description": "deploy"},
     })
 }
 

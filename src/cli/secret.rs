@@ -223,7 +223,15 @@ fn create_request(args: &PutArgs, value: &str) -> anyhow::Result<CreateSecret> {
 fn update_request(args: &PutArgs, value: &str) -> anyhow::Result<UpdateSecret> {
     let (tier, description, tags) = metadata(args);
     let cas = args.cas.map(|cas| i64::try_from(cas).map_err(|_| anyhow!("--cas {cas}: no version is that high")));
-    Ok(UpdateSecret { value: SecretValue::new(value.to_owned()), cas: cas.transpose()?, tier, description, tags })
+    Ok(UpdateSecret {
+        value: SecretValue::new(value.to_owned()),
+        cas: cas.transpose()?,
+        tier,
+        description,
+        tags,
+        expires_at: None,
+        not_before: None,
+    })
 }
 
 #[cfg(test)]

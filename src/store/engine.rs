@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_approvals.sql")),
     (3, include_str!("migrations/0003_providers.sql")),
+    (5, include_str!("migrations/0005_secret_ops.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

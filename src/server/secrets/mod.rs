@@ -11,6 +11,7 @@
 
 mod lifecycle;
 mod read;
+mod upsert;
 mod write;
 
 use serde_json::json;
@@ -18,7 +19,7 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use crate::api::secrets::SecretMetadata;
+use crate::api::secrets::{CreatedBy, SecretMetadata};
 use crate::domain::audit::AuditDraft;
 use crate::domain::time::to_rfc3339;
 use crate::domain::{SecretAction, SecretPath};
@@ -43,6 +44,10 @@ fn metadata(m: &SecretMeta) -> SecretMetadata {
         accessed_at: m.accessed_at.map(to_rfc3339),
         expires_at: m.expires_at.map(to_rfc3339),
         not_before: m.not_before.map(to_rfc3339),
+        created_by: m
+            .created_by_id
+            .clone()
+            .map(|id| CreatedBy { id, description: m.created_by_description.clone() }),
     }
 }
 

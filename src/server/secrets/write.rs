@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::{ETAG, HeaderName};
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 
+use super::upsert::{Precondition, stamp_creator};
 use super::{authorize, fail, metadata};
 use crate::api::secrets::{
     CreateSecret, PatchSecret, RotateSecret, SecretCreated, SecretMetadata, SecretRotated, SecretUpdated, UpdateSecret,
@@ -18,11 +20,11 @@ use crate::domain::time::{now_ms, parse_rfc3339, to_rfc3339};
 use crate::domain::value::MAX_VALUE_BYTES;
 use crate::domain::{SecretAction, SecretPath, SecretValue, Tier};
 use crate::server::AppState;
-use crate::server::auth::{Authed, new_id};
+use crate::server::auth::{Authed, Caller, new_id};
 use crate::server::changes::Change;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{JsonBody, PathParam};
-use crate::store::{MetaChange, NewVersion, SecretMeta};
+use crate::store::{MetaChange, NewVersion, SecretMeta, StoreError};
 
 fn check_value(value: &SecretValue, field: &str) -> ApiResult<()> {
     if value.len() > MAX_VALUE_BYTES {
@@ -81,13 +83,20 @@ pub async fn create(
     JsonBody(b): JsonBody<CreateSecret>,
 ) -> ApiResult<(StatusCode, Json<SecretCreated>)> {
     authorize(&state, &caller, SecretAction::Write, &b.path, kind::SECRET_CREATE).await?;
+    let meta = create_secret(&state, &caller, b).await?;
+    let body = SecretCreated { path: meta.path, version: 1, tier: meta.tier, created_at: to_rfc3339(meta.created_at) };
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Creates the secret `b` describes, once the caller's scope is checked.
+async fn create_secret(state: &AppState, caller: &Caller, b: CreateSecret) -> ApiResult<SecretMeta> {
     check_value(&b.value, "value")?;
     let tags = b.tags.unwrap_or_default();
     check_tags(&tags)?;
     let allowed_hosts = b.allowed_hosts.unwrap_or_default();
     check_hosts(&allowed_hosts)?;
     let now = now_ms();
-    let meta = SecretMeta {
+    let mut meta = SecretMeta {
         id: new_id("sec"),
         path: b.path.to_string(),
         current_version: 1,
@@ -102,43 +111,80 @@ pub async fn create(
         not_before: parse_time("not_before", &b.not_before)?,
         ..SecretMeta::default()
     };
-    let sealed = seal_for(&state, caller.tenant(), &b.path, &b.value)(1).map_err(|e| ApiError::internal(&e))?;
+    stamp_creator(&mut meta, caller);
+    let sealed = seal_for(state, caller.tenant(), &b.path, &b.value)(1).map_err(|e| ApiError::internal(&e))?;
     let mut audit = caller.draft(kind::SECRET_CREATE, Some(b.path.as_str()));
     audit.detail = json!({ "version": 1 });
     if let Err(e) = state.store.create_secret(caller.tenant(), &meta, &sealed, audit).await {
-        return Err(fail(&state, &caller, kind::SECRET_CREATE, &b.path, e).await);
+        return Err(fail(state, caller, kind::SECRET_CREATE, &b.path, e).await);
     }
-    let body = SecretCreated { path: meta.path, version: 1, tier: meta.tier, created_at: to_rfc3339(now) };
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok(meta)
 }
 
+/// `PUT`: a new version, or, on a path with no secret (not even a deleted one), the create
+/// a `POST` would make, unless the precondition (`cas`, `If-Match`, `If-None-Match`) says
+/// otherwise. A create answers 201, a replace 200; both carry `ETag: "<version>"`.
 pub async fn update(
     State(state): State<AppState>,
     caller: Authed,
     PathParam(path): PathParam,
+    headers: HeaderMap,
     JsonBody(b): JsonBody<UpdateSecret>,
-) -> ApiResult<Json<SecretUpdated>> {
+) -> ApiResult<(StatusCode, [(HeaderName, String); 1], Json<SecretUpdated>)> {
     authorize(&state, &caller, SecretAction::Write, &path, kind::SECRET_UPDATE).await?;
     check_value(&b.value, "value")?;
     if let Some(tags) = &b.tags {
         check_tags(tags)?;
     }
+    let pre = Precondition::of(&headers, b.cas)?;
+    let expires_at = b.expires_at.as_ref().map(|t| parse_time("expires_at", t)).transpose()?;
+    let not_before = b.not_before.as_ref().map(|t| parse_time("not_before", t)).transpose()?;
+    let answer = |status: StatusCode, m: SecretMeta| {
+        let etag = format!("\"{}\"", m.current_version);
+        let updated_at = to_rfc3339(m.updated_at);
+        (status, [(ETAG, etag)], Json(SecretUpdated { path: m.path, version: m.current_version, updated_at }))
+    };
+    let as_create = |value: SecretValue, tier, description, tags| CreateSecret {
+        path: path.clone(),
+        value,
+        tier,
+        description,
+        tags,
+        allowed_hosts: None,
+        owner: None,
+        expires_at: expires_at.flatten().map(to_rfc3339),
+        not_before: not_before.flatten().map(to_rfc3339),
+    };
+    if pre == Precondition::Absent {
+        let meta = create_secret(&state, &caller, as_create(b.value, b.tier, b.description, b.tags)).await?;
+        return Ok(answer(StatusCode::CREATED, meta));
+    }
     let meta = MetaChange {
         tier: b.tier.map(|t| t.as_str().to_owned()),
-        description: b.description.map(Some),
-        tags: b.tags,
+        description: b.description.clone().map(Some),
+        tags: b.tags.clone(),
+        expires_at,
+        not_before,
         ..MetaChange::default()
     };
-    let seal = seal_for(&state, caller.tenant(), &path, &b.value);
-    let change = NewVersion { cas: b.cas, seal: &seal, meta, previous_expires_at: None };
-    let audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
-    match state.store.write_version(caller.tenant(), path.as_str(), change, audit).await {
+    let written = {
+        let seal = seal_for(&state, caller.tenant(), &path, &b.value);
+        let change = NewVersion { cas: pre.cas(), seal: &seal, meta, previous_expires_at: None };
+        let audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
+        state.store.write_version(caller.tenant(), path.as_str(), change, audit).await
+    };
+    match written {
         Ok((m, _)) => {
             state
                 .changes
                 .publish(Change::new(caller.tenant(), "secret.updated").path(&m.path).version(m.current_version));
-            let updated_at = to_rfc3339(m.updated_at);
-            Ok(Json(SecretUpdated { path: m.path, version: m.current_version, updated_at }))
+            Ok(answer(StatusCode::OK, m))
+        }
+        Err(StoreError::NotFound)
+            if pre.may_create() && state.store.secret_meta(caller.tenant(), path.as_str()).await?.is_none() =>
+        {
+            let meta = create_secret(&state, &caller, as_create(b.value, b.tier, b.description, b.tags)).await?;
+            Ok(answer(StatusCode::CREATED, meta))
         }
         Err(e) => Err(fail(&state, &caller, kind::SECRET_UPDATE, &path, e).await),
     }
@@ -164,6 +210,8 @@ pub async fn patch(
         tags: b.tags,
         allowed_hosts: b.allowed_hosts,
         owner: b.owner,
+        expires_at: b.expires_at.as_ref().map(|t| parse_time("expires_at", t)).transpose()?,
+        not_before: b.not_before.as_ref().map(|t| parse_time("not_before", t)).transpose()?,
     };
     let mut audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
     audit.detail = json!({ "metadata_only": true });

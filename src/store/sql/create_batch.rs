@@ -136,7 +136,7 @@ async fn existing_paths(tx: &mut Tx, engine: Engine, tenant: &str, jobs: &[Creat
 
 async fn insert_secrets(tx: &mut Tx, engine: Engine, tenant: &str, jobs: &[&CreateJob]) -> Result<()> {
     let sql =
-        format!("INSERT INTO secrets (tenant_id, {SECRET_COLUMNS}) VALUES {}", engine.values_list(jobs.len(), 15));
+        format!("INSERT INTO secrets (tenant_id, {SECRET_COLUMNS}) VALUES {}", engine.values_list(jobs.len(), 17));
     let mut query = sqlx::query(&sql);
     for job in jobs {
         let m = &job.meta;
@@ -155,7 +155,9 @@ async fn insert_secrets(tx: &mut Tx, engine: Engine, tenant: &str, jobs: &[&Crea
             .bind(None::<i64>) // accessed_at
             .bind(m.expires_at)
             .bind(m.not_before)
-            .bind(None::<i64>); // deleted_at
+            .bind(None::<i64>) // deleted_at
+            .bind(&m.created_by_id)
+            .bind(&m.created_by_description);
     }
     query.execute(&mut **tx).await?;
     Ok(())

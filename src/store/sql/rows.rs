@@ -15,7 +15,7 @@ use crate::domain::audit::AuditRecord;
 use crate::store::{Approval, Credential, CredentialKind, Result, SecretMeta, StoreError, VersionRow};
 
 pub(super) const SECRET_COLUMNS: &str = "id, path, current_version, tier, description, tags, allowed_hosts, owner, \
-     created_at, updated_at, accessed_at, expires_at, not_before, deleted_at";
+     created_at, updated_at, accessed_at, expires_at, not_before, deleted_at, created_by_id, created_by_description";
 pub(super) const CREDENTIAL_COLUMNS: &str = "id, tenant_id, kind, name, role, scopes, secret_hash, agent_id, minted_by, \
      description, allowed_ips, max_uses, uses, created_at, expires_at, revoked_at";
 pub(super) const AUDIT_COLUMNS: &str = "tenant_id, seq, id, kind, path, actor, actor_description, ip, user_agent, \
@@ -46,6 +46,8 @@ pub(super) fn meta_from_row(row: &AnyRow) -> Result<SecretMeta> {
         expires_at: row.try_get("expires_at")?,
         not_before: row.try_get("not_before")?,
         deleted_at: row.try_get("deleted_at")?,
+        created_by_id: row.try_get("created_by_id")?,
+        created_by_description: row.try_get("created_by_description")?,
     })
 }
 

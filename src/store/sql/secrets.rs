@@ -269,7 +269,7 @@ async fn secret_id(tx: &mut Tx, tenant: &str, path: &str, live_only: bool) -> Re
     sqlx::query_scalar(sql).bind(tenant).bind(path).fetch_optional(&mut **tx).await?.ok_or(StoreError::NotFound)
 }
 
-async fn meta_in(tx: &mut Tx, tenant: &str, path: &str) -> Result<SecretMeta> {
+pub(super) async fn meta_in(tx: &mut Tx, tenant: &str, path: &str) -> Result<SecretMeta> {
     let row = sqlx::query(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE tenant_id = $1 AND path = $2"))
         .bind(tenant)
         .bind(path)
@@ -279,10 +279,10 @@ async fn meta_in(tx: &mut Tx, tenant: &str, path: &str) -> Result<SecretMeta> {
     meta_from_row(&row)
 }
 
-async fn update_meta(tx: &mut Tx, m: &SecretMeta) -> Result<()> {
+pub(super) async fn update_meta(tx: &mut Tx, m: &SecretMeta) -> Result<()> {
     sqlx::query(
         "UPDATE secrets SET current_version = $1, tier = $2, description = $3, tags = $4, allowed_hosts = $5, \
-         owner = $6, updated_at = $7 WHERE id = $8",
+         owner = $6, updated_at = $7, expires_at = $8, not_before = $9 WHERE id = $10",
     )
     .bind(m.current_version)
     .bind(&m.tier)
@@ -291,6 +291,8 @@ async fn update_meta(tx: &mut Tx, m: &SecretMeta) -> Result<()> {
     .bind(m.allowed_hosts_json())
     .bind(&m.owner)
     .bind(m.updated_at)
+    .bind(m.expires_at)
+    .bind(m.not_before)
     .bind(&m.id)
     .execute(&mut **tx)
     .await?;
@@ -329,6 +331,12 @@ impl SecretMeta {
         }
         if let Some(o) = &change.owner {
             self.owner = o.clone();
+        }
+        if let Some(t) = change.expires_at {
+            self.expires_at = t;
+        }
+        if let Some(t) = change.not_before {
+            self.not_before = t;
         }
     }
 }

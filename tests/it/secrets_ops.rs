@@ -1,0 +1,198 @@
+//! The secrets API beyond the basics, driven with curl: create or replace (`PUT` with its
+//! preconditions), the validity window after create, who created a secret and who owns it,
+//! undelete and destroy by version, copy and move, search, bulk operations and structured
+//! values. Each on both backends, with its error cases.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::support::{Backend, Server, assert_error, enc, secret_value};
+
+/// curl with `key` and extra arguments; returns (status, headers, body).
+fn curl_as(key: &str, args: &[&str]) -> (u16, String, Value) {
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {key}"))
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (rest, status) = text.rsplit_once('\n').unwrap();
+    let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+    (status.parse().unwrap(), head.to_ascii_lowercase(), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn curl(srv: &Server, args: &[&str]) -> (u16, Value) {
+    let (status, _, body) = curl_as(&srv.admin_key, args);
+    (status, body)
+}
+
+/// A token of `srv`'s admin holding exactly `scopes`.
+fn token(srv: &Server, scopes: &[&str]) -> String {
+    let body = json!({ "scope": scopes, "ttl_seconds": 600 }).to_string();
+    let (status, resp) = srv.admin("POST", "/v1/tokens", Some(&body));
+    assert_eq!(status, 201, "{resp}");
+    resp["value"].as_str().unwrap().to_owned()
+}
+
+fn item(srv: &Server, path: &str) -> String {
+    srv.url(&format!("/v1/secrets/{}", enc(path)))
+}
+
+fn read(srv: &Server, path: &str) -> (u16, Value) {
+    srv.admin("GET", &format!("/v1/secrets/{}", enc(path)), None)
+}
+
+/// The audit records of `kind` at `path`.
+fn audited(srv: &Server, kind: &str, path: &str) -> Vec<Value> {
+    let (status, page) = srv.admin("GET", &format!("/v1/audit?type={kind}&limit=1000"), None);
+    assert_eq!(status, 200, "{page}");
+    page["events"].as_array().unwrap().iter().filter(|e| e["path"] == path).cloned().collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Create or replace
+// ---------------------------------------------------------------------------------------
+
+fn put_creates_or_replaces_under_its_preconditions(backend: Backend) {
+    let srv = Server::start(backend);
+    let url = item(&srv, "app/put");
+    let (v1, v2, v3) = (secret_value("p1"), secret_value("p2"), secret_value("p3"));
+
+    // A path with no secret: PUT creates it (201), with an ETag of its version.
+    let (status, head, body) =
+        curl_as(&srv.admin_key, &["-X", "PUT", &url, "-d", &json!({"value": v1, "tags": {"team": "a"}}).to_string()]);
+    assert_eq!((status, body["version"].as_i64()), (201, Some(1)), "{body}");
+    assert!(head.contains("etag: \"1\""), "{head}");
+    assert_eq!(read(&srv, "app/put").1["value"], v1.as_str());
+    assert_eq!(audited(&srv, "secret.create", "app/put").len(), 1, "a PUT create is audited as a create");
+
+    // Exists now: PUT replaces (200).
+    let (status, head, body) = curl_as(&srv.admin_key, &["-X", "PUT", &url, "-d", &json!({"value": v2}).to_string()]);
+    assert_eq!((status, body["version"].as_i64()), (200, Some(2)), "{body}");
+    assert!(head.contains("etag: \"2\""), "{head}");
+
+    // cas: 0 and If-None-Match: * mean "must not exist".
+    for args in [
+        vec!["-X", "PUT", &url, "-d", r#"{"value":"x","cas":0}"#],
+        vec!["-X", "PUT", &url, "-H", "If-None-Match: *", "-d", r#"{"value":"x"}"#],
+    ] {
+        let (status, body) = curl(&srv, &args);
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{args:?}: {body}");
+    }
+    // If-Match: a stale version is 409, the current one writes.
+    let stale = json!({"value": v3}).to_string();
+    let (status, body) = curl(&srv, &["-X", "PUT", &url, "-H", "If-Match: \"1\"", "-d", &stale]);
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    let (status, body) = curl(&srv, &["-X", "PUT", &url, "-H", "If-Match: \"2\"", "-d", &stale]);
+    assert_eq!((status, body["version"].as_i64()), (200, Some(3)), "{body}");
+    // Contradicting preconditions and bad ones are 400, and nothing changes.
+    for args in [
+        vec!["-X", "PUT", &url, "-H", "If-Match: \"3\"", "-d", r#"{"value":"x","cas":2}"#],
+        vec!["-X", "PUT", &url, "-H", "If-Match: three", "-d", r#"{"value":"x"}"#],
+        vec!["-X", "PUT", &url, "-H", "If-None-Match: \"3\"", "-d", r#"{"value":"x"}"#],
+    ] {
+        let (status, body) = curl(&srv, &args);
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")), "{args:?}: {body}");
+    }
+    assert_eq!(read(&srv, "app/put").1["version"], 3);
+
+    // A path with no secret: cas: 0 creates; cas: N (or If-Match) needs one, so 404.
+    let fresh = item(&srv, "app/fresh");
+    let (status, body) = curl(&srv, &["-X", "PUT", &fresh, "-d", &json!({"value": v1, "cas": 2}).to_string()]);
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, body) = curl(&srv, &["-X", "PUT", &fresh, "-H", "If-Match: *", "-d", r#"{"value":"x"}"#]);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = curl(&srv, &["-X", "PUT", &fresh, "-d", &json!({"value": v1, "cas": 0}).to_string()]);
+    assert_eq!((status, body["version"].as_i64()), (201, Some(1)), "{body}");
+
+    // A soft-deleted path is not recreated by PUT: undelete it first.
+    assert_eq!(srv.admin("DELETE", &format!("/v1/secrets/{}", enc("app/fresh")), None).0, 204);
+    let (status, _) = curl(&srv, &["-X", "PUT", &fresh, "-d", r#"{"value":"x"}"#]);
+    assert_eq!(status, 404);
+
+    // Creating by PUT needs the write scope a POST needs.
+    let reader = token(&srv, &["secrets:read:app/**"]);
+    let (status, _, body) =
+        curl_as(&reader, &["-X", "PUT", &item(&srv, "app/new"), "-d", &json!({"value": v1}).to_string()]);
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("permission_denied")), "{body}");
+    assert_eq!(read(&srv, "app/new").0, 404, "nothing was created");
+    let writer = token(&srv, &["secrets:write:app/**"]);
+    let (status, _, body) =
+        curl_as(&writer, &["-X", "PUT", &item(&srv, "app/new"), "-d", &json!({"value": v1}).to_string()]);
+    assert_eq!(status, 201, "{body}");
+}
+
+fn the_validity_window_can_be_set_changed_and_cleared_after_create(backend: Backend) {
+    let srv = Server::start(backend);
+    srv.create("app/window", &secret_value(1));
+    let path = format!("/v1/secrets/{}", enc("app/window"));
+    // PATCH sets an expiry in the past: the secret is unreadable.
+    let (status, meta) = srv.admin("PATCH", &path, Some(r#"{"expires_at":"2020-01-01T00:00:00Z"}"#));
+    assert_eq!((status, meta["expires_at"].as_str()), (200, Some("2020-01-01T00:00:00Z")), "{meta}");
+    assert_eq!(read(&srv, "app/window").0, 404);
+    // PATCH clears it with null.
+    let (status, meta) = srv.admin("PATCH", &path, Some(r#"{"expires_at":null}"#));
+    assert_eq!((status, &meta["expires_at"]), (200, &Value::Null), "{meta}");
+    assert_eq!(read(&srv, "app/window").0, 200);
+    // PUT sets not_before in the future with a new value, then clears it.
+    let body = json!({"value": secret_value(2), "not_before": "2999-01-01T00:00:00Z"}).to_string();
+    assert_eq!(srv.admin("PUT", &path, Some(&body)).0, 200);
+    assert_eq!(read(&srv, "app/window").0, 404, "not valid yet");
+    let (_, versions) = srv.admin("GET", &format!("{path}/versions"), None);
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
+    let body = json!({"value": secret_value(3), "not_before": null}).to_string();
+    assert_eq!(srv.admin("PUT", &path, Some(&body)).0, 200);
+    let (status, now) = read(&srv, "app/window");
+    assert_eq!((status, now["value"].as_str(), &now["not_before"]), (200, Some(secret_value(3).as_str()), &Value::Null));
+    // A PUT without the fields leaves them; a bad time is 422 and changes nothing.
+    assert_eq!(srv.admin("PATCH", &path, Some(r#"{"expires_at":"2999-01-01T00:00:00Z"}"#)).0, 200);
+    assert_eq!(srv.admin("PUT", &path, Some(&json!({"value": secret_value(4)}).to_string())).0, 200);
+    assert_eq!(read(&srv, "app/window").1["expires_at"], "2999-01-01T00:00:00Z");
+    let resp = srv.admin("PATCH", &path, Some(r#"{"expires_at":"tomorrow"}"#));
+    assert_error(&resp, 422, "validation_error");
+    assert_eq!(read(&srv, "app/window").1["expires_at"], "2999-01-01T00:00:00Z");
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Owner and creator
+// ---------------------------------------------------------------------------------------
+
+fn a_secret_records_its_creator_and_owner_defaults_to_the_writer(backend: Backend) {
+    let srv = Server::start(backend);
+    let (status, key) = srv.admin("POST", "/v1/keys", Some(r#"{"name":"deploy-bot","role":"admin"}"#));
+    assert_eq!(status, 201, "{key}");
+    let bot = key["key"].as_str().unwrap();
+    let body = json!({"path": "app/owned", "value": secret_value(1)}).to_string();
+    let (status, _, resp) = curl_as(bot, &["-X", "POST", &srv.url("/v1/secrets"), "-d", &body]);
+    assert_eq!(status, 201, "{resp}");
+    let (_, meta) = read(&srv, "app/owned");
+    assert_eq!(meta["created_by"], json!({"id": key["id"], "description": "deploy-bot"}), "{meta}");
+    assert_eq!(meta["owner"], "deploy-bot", "the owner defaults to the writer");
+
+    // A named owner is kept; an owner change keeps created_by.
+    let body = json!({"path": "app/named", "value": secret_value(2), "owner": "team-payments"}).to_string();
+    assert_eq!(curl_as(bot, &["-X", "POST", &srv.url("/v1/secrets"), "-d", &body]).0, 201);
+    assert_eq!(read(&srv, "app/named").1["owner"], "team-payments");
+    let (status, meta) =
+        srv.admin("PATCH", &format!("/v1/secrets/{}", enc("app/owned")), Some(r#"{"owner":"team-ml"}"#));
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["owner"], "team-ml");
+    assert_eq!(meta["created_by"]["description"], "deploy-bot", "{meta}");
+    // A PUT by another credential keeps both.
+    let body = json!({"value": secret_value(3)}).to_string();
+    assert_eq!(srv.admin("PUT", &format!("/v1/secrets/{}", enc("app/owned")), Some(&body)).0, 200);
+    let (_, meta) = read(&srv, "app/owned");
+    assert_eq!((meta["owner"].as_str(), meta["created_by"]["id"].clone()), (Some("team-ml"), key["id"].clone()));
+    // The listing shows created_by as well.
+    let (_, list) = srv.admin("GET", "/v1/secrets?namespace=app", None);
+    assert!(list["items"].as_array().unwrap().iter().all(|i| i["created_by"]["description"] == "deploy-bot"), "{list}");
+}
+
+both_backends!(
+    put_creates_or_replaces_under_its_preconditions,
+    the_validity_window_can_be_set_changed_and_cleared_after_create,
+    a_secret_records_its_creator_and_owner_defaults_to_the_writer,
+);
