@@ -225,3 +225,32 @@ pub struct SecretRotated {
 pub struct DestroyVersions {
     pub versions: Vec<i64>,
 }
+
+/// `POST /v1/secrets/{path}/undelete`: the optional body; `versions` also makes those
+/// versions readable again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UndeleteSecret {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Vec<i64>>,
+}
+
+/// `POST /v1/secrets/copy` and `POST /v1/secrets/move`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopySecret {
+    pub from: SecretPath,
+    pub to: SecretPath,
+    /// Replace a secret at `to` (copy: a new version of it; move: it is purged first).
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// The answer of a copy: 201 when `to` was made, 200 when a new version was written there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretCopied {
+    pub from: String,
+    pub from_version: i64,
+    pub to: String,
+    pub version: i64,
+}

@@ -191,8 +191,159 @@ fn a_secret_records_its_creator_and_owner_defaults_to_the_writer(backend: Backen
     assert!(list["items"].as_array().unwrap().iter().all(|i| i["created_by"]["description"] == "deploy-bot"), "{list}");
 }
 
+
+// ---------------------------------------------------------------------------------------
+// 4. Undelete and destroy by version
+// ---------------------------------------------------------------------------------------
+
+fn undelete_and_destroy_take_versions_and_refuse_unknown_ones(backend: Backend) {
+    let srv = Server::start(backend);
+    let base = format!("/v1/secrets/{}", enc("app/versions"));
+    srv.create("app/versions", &secret_value(1));
+    // Rotated out with no grace: version 1 is expired.
+    let rotate = json!({"new_value": secret_value(2), "grace_period_seconds": 0}).to_string();
+    assert_eq!(srv.admin("POST", &format!("{base}/rotate"), Some(&rotate)).0, 200);
+    assert_eq!(srv.admin("GET", &format!("{base}?version=1"), None).0, 404);
+
+    // Empty lists and versions that do not exist are 422 on both, and change nothing.
+    for endpoint in ["undelete", "destroy"] {
+        for body in [r#"{"versions":[]}"#, r#"{"versions":[7]}"#, r#"{"versions":[0]}"#, r#"{"versions":[1,9]}"#] {
+            let resp = srv.admin("POST", &format!("{base}/{endpoint}"), Some(body));
+            assert_error(&resp, 422, "validation_error");
+        }
+    }
+    let (_, v) = srv.admin("GET", &format!("{base}/versions"), None);
+    assert_eq!((v["versions"][0]["state"].as_str(), v["versions"][1]["state"].as_str()), (Some("expired"), Some("current")));
+
+    // Undelete of a version lifts its expiry: readable again.
+    let (status, meta) = srv.admin("POST", &format!("{base}/undelete"), Some(r#"{"versions":[1]}"#));
+    assert_eq!(status, 200, "{meta}");
+    let (status, old) = srv.admin("GET", &format!("{base}?version=1"), None);
+    assert_eq!((status, old["value"].as_str()), (200, Some(secret_value(1).as_str())), "{old}");
+    assert_eq!(audited(&srv, "secret.undelete", "app/versions")[0]["detail"]["versions"], json!([1]));
+
+    // Soft delete, then undelete with no body (the secret) or with versions (and them).
+    assert_eq!(srv.admin("DELETE", &base, None).0, 204);
+    let (status, _) = srv.admin("POST", &format!("{base}/undelete"), None);
+    assert_eq!(status, 200);
+    assert_eq!(srv.admin("DELETE", &base, None).0, 204);
+    let (status, _) = srv.admin("POST", &format!("{base}/undelete"), Some(r#"{"versions":[2]}"#));
+    assert_eq!(status, 200);
+    assert_eq!(read(&srv, "app/versions").0, 200);
+    // Not deleted and no versions named: nothing to undelete.
+    assert_eq!(srv.admin("POST", &format!("{base}/undelete"), None).0, 404);
+
+    // A destroyed version cannot be undeleted; destroying it again is fine.
+    assert_eq!(srv.admin("POST", &format!("{base}/destroy"), Some(r#"{"versions":[1]}"#)).0, 204);
+    assert_eq!(srv.admin("POST", &format!("{base}/destroy"), Some(r#"{"versions":[1]}"#)).0, 204);
+    let resp = srv.admin("POST", &format!("{base}/undelete"), Some(r#"{"versions":[1]}"#));
+    assert_error(&resp, 422, "validation_error");
+    let resp = srv.admin("POST", &format!("{base}/undelete"), Some(r#"{"versions":[1],"extra":true}"#));
+    assert_error(&resp, 422, "validation_error");
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Copy and move
+// ---------------------------------------------------------------------------------------
+
+/// The stored ciphertext of each version of the secret at `path`, oldest first.
+fn ciphertexts(srv: &Server, path: &str) -> Vec<Vec<u8>> {
+    let url = srv
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", srv.data_dir().join("airlock.db").display()));
+    let path = path.to_owned();
+    crate::support::block_on(async move {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let rows: Vec<Option<Vec<u8>>> = sqlx::query_scalar(
+            "SELECT v.ciphertext FROM secret_versions v JOIN secrets s ON s.id = v.secret_id \
+             WHERE s.path = $1 ORDER BY v.version",
+        )
+        .bind(path)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        rows.into_iter().flatten().collect()
+    })
+}
+
+fn copy_reencrypts_and_move_keeps_the_history(backend: Backend) {
+    let srv = Server::start(backend);
+    let (v1, v2) = (secret_value("c1"), secret_value("c2"));
+    let body = json!({"path": "src/key", "value": v1, "tags": {"team": "a"}, "description": "d"}).to_string();
+    assert_eq!(srv.admin("POST", "/v1/secrets", Some(&body)).0, 201);
+    assert_eq!(srv.admin("PUT", "/v1/secrets/src%2Fkey", Some(&json!({"value": v2}).to_string())).0, 200);
+
+    // Copy: the current value, metadata with it, a new secret (201) under its own ciphertext.
+    let copy = |body: Value| curl(&srv, &["-X", "POST", &srv.url("/v1/secrets/copy"), "-d", &body.to_string()]);
+    let (status, body) = copy(json!({"from": "src/key", "to": "dst/key"}));
+    assert_eq!((status, body["version"].as_i64(), body["from_version"].as_i64()), (201, Some(1), Some(2)), "{body}");
+    let (_, copied) = read(&srv, "dst/key");
+    assert_eq!((copied["value"].as_str(), copied["tags"]["team"].as_str()), (Some(v2.as_str()), Some("a")));
+    let (src_ct, dst_ct) = (ciphertexts(&srv, "src/key"), ciphertexts(&srv, "dst/key"));
+    assert_eq!((src_ct.len(), dst_ct.len()), (2, 1));
+    assert_ne!(src_ct[1], dst_ct[0], "a copy is sealed anew, never the same ciphertext");
+    assert!(!dst_ct[0].windows(v2.len()).any(|w| w == v2.as_bytes()), "ciphertext only");
+    assert_eq!(audited(&srv, "secret.copy", "dst/key")[0]["detail"]["from"], "src/key");
+    // Onto an existing path: 409 without overwrite, a new version with it.
+    let (status, body) = copy(json!({"from": "src/key", "to": "dst/key"}));
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    let (status, body) = copy(json!({"from": "src/key", "to": "dst/key", "overwrite": true}));
+    assert_eq!((status, body["version"].as_i64()), (200, Some(2)), "{body}");
+    // Bad requests: the same path, a missing source, unknown fields.
+    assert_eq!(copy(json!({"from": "src/key", "to": "src/key"})).0, 422);
+    assert_eq!(copy(json!({"from": "src/none", "to": "dst/none"})).0, 404);
+    assert_eq!(copy(json!({"from": "src/key", "to": "dst/x", "mode": "fast"})).0, 422);
+    assert_eq!(copy(json!({"from": "src/key", "to": "copy"})).0, 422, "an endpoint's name is no path");
+
+    // Scopes: read on the source, write on the destination.
+    let limited = token(&srv, &["secrets:read:src/**", "secrets:write:mine/**", "secrets:delete:src/**"]);
+    let as_limited = |endpoint: &str, body: Value| {
+        let (status, _, body) =
+            curl_as(&limited, &["-X", "POST", &srv.url(&format!("/v1/secrets/{endpoint}")), "-d", &body.to_string()]);
+        (status, body)
+    };
+    assert_eq!(as_limited("copy", json!({"from": "src/key", "to": "other/key"})).0, 403);
+    assert_eq!(read(&srv, "other/key").0, 404);
+    assert_eq!(as_limited("copy", json!({"from": "dst/key", "to": "mine/key"})).0, 403);
+    assert_eq!(as_limited("copy", json!({"from": "src/key", "to": "mine/key"})).0, 201);
+
+    // Move into a path the caller may not write: 403 and nothing changes.
+    let (status, body) = as_limited("move", json!({"from": "src/key", "to": "other/moved"}));
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("permission_denied")), "{body}");
+    assert_eq!(read(&srv, "src/key").1["value"], v2.as_str());
+    assert_eq!(read(&srv, "other/moved").0, 404);
+
+    // Move: the history goes along, re-sealed; nothing is left at the old path.
+    let before = ciphertexts(&srv, "src/key");
+    let (status, body) = as_limited("move", json!({"from": "src/key", "to": "mine/moved"}));
+    assert_eq!((status, body["path"].as_str(), body["version"].as_i64()), (200, Some("mine/moved"), Some(2)), "{body}");
+    assert_eq!(read(&srv, "src/key").0, 404);
+    assert_eq!(srv.admin("GET", "/v1/secrets/src%2Fkey/versions", None).0, 404);
+    assert_eq!(srv.admin("POST", "/v1/secrets/src%2Fkey/undelete", None).0, 404, "nothing to undelete");
+    let (status, moved) = srv.admin("GET", "/v1/secrets/mine%2Fmoved?version=1", None);
+    assert_eq!((status, moved["value"].as_str()), (200, Some(v1.as_str())), "{moved}");
+    assert_eq!(read(&srv, "mine/moved").1["value"], v2.as_str());
+    let after = ciphertexts(&srv, "mine/moved");
+    assert_eq!(after.len(), 2);
+    assert!(before.iter().all(|b| !after.contains(b)), "every version was sealed under the new path");
+    assert_eq!(audited(&srv, "secret.move", "src/key")[0]["detail"]["to"], "mine/moved");
+    assert_eq!(audited(&srv, "secret.move", "mine/moved")[0]["detail"]["from"], "src/key");
+    // Onto an existing path: 409 without overwrite.
+    srv.create("src/again", &secret_value(3));
+    let (status, body) = srv.admin("POST", "/v1/secrets/move", Some(r#"{"from":"src/again","to":"dst/key"}"#));
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    let (status, _) = srv.admin("POST", "/v1/secrets/move", Some(r#"{"from":"src/again","to":"dst/key","overwrite":true}"#));
+    assert_eq!(status, 200);
+    assert_eq!(read(&srv, "dst/key").1["value"], secret_value(3).as_str());
+}
+
 both_backends!(
     put_creates_or_replaces_under_its_preconditions,
     the_validity_window_can_be_set_changed_and_cleared_after_create,
     a_secret_records_its_creator_and_owner_defaults_to_the_writer,
+    undelete_and_destroy_take_versions_and_refuse_unknown_ones,
+    copy_reencrypts_and_move_keeps_the_history,
 );

@@ -9,6 +9,7 @@
 //! check, the audit of a failed attempt, and the metadata view; it re-exports the
 //! handlers so the router names them `secrets::create` and so on.
 
+mod copy;
 mod lifecycle;
 mod read;
 mod upsert;
@@ -25,6 +26,7 @@ use crate::domain::time::to_rfc3339;
 use crate::domain::{SecretAction, SecretPath};
 use crate::store::{SecretMeta, StoreError};
 
+pub use self::copy::{copy, r#move};
 pub use self::lifecycle::{delete, destroy, undelete};
 pub use self::read::{list, read, versions};
 pub use self::write::{create, patch, rotate, update};

@@ -82,6 +82,19 @@ impl Precondition {
     }
 }
 
+/// One-segment paths the API's own endpoints take (`/v1/secrets/copy`, …): a secret there
+/// could not be reached by its URL, so none is made.
+const RESERVED: [&str; 4] = ["bulk", "copy", "move", "search"];
+
+pub(super) fn check_not_reserved(path: &str) -> ApiResult<()> {
+    if RESERVED.contains(&path) {
+        return Err(ApiError::validation(format!(
+            "'{path}' is the name of an endpoint (/v1/secrets/{path}); put the secret under a namespace (app/{path})"
+        )));
+    }
+    Ok(())
+}
+
 /// Stamps a new secret with its creator (the writing credential's id and description), and
 /// makes the writer its owner unless the request named one.
 pub(super) fn stamp_creator(meta: &mut SecretMeta, caller: &Caller) {

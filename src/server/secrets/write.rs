@@ -9,7 +9,7 @@ use axum::http::header::{ETAG, HeaderName};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 
-use super::upsert::{Precondition, stamp_creator};
+use super::upsert::{Precondition, check_not_reserved, stamp_creator};
 use super::{authorize, fail, metadata};
 use crate::api::secrets::{
     CreateSecret, PatchSecret, RotateSecret, SecretCreated, SecretMetadata, SecretRotated, SecretUpdated, UpdateSecret,
@@ -90,6 +90,7 @@ pub async fn create(
 
 /// Creates the secret `b` describes, once the caller's scope is checked.
 async fn create_secret(state: &AppState, caller: &Caller, b: CreateSecret) -> ApiResult<SecretMeta> {
+    check_not_reserved(b.path.as_str())?;
     check_value(&b.value, "value")?;
     let tags = b.tags.unwrap_or_default();
     check_tags(&tags)?;
