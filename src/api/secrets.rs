@@ -254,3 +254,81 @@ pub struct SecretCopied {
     pub to: String,
     pub version: i64,
 }
+
+/// `POST /v1/secrets/bulk`: at most 100 operations, applied in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    /// One transaction, all or nothing; otherwise each operation on its own.
+    #[serde(default)]
+    pub atomic: bool,
+    pub operations: Vec<BulkOperation>,
+}
+
+/// One operation of a bulk request, by `op`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BulkOperation {
+    /// Create or replace (as `PUT`; `cas: 0` = create only).
+    Set {
+        path: SecretPath,
+        #[serde(serialize_with = "serialize_exposed")]
+        value: SecretValue,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cas: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tier: Option<Tier>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tags: Option<BTreeMap<String, String>>,
+    },
+    Delete {
+        path: SecretPath,
+    },
+    Undelete {
+        path: SecretPath,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        versions: Option<Vec<i64>>,
+    },
+    Destroy {
+        path: SecretPath,
+        versions: Vec<i64>,
+    },
+    Rotate {
+        path: SecretPath,
+        #[serde(serialize_with = "serialize_exposed")]
+        new_value: SecretValue,
+        #[serde(default)]
+        grace_period_seconds: u32,
+    },
+}
+
+/// The answer of a bulk request (200 whenever the request was well-formed): whether its
+/// changes were kept (`applied`: atomic, all of them; otherwise, any) and each operation's
+/// outcome, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkResult {
+    pub atomic: bool,
+    pub applied: bool,
+    pub results: Vec<BulkOpResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkOpResult {
+    pub index: usize,
+    pub op: String,
+    pub path: String,
+    /// The status the operation would have had on its own endpoint; 424 for an operation of
+    /// an atomic request that failed elsewhere (nothing of it was kept).
+    pub status: u16,
+    /// The secret's version after the operation, when it was applied.
+    pub version: Option<i64>,
+    pub error: Option<BulkOpError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkOpError {
+    pub code: String,
+    pub message: String,
+}

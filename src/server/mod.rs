@@ -144,6 +144,8 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/secrets", post(secrets::create).get(secrets::list))
         .route("/secrets/{path}", get(secrets::read).put(secrets::update).patch(secrets::patch).delete(secrets::delete))
+        .route("/secrets/search", get(secrets::search))
+        .route("/secrets/bulk", post(secrets::bulk).route_layer(none.clone()))
         .route("/secrets/copy", post(secrets::copy).route_layer(none.clone()))
         .route("/secrets/move", post(secrets::r#move).route_layer(none.clone()))
         .route("/secrets/{path}/rotate", post(secrets::rotate).route_layer(none.clone()))

@@ -12,8 +12,7 @@ use crate::sidecar::{OPENAI_KEY_PATH, Sidecar};
 use crate::support::{Backend, enc, secret_value, until};
 
 fn trail(sc: &Sidecar, path: &str) -> Vec<Value> {
-    let (status, page) =
-        sc.server.admin("GET", &format!("/v1/secrets/{}/access-events?limit=1000", enc(path)), None);
+    let (status, page) = sc.server.admin("GET", &format!("/v1/secrets/{}/access-events?limit=1000", enc(path)), None);
     assert_eq!(status, 200, "{page}");
     page["events"].as_array().cloned().unwrap_or_default()
 }
@@ -25,7 +24,8 @@ fn refused_with(events: &[Value], code: &str) -> bool {
 fn refusals_are_in_the_secrets_access_trail(backend: Backend) {
     let sc = Sidecar::start_on(backend);
     sc.server.create("production/stripe/key", &secret_value("stripe"));
-    let crlf = json!({ "path": "production/openai/crlf", "value": format!("{}\r\nX-Injected: yes", secret_value("crlf")) });
+    let crlf =
+        json!({ "path": "production/openai/crlf", "value": format!("{}\r\nX-Injected: yes", secret_value("crlf")) });
     assert_eq!(sc.server.admin("POST", "/v1/secrets", Some(&crlf.to_string())).0, 201);
     let bearer = |path: &str| format!("Authorization: Bearer {{{{secret:{path}}}}}");
     let attempts: Vec<(Vec<String>, &str)> = vec![
@@ -41,7 +41,10 @@ fn refusals_are_in_the_secrets_access_trail(backend: Backend) {
             "placement_not_allowed",
         ),
         // A secret the agent is not granted.
-        (vec!["-H".into(), bearer("production/stripe/key"), "https://api.openai.com/v1/s".into()], "secret_not_granted"),
+        (
+            vec!["-H".into(), bearer("production/stripe/key"), "https://api.openai.com/v1/s".into()],
+            "secret_not_granted",
+        ),
         // A value with CR LF into a header.
         (vec!["-H".into(), bearer("production/openai/crlf"), "https://api.openai.com/v1/crlf".into()], "unsafe_value"),
     ];

@@ -146,7 +146,10 @@ fn the_validity_window_can_be_set_changed_and_cleared_after_create(backend: Back
     let body = json!({"value": secret_value(3), "not_before": null}).to_string();
     assert_eq!(srv.admin("PUT", &path, Some(&body)).0, 200);
     let (status, now) = read(&srv, "app/window");
-    assert_eq!((status, now["value"].as_str(), &now["not_before"]), (200, Some(secret_value(3).as_str()), &Value::Null));
+    assert_eq!(
+        (status, now["value"].as_str(), &now["not_before"]),
+        (200, Some(secret_value(3).as_str()), &Value::Null)
+    );
     // A PUT without the fields leaves them; a bad time is 422 and changes nothing.
     assert_eq!(srv.admin("PATCH", &path, Some(r#"{"expires_at":"2999-01-01T00:00:00Z"}"#)).0, 200);
     assert_eq!(srv.admin("PUT", &path, Some(&json!({"value": secret_value(4)}).to_string())).0, 200);
@@ -191,7 +194,6 @@ fn a_secret_records_its_creator_and_owner_defaults_to_the_writer(backend: Backen
     assert!(list["items"].as_array().unwrap().iter().all(|i| i["created_by"]["description"] == "deploy-bot"), "{list}");
 }
 
-
 // ---------------------------------------------------------------------------------------
 // 4. Undelete and destroy by version
 // ---------------------------------------------------------------------------------------
@@ -213,7 +215,10 @@ fn undelete_and_destroy_take_versions_and_refuse_unknown_ones(backend: Backend) 
         }
     }
     let (_, v) = srv.admin("GET", &format!("{base}/versions"), None);
-    assert_eq!((v["versions"][0]["state"].as_str(), v["versions"][1]["state"].as_str()), (Some("expired"), Some("current")));
+    assert_eq!(
+        (v["versions"][0]["state"].as_str(), v["versions"][1]["state"].as_str()),
+        (Some("expired"), Some("current"))
+    );
 
     // Undelete of a version lifts its expiry: readable again.
     let (status, meta) = srv.admin("POST", &format!("{base}/undelete"), Some(r#"{"versions":[1]}"#));
@@ -248,10 +253,8 @@ fn undelete_and_destroy_take_versions_and_refuse_unknown_ones(backend: Backend) 
 
 /// The stored ciphertext of each version of the secret at `path`, oldest first.
 fn ciphertexts(srv: &Server, path: &str) -> Vec<Vec<u8>> {
-    let url = srv
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", srv.data_dir().join("airlock.db").display()));
+    let url =
+        srv.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", srv.data_dir().join("airlock.db").display()));
     let path = path.to_owned();
     crate::support::block_on(async move {
         sqlx::any::install_default_drivers();
@@ -335,9 +338,157 @@ fn copy_reencrypts_and_move_keeps_the_history(backend: Backend) {
     srv.create("src/again", &secret_value(3));
     let (status, body) = srv.admin("POST", "/v1/secrets/move", Some(r#"{"from":"src/again","to":"dst/key"}"#));
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
-    let (status, _) = srv.admin("POST", "/v1/secrets/move", Some(r#"{"from":"src/again","to":"dst/key","overwrite":true}"#));
+    let (status, _) =
+        srv.admin("POST", "/v1/secrets/move", Some(r#"{"from":"src/again","to":"dst/key","overwrite":true}"#));
     assert_eq!(status, 200);
     assert_eq!(read(&srv, "dst/key").1["value"], secret_value(3).as_str());
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Search
+// ---------------------------------------------------------------------------------------
+
+fn search_finds_by_path_description_tags_and_owner_within_the_callers_scopes(backend: Backend) {
+    let srv = Server::start(backend);
+    for (path, description, tags, owner) in [
+        ("team/db/password", "Primary Postgres", json!({"env": "prod"}), "team-data"),
+        ("team/api/stripe", "payments", json!({"vendor": "Stripe"}), "team-pay"),
+        ("team/api/openai", "LLM key", json!({"env": "dev"}), "team-ml"),
+        ("other/db/password", "other postgres", json!({}), "ops"),
+    ] {
+        let body = json!({"path": path, "value": secret_value(path), "description": description, "tags": tags, "owner": owner});
+        assert_eq!(srv.admin("POST", "/v1/secrets", Some(&body.to_string())).0, 201);
+    }
+    let search = |key: &str, query: &str| {
+        let (status, _, body) = curl_as(key, &[&srv.url(&format!("/v1/secrets/search?{query}"))]);
+        let paths: Vec<String> = body["items"]
+            .as_array()
+            .map(|a| a.iter().map(|i| i["path"].as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        (status, paths, body)
+    };
+    let admin = srv.admin_key.clone();
+    assert_eq!(search(&admin, "q=postgres").1, vec!["other/db/password", "team/db/password"], "description, any case");
+    assert_eq!(search(&admin, "q=stripe").1, vec!["team/api/stripe"], "path and tag value");
+    assert_eq!(search(&admin, "q=VENDOR").1, vec!["team/api/stripe"], "tag key");
+    assert_eq!(search(&admin, "q=team-ml").1, vec!["team/api/openai"], "owner");
+    assert_eq!(search(&admin, "q=postgres&prefix=team/").1, vec!["team/db/password"]);
+    assert_eq!(search(&admin, "prefix=team/api/").1, vec!["team/api/openai", "team/api/stripe"]);
+    assert!(search(&admin, "q=nothing-like-this").1.is_empty());
+    // Metadata only.
+    let (_, _, body) = search(&admin, "q=team");
+    assert!(!body.to_string().contains(&secret_value("team/db/password")), "{body}");
+    // Pages by cursor.
+    let (status, first, body) = search(&admin, "q=team&limit=2");
+    assert_eq!((status, first.len(), body["total"].as_i64()), (200, 2, Some(3)), "{body}");
+    let cursor = body["next_cursor"].as_str().unwrap().to_owned();
+    let (_, second, body) = search(&admin, &format!("q=team&limit=2&cursor={cursor}"));
+    assert_eq!((second.len(), &body["next_cursor"]), (1, &Value::Null), "{body}");
+    // Filtered to what the caller may see; outside its scopes, nothing.
+    let api_only = token(&srv, &["secrets:read_metadata:team/api/*"]);
+    assert_eq!(search(&api_only, "q=postgres").1, Vec::<String>::new());
+    assert_eq!(search(&api_only, "q=team").1, vec!["team/api/openai", "team/api/stripe"]);
+    let nothing = token(&srv, &["secrets:read_metadata:elsewhere/**"]);
+    let (status, paths, body) = search(&nothing, "q=team");
+    assert_eq!((status, paths.len(), body["total"].as_i64()), (200, 0, Some(0)), "{body}");
+    // Unknown and bad parameters are 400.
+    for bad in ["q=a&owner=me", "limit=0", "limit=101", "cursor=garbage"] {
+        let (status, _, body) = search(&admin, bad);
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")), "{bad}: {body}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Bulk
+// ---------------------------------------------------------------------------------------
+
+fn bulk(srv: &Server, key: &str, body: &Value) -> (u16, Value) {
+    let (status, _, resp) = curl_as(key, &["-X", "POST", &srv.url("/v1/secrets/bulk"), "-d", &body.to_string()]);
+    (status, resp)
+}
+
+fn bulk_applies_each_operation_under_its_own_scope_atomically_or_not(backend: Backend) {
+    let srv = Server::start(backend);
+    srv.create("bulk/a", &secret_value("a1"));
+    srv.create("bulk/b", &secret_value("b1"));
+    let admin = srv.admin_key.clone();
+    let ops = json!([
+        {"op": "set", "path": "bulk/a", "value": secret_value("a2")},
+        {"op": "set", "path": "bulk/new", "value": secret_value("n1"), "tags": {"k": "v"}},
+        {"op": "rotate", "path": "bulk/b", "new_value": secret_value("b2"), "grace_period_seconds": 60},
+        {"op": "destroy", "path": "bulk/a", "versions": [1]},
+        {"op": "delete", "path": "bulk/b"},
+        {"op": "undelete", "path": "bulk/b"},
+    ]);
+    let (status, body) = bulk(&srv, &admin, &json!({"atomic": true, "operations": ops}));
+    assert_eq!((status, body["applied"].as_bool()), (200, Some(true)), "{body}");
+    let statuses: Vec<i64> =
+        body["results"].as_array().unwrap().iter().map(|r| r["status"].as_i64().unwrap()).collect();
+    assert_eq!(statuses, vec![200, 201, 200, 200, 200, 200], "{body}");
+    assert_eq!(read(&srv, "bulk/a").1["value"], secret_value("a2").as_str());
+    assert_eq!(read(&srv, "bulk/new").1["value"], secret_value("n1").as_str());
+    assert_eq!(read(&srv, "bulk/b").1["value"], secret_value("b2").as_str());
+    assert_eq!(srv.admin("GET", "/v1/secrets/bulk%2Fa?version=1", None).0, 404, "destroyed");
+    assert_eq!(audited(&srv, "secret.create", "bulk/new").len(), 1);
+
+    // Atomic with one failing operation: nothing changes, no record for the others.
+    let updates_before = audited(&srv, "secret.update", "bulk/a").len();
+    let ops = json!([
+        {"op": "set", "path": "bulk/a", "value": secret_value("a3")},
+        {"op": "set", "path": "bulk/other", "value": secret_value("o1")},
+        {"op": "destroy", "path": "bulk/b", "versions": [99]},
+    ]);
+    let (status, body) = bulk(&srv, &admin, &json!({"atomic": true, "operations": ops}));
+    assert_eq!((status, body["applied"].as_bool()), (200, Some(false)), "{body}");
+    let r = body["results"].as_array().unwrap();
+    assert_eq!(
+        (r[0]["status"].as_i64(), r[1]["status"].as_i64(), r[2]["status"].as_i64()),
+        (Some(424), Some(424), Some(422))
+    );
+    assert_eq!(r[2]["error"]["code"], "validation_error");
+    assert_eq!(read(&srv, "bulk/a").1["value"], secret_value("a2").as_str(), "rolled back");
+    assert_eq!(read(&srv, "bulk/other").0, 404, "rolled back");
+    assert_eq!(audited(&srv, "secret.update", "bulk/a").len(), updates_before, "no record of the rolled-back set");
+    assert!(audited(&srv, "secret.create", "bulk/other").is_empty());
+
+    // Each operation is checked against its own scope.
+    let limited = token(&srv, &["secrets:write:bulk/a", "secrets:read:bulk/**"]);
+    let ops = json!([
+        {"op": "set", "path": "bulk/a", "value": secret_value("a4")},
+        {"op": "set", "path": "bulk/b", "value": secret_value("b3")},
+        {"op": "delete", "path": "bulk/a"},
+    ]);
+    let (status, body) = bulk(&srv, &limited, &json!({"atomic": true, "operations": ops.clone()}));
+    assert_eq!((status, body["applied"].as_bool()), (200, Some(false)), "{body}");
+    assert_eq!(body["results"][1]["status"], 403);
+    assert_eq!(read(&srv, "bulk/a").1["value"], secret_value("a2").as_str(), "atomic: nothing changed");
+    // Best effort: the allowed one is applied, the others say why not.
+    let (status, body) = bulk(&srv, &limited, &json!({"operations": ops}));
+    assert_eq!((status, body["applied"].as_bool()), (200, Some(true)), "{body}");
+    let r = body["results"].as_array().unwrap();
+    assert_eq!((r[0]["status"].as_i64(), r[0]["version"].as_i64()), (Some(200), Some(3)), "{body}");
+    assert_eq!((r[1]["status"].as_i64(), r[1]["error"]["code"].as_str()), (Some(403), Some("permission_denied")));
+    assert_eq!(r[2]["status"], 403);
+    assert_eq!(read(&srv, "bulk/a").1["value"], secret_value("a4").as_str());
+    assert_eq!(read(&srv, "bulk/b").1["value"], secret_value("b2").as_str());
+    // Best effort with a store failure in the middle.
+    let ops = json!([
+        {"op": "set", "path": "bulk/a", "value": secret_value("a5"), "cas": 1},
+        {"op": "set", "path": "bulk/a", "value": secret_value("a5")},
+    ]);
+    let (_, body) = bulk(&srv, &admin, &json!({"operations": ops}));
+    let r = body["results"].as_array().unwrap();
+    assert_eq!((r[0]["status"].as_i64(), r[1]["status"].as_i64()), (Some(409), Some(200)), "{body}");
+
+    // Shape: at most 100 operations, at least one, known ops only.
+    let many: Vec<Value> = (0..101).map(|i| json!({"op": "delete", "path": format!("bulk/x{i}")})).collect();
+    let (status, body) = bulk(&srv, &admin, &json!({"operations": many}));
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("validation_error")), "{body}");
+    assert_eq!(bulk(&srv, &admin, &json!({"operations": []})).0, 422);
+    assert_eq!(bulk(&srv, &admin, &json!({"operations": [{"op": "steal", "path": "bulk/a"}]})).0, 422);
+    let (status, body) = bulk(&srv, &admin, &json!({"operations": [{"op": "set", "path": "bulk/a", "value": 7}]}));
+    assert_eq!(status, 422, "{body}");
+    assert!(!srv.log().contains(&secret_value("a4")), "no value in the log");
 }
 
 both_backends!(
@@ -346,4 +497,6 @@ both_backends!(
     a_secret_records_its_creator_and_owner_defaults_to_the_writer,
     undelete_and_destroy_take_versions_and_refuse_unknown_ones,
     copy_reencrypts_and_move_keeps_the_history,
+    search_finds_by_path_description_tags_and_owner_within_the_callers_scopes,
+    bulk_applies_each_operation_under_its_own_scope_atomically_or_not,
 );

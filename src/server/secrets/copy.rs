@@ -44,21 +44,23 @@ pub async fn copy(
     let source = state.store.secret_for_read(tenant, b.from.as_str(), None).await?;
     let readable = source.filter(|(m, row)| {
         m.deleted_at.is_none()
-            && !m.expires_at.is_some_and(|t| t <= now)
-            && !m.not_before.is_some_and(|t| t > now)
+            && m.expires_at.is_none_or(|t| t > now)
+            && m.not_before.is_none_or(|t| t <= now)
             && row.as_ref().is_some_and(|r| r.sealed.is_some())
     });
     let Some((src, row)) = readable else {
         audit_failure(&state, &caller, caller.draft(kind::SECRET_COPY, Some(b.from.as_str())), ErrorCode::NotFound)
             .await?;
-        return Err(ApiError::not_found(format!("secret '{}' is not readable (absent, deleted or not valid now)", b.from)));
+        return Err(ApiError::not_found(format!(
+            "secret '{}' is not readable (absent, deleted or not valid now)",
+            b.from
+        )));
     };
     let sealed = row.and_then(|r| r.sealed).expect("checked readable");
     let from_version = src.current_version;
     let binding = Binding { tenant, path: b.from.as_str(), version: from_version };
     let plaintext = state.keys.open(&binding, &sealed).map_err(|e| ApiError::internal(&e))?;
-    let structured =
-        state.store.structured_versions(&src.id).await?.iter().any(|(v, s)| *v == from_version && *s);
+    let structured = state.store.structured_versions(&src.id).await?.iter().any(|(v, s)| *v == from_version && *s);
     let mut created = SecretMeta {
         id: new_id("sec"),
         path: b.to.to_string(),
@@ -86,7 +88,7 @@ pub async fn copy(
     let mut audit = caller.draft(kind::SECRET_COPY, Some(to));
     audit.detail = json!({ "from": b.from.as_str(), "from_version": from_version });
     let cas = if b.overwrite { None } else { Some(0) };
-    let op = SecretOp::Set { cas, seal, meta: change, create: Some(created), structured };
+    let op = SecretOp::Set { cas, seal, meta: change, create: Some(Box::new(created)), structured };
     match one_op(&state, tenant, OpRequest { path: to.to_owned(), op, audit }).await {
         Ok(done) => {
             let version = done.meta.current_version;

@@ -2,8 +2,8 @@
 //! and destroy (wiping chosen versions for good).
 
 use axum::Json;
-use axum::extract::State;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -81,11 +81,8 @@ pub async fn undelete(
     body: Bytes,
 ) -> ApiResult<Json<SecretMetadata>> {
     authorize(&state, &caller, SecretAction::Undelete, &path, kind::SECRET_UNDELETE).await?;
-    let versions = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        parse_json::<UndeleteSecret>(&body)?.versions
-    };
+    let versions =
+        if body.iter().all(u8::is_ascii_whitespace) { None } else { parse_json::<UndeleteSecret>(&body)?.versions };
     if let Some(versions) = &versions {
         check_versions(versions)?;
     }

@@ -9,9 +9,11 @@
 //! check, the audit of a failed attempt, and the metadata view; it re-exports the
 //! handlers so the router names them `secrets::create` and so on.
 
+mod bulk;
 mod copy;
 mod lifecycle;
 mod read;
+mod search;
 mod upsert;
 mod write;
 
@@ -26,9 +28,11 @@ use crate::domain::time::to_rfc3339;
 use crate::domain::{SecretAction, SecretPath};
 use crate::store::{SecretMeta, StoreError};
 
+pub use self::bulk::bulk;
 pub use self::copy::{copy, r#move};
 pub use self::lifecycle::{delete, destroy, undelete};
 pub use self::read::{list, read, versions};
+pub use self::search::search;
 pub use self::write::{create, patch, rotate, update};
 
 /// Metadata as the API shows it (never with a value).
@@ -46,10 +50,7 @@ fn metadata(m: &SecretMeta) -> SecretMetadata {
         accessed_at: m.accessed_at.map(to_rfc3339),
         expires_at: m.expires_at.map(to_rfc3339),
         not_before: m.not_before.map(to_rfc3339),
-        created_by: m
-            .created_by_id
-            .clone()
-            .map(|id| CreatedBy { id, description: m.created_by_description.clone() }),
+        created_by: m.created_by_id.clone().map(|id| CreatedBy { id, description: m.created_by_description.clone() }),
     }
 }
 

@@ -38,7 +38,9 @@ impl Precondition {
             None => None,
             Some(0) => Some(Precondition::Absent),
             Some(n) if n > 0 => Some(Precondition::Version(n)),
-            Some(n) => return Err(ApiError::validation(format!("cas must be 0 (must not exist) or a version, not {n}"))),
+            Some(n) => {
+                return Err(ApiError::validation(format!("cas must be 0 (must not exist) or a version, not {n}")));
+            }
         };
         let from_none_match = match header(IF_NONE_MATCH)? {
             None => None,

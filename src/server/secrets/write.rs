@@ -26,7 +26,7 @@ use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{JsonBody, PathParam};
 use crate::store::{MetaChange, NewVersion, SecretMeta, StoreError};
 
-fn check_value(value: &SecretValue, field: &str) -> ApiResult<()> {
+pub(super) fn check_value(value: &SecretValue, field: &str) -> ApiResult<()> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(ApiError::validation(format!(
             "'{field}' is {} bytes; the limit is {MAX_VALUE_BYTES} bytes",
@@ -53,7 +53,7 @@ fn check_hosts(hosts: &[String]) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
+pub(super) fn check_tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
     for (k, v) in tags {
         if k.is_empty() || k.len() > 128 || v.len() > 512 || k.contains(['=', ':']) {
             return Err(ApiError::validation(format!(

@@ -47,8 +47,8 @@ use write_lock::{Head, WriteGuard, WriteLock};
 use super::engine::Engine;
 use super::{
     Approval, AuditFilter, AuditHead, AuditVerdict, Credential, CredentialKind, Filed, ListFilter, MetaChange,
-    NewVersion, OpDone, OpRequest, ProviderConfig, ProviderConfigChange, ResealFn, Result, SecretMeta, Store, StoreError, Tenant, VersionRow,
-    WrappedVersion,
+    NewVersion, OpDone, OpRequest, ProviderConfig, ProviderConfigChange, ResealFn, Result, SecretMeta, Store,
+    StoreError, Tenant, VersionRow, WrappedVersion,
 };
 use crate::crypto::Sealed;
 use crate::domain::audit::{AuditDraft, AuditRecord};

@@ -8,7 +8,7 @@ use super::rows::{SECRET_COLUMNS, to_json, version_from_row, write_tags};
 use super::secrets::{meta_in, update_meta};
 use super::{SqlStore, Tx};
 use crate::crypto::Sealed;
-use crate::domain::audit::AuditDraft;
+use crate::domain::audit::{AuditDraft, kind};
 use crate::domain::time::now_ms;
 use crate::store::engine::Engine;
 use crate::store::{OpDone, OpRequest, ResealFn, Result, SecretMeta, SecretOp, StoreError, VersionRow};
@@ -71,6 +71,9 @@ fn recorded(mut audit: AuditDraft, done: &OpDone) -> AuditDraft {
         audit.detail["previous_version"] = previous.into();
     } else if done.created {
         audit.detail["version"] = 1.into();
+        if audit.kind == kind::SECRET_UPDATE {
+            audit.kind = kind::SECRET_CREATE;
+        }
     }
     audit
 }
@@ -89,7 +92,7 @@ async fn apply_one(tx: &mut Tx, engine: Engine, tenant: &str, req: &OpRequest<'_
                 insert_secret(tx, engine, tenant, new).await?;
                 insert_version(tx, &new.id, 1, &sealed, new.created_at, *structured).await?;
                 write_tags(tx, &new.id, &new.tags).await?;
-                return Ok(OpDone { meta: new.clone(), previous_version: None, created: true });
+                return Ok(OpDone { meta: (**new).clone(), previous_version: None, created: true });
             };
             if meta.deleted_at.is_some() {
                 return Err(StoreError::Conflict(format!(
