@@ -117,7 +117,7 @@ pub struct VersionInfo {
 #[serde(deny_unknown_fields)]
 pub struct CreateSecret {
     pub path: SecretPath,
-    #[serde(serialize_with = "serialize_exposed")]
+    #[serde(serialize_with = "serialize_exposed", deserialize_with = "text_or_object")]
     pub value: SecretValue,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<Tier>,
@@ -151,7 +151,7 @@ pub struct SecretCreated {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecret {
-    #[serde(serialize_with = "serialize_exposed")]
+    #[serde(serialize_with = "serialize_exposed", deserialize_with = "text_or_object")]
     pub value: SecretValue,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cas: Option<i64>,
@@ -195,6 +195,31 @@ pub struct PatchSecret {
     pub not_before: Option<Option<String>>,
 }
 
+/// A value to write: a string, or a JSON object of fields (a structured value), kept as its
+/// canonical JSON text (keys sorted, no spaces), which `?field=` and the proxy's
+/// `{{secret:PATH#field}}` read a field of.
+fn text_or_object<'de, D: Deserializer<'de>>(d: D) -> Result<SecretValue, D::Error> {
+    struct TextOrObject;
+    impl<'de> serde::de::Visitor<'de> for TextOrObject {
+        type Value = SecretValue;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string, or a JSON object of fields")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretValue, E> {
+            Ok(SecretValue::new(v.to_owned()))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SecretValue, E> {
+            Ok(SecretValue::new(v))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SecretValue, A::Error> {
+            let object = serde_json::Map::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            let text = serde_json::to_string(&object).map_err(serde::de::Error::custom)?;
+            Ok(SecretValue::new(text))
+        }
+    }
+    d.deserialize_any(TextOrObject)
+}
+
 /// Tells an explicit `null` (clear the field) from an absent field (leave it).
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
@@ -205,7 +230,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
-    #[serde(serialize_with = "serialize_exposed")]
+    #[serde(serialize_with = "serialize_exposed", deserialize_with = "text_or_object")]
     pub new_value: SecretValue,
     #[serde(default)]
     pub grace_period_seconds: u32,
@@ -272,7 +297,7 @@ pub enum BulkOperation {
     /// Create or replace (as `PUT`; `cas: 0` = create only).
     Set {
         path: SecretPath,
-        #[serde(serialize_with = "serialize_exposed")]
+        #[serde(serialize_with = "serialize_exposed", deserialize_with = "text_or_object")]
         value: SecretValue,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cas: Option<i64>,
@@ -297,7 +322,7 @@ pub enum BulkOperation {
     },
     Rotate {
         path: SecretPath,
-        #[serde(serialize_with = "serialize_exposed")]
+        #[serde(serialize_with = "serialize_exposed", deserialize_with = "text_or_object")]
         new_value: SecretValue,
         #[serde(default)]
         grace_period_seconds: u32,

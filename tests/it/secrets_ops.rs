@@ -491,6 +491,56 @@ fn bulk_applies_each_operation_under_its_own_scope_atomically_or_not(backend: Ba
     assert!(!srv.log().contains(&secret_value("a4")), "no value in the log");
 }
 
+// ---------------------------------------------------------------------------------------
+// 8. Structured values
+// ---------------------------------------------------------------------------------------
+
+fn a_structured_value_is_stored_as_canonical_json_and_read_by_field(backend: Backend) {
+    let sc = crate::sidecar::Sidecar::start_on(backend);
+    let srv = &sc.server;
+    let (user, pass) = (secret_value("user"), secret_value("pass"));
+    // An object value, and the same object sent as text: both are JSON objects to `#field`.
+    let body = json!({"path": "production/multi/obj", "value": {"user": user, "pass": pass, "n": 1}});
+    assert_eq!(srv.admin("POST", "/v1/secrets", Some(&body.to_string())).0, 201);
+    let text = json!({"user": user, "pass": pass}).to_string();
+    let body = json!({"path": "production/multi/text", "value": text});
+    assert_eq!(srv.admin("POST", "/v1/secrets", Some(&body.to_string())).0, 201);
+    let (status, whole) = read(srv, "production/multi/obj");
+    let canonical = format!(r#"{{"n":1,"pass":"{pass}","user":"{user}"}}"#);
+    assert_eq!((status, whole["value"].as_str()), (200, Some(canonical.as_str())), "keys sorted, no spaces");
+    for path in ["production/multi/obj", "production/multi/text"] {
+        let (status, one) = srv.admin("GET", &format!("/v1/secrets/{}?field=user", enc(path)), None);
+        assert_eq!((status, one["value"].as_str()), (200, Some(user.as_str())), "{path}: {one}");
+        let resp = srv.admin("GET", &format!("/v1/secrets/{}?field=nope", enc(path)), None);
+        assert_error(&resp, 404, "not_found");
+        assert!(!resp.1.to_string().contains(&pass), "an error never quotes the value");
+    }
+    // PUT takes objects too; a field of a plain value is 422; other JSON types are 422.
+    let item = format!("/v1/secrets/{}", enc("production/multi/obj"));
+    assert_eq!(srv.admin("PUT", &item, Some(&json!({"value": {"user": "u2"}}).to_string())).0, 200);
+    assert_eq!(srv.admin("GET", &format!("{item}?field=user"), None).1["value"], "u2");
+    let put = json!({"value": {"user": user, "pass": pass}}).to_string();
+    assert_eq!(srv.admin("PUT", &item, Some(&put)).0, 200);
+    let resp = srv.admin("GET", &format!("/v1/secrets/{}?field=user", enc(crate::sidecar::OPENAI_KEY_PATH)), None);
+    assert_error(&resp, 422, "validation_error");
+    for bad in [json!([1, 2]), json!(7), json!(true)] {
+        let body = json!({"path": "production/multi/bad", "value": bad}).to_string();
+        assert_error(&srv.admin("POST", "/v1/secrets", Some(&body)), 422, "validation_error");
+    }
+    // The proxy's `#field` placeholders work on both forms.
+    for path in ["production/multi/obj", "production/multi/text"] {
+        let header = format!("Authorization: Bearer {{{{secret:{path}#user}}}}");
+        let (status, out) = sc.curl(&["-H", &header, "https://api.openai.com/v1/field"]);
+        assert_eq!(status, 200, "{path}: {out}");
+    }
+    let got = sc.requests_to("api.openai.com");
+    assert_eq!(got.len(), 2);
+    for r in &got {
+        let auth = r.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.clone()).unwrap_or_default();
+        assert_eq!(auth, format!("Bearer {user}"), "the field, not the object");
+    }
+}
+
 both_backends!(
     put_creates_or_replaces_under_its_preconditions,
     the_validity_window_can_be_set_changed_and_cleared_after_create,
@@ -499,4 +549,5 @@ both_backends!(
     copy_reencrypts_and_move_keeps_the_history,
     search_finds_by_path_description_tags_and_owner_within_the_callers_scopes,
     bulk_applies_each_operation_under_its_own_scope_atomically_or_not,
+    a_structured_value_is_stored_as_canonical_json_and_read_by_field,
 );

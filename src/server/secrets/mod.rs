@@ -14,6 +14,7 @@ mod copy;
 mod lifecycle;
 mod read;
 mod search;
+mod structured;
 mod upsert;
 mod write;
 

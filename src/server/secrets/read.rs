@@ -25,6 +25,8 @@ use crate::store::{ListFilter, SecretMeta, VersionRow};
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     version: Option<i64>,
+    /// One string field of a structured (JSON object) value.
+    field: Option<String>,
 }
 
 /// Why a secret or version cannot be read now, if it cannot.
@@ -74,9 +76,15 @@ pub async fn read(
     let sealed = row.and_then(|r| r.sealed).expect("checked readable");
     let binding = Binding { tenant: caller.tenant(), path: path.as_str(), version };
     let plaintext = state.keys.open(&binding, &sealed).map_err(|e| ApiError::internal(&e))?;
-    let value = SecretValue::from_bytes(plaintext.to_vec()).map_err(|e| ApiError::internal(&e))?;
+    let mut value = SecretValue::from_bytes(plaintext.to_vec()).map_err(|e| ApiError::internal(&e))?;
+    if let Some(name) = &q.field {
+        value = super::structured::field_of(&value, path.as_str(), name)?;
+    }
     let mut audit = caller.draft(kind::SECRET_READ, Some(path.as_str()));
     audit.detail = json!({ "version": version });
+    if let Some(name) = &q.field {
+        audit.detail["field"] = json!(name);
+    }
     // `accessed_at` is kept to the minute, so that a secret read over and over does not
     // rewrite its row with every read (the audit trail has each one).
     let stale = meta.accessed_at.is_none_or(|at| now - at >= ACCESSED_AT_PRECISION_MS);
