@@ -42,6 +42,15 @@ pub struct SecretMetadata {
     /// When an external secret was last read through its provider (kept to the minute, as
     /// `accessed_at` is); `null` for a managed secret.
     pub last_resolved_at: Option<String>,
+    /// The credential that created the secret; `null` for secrets made before it was kept.
+    pub created_by: Option<CreatedBy>,
+}
+
+/// Who created a secret: the credential's id and description (a key's name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedBy {
+    pub id: String,
+    pub description: Option<String>,
 }
 
 /// How a secret's value is held.
@@ -124,6 +133,7 @@ pub struct SecretRead {
     /// When an external secret was last read through its provider (kept to the minute, as
     /// `accessed_at` is); `null` for a managed secret.
     pub last_resolved_at: Option<String>,
+    pub created_by: Option<CreatedBy>,
     #[serde(serialize_with = "serialize_exposed")]
     pub value: SecretValue,
 }
@@ -151,6 +161,7 @@ impl SecretRead {
             provider_version_ref: m.provider_version_ref,
             last_rotated_at: m.last_rotated_at,
             last_resolved_at: m.last_resolved_at,
+            created_by: m.created_by,
             value,
         }
     }
@@ -195,7 +206,12 @@ pub struct VersionInfo {
 #[serde(deny_unknown_fields)]
 pub struct CreateSecret {
     pub path: SecretPath,
-    #[serde(default, serialize_with = "serialize_exposed_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        serialize_with = "serialize_exposed_opt",
+        deserialize_with = "text_or_object_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub value: Option<SecretValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_mode: Option<ManagedMode>,
@@ -233,13 +249,20 @@ pub struct SecretCreated {
     pub created_at: String,
 }
 
-/// `PUT /v1/secrets/{path}`: a new version (`cas`: only if the current one is that). A
-/// managed secret takes a `value`; an external one a new `external_ref` and/or
-/// `provider_version_ref` (what is not given is kept).
+/// `PUT /v1/secrets/{path}`: a new version, or the secret's first when the path has none
+/// (create or replace). A managed secret takes a `value`; an external one a new `external_ref`
+/// and/or `provider_version_ref` (what is not given is kept). `cas: N` (or `If-Match: "N"`): only if the current version is N;
+/// `cas: 0` (or `If-None-Match: *`): only if there is no secret at the path. For
+/// `expires_at` and `not_before`, an absent field leaves it and `null` clears it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecret {
-    #[serde(default, serialize_with = "serialize_exposed_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        serialize_with = "serialize_exposed_opt",
+        deserialize_with = "text_or_object_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub value: Option<SecretValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_ref: Option<String>,
@@ -256,6 +279,10 @@ pub struct UpdateSecret {
     /// An empty value is refused (422) unless this is `true`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_empty: bool,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,8 +292,8 @@ pub struct SecretUpdated {
     pub updated_at: String,
 }
 
-/// `PATCH /v1/secrets/{path}`: metadata only. For `description` and `owner`, an absent
-/// field leaves it and `null` clears it (`Some(None)`).
+/// `PATCH /v1/secrets/{path}`: metadata only. For `description`, `owner`, `expires_at` and
+/// `not_before`, an absent field leaves it and `null` clears it (`Some(None)`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchSecret {
@@ -283,6 +310,39 @@ pub struct PatchSecret {
     /// `active`, `disabled` or `archived`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<SecretStatus>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Option<String>>,
+}
+
+/// A value to write: a string, or a JSON object of fields (a structured value), kept as its
+/// canonical JSON text (keys sorted, no spaces), which `?field=` and the proxy's
+/// `{{secret:PATH#field}}` read a field of.
+fn text_or_object_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretValue>, D::Error> {
+    text_or_object(d).map(Some)
+}
+
+fn text_or_object<'de, D: Deserializer<'de>>(d: D) -> Result<SecretValue, D::Error> {
+    struct TextOrObject;
+    impl<'de> serde::de::Visitor<'de> for TextOrObject {
+        type Value = SecretValue;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string, or a JSON object of fields")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretValue, E> {
+            Ok(SecretValue::new(v.to_owned()))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SecretValue, E> {
+            Ok(SecretValue::new(v))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SecretValue, A::Error> {
+            let object = serde_json::Map::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            let text = serde_json::to_string(&object).map_err(serde::de::Error::custom)?;
+            Ok(SecretValue::new(text))
+        }
+    }
+    d.deserialize_any(TextOrObject)
 }
 
 /// Tells an explicit `null` (clear the field) from an absent field (leave it).
@@ -295,7 +355,12 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
-    #[serde(default, serialize_with = "serialize_exposed_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        serialize_with = "serialize_exposed_opt",
+        deserialize_with = "text_or_object_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub new_value: Option<SecretValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_ref: Option<String>,
@@ -403,4 +468,111 @@ pub struct RemoteImported {
 #[serde(deny_unknown_fields)]
 pub struct DestroyVersions {
     pub versions: Vec<i64>,
+}
+
+/// `POST /v1/secrets/{path}/undelete`: the optional body; `versions` also makes those
+/// versions readable again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UndeleteSecret {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Vec<i64>>,
+}
+
+/// `POST /v1/secrets/copy` and `POST /v1/secrets/move`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopySecret {
+    pub from: SecretPath,
+    pub to: SecretPath,
+    /// Replace a secret at `to` (copy: a new version of it; move: it is purged first).
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// The answer of a copy: 201 when `to` was made, 200 when a new version was written there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretCopied {
+    pub from: String,
+    pub from_version: i64,
+    pub to: String,
+    pub version: i64,
+}
+
+/// `POST /v1/secrets/bulk`: at most 100 operations, applied in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    /// One transaction, all or nothing; otherwise each operation on its own.
+    #[serde(default)]
+    pub atomic: bool,
+    pub operations: Vec<BulkOperation>,
+}
+
+/// One operation of a bulk request, by `op`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BulkOperation {
+    /// Create or replace (as `PUT`; `cas: 0` = create only).
+    Set {
+        path: SecretPath,
+        #[serde(serialize_with = "serialize_exposed", deserialize_with = "text_or_object")]
+        value: SecretValue,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cas: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tier: Option<Tier>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tags: Option<BTreeMap<String, String>>,
+    },
+    Delete {
+        path: SecretPath,
+    },
+    Undelete {
+        path: SecretPath,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        versions: Option<Vec<i64>>,
+    },
+    Destroy {
+        path: SecretPath,
+        versions: Vec<i64>,
+    },
+    Rotate {
+        path: SecretPath,
+        #[serde(serialize_with = "serialize_exposed", deserialize_with = "text_or_object")]
+        new_value: SecretValue,
+        #[serde(default)]
+        grace_period_seconds: u32,
+    },
+}
+
+/// The answer of a bulk request (200 whenever the request was well-formed): whether its
+/// changes were kept (`applied`: atomic, all of them; otherwise, any) and each operation's
+/// outcome, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkResult {
+    pub atomic: bool,
+    pub applied: bool,
+    pub results: Vec<BulkOpResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkOpResult {
+    pub index: usize,
+    pub op: String,
+    pub path: String,
+    /// The status the operation would have had on its own endpoint; 424 for an operation of
+    /// an atomic request that failed elsewhere (nothing of it was kept).
+    pub status: u16,
+    /// The secret's version after the operation, when it was applied.
+    pub version: Option<i64>,
+    pub error: Option<BulkOpError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkOpError {
+    pub code: String,
+    pub message: String,
 }

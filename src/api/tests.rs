@@ -35,6 +35,7 @@ fn meta() -> Value {
         "updated_at": "2026-01-15T10:31:00Z", "accessed_at": null, "expires_at": null, "not_before": null,
         "managed_mode": "airlock_managed", "status": "active", "provider": null, "provider_config_id": null,
         "external_ref": null, "provider_version_ref": null, "last_rotated_at": null, "last_resolved_at": null,
+        "created_by": {"id": "ak_1", "description": "deploy"},
     })
 }
 

@@ -341,6 +341,8 @@ fn update_request(args: &PutArgs, value: &str) -> anyhow::Result<UpdateSecret> {
         description,
         tags,
         allow_empty: args.allow_empty,
+        expires_at: None,
+        not_before: None,
     })
 }
 

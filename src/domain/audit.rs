@@ -23,6 +23,9 @@ pub mod kind {
     pub const SECRET_DELETE: &str = "secret.delete";
     pub const SECRET_UNDELETE: &str = "secret.undelete";
     pub const SECRET_DESTROY: &str = "secret.destroy";
+    pub const SECRET_COPY: &str = "secret.copy";
+    pub const SECRET_MOVE: &str = "secret.move";
+    pub const SECRET_SEARCH: &str = "secret.search";
     pub const KEY_CREATE: &str = "key.create";
     pub const KEY_REVOKE: &str = "key.revoke";
     pub const TENANT_CREATE: &str = "tenant.create";

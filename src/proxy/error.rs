@@ -155,15 +155,23 @@ pub struct ProxyError {
     pub retry_after: Option<u64>,
     /// What caused it (an I/O or TLS error, say), shown in the logs and never on the wire.
     pub source: Option<BoxError>,
+    /// The secret path the refusal concerns (a placeholder not granted, for the wrong host or
+    /// place, or with an unsafe value), so the access event is recorded against it.
+    pub secret: Option<String>,
 }
 
 impl ProxyError {
     pub fn new(kind: ErrorCode, message: impl Into<String>) -> ProxyError {
-        ProxyError { kind, message: message.into(), retry_after: None, source: None }
+        ProxyError { kind, message: message.into(), retry_after: None, source: None, secret: None }
     }
     /// Keeps `source` as the cause, for the logs.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> ProxyError {
         self.source = Some(source.into());
+        self
+    }
+    /// Names the secret path the refusal concerns (never its value).
+    pub fn with_secret(mut self, path: impl Into<String>) -> ProxyError {
+        self.secret = Some(path.into());
         self
     }
     /// Answers with `Retry-After: secs`.

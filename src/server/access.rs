@@ -123,7 +123,7 @@ pub async fn list(
         q.cursor.as_deref().map(|c| c.parse::<i64>().map_err(|_| ApiError::invalid("bad cursor"))).transpose()?;
     let filter = AuditFilter {
         path: Some(path.to_string()),
-        kind: Some(kind::ACCESS.into()),
+        kinds: vec![kind::ACCESS.into(), kind::ACCESS_REFUSED.into()],
         before_seq,
         limit,
         ..AuditFilter::default()

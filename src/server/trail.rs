@@ -59,6 +59,7 @@ pub async fn list(
         path: None,
         actor: q.actor,
         kind: q.kind,
+        kinds: Vec::new(),
         since_ms: parse_bound("since", &q.since)?,
         until_ms: parse_bound("until", &q.until)?,
         before_seq,

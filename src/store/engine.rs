@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_approvals.sql")),
     (3, include_str!("migrations/0003_providers.sql")),
     (4, include_str!("migrations/0004_external_secrets.sql")),
+    (5, include_str!("migrations/0005_secret_ops.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

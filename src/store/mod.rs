@@ -6,6 +6,7 @@
 
 mod engine;
 mod provider_configs;
+mod secret_ops;
 mod sql;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use crate::domain::audit::{AuditDraft, AuditRecord, BrokenLink};
 
 pub use engine::Engine;
 pub use provider_configs::{ProviderConfig, ProviderConfigChange};
+pub use secret_ops::{OpDone, OpRequest, OwnedSealFn, ResealFn, SecretOp};
 pub use sql::{SqlStore, redact_url};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the audit writer is not running")]
     AuditClosed,
+    /// A request the data refutes (a version that does not exist): 422.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -121,6 +126,10 @@ pub struct SecretMeta {
     /// When the latest version was written by an update or a rotation (None: never since
     /// the create).
     pub last_rotated_at: Option<i64>,
+    /// The credential that created the secret (its id and description); kept through
+    /// owner changes, moves and undeletes.
+    pub created_by_id: Option<String>,
+    pub created_by_description: Option<String>,
 }
 
 /// The values `SecretMeta::managed_mode` and `SecretMeta::status` take.
@@ -161,6 +170,9 @@ pub struct MetaChange {
     pub allowed_hosts: Option<Vec<String>>,
     pub owner: Option<Option<String>>,
     pub status: Option<String>,
+    /// The validity window: `Some(None)` clears it.
+    pub expires_at: Option<Option<i64>>,
+    pub not_before: Option<Option<i64>>,
 }
 
 /// Seals a value for the version number the store assigns.
@@ -202,6 +214,8 @@ pub struct AuditFilter {
     pub path: Option<String>,
     pub actor: Option<String>,
     pub kind: Option<String>,
+    /// Any of these kinds (none: any kind); with `kind`, both apply.
+    pub kinds: Vec<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     /// Newest first: only records with seq below this.
@@ -371,6 +385,30 @@ pub trait Store: Send + Sync {
     async fn purge_secret(&self, tenant: &str, path: &str, audit: AuditDraft) -> Result<()>;
     /// Removes the ciphertext of these versions; returns how many were destroyed.
     async fn destroy_versions(&self, tenant: &str, path: &str, versions: &[i64], audit: AuditDraft) -> Result<u64>;
+    /// Applies operations in order, each with its audit record: `atomic`, in one transaction
+    /// that the first failure rolls back whole (then no record is written); otherwise each
+    /// in its own. Per operation: its outcome, or `None` when it was never tried (after an
+    /// atomic batch failed). The flag says whether the changes were kept.
+    async fn apply_ops(
+        &self,
+        tenant: &str,
+        ops: Vec<OpRequest<'_>>,
+        atomic: bool,
+    ) -> Result<(Vec<Option<Result<OpDone>>>, bool)>;
+    /// Moves the secret at `from`, with every version (re-sealed under the new path by
+    /// `reseal`), to `to`; `overwrite` first purges a secret at `to`. One transaction with
+    /// `audit`.
+    async fn move_secret(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+        overwrite: bool,
+        reseal: &ResealFn<'_>,
+        audit: Vec<AuditDraft>,
+    ) -> Result<SecretMeta>;
+    /// Whether each version is flagged as a structured (JSON object) value.
+    async fn structured_versions(&self, secret_id: &str) -> Result<Vec<(i64, bool)>>;
     /// (tenant, path) of secrets soft-deleted before `cutoff`, for the retention sweep.
     async fn deleted_before(&self, cutoff: i64) -> Result<Vec<(String, String)>>;
 

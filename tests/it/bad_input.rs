@@ -72,7 +72,8 @@ fn each_bad_request_gets_its_code_and_writes_nothing(backend: Backend) {
             422,
             "validation_error",
         ),
-        ("PUT", "/v1/secrets/nope%2Fmissing".into(), Some(format!(r#"{{"value":"{v}"}}"#)), 404, "not_found"),
+        // A PUT creates a missing secret unless its cas names a version it must have.
+        ("PUT", "/v1/secrets/nope%2Fmissing".into(), Some(format!(r#"{{"value":"{v}","cas":1}}"#)), 404, "not_found"),
         (
             "POST",
             "/v1/secrets/keep%2Fme/rotate".into(),

@@ -288,7 +288,12 @@ pub fn access_events(sc: &Sidecar) -> Vec<serde_json::Value> {
     page["events"].as_array().cloned().unwrap_or_default()
 }
 
-/// The uses the recorded events stand for (an event may fold identical uses: `count`).
+/// The uses the recorded events stand for (an event may fold identical uses: `count`);
+/// refusals, which are in the secret's trail too, are not uses.
 pub fn uses(events: &[serde_json::Value]) -> usize {
-    events.iter().map(|e| e["detail"]["count"].as_u64().expect("every access event has a count") as usize).sum()
+    events
+        .iter()
+        .filter(|e| e["detail"]["outcome"] == "injected")
+        .map(|e| e["detail"]["count"].as_u64().expect("every access event has a count") as usize)
+        .sum()
 }

@@ -279,12 +279,14 @@ fn central_error(e: Arc<CentralError>) -> ProxyError {
         CentralError::NotFound(path) => Refusal {
             code: ErrorCode::SecretNotGranted,
             message: format!("secret '{path}' is not available to this agent (missing, deleted or not granted)"),
+            secret: Some(path.to_string()),
         }
         .into(),
         // Disabled, archived, or not in its provider: the agent is told which.
         CentralError::Unavailable { path, reason, .. } => Refusal {
             code: ErrorCode::SecretNotGranted,
             message: format!("secret '{path}' is not available to this agent: it is {}", reason_words(reason)),
+            secret: Some(path.to_string()),
         }
         .into(),
         CentralError::Provider { path, .. } => ProxyError::new(
@@ -296,11 +298,13 @@ fn central_error(e: Arc<CentralError>) -> ProxyError {
         CentralError::AwaitingApproval(path) => ProxyError::new(
             ErrorCode::ApprovalPending,
             format!("the grant for '{path}' waits for an operator's approval"),
-        ),
+        )
+        .with_secret(path.as_str()),
         // Final for the cool-down: the agent is told why, and when the proxy asks again.
-        CentralError::ApprovalDenied { retry_in, .. } => {
+        CentralError::ApprovalDenied { path, retry_in, .. } => {
             let retry_after = retry_in.as_secs().max(1);
-            ProxyError::new(ErrorCode::ApprovalDenied, e.to_string()).with_retry_after(retry_after)
+            let path = path.clone();
+            ProxyError::new(ErrorCode::ApprovalDenied, e.to_string()).with_retry_after(retry_after).with_secret(path)
         }
         _ => ProxyError::central(e.to_string()).with_source(e),
     }

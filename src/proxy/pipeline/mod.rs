@@ -109,7 +109,8 @@ impl RequestRecord {
     ) {
         proxy.reporter.record(Use {
             agent: proxy.central.agent_name(),
-            path: used.map(|u| u.fetched.path.as_str()),
+            // A refusal that concerns a secret is recorded against its path.
+            path: used.map(|u| u.fetched.path.as_str()).or_else(|| error.and_then(|e| e.secret.as_deref())),
             version: used.map(|u| u.fetched.version),
             host,
             method: self.method.as_str(),

@@ -51,8 +51,13 @@ impl<'b> Rules<'_, 'b> {
         Ok(())
     }
 
-    /// The checks of one placeholder, in order; the value to write when all pass.
+    /// The checks of one placeholder, in order; the value to write when all pass. A refusal
+    /// names the placeholder's secret, so the access event is recorded against it.
     pub(super) fn check(&self, placeholder: &Placeholder, place: &Place) -> Result<Resolved<'b>, Refusal> {
+        self.check_one(placeholder, place).map_err(|r| r.about(placeholder.path().as_str()))
+    }
+
+    fn check_one(&self, placeholder: &Placeholder, place: &Place) -> Result<Resolved<'b>, Refusal> {
         let path = placeholder.path().as_str();
         let host = self.host;
         if *place == Place::Body {

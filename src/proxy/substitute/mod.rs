@@ -60,16 +60,30 @@ pub use write::Written;
 pub struct Refusal {
     pub code: ErrorCode,
     pub message: String,
+    /// The secret path the refusal concerns, when it concerns one placeholder's secret.
+    pub secret: Option<String>,
+}
+
+impl Refusal {
+    /// Names the secret the refusal concerns.
+    pub(crate) fn about(mut self, path: &str) -> Refusal {
+        self.secret = Some(path.to_owned());
+        self
+    }
 }
 
 impl From<Refusal> for ProxyError {
     fn from(r: Refusal) -> ProxyError {
-        ProxyError::new(r.code, r.message)
+        let e = ProxyError::new(r.code, r.message);
+        match r.secret {
+            Some(path) => e.with_secret(path),
+            None => e,
+        }
     }
 }
 
 fn refuse(code: ErrorCode, message: String) -> Refusal {
-    Refusal { code, message }
+    Refusal { code, message, secret: None }
 }
 
 fn malformed(place: &Place, error: PlaceholderError) -> Refusal {

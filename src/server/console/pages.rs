@@ -278,6 +278,7 @@ pub async fn audit(
         until_ms: bound("until", &q.until)?,
         before_seq,
         limit: PAGE_SIZE,
+        kinds: Vec::new(),
     };
     let events = state.store.list_audit(caller.tenant(), &filter).await.map_err(crate::server::ApiError::from)?;
     let next_cursor = (events.len() as i64 == PAGE_SIZE).then(|| events.last().map(|e| e.seq.to_string())).flatten();

@@ -11,10 +11,15 @@
 //! check, the audit of a failed attempt, and the metadata view; it re-exports the
 //! handlers so the router names them `secrets::create` and so on.
 
+mod bulk;
+mod copy;
 mod external;
 mod import;
 mod lifecycle;
 mod read;
+mod search;
+mod structured;
+mod upsert;
 mod write;
 
 use serde_json::json;
@@ -22,15 +27,18 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use crate::api::secrets::{ManagedMode, SecretMetadata, SecretStatus};
+use crate::api::secrets::{CreatedBy, ManagedMode, SecretMetadata, SecretStatus};
 use crate::domain::audit::AuditDraft;
 use crate::domain::time::to_rfc3339;
 use crate::domain::{SecretAction, SecretPath};
 use crate::store::{SecretMeta, StoreError};
 
+pub use self::bulk::bulk;
+pub use self::copy::{copy, r#move};
 pub use self::import::{remote_import, remote_import_preview};
 pub use self::lifecycle::{delete, destroy, undelete};
 pub use self::read::{list, read, versions};
+pub use self::search::search;
 pub use self::write::{create, patch, rotate, update};
 
 /// Metadata as the API shows it (never with a value).
@@ -56,6 +64,7 @@ pub(in crate::server) fn metadata(m: &SecretMeta) -> SecretMetadata {
         provider_version_ref: m.provider_version_ref.clone(),
         last_rotated_at: m.last_rotated_at.map(to_rfc3339),
         last_resolved_at: if m.is_external() { m.accessed_at.map(to_rfc3339) } else { None },
+        created_by: m.created_by_id.clone().map(|id| CreatedBy { id, description: m.created_by_description.clone() }),
     }
 }
 

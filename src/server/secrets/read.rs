@@ -25,6 +25,8 @@ use crate::store::{ListFilter, SecretMeta, VersionRow, secret_mode};
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     version: Option<i64>,
+    /// One string field of a structured (JSON object) value.
+    field: Option<String>,
 }
 
 /// Why a secret or version cannot be read now, if it cannot.
@@ -80,7 +82,7 @@ pub async fn read(
     }
     let row = row.expect("checked readable");
     let mut audit = caller.draft(kind::SECRET_READ, Some(path.as_str()));
-    let value = match (&row.sealed, &row.external_ref) {
+    let mut value = match (&row.sealed, &row.external_ref) {
         (Some(sealed), _) => {
             let binding = Binding { tenant: caller.tenant(), path: path.as_str(), version };
             let plaintext = state.keys.open(&binding, sealed).map_err(|e| ApiError::internal(&e))?;
@@ -116,6 +118,10 @@ pub async fn read(
         }
         (None, None) => return Err(not_found("this version was destroyed")),
     };
+    if let Some(name) = &q.field {
+        value = super::structured::field_of(&value, path.as_str(), name)?;
+        audit.detail["field"] = json!(name);
+    }
     // `accessed_at` is kept to the minute, so that a secret read over and over does not
     // rewrite its row with every read (the audit trail has each one).
     let stale = meta.accessed_at.is_none_or(|at| now - at >= ACCESSED_AT_PRECISION_MS);

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::{ETAG, HeaderName};
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 
+use super::upsert::{Precondition, check_not_reserved, stamp_creator};
 use super::{authorize, external, fail, metadata};
 use crate::api::secrets::{
     CreateSecret, ManagedMode, PatchSecret, RotateSecret, SecretCreated, SecretMetadata, SecretRotated, SecretUpdated,
@@ -28,7 +30,7 @@ use crate::store::{MetaChange, NewVersion, SealFn, SecretMeta, StoreError, Versi
 
 /// A value within the size limit, and not empty unless the caller said so (`allow_empty`):
 /// an empty value is almost always a mistake, like an unset variable piped in.
-fn check_value(value: &SecretValue, field: &str, allow_empty: bool) -> ApiResult<()> {
+pub(super) fn check_value(value: &SecretValue, field: &str, allow_empty: bool) -> ApiResult<()> {
     if value.is_empty() && !allow_empty {
         return Err(ApiError::validation(format!(
             "'{field}' is empty; send \"allow_empty\": true to store an empty value on purpose"
@@ -60,7 +62,7 @@ fn check_hosts(hosts: &[String]) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
+pub(super) fn check_tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
     for (k, v) in tags {
         if k.is_empty() || k.len() > 128 || v.len() > 512 || k.contains(['=', ':']) {
             return Err(ApiError::validation(format!(
@@ -215,6 +217,15 @@ pub async fn create(
     JsonBody(b): JsonBody<CreateSecret>,
 ) -> ApiResult<(StatusCode, Json<SecretCreated>)> {
     authorize(&state, &caller, SecretAction::Write, &b.path, kind::SECRET_CREATE).await?;
+    let meta = create_secret(&state, &caller, b).await?;
+    let body = SecretCreated { path: meta.path, version: 1, tier: meta.tier, created_at: to_rfc3339(meta.created_at) };
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Creates the secret `b` describes, once the caller's scope is checked: a managed one
+/// sealed here, or an external reference (its value stays in the provider).
+async fn create_secret(state: &AppState, caller: &Caller, b: CreateSecret) -> ApiResult<SecretMeta> {
+    check_not_reserved(b.path.as_str())?;
     let mode = b.managed_mode.unwrap_or_default();
     let tags = b.tags.unwrap_or_default();
     check_tags(&tags)?;
@@ -238,6 +249,7 @@ pub async fn create(
         status: secret_mode::ACTIVE.to_owned(),
         ..SecretMeta::default()
     };
+    stamp_creator(&mut meta, caller);
     let mut audit = caller.draft(kind::SECRET_CREATE, Some(b.path.as_str()));
     let sealed = match mode {
         ManagedMode::AirlockManaged => {
@@ -248,7 +260,7 @@ pub async fn create(
             ];
             let value = managed_value(b.value, "value", &external, b.allow_empty)?;
             audit.detail = json!({ "version": 1 });
-            Some(seal_for(&state, caller.tenant(), &b.path, &value)(1).map_err(|e| ApiError::internal(&e))?)
+            Some(seal_for(state, caller.tenant(), &b.path, &value)(1).map_err(|e| ApiError::internal(&e))?)
         }
         ManagedMode::ExternalReference => {
             if b.value.is_some() {
@@ -264,7 +276,7 @@ pub async fn create(
                 external::parse_version("provider_version_ref", r.kind(), v)?;
             }
             let config =
-                external::choose_config(&state, caller.tenant(), r.kind(), b.provider_config_id.as_deref()).await?;
+                external::choose_config(state, caller.tenant(), r.kind(), b.provider_config_id.as_deref()).await?;
             meta.external_ref = Some(r.to_string());
             meta.provider_version_ref = b.provider_version_ref;
             meta.provider_config_id = Some(config.id.clone());
@@ -277,21 +289,59 @@ pub async fn create(
         }
     };
     if let Err(e) = state.store.create_secret(caller.tenant(), &meta, sealed.as_ref(), audit).await {
-        return Err(fail(&state, &caller, kind::SECRET_CREATE, &b.path, e).await);
+        return Err(fail(state, caller, kind::SECRET_CREATE, &b.path, e).await);
     }
-    let body = SecretCreated { path: meta.path, version: 1, tier: meta.tier, created_at: to_rfc3339(now) };
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok(meta)
 }
 
+/// `PUT`: a new version, or, on a path with no secret (not even a deleted one), the create
+/// a `POST` would make, unless the precondition (`cas`, `If-Match`, `If-None-Match`) says
+/// otherwise. A create answers 201, a replace 200; both carry `ETag: "<version>"`. A
+/// managed secret takes a `value`, an external one a new `external_ref` and/or
+/// `provider_version_ref`; a create with `external_ref` makes an external reference read
+/// through the tenant's default config of its provider.
 pub async fn update(
     State(state): State<AppState>,
     caller: Authed,
     PathParam(path): PathParam,
+    headers: HeaderMap,
     JsonBody(b): JsonBody<UpdateSecret>,
-) -> ApiResult<Json<SecretUpdated>> {
+) -> ApiResult<(StatusCode, [(HeaderName, String); 1], Json<SecretUpdated>)> {
     authorize(&state, &caller, SecretAction::Write, &path, kind::SECRET_UPDATE).await?;
     if let Some(tags) = &b.tags {
         check_tags(tags)?;
+    }
+    let pre = Precondition::of(&headers, b.cas)?;
+    let expires_at = b.expires_at.as_ref().map(|t| parse_time("expires_at", t)).transpose()?;
+    let not_before = b.not_before.as_ref().map(|t| parse_time("not_before", t)).transpose()?;
+    let answer = |status: StatusCode, m: SecretMeta| {
+        let etag = format!("\"{}\"", m.current_version);
+        let updated_at = to_rfc3339(m.updated_at);
+        (status, [(ETAG, etag)], Json(SecretUpdated { path: m.path, version: m.current_version, updated_at }))
+    };
+    let as_create = |b: UpdateSecret| CreateSecret {
+        path: path.clone(),
+        managed_mode: b.external_ref.is_some().then_some(ManagedMode::ExternalReference),
+        value: b.value,
+        external_ref: b.external_ref,
+        provider_version_ref: b.provider_version_ref,
+        provider_config_id: None,
+        tier: b.tier,
+        description: b.description,
+        tags: b.tags,
+        allowed_hosts: None,
+        owner: None,
+        expires_at: expires_at.flatten().map(to_rfc3339),
+        not_before: not_before.flatten().map(to_rfc3339),
+        allow_empty: b.allow_empty,
+    };
+    let absent = match pre {
+        Precondition::Absent => true,
+        _ => pre.may_create() && state.store.secret_meta(caller.tenant(), path.as_str()).await?.is_none(),
+    };
+    if absent {
+        let meta = create_secret(&state, &caller, as_create(b)).await?;
+        return Ok(answer(StatusCode::CREATED, meta));
     }
     let current = current_meta(&state, &caller, kind::SECRET_UPDATE, &path).await?;
     let content = next_content(&current, b.value, "value", b.external_ref, b.provider_version_ref, b.allow_empty)?;
@@ -299,20 +349,22 @@ pub async fn update(
         tier: b.tier.map(|t| t.as_str().to_owned()),
         description: b.description.map(Some),
         tags: b.tags,
+        expires_at,
+        not_before,
         ..MetaChange::default()
     };
     let mut audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
     audit.detail = content.audit();
     let value = value_of(&content);
     let seal = seal_for(&state, caller.tenant(), &path, &value);
-    let change = NewVersion { cas: b.cas, content: version_content(&content, &seal), meta, previous_expires_at: None };
+    let change =
+        NewVersion { cas: pre.cas(), content: version_content(&content, &seal), meta, previous_expires_at: None };
     match state.store.write_version(caller.tenant(), path.as_str(), change, audit).await {
         Ok((m, _)) => {
             state
                 .changes
                 .publish(Change::new(caller.tenant(), "secret.updated").path(&m.path).version(m.current_version));
-            let updated_at = to_rfc3339(m.updated_at);
-            Ok(Json(SecretUpdated { path: m.path, version: m.current_version, updated_at }))
+            Ok(answer(StatusCode::OK, m))
         }
         Err(e) => Err(fail(&state, &caller, kind::SECRET_UPDATE, &path, e).await),
     }
@@ -340,6 +392,8 @@ pub async fn patch(
         allowed_hosts: b.allowed_hosts,
         owner: b.owner,
         status: status.clone(),
+        expires_at: b.expires_at.as_ref().map(|t| parse_time("expires_at", t)).transpose()?,
+        not_before: b.not_before.as_ref().map(|t| parse_time("not_before", t)).transpose()?,
     };
     let mut audit = caller.draft(kind::SECRET_UPDATE, Some(path.as_str()));
     audit.detail = match &status {

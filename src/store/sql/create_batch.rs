@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Tx;
 use super::audit_chain::{append, lock_head};
-use super::rows::{SECRET_COLUMNS, to_json, write_tags};
+use super::rows::{NEW_SECRET_BINDS, SECRET_COLUMNS, bind_new_secret, write_tags};
 use super::write_lock::WriteLock;
 use crate::crypto::Sealed;
 use crate::domain::audit::AuditDraft;
@@ -136,33 +136,13 @@ async fn existing_paths(tx: &mut Tx, engine: Engine, tenant: &str, jobs: &[Creat
 }
 
 async fn insert_secrets(tx: &mut Tx, engine: Engine, tenant: &str, jobs: &[&CreateJob]) -> Result<()> {
-    let sql =
-        format!("INSERT INTO secrets (tenant_id, {SECRET_COLUMNS}) VALUES {}", engine.values_list(jobs.len(), 21));
+    let sql = format!(
+        "INSERT INTO secrets (tenant_id, {SECRET_COLUMNS}) VALUES {}",
+        engine.values_list(jobs.len(), NEW_SECRET_BINDS)
+    );
     let mut query = sqlx::query(&sql);
     for job in jobs {
-        let m = &job.meta;
-        query = query
-            .bind(tenant)
-            .bind(&m.id)
-            .bind(&m.path)
-            .bind(m.current_version)
-            .bind(&m.tier)
-            .bind(&m.description)
-            .bind(to_json(&m.tags))
-            .bind(m.allowed_hosts_json())
-            .bind(&m.owner)
-            .bind(m.created_at)
-            .bind(m.updated_at)
-            .bind(None::<i64>) // accessed_at
-            .bind(m.expires_at)
-            .bind(m.not_before)
-            .bind(None::<i64>) // deleted_at
-            .bind(&m.managed_mode)
-            .bind(&m.status)
-            .bind(&m.provider_config_id)
-            .bind(&m.external_ref)
-            .bind(&m.provider_version_ref)
-            .bind(m.last_rotated_at);
+        query = bind_new_secret(query, tenant, &job.meta);
     }
     query.execute(&mut **tx).await?;
     Ok(())

@@ -95,6 +95,12 @@ pub(super) fn audit_conditions(tenant: &str, f: &AuditFilter) -> Conditions {
     if let Some(kind) = &f.kind {
         c.push("kind = ?", Param::Text(kind.clone()));
     }
+    if !f.kinds.is_empty() {
+        let first = c.next_index();
+        let marks: Vec<String> = (first..first + f.kinds.len()).map(|n| format!("${n}")).collect();
+        c.params.extend(f.kinds.iter().map(|k| Param::Text(k.clone())));
+        c.push_bare(&format!("kind IN ({})", marks.join(", ")));
+    }
     if let Some(since) = f.since_ms {
         c.push("timestamp_ms >= ?", Param::Int(since));
     }

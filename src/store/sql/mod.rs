@@ -27,6 +27,7 @@ mod filters;
 mod providers;
 mod rewrap;
 mod rows;
+mod secret_ops;
 mod secrets;
 mod tenants;
 mod wal;
@@ -46,8 +47,8 @@ use write_lock::{Head, WriteGuard, WriteLock};
 use super::engine::Engine;
 use super::{
     Approval, AuditFilter, AuditHead, AuditVerdict, Credential, CredentialKind, Filed, ListFilter, MetaChange,
-    NewVersion, ProviderConfig, ProviderConfigChange, Result, SecretMeta, Store, StoreError, Tenant, VersionRow,
-    WrappedVersion,
+    NewVersion, OpDone, OpRequest, ProviderConfig, ProviderConfigChange, ResealFn, Result, SecretMeta, Store,
+    StoreError, Tenant, VersionRow, WrappedVersion,
 };
 use crate::crypto::Sealed;
 use crate::domain::audit::{AuditDraft, AuditRecord};
@@ -296,6 +297,31 @@ impl Store for SqlStore {
 
     async fn destroy_versions(&self, tenant: &str, path: &str, versions: &[i64], audit: AuditDraft) -> Result<u64> {
         secrets::destroy_versions(self, tenant, path, versions, audit).await
+    }
+
+    async fn apply_ops(
+        &self,
+        tenant: &str,
+        ops: Vec<OpRequest<'_>>,
+        atomic: bool,
+    ) -> Result<(Vec<Option<Result<OpDone>>>, bool)> {
+        secret_ops::apply_ops(self, tenant, ops, atomic).await
+    }
+
+    async fn move_secret(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+        overwrite: bool,
+        reseal: &ResealFn<'_>,
+        audit: Vec<AuditDraft>,
+    ) -> Result<SecretMeta> {
+        secret_ops::move_secret(self, tenant, from, to, overwrite, reseal, audit).await
+    }
+
+    async fn structured_versions(&self, secret_id: &str) -> Result<Vec<(i64, bool)>> {
+        secret_ops::structured_versions(self, secret_id).await
     }
 
     async fn deleted_before(&self, cutoff: i64) -> Result<Vec<(String, String)>> {

@@ -16,7 +16,7 @@ use crate::store::{Approval, Credential, CredentialKind, Result, SecretMeta, Sto
 
 pub(super) const SECRET_COLUMNS: &str = "id, path, current_version, tier, description, tags, allowed_hosts, owner, \
      created_at, updated_at, accessed_at, expires_at, not_before, deleted_at, managed_mode, status, \
-     provider_config_id, external_ref, provider_version_ref, last_rotated_at";
+     provider_config_id, external_ref, provider_version_ref, last_rotated_at, created_by_id, created_by_description";
 /// The columns of `secret_versions` that `version_from_row` reads.
 pub(super) const VERSION_COLUMNS: &str =
     "version, kid, wrapped_key, ciphertext, created_at, expires_at, external_ref, provider_version_ref";
@@ -56,6 +56,8 @@ pub(super) fn meta_from_row(row: &AnyRow) -> Result<SecretMeta> {
         external_ref: row.try_get("external_ref")?,
         provider_version_ref: row.try_get("provider_version_ref")?,
         last_rotated_at: row.try_get("last_rotated_at")?,
+        created_by_id: row.try_get("created_by_id")?,
+        created_by_description: row.try_get("created_by_description")?,
     })
 }
 
@@ -165,4 +167,39 @@ pub(super) async fn write_tags(tx: &mut Tx, secret_id: &str, tags: &BTreeMap<Str
             .await?;
     }
     Ok(())
+}
+
+/// How many values `bind_new_secret` binds: `tenant_id` and each of `SECRET_COLUMNS`.
+pub(super) const NEW_SECRET_BINDS: usize = 23;
+
+/// Binds a new secret's row (`tenant_id, SECRET_COLUMNS`), never read nor deleted yet.
+pub(super) fn bind_new_secret<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    tenant: &'q str,
+    m: &'q SecretMeta,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(tenant)
+        .bind(&m.id)
+        .bind(&m.path)
+        .bind(m.current_version)
+        .bind(&m.tier)
+        .bind(&m.description)
+        .bind(to_json(&m.tags))
+        .bind(m.allowed_hosts_json())
+        .bind(&m.owner)
+        .bind(m.created_at)
+        .bind(m.updated_at)
+        .bind(None::<i64>) // accessed_at
+        .bind(m.expires_at)
+        .bind(m.not_before)
+        .bind(None::<i64>) // deleted_at
+        .bind(&m.managed_mode)
+        .bind(&m.status)
+        .bind(&m.provider_config_id)
+        .bind(&m.external_ref)
+        .bind(&m.provider_version_ref)
+        .bind(m.last_rotated_at)
+        .bind(&m.created_by_id)
+        .bind(&m.created_by_description)
 }

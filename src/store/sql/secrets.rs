@@ -278,7 +278,7 @@ async fn secret_id(tx: &mut Tx, tenant: &str, path: &str, live_only: bool) -> Re
     sqlx::query_scalar(sql).bind(tenant).bind(path).fetch_optional(&mut **tx).await?.ok_or(StoreError::NotFound)
 }
 
-async fn meta_in(tx: &mut Tx, tenant: &str, path: &str) -> Result<SecretMeta> {
+pub(super) async fn meta_in(tx: &mut Tx, tenant: &str, path: &str) -> Result<SecretMeta> {
     let row = sqlx::query(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE tenant_id = $1 AND path = $2"))
         .bind(tenant)
         .bind(path)
@@ -288,11 +288,11 @@ async fn meta_in(tx: &mut Tx, tenant: &str, path: &str) -> Result<SecretMeta> {
     meta_from_row(&row)
 }
 
-async fn update_meta(tx: &mut Tx, m: &SecretMeta) -> Result<()> {
+pub(super) async fn update_meta(tx: &mut Tx, m: &SecretMeta) -> Result<()> {
     sqlx::query(
         "UPDATE secrets SET current_version = $1, tier = $2, description = $3, tags = $4, allowed_hosts = $5, \
          owner = $6, updated_at = $7, status = $8, external_ref = $9, provider_version_ref = $10, \
-         last_rotated_at = $11 WHERE id = $12",
+         last_rotated_at = $11, expires_at = $12, not_before = $13 WHERE id = $14",
     )
     .bind(m.current_version)
     .bind(&m.tier)
@@ -305,6 +305,8 @@ async fn update_meta(tx: &mut Tx, m: &SecretMeta) -> Result<()> {
     .bind(&m.external_ref)
     .bind(&m.provider_version_ref)
     .bind(m.last_rotated_at)
+    .bind(m.expires_at)
+    .bind(m.not_before)
     .bind(&m.id)
     .execute(&mut **tx)
     .await?;
@@ -356,6 +358,12 @@ impl SecretMeta {
         }
         if let Some(s) = &change.status {
             self.status = s.clone();
+        }
+        if let Some(t) = change.expires_at {
+            self.expires_at = t;
+        }
+        if let Some(t) = change.not_before {
+            self.not_before = t;
         }
     }
 }
