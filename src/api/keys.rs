@@ -1,13 +1,14 @@
 //! `/v1/keys` (user API keys of a tenant) and `/v1/tenants`. A key is shown once, when it is
 //! created; `DELETE /v1/keys/{id}` answers 204 with no body.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::value::serialize_exposed;
 use crate::domain::{Role, SecretValue};
 
 /// `POST /v1/keys`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
@@ -15,7 +16,7 @@ pub struct CreateKey {
 }
 
 /// The 201 of `POST /v1/keys`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct KeyCreated {
     pub id: String,
     pub name: String,
@@ -25,12 +26,12 @@ pub struct KeyCreated {
 }
 
 /// `GET /v1/keys`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KeyList {
     pub keys: Vec<KeySummary>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KeySummary {
     pub id: String,
     pub name: String,
@@ -40,14 +41,14 @@ pub struct KeySummary {
 }
 
 /// `POST /v1/tenants`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     pub name: String,
 }
 
 /// The 201 of `POST /v1/tenants`: the new tenant's admin key, shown once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct TenantCreated {
     pub id: String,
     pub name: String,

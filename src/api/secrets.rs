@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Paged;
@@ -12,7 +13,7 @@ use crate::domain::value::serialize_exposed;
 use crate::domain::{SecretPath, SecretValue, Tier};
 
 /// A secret's metadata, never with a value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretMetadata {
     pub path: String,
     pub version: i64,
@@ -31,7 +32,7 @@ pub struct SecretMetadata {
 /// `GET /v1/secrets/{path}[?version=N]`: the metadata and the value, on purpose. The
 /// metadata's fields are spelled out rather than flattened: serde reads a flattened struct
 /// from a buffered copy of its fields and then loses their names in its errors.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SecretRead {
     pub path: String,
     /// The version read (the current one unless `?version=` named another).
@@ -71,7 +72,7 @@ impl SecretRead {
 }
 
 /// `GET /v1/secrets`: one page of what the caller may see.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretList {
     pub items: Vec<SecretMetadata>,
     pub total: i64,
@@ -86,13 +87,13 @@ impl Paged for SecretList {
 }
 
 /// `GET /v1/secrets/{path}/versions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretVersions {
     pub path: String,
     pub versions: Vec<VersionInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VersionInfo {
     pub version: i64,
     /// `current`, `grace`, `expired`, `previous`, `deleted` or `destroyed`.
@@ -102,7 +103,7 @@ pub struct VersionInfo {
 }
 
 /// `POST /v1/secrets`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSecret {
     pub path: SecretPath,
@@ -125,7 +126,7 @@ pub struct CreateSecret {
 }
 
 /// The 201 of a create.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretCreated {
     pub path: String,
     pub version: i64,
@@ -134,7 +135,7 @@ pub struct SecretCreated {
 }
 
 /// `PUT /v1/secrets/{path}`: a new version (`cas`: only if the current one is that).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecret {
     #[serde(serialize_with = "serialize_exposed")]
@@ -149,7 +150,7 @@ pub struct UpdateSecret {
     pub tags: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretUpdated {
     pub path: String,
     pub version: i64,
@@ -158,7 +159,7 @@ pub struct SecretUpdated {
 
 /// `PATCH /v1/secrets/{path}`: metadata only. For `description` and `owner`, an absent
 /// field leaves it and `null` clears it (`Some(None)`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchSecret {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,7 +181,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 
 /// `POST /v1/secrets/{path}/rotate`: a new value; the old one stays readable for the grace
 /// period.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     #[serde(serialize_with = "serialize_exposed")]
@@ -189,7 +190,7 @@ pub struct RotateSecret {
     pub grace_period_seconds: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretRotated {
     pub path: String,
     pub old_version: i64,
@@ -198,7 +199,7 @@ pub struct SecretRotated {
 }
 
 /// `POST /v1/secrets/{path}/destroy`: wipes these versions' ciphertext for good.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DestroyVersions {
     pub versions: Vec<i64>,

@@ -88,7 +88,7 @@ pub async fn report(
     Ok((StatusCode::ACCEPTED, Json(AccessReceipt { accepted, duplicates, refused })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<i64>,

@@ -15,7 +15,7 @@ use crate::domain::Scope;
 use crate::domain::time::parse_rfc3339;
 use crate::store::AuditFilter;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     limit: Option<i64>,

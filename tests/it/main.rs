@@ -12,6 +12,7 @@ mod exfiltration;
 mod identity;
 mod logs;
 mod notify;
+mod openapi;
 mod ops;
 mod policy_cli;
 mod provider_configs;

@@ -18,7 +18,7 @@ use crate::server::changes::Change;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{JsonBody, PathParam, QueryParams};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     #[serde(default)]

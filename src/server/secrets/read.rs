@@ -21,7 +21,7 @@ use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::{PathParam, QueryParams};
 use crate::store::{ListFilter, SecretMeta, VersionRow};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     version: Option<i64>,
@@ -90,7 +90,7 @@ pub async fn read(
     Ok(Json(SecretRead::new(view, value)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     namespace: Option<String>,
