@@ -120,8 +120,10 @@ pub struct CreateSecret {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub expires_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub not_before: Option<String>,
 }
 
@@ -202,5 +204,6 @@ pub struct SecretRotated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DestroyVersions {
+    #[schemars(length(min = 1), inner(range(min = 1)))]
     pub versions: Vec<i64>,
 }

@@ -24,6 +24,7 @@ use crate::store::{ListFilter, SecretMeta, VersionRow};
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
+    #[schemars(range(min = 1))]
     version: Option<i64>,
 }
 
@@ -95,6 +96,7 @@ pub async fn read(
 pub struct ListQuery {
     namespace: Option<String>,
     tag: Option<String>,
+    #[schemars(range(min = 1, max = 100))]
     limit: Option<i64>,
     cursor: Option<String>,
 }
