@@ -23,6 +23,7 @@ pub mod policy;
 mod schema;
 pub mod secrets;
 pub mod tokens;
+pub mod usage;
 
 #[cfg(test)]
 mod tests;

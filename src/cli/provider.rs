@@ -21,7 +21,7 @@ pub enum ProviderCommand {
     /// Add a configuration: airlock provider add bao --type vault --set address=https://bao:8200
     Add {
         name: String,
-        /// vault or aws_secrets_manager
+        /// vault, aws_secrets_manager or gcp_secret_manager
         #[arg(long = "type")]
         kind: String,
         /// The settings as one JSON object

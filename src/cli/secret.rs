@@ -21,6 +21,7 @@ use crate::api::secrets::{
     CreateSecret, PatchSecret, RotateSecret, SecretCreated, SecretList, SecretMetadata, SecretRead, SecretRotated,
     SecretUpdated, SecretVersions, UpdateSecret,
 };
+use crate::api::usage::SecretUsage;
 use crate::client::{Client, ClientError};
 use crate::domain::{SecretPath, SecretValue, Tier};
 
@@ -43,6 +44,17 @@ pub enum SecretCommand {
     Undelete(PathArg),
     /// List a secret's versions and their state
     Versions(PathArg),
+    /// Show which agents' policies grant a secret, how, and when each last used it
+    Usage(UsageArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UsageArgs {
+    #[command(flatten)]
+    pub secret: PathArg,
+    /// Print the API's answer as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -163,6 +175,7 @@ pub async fn run(cmd: SecretCommand, client: &Client) -> anyhow::Result<()> {
         SecretCommand::Rm(args) => rm(client, args).await,
         SecretCommand::Undelete(args) => undelete(client, args).await,
         SecretCommand::Versions(args) => versions(client, args).await,
+        SecretCommand::Usage(args) => usage(client, args).await,
     }
 }
 
@@ -374,6 +387,65 @@ async fn versions(client: &Client, args: PathArg) -> anyhow::Result<()> {
     print_table(["VERSION", "STATE", "CREATED", "EXPIRES"], &rows)
 }
 
+async fn usage(client: &Client, args: UsageArgs) -> anyhow::Result<()> {
+    let body: SecretUsage = client.get(&format!("{}/usage", Client::secret_url(&args.secret.path))).await?;
+    if args.json {
+        return print_json(&as_json(&body));
+    }
+    if body.agents.is_empty() {
+        eprintln!("no agent's policy grants {}", args.secret.path);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(format_usage(&body).as_bytes())?;
+    Ok(())
+}
+
+/// One row per agent, then the inject rules and routes of each that has any.
+fn format_usage(body: &SecretUsage) -> String {
+    let list = |items: Vec<String>| if items.is_empty() { "-".to_owned() } else { items.join(",") };
+    let rows: Vec<[String; 7]> = body
+        .agents
+        .iter()
+        .map(|a| {
+            let mut placement = a.placement.headers.clone();
+            if a.placement.query {
+                placement.push("query".into());
+            }
+            let v = as_json(a);
+            [
+                field(&v, "agent"),
+                field(&v, "agent_id"),
+                field(&v, "grant"),
+                list(a.hosts.iter().map(|h| escaped(h)).collect()),
+                list(placement.iter().map(|p| escaped(p)).collect()),
+                if a.approval_required { "yes".into() } else { "no".into() },
+                field(&v, "last_used"),
+            ]
+        })
+        .collect();
+    let mut text = format_table(["AGENT", "ID", "GRANT", "HOSTS", "PLACEMENT", "APPROVAL", "LAST USED"], &rows);
+    for a in &body.agents {
+        for rule in &a.injects {
+            text.push_str(&format!(
+                "{}: inject {} on {}\n",
+                escaped(&a.agent),
+                escaped(&rule.header),
+                escaped(&rule.host)
+            ));
+        }
+        for route in &a.routes {
+            text.push_str(&format!(
+                "{}: route /r/{}/ -> {}\n",
+                escaped(&a.agent),
+                escaped(&route.name),
+                escaped(&route.upstream)
+            ));
+        }
+    }
+    text
+}
+
 /// A response field as one printable word: strings as they are, numbers and booleans as
 /// JSON, absent or null as `-`. Control and bidi-override characters are escaped, since
 /// fields may carry text from untrusted clients (user agents, failed-auth actors) and must
@@ -385,6 +457,11 @@ pub(super) fn field(v: &Value, key: &str) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     };
+    escaped(&raw)
+}
+
+/// `raw` with control and bidi-override characters escaped, as [`field`] prints it.
+fn escaped(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
         if c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {

@@ -1,5 +1,5 @@
-//! External secret stores: OpenBao/Vault KV v2 (`vault`) and AWS Secrets Manager (`aws`),
-//! read at the moment a value is needed. A reference names the secret (`reference`); a
+//! External secret stores: OpenBao/Vault KV v2 (`vault`), AWS Secrets Manager (`aws`) and
+//! GCP Secret Manager (`gcp`), read at the moment a value is needed. A reference names the secret (`reference`); a
 //! provider config (non-sensitive settings: addresses, regions, file names) says how to reach
 //! the store; credentials come from the server's environment or from files the config points
 //! at, never from the API.
@@ -9,6 +9,7 @@
 //! parsed here, wiped, and described only by their shape.
 
 pub mod aws;
+pub mod gcp;
 mod http;
 pub mod reference;
 pub mod resolver;
@@ -219,6 +220,7 @@ pub const ENV_VARS: &[&str] = &[
     "AWS_SESSION_TOKEN",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
+    gcp::TOKEN_VAR,
 ];
 
 impl Environment {
@@ -245,6 +247,11 @@ impl Environment {
 
     pub fn with_files(mut self, files: FileRule) -> Environment {
         self.files = files;
+        self
+    }
+
+    pub fn with_addresses(mut self, addresses: AddressRule) -> Environment {
+        self.addresses = addresses;
         self
     }
 
@@ -280,10 +287,7 @@ pub fn build(
         ProviderKind::AwsSecretsManager => {
             Ok(Arc::new(aws::AwsSmClient::new(aws::AwsConfig::from_json(config)?, env)?))
         }
-        ProviderKind::GcpSecretManager => Err(ProviderError::Config {
-            provider: kind,
-            reason: "GCP Secret Manager is not supported in this version".into(),
-        }),
+        ProviderKind::GcpSecretManager => Ok(Arc::new(gcp::GcpSmClient::new(gcp::GcpConfig::from_json(config)?, env)?)),
     }
 }
 
@@ -292,7 +296,7 @@ pub fn address_of(kind: ProviderKind, config: &serde_json::Value) -> Option<Stri
     match kind {
         ProviderKind::Vault => vault::VaultConfig::from_json(config).ok().map(|c| c.address),
         ProviderKind::AwsSecretsManager => aws::AwsConfig::from_json(config).ok().and_then(|c| c.endpoint),
-        ProviderKind::GcpSecretManager => None,
+        ProviderKind::GcpSecretManager => gcp::GcpConfig::from_json(config).ok().and_then(|c| c.endpoint),
     }
 }
 
@@ -310,10 +314,7 @@ pub fn check_config(kind: ProviderKind, config: &serde_json::Value) -> Result<()
     match kind {
         ProviderKind::Vault => vault::VaultConfig::from_json(config)?.check(),
         ProviderKind::AwsSecretsManager => aws::AwsConfig::from_json(config)?.check(),
-        ProviderKind::GcpSecretManager => Err(ProviderError::Config {
-            provider: kind,
-            reason: "GCP Secret Manager is not supported in this version".into(),
-        }),
+        ProviderKind::GcpSecretManager => gcp::GcpConfig::from_json(config)?.check(),
     }
 }
 
@@ -393,7 +394,11 @@ mod tests {
         assert!(aws(serde_json::json!({})).is_ok());
         assert!(aws(serde_json::json!({"region": "eu-west-1", "endpoint": "http://127.0.0.1:5000"})).is_ok());
         assert!(aws(serde_json::json!({"secret_access_key": "x"})).is_err());
-        assert!(check_config(ProviderKind::GcpSecretManager, &serde_json::json!({})).is_err());
+        let gcp = |v: serde_json::Value| check_config(ProviderKind::GcpSecretManager, &v);
+        assert!(gcp(serde_json::json!({})).is_ok());
+        assert!(gcp(serde_json::json!({"service_account_file": "sa.json", "project": "my-proj-1"})).is_ok());
+        assert!(gcp(serde_json::json!({"endpoint": "http://h/path"})).is_err());
+        assert!(gcp(serde_json::json!({"private_key": "x"})).is_err());
     }
 
     #[test]

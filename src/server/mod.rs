@@ -23,6 +23,7 @@ mod tenancy;
 pub mod tls;
 mod tokens;
 mod trail;
+mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -163,6 +164,7 @@ fn v1_routes() -> Routes {
         .op(M::POST, "/secrets/{path}/undelete", "Restore a soft-deleted secret", secrets::undelete)
         .op(M::POST, "/secrets/{path}/destroy", "Wipe versions' ciphertext for good", secrets::destroy)
         .op(M::GET, "/secrets/{path}/access-events", "Uses of a secret reported by proxies", access::list)
+        .op(M::GET, "/secrets/{path}/usage", "Which agents' policies grant a secret, and when each last used it", usage::usage)
         .op(M::POST, "/keys", "Create an API key", tenancy::create_key)
         .op(M::GET, "/keys", "List API keys", tenancy::list_keys)
         .op(M::DELETE, "/keys/{id}", "Revoke an API key", tenancy::revoke_key)

@@ -73,7 +73,7 @@ pub async fn types(_caller: Authed) -> Json<Value> {
     let about = |k: ProviderKind| match k {
         ProviderKind::Vault => ("OpenBao or HashiCorp Vault, KV version 2", true),
         ProviderKind::AwsSecretsManager => ("AWS Secrets Manager", true),
-        ProviderKind::GcpSecretManager => ("GCP Secret Manager (not in this version)", false),
+        ProviderKind::GcpSecretManager => ("GCP Secret Manager", true),
     };
     let mut out = vec![json!({
         "type": "local_encrypted", "description": "held by Airlock, encrypted (the default)",

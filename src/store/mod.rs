@@ -328,6 +328,9 @@ pub trait Store: Send + Sync {
     /// Appends proxy access events, skipping ids already recorded; returns (accepted, duplicates).
     async fn record_access(&self, tenant: &str, events: Vec<AuditDraft>) -> Result<(u64, u64)>;
     async fn list_audit(&self, tenant: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    /// For each agent (by name) that used the value at `path`: the time of its last use on
+    /// record (an `access` event that succeeded), in Unix milliseconds.
+    async fn last_uses(&self, tenant: &str, path: &str) -> Result<Vec<(String, i64)>>;
     async fn verify_audit(&self, tenant: &str) -> Result<AuditVerdict>;
     /// Every tenant's chain head, for the signed checkpoints kept outside the database.
     async fn audit_heads(&self) -> Result<Vec<AuditHead>>;

@@ -76,7 +76,7 @@ fn configs_are_stored_changed_and_audited(backend: Backend) {
         ),
         (json!({ "type": "vault", "name": "x", "config": { "address": "http://h", "extra": 1 } }), "extra"),
         (json!({ "type": "s3", "name": "x" }), "type must be one of"),
-        (json!({ "type": "gcp_secret_manager", "name": "x" }), "not supported"),
+        (json!({ "type": "gcp_secret_manager", "name": "x", "config": { "endpoint": "ftp://h" } }), "endpoint"),
         (json!({ "type": "vault", "name": "a b", "config": { "address": "http://h" } }), "name"),
         (json!({ "type": "aws_secrets_manager", "name": "x", "cache_ttl_seconds": -1 }), "cache_ttl_seconds"),
         (json!({ "type": "aws_secrets_manager", "name": "x", "config": [] }), "object"),

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::support::{MARKER, block_on, secret_value, until};
 
 /// Whether `bin` is on PATH, installing `package` with pip when it is not.
-fn have_tool(bin: &str, package: &str) -> bool {
+pub fn have_tool(bin: &str, package: &str) -> bool {
     let found =
         || Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().is_ok_and(|o| o.status.success());
     if found() {
@@ -33,12 +33,12 @@ fn have_tool(bin: &str, package: &str) -> bool {
     false
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A child process killed when dropped.
-pub struct Running(Child);
+pub struct Running(pub Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -113,7 +113,7 @@ impl Bao {
     }
 }
 
-fn read(p: &dyn Provider, r: &str, version: Option<&str>) -> Result<(String, Option<String>), ProviderError> {
+pub fn read(p: &dyn Provider, r: &str, version: Option<&str>) -> Result<(String, Option<String>), ProviderError> {
     let r = ExternalRef::parse(r).unwrap();
     let version = version.map(|v| VersionRef::parse(r.kind(), v).unwrap());
     let got = block_on(p.resolve(&r, version.as_ref()))?;
@@ -121,7 +121,7 @@ fn read(p: &dyn Provider, r: &str, version: Option<&str>) -> Result<(String, Opt
 }
 
 /// The error of a read that must fail, checked to carry no planted value.
-fn failure(p: &dyn Provider, r: &str, version: Option<&str>) -> ProviderError {
+pub fn failure(p: &dyn Provider, r: &str, version: Option<&str>) -> ProviderError {
     let e = read(p, r, version).expect_err(r);
     assert!(!e.to_string().contains(MARKER) && !format!("{e:?}").contains(MARKER), "{e}");
     e

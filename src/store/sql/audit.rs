@@ -61,6 +61,22 @@ pub(super) async fn list_audit(store: &SqlStore, tenant: &str, f: &AuditFilter) 
     rows.iter().map(audit_from_row).collect()
 }
 
+/// The latest successful `access` event of each agent (its name, `actor_description`) for
+/// one path.
+pub(super) async fn last_uses(store: &SqlStore, tenant: &str, path: &str) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query(
+        "SELECT actor_description, MAX(timestamp_ms) FROM audit_events \
+         WHERE tenant_id = $1 AND path = $2 AND kind = $3 AND success = 1 AND actor_description IS NOT NULL \
+         GROUP BY actor_description",
+    )
+    .bind(tenant)
+    .bind(path)
+    .bind(crate::domain::audit::kind::ACCESS)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter().map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?))).collect()
+}
+
 pub(super) async fn verify_audit(store: &SqlStore, tenant: &str) -> Result<AuditVerdict> {
     let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1")
         .bind(tenant)

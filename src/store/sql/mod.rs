@@ -308,6 +308,10 @@ impl Store for SqlStore {
         audit::list_audit(self, tenant, f).await
     }
 
+    async fn last_uses(&self, tenant: &str, path: &str) -> Result<Vec<(String, i64)>> {
+        audit::last_uses(self, tenant, path).await
+    }
+
     async fn verify_audit(&self, tenant: &str) -> Result<AuditVerdict> {
         audit::verify_audit(self, tenant).await
     }
