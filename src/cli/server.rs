@@ -69,7 +69,7 @@ struct InitArgs {
 pub(super) struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
-    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent, tls_cert, tls_key, public_url, approval_webhooks, approval_webhook_secret_file
+    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent, tls_cert, tls_key, public_url, approval_webhooks, approval_webhook_secret_file, console_session_idle
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7878]
@@ -118,6 +118,10 @@ pub(super) struct RunArgs {
     /// X-Airlock-Signature header
     #[arg(long, env = "AIRLOCK_APPROVAL_WEBHOOK_SECRET_FILE")]
     approval_webhook_secret_file: Option<PathBuf>,
+    /// How long a web console session (/console) lasts without a request, like 30m; sessions
+    /// are kept in this process's memory [default: 30m]
+    #[arg(long, env = "AIRLOCK_CONSOLE_SESSION_IDLE")]
+    console_session_idle: Option<String>,
 }
 
 /// The optional `--config` file; every key is optional and unknown keys are errors.
@@ -139,6 +143,7 @@ struct ConfigFile {
     public_url: Option<String>,
     approval_webhooks: Option<Vec<String>>,
     approval_webhook_secret_file: Option<PathBuf>,
+    console_session_idle: Option<String>,
 }
 
 impl ConfigFile {
@@ -305,6 +310,7 @@ impl RunArgs {
             public_url: None,
             approval_webhooks: Vec::new(),
             approval_webhook_secret_file: None,
+            console_session_idle: None,
         }
     }
 }
@@ -374,6 +380,13 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         Some(url) => Some(crate::client::parse_base_url(&url).map_err(|e| anyhow::anyhow!("--public-url: {e}"))?),
         None => None,
     };
+    let console_session_idle = match args.console_session_idle.or(file.console_session_idle) {
+        None => crate::server::console::DEFAULT_IDLE,
+        Some(s) => match crate::domain::time::parse_duration(&s) {
+            Some(d) if !d.is_zero() => d,
+            _ => bail!("--console-session-idle '{s}': use a number above 0 followed by ms, s, m or h (like 30m)"),
+        },
+    };
     let policy_dir = args.policies.or(file.policies);
     let policies = crate::server::policies::Policies::load(policy_dir.clone())?;
     match &policy_dir {
@@ -403,6 +416,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         max_pending_approvals_per_agent,
         tls,
         public_url,
+        console_session_idle,
     };
     let state = AppState {
         store,
@@ -420,6 +434,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         config: Arc::new(config),
         checkpoints: Arc::new(checkpoints),
         webhooks: Arc::new(webhooks),
+        console: Arc::new(crate::server::console::Sessions::new(console_session_idle)),
     };
     Ok(state)
 }

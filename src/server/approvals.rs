@@ -74,7 +74,8 @@ pub async fn open_request(
         Filed::TooMany(pending) => return Err(too_many_pending(state, caller, pending, max).await),
     };
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:7878");
-    let link = |base: &str| format!("{base}/v1/approvals/{}", approval.id);
+    // The console's page of the request, where an operator approves or denies it.
+    let link = |base: &str| format!("{base}{}", console_link(&approval.id));
     let scheme = if state.config.tls.is_some() { "https" } else { "http" };
     let approve_url = match &state.config.public_url {
         Some(base) => link(base),
@@ -97,12 +98,24 @@ pub async fn open_request(
     })
 }
 
-/// Tells the approval webhooks of a new request: which grants and hosts it is for.
-async fn announce(state: &AppState, a: &Approval, request: &TokenRequest, approve_url: &str) -> usize {
+/// The path of the console page of approval request `id` (ids are the server's own,
+/// `apr_` and a ULID: nothing to encode).
+pub fn console_link(id: &str) -> String {
+    format!("/console/approvals/{id}")
+}
+
+/// The grants (of the agent's policy in force, those that need approval) and the hosts a
+/// request with `scopes` is for.
+pub(super) async fn grants_and_hosts(
+    state: &AppState,
+    tenant: &str,
+    agent: Option<&str>,
+    scopes: &[String],
+) -> (Vec<String>, Vec<String>) {
     let (mut grants, mut hosts) = (Vec::new(), Vec::new());
-    if let Some(agent) = a.agent_name.as_deref()
-        && let Ok(policy) = state.policy_for(&a.tenant_id, agent).await
-        && let Ok(scopes) = crate::domain::ScopeSet::parse_list(&request.scopes)
+    if let Some(agent) = agent
+        && let Ok(policy) = state.policy_for(tenant, agent).await
+        && let Ok(scopes) = crate::domain::ScopeSet::parse_list(scopes)
     {
         for scope in scopes.iter() {
             let Scope::Secrets { glob, .. } = scope else { continue };
@@ -114,6 +127,12 @@ async fn announce(state: &AppState, a: &Approval, request: &TokenRequest, approv
     grants.dedup();
     hosts.sort();
     hosts.dedup();
+    (grants, hosts)
+}
+
+/// Tells the approval webhooks of a new request: which grants and hosts it is for.
+async fn announce(state: &AppState, a: &Approval, request: &TokenRequest, approve_url: &str) -> usize {
+    let (grants, hosts) = grants_and_hosts(state, &a.tenant_id, a.agent_name.as_deref(), &request.scopes).await;
     let notice = super::notify::Notice {
         tenant: a.tenant_id.clone(),
         id: a.id.clone(),
@@ -265,7 +284,7 @@ fn is_requester(caller: &Caller, a: &Approval) -> bool {
         || caller.agent().is_some_and(|agent| a.agent_id.as_deref() == Some(agent.id.as_str()))
 }
 
-fn require_decider(caller: &Caller) -> ApiResult<()> {
+pub(super) fn require_decider(caller: &Caller) -> ApiResult<()> {
     if caller.has(&Scope::ApprovalsDecide) {
         Ok(())
     } else {

@@ -251,12 +251,22 @@ async fn identify(
     ip: IpAddr,
     user_agent: Option<String>,
 ) -> Result<Caller, ApiError> {
+    identify_secret(state, bearer(headers)?, ip, user_agent).await
+}
+
+/// The caller a credential's secret stands for, as `authenticate` checks it: throttled per
+/// address, failures audited. (The console's sign-in form uses it too.)
+pub(super) async fn identify_secret(
+    state: &AppState,
+    secret: &str,
+    ip: IpAddr,
+    user_agent: Option<String>,
+) -> Result<Caller, ApiError> {
     if let Some(wait) = state.auth_failures.blocked(ip) {
         let mut e = ApiError::rate_limited(wait);
         e.message = format!("too many failed authentications from {ip}; retry in {wait} s");
         return Err(e);
     }
-    let secret = bearer(headers)?;
     let hash = hash_secret(secret);
     let found = lookup(state, &hash).await?;
     let credential = match found {
@@ -317,6 +327,27 @@ async fn unusable(state: &AppState, c: &Credential, ip: IpAddr) -> Result<Option
         )));
     }
     Ok(None)
+}
+
+/// The caller of a console session: the credential whose secret hashes to `hash`, if it may
+/// still be used from `ip` (revoked, expired, its agent deleted: `None`).
+pub(super) async fn caller_by_hash(
+    state: &AppState,
+    hash: &str,
+    ip: IpAddr,
+    user_agent: Option<String>,
+) -> Result<Option<Caller>, ApiError> {
+    let Some(c) = lookup(state, hash).await? else { return Ok(None) };
+    if unusable(state, &c, ip).await?.is_some() {
+        return Ok(None);
+    }
+    let scopes = ScopeSet::parse_list(&c.scopes).map_err(|e| ApiError::internal(&e))?;
+    Ok(Some(Caller { credential: Credential::clone(&c), scopes, ip, user_agent }))
+}
+
+/// The per-credential rate limit, for requests that are not `/v1` (the console's pages).
+pub(super) fn within_rate(state: &AppState, credential_id: &str) -> Result<(), ApiError> {
+    state.rate_limits.check(credential_id).map(|_| ()).map_err(|spent| ApiError::rate_limited(spent.reset_secs))
 }
 
 /// Whether the credential a change stream was opened with may still be used, as it stands

@@ -124,15 +124,80 @@ pub struct Changes {
     notify: Option<tokio::sync::mpsc::UnboundedSender<Change>>,
     /// Becomes true when the server shuts down: every stream ends.
     closing: tokio::sync::watch::Sender<bool>,
+    /// The streams open on this process now (the console's agents page shows them).
+    following: Arc<std::sync::Mutex<Following>>,
+}
+
+/// One change stream open on this process: who follows it, from where, since when.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    pub tenant: String,
+    pub credential_id: String,
+    /// The agent the credential acts for, if any.
+    pub agent: Option<String>,
+    pub ip: std::net::IpAddr,
+    pub user_agent: Option<String>,
+    pub since_ms: i64,
+}
+
+#[derive(Default)]
+struct Following {
+    next: u64,
+    open: std::collections::HashMap<u64, Follower>,
+}
+
+/// Holds a stream's place in `Changes::followers` until the stream ends.
+struct Registration {
+    id: u64,
+    following: Arc<std::sync::Mutex<Following>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.following.lock() {
+            f.open.remove(&self.id);
+        }
+    }
 }
 
 impl Default for Changes {
     fn default() -> Self {
-        Changes { tx: broadcast::channel(1024).0, notify: None, closing: tokio::sync::watch::Sender::new(false) }
+        Changes {
+            tx: broadcast::channel(1024).0,
+            notify: None,
+            closing: tokio::sync::watch::Sender::new(false),
+            following: Default::default(),
+        }
     }
 }
 
 impl Changes {
+    /// The change streams open on this process (not those of other replicas), oldest first.
+    pub fn followers(&self, tenant: &str) -> Vec<Follower> {
+        let f = self.following.lock().expect("followers lock poisoned");
+        let mut out: Vec<Follower> = f.open.values().filter(|x| x.tenant == tenant).cloned().collect();
+        out.sort_by_key(|x| x.since_ms);
+        out
+    }
+
+    fn register(&self, caller: &Caller) -> Registration {
+        let mut f = self.following.lock().expect("followers lock poisoned");
+        f.next += 1;
+        let id = f.next;
+        f.open.insert(
+            id,
+            Follower {
+                tenant: caller.tenant().to_owned(),
+                credential_id: caller.credential.id.clone(),
+                agent: caller.agent().map(|a| a.name),
+                ip: caller.ip,
+                user_agent: caller.user_agent.clone(),
+                since_ms: now_ms(),
+            },
+        );
+        Registration { id, following: self.following.clone() }
+    }
+
     /// Ends every change stream (the server is shutting down; proxies reconnect).
     pub fn close(&self) {
         self.closing.send_replace(true);
@@ -153,7 +218,12 @@ impl Changes {
         let origin = crate::server::auth::new_id("srv");
         tokio::spawn(announce(database_url.to_owned(), origin.clone(), outbox));
         tokio::spawn(listen(database_url.to_owned(), origin, tx.clone()));
-        Changes { tx, notify: Some(notify), closing: tokio::sync::watch::Sender::new(false) }
+        Changes {
+            tx,
+            notify: Some(notify),
+            closing: tokio::sync::watch::Sender::new(false),
+            following: Default::default(),
+        }
     }
 }
 
@@ -220,7 +290,8 @@ pub async fn stream(
         let left = u64::try_from(at - now_ms()).unwrap_or(0);
         tokio::time::Instant::now() + Duration::from_millis(left)
     });
-    let follower = Follower {
+    let follower = Subscriber {
+        _registration: state.changes.register(&caller),
         rx: state.changes.tx.subscribe(),
         closing: state.changes.closing.subscribe(),
         recheck: tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK),
@@ -235,7 +306,9 @@ pub async fn stream(
 
 /// One open change stream: what its caller may be told, for as long as its credential may
 /// be used.
-struct Follower {
+struct Subscriber {
+    /// Removes it from the followers list when the stream ends.
+    _registration: Registration,
     state: AppState,
     caller: Arc<Caller>,
     rx: broadcast::Receiver<Change>,
@@ -246,7 +319,7 @@ struct Follower {
     due: bool,
 }
 
-impl Follower {
+impl Subscriber {
     /// The next event for this subscriber; `None` ends the stream (the server is closing,
     /// or the credential was revoked, expired, or lost its agent or its address).
     async fn next(&mut self) -> Option<Event> {

@@ -9,6 +9,7 @@ mod approvals;
 pub mod auth;
 pub mod changes;
 pub mod checkpoint;
+pub mod console;
 mod error;
 mod extract;
 mod master_keys;
@@ -67,6 +68,8 @@ pub struct ServerConfig {
     /// The server's address as people reach it (`--public-url`), for links in approval
     /// requests and notifications.
     pub public_url: Option<String>,
+    /// How long a console session lasts without a request (`--console-session-idle`).
+    pub console_session_idle: Duration,
 }
 
 #[derive(Clone)]
@@ -87,6 +90,8 @@ pub struct AppState {
     pub checkpoints: Arc<checkpoint::Checkpoints>,
     /// Where new approval requests are announced (`--approval-webhook`).
     pub webhooks: Arc<notify::Webhooks>,
+    /// The web console's sessions, in this process's memory.
+    pub console: Arc<console::Sessions>,
 }
 
 /// How long a looked-up credential is trusted without asking the database again.
@@ -214,7 +219,7 @@ fn open_routes() -> Routes {
         .text()
 }
 
-/// The OpenAPI 3.1 document of every route `router` serves.
+/// The OpenAPI 3.1 document of every route `router` serves but the console's pages.
 pub fn api_document() -> serde_json::Value {
     openapi::document(v1_routes(), open_routes())
 }
@@ -224,6 +229,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", v1)
         .merge(open_routes().router())
+        // The console's HTML pages are for people, not API clients: they are not in the
+        // OpenAPI document (docs/api.md says so).
+        .merge(console::router(state.clone()))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
@@ -381,6 +389,7 @@ async fn upkeep(state: AppState) {
         if ticks.is_multiple_of(30) {
             state.rate_limits.shrink();
             state.auth_failures.shrink();
+            state.console.sweep();
             purge_expired_deletions(&state).await;
         }
     }

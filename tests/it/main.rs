@@ -7,6 +7,7 @@ mod agents;
 mod audit_trail;
 mod bad_input;
 mod cli;
+mod console;
 mod examples;
 mod exfiltration;
 mod gcp;

@@ -123,7 +123,7 @@ fn a_new_approval_request_is_posted_signed_and_a_repeat_is_not() {
     let (_, agent) = add_agent(&srv, "payments-agent");
     let pending = ask(&srv, &agent, 60);
     let id = pending["approval_request_id"].as_str().unwrap();
-    assert_eq!(pending["approve_url"], format!("https://airlock.example.test/v1/approvals/{id}"));
+    assert_eq!(pending["approve_url"], format!("https://airlock.example.test/console/approvals/{id}"));
     let message = pending["message"].as_str().unwrap();
     assert!(message.contains("1 approval webhook(s) will be notified"), "{message}");
 
@@ -163,7 +163,7 @@ fn a_receiver_that_fails_twice_gets_it_on_the_third_try() {
         assert_eq!(body["approval_request_id"], id);
         // Without --public-url the link is the path alone: never a host the requester's
         // `Host` header named.
-        assert_eq!(body["approve_url"], format!("/v1/approvals/{}", id.as_str().unwrap()));
+        assert_eq!(body["approve_url"], format!("/console/approvals/{}", id.as_str().unwrap()));
     }
     assert!(rx.recv_timeout(Duration::from_secs(2)).is_err(), "tried again after a 200");
     assert!(notify_failures(&srv).is_empty());

@@ -29,7 +29,7 @@ pub use self::read::{list, read, versions};
 pub use self::write::{create, patch, rotate, update};
 
 /// Metadata as the API shows it (never with a value).
-fn metadata(m: &SecretMeta) -> SecretMetadata {
+pub(in crate::server) fn metadata(m: &SecretMeta) -> SecretMetadata {
     SecretMetadata {
         path: m.path.clone(),
         version: m.current_version,
