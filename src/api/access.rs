@@ -37,6 +37,10 @@ pub struct AccessEvent {
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// How the value went on the wire when not in a header or query the agent wrote:
+    /// `body_field` (a form or JSON body field). Absent for the usual placements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// RFC 3339.
     pub timestamp: String,
     /// Identical uses this event stands for; 1 when absent.

@@ -70,6 +70,8 @@ macro_rules! error_codes {
 error_codes! {
     /// A malformed request: no or several `Host` headers, an invalid target, a bad `CONNECT`.
     InvalidRequest => ("invalid_request", BAD_REQUEST, Agent),
+    /// A request body the proxy must read whole (it may hold body fields) is over its bound.
+    BodyTooLarge => ("body_too_large", PAYLOAD_TOO_LARGE, Agent),
     /// The session key is missing or wrong.
     Unauthorized => ("unauthorized", PROXY_AUTHENTICATION_REQUIRED, Agent),
     /// A `CONNECT` sent inside a tunnel the proxy intercepts.

@@ -485,7 +485,7 @@ mod tests {
     }
 
     fn used(fetched: &Arc<HeldValue>) -> CarriedValue {
-        CarriedValue { fetched: fetched.clone(), field: None }
+        CarriedValue { fetched: fetched.clone(), field: None, kind: None }
     }
 
     fn plan_over(fetched: &Arc<HeldValue>) -> InjectPlan {

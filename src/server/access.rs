@@ -18,6 +18,9 @@ use crate::domain::time::parse_rfc3339;
 use crate::domain::{SecretAction, SecretPath};
 use crate::store::AuditFilter;
 
+/// The `kind`s of access event a proxy may report (`AccessEvent::kind`).
+const ACCESS_KINDS: [&str; 1] = ["body_field"];
+
 const MAX_BATCH: usize = 500;
 const MAX_COUNT: u64 = 1_000_000_000;
 
@@ -63,6 +66,14 @@ pub async fn report(
             .map_err(|err| ApiError::validation(format!("event {}: path: {err}", e.id)))?;
         let timestamp_ms =
             parse_rfc3339(&e.timestamp).map_err(|err| ApiError::validation(format!("event {}: {err}", e.id)))?;
+        if let Some(kind) = e.kind.as_deref().filter(|k| !ACCESS_KINDS.contains(k)) {
+            return Err(ApiError::validation(format!(
+                "event {}: kind '{}' is not one of {}",
+                e.id,
+                kind.chars().take(32).collect::<String>(),
+                ACCESS_KINDS.join(", ")
+            )));
+        }
         let count = e.count.unwrap_or(1);
         if !(1..=MAX_COUNT).contains(&count) {
             return Err(ApiError::validation(format!("event {}: count must be 1 to {MAX_COUNT}", e.id)));
@@ -78,6 +89,9 @@ pub async fn report(
             "outcome": e.outcome.as_str(), "error_code": e.error_code, "status": e.status, "latency_ms": e.latency_ms,
             "count": count,
         });
+        if let Some(kind) = &e.kind {
+            draft.detail["kind"] = json!(kind);
+        }
         if !granted {
             refused += 1;
             draft.detail["reason"] = json!(format!("the policy of agent '{}' grants no such secret", agent.name));

@@ -78,6 +78,21 @@ fn an_agent_reports_only_its_own_uses_of_what_it_is_granted(backend: Backend) {
     let uses = uses["events"].as_array().unwrap();
     assert_eq!(uses.len(), 1, "{uses:?}");
     assert_eq!((&uses[0]["actor"], &uses[0]["actor_description"]), (&json!(a_id), &json!("agent-a")));
+    assert!(uses[0]["detail"].get("kind").is_none(), "a header use has no kind: {}", uses[0]);
+
+    // A use's kind (a value written into a body field) is kept; a kind the server does not
+    // know is refused, nothing recorded.
+    let mut body_field = event("mine2", None, "team/a/key");
+    body_field["kind"] = json!("body_field");
+    let mut unknown = event("mine3", None, "team/a/key");
+    unknown["kind"] = json!("carrier-pigeon");
+    let resp = report(&srv, &a_key, json!([body_field.clone(), unknown]));
+    assert_error(&resp, 422, "validation_error");
+    assert!(resp.1["error"]["message"].as_str().unwrap().contains("kind 'carrier-pigeon'"), "{}", resp.1);
+    let (status, body) = report(&srv, &a_key, json!([body_field]));
+    assert_eq!((status, &body), (202, &json!({ "accepted": 1, "duplicates": 0, "refused": 0 })));
+    let (_, uses) = srv.admin("GET", "/v1/secrets/team%2Fa%2Fkey/access-events", None);
+    assert_eq!(uses["events"][0]["detail"]["kind"], "body_field", "{uses}");
 }
 
 fn an_agents_allowed_ips_bind_its_key_and_tokens_on_every_endpoint(backend: Backend) {

@@ -6,6 +6,7 @@ mod access;
 mod agents;
 mod audit_trail;
 mod bad_input;
+mod body_fields;
 mod cli;
 mod console;
 mod examples;

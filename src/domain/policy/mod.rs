@@ -112,6 +112,8 @@ pub struct Grant {
     approval: bool,
     headers: Vec<String>,
     query: bool,
+    /// Top-level form or JSON body fields a value may be the whole value of; sorted, unique.
+    body_fields: Vec<String>,
 }
 
 /// A header the proxy sets on requests to `host` without the agent writing a placeholder.
@@ -227,6 +229,17 @@ impl Policy {
         self.egress.allow.iter().any(|pattern| pattern.matches(host))
     }
 
+    /// Whether any grant allows body fields: only then are request bodies read for placeholders.
+    pub fn has_body_fields(&self) -> bool {
+        self.grants.iter().any(|grant| !grant.body_fields.is_empty())
+    }
+
+    /// Whether a grant that allows body fields lets its values go to `host`: a request to such
+    /// a host with a form or JSON body is read whole (within the proxy's bound) before it goes.
+    pub fn body_fields_reach(&self, host: &str) -> bool {
+        self.grants.iter().any(|grant| !grant.body_fields.is_empty() && grant.allows_host(host))
+    }
+
     /// Whether `host` is to be tunnelled without interception.
     pub fn is_passthrough(&self, host: &str) -> bool {
         self.egress.passthrough.iter().any(|pattern| pattern.matches(host))
@@ -234,7 +247,7 @@ impl Policy {
 }
 
 impl Grant {
-    /// What of approval, hosts, headers and query differs between two grants, in that order;
+    /// What of approval, hosts, headers, query and body fields differs between two grants, in that order;
     /// empty when they agree. Hosts are compared as the sets of hosts they match.
     fn differences(&self, other: &Grant) -> Vec<&'static str> {
         let covered = |a: &[HostPattern], b: &[HostPattern]| a.iter().all(|h| b.iter().any(|o| o.covers(h)));
@@ -251,6 +264,9 @@ impl Grant {
         }
         if self.query != other.query {
             differ.push("query");
+        }
+        if self.body_fields != other.body_fields {
+            differ.push("body_fields");
         }
         differ
     }
@@ -278,6 +294,17 @@ impl Grant {
     /// Values may be placed in the query string.
     pub fn query(&self) -> bool {
         self.query
+    }
+
+    /// Top-level `application/x-www-form-urlencoded` or `application/json` body fields whose
+    /// whole value may be a placeholder for these secrets; empty (the default) allows none.
+    pub fn body_fields(&self) -> &[String] {
+        &self.body_fields
+    }
+
+    /// Whether this grant lets its values be the whole value of body field `name` (exact).
+    pub fn allows_body_field(&self, name: &str) -> bool {
+        self.body_fields.iter().any(|allowed| allowed == name)
     }
 
     /// For a test that breaks the invariant on purpose, to check a defence behind it.

@@ -106,6 +106,8 @@ struct RawGrant {
     headers: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     query: bool,
+    #[serde(default)]
+    body_fields: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -245,7 +247,24 @@ impl Grant {
             None => DEFAULT_GRANT_HEADERS.map(str::to_owned).to_vec(),
         };
         let headers = headers.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
-        Ok(Grant { secrets, hosts, approval: raw.approval, headers, query: raw.query })
+        let body_fields = raw
+            .body_fields
+            .iter()
+            .map(|f| parse_at(f, "grant body_fields", body_field))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        let body_fields = body_fields.into_iter().collect();
+        Ok(Grant { secrets, hosts, approval: raw.approval, headers, query: raw.query, body_fields })
+    }
+}
+
+/// A body field name: 1 to 128 characters of `[A-Za-z0-9._-]`, matched exactly (case counts).
+fn body_field(s: &str) -> Result<String, String> {
+    let ok =
+        (1..=128).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("'{s}' is not a body field name; use 1 to 128 characters of [A-Za-z0-9._-]"))
     }
 }
 
@@ -271,7 +290,7 @@ fn header_name(s: &str) -> Result<String, String> {
 }
 
 /// Two grants whose secrets overlap (some path matches both) must agree on approval, hosts,
-/// headers and query: otherwise the one that governs a path would decide, say, whether it
+/// headers, query and body fields: otherwise the one that governs a path would decide, say, whether it
 /// needs approval, and a broad grant could open what a narrow one gates. The later grant of
 /// such a pair is the error (at `spans`, the grants' `secrets` in the file), naming the
 /// earlier with its line.

@@ -66,6 +66,7 @@ fn defaults_apply() {
     let grant = &policy.grants[0];
     assert_eq!(grant.headers, ["authorization", "x-api-key"]);
     assert!(!grant.approval && !grant.query);
+    assert!(grant.body_fields.is_empty() && !policy.has_body_fields());
     assert_eq!(policy.source, "test.toml");
 }
 
@@ -94,6 +95,18 @@ fn invalid_policies_point_at_the_offending_line() {
             "x-forwarded header",
             grant("secrets = \"a/*\"\nhosts = [\"api.openai.com\"]\nheaders = [\"X-Forwarded-For\"] # here"),
             "header 'x-forwarded-for' may never carry a secret",
+        ),
+        (
+            "bad body field",
+            grant(
+                "secrets = \"a/*\"\nhosts = [\"api.openai.com\"]\nbody_fields = [\"client_secret\",\n  \"a b\", # here\n]",
+            ),
+            "grant body_fields: 'a b' is not a body field name",
+        ),
+        (
+            "empty body field",
+            grant("secrets = \"a/*\"\nhosts = [\"api.openai.com\"]\nbody_fields = [\"\"] # here"),
+            "is not a body field name",
         ),
         (
             "header not a token",
@@ -246,6 +259,12 @@ fn overlapping_grants_that_disagree_are_refused_in_either_order() {
         ),
         ("headers", grant("**", ""), grant("production/stripe/key", "headers = [\"x-api-key\"]\n"), "headers"),
         ("query", grant("*/stripe/*", ""), grant("production/*/*", "query = true\n"), "query"),
+        (
+            "body fields",
+            grant("production/**", ""),
+            grant("production/stripe/*", "body_fields = [\"client_secret\"]\n"),
+            "body_fields",
+        ),
         (
             "several",
             grant("production/*/key", "approval = true\n"),

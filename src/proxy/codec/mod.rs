@@ -60,9 +60,12 @@ pub(super) enum Parsed {
 /// are not copied: they are views of the bytes as read (which stay alive, and the buffer
 /// unreusable, until the request is done with them). `fields` and `map` are spaces a
 /// connection keeps between requests: `fields` is left empty, `map` becomes the head's.
+/// `body_fields`: the agent's policy names body fields, so a request with a form or JSON
+/// body is hyper's, whose path reads and substitutes such bodies (`pipeline`).
 pub(super) fn parse_request(
     buf: &mut BytesMut,
     via: &Via,
+    body_fields: bool,
     fields: &mut Vec<(HeaderName, Range<usize>)>,
     map: &mut HeaderMap,
 ) -> Parsed {
@@ -92,7 +95,7 @@ pub(super) fn parse_request(
         at..at + s.len()
     };
     let path = range(path.as_bytes());
-    let (mut body_len, mut close) = (None, false);
+    let (mut body_len, mut close, mut fields_body) = (None, false, false);
     fields.clear();
     for h in req.headers.iter() {
         // Checked here, while the head can still go to hyper whole: what `HeaderValue` takes.
@@ -112,7 +115,13 @@ pub(super) fn parse_request(
         if name == header::CONNECTION {
             close |= has_token(h.value, "close");
         }
+        if body_fields && name == header::CONTENT_TYPE {
+            fields_body |= may_hold_body_fields(h.value);
+        }
         fields.push((name, range(h.value)));
+    }
+    if fields_body && body_len.unwrap_or(0) > 0 {
+        return Parsed::Unfit;
     }
     let raw = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(raw.slice(path)) else { return unfit_after_all(raw, buf) };
@@ -139,6 +148,12 @@ fn unfit_after_all(raw: Bytes, buf: &mut BytesMut) -> Parsed {
     whole.extend_from_slice(buf);
     *buf = whole;
     Parsed::Unfit
+}
+
+/// A `Content-Type` of a form or JSON (`substitute::BodyKind`), any case, parameters aside.
+fn may_hold_body_fields(value: &[u8]) -> bool {
+    let media = value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    media.eq_ignore_ascii_case(b"application/x-www-form-urlencoded") || media.eq_ignore_ascii_case(b"application/json")
 }
 
 fn content_length(value: &[u8]) -> Option<u64> {

@@ -9,7 +9,8 @@
 //! built for the response.
 //!
 //! What it does not take — HTTP/1.0, `Transfer-Encoding` or `Expect` on a request, upgrades,
-//! CONNECT, HTTP/2, `/_airlock/`, anything malformed — it hands over, with the bytes
+//! CONNECT, HTTP/2, `/_airlock/`, anything malformed, and, while the agent's policy names body
+//! fields, a request with a form or JSON body (the hyper path reads such bodies) — it hands over, with the bytes
 //! already read, to hyper (`ConnectionEnd::Fallback`), which serves the rest of that connection.
 //!
 //! The exchange reads top to bottom across the files here: this one keeps the serve loop of
@@ -38,6 +39,7 @@ pub(super) use super::codec::MAX_HEAD;
 use super::codec::{self, Head, Parsed};
 use super::error::ProxyError;
 use super::io::Rewind;
+use super::local::ThreadCache;
 use super::meters::{self, CountAs};
 use super::pipeline::{self, RequestRecord};
 use super::request::{Target, Via};
@@ -74,8 +76,9 @@ where
     let mut watch = Watch::new(timeouts.header_read.min(timeouts.idle));
     loop {
         watch.set(if buf.is_empty() { timeouts.idle } else { timeouts.header_read });
+        let body_fields = ThreadCache::enter(proxy).policy().has_body_fields();
         let head = loop {
-            match parse_request(&mut buf, via, &mut kept) {
+            match parse_request(&mut buf, via, body_fields, &mut kept) {
                 Parsed::Complete(head) => break head,
                 Parsed::Partial => {}
                 Parsed::Unfit => return ConnectionEnd::Fallback(Rewind::new(buf.freeze(), io)),
@@ -121,8 +124,8 @@ struct Carryover {
 
 /// Takes a complete request head off the front of `buf` (`codec::parse_request`), in the
 /// spaces the connection keeps.
-fn parse_request(buf: &mut BytesMut, via: &Via, kept: &mut Carryover) -> Parsed {
-    codec::parse_request(buf, via, &mut kept.fields, &mut kept.headers)
+fn parse_request(buf: &mut BytesMut, via: &Via, body_fields: bool, kept: &mut Carryover) -> Parsed {
+    codec::parse_request(buf, via, body_fields, &mut kept.fields, &mut kept.headers)
 }
 
 // ---- one exchange -------------------------------------------------------------------

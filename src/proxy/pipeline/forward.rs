@@ -6,7 +6,6 @@ use http::header;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::remove_connection_named;
 use crate::proxy::Proxy;
@@ -46,7 +45,7 @@ pub(in crate::proxy) fn has_token(value: &[u8], token: &str) -> bool {
 pub(super) async fn forward(
     proxy: &Proxy,
     mut head: Parts,
-    body: Incoming,
+    body: Body,
     upgrading: Option<Upgrading>,
     target: &Target,
     scanned: bool,
@@ -81,7 +80,6 @@ pub(super) async fn forward(
     head.headers.remove(header::HOST);
     head.uri = target.uri_for(&head.uri)?;
     head.version = http::Version::HTTP_11;
-    let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
     let limit = proxy.timeouts.upstream_first_byte;
     let sent = proxy.upstreams.request(Request::from_parts(head, body));
     let mut resp = tokio::time::timeout(limit, sent)

@@ -5,16 +5,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::HeaderValue;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
 use http::request::Parts;
 
-use crate::domain::policy::{Placeholder, Policy};
+use crate::domain::policy::{Grant, Placeholder, Policy};
 use crate::proxy::Proxy;
+use crate::proxy::body::{Body, full};
 use crate::proxy::central::{CentralError, HeldValue};
 use crate::proxy::error::{ErrorCode, ProxyError};
 use crate::proxy::local::{InjectPlan, ThreadCache};
 use crate::proxy::request::{CarriedValue, Target};
-use crate::proxy::substitute::{self, BoundValue, Refusal, Written};
+use crate::proxy::substitute::{self, BodyKind, BoundValue, Refusal, Written};
 
 /// What substitution leaves: the head with values in place, the values it carries (shared
 /// with this thread's plan for the upstream, when it came from one), and what it wrote byte
@@ -73,18 +75,7 @@ async fn fill(
     }
     let found = if agent_placeholders { substitute::scan(&head)? } else { Vec::new() };
     let all = || found.iter().map(|f| &f.placeholder).chain(templates.iter().flat_map(|t| t.placeholders));
-    // Each granted secret once, with its grant (looked up once, not at every check).
-    let mut fetched: Vec<Arc<HeldValue>> = Vec::new();
-    let mut grants = Vec::new();
-    for placeholder in all() {
-        let path = placeholder.path();
-        if fetched.iter().any(|v| &v.path == path) {
-            continue;
-        }
-        let Some(grant) = cache.policy().grant_for(path) else { continue };
-        fetched.push(cache.value(path, || proxy.central.value(path)).await.map_err(central_error)?);
-        grants.push(grant);
-    }
+    let (fetched, grants) = fetch(proxy, cache, all()).await?;
     let bindings = |p: &Placeholder| {
         let i = fetched.iter().position(|v| &v.path == p.path())?;
         Some(BoundValue { value: &fetched[i].value, grant: grants[i], secret_allowed_hosts: &fetched[i].allowed_hosts })
@@ -93,6 +84,126 @@ async fn fill(
         substitute::inject(head, &found, templates, &target.host, target.tls, target.plain_http_allowed, &bindings)?;
     let used: Arc<[CarriedValue]> = used_values(all(), &fetched).into();
     Ok(Substituted { head, used, written })
+}
+
+/// Each granted secret of `placeholders` once, with its grant (looked up once, not at every
+/// check). A secret no grant covers is left out: its bind check refuses it.
+async fn fetch<'c, 'p>(
+    proxy: &Proxy,
+    cache: &'c ThreadCache<'p>,
+    placeholders: impl Iterator<Item = &Placeholder>,
+) -> Result<(Vec<Arc<HeldValue>>, Vec<&'c Grant>), ProxyError> {
+    let mut fetched: Vec<Arc<HeldValue>> = Vec::new();
+    let mut grants = Vec::new();
+    for placeholder in placeholders {
+        let path = placeholder.path();
+        if fetched.iter().any(|v| &v.path == path) {
+            continue;
+        }
+        let Some(grant) = cache.policy().grant_for(path) else { continue };
+        fetched.push(cache.value(path, || proxy.central.value(path)).await.map_err(central_error)?);
+        grants.push(grant);
+    }
+    Ok((fetched, grants))
+}
+
+/// The most of a request body the proxy reads whole to substitute body fields (`body_fields`).
+pub(super) const BODY_FIELDS_MAX: u64 = 64 * 1024;
+
+/// Body fields: when a grant of the policy names `body_fields` and the request has a form or
+/// JSON body, the body is read whole (at most `BODY_FIELDS_MAX`, chunked or not), every
+/// placeholder in it is found (`substitute::scan_body`) and checked against its binding, and
+/// the values are written in; `Content-Length` is set to the body as sent. The values join
+/// `used` (recorded, scrubbed from the response). A body toward a host no body-field grant
+/// reaches is read only when its declared length is within the bound (so a placeholder there
+/// is refused, not sent as text); a longer one passes unread, as it would without the rule.
+/// Over the bound toward a host a body-field grant reaches: `body_too_large` (413), nothing sent.
+pub(super) async fn body_fields(
+    proxy: &Proxy,
+    cache: &ThreadCache<'_>,
+    head: &mut Parts,
+    body: Body,
+    target: &Target,
+    used: &mut Arc<[CarriedValue]>,
+) -> Result<Body, ProxyError> {
+    let policy = cache.policy();
+    let Some(kind) = BodyKind::of(&head.headers).filter(|_| policy.has_body_fields()) else { return Ok(body) };
+    if hyper::body::Body::is_end_stream(&body) {
+        return Ok(body);
+    }
+    let declared = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let reached = policy.body_fields_reach(&target.host);
+    if !reached && declared.is_none_or(|n| n > BODY_FIELDS_MAX) {
+        return Ok(body);
+    }
+    if declared.is_some_and(|n| n > BODY_FIELDS_MAX) {
+        return Err(too_large());
+    }
+    let bytes = read_bounded(body, BODY_FIELDS_MAX).await?;
+    let found = substitute::scan_body(kind, &bytes)?;
+    let sent = if found.is_empty() {
+        bytes
+    } else {
+        let (fetched, grants) = fetch(proxy, cache, found.iter().map(|f| &f.found.placeholder)).await?;
+        let bindings = |p: &Placeholder| {
+            let i = fetched.iter().position(|v| &v.path == p.path())?;
+            Some(BoundValue {
+                value: &fetched[i].value,
+                grant: grants[i],
+                secret_allowed_hosts: &fetched[i].allowed_hosts,
+            })
+        };
+        let transport = (target.host.as_str(), target.tls, target.plain_http_allowed);
+        let written = substitute::inject_body(kind, &bytes, &found, transport, &bindings)?;
+        let mut all: Vec<CarriedValue> = used.iter().cloned().collect();
+        for mut carried in used_values(found.iter().map(|f| &f.found.placeholder), &fetched) {
+            carried.kind = Some("body_field");
+            let same = |u: &CarriedValue| {
+                u.fetched.path == carried.fetched.path
+                    && u.field.as_ref().map(|f| &f.0) == carried.field.as_ref().map(|f| &f.0)
+            };
+            if !all.iter().any(same) {
+                all.push(carried);
+            }
+        }
+        *used = all.into();
+        Bytes::copy_from_slice(&written)
+    };
+    head.headers.remove(header::TRANSFER_ENCODING);
+    head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(sent.len()));
+    Ok(full(sent))
+}
+
+/// The whole body, refused past `max` bytes.
+async fn read_bounded(mut body: Body, max: u64) -> Result<Bytes, ProxyError> {
+    use http_body_util::BodyExt;
+    let mut out = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ProxyError::new(ErrorCode::InvalidRequest, format!("the request body could not be read: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if (out.len() + data.len()) as u64 > max {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+fn too_large() -> ProxyError {
+    ProxyError::new(
+        ErrorCode::BodyTooLarge,
+        format!(
+            "the request's form or JSON body is over {BODY_FIELDS_MAX} bytes; the proxy reads such a body whole to \
+             substitute body fields, and refuses longer ones toward a host a body-field grant names"
+        ),
+    )
 }
 
 fn head_has_placeholder(head: &Parts) -> bool {
@@ -149,7 +260,7 @@ fn used_values<'a>(
                 None => continue,
             },
         };
-        used.push(CarriedValue { fetched: v.clone(), field });
+        used.push(CarriedValue { fetched: v.clone(), field, kind: None });
     }
     used
 }

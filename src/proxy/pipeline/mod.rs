@@ -21,17 +21,19 @@ mod respond;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use self::admit::{admit, agree, egress, one_host, remove_connection_named, target};
 use self::forward::{Upgrading, forward, is_upgrade};
-use self::inject::{Substituted, substitute};
+use self::inject::{Substituted, body_fields, substitute};
 use self::respond::{redact, scrub_for};
 use super::Proxy;
-use super::body::Body;
+use super::body::{Body, BoxError};
 use super::error::{ErrorCode, ProxyError};
 use super::local::ThreadCache;
 use super::meters::{CountAs, finished};
@@ -116,6 +118,7 @@ impl RequestRecord {
             error_code: error.map(ProxyError::code),
             status: Some(status.as_u16()),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            kind: used.and_then(|u| u.kind),
         });
     }
 }
@@ -137,7 +140,8 @@ async fn serve(
         .filter(|_| is_upgrade(&head.headers))
         .map(|agent| Upgrading { agent, watch: proxy.central.watch_policy() });
     let resettable = head.version == http::Version::HTTP_2;
-    let Outbound { head, target, used, scrub } = prepare(proxy, head, via, started).await?;
+    let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+    let (Outbound { head, target, used, scrub }, body) = prepare_with_body(proxy, head, body, via, started).await?;
     if resettable {
         // An HTTP/2 agent can reset a stream at any time, and hyper looks for a reset only
         // while this future is pending: one that ran here without waiting (its checks cached)
@@ -206,7 +210,31 @@ pub(super) struct Outbound {
 /// agreement → rate limit → substitute + bind check. Shared by the hyper path and the
 /// HTTP/1.1 fast path (`h1`), which differ only in how they forward.
 /// `now` is when the request came in (plans and values are fresh as of then).
-pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Instant) -> Result<Outbound, ProxyError> {
+/// The fast path's `prepare`: it hands over to hyper every request whose body could hold
+/// body fields (`codec::parse_request`), so it never has a body to give.
+pub(super) async fn prepare(proxy: &Proxy, head: Parts, via: &Via, now: Instant) -> Result<Outbound, ProxyError> {
+    prepare_inner(proxy, head, None, via, now).await.map(|(outbound, _)| outbound)
+}
+
+/// `prepare`, then the body fields step (`inject::body_fields`): the body as it is to be sent.
+async fn prepare_with_body(
+    proxy: &Proxy,
+    head: Parts,
+    body: Body,
+    via: &Via,
+    now: Instant,
+) -> Result<(Outbound, Body), ProxyError> {
+    let (outbound, body) = prepare_inner(proxy, head, Some(body), via, now).await?;
+    Ok((outbound, body.unwrap_or_else(|| super::body::full(Bytes::new()))))
+}
+
+async fn prepare_inner(
+    proxy: &Proxy,
+    mut head: Parts,
+    body: Option<Body>,
+    via: &Via,
+    now: Instant,
+) -> Result<(Outbound, Option<Body>), ProxyError> {
     // A CONNECT to the proxy opens a tunnel (`listen::connect`) and never comes here; one that
     // does was sent inside a tunnel (or named a route), and forwarding it would hand the
     // upstream a tunnel of its own, values injected on the way.
@@ -221,7 +249,11 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
     egress(proxy, &cache, &target, now).await?;
     agree(&head, via, &target)?;
     cache.limits().check(&target.host)?;
-    let Substituted { mut head, used, written } = substitute(proxy, &cache, head, &target, now).await?;
+    let Substituted { mut head, mut used, written } = substitute(proxy, &cache, head, &target, now).await?;
+    let body = match body {
+        Some(body) => Some(body_fields(proxy, &cache, &mut head, body, &target, &mut used).await?),
+        None => None,
+    };
     if !used.is_empty() && proxy.reporter.spool_full() {
         // A use that could not be recorded is not made.
         return Err(unrecordable());
@@ -231,7 +263,7 @@ pub(super) async fn prepare(proxy: &Proxy, mut head: Parts, via: &Via, now: Inst
         // Redaction reads the response as sent; a compressed body would hide a value from it.
         head.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
-    Ok(Outbound { head, target, used, scrub })
+    Ok((Outbound { head, target, used, scrub }, body))
 }
 
 // ---- record -------------------------------------------------------------------------

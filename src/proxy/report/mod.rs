@@ -65,6 +65,9 @@ pub struct AccessEvent {
     pub error_code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// `body_field` for a value written into a body field; absent for headers and queries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
     /// The mean over the `count` uses this event stands for.
     pub latency_ms: f64,
     /// When the first of them happened.
@@ -89,6 +92,8 @@ pub struct Use<'a> {
     pub error_code: Option<&'static str>,
     pub status: Option<u16>,
     pub latency_ms: f64,
+    /// How the value went on the wire (`AccessEvent::kind`).
+    pub kind: Option<&'static str>,
 }
 
 impl Use<'_> {
@@ -98,7 +103,7 @@ impl Use<'_> {
         use std::hash::{BuildHasher, Hash, Hasher};
         let mut h = foldhash::fast::FixedState::with_seed(0).build_hasher();
         (self.agent, self.path, self.version, self.host, self.method, self.url_path).hash(&mut h);
-        (self.outcome, self.error_code, self.status).hash(&mut h);
+        (self.outcome, self.error_code, self.status, self.kind).hash(&mut h);
         h.finish()
     }
 
@@ -112,6 +117,7 @@ impl Use<'_> {
             && self.outcome == e.outcome
             && self.error_code == e.error_code
             && self.status == e.status
+            && self.kind == e.kind
     }
 
     fn event(&self) -> AccessEvent {
@@ -126,6 +132,7 @@ impl Use<'_> {
             outcome: self.outcome,
             error_code: self.error_code,
             status: self.status,
+            kind: self.kind,
             latency_ms: self.latency_ms,
             timestamp: crate::domain::time::to_rfc3339(crate::domain::time::now_ms()),
             count: 1,
@@ -269,6 +276,7 @@ mod tests {
             error_code: None,
             status: Some(status),
             latency_ms,
+            kind: None,
         }
     }
 

@@ -55,6 +55,13 @@ impl<'b> Rules<'_, 'b> {
     pub(super) fn check(&self, placeholder: &Placeholder, place: &Place) -> Result<Resolved<'b>, Refusal> {
         let path = placeholder.path().as_str();
         let host = self.host;
+        if *place == Place::Body {
+            let message = format!(
+                "a placeholder for secret '{path}' is in the request body outside a top-level field's whole value; \
+                 secret values go in a body only as the whole value of a field the grant names in body_fields"
+            );
+            return Err(refuse(ErrorCode::PlacementNotAllowed, message));
+        }
         if *place == Place::Path {
             let message = format!(
                 "a placeholder for secret '{path}' is in the URL path; secret values may go only in headers, \
@@ -123,7 +130,8 @@ fn placement_allowed(grant: &Grant, place: &Place) -> bool {
         }
         Place::BasicAuth => grant.allows_header(AUTHORIZATION.as_str()),
         Place::Query => grant.query(),
-        Place::Path => false,
+        Place::BodyField(name) => grant.allows_body_field(name),
+        Place::Path | Place::Body => false,
     }
 }
 

@@ -32,6 +32,7 @@ use crate::domain::policy::{Grant, Placeholder, PlaceholderError};
 use crate::proxy::error::{ErrorCode, ProxyError};
 
 mod bind;
+mod body;
 mod field;
 #[cfg(test)]
 mod fixture;
@@ -41,6 +42,7 @@ mod scan;
 mod write;
 
 use bind::Rules;
+pub use body::{BodyFound, BodyKind, inject_body, scan_body};
 pub use field::json_field;
 pub use scan::{has_placeholder_text, scan};
 pub use write::Written;
@@ -88,6 +90,10 @@ pub enum Place {
     Query,
     /// In the URL outside the query (the path, or a percent-encoded authority); never allowed.
     Path,
+    /// The whole value of this top-level field of a form or JSON request body.
+    BodyField(String),
+    /// Anywhere else in a form or JSON request body; never allowed.
+    Body,
 }
 
 impl fmt::Display for Place {
@@ -97,6 +103,8 @@ impl fmt::Display for Place {
             Place::BasicAuth => f.write_str("the Basic credentials of header 'authorization'"),
             Place::Query => f.write_str("the query string"),
             Place::Path => f.write_str("the URL path"),
+            Place::BodyField(name) => write!(f, "body field '{name}'"),
+            Place::Body => f.write_str("the request body"),
         }
     }
 }
