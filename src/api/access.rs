@@ -1,20 +1,21 @@
 //! Access events: `POST /v1/access-events` (a proxy reports the uses of values, with the
 //! agent key) and `GET /v1/secrets/{path}/access-events` (the recorded ones, newest first).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Paged;
 use super::audit::AuditEvent;
 
 /// `POST /v1/access-events`: at most 500 events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessReport {
     pub events: Vec<AccessEvent>,
 }
 
 /// One use (or several identical ones, `count`) of a value by the proxy, or a refusal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessEvent {
     /// The proxy's id for the event: the server records each id once.
@@ -47,7 +48,7 @@ pub struct AccessEvent {
     pub count: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Injected,
@@ -67,7 +68,7 @@ impl Outcome {
 
 /// The 202 of a report: events recorded now, ids recorded before, and uses of secrets the
 /// agent's policy does not grant (recorded as `access.refused`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AccessReceipt {
     pub accepted: u64,
     pub duplicates: u64,
@@ -75,7 +76,7 @@ pub struct AccessReceipt {
 }
 
 /// `GET /v1/secrets/{path}/access-events`: audit records of type `access`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AccessEventPage {
     pub events: Vec<AuditEvent>,
     pub next_cursor: Option<String>,

@@ -1,6 +1,7 @@
 //! `/v1/approvals`: token requests waiting for a human. The requester polls
 //! `GET /v1/approvals/{id}`; once approved, that answer carries the token, once.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -11,7 +12,7 @@ use super::tokens::MintedToken;
 /// adds `approval_status` and `approval_request_id` (the same as `status` and `id`, in the
 /// words of a mint's answer) and, for the requester of an approved request not collected
 /// yet, the `token`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Approval {
     pub id: String,
     /// `pending`, `approved`, `denied` or `cancelled`.
@@ -39,7 +40,7 @@ pub struct Approval {
 }
 
 /// `GET /v1/approvals[?status=…]`: newest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ApprovalList {
     pub approvals: Vec<Approval>,
     pub total: i64,
@@ -54,7 +55,7 @@ impl Paged for ApprovalList {
 }
 
 /// `POST /v1/approvals/{id}/approve`; the body may be left out.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,7 +63,7 @@ pub struct ApproveBody {
 }
 
 /// `POST /v1/approvals/{id}/deny`; the body may be left out.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DenyBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,6 +2,7 @@
 //! answers the verifier's report, whose checkpoint part is free-form; clients read it as
 //! JSON.)
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -10,7 +11,7 @@ use crate::domain::audit::AuditRecord;
 use crate::domain::time::to_rfc3339;
 
 /// One record of the chain as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AuditEvent {
     pub id: String,
     pub seq: i64,
@@ -50,7 +51,7 @@ impl From<&AuditRecord> for AuditEvent {
 }
 
 /// `GET /v1/audit`: the cursor is the `seq` of the page's last record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AuditPage {
     pub events: Vec<AuditEvent>,
     pub next_cursor: Option<String>,

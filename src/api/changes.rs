@@ -2,6 +2,7 @@
 //! its `data` is a [`ChangeEvent`], except `resync` (the subscriber fell behind and missed
 //! events: drop every cache), whose data is a [`Resync`]. Paths and ids, never values.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The event types, as `event:` names them.
@@ -12,7 +13,7 @@ pub const TOKEN_REVOKED: &str = "token.revoked";
 pub const POLICY_UPDATED: &str = "policy.updated";
 pub const RESYNC: &str = "resync";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChangeEvent {
     #[serde(rename = "type")]
     pub kind: String,
@@ -29,7 +30,7 @@ pub struct ChangeEvent {
 }
 
 /// The data of a `resync` event: how many events the subscriber missed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Resync {
     pub missed: u64,
 }

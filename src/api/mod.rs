@@ -20,6 +20,7 @@ pub mod changes;
 pub mod errors;
 pub mod keys;
 pub mod policy;
+mod schema;
 pub mod secrets;
 pub mod tokens;
 pub mod usage;

@@ -5,19 +5,20 @@
 //! A proxy reads [`PolicyText`] from it and parses the text itself, under the same rules as
 //! the server, rather than trusting a second rendering of them.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::domain::policy::Policy;
 
 /// What a proxy takes from the policy endpoint: the file name and its text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PolicyText {
     pub source: String,
     pub text: String,
 }
 
 /// `POST /v1/policies/reload`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PolicyReload {
     /// Always `true` (a failed reload is an error).
     pub reloaded: bool,

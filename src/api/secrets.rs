@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Paged;
@@ -12,7 +13,7 @@ use crate::domain::value::serialize_exposed;
 use crate::domain::{SecretPath, SecretValue, Tier};
 
 /// A secret's metadata, never with a value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretMetadata {
     pub path: String,
     pub version: i64,
@@ -47,14 +48,14 @@ pub struct SecretMetadata {
 }
 
 /// Who created a secret: the credential's id and description (a key's name).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CreatedBy {
     pub id: String,
     pub description: Option<String>,
 }
 
 /// How a secret's value is held.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ManagedMode {
     /// Airlock holds the value, encrypted.
@@ -77,7 +78,7 @@ impl ManagedMode {
 }
 
 /// Whether a secret resolves: `disabled` and `archived` secrets stay listed but are not read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SecretStatus {
     #[default]
@@ -102,7 +103,7 @@ impl SecretStatus {
 /// `GET /v1/secrets/{path}[?version=N]`: the metadata and the value, on purpose. The
 /// metadata's fields are spelled out rather than flattened: serde reads a flattened struct
 /// from a buffered copy of its fields and then loses their names in its errors.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SecretRead {
     pub path: String,
     /// The version read (the current one unless `?version=` named another).
@@ -168,7 +169,7 @@ impl SecretRead {
 }
 
 /// `GET /v1/secrets`: one page of what the caller may see.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretList {
     pub items: Vec<SecretMetadata>,
     pub total: i64,
@@ -183,13 +184,13 @@ impl Paged for SecretList {
 }
 
 /// `GET /v1/secrets/{path}/versions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretVersions {
     pub path: String,
     pub versions: Vec<VersionInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VersionInfo {
     pub version: i64,
     /// `current`, `grace`, `expired`, `previous`, `deleted` or `destroyed`.
@@ -202,7 +203,7 @@ pub struct VersionInfo {
 /// (`managed_mode: external_reference`) carries `external_ref` instead, and optionally the
 /// provider's version (`provider_version_ref`) and the config to read it through
 /// (`provider_config_id`, else the tenant's default config of the reference's provider).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSecret {
     pub path: SecretPath,
@@ -212,6 +213,7 @@ pub struct CreateSecret {
         deserialize_with = "text_or_object_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<super::schema::TextOrObject>")]
     pub value: Option<SecretValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_mode: Option<ManagedMode>,
@@ -232,8 +234,10 @@ pub struct CreateSecret {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub expires_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub not_before: Option<String>,
     /// An empty value is refused (422) unless this is `true`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -241,7 +245,7 @@ pub struct CreateSecret {
 }
 
 /// The 201 of a create.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretCreated {
     pub path: String,
     pub version: i64,
@@ -254,7 +258,7 @@ pub struct SecretCreated {
 /// and/or `provider_version_ref` (what is not given is kept). `cas: N` (or `If-Match: "N"`): only if the current version is N;
 /// `cas: 0` (or `If-None-Match: *`): only if there is no secret at the path. For
 /// `expires_at` and `not_before`, an absent field leaves it and `null` clears it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecret {
     #[serde(
@@ -263,6 +267,7 @@ pub struct UpdateSecret {
         deserialize_with = "text_or_object_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<super::schema::TextOrObject>")]
     pub value: Option<SecretValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_ref: Option<String>,
@@ -285,7 +290,7 @@ pub struct UpdateSecret {
     pub not_before: Option<Option<String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretUpdated {
     pub path: String,
     pub version: i64,
@@ -294,7 +299,7 @@ pub struct SecretUpdated {
 
 /// `PATCH /v1/secrets/{path}`: metadata only. For `description`, `owner`, `expires_at` and
 /// `not_before`, an absent field leaves it and `null` clears it (`Some(None)`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchSecret {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -352,7 +357,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 
 /// `POST /v1/secrets/{path}/rotate`: a new value (managed) or a new `external_ref` and/or
 /// `provider_version_ref` (external); the old version stays readable for the grace period.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     #[serde(
@@ -361,6 +366,7 @@ pub struct RotateSecret {
         deserialize_with = "text_or_object_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<super::schema::TextOrObject>")]
     pub new_value: Option<SecretValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_ref: Option<String>,
@@ -373,7 +379,7 @@ pub struct RotateSecret {
     pub allow_empty: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretRotated {
     pub path: String,
     pub old_version: i64,
@@ -389,7 +395,7 @@ fn serialize_exposed_opt<S: serde::Serializer>(v: &Option<SecretValue>, s: S) ->
 }
 
 /// `POST /v1/secrets/remote-import/preview`: one page of what a provider config lists.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteImportPreview {
     pub provider_config_id: String,
@@ -402,7 +408,7 @@ pub struct RemoteImportPreview {
     pub next_token: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ImportCandidate {
     pub external_ref: String,
     /// The provider's name for it.
@@ -416,7 +422,7 @@ pub struct ImportCandidate {
     pub existing_path: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RemoteImportCandidates {
     pub provider_config_id: String,
     pub provider: String,
@@ -427,14 +433,14 @@ pub struct RemoteImportCandidates {
 }
 
 /// `POST /v1/secrets/remote-import`: creates external secrets.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteImport {
     pub provider_config_id: String,
     pub secrets: Vec<ImportItem>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportItem {
     pub external_ref: String,
@@ -446,7 +452,7 @@ pub struct ImportItem {
     pub tags: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ImportResult {
     pub external_ref: String,
     pub path: Option<String>,
@@ -455,7 +461,7 @@ pub struct ImportResult {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RemoteImported {
     pub imported: u64,
     pub skipped: u64,
@@ -464,15 +470,16 @@ pub struct RemoteImported {
 }
 
 /// `POST /v1/secrets/{path}/destroy`: wipes these versions' ciphertext for good.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DestroyVersions {
+    #[schemars(length(min = 1), inner(range(min = 1)))]
     pub versions: Vec<i64>,
 }
 
 /// `POST /v1/secrets/{path}/undelete`: the optional body; `versions` also makes those
 /// versions readable again.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UndeleteSecret {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -480,7 +487,7 @@ pub struct UndeleteSecret {
 }
 
 /// `POST /v1/secrets/copy` and `POST /v1/secrets/move`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CopySecret {
     pub from: SecretPath,
@@ -491,7 +498,7 @@ pub struct CopySecret {
 }
 
 /// The answer of a copy: 201 when `to` was made, 200 when a new version was written there.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretCopied {
     pub from: String,
     pub from_version: i64,
@@ -500,7 +507,7 @@ pub struct SecretCopied {
 }
 
 /// `POST /v1/secrets/bulk`: at most 100 operations, applied in order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
     /// One transaction, all or nothing; otherwise each operation on its own.
@@ -510,13 +517,14 @@ pub struct BulkRequest {
 }
 
 /// One operation of a bulk request, by `op`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BulkOperation {
     /// Create or replace (as `PUT`; `cas: 0` = create only).
     Set {
         path: SecretPath,
         #[serde(serialize_with = "serialize_exposed", deserialize_with = "text_or_object")]
+        #[schemars(with = "super::schema::TextOrObject")]
         value: SecretValue,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cas: Option<i64>,
@@ -542,6 +550,7 @@ pub enum BulkOperation {
     Rotate {
         path: SecretPath,
         #[serde(serialize_with = "serialize_exposed", deserialize_with = "text_or_object")]
+        #[schemars(with = "super::schema::TextOrObject")]
         new_value: SecretValue,
         #[serde(default)]
         grace_period_seconds: u32,
@@ -551,14 +560,14 @@ pub enum BulkOperation {
 /// The answer of a bulk request (200 whenever the request was well-formed): whether its
 /// changes were kept (`applied`: atomic, all of them; otherwise, any) and each operation's
 /// outcome, in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BulkResult {
     pub atomic: bool,
     pub applied: bool,
     pub results: Vec<BulkOpResult>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BulkOpResult {
     pub index: usize,
     pub op: String,
@@ -571,7 +580,7 @@ pub struct BulkOpResult {
     pub error: Option<BulkOpError>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BulkOpError {
     pub code: String,
     pub message: String,

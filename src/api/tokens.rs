@@ -2,13 +2,14 @@
 //! pending approval request), introspection (`GET /v1/tokens/self`) and revocation
 //! (`DELETE /v1/tokens/{id}`, no body).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::SecretValue;
 use crate::domain::value::serialize_exposed;
 
 /// A scope list as the wire has it: one scope as a string, several as an array.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -33,7 +34,7 @@ impl OneOrMany {
 }
 
 /// `POST /v1/tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MintRequest {
     pub scope: OneOrMany,
@@ -49,7 +50,7 @@ pub struct MintRequest {
 
 /// A token minted now (201), or collected after approval (`GET /v1/approvals/{id}`'s
 /// `token`): its value is handed out this once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct MintedToken {
     pub id: String,
     #[serde(serialize_with = "serialize_exposed")]
@@ -64,7 +65,7 @@ pub struct MintedToken {
 }
 
 /// A mint that waits for a human (202).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PendingApproval {
     /// Always `pending`.
     pub approval_status: String,
@@ -74,7 +75,7 @@ pub struct PendingApproval {
 }
 
 /// `GET /v1/tokens/self`: what the calling credential is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenInfo {
     pub id: String,
     /// `user_key`, `agent_key` or `token`.
@@ -90,7 +91,7 @@ pub struct TokenInfo {
     pub expires_at: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentIdentity {
     pub id: String,
     pub name: String,

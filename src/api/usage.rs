@@ -2,11 +2,12 @@
 //! server holds, and when each of those agents last used it, from the access events on
 //! record. What an operator checks before rotating or deleting the secret.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The agents whose policies grant the path, ordered by agent name; empty when none does.
 /// The path need not exist as a secret: a policy may name one not yet created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretUsage {
     pub path: String,
     pub agents: Vec<AgentUsage>,
@@ -14,7 +15,7 @@ pub struct SecretUsage {
 
 /// One agent whose policy grants the path: the grant that governs it, and what of the
 /// policy sends the value where.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentUsage {
     /// The agent's name, as its policy file names it.
     pub agent: String,
@@ -39,7 +40,7 @@ pub struct AgentUsage {
     pub last_used: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Placement {
     /// Lower-case header names.
     pub headers: Vec<String>,
@@ -47,13 +48,13 @@ pub struct Placement {
     pub query: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InjectUse {
     pub host: String,
     pub header: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RouteUse {
     pub name: String,
     pub upstream: String,

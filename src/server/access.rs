@@ -102,9 +102,10 @@ pub async fn report(
     Ok((StatusCode::ACCEPTED, Json(AccessReceipt { accepted, duplicates, refused })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -118,7 +119,10 @@ pub async fn list(
     if !caller.can(SecretAction::ReadMetadata, &path) {
         return Err(ApiError::permission_denied(Some(path.as_str()), &format!("secrets:read_metadata:{path}")));
     }
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit must be between 1 and 1000, not {limit}")));
+    }
     let before_seq =
         q.cursor.as_deref().map(|c| c.parse::<i64>().map_err(|_| ApiError::invalid("bad cursor"))).transpose()?;
     let filter = AuditFilter {

@@ -292,10 +292,12 @@ pub(super) fn require_decider(caller: &Caller) -> ApiResult<()> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    #[schemars(extend("enum" = ["pending", "approved", "denied", "cancelled"]))]
     status: Option<String>,
+    #[schemars(range(min = 1, max = 500))]
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -329,7 +331,10 @@ pub async fn list(
     if let Some(s) = q.status.as_deref().filter(|s| !STATUSES.contains(s)) {
         return Err(ApiError::invalid(format!("status '{s}' is not one of {}", STATUSES.join(", "))));
     }
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit must be between 1 and 500, not {limit}")));
+    }
     let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let before = cursor.as_ref().map(|c| (c.created_at, c.id.as_str()));
     let status = q.status.as_deref();

@@ -33,6 +33,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid("request body is empty; send a JSON object"));
     }
+    // serde would read a struct from an array of its fields in order (`[null, null]`): every
+    // body of this API is an object, named by its fields.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Err(e) if e.is_syntax() || e.is_eof() => ApiError::invalid(format!("malformed JSON: {e}")),
+            _ => ApiError::validation("the request body must be a JSON object"),
+        });
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();

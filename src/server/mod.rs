@@ -15,6 +15,7 @@ mod extract;
 mod master_keys;
 mod minting;
 pub mod notify;
+pub mod openapi;
 mod ops;
 pub mod policies;
 mod providers;
@@ -33,12 +34,15 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 pub use error::{ApiError, ErrorCode};
+use openapi::Routes;
+
+use crate::api::approvals::{ApproveBody, DenyBody};
+use crate::api::tokens::{MintedToken, PendingApproval};
 pub use master_keys::MasterKeys;
 pub use tenancy::user_key;
 
@@ -156,59 +160,113 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    // Endpoints with no query parameters refuse any; the others name theirs (`QueryParams`).
-    let none = middleware::from_fn(extract::no_query);
-    let v1 = Router::new()
-        .route("/secrets", post(secrets::create).get(secrets::list))
-        .route("/secrets/remote-import", post(secrets::remote_import).route_layer(none.clone()))
-        .route("/secrets/remote-import/preview", post(secrets::remote_import_preview).route_layer(none.clone()))
-        .route("/secrets/{path}", get(secrets::read).put(secrets::update).patch(secrets::patch).delete(secrets::delete))
-        .route("/secrets/search", get(secrets::search))
-        .route("/secrets/bulk", post(secrets::bulk).route_layer(none.clone()))
-        .route("/secrets/copy", post(secrets::copy).route_layer(none.clone()))
-        .route("/secrets/move", post(secrets::r#move).route_layer(none.clone()))
-        .route("/secrets/{path}/rotate", post(secrets::rotate).route_layer(none.clone()))
-        .route("/secrets/{path}/versions", get(secrets::versions).route_layer(none.clone()))
-        .route("/secrets/{path}/undelete", post(secrets::undelete).route_layer(none.clone()))
-        .route("/secrets/{path}/destroy", post(secrets::destroy).route_layer(none.clone()))
-        .route("/keys", post(tenancy::create_key).get(tenancy::list_keys).route_layer(none.clone()))
-        .route("/keys/{id}", axum::routing::delete(tenancy::revoke_key).route_layer(none.clone()))
-        .route("/tenants", post(tenancy::create_tenant).route_layer(none.clone()))
-        .route("/agents", post(agents::create).get(agents::list).route_layer(none.clone()))
-        .route("/agents/self/policy", get(agents::self_policy).route_layer(none.clone()))
-        .route("/agents/{id}", axum::routing::delete(agents::delete).route_layer(none.clone()))
-        .route("/policies/reload", post(agents::reload).route_layer(none.clone()))
-        .route("/tokens", post(tokens::mint).route_layer(none.clone()))
-        .route("/tokens/self", get(tokens::introspect).route_layer(none.clone()))
-        .route("/tokens/{id}", axum::routing::delete(tokens::revoke).route_layer(none.clone()))
-        .route("/approvals", get(approvals::list))
-        .route("/approvals/{id}", get(approvals::get).route_layer(none.clone()))
-        .route("/approvals/{id}/approve", post(approvals::approve).route_layer(none.clone()))
-        .route("/approvals/{id}/deny", post(approvals::deny).route_layer(none.clone()))
-        .route("/events", get(changes::stream).route_layer(none.clone()))
-        .route("/access-events", post(access::report).route_layer(none.clone()))
-        .route("/secrets/{path}/access-events", get(access::list))
-        .route("/secrets/{path}/usage", get(usage::usage).route_layer(none.clone()))
-        .route("/audit", get(trail::list))
-        .route("/audit/verify", get(trail::verify).route_layer(none.clone()))
-        .route("/providers", get(providers::types).route_layer(none.clone()))
-        .route("/providers/health", get(providers::health_all).route_layer(none.clone()))
-        .route("/provider-configs", post(providers::create).get(providers::list).route_layer(none.clone()))
-        .route(
-            "/provider-configs/{id}",
-            get(providers::get).patch(providers::patch).delete(providers::delete).route_layer(none.clone()),
+/// Every `/v1` endpoint: the router and the OpenAPI document are both made from this table
+/// (`openapi`), so each route is documented from its handler's types.
+fn v1_routes() -> Routes {
+    use http::Method as M;
+    Routes::v1()
+        .op(M::POST, "/secrets", "Create a secret", secrets::create)
+        .op(M::GET, "/secrets", "List the secrets the caller may see (metadata only)", secrets::list)
+        .op(
+            M::POST,
+            "/secrets/remote-import/preview",
+            "List what a provider config holds, classified for import",
+            secrets::remote_import_preview,
         )
-        .route("/provider-configs/discovery/preview", post(providers::preview).route_layer(none.clone()))
-        .route("/provider-configs/{id}/default", post(providers::make_default).route_layer(none.clone()))
-        .route("/provider-configs/{id}/health", post(providers::health).route_layer(none.clone()))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+        .op(M::POST, "/secrets/remote-import", "Import provider secrets as external references", secrets::remote_import)
+        .op(M::GET, "/secrets/search", "Search secrets' metadata within the caller's scopes", secrets::search)
+        .op(
+            M::POST,
+            "/secrets/bulk",
+            "Up to 100 operations, each under its own scope; atomic or best effort",
+            secrets::bulk,
+        )
+        .op(M::POST, "/secrets/copy", "Copy a secret's current value to a new path, sealed anew", secrets::copy)
+        .also::<crate::api::secrets::SecretCopied>(200)
+        .op(M::POST, "/secrets/move", "Move a secret and its history to a new path", secrets::r#move)
+        .op(M::GET, "/secrets/{path}", "Read a secret's value and metadata", secrets::read)
+        .op(M::PUT, "/secrets/{path}", "Write a new version, or create the secret (create or replace)", secrets::update)
+        .also::<crate::api::secrets::SecretUpdated>(201)
+        .op(M::PATCH, "/secrets/{path}", "Change a secret's metadata", secrets::patch)
+        .op(M::DELETE, "/secrets/{path}", "Delete a secret (soft, or `?permanent=true`)", secrets::delete)
+        .op(
+            M::POST,
+            "/secrets/{path}/rotate",
+            "Rotate: a new value, the old one kept for a grace period",
+            secrets::rotate,
+        )
+        .op(M::GET, "/secrets/{path}/versions", "A secret's versions and their states", secrets::versions)
+        .op(M::POST, "/secrets/{path}/undelete", "Restore a soft-deleted secret", secrets::undelete)
+        .op(M::POST, "/secrets/{path}/destroy", "Wipe versions' ciphertext for good", secrets::destroy)
+        .op(M::GET, "/secrets/{path}/access-events", "Uses of a secret reported by proxies", access::list)
+        .op(
+            M::GET,
+            "/secrets/{path}/usage",
+            "Which agents' policies grant a secret, and when each last used it",
+            usage::usage,
+        )
+        .op(M::POST, "/keys", "Create an API key", tenancy::create_key)
+        .op(M::GET, "/keys", "List API keys", tenancy::list_keys)
+        .op(M::DELETE, "/keys/{id}", "Revoke an API key", tenancy::revoke_key)
+        .op(M::POST, "/tenants", "Create a tenant and its first admin key", tenancy::create_tenant)
+        .op(M::POST, "/agents", "Register an agent and make its key", agents::create)
+        .op(M::GET, "/agents", "List agents", agents::list)
+        .op(M::GET, "/agents/self/policy", "The calling agent's policy", agents::self_policy)
+        .op(M::DELETE, "/agents/{id}", "Remove an agent and revoke its key and tokens", agents::delete)
+        .op(M::POST, "/policies/reload", "Reload the policy files", agents::reload)
+        .op(M::POST, "/tokens", "Mint a scoped token (or open an approval request)", tokens::mint)
+        .responds::<MintedToken>(&[201])
+        .also::<PendingApproval>(202)
+        .op(M::GET, "/tokens/self", "Introspect the calling credential", tokens::introspect)
+        .op(M::DELETE, "/tokens/{id}", "Revoke a token", tokens::revoke)
+        .op(M::GET, "/approvals", "List approval requests", approvals::list)
+        .op(M::GET, "/approvals/{id}", "One approval request", approvals::get)
+        .op(M::POST, "/approvals/{id}/approve", "Approve a request", approvals::approve)
+        .body::<ApproveBody>(false)
+        .op(M::POST, "/approvals/{id}/deny", "Deny a request", approvals::deny)
+        .body::<DenyBody>(false)
+        .op(M::GET, "/events", "The change stream (server-sent events)", changes::stream)
+        .op(M::POST, "/access-events", "Report uses of secrets (proxies)", access::report)
+        .op(M::GET, "/audit", "The audit trail", trail::list)
+        .op(M::GET, "/audit/verify", "Verify the audit chain", trail::verify)
+        .op(M::GET, "/providers", "The provider types this server supports", providers::types)
+        .op(M::GET, "/providers/health", "Health of every provider config", providers::health_all)
+        .op(M::POST, "/provider-configs", "Create a provider config", providers::create)
+        .op(M::GET, "/provider-configs", "List provider configs", providers::list)
+        .op(M::GET, "/provider-configs/{id}", "One provider config", providers::get)
+        .op(M::PATCH, "/provider-configs/{id}", "Change a provider config", providers::patch)
+        .op(M::DELETE, "/provider-configs/{id}", "Delete a provider config", providers::delete)
+        .op(M::POST, "/provider-configs/discovery/preview", "List what a provider config can reach", providers::preview)
+        .op(M::POST, "/provider-configs/{id}/default", "Make a config its kind's default", providers::make_default)
+        .op(M::POST, "/provider-configs/{id}/health", "Check one provider config", providers::health)
+}
+
+/// The endpoints that need no credential.
+fn open_routes() -> Routes {
+    use http::Method as M;
+    Routes::open()
+        .op(M::GET, "/v1/openapi.json", "This document", openapi::serve)
+        .responds::<serde_json::Value>(&[200])
+        .op(M::GET, "/healthz", "Liveness", ops::healthz)
+        .op(M::GET, "/readyz", "Readiness: the database answers", ops::readyz)
+        .responds::<serde_json::Value>(&[200, 503])
+        .op(M::GET, "/metrics", "Prometheus metrics", ops::metrics)
+        .text()
+}
+
+/// The OpenAPI 3.1 document of every route `router` serves but the console's pages.
+pub fn api_document() -> serde_json::Value {
+    openapi::document(v1_routes(), open_routes())
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = v1_routes().router().route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .nest("/v1", v1)
+        .merge(open_routes().router())
+        // The console's HTML pages are for people, not API clients: they are not in the
+        // OpenAPI document (docs/api.md says so).
         .merge(console::router(state.clone()))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
@@ -241,7 +299,7 @@ async fn unknown_route() -> ApiError {
 }
 
 async fn wrong_method() -> ApiError {
-    ApiError::new(ErrorCode::InvalidRequest, "this endpoint does not accept that HTTP method")
+    ApiError::new(ErrorCode::MethodNotAllowed, "this endpoint does not accept that HTTP method")
 }
 
 /// Request metrics labelled by route template (never by a concrete secret path).

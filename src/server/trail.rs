@@ -15,15 +15,18 @@ use crate::domain::Scope;
 use crate::domain::time::parse_rfc3339;
 use crate::store::AuditFilter;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<i64>,
     namespace: Option<String>,
     actor: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     since: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     until: Option<String>,
     cursor: Option<String>,
 }

@@ -17,6 +17,7 @@ mod gcp;
 mod identity;
 mod logs;
 mod notify;
+mod openapi;
 mod ops;
 mod policy_cli;
 mod provider_configs;

@@ -37,7 +37,7 @@ pub(super) async fn one_op(state: &AppState, tenant: &str, op: OpRequest<'_>) ->
     results.pop().flatten().unwrap_or(Err(StoreError::NotFound))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     #[serde(default)]

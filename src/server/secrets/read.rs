@@ -21,9 +21,10 @@ use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::{PathParam, QueryParams};
 use crate::store::{ListFilter, SecretMeta, VersionRow, secret_mode};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
+    #[schemars(range(min = 1))]
     version: Option<i64>,
     /// One string field of a structured (JSON object) value.
     field: Option<String>,
@@ -135,12 +136,13 @@ pub async fn read(
     Ok(Json(SecretRead::new(view, value)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     namespace: Option<String>,
     tag: Option<String>,
     status: Option<String>,
+    #[schemars(range(min = 1, max = 100))]
     limit: Option<i64>,
     cursor: Option<String>,
 }

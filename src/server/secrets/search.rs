@@ -19,7 +19,7 @@ use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::QueryParams;
 use crate::store::{ListFilter, SecretMeta};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     q: Option<String>,
