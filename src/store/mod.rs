@@ -97,7 +97,7 @@ pub struct Credential {
     pub revoked_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SecretMeta {
     pub id: String,
     pub path: String,
@@ -130,6 +130,37 @@ pub struct SecretMeta {
     /// owner changes, moves and undeletes.
     pub created_by_id: Option<String>,
     pub created_by_description: Option<String>,
+}
+
+/// A new secret is managed and active unless it says otherwise: whatever makes one with
+/// `..SecretMeta::default()` (create, import, copy, a bulk `set`) gets a secret that reads.
+impl Default for SecretMeta {
+    fn default() -> SecretMeta {
+        SecretMeta {
+            id: String::new(),
+            path: String::new(),
+            current_version: 0,
+            tier: String::new(),
+            description: None,
+            tags: BTreeMap::new(),
+            allowed_hosts: Vec::new(),
+            owner: None,
+            created_at: 0,
+            updated_at: 0,
+            accessed_at: None,
+            expires_at: None,
+            not_before: None,
+            deleted_at: None,
+            managed_mode: secret_mode::MANAGED.to_owned(),
+            status: secret_mode::ACTIVE.to_owned(),
+            provider_config_id: None,
+            external_ref: None,
+            provider_version_ref: None,
+            last_rotated_at: None,
+            created_by_id: None,
+            created_by_description: None,
+        }
+    }
 }
 
 /// The values `SecretMeta::managed_mode` and `SecretMeta::status` take.

@@ -18,7 +18,7 @@ fn document(srv: &Server) -> Value {
 
 /// The path with its parameters filled in.
 fn concrete(path: &str) -> String {
-    path.replace("{path}", "openapi%2Fprobe").replace("{id}", "no-such-id")
+    path.replace("{path}", "openapi%2Fabsent").replace("{id}", "no-such-id")
 }
 
 /// Whether the router itself refused the request (no route, or not this method), as opposed
@@ -112,7 +112,9 @@ fn the_document_is_complete_and_carries_no_value(backend: Backend) {
     assert!(doc["components"]["schemas"][name]["properties"].get("value").is_some());
     let create = &doc["paths"]["/v1/secrets"]["post"]["requestBody"];
     assert_eq!(create["required"], true);
-    assert!(create["content"]["application/json"]["schema"]["required"].as_array().unwrap().contains(&"value".into()));
+    let schema = &create["content"]["application/json"]["schema"];
+    assert!(schema["required"].as_array().unwrap().contains(&"path".into()), "{schema}");
+    assert!(schema["properties"].get("value").is_some() && schema["properties"].get("external_ref").is_some());
     let list = doc["paths"]["/v1/secrets"]["get"]["parameters"].as_array().unwrap();
     assert!(list.iter().any(|p| p["name"] == "cursor" && p["in"] == "query"));
     assert!(!doc.to_string().contains(crate::support::MARKER), "no example value");

@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::audit_chain::append;
-use super::rows::{NEW_SECRET_BINDS, SECRET_COLUMNS, bind_new_secret, version_from_row, write_tags};
+use super::rows::{NEW_SECRET_BINDS, SECRET_COLUMNS, VERSION_COLUMNS, bind_new_secret, version_from_row, write_tags};
 use super::secrets::{meta_in, update_meta};
 use super::{SqlStore, Tx};
 use crate::crypto::Sealed;
@@ -254,13 +254,11 @@ async fn live(tx: &mut Tx, tenant: &str, path: &str) -> Result<SecretMeta> {
 }
 
 async fn versions_of(tx: &mut Tx, secret_id: &str) -> Result<Vec<VersionRow>> {
-    let rows = sqlx::query(
-        "SELECT version, kid, wrapped_key, ciphertext, created_at, expires_at FROM secret_versions \
-         WHERE secret_id = $1 ORDER BY version",
-    )
-    .bind(secret_id)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows =
+        sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM secret_versions WHERE secret_id = $1 ORDER BY version"))
+            .bind(secret_id)
+            .fetch_all(&mut **tx)
+            .await?;
     rows.iter().map(version_from_row).collect()
 }
 
