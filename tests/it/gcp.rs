@@ -360,3 +360,52 @@ fn the_server_lists_gcp_and_previews_a_config_against_drongo() {
         s.admin("POST", &format!("/v1/provider-configs/{}/health", created["id"].as_str().unwrap()), None);
     assert_eq!((status, &health["ok"]), (200, &json!(true)), "{health}");
 }
+
+/// A secret that references GCP Secret Manager (drongo) reads through the central API:
+/// the latest version, a new one (TTL 0), a pinned version, a `#field`, the 404 reason for a
+/// secret GCP does not hold, and 502 `provider_error` when the store is down. The value never
+/// reaches the database.
+#[test]
+fn a_gcp_reference_reads_through_the_api() {
+    let Some(mut drongo) = Drongo::start() else { return };
+    drongo.add("api", secret_value("gcp-api-v1").as_bytes());
+    drongo.add("db", json!({ "password": secret_value("gcp-db"), "user": "svc" }).to_string().as_bytes());
+    let mut s = Server::start(crate::support::Backend::Sqlite);
+    s.env = vec![
+        ("AIRLOCK_PROVIDER_ADDRESSES".into(), drongo.endpoint.clone()),
+        (providers::gcp::TOKEN_VAR.into(), "ya29.server-token".into()),
+    ];
+    s.kill9();
+    s.spawn();
+    let post = |path: &str, body: Value| s.admin("POST", path, Some(&body.to_string()));
+    let body = json!({ "type": "gcp_secret_manager", "name": "gcp", "is_default": true, "cache_ttl_seconds": 0,
+                       "config": { "endpoint": drongo.endpoint, "project": PROJECT } });
+    let (status, config) = post("/v1/provider-configs", body);
+    assert_eq!(status, 201, "{config}");
+    let external = |path: &str, reference: &str| {
+        post("/v1/secrets", json!({ "path": path, "managed_mode": "external_reference", "external_ref": reference }))
+    };
+    assert_eq!(external("gcp/api", &reference("api")).0, 201);
+    let value = |path: &str| s.admin("GET", &format!("/v1/secrets/{}", path.replace('/', "%2F")), None);
+    let (status, got) = value("gcp/api");
+    assert_eq!((status, &got["value"]), (200, &json!(secret_value("gcp-api-v1"))), "{got}");
+    assert_eq!((&got["managed_mode"], &got["provider"]), (&json!("external_reference"), &json!("gcp_secret_manager")));
+
+    drongo.add("api", secret_value("gcp-api-v2").as_bytes());
+    assert_eq!(value("gcp/api").1["value"], json!(secret_value("gcp-api-v2")), "a TTL of 0 reads the latest");
+    let pin = json!({ "provider_version_ref": "1" }).to_string();
+    assert_eq!(s.admin("PUT", "/v1/secrets/gcp%2Fapi", Some(&pin)).0, 200);
+    assert_eq!(value("gcp/api").1["value"], json!(secret_value("gcp-api-v1")), "pinned to version 1");
+
+    assert_eq!(external("gcp/db-password", &format!("{}#password", reference("db"))).0, 201);
+    assert_eq!(value("gcp/db-password").1["value"], json!(secret_value("gcp-db")));
+    assert_eq!(external("gcp/missing", &reference("nope")).0, 201, "nothing is read at create");
+    let (status, missing) = value("gcp/missing");
+    assert_eq!((status, &missing["error"]["reason"]), (404, &json!("provider_not_found")), "{missing}");
+
+    drongo._process = None; // stopped
+    let (status, down) = value("gcp/api");
+    assert_eq!((status, &down["error"]["code"]), (502, &json!("provider_error")), "{down}");
+    let dump = s.database_dump();
+    assert!(!dump.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()), "no value in the database");
+}
