@@ -152,11 +152,11 @@ struct Cursor {
     after: String,
 }
 
-fn encode_cursor(after: &str) -> String {
+pub(super) fn encode_cursor(after: &str) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&Cursor { after: after.to_owned() }).unwrap_or_default())
 }
 
-fn decode_cursor(s: &str) -> ApiResult<String> {
+pub(super) fn decode_cursor(s: &str) -> ApiResult<String> {
     let bad = || ApiError::invalid("bad cursor; pass back the next_cursor of a previous page unchanged");
     let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
     let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
@@ -219,15 +219,45 @@ async fn list_visible(
     filter: &mut ListFilter,
 ) -> ApiResult<(Vec<SecretMeta>, i64, bool)> {
     let visible = |m: &SecretMeta| SecretPath::parse(&m.path).is_ok_and(|p| caller.can(SecretAction::ReadMetadata, &p));
-    let want = filter.limit as usize;
-    let mut scan = ListFilter { after: None, limit: 500, ..filter.clone() };
+    let scan = ListFilter { after: None, limit: SCAN_ROWS, ..filter.clone() };
+    let keep = |m: &SecretMeta| if visible(m) { Scanned::Keep } else { Scanned::Skip };
+    scan_page(state, caller.tenant(), scan, filter.after.as_deref(), filter.limit as usize, keep).await
+}
+
+/// Rows read from the store at a time while scanning for what a caller may see.
+pub(super) const SCAN_ROWS: i64 = 500;
+
+/// What a scan does with a secret it reads.
+pub(super) enum Scanned {
+    Keep,
+    Skip,
+    /// Past the range asked for: the scan ends.
+    Stop,
+}
+
+/// Reads the store from `scan` on, in `scan.limit` rows at a time, and keeps what `keep`
+/// says: one page of at most `limit` kept secrets past the cursor `after`, how many were
+/// kept in all, and whether more follow the page.
+pub(super) async fn scan_page(
+    state: &AppState,
+    tenant: &str,
+    mut scan: ListFilter,
+    after: Option<&str>,
+    limit: usize,
+    keep: impl Fn(&SecretMeta) -> Scanned,
+) -> ApiResult<(Vec<SecretMeta>, i64, bool)> {
     let (mut items, mut total, mut more) = (Vec::new(), 0i64, false);
-    loop {
-        let chunk = state.store.list_secrets(caller.tenant(), &scan).await?;
-        for m in chunk.iter().filter(|m| visible(m)) {
+    'scan: loop {
+        let chunk = state.store.list_secrets(tenant, &scan).await?;
+        for m in &chunk {
+            match keep(m) {
+                Scanned::Keep => {}
+                Scanned::Skip => continue,
+                Scanned::Stop => break 'scan,
+            }
             total += 1;
-            let past_cursor = filter.after.as_ref().is_none_or(|a| m.path.as_str() > a.as_str());
-            if past_cursor && items.len() < want {
+            let past_cursor = after.is_none_or(|a| m.path.as_str() > a);
+            if past_cursor && items.len() < limit {
                 items.push(m.clone());
             } else if past_cursor {
                 more = true;

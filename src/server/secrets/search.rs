@@ -4,12 +4,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::metadata;
+use super::read::{SCAN_ROWS, Scanned, decode_cursor, encode_cursor, scan_page};
 use crate::api::secrets::SecretList;
 use crate::domain::audit::kind;
 use crate::domain::{SecretAction, SecretPath};
@@ -28,26 +27,7 @@ pub struct SearchQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Cursor {
-    after: String,
-}
-
 const MAX_TERM: usize = 256;
-/// Rows read from the store at a time while scanning.
-const SCAN: i64 = 500;
-
-fn decode_cursor(s: &str) -> ApiResult<String> {
-    let bad = || ApiError::invalid("bad cursor; pass back the next_cursor of a previous page unchanged");
-    let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
-    let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    SecretPath::parse(&c.after).map_err(|_| bad())?;
-    Ok(c.after)
-}
-
-fn encode_cursor(after: &str) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&Cursor { after: after.to_owned() }).unwrap_or_default())
-}
 
 /// Whether `m` holds `term` (already lower case) in its path, description, tags or owner.
 fn matches(m: &SecretMeta, term: &str) -> bool {
@@ -78,7 +58,7 @@ pub async fn search(
     }
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let visible = |m: &SecretMeta| SecretPath::parse(&m.path).is_ok_and(|p| caller.can(SecretAction::ReadMetadata, &p));
-    let mut scan = ListFilter { limit: SCAN, ..ListFilter::default() };
+    let mut scan = ListFilter { limit: SCAN_ROWS, ..ListFilter::default() };
     // Paths come in order: the scan starts at the prefix and ends past it.
     if !prefix.is_empty() {
         scan.after = Some(prefix.clone()).filter(|p| !p.is_empty()).map(|p| {
@@ -87,32 +67,13 @@ pub async fn search(
             before
         });
     }
-    let (mut items, mut total, mut more) = (Vec::new(), 0i64, false);
-    'scan: loop {
-        let chunk = state.store.list_secrets(caller.tenant(), &scan).await?;
-        for m in &chunk {
-            if !m.path.starts_with(&prefix) {
-                if m.path.as_str() > prefix.as_str() {
-                    break 'scan;
-                }
-                continue;
-            }
-            if !visible(m) || !matches(m, &term) {
-                continue;
-            }
-            total += 1;
-            let past_cursor = after.as_ref().is_none_or(|a| m.path.as_str() > a.as_str());
-            if past_cursor && (items.len() as i64) < limit {
-                items.push(m.clone());
-            } else if past_cursor {
-                more = true;
-            }
+    let keep = |m: &SecretMeta| {
+        if !m.path.starts_with(&prefix) {
+            return if m.path.as_str() > prefix.as_str() { Scanned::Stop } else { Scanned::Skip };
         }
-        match chunk.last() {
-            Some(last) if chunk.len() as i64 == scan.limit => scan.after = Some(last.path.clone()),
-            _ => break,
-        }
-    }
+        if visible(m) && matches(m, &term) { Scanned::Keep } else { Scanned::Skip }
+    };
+    let (items, total, more) = scan_page(&state, caller.tenant(), scan, after.as_deref(), limit as usize, keep).await?;
     let next_cursor = more.then(|| items.last().map(|m| encode_cursor(&m.path))).flatten();
     let mut audit = caller.draft(kind::SECRET_SEARCH, None);
     audit.detail = json!({ "count": items.len() });
