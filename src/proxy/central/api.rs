@@ -43,7 +43,9 @@ pub enum CentralError {
         .retry_in.as_secs()
     )]
     ApprovalDenied { path: String, approval_id: String, reason: Option<String>, retry_in: Duration },
-    #[error("the proxy holds no valid token for secret '{0}' (revoked, or the agent was deleted)")]
+    #[error(
+        "the proxy holds no valid token for secret '{0}': none could be minted in time (the proxy's log says why), or the agent was deleted"
+    )]
     NoToken(String),
     #[error("unexpected answer from the central API: {0}")]
     Protocol(String),

@@ -165,6 +165,8 @@ mod tests {
         value: Arc<Mutex<String>>,
         reads: Arc<AtomicUsize>,
         hold: Arc<tokio::sync::Semaphore>,
+        /// Mints answer only once a permit is given (`started` gives them freely).
+        mints: Arc<tokio::sync::Semaphore>,
     }
 
     const POLICY: &str = "[agent]\nname = \"t\"\n\n[egress]\nallow = [\"api.example\"]\n\n[[grant]]\nsecrets = \"prod/*\"\nhosts = [\"api.example\"]\n";
@@ -187,7 +189,8 @@ mod tests {
             )
             .route(
                 "/v1/tokens",
-                post(|| async {
+                post(|State(fake): State<Fake>| async move {
+                    fake.mints.acquire().await.unwrap().forget();
                     (
                         axum::http::StatusCode::CREATED,
                         axum::Json(json!({
@@ -230,19 +233,55 @@ mod tests {
 
     /// A started `Central` on a fake API whose secret reads wait for `hold` permits.
     async fn started() -> (Fake, Arc<Central>) {
-        let fake = Fake {
-            value: Arc::new(Mutex::new("old-value".into())),
-            reads: Default::default(),
-            hold: Arc::new(tokio::sync::Semaphore::new(0)),
-        };
-        crate::install_crypto_provider();
-        let base = serve(fake.clone()).await;
-        let central = Central::connect(&[base], Zeroizing::new("key".into()), Duration::from_secs(60)).await.unwrap();
+        let (fake, central) = connected().await;
+        fake.mints.add_permits(tokio::sync::Semaphore::MAX_PERMITS);
         central.start();
         while !central.is_ready() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         (fake, central)
+    }
+
+    /// A `Central` connected to a fake API that holds every mint until the test lets it go.
+    async fn connected() -> (Fake, Arc<Central>) {
+        let fake = Fake {
+            value: Arc::new(Mutex::new("old-value".into())),
+            reads: Default::default(),
+            hold: Arc::new(tokio::sync::Semaphore::new(0)),
+            mints: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        crate::install_crypto_provider();
+        let base = serve(fake.clone()).await;
+        let central = Central::connect(&[base], Zeroizing::new("key".into()), Duration::from_secs(60)).await.unwrap();
+        (fake, central)
+    }
+
+    #[tokio::test]
+    async fn a_read_that_comes_before_the_first_mint_waits_for_it() {
+        // The proxy listens from the moment it starts; its token is minted in the background.
+        let (fake, central) = connected().await;
+        central.start();
+        fake.hold.add_permits(1);
+        let path: SecretPath = "prod/key".parse().unwrap();
+        let reading = tokio::spawn({
+            let (central, path) = (central.clone(), path.clone());
+            async move { central.value(&path).await.map(|v| v.value.expose().to_owned()) }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!reading.is_finished(), "the read did not wait for the mint");
+        fake.mints.add_permits(1);
+        let value = tokio::time::timeout(Duration::from_secs(5), reading).await.unwrap().unwrap();
+        assert_eq!(value.map_err(|e| e.to_string()).unwrap(), "old-value");
+    }
+
+    #[tokio::test]
+    async fn a_read_refused_after_the_mint_wait_says_no_token_could_be_minted() {
+        let (_fake, central) = connected().await;
+        central.start();
+        let path: SecretPath = "prod/key".parse().unwrap();
+        let e = central.value(&path).await.err().expect("no token was ever minted");
+        assert!(matches!(*e, api::CentralError::NoToken(_)), "{e}");
+        assert!(e.to_string().contains("none could be minted in time"), "{e}");
     }
 
     #[tokio::test]

@@ -27,6 +27,11 @@ const MINT: &str = "POST /v1/tokens";
 /// The longest wait between two looks at a pending approval.
 const APPROVAL_POLL: Duration = Duration::from_secs(1);
 
+/// How long a read waits for a slot's keeper to mint a token it does not hold yet (the
+/// proxy serves from the moment it listens, before its first mint has come back; a revoked
+/// token is re-minted at once) before it is refused.
+pub(super) const MINT_WAIT: Duration = Duration::from_secs(3);
+
 pub(super) struct Token {
     pub(super) id: String,
     pub(super) value: Zeroizing<String>,
@@ -52,6 +57,9 @@ pub(super) struct Slot {
     pub(super) denied: std::sync::Mutex<Option<Denial>>,
     /// Wakes the slot's keeper to mint again now (its token was revoked), or to stop.
     pub(super) remint: tokio::sync::Notify,
+    /// Wakes the reads waiting for a token (`Slot::token_within`): one was minted, or the
+    /// slot was retired.
+    minted: tokio::sync::Notify,
     /// The policy no longer has this slot's grants: its keeper drops the token and stops.
     pub(super) retired: AtomicBool,
 }
@@ -64,6 +72,7 @@ impl Slot {
             token: RwLock::new(None),
             denied: std::sync::Mutex::new(None),
             remint: tokio::sync::Notify::new(),
+            minted: tokio::sync::Notify::new(),
             retired: AtomicBool::new(false),
         })
     }
@@ -71,6 +80,36 @@ impl Slot {
     pub(super) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
         self.remint.notify_one();
+        self.minted.notify_waiters();
+    }
+
+    /// Puts a newly minted token in place and wakes the reads waiting for one.
+    pub(super) async fn set_token(&self, token: Token) {
+        *self.token.write().await = Some(token);
+        self.minted.notify_waiters();
+    }
+
+    /// The slot's token, once it holds a live one. A slot that holds none while no human is
+    /// in the loop (no approval to wait for, no denial in force) is being minted: the read
+    /// waits up to `wait` for its keeper rather than fail a request that came in a moment
+    /// too early. What it returns may still hold no live token; the caller says why.
+    pub(super) async fn token_within(&self, wait: Duration) -> tokio::sync::RwLockReadGuard<'_, Option<Token>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the look, so a mint between the two is not missed.
+            let minted = self.minted.notified();
+            tokio::pin!(minted);
+            minted.as_mut().enable();
+            let guard = self.token.read().await;
+            let live = guard.as_ref().is_some_and(|t| t.expires_at > Instant::now());
+            if live || self.needs_approval || self.is_retired() || self.denial().is_some() {
+                return guard;
+            }
+            drop(guard);
+            if tokio::time::timeout_at(deadline, minted).await.is_err() {
+                return self.token.read().await;
+            }
+        }
     }
 
     pub(super) fn is_retired(&self) -> bool {
@@ -142,7 +181,7 @@ impl Central {
                 Ok(token) => {
                     let wait = token.lifetime * 2 / 3;
                     tracing::info!(scopes = ?slot.scopes, renew_in_secs = wait.as_secs(), "proxy token minted");
-                    *slot.token.write().await = Some(token);
+                    slot.set_token(token).await;
                     if !slot.needs_approval {
                         self.ready.store(true, Ordering::Relaxed);
                     }
@@ -238,7 +277,7 @@ impl Central {
             }
             if !wanted.needs_approval {
                 match self.mint(&wanted).await {
-                    Ok(token) => *wanted.token.write().await = Some(token),
+                    Ok(token) => wanted.set_token(token).await,
                     Err(e) => tracing::warn!(error = %e, "cannot mint the token for the updated grants yet; retrying"),
                 }
             }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::Central;
 use super::api::{CentralError, central_refusal, decode};
-use super::tokens::{Slot, read_scope};
+use super::tokens::{MINT_WAIT, Slot, read_scope};
 use crate::api::secrets::SecretRead;
 use crate::domain::time::{now_ms, parse_rfc3339};
 use crate::domain::{SecretPath, SecretValue};
@@ -145,7 +145,7 @@ impl Central {
     async fn fetch(&self, path: &SecretPath) -> Result<Arc<HeldValue>, CentralError> {
         let epoch = self.value_epoch();
         let slot = self.slot_for(path)?;
-        let guard = slot.token.read().await;
+        let guard = slot.token_within(MINT_WAIT).await;
         // A token past its life reads nothing: its slot counts as holding none.
         let token = guard.as_ref().filter(|t| t.expires_at > Instant::now()).ok_or_else(|| {
             if let Some(denial) = slot.denial() {
