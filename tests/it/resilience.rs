@@ -566,6 +566,43 @@ fn the_proxy_fails_over_to_a_replica_and_follows_its_changes() {
     assert!(failed.is_empty(), "requests for the cached value failed during the failover: {failed:?}");
 }
 
+/// A plain HTTP listener that answers every request with `answer` and closes: a load
+/// balancer in front of a replica that is down.
+fn gateway(answer: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 8192];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(answer);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A gateway's 502, 503 or 504 says the replica behind it cannot be reached, not that the
+/// central API refused the proxy: the proxy starts, reads and reports through the next
+/// address instead of failing (or serving nothing) on the first.
+#[test]
+fn a_gateway_error_for_a_replica_that_is_down_moves_the_proxy_to_the_next_address() {
+    for answer in [
+        &b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/html\r\ncontent-length: 20\r\nconnection: close\r\n\r\n<h1>bad gateway</h1>"[..],
+        &b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 69\r\nconnection: close\r\n\r\n{\"error\":{\"code\":\"unavailable\",\"message\":\"the database is not reachable\"}}"[..],
+        &b"HTTP/1.1 504 Gateway Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"[..],
+    ] {
+        let mut sc = Sidecar::start();
+        let down = gateway(answer);
+        sc.restart_via(&format!("{down},{}", sc.server.addr), &[]);
+        let (status, body) = sc.curl(&["-H", AUTH, "https://api.openai.com/v1/through-the-survivor"]);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(last_authorization(&sc), Some(format!("Bearer {}", secret_value("openai"))));
+        // Its use reaches the audit through the survivor too.
+        assert!(until(Duration::from_secs(10), || uses(&access_events(&sc)) > 0), "the use was not delivered");
+    }
+}
+
 /// Issue 17 item 10: once an operator denies the proxy's approval request, the agent gets
 /// 403 `approval_denied` with the reason, and the proxy files no new request until the
 /// cool-down ends (`--approval-denied-cooldown`) or the policy changes.

@@ -75,21 +75,13 @@ impl Central {
         self.on_any(|base| {
             let body = body.clone();
             async move {
-                let unreachable = |e: reqwest::Error| CentralError::Unreachable {
-                    url: base.clone(),
-                    reason: e.without_url().to_string(),
-                };
-                let resp = self
+                let req = self
                     .http
                     .post(format!("{base}/v1/access-events"))
                     .bearer_auth(self.agent_key.as_str())
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(unreachable)?;
-                let status = resp.status().as_u16();
-                let bytes = resp.bytes().await.map_err(unreachable)?;
+                    .body(body);
+                let (status, bytes) = exchange(req, &base).await?;
                 if status != 202 {
                     return Err(central_refusal(status, &bytes));
                 }
@@ -158,17 +150,30 @@ impl Central {
                 if let Some(b) = body {
                     req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b);
                 }
-                let unreachable = |e: reqwest::Error| CentralError::Unreachable {
-                    url: base.clone(),
-                    reason: e.without_url().to_string(),
-                };
-                let resp = req.send().await.map_err(unreachable)?;
-                let status = resp.status().as_u16();
-                let bytes = resp.bytes().await.map_err(unreachable)?;
-                Ok((status, bytes))
+                exchange(req, &base).await
             }
         })
         .await
+    }
+}
+
+/// Sends `req` to the central API at `base`: the status and the body of its answer. An
+/// address that does not answer, or answers for a central API it cannot reach (503 or 504,
+/// or a 502 that is not the API's own `provider_error`: a load balancer or gateway in front
+/// of a replica that is down), counts as unreachable, so the next address is tried
+/// (`on_any`) and a value's last good copy may stand in.
+async fn exchange(req: reqwest::RequestBuilder, base: &str) -> Result<(u16, Bytes), CentralError> {
+    let unreachable = |reason: String| CentralError::Unreachable { url: base.to_owned(), reason };
+    let resp = req.send().await.map_err(|e| unreachable(e.without_url().to_string()))?;
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.map_err(|e| unreachable(e.without_url().to_string()))?;
+    if !(502..=504).contains(&status) {
+        return Ok((status, bytes));
+    }
+    match crate::api::decode::<ErrorBody>(&format!("HTTP {status}"), &bytes) {
+        Ok(b) if status == 502 && b.error.code == "provider_error" => Ok((status, bytes)),
+        Ok(b) => Err(unreachable(format!("HTTP {status} {}: {}", b.error.code, b.error.message))),
+        Err(_) => Err(unreachable(format!("HTTP {status} without an Airlock error body (from a gateway?)"))),
     }
 }
 
@@ -187,11 +192,7 @@ pub(super) fn decode<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result
 
 pub(super) async fn fetch_policy(http: &reqwest::Client, base: &str, agent_key: &str) -> Result<Policy, CentralError> {
     let url = format!("{base}/v1/agents/self/policy");
-    let unreachable =
-        |e: reqwest::Error| CentralError::Unreachable { url: base.to_owned(), reason: e.without_url().to_string() };
-    let resp = http.get(&url).bearer_auth(agent_key).send().await.map_err(unreachable)?;
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.map_err(unreachable)?;
+    let (status, bytes) = exchange(http.get(&url).bearer_auth(agent_key), base).await?;
     if status != 200 {
         return Err(central_refusal(status, &bytes));
     }
@@ -210,11 +211,7 @@ pub(super) async fn fetch_agent_id(
     base: &str,
     agent_key: &str,
 ) -> Result<String, CentralError> {
-    let unreachable =
-        |e: reqwest::Error| CentralError::Unreachable { url: base.to_owned(), reason: e.without_url().to_string() };
-    let resp = http.get(format!("{base}/v1/tokens/self")).bearer_auth(agent_key).send().await.map_err(unreachable)?;
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.map_err(unreachable)?;
+    let (status, bytes) = exchange(http.get(format!("{base}/v1/tokens/self")).bearer_auth(agent_key), base).await?;
     if status != 200 {
         return Err(central_refusal(status, &bytes));
     }
