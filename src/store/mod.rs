@@ -438,8 +438,6 @@ pub trait Store: Send + Sync {
         reseal: &ResealFn<'_>,
         audit: Vec<AuditDraft>,
     ) -> Result<SecretMeta>;
-    /// Whether each version is flagged as a structured (JSON object) value.
-    async fn structured_versions(&self, secret_id: &str) -> Result<Vec<(i64, bool)>>;
     /// (tenant, path) of secrets soft-deleted before `cutoff`, for the retention sweep.
     async fn deleted_before(&self, cutoff: i64) -> Result<Vec<(String, String)>>;
 

@@ -320,10 +320,6 @@ impl Store for SqlStore {
         secret_ops::move_secret(self, tenant, from, to, overwrite, reseal, audit).await
     }
 
-    async fn structured_versions(&self, secret_id: &str) -> Result<Vec<(i64, bool)>> {
-        secret_ops::structured_versions(self, secret_id).await
-    }
-
     async fn deleted_before(&self, cutoff: i64) -> Result<Vec<(String, String)>> {
         secrets::deleted_before(self, cutoff).await
     }
