@@ -3,9 +3,8 @@
 
 use super::audit_chain::append;
 use super::rows::{NEW_SECRET_BINDS, SECRET_COLUMNS, VERSION_COLUMNS, bind_new_secret, version_from_row, write_tags};
-use super::secrets::{meta_in, update_meta};
+use super::secrets::{insert_version, meta_in, update_meta};
 use super::{SqlStore, Tx};
-use crate::crypto::Sealed;
 use crate::domain::audit::{AuditDraft, kind};
 use crate::domain::time::now_ms;
 use crate::store::engine::Engine;
@@ -100,7 +99,7 @@ async fn apply_one(tx: &mut Tx, engine: Engine, tenant: &str, req: &OpRequest<'_
                 }
                 let sealed = seal(1)?;
                 insert_secret(tx, engine, tenant, new).await?;
-                insert_version(tx, &new.id, 1, &sealed, new.created_at).await?;
+                insert_version(tx, &new.id, 1, Some(&sealed), None, new.created_at).await?;
                 write_tags(tx, &new.id, &new.tags).await?;
                 return Ok(OpDone { meta: (**new).clone(), previous_version: None, created: true });
             };
@@ -122,7 +121,7 @@ async fn apply_one(tx: &mut Tx, engine: Engine, tenant: &str, req: &OpRequest<'_
             }
             let now = now_ms();
             let sealed = seal(previous + 1)?;
-            insert_version(tx, &meta.id, previous + 1, &sealed, now).await?;
+            insert_version(tx, &meta.id, previous + 1, Some(&sealed), None, now).await?;
             apply_change(&mut meta, change);
             meta.current_version = previous + 1;
             meta.updated_at = now;
@@ -137,7 +136,7 @@ async fn apply_one(tx: &mut Tx, engine: Engine, tenant: &str, req: &OpRequest<'_
             no_value_for_external(&meta)?;
             let (previous, now) = (meta.current_version, now_ms());
             let sealed = seal(previous + 1)?;
-            insert_version(tx, &meta.id, previous + 1, &sealed, now).await?;
+            insert_version(tx, &meta.id, previous + 1, Some(&sealed), None, now).await?;
             sqlx::query("UPDATE secret_versions SET expires_at = $1 WHERE secret_id = $2 AND version = $3")
                 .bind(*previous_expires_at)
                 .bind(&meta.id)
@@ -264,22 +263,6 @@ async fn insert_secret(tx: &mut Tx, engine: Engine, tenant: &str, m: &SecretMeta
     let sql =
         format!("INSERT INTO secrets (tenant_id, {SECRET_COLUMNS}) VALUES {}", engine.values_list(1, NEW_SECRET_BINDS));
     bind_new_secret(sqlx::query(&sql), tenant, m).execute(&mut **tx).await?;
-    Ok(())
-}
-
-async fn insert_version(tx: &mut Tx, secret_id: &str, version: i64, sealed: &Sealed, now: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO secret_versions (secret_id, version, kid, wrapped_key, ciphertext, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, NULL)",
-    )
-    .bind(secret_id)
-    .bind(version)
-    .bind(&sealed.kid)
-    .bind(sealed.wrapped_key.clone())
-    .bind(sealed.ciphertext.clone())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }
 
