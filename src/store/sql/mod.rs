@@ -328,7 +328,7 @@ impl Store for SqlStore {
         audit::record(self, tenant, audit, accessed_secret).await
     }
 
-    async fn record_access(&self, tenant: &str, events: Vec<AuditDraft>) -> Result<(u64, u64)> {
+    async fn record_access(&self, tenant: &str, events: Vec<AuditDraft>) -> Result<Vec<String>> {
         audit::record_access(self, tenant, events).await
     }
 
