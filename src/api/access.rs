@@ -66,13 +66,21 @@ impl Outcome {
     }
 }
 
-/// The 202 of a report: events recorded now, ids recorded before, and uses of secrets the
-/// agent's policy does not grant (recorded as `access.refused`).
+/// The 202 of a report: events taken now, ids taken before, uses of secrets the agent's
+/// policy does not grant (recorded as `access.refused`), and refusals beyond the caps,
+/// summarised in one `access.over_limit` record instead of one record each (absent when 0).
+/// `accepted + duplicates` is the number of events sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AccessReceipt {
     pub accepted: u64,
     pub duplicates: u64,
     pub refused: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub over_limit: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `GET /v1/secrets/{path}/access-events`: audit records of type `access`.

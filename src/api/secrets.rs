@@ -323,7 +323,8 @@ pub struct PatchSecret {
 
 /// A value to write: a string, or a JSON object of fields (a structured value), kept as its
 /// canonical JSON text (keys sorted, no spaces), which `?field=` and the proxy's
-/// `{{secret:PATH#field}}` read a field of.
+/// `{{secret:PATH#field}}` read a field of. The text is built in buffers that wipe
+/// themselves (`domain::structured::canonical_object`), never through a `serde_json::Map`.
 fn text_or_object_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretValue>, D::Error> {
     text_or_object(d).map(Some)
 }
@@ -342,9 +343,8 @@ fn text_or_object<'de, D: Deserializer<'de>>(d: D) -> Result<SecretValue, D::Err
             Ok(SecretValue::new(v))
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SecretValue, A::Error> {
-            let object = serde_json::Map::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-            let text = serde_json::to_string(&object).map_err(serde::de::Error::custom)?;
-            Ok(SecretValue::new(text))
+            let mut text = crate::domain::structured::canonical_object(map)?;
+            Ok(SecretValue::new(std::mem::take(&mut *text)))
         }
     }
     d.deserialize_any(TextOrObject)

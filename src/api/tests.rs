@@ -15,8 +15,8 @@ use super::keys::{CreateKey, CreateTenant, KeyCreated, KeyList, TenantCreated};
 use super::policy::{PolicyReload, PolicyText};
 use super::secrets::{
     CreateSecret, DestroyVersions, PatchSecret, RemoteImport, RemoteImportCandidates, RemoteImportPreview,
-    RemoteImported, RotateSecret, SecretCreated, SecretList, SecretRead, SecretRotated, SecretUpdated, SecretVersions,
-    UpdateSecret,
+    RemoteImported, RotateSecret, SecretCreated, SecretList, SecretMetadata, SecretRead, SecretRotated, SecretUpdated,
+    SecretVersions, UpdateSecret,
 };
 use super::tokens::{MintRequest, MintedToken, PendingApproval, TokenInfo};
 use super::{decode, decode_value};
@@ -249,4 +249,67 @@ fn a_secret_read_names_its_wrong_field_too() {
     read["value"] = 7.into();
     let e = refusal::<SecretRead>("GET /v1/secrets/prod%2Fdb", read);
     assert!(e.contains("field `value`") && e.contains("invalid type"), "{e}");
+}
+
+/// Each property of `T`'s JSON schema with its type, without the descriptions (the two
+/// structs word theirs differently).
+fn properties<T: schemars::JsonSchema>() -> serde_json::Map<String, Value> {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("description");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut schema = schemars::schema_for!(T).to_value();
+    strip(&mut schema);
+    let mut props = schema["properties"].as_object().cloned().expect("a struct has properties");
+    let required: Vec<Value> = schema["required"].as_array().cloned().unwrap_or_default();
+    for (name, prop) in props.iter_mut() {
+        prop["required"] = required.contains(&json!(name)).into();
+    }
+    props
+}
+
+/// `SecretRead` spells out `SecretMetadata`'s fields (flattening would cost serde's field
+/// names in errors): a field added to one and not the other, or typed differently, fails
+/// here, as does `SecretRead::new` dropping or mixing one up.
+#[test]
+fn a_secret_read_has_exactly_the_metadatas_fields_and_the_value() {
+    let meta_props = properties::<SecretMetadata>();
+    let mut read_props = properties::<SecretRead>();
+    assert!(read_props.remove("value").is_some_and(|v| v["required"] == true), "{read_props:?}");
+    let names = |m: &serde_json::Map<String, Value>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&read_props), names(&meta_props), "the same field names");
+    assert_eq!(read_props, meta_props, "the same types and required fields");
+
+    // Every field set, each to a value no other field has.
+    let mut wire = meta();
+    for (field, value) in [
+        ("description", json!("the main database")),
+        ("owner", json!("team-core")),
+        ("accessed_at", json!("2026-01-15T10:32:00Z")),
+        ("expires_at", json!("2026-02-15T10:30:00Z")),
+        ("not_before", json!("2026-01-01T00:00:00Z")),
+        ("managed_mode", json!("external_reference")),
+        ("status", json!("disabled")),
+        ("provider", json!("vault")),
+        ("provider_config_id", json!("pc_1")),
+        ("external_ref", json!("vault://kv/db#password")),
+        ("provider_version_ref", json!("7")),
+        ("last_rotated_at", json!("2026-01-15T10:33:00Z")),
+        ("last_resolved_at", json!("2026-01-15T10:34:00Z")),
+    ] {
+        assert!(wire.get(field).is_some_and(|old| *old != value), "{field} is a metadata field, changed here");
+        wire[field] = value;
+    }
+    assert!(wire.as_object().unwrap().values().all(|v| !v.is_null()), "{wire}");
+    let metadata: SecretMetadata = serde_json::from_value(wire.clone()).unwrap();
+    let read = SecretRead::new(metadata, crate::domain::SecretValue::new("hunter2".into()));
+    let mut read = serde_json::to_value(&read).unwrap();
+    assert_eq!(read.as_object_mut().unwrap().remove("value"), Some(json!("hunter2")));
+    assert_eq!(read, wire, "SecretRead::new carries every field over to its own name");
 }

@@ -23,6 +23,7 @@ const DEFAULT_DATA_DIR: &str = ".airlock";
 const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 const DEFAULT_RATE_LIMIT: &str = "6000/min";
 const DEFAULT_AUTH_FAILURE_LIMIT: &str = "60/min";
+const DEFAULT_ACCESS_REFUSAL_LIMIT: &str = "120/min";
 const DEFAULT_TENANT: &str = "default";
 const DEFAULT_MAX_PENDING_APPROVALS_PER_AGENT: u32 = 20;
 const MASTER_KEY_FILE: &str = "master.key";
@@ -69,7 +70,7 @@ struct InitArgs {
 pub(super) struct RunArgs {
     #[command(flatten)]
     storage: StorageArgs,
-    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent, tls_cert, tls_key, public_url, approval_webhooks, approval_webhook_secret_file, console_session_idle
+    /// TOML file with any of: listen, data_dir, database_url, policies, rate_limit, auth_failure_limit, access_refusal_limit, soft_delete_retention_days, shutdown_grace, audit_checkpoint_interval, max_pending_approvals_per_agent, tls_cert, tls_key, public_url, approval_webhooks, approval_webhook_secret_file, console_session_idle
     #[arg(long, env = "AIRLOCK_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7878]
@@ -84,6 +85,11 @@ pub(super) struct RunArgs {
     /// Authentication failures per client address before it is refused for a while [default: 60/min]
     #[arg(long, env = "AIRLOCK_AUTH_FAILURE_LIMIT")]
     auth_failure_limit: Option<String>,
+    /// Refusals (access events for secrets not granted, or denied) recorded one by one per
+    /// agent, like 120/min; more are counted in one access.over_limit record per report
+    /// [default: 120/min]
+    #[arg(long, env = "AIRLOCK_ACCESS_REFUSAL_LIMIT")]
+    access_refusal_limit: Option<String>,
     /// Days a soft-deleted secret stays recoverable [default: 30]
     #[arg(long, env = "AIRLOCK_SOFT_DELETE_RETENTION_DAYS")]
     soft_delete_retention_days: Option<u32>,
@@ -134,6 +140,7 @@ struct ConfigFile {
     policies: Option<PathBuf>,
     rate_limit: Option<String>,
     auth_failure_limit: Option<String>,
+    access_refusal_limit: Option<String>,
     soft_delete_retention_days: Option<u32>,
     shutdown_grace: Option<String>,
     audit_checkpoint_interval: Option<String>,
@@ -301,6 +308,7 @@ impl RunArgs {
             policies: Some(policies),
             rate_limit: None,
             auth_failure_limit: None,
+            access_refusal_limit: None,
             soft_delete_retention_days: None,
             shutdown_grace: None,
             audit_checkpoint_interval: None,
@@ -332,6 +340,10 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         args.auth_failure_limit.or(file.auth_failure_limit).unwrap_or_else(|| DEFAULT_AUTH_FAILURE_LIMIT.into());
     let auth_failure_limit: Rate =
         failures.parse().map_err(|e: String| anyhow::anyhow!("--auth-failure-limit: {e}"))?;
+    let refusals =
+        args.access_refusal_limit.or(file.access_refusal_limit).unwrap_or_else(|| DEFAULT_ACCESS_REFUSAL_LIMIT.into());
+    let access_refusal_limit: Rate =
+        refusals.parse().map_err(|e: String| anyhow::anyhow!("--access-refusal-limit: {e}"))?;
     let grace = args.shutdown_grace.or(file.shutdown_grace).unwrap_or_else(|| "10s".into());
     let shutdown_grace = crate::domain::time::parse_duration(&grace).ok_or_else(|| {
         anyhow::anyhow!("--shutdown-grace '{grace}': use a number followed by ms, s, m or h (like 10s)")
@@ -423,6 +435,7 @@ pub(super) async fn state_from(args: RunArgs) -> anyhow::Result<AppState> {
         keys: Arc::new(keys),
         rate_limits: Arc::new(crate::server::auth::RateLimits::new(rate_limit)),
         auth_failures: Arc::new(crate::server::auth::FailureThrottle::new(auth_failure_limit)),
+        refusal_budget: Arc::new(crate::server::access::RefusalBudget::new(access_refusal_limit)),
         policies: Arc::new(policies),
         tenant_names: Default::default(),
         changes: Arc::new(match Engine::of_url(&storage.url) {

@@ -51,6 +51,9 @@ pub mod kind {
     /// An access event a proxy reported for a secret its agent's policy does not grant:
     /// kept as a refused report, never counted as a use.
     pub const ACCESS_REFUSED: &str = "access.refused";
+    /// Refusals one report carried beyond the caps (per path per report, per agent per
+    /// period): one record with no path, so a flood lands on no secret's trail.
+    pub const ACCESS_OVER_LIMIT: &str = "access.over_limit";
 }
 
 /// What a caller hands to the store; the store assigns the position in the chain.

@@ -10,6 +10,7 @@ pub mod path;
 pub mod policy;
 pub mod rate;
 pub mod scope;
+pub mod structured;
 pub mod tier;
 pub mod time;
 pub mod value;

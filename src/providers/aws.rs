@@ -6,7 +6,7 @@
 //! `AWS_REGION`, else `AWS_DEFAULT_REGION`. `endpoint` overrides the regional endpoint (a
 //! VPC endpoint, or a local implementation such as moto or LocalStack).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use super::http::{self, DEFAULT_TIMEOUT};
+use super::http::{self, AddressPath};
 use super::{
     Candidate, Environment, ExternalRef, Health, Listing, Provider, ProviderError, ProviderKind, Resolved, VersionRef,
 };
@@ -49,7 +49,7 @@ impl AwsConfig {
             check_region(region)?;
         }
         if let Some(endpoint) = &self.endpoint {
-            check_endpoint(endpoint)?;
+            http::check_address(KIND, endpoint, "endpoint", AddressPath::Refused)?;
         }
         Ok(())
     }
@@ -59,15 +59,6 @@ fn check_region(region: &str) -> Result<(), ProviderError> {
     let ok = (1..=32).contains(&region.len())
         && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok { Ok(()) } else { Err(config("region must be like eu-west-1".into())) }
-}
-
-fn check_endpoint(e: &str) -> Result<(), ProviderError> {
-    let url = reqwest::Url::parse(e).map_err(|_| config("endpoint is not a URL".into()))?;
-    let plain = url.path() == "/" && url.query().is_none() && url.username().is_empty() && url.password().is_none();
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !plain {
-        return Err(config("endpoint must be http(s)://host[:port]".into()));
-    }
-    Ok(())
 }
 
 struct Keys {
@@ -102,7 +93,7 @@ impl AwsSmClient {
         check_region(&region)?;
         let endpoint = match &cfg.endpoint {
             Some(e) => {
-                check_endpoint(e)?;
+                http::check_address(KIND, e, "endpoint", AddressPath::Refused)?;
                 e.trim_end_matches('/').to_owned()
             }
             None => format!("https://secretsmanager.{region}.amazonaws.com"),
@@ -115,8 +106,7 @@ impl AwsSmClient {
             }),
             _ => None,
         };
-        let timeout = cfg.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
-        let http = http::client(KIND, timeout, None)?;
+        let http = http::client(KIND, cfg.timeout_seconds, None)?;
         Ok(AwsSmClient { http, endpoint, region, keys })
     }
 
@@ -206,29 +196,7 @@ impl AwsSmClient {
             _ => Err(unavailable(format!("the answer for {what} has neither SecretString nor SecretBinary"))),
         };
         http::wipe(v);
-        let raw = raw?;
-        let value = match field {
-            None => http::check_size(KIND, raw, &what)?,
-            Some(field) => {
-                let parsed = serde_json::from_str::<Value>(raw.expose()).ok();
-                drop(raw);
-                let Some(mut parsed) = parsed else {
-                    return Err(ProviderError::Unusable {
-                        provider: KIND,
-                        reason: format!("{what} is not a JSON object, so it has no #{field}"),
-                    });
-                };
-                let picked = match parsed.as_object_mut() {
-                    Some(object) => http::pick_field(KIND, object, Some(field), &what),
-                    None => Err(ProviderError::Unusable {
-                        provider: KIND,
-                        reason: format!("{what} is not a JSON object, so it has no #{field}"),
-                    }),
-                };
-                http::wipe(parsed);
-                picked?
-            }
-        };
+        let value = http::field_of_text(KIND, raw?, field, &what)?;
         Ok(Resolved { value, version: served })
     }
 
@@ -270,17 +238,9 @@ impl AwsSmClient {
 
 /// An error for a failed call, from the exception type AWS names (never its whole body).
 fn failure(status: reqwest::StatusCode, body: &[u8], action: &str) -> ProviderError {
-    let parsed = serde_json::from_slice::<Value>(body).ok();
-    let kind = parsed
-        .as_ref()
-        .and_then(|v| v.get("__type").and_then(Value::as_str))
-        .map(|t| http::excerpt(t.rsplit('#').next().unwrap_or(t)))
-        .unwrap_or_default();
-    let message = parsed
-        .as_ref()
-        .and_then(|v| v.get("message").or_else(|| v.get("Message")).and_then(Value::as_str))
-        .map(http::excerpt)
-        .unwrap_or_default();
+    let said = http::ErrorBody::parse(body);
+    let kind = said.text("/__type").map(|t| t.rsplit('#').next().unwrap_or(&t).to_owned()).unwrap_or_default();
+    let message = said.text("/message").or_else(|| said.text("/Message")).unwrap_or_default();
     let reason = format!("{action} answered {status} {kind}: {message}");
     match kind.as_str() {
         "ResourceNotFoundException" => ProviderError::NotFound { provider: KIND, what: String::new() },
@@ -290,9 +250,8 @@ fn failure(status: reqwest::StatusCode, body: &[u8], action: &str) -> ProviderEr
         | "ExpiredTokenException"
         | "IncompleteSignature"
         | "MissingAuthenticationToken" => ProviderError::Auth { provider: KIND, reason },
-        _ if status.is_server_error() || status.as_u16() == 429 || kind.contains("Throttling") => unavailable(reason),
-        _ if status == reqwest::StatusCode::FORBIDDEN => ProviderError::Auth { provider: KIND, reason },
-        _ => ProviderError::Unusable { provider: KIND, reason },
+        _ if kind.contains("Throttling") => unavailable(reason),
+        _ => http::by_status(KIND, status, reason),
     }
 }
 
@@ -319,13 +278,11 @@ impl Provider for AwsSmClient {
     }
 
     async fn health(&self) -> Health {
-        let started = Instant::now();
-        let outcome = self.call("ListSecrets", &json!({ "MaxResults": 1 })).await;
-        let latency_ms = started.elapsed().as_millis() as u64;
-        match outcome {
-            Ok(_) => Health { ok: true, message: "ok".into(), latency_ms },
-            Err(e) => Health { ok: false, message: e.to_string(), latency_ms },
-        }
+        http::timed_health(async {
+            self.call("ListSecrets", &json!({ "MaxResults": 1 })).await?;
+            Ok("ok".to_owned())
+        })
+        .await
     }
 }
 

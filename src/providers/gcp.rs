@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::http::{self, DEFAULT_TIMEOUT};
+use super::http::{self, AddressPath};
 use super::{
     AddressRule, Candidate, Environment, ExternalRef, FileRule, Health, Listing, Provider, ProviderError, ProviderKind,
     Resolved, VersionRef,
@@ -65,22 +65,13 @@ impl GcpConfig {
     /// Everything that can be checked without GCP or credentials.
     pub fn check(&self) -> Result<(), ProviderError> {
         if let Some(endpoint) = &self.endpoint {
-            check_endpoint(endpoint)?;
+            http::check_address(KIND, endpoint, "endpoint", AddressPath::Refused)?;
         }
         if let Some(project) = &self.project {
             check_project(project)?;
         }
         Ok(())
     }
-}
-
-fn check_endpoint(e: &str) -> Result<(), ProviderError> {
-    let url = reqwest::Url::parse(e).map_err(|_| config("endpoint is not a URL".into()))?;
-    let plain = url.path() == "/" && url.query().is_none() && url.username().is_empty() && url.password().is_none();
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !plain {
-        return Err(config("endpoint must be http(s)://host[:port]".into()));
-    }
-    Ok(())
 }
 
 fn check_project(project: &str) -> Result<(), ProviderError> {
@@ -154,8 +145,7 @@ impl GcpSmClient {
             (None, Some(token)) => Auth::Fixed(Zeroizing::new(token.trim().to_owned())),
             (None, None) => Auth::Missing,
         };
-        let timeout = cfg.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
-        let http = http::client(KIND, timeout, None)?;
+        let http = http::client(KIND, cfg.timeout_seconds, None)?;
         Ok(GcpSmClient { http, endpoint, project: cfg.project, auth, token: Mutex::new(None) })
     }
 
@@ -294,24 +284,7 @@ impl GcpSmClient {
         drop(data);
         let raw = SecretValue::from_bytes(raw)
             .map_err(|_| ProviderError::Unusable { provider: KIND, reason: format!("{what} is binary, not text") })?;
-        let value = match field {
-            None => http::check_size(KIND, raw, &what)?,
-            Some(field) => {
-                let parsed = serde_json::from_str::<Value>(raw.expose()).ok();
-                drop(raw);
-                let not_object = || ProviderError::Unusable {
-                    provider: KIND,
-                    reason: format!("{what} is not a JSON object, so it has no #{field}"),
-                };
-                let Some(mut parsed) = parsed else { return Err(not_object()) };
-                let picked = match parsed.as_object_mut() {
-                    Some(object) => http::pick_field(KIND, object, Some(field), &what),
-                    None => Err(not_object()),
-                };
-                http::wipe(parsed);
-                picked?
-            }
-        };
+        let value = http::field_of_text(KIND, raw, field, &what)?;
         Ok(Resolved { value, version: served })
     }
 
@@ -423,28 +396,23 @@ fn pem_pkcs8(pem: &str) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
 
 /// Google's error shape: `{"error": {"code", "message", "status"}}`; `status` decides.
 fn failure(status: StatusCode, body: &[u8], what: &str) -> ProviderError {
-    let parsed = serde_json::from_slice::<Value>(body).ok();
-    let said = |key: &str| {
-        parsed.as_ref().and_then(|v| v.pointer(&format!("/error/{key}"))).and_then(Value::as_str).map(http::excerpt)
-    };
-    let code = said("status").unwrap_or_default();
-    let reason = format!("{what} answered {status} {code}: {}", said("message").unwrap_or_default());
+    let said = http::ErrorBody::parse(body);
+    let code = said.text("/error/status").unwrap_or_default();
+    let reason = format!("{what} answered {status} {code}: {}", said.text("/error/message").unwrap_or_default());
     match (status.as_u16(), code.as_str()) {
         (404, _) | (_, "NOT_FOUND") => ProviderError::NotFound { provider: KIND, what: String::new() },
-        (401 | 403, _) | (_, "UNAUTHENTICATED" | "PERMISSION_DENIED") => ProviderError::Auth { provider: KIND, reason },
-        (429, _) | (500.., _) => unavailable(reason),
-        _ => ProviderError::Unusable { provider: KIND, reason },
+        (_, "UNAUTHENTICATED" | "PERMISSION_DENIED") => ProviderError::Auth { provider: KIND, reason },
+        _ => http::by_status(KIND, status, reason),
     }
 }
 
 /// The token endpoint's OAuth error (`{"error", "error_description"}`).
 fn token_failure(status: StatusCode, body: &[u8]) -> ProviderError {
-    let parsed = serde_json::from_slice::<Value>(body).ok();
-    let said = |key: &str| parsed.as_ref().and_then(|v| v.get(key)).and_then(Value::as_str).map(http::excerpt);
+    let said = http::ErrorBody::parse(body);
     let reason = format!(
         "the token endpoint answered {status} {}: {}",
-        said("error").unwrap_or_default(),
-        said("error_description").unwrap_or_default()
+        said.text("/error").unwrap_or_default(),
+        said.text("/error_description").unwrap_or_default()
     );
     if status.is_server_error() || status.as_u16() == 429 {
         unavailable(reason)
@@ -477,16 +445,14 @@ impl Provider for GcpSmClient {
 
     /// With a project: one secret of its listing. Without: only that a token is had.
     async fn health(&self) -> Health {
-        let started = Instant::now();
-        let outcome = match &self.project {
-            Some(_) => self.list_secrets(None, 1, None).await.map(|_| ()),
-            None => self.token().await.map(|_| ()),
-        };
-        let latency_ms = started.elapsed().as_millis() as u64;
-        match outcome {
-            Ok(()) => Health { ok: true, message: "ok".into(), latency_ms },
-            Err(e) => Health { ok: false, message: e.to_string(), latency_ms },
-        }
+        http::timed_health(async {
+            match &self.project {
+                Some(_) => self.list_secrets(None, 1, None).await.map(|_| ())?,
+                None => self.token().await.map(|_| ())?,
+            }
+            Ok("ok".to_owned())
+        })
+        .await
     }
 }
 

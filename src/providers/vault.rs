@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-use super::http::{self, DEFAULT_TIMEOUT};
+use super::http::{self, AddressPath};
 use super::{
     Candidate, Environment, ExternalRef, FileRule, Health, Listing, Provider, ProviderError, ProviderKind, Resolved,
     VersionRef,
@@ -79,13 +79,8 @@ impl VaultConfig {
 
     /// Everything that can be checked without the server or credentials.
     pub fn check(&self) -> Result<(), ProviderError> {
-        let url = reqwest::Url::parse(&self.address).map_err(|_| config("address is not a URL".into()))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || url.query().is_some() {
-            return Err(config("address must be http(s)://host[:port]".into()));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(config("address may not carry credentials".into()));
-        }
+        // A path is kept (a server behind a prefix): requests go to ADDRESS/v1/….
+        http::check_address(KIND, &self.address, "address", AddressPath::Allowed)?;
         if let Some(ns) = &self.namespace {
             check_path(ns, "namespace")?;
         }
@@ -215,8 +210,7 @@ impl VaultClient {
             }
         };
         let default_mount = cfg.default_mount.clone().unwrap_or_else(|| "secret".into());
-        let timeout = cfg.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
-        let http = http::client(KIND, timeout, cfg.ca_file.as_deref())?;
+        let http = http::client(KIND, cfg.timeout_seconds, cfg.ca_file.as_deref())?;
         Ok(VaultClient { http, base, namespace: cfg.namespace, auth, default_mount, token: Mutex::new(None) })
     }
 
@@ -283,15 +277,8 @@ impl VaultClient {
 
     /// An error for a non-success answer; Vault's own error text is names and reasons only.
     fn failure(&self, status: StatusCode, body: &[u8], what: &str) -> ProviderError {
-        let said = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| {
-                v.get("errors")
-                    .and_then(|e| e.as_array())
-                    .and_then(|e| e.first())
-                    .and_then(|e| e.as_str())
-                    .map(http::excerpt)
-            })
+        let said = http::ErrorBody::parse(body)
+            .text("/errors/0")
             .filter(|s| !s.is_empty())
             .map(|s| format!(": {s}"))
             .unwrap_or_default();
@@ -449,8 +436,7 @@ impl Provider for VaultClient {
     }
 
     async fn health(&self) -> Health {
-        let started = Instant::now();
-        let outcome = async {
+        http::timed_health(async {
             let resp = self
                 .request(reqwest::Method::GET, "sys/health")
                 .query(&[("standbyok", "true"), ("perfstandbyok", "true")])
@@ -473,14 +459,9 @@ impl Provider for VaultClient {
             if !status.is_success() {
                 return Err(self.failure(status, &body, "token lookup"));
             }
-            Ok(version)
-        }
-        .await;
-        let latency_ms = started.elapsed().as_millis() as u64;
-        match outcome {
-            Ok(version) => Health { ok: true, message: format!("ok (server {version})"), latency_ms },
-            Err(e) => Health { ok: false, message: e.to_string(), latency_ms },
-        }
+            Ok(format!("ok (server {version})"))
+        })
+        .await
     }
 }
 

@@ -3,7 +3,7 @@
 //! around everything, and background upkeep (keyring refresh, retention sweep, signed
 //! checkpoints of the audit chains).
 
-mod access;
+pub mod access;
 mod agents;
 mod approvals;
 pub mod auth;
@@ -78,6 +78,8 @@ pub struct AppState {
     pub keys: Arc<MasterKeys>,
     pub rate_limits: Arc<auth::RateLimits>,
     pub auth_failures: Arc<auth::FailureThrottle>,
+    /// Refusals each agent may have recorded one by one (`--access-refusal-limit`).
+    pub refusal_budget: Arc<access::RefusalBudget>,
     pub policies: Arc<policies::Policies>,
     pub tenant_names: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
     pub metrics: Option<PrometheusHandle>,
@@ -424,6 +426,7 @@ async fn upkeep(state: AppState) {
         if ticks.is_multiple_of(30) {
             state.rate_limits.shrink();
             state.auth_failures.shrink();
+            state.refusal_budget.shrink();
             state.console.sweep();
             purge_expired_deletions(&state).await;
         }

@@ -438,16 +438,16 @@ pub trait Store: Send + Sync {
         reseal: &ResealFn<'_>,
         audit: Vec<AuditDraft>,
     ) -> Result<SecretMeta>;
-    /// Whether each version is flagged as a structured (JSON object) value.
-    async fn structured_versions(&self, secret_id: &str) -> Result<Vec<(i64, bool)>>;
     /// (tenant, path) of secrets soft-deleted before `cutoff`, for the retention sweep.
     async fn deleted_before(&self, cutoff: i64) -> Result<Vec<(String, String)>>;
 
     // Audit.
     /// Appends one record on its own (reads, failures). Batched with concurrent appends.
     async fn record(&self, tenant: &str, audit: AuditDraft, accessed_secret: Option<&str>) -> Result<()>;
-    /// Appends proxy access events, skipping ids already recorded; returns (accepted, duplicates).
-    async fn record_access(&self, tenant: &str, events: Vec<AuditDraft>) -> Result<(u64, u64)>;
+    /// Appends proxy access events in one transaction, skipping ids already recorded;
+    /// returns the ids it skipped (one entry per skipped event: an id twice in `events` is
+    /// recorded once and skipped once).
+    async fn record_access(&self, tenant: &str, events: Vec<AuditDraft>) -> Result<Vec<String>>;
     async fn list_audit(&self, tenant: &str, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     /// For each agent (by name) that used the value at `path`: the time of its last use on
     /// record (an `access` event that succeeded), in Unix milliseconds.

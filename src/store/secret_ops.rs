@@ -18,9 +18,9 @@ pub enum SecretOp<'a> {
     /// A new version; `cas: Some(0)` = only if there is no secret at the path, `Some(N)` =
     /// only if the current version is N. With `create`, a path with no secret (not even a
     /// deleted one) gets this secret, its value as version 1.
-    Set { cas: Option<i64>, seal: OwnedSealFn<'a>, meta: MetaChange, create: Option<Box<SecretMeta>>, structured: bool },
+    Set { cas: Option<i64>, seal: OwnedSealFn<'a>, meta: MetaChange, create: Option<Box<SecretMeta>> },
     /// A new version; the replaced one stays readable until `previous_expires_at`.
-    Rotate { seal: OwnedSealFn<'a>, previous_expires_at: i64, structured: bool },
+    Rotate { seal: OwnedSealFn<'a>, previous_expires_at: i64 },
     /// A soft delete.
     Delete { now: i64 },
     /// Undoes a soft delete; `versions` also makes those versions readable again (a rotated-out

@@ -8,7 +8,7 @@
 use http::header::AUTHORIZATION;
 use zeroize::Zeroizing;
 
-use super::field::json_field;
+use super::json_field;
 use super::{BoundValue, ErrorCode, Found, Place, Refusal, Template, refuse};
 use crate::domain::SecretValue;
 use crate::domain::policy::{Grant, HostPattern, Placeholder, header_may_carry_secret};

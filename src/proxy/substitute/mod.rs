@@ -15,7 +15,7 @@
 //! 2. The bind check (bind.rs): `inject` first checks every found placeholder, then every
 //!    `[[inject]]` template's, against its `BoundValue` — the secret is granted, the upstream
 //!    host is one of its grant's hosts and in the secret's `allowed_hosts`, the place is one
-//!    the grant allows (never a forbidden header), a `#field` resolves (field.rs), the value
+//!    the grant allows (never a forbidden header), a `#field` resolves (domain::structured), the value
 //!    is safe there, and the transport is TLS or plain http on purpose.
 //! 3. Writing (write.rs): only when all pass, values go into the head in place — raw into
 //!    header values, re-encoded into Basic credentials, percent-encoded into the query — and
@@ -33,7 +33,6 @@ use crate::proxy::error::{ErrorCode, ProxyError};
 
 mod bind;
 mod body;
-mod field;
 #[cfg(test)]
 mod fixture;
 #[cfg(any(fuzzing, test))]
@@ -41,9 +40,9 @@ pub mod fuzzing;
 mod scan;
 mod write;
 
+pub use crate::domain::structured::json_field;
 use bind::Rules;
 pub use body::{BodyFound, BodyKind, inject_body, scan_body};
-pub use field::json_field;
 pub use scan::{has_placeholder_text, scan};
 pub use write::Written;
 

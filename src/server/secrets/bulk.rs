@@ -95,13 +95,7 @@ fn prepare<'a>(state: &'a AppState, caller: &'a Caller, op: &'a BulkOperation) -
                 tags: tags.clone(),
                 ..MetaChange::default()
             };
-            SecretOp::Set {
-                cas: *cas,
-                seal: sealer(state, tenant, path, value),
-                meta: change,
-                create: created,
-                structured: false,
-            }
+            SecretOp::Set { cas: *cas, seal: sealer(state, tenant, path, value), meta: change, create: created }
         }
         BulkOperation::Delete { .. } => SecretOp::Delete { now: now_ms() },
         BulkOperation::Undelete { versions, .. } => {
@@ -121,7 +115,6 @@ fn prepare<'a>(state: &'a AppState, caller: &'a Caller, op: &'a BulkOperation) -
             SecretOp::Rotate {
                 seal: sealer(state, tenant, path, new_value),
                 previous_expires_at: now_ms() + i64::from(*grace_period_seconds) * 1000,
-                structured: false,
             }
         }
     };

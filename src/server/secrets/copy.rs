@@ -66,7 +66,6 @@ pub async fn copy(
     let from_version = src.current_version;
     let binding = Binding { tenant, path: b.from.as_str(), version: from_version };
     let plaintext = state.keys.open(&binding, &sealed).map_err(|e| ApiError::internal(&e))?;
-    let structured = state.store.structured_versions(&src.id).await?.iter().any(|(v, s)| *v == from_version && *s);
     let mut created = SecretMeta {
         id: new_id("sec"),
         path: b.to.to_string(),
@@ -94,7 +93,7 @@ pub async fn copy(
     let mut audit = caller.draft(kind::SECRET_COPY, Some(to));
     audit.detail = json!({ "from": b.from.as_str(), "from_version": from_version });
     let cas = if b.overwrite { None } else { Some(0) };
-    let op = SecretOp::Set { cas, seal, meta: change, create: Some(Box::new(created)), structured };
+    let op = SecretOp::Set { cas, seal, meta: change, create: Some(Box::new(created)) };
     match one_op(&state, tenant, OpRequest { path: to.to_owned(), op, audit }).await {
         Ok(done) => {
             let version = done.meta.current_version;

@@ -25,10 +25,9 @@ pub(super) async fn record(
     answer.await.map_err(|_| StoreError::AuditClosed)?
 }
 
-pub(super) async fn record_access(store: &SqlStore, tenant: &str, events: Vec<AuditDraft>) -> Result<(u64, u64)> {
+pub(super) async fn record_access(store: &SqlStore, tenant: &str, events: Vec<AuditDraft>) -> Result<Vec<String>> {
     let (mut tx, _write) = store.begin().await?;
     let head = store.lock_head(&mut tx, tenant).await?;
-    let total = events.len() as u64;
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for chunk in events.chunks(AUDIT_ROWS_PER_INSERT * 4) {
         let sql = format!("SELECT id FROM audit_events WHERE id IN {}", store.engine.values_list(1, chunk.len()));
@@ -38,16 +37,17 @@ pub(super) async fn record_access(store: &SqlStore, tenant: &str, events: Vec<Au
         }
         seen.extend(query.fetch_all(&mut *tx).await?);
     }
-    let mut fresh = Vec::with_capacity(events.len());
+    let (mut fresh, mut skipped) = (Vec::with_capacity(events.len()), Vec::new());
     for e in events {
         if seen.insert(e.id.clone()) {
             fresh.push(e);
+        } else {
+            skipped.push(e.id);
         }
     }
-    let accepted = fresh.len() as u64;
     append(&mut tx, store.engine, tenant, head, fresh).await?;
     tx.commit().await?;
-    Ok((accepted, total - accepted))
+    Ok(skipped)
 }
 
 pub(super) async fn list_audit(store: &SqlStore, tenant: &str, f: &AuditFilter) -> Result<Vec<AuditRecord>> {

@@ -320,10 +320,6 @@ impl Store for SqlStore {
         secret_ops::move_secret(self, tenant, from, to, overwrite, reseal, audit).await
     }
 
-    async fn structured_versions(&self, secret_id: &str) -> Result<Vec<(i64, bool)>> {
-        secret_ops::structured_versions(self, secret_id).await
-    }
-
     async fn deleted_before(&self, cutoff: i64) -> Result<Vec<(String, String)>> {
         secrets::deleted_before(self, cutoff).await
     }
@@ -332,7 +328,7 @@ impl Store for SqlStore {
         audit::record(self, tenant, audit, accessed_secret).await
     }
 
-    async fn record_access(&self, tenant: &str, events: Vec<AuditDraft>) -> Result<(u64, u64)> {
+    async fn record_access(&self, tenant: &str, events: Vec<AuditDraft>) -> Result<Vec<String>> {
         audit::record_access(self, tenant, events).await
     }
 

@@ -1,13 +1,10 @@
 //! Operations on secrets beyond one write: a batch (`apply_ops`: bulk, undelete by version,
 //! copy), applied in one transaction or one by one, and a move with the whole history.
 
-use sqlx::Row;
-
 use super::audit_chain::append;
 use super::rows::{NEW_SECRET_BINDS, SECRET_COLUMNS, VERSION_COLUMNS, bind_new_secret, version_from_row, write_tags};
-use super::secrets::{meta_in, update_meta};
+use super::secrets::{insert_version, meta_in, update_meta};
 use super::{SqlStore, Tx};
-use crate::crypto::Sealed;
 use crate::domain::audit::{AuditDraft, kind};
 use crate::domain::time::now_ms;
 use crate::store::engine::Engine;
@@ -93,7 +90,7 @@ fn no_value_for_external(meta: &SecretMeta) -> Result<()> {
 async fn apply_one(tx: &mut Tx, engine: Engine, tenant: &str, req: &OpRequest<'_>) -> Result<OpDone> {
     let path = req.path.as_str();
     match &req.op {
-        SecretOp::Set { cas, seal, meta: change, create, structured } => {
+        SecretOp::Set { cas, seal, meta: change, create } => {
             let existing = find(tx, tenant, path).await?;
             let Some(mut meta) = existing else {
                 let Some(new) = create else { return Err(StoreError::NotFound) };
@@ -102,7 +99,7 @@ async fn apply_one(tx: &mut Tx, engine: Engine, tenant: &str, req: &OpRequest<'_
                 }
                 let sealed = seal(1)?;
                 insert_secret(tx, engine, tenant, new).await?;
-                insert_version(tx, &new.id, 1, &sealed, new.created_at, *structured).await?;
+                insert_version(tx, &new.id, 1, Some(&sealed), None, new.created_at).await?;
                 write_tags(tx, &new.id, &new.tags).await?;
                 return Ok(OpDone { meta: (**new).clone(), previous_version: None, created: true });
             };
@@ -124,7 +121,7 @@ async fn apply_one(tx: &mut Tx, engine: Engine, tenant: &str, req: &OpRequest<'_
             }
             let now = now_ms();
             let sealed = seal(previous + 1)?;
-            insert_version(tx, &meta.id, previous + 1, &sealed, now, *structured).await?;
+            insert_version(tx, &meta.id, previous + 1, Some(&sealed), None, now).await?;
             apply_change(&mut meta, change);
             meta.current_version = previous + 1;
             meta.updated_at = now;
@@ -134,12 +131,12 @@ async fn apply_one(tx: &mut Tx, engine: Engine, tenant: &str, req: &OpRequest<'_
             }
             Ok(OpDone { meta, previous_version: Some(previous), created: false })
         }
-        SecretOp::Rotate { seal, previous_expires_at, structured } => {
+        SecretOp::Rotate { seal, previous_expires_at } => {
             let mut meta = live(tx, tenant, path).await?;
             no_value_for_external(&meta)?;
             let (previous, now) = (meta.current_version, now_ms());
             let sealed = seal(previous + 1)?;
-            insert_version(tx, &meta.id, previous + 1, &sealed, now, *structured).await?;
+            insert_version(tx, &meta.id, previous + 1, Some(&sealed), None, now).await?;
             sqlx::query("UPDATE secret_versions SET expires_at = $1 WHERE secret_id = $2 AND version = $3")
                 .bind(*previous_expires_at)
                 .bind(&meta.id)
@@ -269,30 +266,6 @@ async fn insert_secret(tx: &mut Tx, engine: Engine, tenant: &str, m: &SecretMeta
     Ok(())
 }
 
-async fn insert_version(
-    tx: &mut Tx,
-    secret_id: &str,
-    version: i64,
-    sealed: &Sealed,
-    now: i64,
-    structured: bool,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO secret_versions (secret_id, version, kid, wrapped_key, ciphertext, created_at, expires_at, \
-         structured) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
-    )
-    .bind(secret_id)
-    .bind(version)
-    .bind(&sealed.kid)
-    .bind(sealed.wrapped_key.clone())
-    .bind(sealed.ciphertext.clone())
-    .bind(now)
-    .bind(i64::from(structured))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 pub(super) async fn move_secret(
     store: &SqlStore,
     tenant: &str,
@@ -344,12 +317,4 @@ pub(super) async fn move_secret(
     append(&mut tx, store.engine, tenant, head, audit).await?;
     tx.commit().await?;
     Ok(meta)
-}
-
-pub(super) async fn structured_versions(store: &SqlStore, secret_id: &str) -> Result<Vec<(i64, bool)>> {
-    let rows = sqlx::query("SELECT version, structured FROM secret_versions WHERE secret_id = $1 ORDER BY version")
-        .bind(secret_id)
-        .fetch_all(&store.pool)
-        .await?;
-    rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)? != 0))).collect()
 }

@@ -313,8 +313,9 @@ pub(super) async fn update_meta(tx: &mut Tx, m: &SecretMeta) -> Result<()> {
     Ok(())
 }
 
-/// Inserts a version: a sealed value, or an external reference and version pointer.
-async fn insert_version(
+/// Inserts a version: a sealed value, or an external reference and version pointer. The one
+/// place a version row is written (one write, bulk, copy), so they cannot drift apart.
+pub(super) async fn insert_version(
     tx: &mut Tx,
     secret_id: &str,
     version: i64,
