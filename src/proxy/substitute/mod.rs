@@ -42,6 +42,7 @@ mod scan;
 mod write;
 
 use bind::Rules;
+pub use bind::secret_allows_host;
 pub use body::{BodyFound, BodyKind, inject_body, scan_body};
 pub use field::json_field;
 pub use scan::{has_placeholder_text, scan};
