@@ -231,3 +231,109 @@ pub(super) fn rules_from_raw(
     }
     Ok(rules.into_iter().map(|(rule, _)| rule).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Policy, PolicyError};
+    use super::*;
+
+    const HEAD: &str = r#"[agent]
+name = "agent-1"
+
+[egress]
+allow = ["api.example.com", "*.example.net", "auth.example.com", "127.0.0.1"]
+passthrough = ["raw.example.net"]
+
+[[grant]]
+secrets = "example/*"
+hosts = ["auth.example.com", "127.0.0.1"]
+
+[[grant]]
+secrets = "other/*"
+hosts = ["api.example.com"]
+"#;
+
+    const RULE: &str = r#"
+[[oauth2]]
+host = "api.example.com"
+token_url = "https://auth.example.com/oauth/token"
+client_id = "{{secret:example/client-id}}"
+client_secret = "{{secret:example/client-secret}}"
+scope = "read write"
+"#;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse("test.toml", text)
+    }
+
+    #[test]
+    fn a_rule_parses_with_its_defaults() {
+        let policy = parse(&format!("{HEAD}{RULE}")).unwrap();
+        let rule = policy.oauth2_for("API.example.com").expect("the rule applies to its host");
+        assert_eq!(rule.token_url().to_string(), "https://auth.example.com/oauth/token");
+        assert_eq!(rule.scope(), Some("read write"));
+        assert_eq!(rule.auth_method(), AuthMethod::ClientSecretBasic);
+        let paths: Vec<&str> = rule.placeholders().map(|p| p.path().as_str()).collect();
+        assert_eq!(paths, ["example/client-id", "example/client-secret"]);
+        assert!(policy.oauth2_for("auth.example.com").is_none());
+        assert!(policy.closed("test").oauth2().is_empty());
+        let json = serde_json::to_value(&policy).unwrap();
+        assert_eq!(json["oauth2"][0]["client_secret"], "{{secret:example/client-secret}}");
+
+        let literal = RULE
+            .replace("{{secret:example/client-id}}", "my-client")
+            .replace("scope = \"read write\"", "auth_method = \"client_secret_post\"");
+        let policy = parse(&format!("{HEAD}{literal}")).unwrap();
+        let rule = &policy.oauth2()[0];
+        assert!(matches!(rule.client_id(), ClientId::Literal(id) if id == "my-client"));
+        assert_eq!((rule.scope(), rule.auth_method()), (None, AuthMethod::ClientSecretPost));
+        assert_eq!(rule.placeholders().count(), 1);
+
+        let local = RULE.replace("https://auth.example.com/oauth/token", "http://127.0.0.1:8080/token");
+        assert!(parse(&format!("{HEAD}{local}")).is_ok());
+    }
+
+    #[test]
+    fn bad_rules_are_refused_at_their_line() {
+        let line_of = |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        let cases = [
+            ("https://auth.example.com/oauth/token", "http://auth.example.com/token", "is not https"),
+            ("https://auth.example.com/oauth/token", "https://login.example.org/token", "not in egress.allow"),
+            ("https://auth.example.com/oauth/token", "https://auth.example.com/t?x=1", "query or fragment"),
+            ("https://auth.example.com/oauth/token", "https://raw.example.net/token", "egress.passthrough"),
+            ("host = \"api.example.com\"", "host = \"api.example.org\"", "oauth2 host 'api.example.org' is not in"),
+            ("host = \"api.example.com\"", "host = \"*.example.net\"", "(partly) in egress.passthrough"),
+            ("{{secret:example/client-secret}}", "{{secret:nothing/here}}", "no grant covers it"),
+            ("{{secret:example/client-secret}}", "{{secret:other/secret}}", "does not list that host"),
+            ("{{secret:example/client-secret}}", "Basic {{secret:example/client-secret}}", "nothing around it"),
+            ("{{secret:example/client-secret}}", "plain-text", "exactly one placeholder"),
+            ("{{secret:example/client-id}}", "{{secret:example/client-id", "no closing"),
+            ("\"read write\"", "\"read  write\"", "is not a scope"),
+            ("\"read write\"", "\"read\\\"\"", "is not a scope"),
+        ];
+        for (from, to, says) in cases {
+            let rule = RULE.replace(from, to);
+            let text = format!("{HEAD}{rule}");
+            let e = parse(&text).expect_err(to);
+            assert!(e.message.contains(says), "{to}: {e}");
+            assert_eq!(e.line, line_of(&text, to), "{to}: {e}");
+        }
+        let unknown = format!("{HEAD}{RULE}token_lifetime = 5\n");
+        let e = parse(&unknown).unwrap_err();
+        assert!(e.message.contains("unknown field `token_lifetime`"), "{e}");
+        let method = format!("{HEAD}{RULE}auth_method = \"private_key_jwt\"\n");
+        assert!(parse(&method).unwrap_err().message.contains("unknown variant"));
+    }
+
+    #[test]
+    fn overlapping_rules_are_refused() {
+        let wild = RULE.replace("host = \"api.example.com\"", "host = \"*.example.net\"");
+        let narrow = RULE.replace("host = \"api.example.com\"", "host = \"a.b.example.net\"");
+        let text = format!("{HEAD}{wild}{narrow}").replace("passthrough = [\"raw.example.net\"]", "");
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("overlaps the oauth2 rule for '*.example.net' (line"), "{e}");
+        assert_eq!(e.line, text.lines().position(|l| l.contains("a.b.example.net")).unwrap() + 1);
+        let two = format!("{HEAD}{RULE}{RULE}");
+        assert!(parse(&two).unwrap_err().message.contains("overlaps"));
+    }
+}
