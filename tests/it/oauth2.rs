@@ -356,3 +356,26 @@ fn a_token_url_outside_egress_is_a_policy_error_at_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_new_client_secret_or_policy_gets_a_new_token() {
+    let (auth, sc) = start(3600, &client_secret());
+    assert_eq!(get(&sc, "/whoami").0, 200);
+    let put = |value: &str| {
+        let body = json!({ "value": value }).to_string();
+        let url = format!("/v1/secrets/{}", crate::support::enc(SECRET_PATH));
+        assert_eq!(sc.server.admin("PUT", &url, Some(&body)).0, 200);
+    };
+    // The client secret changes (to one the server does not take): the token fetched with the
+    // old one is not used with it.
+    put(&format!("rotated-{MARKER}-wrong"));
+    assert!(until(Duration::from_secs(10), || get(&sc, "/whoami").0 == 502), "the old token went on being used");
+    put(&client_secret());
+    assert!(until(Duration::from_secs(10), || get(&sc, "/whoami").0 == 200));
+    assert_eq!(auth.issued(), 2, "{}", auth.stats());
+
+    // A new policy (a narrower scope): a token asked for under it.
+    sc.reload_policy(&policy(true).replace(r#"scope = "read write""#, r#"scope = "read""#));
+    assert!(until(Duration::from_secs(10), || get(&sc, "/whoami").1.contains(r#""scope":"read""#)));
+    assert_eq!(auth.issued(), 3, "{}", auth.stats());
+}

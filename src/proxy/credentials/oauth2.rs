@@ -86,6 +86,9 @@ pub struct Tokens {
     generation: AtomicU64,
     /// Keys the hash of the credentials (random per process: the hash says nothing of them).
     hasher: std::hash::RandomState,
+    /// Each rule's credentials as last read: a token fetched with others is dropped when they
+    /// change, so it is not used again if they change back (a rotation undone).
+    current: std::sync::Mutex<std::collections::HashMap<usize, u64>>,
 }
 
 impl Default for Tokens {
@@ -94,6 +97,7 @@ impl Default for Tokens {
             cache: moka::future::Cache::builder().max_capacity(1024).expire_after(FreshUntil).build(),
             generation: AtomicU64::new(0),
             hasher: std::hash::RandomState::new(),
+            current: Default::default(),
         }
     }
 }
@@ -150,6 +154,7 @@ impl Tokens {
         let generation = proxy.central.policy_generation.load(Ordering::Acquire);
         if self.generation.swap(generation, Ordering::AcqRel) != generation {
             self.cache.invalidate_all();
+            self.current.lock().expect("credentials lock poisoned").clear();
         }
         let token_host = rule.token_url().host();
         let id = match rule.client_id() {
@@ -164,6 +169,10 @@ impl Tokens {
         };
         let credentials = self.hasher.hash_one((id_text, &*secret.text));
         let key = Key { generation, rule: index, credentials };
+        let before = self.current.lock().expect("credentials lock poisoned").insert(index, credentials);
+        if let Some(before) = before.filter(|before| *before != credentials) {
+            self.cache.invalidate(&Key { credentials: before, ..key.clone() }).await;
+        }
         let fetch = fetch(proxy, rule, id_text, id.as_ref(), &secret);
         match self.cache.try_get_with(key.clone(), fetch).await {
             Ok(token) => Ok(Issued { key, token }),
