@@ -11,7 +11,7 @@ use super::host::HostPattern;
 use super::placeholder::{PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN, Placeholder, placeholders};
 use super::raw::{Invalid, host_pattern, invalid, line_of, parse_at};
 use super::route::Upstream;
-use super::{Egress, Grant, as_string, most_specific};
+use super::{Egress, Grant, Inject, as_string, most_specific};
 
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,17 +207,29 @@ fn scope(s: &str) -> Result<String, String> {
 }
 
 /// Every `[[oauth2]]` rule, in order. No two may apply to one host: the later rule whose
-/// host overlaps an earlier one's is the error, naming the earlier's line.
+/// host overlaps an earlier one's is the error, naming the earlier's line. No `[[inject]]`
+/// rule may set `Authorization` toward a rule's host: the token would replace it unseen.
 pub(super) fn rules_from_raw(
     raw: Vec<RawOAuth2>,
     egress: &Egress,
     grants: &[Grant],
+    injects: &[Inject],
     text: &str,
 ) -> Result<Vec<OAuth2>, Invalid> {
     let mut rules: Vec<(OAuth2, usize)> = Vec::with_capacity(raw.len());
     for raw in raw {
         let span = raw.host.span();
         let rule = OAuth2::from_raw(raw, egress, grants)?;
+        let overlaps = |other: &HostPattern| rule.host.covers(other) || other.covers(&rule.host);
+        if let Some(inject) = injects.iter().find(|i| i.header() == http::header::AUTHORIZATION && overlaps(i.host())) {
+            let message = format!(
+                "oauth2 host '{}' overlaps the host '{}' of an inject rule for Authorization, which the oauth2 \
+                 token would replace; remove one of them",
+                rule.host,
+                inject.host()
+            );
+            return Err(Invalid { span, message });
+        }
         if let Some((other, line)) =
             rules.iter().find(|(other, _)| rule.host.covers(&other.host) || other.host.covers(&rule.host))
         {
@@ -335,5 +347,10 @@ scope = "read write"
         assert_eq!(e.line, text.lines().position(|l| l.contains("a.b.example.net")).unwrap() + 1);
         let two = format!("{HEAD}{RULE}{RULE}");
         assert!(parse(&two).unwrap_err().message.contains("overlaps"));
+        let inject = "\n[[grant]]\nsecrets = \"api/*\"\nhosts = [\"*.example.net\"]\n\n[[inject]]\nhost = \"*.example.net\"\n\
+                      header = \"Authorization\"\nvalue = \"Bearer {{secret:api/key}}\"\n";
+        let text = format!("{HEAD}{inject}{narrow}").replace("passthrough = [\"raw.example.net\"]", "");
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("an inject rule for Authorization"), "{e}");
     }
 }

@@ -47,9 +47,10 @@ impl Policy {
         let grants: Vec<Grant> =
             raw.grant.into_iter().map(|g| Grant::from_raw(g, &egress)).collect::<Result<_, _>>()?;
         check_overlapping_grants(&grants, &spans, text)?;
-        let injects = raw.inject.into_iter().map(|i| Inject::from_raw(i, &grants)).collect::<Result<_, _>>()?;
+        let injects: Vec<Inject> =
+            raw.inject.into_iter().map(|i| Inject::from_raw(i, &grants)).collect::<Result<_, _>>()?;
         let routes = routes_from_raw(raw.route, &egress)?;
-        let oauth2 = super::oauth2::rules_from_raw(raw.oauth2, &egress, &grants, text)?;
+        let oauth2 = super::oauth2::rules_from_raw(raw.oauth2, &egress, &grants, &injects, text)?;
         Ok(Policy { agent, egress, grants, injects, routes, oauth2, source: source.to_owned(), text: String::new() })
     }
 }

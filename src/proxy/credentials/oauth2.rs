@@ -181,6 +181,7 @@ impl Tokens {
                 let mut copy = ProxyError::new(e.kind, e.message.clone());
                 copy.secret = e.secret.clone();
                 copy.retry_after = e.retry_after;
+                copy.source = e.cause().map(Into::into);
                 Err(copy)
             }
         }
