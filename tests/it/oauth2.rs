@@ -65,6 +65,8 @@ scope = "read write"
 struct AuthServer {
     child: Child,
     port: u16,
+    /// The same server over plain HTTP.
+    plain_port: u16,
     pem: PemFiles,
     _dir: tempfile::TempDir,
 }
@@ -90,8 +92,10 @@ impl AuthServer {
             let _ = child.kill();
             panic!("the OAuth2 server did not start (pip install authlib flask)");
         }
-        let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
-        AuthServer { child, port, pem, _dir: dir }
+        let ports = std::fs::read_to_string(&port_file).unwrap();
+        let (port, plain_port) = ports.trim().split_once(' ').unwrap();
+        let (port, plain_port) = (port.parse().unwrap(), plain_port.parse().unwrap());
+        AuthServer { child, port, plain_port, pem, _dir: dir }
     }
 
     /// A call to the server itself (not through the proxy).
@@ -136,9 +140,15 @@ impl Drop for AuthServer {
 
 /// The server, and a sidecar whose api.openai.com and token host are that server.
 fn start(expires_in: u64, secret: &str) -> (AuthServer, Sidecar) {
+    start_with(expires_in, secret, |_, text| text)
+}
+
+/// `start`, the policy changed by `edit` (given the server).
+fn start_with(expires_in: u64, secret: &str, edit: impl Fn(&AuthServer, String) -> String) -> (AuthServer, Sidecar) {
     let auth = AuthServer::start(expires_in);
     let pin = format!("{TOKEN_HOST}=127.0.0.1:{}", auth.port);
-    let sc = Sidecar::start_custom_against(&policy(true), &["--resolve", &pin], auth.port, &auth.pem.ca);
+    let text = edit(&auth, policy(true));
+    let sc = Sidecar::start_custom_against(&text, &["--resolve", &pin], auth.port, &auth.pem.ca);
     sc.server.create(ID_PATH, CLIENT_ID);
     sc.server.create(SECRET_PATH, secret);
     (auth, sc)
@@ -378,4 +388,53 @@ fn a_new_client_secret_or_policy_gets_a_new_token() {
     sc.reload_policy(&policy(true).replace(r#"scope = "read write""#, r#"scope = "read""#));
     assert!(until(Duration::from_secs(10), || get(&sc, "/whoami").1.contains(r#""scope":"read""#)));
     assert_eq!(auth.issued(), 3, "{}", auth.stats());
+}
+
+#[test]
+fn plain_http_gets_the_token_only_where_a_route_names_it() {
+    // A second rule for the plain HTTP port on 127.0.0.1 (a private address the policy allows).
+    let plain_rule = |auth: &AuthServer, text: String, route: bool| {
+        let text = text
+            .replace(r#"allow = ["#, r#"allow = ["127.0.0.1", "#)
+            .replace("[egress]\n", "[egress]\ndeny_private_networks = false\n");
+        let route = match route {
+            true => format!("[[route]]\nname = \"plain\"\nupstream = \"http://127.0.0.1:{}/v1\"\n", auth.plain_port),
+            false => String::new(),
+        };
+        let rule = format!(
+            "[[oauth2]]\nhost = \"127.0.0.1\"\ntoken_url = \"https://{TOKEN_HOST}/oauth/token\"\n\
+             client_id = \"{{{{secret:{ID_PATH}}}}}\"\nclient_secret = \"{{{{secret:{SECRET_PATH}}}}}\"\n"
+        );
+        format!("{text}\n{route}\n{rule}")
+    };
+    let forward = |sc: &Sidecar, auth: &AuthServer| {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "--max-time", "20", "--proxy", &format!("http://{}", sc.proxy_addr)])
+            .args(["-H", "Authorization: Bearer agent-own-junk"])
+            .arg(format!("http://127.0.0.1:{}/v1/whoami", auth.plain_port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // Named by a route: the forward request and the route both get the token.
+    let (auth, sc) = start_with(3600, &client_secret(), |auth, text| plain_rule(auth, text, true));
+    let seen = forward(&sc, &auth);
+    assert!(seen.starts_with("HTTP/1.1 200") && seen.contains(r#""client":"client-1""#), "{seen}");
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "20"])
+        .arg(format!("http://{}/r/plain/whoami", sc.proxy_addr))
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(seen.starts_with("HTTP/1.1 200") && seen.contains(r#""client":"client-1""#), "{seen}");
+    assert_eq!(auth.issued(), 1);
+    drop(sc);
+    drop(auth);
+
+    // Not named: refused, no token fetched, nothing sent.
+    let (auth, sc) = start_with(3600, &client_secret(), |auth, text| plain_rule(auth, text, false));
+    let seen = forward(&sc, &auth);
+    assert!(seen.starts_with("HTTP/1.1 403") && seen.contains("insecure_transport"), "{seen}");
+    assert_eq!((auth.issued(), auth.hits("/v1/whoami")), (0, 0));
 }

@@ -2,7 +2,8 @@
 
 Authlib's Flask AuthorizationServer issues tokens with the client credentials grant to one
 registered client; a ResourceProtector checks them on the resource endpoints. Served over
-TLS (the test CA's certificate) on a port written to a file.
+TLS (the test CA's certificate) and over plain HTTP, each on a port of its own, both written
+to a file ("TLS_PORT PLAIN_PORT").
 
 usage: oauth2_server.py PORT_FILE CERT KEY CLIENT_ID CLIENT_SECRET EXPIRES_IN
 
@@ -16,6 +17,7 @@ Endpoints:
 """
 
 import json
+import os
 import secrets
 import ssl
 import sys
@@ -185,10 +187,10 @@ def revoke():
 
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(cert, key)
-http = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=context)
+https = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=context)
+http = make_server("127.0.0.1", 0, app, threaded=True)
+threading.Thread(target=http.serve_forever, daemon=True).start()
 with open(port_file + ".tmp", "w") as f:
-    f.write(str(http.server_port))
-import os
-
+    f.write(f"{https.server_port} {http.server_port}")
 os.rename(port_file + ".tmp", port_file)
-http.serve_forever()
+https.serve_forever()

@@ -378,6 +378,16 @@ async fn prepare_inner(
         None => None,
     };
     let oauth2 = match oauth2 {
+        Some(_) if !target.tls && !target.plain_http_allowed => {
+            return Err(ProxyError::new(
+                ErrorCode::InsecureTransport,
+                format!(
+                    "the OAuth2 access token for '{}' would go over plain http://; use https://, or name the http:// \
+                     upstream in a route on purpose",
+                    target.host
+                ),
+            ));
+        }
         Some((index, rule)) => {
             let issued = proxy.tokens.token(proxy, &cache, index, rule).await?;
             head.headers.insert(header::AUTHORIZATION, issued.header());
