@@ -438,3 +438,20 @@ fn plain_http_gets_the_token_only_where_a_route_names_it() {
     assert!(seen.starts_with("HTTP/1.1 403") && seen.contains("insecure_transport"), "{seen}");
     assert_eq!((auth.issued(), auth.hits("/v1/whoami")), (0, 0));
 }
+
+#[test]
+fn concurrent_misses_share_one_token_fetch() {
+    let (auth, sc) = start(3600, &client_secret());
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..12)
+            .map(|i| {
+                let sc = &sc;
+                let way = EVERY_WAY[i % EVERY_WAY.len()];
+                s.spawn(move || send(sc, way, "GET", "/whoami", "").0)
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(auth.issued(), 1, "{}", auth.stats());
+}
