@@ -77,10 +77,13 @@ where
     let mut watch = Watch::new(timeouts.header_read.min(timeouts.idle));
     loop {
         watch.set(if buf.is_empty() { timeouts.idle } else { timeouts.header_read });
-        let body_fields = ThreadCache::enter(proxy).policy().has_body_fields();
+        let (body_fields, oauth2) = {
+            let cache = ThreadCache::enter(proxy);
+            (cache.policy().has_body_fields(), !cache.policy().oauth2().is_empty())
+        };
         let head = loop {
             match parse_request(&mut buf, via, body_fields, &mut kept) {
-                Parsed::Complete(head) if pipeline::wants_hyper(proxy, &head.parts, via) => {
+                Parsed::Complete(head) if oauth2 && pipeline::wants_hyper(proxy, &head.parts, via) => {
                     codec::give_back(&head.raw, &mut buf);
                     return ConnectionEnd::Fallback(Rewind::new(buf.freeze(), io));
                 }

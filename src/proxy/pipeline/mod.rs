@@ -300,11 +300,11 @@ impl Drop for Recorder<'_> {
 
 /// Whether the HTTP/1.1 fast path hands a request it parsed to hyper for a reason of the
 /// policy's: it goes to a host of an `[[oauth2]]` rule, whose 401 the hyper path answers by
-/// sending the request again with a new token. Costs nothing for a policy without such rules.
+/// sending the request again with a new token. Asked only while the policy has such rules.
 pub(super) fn wants_hyper(proxy: &Proxy, head: &Parts, via: &Via) -> bool {
     let cache = ThreadCache::enter(proxy);
     let policy = cache.policy();
-    !policy.oauth2().is_empty() && target(policy, head, via).is_ok_and(|t| policy.oauth2_for(&t.host).is_some())
+    target(policy, head, via).is_ok_and(|t| policy.oauth2_for(&t.host).is_some())
 }
 
 /// A request that passed every check, with its values in place, ready to be sent.
