@@ -1,7 +1,9 @@
 //! One request through the proxy, top to bottom, in the order DESIGN §3 gives:
 //! admit caller → egress check → host agreement → rate limit → substitute → bind check →
-//! forward → redact → record. Nothing is sent upstream before the bind check has passed
-//! for every value the request would carry.
+//! OAuth2 token (`credentials::oauth2`, for a host of an `[[oauth2]]` rule) → forward (once
+//! more with a new token after a 401, when the body can be sent again) → redact → record.
+//! Nothing is sent upstream before the bind check has passed for every value the request
+//! would carry.
 //!
 //! The stages are short functions named in `prepare` and `serve`; the bulky parts live in
 //! their own modules: `admit` (the target, the caller, egress, host agreement and the header
@@ -167,12 +169,13 @@ async fn serve(
     let scanned = scrub.is_some();
     let mut resp = forward(proxy, head, body, upgrading, &target, scanned).await;
     let mut scrub = scrub;
-    if let (Ok(first), Some(issued)) = (&resp, &oauth2)
-        && first.status() == StatusCode::UNAUTHORIZED
-    {
+    let refused = resp.as_ref().is_ok_and(|r| r.status() == StatusCode::UNAUTHORIZED);
+    if let Some(issued) = oauth2.as_ref().filter(|_| refused) {
         proxy.tokens.refused(issued).await;
         if let Some((head, body)) = again {
             tracing::debug!(host = %target.host, "the upstream refused the OAuth2 token (401); sending again with a new one");
+            // The refused answer is not read: its connection is let go before the next is used.
+            drop(resp);
             let retried = Retry { target: &target, written: &written, issued };
             resp = match retried.prepare(proxy, head, &mut recorder).await {
                 Ok((head, new_scrub)) => {
@@ -318,7 +321,7 @@ pub(super) struct Outbound {
     /// was sent (`echoes`); `None` when neither applies.
     pub scrub: Option<Arc<Patterns>>,
     /// What the request wrote byte for byte beyond the values (a `Basic` token): for the
-    /// scrub of a retry (`oauth2_retry`).
+    /// scrub of a retry (`Retry`).
     pub written: Vec<Written>,
     /// The access token of the host's `[[oauth2]]` rule, when one applies.
     pub oauth2: Option<Issued>,
