@@ -270,6 +270,18 @@ fn every_path_gets_the_token_and_one_token_serves_them_all() {
         assert!(!log.contains(&token), "the access token reached the log");
     }
     assert!(!log.contains(&client_secret()) && !log.contains("cs-SeCrEt"), "the client secret reached the log");
+    // Nor the Basic credentials the token endpoint was sent (RFC 6749 §2.3.1: form-encoded, then base64).
+    let form = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b.is_ascii_alphanumeric() || b"-._*".contains(&b) {
+                true => (b as char).to_string(),
+                false => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{}", form(&client_secret())));
+    assert!(!log.contains(&basic), "the Basic credentials reached the log");
 }
 
 #[test]
@@ -454,4 +466,15 @@ fn concurrent_misses_share_one_token_fetch() {
     });
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(auth.issued(), 1, "{}", auth.stats());
+}
+
+#[test]
+fn client_secret_post_sends_the_credentials_in_the_form() {
+    let post =
+        |_: &AuthServer, text: String| text.replace("scope = \"read write\"", "auth_method = \"client_secret_post\"");
+    let (auth, sc) = start_with(3600, &client_secret(), post);
+    let (status, seen) = get(&sc, "/whoami");
+    assert_eq!(status, 200, "{seen}");
+    assert!(seen.contains(r#""scope":"""#), "no scope asked for: {seen}");
+    assert_eq!(auth.stats()["auth"], json!(["client_secret_post"]));
 }
