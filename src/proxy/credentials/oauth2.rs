@@ -88,7 +88,7 @@ pub struct Tokens {
     hasher: std::hash::RandomState,
     /// Each rule's credentials as last read: a token fetched with others is dropped when they
     /// change, so it is not used again if they change back (a rotation undone).
-    current: std::sync::Mutex<std::collections::HashMap<usize, u64>>,
+    current: std::sync::RwLock<std::collections::HashMap<usize, u64>>,
 }
 
 impl Default for Tokens {
@@ -154,7 +154,7 @@ impl Tokens {
         let generation = proxy.central.policy_generation.load(Ordering::Acquire);
         if self.generation.swap(generation, Ordering::AcqRel) != generation {
             self.cache.invalidate_all();
-            self.current.lock().expect("credentials lock poisoned").clear();
+            self.current.write().expect("credentials lock poisoned").clear();
         }
         let token_host = rule.token_url().host();
         let id = match rule.client_id() {
@@ -169,9 +169,13 @@ impl Tokens {
         };
         let credentials = self.hasher.hash_one((id_text, &*secret.text));
         let key = Key { generation, rule: index, credentials };
-        let before = self.current.lock().expect("credentials lock poisoned").insert(index, credentials);
-        if let Some(before) = before.filter(|before| *before != credentials) {
-            self.cache.invalidate(&Key { credentials: before, ..key.clone() }).await;
+        // Read first: the write lock is taken only when a rule's credentials change.
+        let known = self.current.read().expect("credentials lock poisoned").get(&index) == Some(&credentials);
+        if !known {
+            let before = self.current.write().expect("credentials lock poisoned").insert(index, credentials);
+            if let Some(before) = before.filter(|before| *before != credentials) {
+                self.cache.invalidate(&Key { credentials: before, ..key.clone() }).await;
+            }
         }
         let fetch = fetch(proxy, rule, id_text, id.as_ref(), &secret);
         match self.cache.try_get_with(key.clone(), fetch).await {
