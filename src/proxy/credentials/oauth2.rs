@@ -151,8 +151,9 @@ impl Tokens {
         index: usize,
         rule: &OAuth2,
     ) -> Result<Issued, ProxyError> {
-        let generation = proxy.central.policy_generation.load(Ordering::Acquire);
-        if self.generation.swap(generation, Ordering::AcqRel) != generation {
+        // The generation `rule` is of (or older): a token is kept under the policy it was asked for under.
+        let generation = cache.generation();
+        if self.generation.fetch_max(generation, Ordering::AcqRel) < generation {
             self.cache.invalidate_all();
             self.current.write().expect("credentials lock poisoned").clear();
         }
