@@ -114,6 +114,9 @@ error_codes! {
     UpstreamError => ("upstream_error", BAD_GATEWAY, Upstream),
     /// The upstream, sent values, answered with a body the proxy cannot scrub.
     UnscannableResponse => ("unscannable_response", BAD_GATEWAY, Upstream),
+    /// An `[[oauth2]]` rule's token endpoint could not be reached, refused the client's
+    /// credentials, or answered with no usable bearer token.
+    TokenEndpointError => ("token_endpoint_error", BAD_GATEWAY, Upstream),
     /// The upstream sent no response within the first-byte timeout.
     UpstreamTimeout => ("upstream_timeout", GATEWAY_TIMEOUT, Upstream),
     /// The central API cannot be reached, or the proxy holds no token.

@@ -113,6 +113,8 @@ pub(super) struct ThreadCache<'p> {
     /// The value epoch the request began at: what it copies or plans is kept only if no
     /// invalidation came in between.
     epoch: u64,
+    /// The policy generation the request began at (its policy is this one or newer).
+    generation: u64,
 }
 
 impl<'p> ThreadCache<'p> {
@@ -124,11 +126,17 @@ impl<'p> ThreadCache<'p> {
             let view = || PolicyView { policy: (*proxy.central.policy()).clone(), limits: proxy.limits() };
             ThreadState::refresh(local, at, view).view.clone()
         });
-        ThreadCache { proxy, view, epoch: at.epoch }
+        ThreadCache { proxy, view, epoch: at.epoch, generation: at.generation }
     }
 
     pub fn policy(&self) -> &Policy {
         &self.view.policy
+    }
+
+    /// The policy generation the request began at: what is decided under `policy` may be
+    /// kept under it (never under a newer one, whose policy this may not be).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn limits(&self) -> &Limits {

@@ -7,6 +7,7 @@ mod backoff;
 mod body;
 pub mod central;
 mod codec;
+mod credentials;
 mod echoes;
 pub mod egress;
 mod error;
@@ -158,6 +159,8 @@ pub struct Proxy {
     timeouts: Timeouts,
     /// The values each upstream host has been sent (`echoes`).
     echoes: echoes::Echoes,
+    /// Access tokens of the policy's `[[oauth2]]` rules.
+    tokens: credentials::oauth2::Tokens,
 }
 
 impl Proxy {
@@ -283,6 +286,7 @@ pub async fn bind(
         meters: meters::Meters::register(),
         timeouts: config.timeouts,
         echoes: echoes::Echoes::default(),
+        tokens: credentials::oauth2::Tokens::default(),
     };
     Ok(Bound { proxy: Arc::new(proxy), listener })
 }

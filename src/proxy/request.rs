@@ -100,8 +100,9 @@ pub struct CarriedValue {
     pub fetched: Arc<HeldValue>,
     /// When the placeholder named a `#field`: the field's name and the text written for it.
     pub field: Option<(String, Zeroizing<String>)>,
-    /// `Some("body_field")` for a value written into a request body field; `None` in a header
-    /// or query (the access event's `kind`).
+    /// `Some("body_field")` for a value written into a request body field, `Some("oauth2")` for
+    /// an OAuth2 access token the proxy obtained (`credentials::oauth2`); `None` in a header or
+    /// query (the access event's `kind`).
     pub kind: Option<&'static str>,
 }
 
@@ -114,8 +115,12 @@ impl CarriedValue {
         }
     }
 
-    /// The placeholder the value is shown as when redacted.
+    /// The placeholder the value is shown as when redacted; an OAuth2 access token, which no
+    /// placeholder names, as `[oauth2 access token]`.
     pub(super) fn placeholder(&self) -> String {
+        if self.kind == Some(super::credentials::oauth2::KIND) {
+            return "[oauth2 access token]".to_owned();
+        }
         crate::domain::policy::placeholder_text(&self.fetched.path, self.field.as_ref().map(|(name, _)| name.as_str()))
     }
 }

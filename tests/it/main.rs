@@ -17,6 +17,7 @@ mod gcp;
 mod identity;
 mod logs;
 mod notify;
+mod oauth2;
 mod openapi;
 mod ops;
 mod policy_cli;

@@ -77,6 +77,17 @@ impl Sidecar {
         Sidecar::start_pinned(&policy(extra), extra_args, Some((port, ca_pem.to_owned())))
     }
 
+    /// Starts with this exact policy text and api.openai.com pinned to `port` on 127.0.0.1,
+    /// whose certificate `ca_pem` signed.
+    pub fn start_custom_against(
+        policy_text: &str,
+        extra_args: &[&str],
+        port: u16,
+        ca_pem: &std::path::Path,
+    ) -> Sidecar {
+        Sidecar::start_pinned(policy_text, extra_args, Some((port, ca_pem.to_owned())))
+    }
+
     /// Starts with this exact policy text.
     pub fn start_custom(policy_text: &str, extra_args: &[&str]) -> Sidecar {
         Sidecar::start_pinned(policy_text, extra_args, None)

@@ -25,6 +25,7 @@ use super::rate::Rate;
 use super::scope::PathGlob;
 
 mod host;
+mod oauth2;
 mod placeholder;
 mod raw;
 mod route;
@@ -32,6 +33,7 @@ mod route;
 mod tests;
 
 pub use host::HostPattern;
+pub use oauth2::{AuthMethod, ClientId, OAuth2};
 
 /// Headers that may never carry a secret: services store or echo them, or they steer routing.
 const FORBIDDEN_HEADERS: [&str; 4] = ["host", "cookie", "user-agent", "referer"];
@@ -71,6 +73,9 @@ pub struct Policy {
     grants: Vec<Grant>,
     injects: Vec<Inject>,
     routes: Vec<Route>,
+    /// `[[oauth2]]` rules; no two of their hosts overlap.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    oauth2: Vec<OAuth2>,
     source: String,
     text: String,
 }
@@ -168,6 +173,7 @@ impl Policy {
         closed.grants.clear();
         closed.injects.clear();
         closed.routes.clear();
+        closed.oauth2.clear();
         closed.source = format!("(no policy: {why})");
         closed.text = String::new();
         closed
@@ -191,6 +197,15 @@ impl Policy {
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    pub fn oauth2(&self) -> &[OAuth2] {
+        &self.oauth2
+    }
+
+    /// The `[[oauth2]]` rule whose host matches `host` (at most one does).
+    pub fn oauth2_for(&self, host: &str) -> Option<&OAuth2> {
+        self.oauth2.iter().find(|rule| rule.host().matches(host))
     }
 
     /// The file the policy came from.

@@ -47,14 +47,16 @@ impl Policy {
         let grants: Vec<Grant> =
             raw.grant.into_iter().map(|g| Grant::from_raw(g, &egress)).collect::<Result<_, _>>()?;
         check_overlapping_grants(&grants, &spans, text)?;
-        let injects = raw.inject.into_iter().map(|i| Inject::from_raw(i, &grants)).collect::<Result<_, _>>()?;
+        let injects: Vec<Inject> =
+            raw.inject.into_iter().map(|i| Inject::from_raw(i, &grants)).collect::<Result<_, _>>()?;
         let routes = routes_from_raw(raw.route, &egress)?;
-        Ok(Policy { agent, egress, grants, injects, routes, source: source.to_owned(), text: String::new() })
+        let oauth2 = super::oauth2::rules_from_raw(raw.oauth2, &egress, &grants, &injects, text)?;
+        Ok(Policy { agent, egress, grants, injects, routes, oauth2, source: source.to_owned(), text: String::new() })
     }
 }
 
 /// Line (1-based) of byte offset `at` in `text`.
-fn line_of(text: &str, at: usize) -> usize {
+pub(super) fn line_of(text: &str, at: usize) -> usize {
     let end = at.min(text.len());
     text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
@@ -71,6 +73,8 @@ struct RawPolicy {
     inject: Vec<RawInject>,
     #[serde(default)]
     route: Vec<RawRoute>,
+    #[serde(default)]
+    oauth2: Vec<super::oauth2::RawOAuth2>,
 }
 
 #[derive(Deserialize)]
@@ -126,21 +130,25 @@ struct RawRoute {
 }
 
 /// A validation failure at a span of the file; `Policy::parse` turns it into a line.
-struct Invalid {
-    span: Range<usize>,
-    message: String,
+pub(super) struct Invalid {
+    pub(super) span: Range<usize>,
+    pub(super) message: String,
 }
 
-fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid {
+pub(super) fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid {
     Invalid { span: at.span(), message: message.into() }
 }
 
 /// Parses a spanned string with `parse`, prefixing errors with `what`.
-fn parse_at<T>(value: &Spanned<String>, what: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<T, Invalid> {
+pub(super) fn parse_at<T>(
+    value: &Spanned<String>,
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, Invalid> {
     parse(value.get_ref()).map_err(|why| invalid(value, format!("{what}: {why}")))
 }
 
-fn host_pattern(value: &Spanned<String>, what: &str) -> Result<HostPattern, Invalid> {
+pub(super) fn host_pattern(value: &Spanned<String>, what: &str) -> Result<HostPattern, Invalid> {
     parse_at(value, what, HostPattern::parse)
 }
 

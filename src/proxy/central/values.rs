@@ -50,6 +50,15 @@ impl HeldValue {
     }
 }
 
+impl HeldValue {
+    /// A value the proxy made itself from fetched ones (an OAuth2 access token), recorded
+    /// against `path` at `version` and held until `fresh_until`; it goes to any host a rule
+    /// sends it to, so it has no `allowed_hosts` of its own, and never joins the value cache.
+    pub fn derived(path: SecretPath, value: SecretValue, version: i64, fresh_until: Instant) -> HeldValue {
+        HeldValue { path, value, version, allowed_hosts: Vec::new(), fresh_until, epoch: 0 }
+    }
+}
+
 #[cfg(test)]
 impl HeldValue {
     /// A value as if fetched at epoch 0, fresh until `fresh_until`.

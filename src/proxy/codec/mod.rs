@@ -46,6 +46,9 @@ pub(super) struct Head {
     pub(super) body_len: u64,
     /// The agent asked to close after this exchange.
     pub(super) close: bool,
+    /// The head as read: what `give_back` returns to the buffer when the request is hyper's
+    /// after all.
+    pub(super) raw: Bytes,
 }
 
 // Lives on the stack for one parse; boxing the head would cost an allocation per request.
@@ -125,29 +128,35 @@ pub(super) fn parse_request(
     }
     let raw = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(raw.slice(path)) else { return unfit_after_all(raw, buf) };
+    let raw_head = raw.clone();
     // Room for what the pipeline adds (an injected header, Accept-Encoding) without regrowing.
     let mut map = std::mem::take(map);
     map.clear();
     map.reserve(fields.len() + 4);
     for (name, value) in fields.drain(..) {
-        let Ok(value) = HeaderValue::from_maybe_shared(raw.slice(value)) else { return unfit_after_all(raw, buf) };
+        let Ok(value) = HeaderValue::from_maybe_shared(raw.slice(value)) else { return unfit_after_all(raw_head, buf) };
         map.append(name, value);
     }
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
     parts.headers = map;
-    Parsed::Complete(Head { parts, body_len: body_len.unwrap_or(0), close })
+    Parsed::Complete(Head { parts, body_len: body_len.unwrap_or(0), close, raw: raw_head })
 }
 
 /// A head taken off `buf` that `http` refuses after all (the checks above should have
 /// caught it): hyper gets it back, whole, and answers it.
 fn unfit_after_all(raw: Bytes, buf: &mut BytesMut) -> Parsed {
+    give_back(&raw, buf);
+    Parsed::Unfit
+}
+
+/// Puts a head taken off `buf` (`Head::raw`) back in front of what follows it, for hyper.
+pub(super) fn give_back(raw: &[u8], buf: &mut BytesMut) {
     let mut whole = BytesMut::with_capacity(raw.len() + buf.len());
-    whole.extend_from_slice(&raw);
+    whole.extend_from_slice(raw);
     whole.extend_from_slice(buf);
     *buf = whole;
-    Parsed::Unfit
 }
 
 /// A `Content-Type` of a form or JSON (`substitute::BodyKind`), any case, parameters aside.

@@ -62,7 +62,7 @@ pub(super) async fn forward<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let Outbound { head, target, used, scrub } = prepared;
+    let Outbound { head, target, used, scrub, .. } = prepared;
     // A refusal once the values went out: its message is scrubbed (it may quote the
     // upstream) and the use is recorded, whatever became of the response.
     let after_sending = |e: ProxyError, unsent: u64| {

@@ -179,7 +179,7 @@ pub(super) async fn body_fields(
 }
 
 /// The whole body, refused past `max` bytes.
-async fn read_bounded(mut body: Body, max: u64) -> Result<Bytes, ProxyError> {
+pub(super) async fn read_bounded(mut body: Body, max: u64) -> Result<Bytes, ProxyError> {
     use http_body_util::BodyExt;
     let mut out = BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -274,7 +274,7 @@ fn reason_words(reason: &str) -> &str {
     }
 }
 
-fn central_error(e: Arc<CentralError>) -> ProxyError {
+pub(in crate::proxy) fn central_error(e: Arc<CentralError>) -> ProxyError {
     match e.as_ref() {
         CentralError::NotFound(path) => Refusal {
             code: ErrorCode::SecretNotGranted,

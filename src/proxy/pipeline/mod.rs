@@ -1,7 +1,9 @@
 //! One request through the proxy, top to bottom, in the order DESIGN §3 gives:
 //! admit caller → egress check → host agreement → rate limit → substitute → bind check →
-//! forward → redact → record. Nothing is sent upstream before the bind check has passed
-//! for every value the request would carry.
+//! OAuth2 token (`credentials::oauth2`, for a host of an `[[oauth2]]` rule) → forward (once
+//! more with a new token after a 401, when the body can be sent again) → redact → record.
+//! Nothing is sent upstream before the bind check has passed for every value the request
+//! would carry.
 //!
 //! The stages are short functions named in `prepare` and `serve`; the bulky parts live in
 //! their own modules: `admit` (the target, the caller, egress, host agreement and the header
@@ -34,15 +36,18 @@ use self::inject::{Substituted, body_fields, substitute};
 use self::respond::{redact, scrub_for};
 use super::Proxy;
 use super::body::{Body, BoxError};
+use super::credentials::oauth2::Issued;
 use super::error::{ErrorCode, ProxyError};
 use super::local::ThreadCache;
 use super::meters::{CountAs, finished};
 use super::redact::Patterns;
 use super::report::Use;
 use super::request::{CarriedValue, Target, Via};
+use super::substitute::Written;
 
 pub use self::admit::proxy_authorized;
 pub(super) use self::forward::{HOP_BY_HOP, has_body, has_token, hides_values, unscannable};
+pub(super) use self::inject::central_error;
 pub(super) use self::respond::scrubbed;
 
 /// Entry point: every outcome becomes a response; errors in the API's JSON shape.
@@ -142,7 +147,8 @@ async fn serve(
         .map(|agent| Upgrading { agent, watch: proxy.central.watch_policy() });
     let resettable = head.version == http::Version::HTTP_2;
     let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
-    let (Outbound { head, target, used, scrub }, body) = prepare_with_body(proxy, head, body, via, started).await?;
+    let (Outbound { head, target, used, scrub, written, oauth2 }, body) =
+        prepare_with_body(proxy, head, body, via, started).await?;
     if resettable {
         // An HTTP/2 agent can reset a stream at any time, and hyper looks for a reset only
         // while this future is pending: one that ran here without waiting (its checks cached)
@@ -153,8 +159,34 @@ async fn serve(
         // when another connection came free first, for a request still live).
         tokio::task::yield_now().await;
     }
-    let mut recorder = Recorder { proxy, seen, target: &target, used: &used, started, done: false };
-    let resp = match forward(proxy, head, body, upgrading, &target, scrub.is_some()).await {
+    // A request sent with an OAuth2 token is sent again once, with a new token, if the upstream
+    // refuses the token (401): only when its body is at hand to send again (`replayable`).
+    let (body, again) = match &oauth2 {
+        Some(_) if upgrading.is_none() => replayable(body, &head).await?,
+        _ => (body, None),
+    };
+    let mut recorder = Recorder { proxy, seen, target: &target, used, started, done: false };
+    let scanned = scrub.is_some();
+    let mut resp = forward(proxy, head, body, upgrading, &target, scanned).await;
+    let mut scrub = scrub;
+    let refused = resp.as_ref().is_ok_and(|r| r.status() == StatusCode::UNAUTHORIZED);
+    if let Some(issued) = oauth2.as_ref().filter(|_| refused) {
+        proxy.tokens.refused(issued).await;
+        if let Some((head, body)) = again {
+            tracing::debug!(host = %target.host, "the upstream refused the OAuth2 token (401); sending again with a new one");
+            // The refused answer is not read: its connection is let go before the next is used.
+            drop(resp);
+            let retried = Retry { target: &target, written: &written, issued };
+            resp = match retried.prepare(proxy, head, &mut recorder).await {
+                Ok((head, new_scrub)) => {
+                    scrub = new_scrub;
+                    forward(proxy, head, super::body::full(body), None, &target, scrub.is_some()).await
+                }
+                Err(e) => Err(e),
+            };
+        }
+    }
+    let resp = match resp {
         Ok(resp) => resp,
         Err(e) => {
             // The values may have gone out: the use is recorded, whatever became of the response.
@@ -168,6 +200,80 @@ async fn serve(
     Ok((resp, counted))
 }
 
+/// The most of a request body to an `[[oauth2]]` host that is held to be sent again after a
+/// 401: a body of known length within it, or none. Longer or unknown-length bodies are
+/// streamed, and their 401 goes back to the agent (the token is dropped all the same).
+const REPLAY_MAX: u64 = 64 * 1024;
+
+/// The body as it is to be sent, and, when it can be sent twice, a copy of the head and the
+/// whole body for the retry.
+async fn replayable(body: Body, head: &Parts) -> Result<(Body, Option<(Parts, Bytes)>), ProxyError> {
+    let copy = || {
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = head.method.clone();
+        parts.uri = head.uri.clone();
+        parts.version = head.version;
+        parts.headers = head.headers.clone();
+        parts
+    };
+    let bytes = if hyper::body::Body::is_end_stream(&body) {
+        Bytes::new()
+    } else if hyper::body::Body::size_hint(&body).upper().is_some_and(|n| n <= REPLAY_MAX) {
+        self::inject::read_bounded(body, REPLAY_MAX).await?
+    } else {
+        return Ok((body, None));
+    };
+    Ok((super::body::full(bytes.clone()), Some((copy(), bytes))))
+}
+
+/// The one retry of a request whose OAuth2 token the upstream refused.
+struct Retry<'a> {
+    target: &'a Target,
+    written: &'a [Written],
+    issued: &'a Issued,
+}
+
+impl Retry<'_> {
+    /// The head with a new token, and the scrub for its response: every value the host was
+    /// sent (the new token among them) and what the request wrote byte for byte. The recorder
+    /// records the new token in place of the refused one.
+    async fn prepare(
+        &self,
+        proxy: &Proxy,
+        mut head: Parts,
+        recorder: &mut Recorder<'_>,
+    ) -> Result<(Parts, Option<Arc<Patterns>>), ProxyError> {
+        let cache = ThreadCache::enter(proxy);
+        let policy = cache.policy();
+        // The policy may have changed while the first answer came: the rule must still apply.
+        let Some((index, rule)) =
+            policy.oauth2().iter().enumerate().find(|(_, rule)| rule.host().matches(&self.target.host))
+        else {
+            return Err(ProxyError::new(
+                ErrorCode::TokenEndpointError,
+                "the upstream refused the OAuth2 token (401) and the policy no longer has an oauth2 rule for this host",
+            ));
+        };
+        let fresh = proxy.tokens.token(proxy, &cache, index, rule).await?;
+        head.headers.insert(header::AUTHORIZATION, fresh.header());
+        let refused = self.issued.carried();
+        let used: Arc<[CarriedValue]> = recorder
+            .used
+            .iter()
+            .filter(|u| !Arc::ptr_eq(&u.fetched, &refused.fetched))
+            .cloned()
+            .chain([fresh.carried()])
+            .collect();
+        proxy.echoes.sent(&self.target.host, &used);
+        let scrub = match self.written {
+            [] => proxy.echoes.of(&self.target.host),
+            written => proxy.echoes.with_exact(&self.target.host, written),
+        };
+        recorder.used = used;
+        Ok((head, scrub))
+    }
+}
+
 /// Records the uses of a request whose values are on their way, exactly once: with the
 /// status it ended with, or, when the request is dropped before (an HTTP/2 stream reset, an
 /// agent gone while the upstream was answering), as 499, the client closed the request.
@@ -175,7 +281,7 @@ struct Recorder<'a> {
     proxy: &'a Proxy,
     seen: &'a RequestRecord,
     target: &'a Target,
-    used: &'a [CarriedValue],
+    used: Arc<[CarriedValue]>,
     started: Instant,
     done: bool,
 }
@@ -183,7 +289,7 @@ struct Recorder<'a> {
 impl Recorder<'_> {
     fn finish(&mut self, status: StatusCode) -> CountAs {
         self.done = true;
-        record(self.proxy, self.seen, self.target, self.used, status, self.started)
+        record(self.proxy, self.seen, self.target, &self.used, status, self.started)
     }
 }
 
@@ -193,6 +299,15 @@ impl Drop for Recorder<'_> {
             self.finish(StatusCode::from_u16(499).expect("499 is a valid status code"));
         }
     }
+}
+
+/// Whether the HTTP/1.1 fast path hands a request it parsed to hyper for a reason of the
+/// policy's: it goes to a host of an `[[oauth2]]` rule, whose 401 the hyper path answers by
+/// sending the request again with a new token. Asked only while the policy has such rules.
+pub(super) fn wants_hyper(proxy: &Proxy, head: &Parts, via: &Via) -> bool {
+    let cache = ThreadCache::enter(proxy);
+    let policy = cache.policy();
+    target(policy, head, via).is_ok_and(|t| policy.oauth2_for(&t.host).is_some())
 }
 
 /// A request that passed every check, with its values in place, ready to be sent.
@@ -205,6 +320,11 @@ pub(super) struct Outbound {
     /// request wrote byte for byte, or, for a request without values, the values its host
     /// was sent (`echoes`); `None` when neither applies.
     pub scrub: Option<Arc<Patterns>>,
+    /// What the request wrote byte for byte beyond the values (a `Basic` token): for the
+    /// scrub of a retry (`Retry`).
+    pub written: Vec<Written>,
+    /// The access token of the host's `[[oauth2]]` rule, when one applies.
+    pub oauth2: Option<Issued>,
 }
 
 /// Every step before the request leaves the proxy: target → admit → egress → host
@@ -250,9 +370,33 @@ async fn prepare_inner(
     egress(proxy, &cache, &target, now).await?;
     agree(&head, via, &target)?;
     cache.limits().check(&target.host)?;
+    let oauth2 = cache.policy().oauth2().iter().enumerate().find(|(_, rule)| rule.host().matches(&target.host));
+    if oauth2.is_some() {
+        // The rule's token replaces whatever the agent sent: it is neither checked nor sent.
+        head.headers.remove(header::AUTHORIZATION);
+    }
     let Substituted { mut head, mut used, written } = substitute(proxy, &cache, head, &target, now).await?;
     let body = match body {
         Some(body) => Some(body_fields(proxy, &cache, &mut head, body, &target, &mut used).await?),
+        None => None,
+    };
+    let oauth2 = match oauth2 {
+        Some(_) if !target.tls && !target.plain_http_allowed => {
+            return Err(ProxyError::new(
+                ErrorCode::InsecureTransport,
+                format!(
+                    "the OAuth2 access token for '{}' would go over plain http://; use https://, or name the http:// \
+                     upstream in a route on purpose",
+                    target.host
+                ),
+            ));
+        }
+        Some((index, rule)) => {
+            let issued = proxy.tokens.token(proxy, &cache, index, rule).await?;
+            head.headers.insert(header::AUTHORIZATION, issued.header());
+            used = used.iter().cloned().chain([issued.carried()]).collect();
+            Some(issued)
+        }
         None => None,
     };
     if !used.is_empty() && proxy.reporter.spool_full() {
@@ -264,7 +408,7 @@ async fn prepare_inner(
         // Redaction reads the response as sent; a compressed body would hide a value from it.
         head.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
-    Ok((Outbound { head, target, used, scrub }, body))
+    Ok((Outbound { head, target, used, scrub, written, oauth2 }, body))
 }
 
 // ---- record -------------------------------------------------------------------------

@@ -120,7 +120,8 @@ impl<'b> Rules<'_, 'b> {
     }
 }
 
-fn secret_allows_host(allowed_hosts: &[String], host: &str) -> bool {
+/// Whether a secret's own `allowed_hosts` (empty: any of its grant's) let it go to `host`.
+pub fn secret_allows_host(allowed_hosts: &[String], host: &str) -> bool {
     allowed_hosts.is_empty()
         || allowed_hosts.iter().any(|pattern| HostPattern::parse(pattern).is_ok_and(|p| p.matches(host)))
 }

@@ -42,6 +42,7 @@ mod write;
 
 pub use crate::domain::structured::json_field;
 use bind::Rules;
+pub use bind::secret_allows_host;
 pub use body::{BodyFound, BodyKind, inject_body, scan_body};
 pub use scan::{has_placeholder_text, scan};
 pub use write::Written;
