@@ -28,6 +28,7 @@ mod host;
 mod placeholder;
 mod raw;
 mod route;
+mod sign;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +47,7 @@ pub use placeholder::{
     PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN, Placeholder, PlaceholderError, placeholder_text, placeholders,
 };
 pub use route::{Route, Upstream};
+pub use sign::{Sign, SignKind};
 
 /// A policy file that cannot be used, with where and why. `line` is 1-based; 0 when the
 /// problem is not inside the file (it cannot be read, the directory is missing).
@@ -71,6 +73,7 @@ pub struct Policy {
     grants: Vec<Grant>,
     injects: Vec<Inject>,
     routes: Vec<Route>,
+    signs: Vec<Sign>,
     source: String,
     text: String,
 }
@@ -160,7 +163,7 @@ impl Policy {
     }
 
     /// What a proxy enforces once the central API refuses the agent its policy: this one
-    /// with no egress, no grants, no inject rules and no routes, its source saying `why`.
+    /// with no egress, no grants, no inject rules, no routes and no sign rules, its source saying `why`.
     pub fn closed(&self, why: &str) -> Policy {
         let mut closed = self.clone();
         closed.egress.allow.clear();
@@ -168,6 +171,7 @@ impl Policy {
         closed.grants.clear();
         closed.injects.clear();
         closed.routes.clear();
+        closed.signs.clear();
         closed.source = format!("(no policy: {why})");
         closed.text = String::new();
         closed
@@ -191,6 +195,16 @@ impl Policy {
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// The `[[sign]]` rules: hosts whose requests the proxy signs itself.
+    pub fn signs(&self) -> &[Sign] {
+        &self.signs
+    }
+
+    /// The `[[sign]]` rule for `host`: the first that matches it, in file order.
+    pub fn sign_for(&self, host: &str) -> Option<&Sign> {
+        self.signs.iter().find(|sign| sign.host().matches(host))
     }
 
     /// The file the policy came from.

@@ -16,6 +16,7 @@ use toml::Spanned;
 use super::host::HostPattern;
 use super::placeholder::{PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN, Placeholder, placeholders};
 use super::route::{Route, Upstream, route_name};
+use super::sign::{RawSign, Sign};
 use super::{AgentRules, Egress, Grant, Inject, Policy, PolicyError, most_specific};
 use crate::domain::scope::PathGlob;
 
@@ -49,7 +50,8 @@ impl Policy {
         check_overlapping_grants(&grants, &spans, text)?;
         let injects = raw.inject.into_iter().map(|i| Inject::from_raw(i, &grants)).collect::<Result<_, _>>()?;
         let routes = routes_from_raw(raw.route, &egress)?;
-        Ok(Policy { agent, egress, grants, injects, routes, source: source.to_owned(), text: String::new() })
+        let signs = raw.sign.into_iter().map(|s| Sign::from_raw(s, &egress, &grants)).collect::<Result<_, _>>()?;
+        Ok(Policy { agent, egress, grants, injects, routes, signs, source: source.to_owned(), text: String::new() })
     }
 }
 
@@ -71,6 +73,8 @@ struct RawPolicy {
     inject: Vec<RawInject>,
     #[serde(default)]
     route: Vec<RawRoute>,
+    #[serde(default)]
+    sign: Vec<RawSign>,
 }
 
 #[derive(Deserialize)]
@@ -126,21 +130,25 @@ struct RawRoute {
 }
 
 /// A validation failure at a span of the file; `Policy::parse` turns it into a line.
-struct Invalid {
+pub(super) struct Invalid {
     span: Range<usize>,
     message: String,
 }
 
-fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid {
+pub(super) fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid {
     Invalid { span: at.span(), message: message.into() }
 }
 
 /// Parses a spanned string with `parse`, prefixing errors with `what`.
-fn parse_at<T>(value: &Spanned<String>, what: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<T, Invalid> {
+pub(super) fn parse_at<T>(
+    value: &Spanned<String>,
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, Invalid> {
     parse(value.get_ref()).map_err(|why| invalid(value, format!("{what}: {why}")))
 }
 
-fn host_pattern(value: &Spanned<String>, what: &str) -> Result<HostPattern, Invalid> {
+pub(super) fn host_pattern(value: &Spanned<String>, what: &str) -> Result<HostPattern, Invalid> {
     parse_at(value, what, HostPattern::parse)
 }
 
