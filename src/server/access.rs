@@ -19,7 +19,7 @@ use crate::domain::{SecretAction, SecretPath};
 use crate::store::AuditFilter;
 
 /// The `kind`s of access event a proxy may report (`AccessEvent::kind`).
-const ACCESS_KINDS: [&str; 1] = ["body_field"];
+const ACCESS_KINDS: [&str; 2] = ["body_field", "aws_sigv4"];
 
 const MAX_BATCH: usize = 500;
 const MAX_COUNT: u64 = 1_000_000_000;

@@ -122,7 +122,7 @@ pub fn request(input: &[u8], tunnel: bool) -> RequestDecision {
     let via =
         if tunnel { Via::Mitm { host: "example.com".into(), port: 443, sni: None, tls: true } } else { Via::Direct };
     let mut buf = BytesMut::from(input);
-    let decision = match parse_request(&mut buf, &via, false, &mut Vec::new(), &mut HeaderMap::new()) {
+    let decision = match parse_request(&mut buf, &via, false, None, &mut Vec::new(), &mut HeaderMap::new()) {
         Parsed::Complete(head) => RequestDecision::Complete(RequestHead {
             method: head.parts.method.to_string(),
             uri: head.parts.uri.to_string(),

@@ -62,10 +62,14 @@ pub(super) enum Parsed {
 /// connection keeps between requests: `fields` is left empty, `map` becomes the head's.
 /// `body_fields`: the agent's policy names body fields, so a request with a form or JSON
 /// body is hyper's, whose path reads and substitutes such bodies (`pipeline`).
+/// `signed`: given the request target as written, whether a sign rule signs the request
+/// (`None` when the policy has none): such a request is hyper's, whose path reads the body
+/// to hash it for the signature (`credentials::sigv4`).
 pub(super) fn parse_request(
     buf: &mut BytesMut,
     via: &Via,
     body_fields: bool,
+    signed: Option<&dyn Fn(&str) -> bool>,
     fields: &mut Vec<(HeaderName, Range<usize>)>,
     map: &mut HeaderMap,
 ) -> Parsed {
@@ -84,7 +88,7 @@ pub(super) fn parse_request(
         }
         Via::Mitm { .. } => path.starts_with('/'),
     };
-    if !fits || method == "CONNECT" {
+    if !fits || method == "CONNECT" || signed.is_some_and(|signed| signed(path)) {
         return Parsed::Unfit;
     }
     let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Parsed::Unfit };

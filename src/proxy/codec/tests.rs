@@ -6,7 +6,7 @@ use bytes::Buf;
 use super::*;
 
 fn parse(buf: &mut BytesMut) -> Option<Head> {
-    match parse_request(buf, &Via::Direct, false, &mut Vec::new(), &mut HeaderMap::new()) {
+    match parse_request(buf, &Via::Direct, false, None, &mut Vec::new(), &mut HeaderMap::new()) {
         Parsed::Complete(head) => Some(head),
         Parsed::Partial | Parsed::Unfit => None,
     }
@@ -45,7 +45,7 @@ fn what_the_fast_path_does_not_take_is_left_whole_for_hyper() {
         let mut buf = BytesMut::from(request.as_bytes());
         assert!(
             matches!(
-                parse_request(&mut buf, &Via::Direct, false, &mut Vec::new(), &mut HeaderMap::new()),
+                parse_request(&mut buf, &Via::Direct, false, None, &mut Vec::new(), &mut HeaderMap::new()),
                 Parsed::Unfit
             ),
             "{request:?}"
@@ -55,14 +55,14 @@ fn what_the_fast_path_does_not_take_is_left_whole_for_hyper() {
     let many = format!("GET /r/a/ HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(MAX_HEADERS + 1));
     let mut buf = BytesMut::from(many.as_bytes());
     assert!(matches!(
-        parse_request(&mut buf, &Via::Direct, false, &mut Vec::new(), &mut HeaderMap::new()),
+        parse_request(&mut buf, &Via::Direct, false, None, &mut Vec::new(), &mut HeaderMap::new()),
         Parsed::Unfit
     ));
     assert_eq!(&buf[..], many.as_bytes());
 
     let mut buf = BytesMut::from(&b"GET /r/a/ HTTP/1.1\r\nHost: x\r\n"[..]);
     assert!(matches!(
-        parse_request(&mut buf, &Via::Direct, false, &mut Vec::new(), &mut HeaderMap::new()),
+        parse_request(&mut buf, &Via::Direct, false, None, &mut Vec::new(), &mut HeaderMap::new()),
         Parsed::Partial
     ));
 }
@@ -195,7 +195,7 @@ fn a_head_over_the_limit_is_refused_however_it_is_read() {
     let over = request(MAX_HEAD - request(0).len() + 1);
     let mut buf = BytesMut::from(over.as_bytes());
     assert!(matches!(
-        parse_request(&mut buf, &Via::Direct, false, &mut Vec::new(), &mut HeaderMap::new()),
+        parse_request(&mut buf, &Via::Direct, false, None, &mut Vec::new(), &mut HeaderMap::new()),
         Parsed::Unfit
     ));
     assert!(parse(&mut BytesMut::from(request(MAX_HEAD - request(0).len()).as_bytes())).is_some());

@@ -9,8 +9,9 @@
 //! built for the response.
 //!
 //! What it does not take — HTTP/1.0, `Transfer-Encoding` or `Expect` on a request, upgrades,
-//! CONNECT, HTTP/2, `/_airlock/`, anything malformed, and, while the agent's policy names body
-//! fields, a request with a form or JSON body (the hyper path reads such bodies) — it hands over, with the bytes
+//! CONNECT, HTTP/2, `/_airlock/`, anything malformed, while the agent's policy names body
+//! fields, a request with a form or JSON body (the hyper path reads such bodies), and a request
+//! toward a host a `[[sign]]` rule signs (the hyper path hashes its body) — it hands over, with the bytes
 //! already read, to hyper (`ConnectionEnd::Fallback`), which serves the rest of that connection.
 //!
 //! The exchange reads top to bottom across the files here: this one keeps the serve loop of
@@ -76,9 +77,15 @@ where
     let mut watch = Watch::new(timeouts.header_read.min(timeouts.idle));
     loop {
         watch.set(if buf.is_empty() { timeouts.idle } else { timeouts.header_read });
-        let body_fields = ThreadCache::enter(proxy).policy().has_body_fields();
         let head = loop {
-            match parse_request(&mut buf, via, body_fields, &mut kept) {
+            let parsed = {
+                let cache = ThreadCache::enter(proxy);
+                let policy = cache.policy();
+                let signed = |target: &str| signed(policy, via, target);
+                let signed = (!policy.signs().is_empty()).then_some(&signed as &dyn Fn(&str) -> bool);
+                parse_request(&mut buf, via, policy.has_body_fields(), signed, &mut kept)
+            };
+            match parsed {
                 Parsed::Complete(head) => break head,
                 Parsed::Partial => {}
                 Parsed::Unfit => return ConnectionEnd::Fallback(Rewind::new(buf.freeze(), io)),
@@ -124,8 +131,35 @@ struct Carryover {
 
 /// Takes a complete request head off the front of `buf` (`codec::parse_request`), in the
 /// spaces the connection keeps.
-fn parse_request(buf: &mut BytesMut, via: &Via, body_fields: bool, kept: &mut Carryover) -> Parsed {
-    codec::parse_request(buf, via, body_fields, &mut kept.fields, &mut kept.headers)
+fn parse_request(
+    buf: &mut BytesMut,
+    via: &Via,
+    body_fields: bool,
+    signed: Option<&dyn Fn(&str) -> bool>,
+    kept: &mut Carryover,
+) -> Parsed {
+    codec::parse_request(buf, via, body_fields, signed, &mut kept.fields, &mut kept.headers)
+}
+
+/// Whether a sign rule of `policy` signs a request to `target` (the request target as
+/// written: a route's `/r/NAME/…`, an `http://` URL, or a path inside a tunnel to `via`'s
+/// host). A target whose host cannot be told is left to the pipeline, which refuses it.
+fn signed(policy: &crate::domain::policy::Policy, via: &Via, target: &str) -> bool {
+    let host = match via {
+        Via::Mitm { host, .. } => return policy.sign_for(host).is_some(),
+        Via::Direct => match target.strip_prefix("/r/") {
+            Some(rest) => {
+                let name = rest.split(['/', '?']).next().unwrap_or_default();
+                let Some(route) = policy.routes().iter().find(|r| r.name() == name) else { return false };
+                route.upstream().host().to_owned()
+            }
+            None => match target.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_ascii_lowercase)) {
+                Some(host) => host.trim_matches(['[', ']']).trim_end_matches('.').to_owned(),
+                None => return false,
+            },
+        },
+    };
+    policy.sign_for(&host).is_some()
 }
 
 // ---- one exchange -------------------------------------------------------------------

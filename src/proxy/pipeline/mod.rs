@@ -43,6 +43,7 @@ use super::request::{CarriedValue, Target, Via};
 
 pub use self::admit::proxy_authorized;
 pub(super) use self::forward::{HOP_BY_HOP, has_body, has_token, hides_values, unscannable};
+pub(super) use self::inject::{central_error, read_bounded};
 pub(super) use self::respond::scrubbed;
 
 /// Entry point: every outcome becomes a response; errors in the API's JSON shape.
@@ -212,12 +213,14 @@ pub(super) struct Outbound {
 /// HTTP/1.1 fast path (`h1`), which differ only in how they forward.
 /// `now` is when the request came in (plans and values are fresh as of then).
 /// The fast path's `prepare`: it hands over to hyper every request whose body could hold
-/// body fields (`codec::parse_request`), so it never has a body to give.
+/// body fields and every request toward a host a sign rule matches (`codec::parse_request`),
+/// so it never has a body to give.
 pub(super) async fn prepare(proxy: &Proxy, head: Parts, via: &Via, now: Instant) -> Result<Outbound, ProxyError> {
     prepare_inner(proxy, head, None, via, now).await.map(|(outbound, _)| outbound)
 }
 
-/// `prepare`, then the body fields step (`inject::body_fields`): the body as it is to be sent.
+/// `prepare`, then the body fields step (`inject::body_fields`) and the SigV4 signing step
+/// (`credentials::sigv4::sign`): the body as it is to be sent.
 async fn prepare_with_body(
     proxy: &Proxy,
     head: Parts,
@@ -255,6 +258,8 @@ async fn prepare_inner(
         Some(body) => Some(body_fields(proxy, &cache, &mut head, body, &target, &mut used).await?),
         None => None,
     };
+    // Last of the changes to the request's signed parts: the signature covers them as sent.
+    let body = super::credentials::sigv4::sign(proxy, &cache, &mut head, body, &target, &mut used).await?;
     if !used.is_empty() && proxy.reporter.spool_full() {
         // A use that could not be recorded is not made.
         return Err(unrecordable());
