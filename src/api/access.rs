@@ -38,7 +38,8 @@ pub struct AccessEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
     /// How the value went on the wire when not in a header or query the agent wrote:
-    /// `body_field` (a form or JSON body field). Absent for the usual placements.
+    /// `body_field` (a form or JSON body field) or `aws_sigv4` (a credential a `[[sign]]` rule
+    /// signed the request with). Absent for the usual placements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// RFC 3339.

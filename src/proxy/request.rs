@@ -100,8 +100,9 @@ pub struct CarriedValue {
     pub fetched: Arc<HeldValue>,
     /// When the placeholder named a `#field`: the field's name and the text written for it.
     pub field: Option<(String, Zeroizing<String>)>,
-    /// `Some("body_field")` for a value written into a request body field; `None` in a header
-    /// or query (the access event's `kind`).
+    /// `Some("body_field")` for a value written into a request body field, `Some("aws_sigv4")`
+    /// for a credential the request was signed with; `None` in a header or query (the access
+    /// event's `kind`).
     pub kind: Option<&'static str>,
 }
 

@@ -1,16 +1,17 @@
 //! Agent policies: this module owns what one `policies/*.toml` file means — which hosts an
 //! agent may reach (`Egress`), which secrets may be sent to which hosts and in which places
 //! (`Grant`), header values the proxy adds on its own (`Inject`), base-URL routes (`Route`),
-//! the `{{secret:PATH#field}}` placeholder grammar, and the `PolicySet` of every agent's
-//! policy. Files deserialize strictly into private raw types that keep each value's span,
+//! hosts whose requests the proxy signs itself (`Sign`), the `{{secret:PATH#field}}`
+//! placeholder grammar, and the `PolicySet` of every agent's policy. Files deserialize strictly into private raw types that keep each value's span,
 //! then convert into the validated types the rest of the crate sees, so every error names
 //! its file and line. Nothing here touches the file system: the server reads the policy
 //! directory (`server::policies`) and hands the files' text to `PolicySet::from_files`.
 //!
 //! This file holds the validated `Policy` and `PolicySet` and their queries; the parts live in
 //! `host` (host patterns), `placeholder` (the placeholder grammar), `route` (routes and their
-//! upstreams) and `raw` (the file's shape and its conversion into the validated types). They
-//! are re-exported here, so `crate::domain::policy::X` names every public type.
+//! upstreams), `sign` (`[[sign]]` rules) and `raw` (the file's shape and its conversion into
+//! the validated types). They are re-exported here, so `crate::domain::policy::X` names every
+//! public type.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -65,7 +66,8 @@ pub struct PolicyError {
 
 /// One agent's validated policy, made only by `parse` (or `closed`): every grant's hosts
 /// and every route's upstream are in `egress.allow`, grants whose secrets overlap agree,
-/// every inject rule's secrets are granted to its host in its header.
+/// every inject rule's secrets are granted to its host in its header, and every sign rule's
+/// secrets to its host.
 #[derive(Debug, Clone, Serialize)]
 pub struct Policy {
     agent: AgentRules,
