@@ -51,12 +51,32 @@ except ClientError as e:
 print(json.dumps(out))
 "#;
 
+/// With the user's real keys, straight to moto: a role the agent's requests act as, and
+/// temporary credentials for it (an access key id, a secret key and a session token).
+const ASSUME_ROLE: &str = r#"
+import json, sys
+import boto3
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id=sys.argv[2],
+          aws_secret_access_key=sys.argv[3])
+iam, sts = boto3.client("iam", **kw), boto3.client("sts", **kw)
+trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}
+arn = iam.create_role(RoleName="agent-role", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+iam.put_role_policy(RoleName="agent-role", PolicyName="all", PolicyDocument=json.dumps(everything))
+c = sts.assume_role(RoleArn=arn, RoleSessionName="airlock")["Credentials"]
+print(json.dumps({k: c[k] for k in ["AccessKeyId", "SecretAccessKey", "SessionToken"]}))
+"#;
+
+const SESSION_TOKEN_PATH: &str = "aws/prod/session-token";
+
 struct Setup {
     moto: Moto,
     sc: Sidecar,
     plain: Upstream,
     key_id: String,
     secret_key: String,
+    /// The session token the proxy signs with, for temporary credentials.
+    token: Option<String>,
     script: std::path::PathBuf,
 }
 
@@ -65,6 +85,12 @@ fn moto_port(moto: &Moto) -> u16 {
 }
 
 fn start() -> Option<Setup> {
+    start_with(false)
+}
+
+/// Moto with a user and its keys, a secret, and a sidecar whose sign rule signs requests to
+/// moto with the user's keys, or (`temporary`) with credentials of a role it assumed.
+fn start_with(temporary: bool) -> Option<Setup> {
     // Four unchecked requests set up a user with a key and a policy, and a secret; every
     // request after them must carry a valid signature by a key moto issued.
     let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")])?;
@@ -79,6 +105,23 @@ fn start() -> Option<Setup> {
     let created = moto.iam(&[("Action", "CreateAccessKey"), ("UserName", "airlock")]);
     let (key_id, secret_key) = (xml_text(&created, "AccessKeyId"), xml_text(&created, "SecretAccessKey"));
     moto.call("CreateSecret", json!({ "Name": "app/db", "SecretString": DB_SECRET }));
+    let (key_id, secret_key, token) = if temporary {
+        let out = Command::new("python3")
+            .args(["-c", ASSUME_ROLE, &moto.endpoint, &key_id, &secret_key])
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "assume role: {}", String::from_utf8_lossy(&out.stderr));
+        let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let text = |k: &str| creds[k].as_str().unwrap().to_owned();
+        (text("AccessKeyId"), text("SecretAccessKey"), Some(text("SessionToken")))
+    } else {
+        (key_id, secret_key, None)
+    };
+    let token_line = if token.is_some() {
+        format!("session_token = \"{{{{secret:{SESSION_TOKEN_PATH}}}}}\"")
+    } else {
+        String::new()
+    };
 
     let plain = Upstream::start_plain();
     let policy = format!(
@@ -103,15 +146,19 @@ host = "127.0.0.1"
 kind = "aws-sigv4"
 access_key = "{{{{secret:{ACCESS_KEY_PATH}}}}}"
 secret_key = "{{{{secret:{SECRET_KEY_PATH}}}}}"
+{token_line}
 "#,
         moto_port(&moto)
     );
     let sc = Sidecar::start_custom(&policy, &[]);
     sc.server.create(ACCESS_KEY_PATH, &key_id);
     sc.server.create(SECRET_KEY_PATH, &secret_key);
+    if let Some(token) = &token {
+        sc.server.create(SESSION_TOKEN_PATH, token);
+    }
     let script = sc.dir.path().join("agent.py");
     std::fs::write(&script, SCRIPT).unwrap();
-    Some(Setup { moto, sc, plain, key_id, secret_key, script })
+    Some(Setup { moto, sc, plain, key_id, secret_key, token, script })
 }
 
 /// Runs the boto3 script against `endpoint`, through `http_proxy` when given.
@@ -219,16 +266,47 @@ fn boto3_with_dummy_keys_is_signed_with_the_real_ones() {
         }
     }
 
-    // Neither key reaches a trace log, the proxy's or the server's.
+    no_key_in_the_logs(&s);
+}
+
+/// Neither key (nor the token) reaches a trace log, the proxy's or the server's.
+fn no_key_in_the_logs(s: &Setup) {
     let server_log = std::fs::read_to_string(s.sc.server.log_path()).unwrap_or_default();
     for (name, log) in [("proxy", s.sc.log()), ("server", server_log)] {
         assert!(!log.is_empty(), "the {name} wrote no log");
-        for (what, key) in [("access key id", &s.key_id), ("secret key", &s.secret_key)] {
+        let keys =
+            [("access key id", Some(&s.key_id)), ("secret key", Some(&s.secret_key)), ("token", s.token.as_ref())];
+        for (what, key) in keys.into_iter().filter_map(|(what, key)| Some((what, key?))) {
             if let Some(line) = log.lines().find(|l| l.contains(key.as_str())) {
                 panic!("the {what} reached the {name} log: {}", line.replace(key.as_str(), "<KEY>"));
             }
         }
     }
+}
+
+/// Temporary credentials: moto checks that `X-Amz-Security-Token` is the session token of the
+/// assumed role's key; the proxy adds it (signed) in place of the agent's dummy one.
+#[test]
+fn temporary_credentials_are_signed_with_their_session_token() {
+    let Some(s) = start_with(true) else { return };
+    let proxy = format!("http://{}", s.sc.proxy_addr);
+    let out = boto3(&s, &format!("{proxy}/r/moto"), "session", None);
+    assert_eq!(out["names"], json!(["app/db"]), "{out}");
+    assert_eq!(out["secret"], DB_SECRET, "{out}");
+    assert_eq!(out["object"], "hello from session", "{out}");
+    let token_events = || {
+        let path = SESSION_TOKEN_PATH.replace('/', "%2F");
+        let (_, page) = s.sc.server.admin("GET", &format!("/v1/secrets/{path}/access-events?limit=100"), None);
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        events
+            .iter()
+            .filter(|e| e["detail"]["kind"] == "aws_sigv4")
+            .filter_map(|e| e["detail"]["count"].as_u64())
+            .sum::<u64>()
+    };
+    until(Duration::from_secs(10), || token_events() == 6);
+    assert_eq!(token_events(), 6, "one use of the token per signed request");
+    no_key_in_the_logs(&s);
 }
 
 #[test]
