@@ -306,6 +306,13 @@ fn temporary_credentials_are_signed_with_their_session_token() {
     };
     until(Duration::from_secs(10), || token_events() == 6);
     assert_eq!(token_events(), 6, "one use of the token per signed request");
+    // The secret's usage names the rule that signs with it, and as what.
+    let (status, usage) = s.sc.server.admin("GET", "/v1/secrets/aws%2Fprod%2Fsession-token/usage", None);
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(
+        usage["agents"][0]["signs"],
+        json!([{"host": "127.0.0.1", "kind": "aws-sigv4", "role": "session_token"}])
+    );
     no_key_in_the_logs(&s);
 }
 
