@@ -225,7 +225,8 @@ pub fn sign_head(
 /// (within `SIGN_BODY_MAX`) when its hash is signed, and the request signed as it will go
 /// upstream; the values join `used` with kind `aws_sigv4` (recorded, scrubbed from the
 /// response). Any other request passes untouched. `body` is `None` on the HTTP/1.1 fast
-/// path, which hands requests toward sign hosts to hyper (`h1`), so never meets one here.
+/// path, which hands requests toward sign hosts to hyper (`h1`), so meets one here only when
+/// a policy update added its rule in between (refused: the body was not read).
 pub(in crate::proxy) async fn sign(
     proxy: &Proxy,
     cache: &ThreadCache<'_>,
@@ -236,8 +237,11 @@ pub(in crate::proxy) async fn sign(
 ) -> Result<Option<Body>, ProxyError> {
     let Some(rule) = cache.policy().sign_for(&target.host) else { return Ok(body) };
     let Some(body) = body else {
-        debug_assert!(false, "the fast path handed a request toward a sign host to the pipeline");
-        return Err(ProxyError::bad_request("the proxy cannot sign this request on its fast path"));
+        // Only when a policy update added the rule between the fast path's look and this one.
+        return Err(ProxyError::bad_request(
+            "the agent's policy changed while this request was read, and it now has the proxy sign requests to \
+             this host; send the request again",
+        ));
     };
     let agent = strip(head)?;
     let (keys, fetched) = keys(proxy, cache, rule, target).await?;
