@@ -39,8 +39,9 @@ pub struct AccessEvent {
     pub latency_ms: Option<f64>,
     /// How the value went on the wire when not in a header or query the agent wrote:
     /// `body_field` (a form or JSON body field), `oauth2` (an `[[oauth2]]` rule's client
-    /// credentials sent to its token endpoint, or its access token sent with a request).
-    /// Absent for the usual placements.
+    /// credentials sent to its token endpoint, or its access token sent with a request) or
+    /// `aws_sigv4` (a credential a `[[sign]]` rule signed the request with). Absent for the
+    /// usual placements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// RFC 3339.

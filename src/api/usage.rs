@@ -35,6 +35,9 @@ pub struct AgentUsage {
     pub injects: Vec<InjectUse>,
     /// Routes (`/r/<name>/…`) whose upstream host the grant sends the value to.
     pub routes: Vec<RouteUse>,
+    /// `[[sign]]` rules that sign requests with the value.
+    #[serde(default)]
+    pub signs: Vec<SignUse>,
     /// RFC 3339 time of the agent's last recorded use of the value (an access event with
     /// outcome `injected`); `null` when none is on record.
     pub last_used: Option<String>,
@@ -52,6 +55,16 @@ pub struct Placement {
 pub struct InjectUse {
     pub host: String,
     pub header: String,
+}
+
+/// A `[[sign]]` rule that signs requests to `host` with the value, as its `role`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SignUse {
+    pub host: String,
+    /// `aws-sigv4`.
+    pub kind: String,
+    /// `access_key`, `secret_key` or `session_token`.
+    pub role: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -36,7 +36,10 @@ enum LogFormat {
 
 pub fn init(args: &LogArgs) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&args.log_level)
-        .map_err(|e| anyhow::anyhow!("bad --log-level '{}': {e}", args.log_level))?;
+        .map_err(|e| anyhow::anyhow!("bad --log-level '{}': {e}", args.log_level))?
+        // Whatever the level asked for: the SigV4 signer's trace events print the signing
+        // identity, access key id included (`proxy::credentials::sigv4`, `providers::aws`).
+        .add_directive("aws_sigv4=off".parse().expect("a valid directive"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     let result = match args.log_format {

@@ -557,6 +557,15 @@ fn format_usage(body: &SecretUsage) -> String {
                 escaped(&route.upstream)
             ));
         }
+        for rule in &a.signs {
+            text.push_str(&format!(
+                "{}: sign {} on {} ({})\n",
+                escaped(&a.agent),
+                escaped(&rule.kind),
+                escaped(&rule.host),
+                escaped(&rule.role)
+            ));
+        }
     }
     text
 }

@@ -7,7 +7,7 @@ mod backoff;
 mod body;
 pub mod central;
 mod codec;
-mod credentials;
+pub mod credentials;
 mod echoes;
 pub mod egress;
 mod error;

@@ -101,8 +101,9 @@ pub struct CarriedValue {
     /// When the placeholder named a `#field`: the field's name and the text written for it.
     pub field: Option<(String, Zeroizing<String>)>,
     /// `Some("body_field")` for a value written into a request body field, `Some("oauth2")` for
-    /// an OAuth2 access token the proxy obtained (`credentials::oauth2`); `None` in a header or
-    /// query (the access event's `kind`).
+    /// an OAuth2 access token the proxy obtained (`credentials::oauth2`), `Some("aws_sigv4")`
+    /// for a credential the request was signed with; `None` in a header or query (the access
+    /// event's `kind`).
     pub kind: Option<&'static str>,
 }
 

@@ -33,7 +33,7 @@ use crate::domain::{SecretAction, SecretPath};
 use crate::store::AuditFilter;
 
 /// The `kind`s of access event a proxy may report (`AccessEvent::kind`).
-const ACCESS_KINDS: [&str; 2] = ["body_field", "oauth2"];
+const ACCESS_KINDS: [&str; 3] = ["body_field", "oauth2", "aws_sigv4"];
 
 const MAX_BATCH: usize = 500;
 const MAX_COUNT: u64 = 1_000_000_000;

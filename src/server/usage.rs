@@ -11,8 +11,8 @@ use super::AppState;
 use super::auth::Authed;
 use super::error::{ApiError, ApiResult};
 use super::extract::PathParam;
-use crate::api::usage::{AgentUsage, InjectUse, Placement, RouteUse, SecretUsage};
-use crate::domain::policy::Policy;
+use crate::api::usage::{AgentUsage, InjectUse, Placement, RouteUse, SecretUsage, SignUse};
+use crate::domain::policy::{Policy, SignKind};
 use crate::domain::time::to_rfc3339;
 use crate::domain::{SecretAction, SecretPath};
 use crate::store::CredentialKind;
@@ -70,6 +70,18 @@ pub fn agent_usage(policy: &Policy, path: &SecretPath) -> Option<AgentUsage> {
         .filter(|route| grant.allows_host(route.upstream().host()))
         .map(|route| RouteUse { name: route.name().to_owned(), upstream: route.upstream().to_string() })
         .collect();
+    let mut signs = Vec::new();
+    for rule in policy.signs() {
+        let roles = [("access_key", Some(rule.access_key())), ("secret_key", Some(rule.secret_key()))];
+        for (role, placeholder) in roles.into_iter().chain([("session_token", rule.session_token())]) {
+            if placeholder.is_some_and(|p| p.path() == path) {
+                let kind = match rule.kind() {
+                    SignKind::AwsSigV4 => "aws-sigv4",
+                };
+                signs.push(SignUse { host: rule.host().to_string(), kind: kind.to_owned(), role: role.to_owned() });
+            }
+        }
+    }
     Some(AgentUsage {
         agent: policy.agent().name.clone(),
         agent_id: None,
@@ -80,6 +92,7 @@ pub fn agent_usage(policy: &Policy, path: &SecretPath) -> Option<AgentUsage> {
         approval_required: grant.approval(),
         injects,
         routes,
+        signs,
         last_used: None,
     })
 }

@@ -33,6 +33,7 @@ mod secret_refusals;
 mod secrets_api;
 mod secrets_ops;
 mod sidecar;
+mod sigv4;
 mod storage;
 mod tls;
 mod tokens;

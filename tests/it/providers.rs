@@ -301,7 +301,7 @@ impl Moto {
 
     /// With `INITIAL_NO_AUTH_ACTION_COUNT`, moto checks SigV4 signatures and IAM policies
     /// after that many requests, as AWS does.
-    fn start_with(env: &[(&str, &str)]) -> Option<Moto> {
+    pub fn start_with(env: &[(&str, &str)]) -> Option<Moto> {
         if !have_tool("moto_server", "moto[server]") {
             return None;
         }
@@ -451,14 +451,14 @@ fn aws_signatures_are_checked_by_moto() {
     assert!(!block_on(wrong.health()).ok);
 }
 
-fn xml_text(xml: &str, tag: &str) -> String {
+pub fn xml_text(xml: &str, tag: &str) -> String {
     let start = xml.find(&format!("<{tag}>")).unwrap_or_else(|| panic!("no {tag} in {xml}")) + tag.len() + 2;
     let end = xml[start..].find('<').unwrap() + start;
     xml[start..end].to_owned()
 }
 
 impl Moto {
-    fn iam(&self, params: &[(&str, &str)]) -> String {
+    pub fn iam(&self, params: &[(&str, &str)]) -> String {
         let mut form: Vec<(&str, &str)> = params.to_vec();
         form.push(("Version", "2010-05-08"));
         let resp = self

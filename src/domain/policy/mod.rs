@@ -1,16 +1,17 @@
 //! Agent policies: this module owns what one `policies/*.toml` file means — which hosts an
 //! agent may reach (`Egress`), which secrets may be sent to which hosts and in which places
 //! (`Grant`), header values the proxy adds on its own (`Inject`), base-URL routes (`Route`),
-//! the `{{secret:PATH#field}}` placeholder grammar, and the `PolicySet` of every agent's
-//! policy. Files deserialize strictly into private raw types that keep each value's span,
+//! hosts whose requests the proxy signs itself (`Sign`), the `{{secret:PATH#field}}`
+//! placeholder grammar, and the `PolicySet` of every agent's policy. Files deserialize strictly into private raw types that keep each value's span,
 //! then convert into the validated types the rest of the crate sees, so every error names
 //! its file and line. Nothing here touches the file system: the server reads the policy
 //! directory (`server::policies`) and hands the files' text to `PolicySet::from_files`.
 //!
 //! This file holds the validated `Policy` and `PolicySet` and their queries; the parts live in
 //! `host` (host patterns), `placeholder` (the placeholder grammar), `route` (routes and their
-//! upstreams) and `raw` (the file's shape and its conversion into the validated types). They
-//! are re-exported here, so `crate::domain::policy::X` names every public type.
+//! upstreams), `sign` (`[[sign]]` rules) and `raw` (the file's shape and its conversion into
+//! the validated types). They are re-exported here, so `crate::domain::policy::X` names every
+//! public type.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,6 +30,7 @@ mod oauth2;
 mod placeholder;
 mod raw;
 mod route;
+mod sign;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +50,7 @@ pub use placeholder::{
     PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN, Placeholder, PlaceholderError, placeholder_text, placeholders,
 };
 pub use route::{Route, Upstream};
+pub use sign::{Sign, SignKind};
 
 /// A policy file that cannot be used, with where and why. `line` is 1-based; 0 when the
 /// problem is not inside the file (it cannot be read, the directory is missing).
@@ -65,7 +68,8 @@ pub struct PolicyError {
 
 /// One agent's validated policy, made only by `parse` (or `closed`): every grant's hosts
 /// and every route's upstream are in `egress.allow`, grants whose secrets overlap agree,
-/// every inject rule's secrets are granted to its host in its header.
+/// every inject rule's secrets are granted to its host in its header, and every sign rule's
+/// secrets to its host.
 #[derive(Debug, Clone, Serialize)]
 pub struct Policy {
     agent: AgentRules,
@@ -76,6 +80,9 @@ pub struct Policy {
     /// `[[oauth2]]` rules; no two of their hosts overlap.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     oauth2: Vec<OAuth2>,
+    /// `[[sign]]` rules; none overlaps an `[[oauth2]]` rule's host.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    signs: Vec<Sign>,
     source: String,
     text: String,
 }
@@ -165,7 +172,7 @@ impl Policy {
     }
 
     /// What a proxy enforces once the central API refuses the agent its policy: this one
-    /// with no egress, no grants, no inject rules and no routes, its source saying `why`.
+    /// with no egress, no grants, no inject rules, no routes and no sign rules, its source saying `why`.
     pub fn closed(&self, why: &str) -> Policy {
         let mut closed = self.clone();
         closed.egress.allow.clear();
@@ -174,6 +181,7 @@ impl Policy {
         closed.injects.clear();
         closed.routes.clear();
         closed.oauth2.clear();
+        closed.signs.clear();
         closed.source = format!("(no policy: {why})");
         closed.text = String::new();
         closed
@@ -206,6 +214,16 @@ impl Policy {
     /// The `[[oauth2]]` rule whose host matches `host` (at most one does).
     pub fn oauth2_for(&self, host: &str) -> Option<&OAuth2> {
         self.oauth2.iter().find(|rule| rule.host().matches(host))
+    }
+
+    /// The `[[sign]]` rules: hosts whose requests the proxy signs itself.
+    pub fn signs(&self) -> &[Sign] {
+        &self.signs
+    }
+
+    /// The `[[sign]]` rule for `host`: the first that matches it, in file order.
+    pub fn sign_for(&self, host: &str) -> Option<&Sign> {
+        self.signs.iter().find(|sign| sign.host().matches(host))
     }
 
     /// The file the policy came from.
@@ -242,6 +260,12 @@ impl Policy {
     /// Whether `egress.allow` lets the agent reach `host` at all.
     pub fn host_allowed(&self, host: &str) -> bool {
         self.egress.allow.iter().any(|pattern| pattern.matches(host))
+    }
+
+    /// Whether the proxy makes credentials itself for some host (`[[oauth2]]`, `[[sign]]`):
+    /// only then does the HTTP/1.1 fast path look at each request's host to hand it to hyper.
+    pub fn makes_credentials(&self) -> bool {
+        !self.oauth2.is_empty() || !self.signs.is_empty()
     }
 
     /// Whether any grant allows body fields: only then are request bodies read for placeholders.

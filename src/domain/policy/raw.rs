@@ -16,6 +16,7 @@ use toml::Spanned;
 use super::host::HostPattern;
 use super::placeholder::{PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN, Placeholder, placeholders};
 use super::route::{Route, Upstream, route_name};
+use super::sign::RawSign;
 use super::{AgentRules, Egress, Grant, Inject, Policy, PolicyError, most_specific};
 use crate::domain::scope::PathGlob;
 
@@ -51,7 +52,18 @@ impl Policy {
             raw.inject.into_iter().map(|i| Inject::from_raw(i, &grants)).collect::<Result<_, _>>()?;
         let routes = routes_from_raw(raw.route, &egress)?;
         let oauth2 = super::oauth2::rules_from_raw(raw.oauth2, &egress, &grants, &injects, text)?;
-        Ok(Policy { agent, egress, grants, injects, routes, oauth2, source: source.to_owned(), text: String::new() })
+        let signs = super::sign::rules_from_raw(raw.sign, &egress, &grants, &injects, &oauth2)?;
+        Ok(Policy {
+            agent,
+            egress,
+            grants,
+            injects,
+            routes,
+            oauth2,
+            signs,
+            source: source.to_owned(),
+            text: String::new(),
+        })
     }
 }
 
@@ -75,6 +87,8 @@ struct RawPolicy {
     route: Vec<RawRoute>,
     #[serde(default)]
     oauth2: Vec<super::oauth2::RawOAuth2>,
+    #[serde(default)]
+    sign: Vec<RawSign>,
 }
 
 #[derive(Deserialize)]

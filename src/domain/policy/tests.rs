@@ -351,3 +351,116 @@ fn policy_set_from_files() {
     assert_eq!(PolicySet::from_files(&broken).unwrap_err().file, "bad.toml");
     assert!(PolicySet::from_files(&[]).unwrap().is_empty());
 }
+
+/// The start of a policy with an AWS grant that `[[sign]]` cases extend.
+const SIGN_HEAD: &str = r#"[agent]
+name = "agent-1"
+
+[egress]
+allow = ["*.amazonaws.com", "api.openai.com"]
+
+[[grant]]
+secrets = "aws/prod/*"
+hosts = ["*.amazonaws.com"]
+
+[[grant]]
+secrets = "openai/*"
+hosts = ["api.openai.com"]
+"#;
+
+#[test]
+fn sign_rules_parse_and_match_their_host() {
+    let text = format!(
+        "{SIGN_HEAD}\n[[sign]]\nhost = \"*.amazonaws.com\"\nkind = \"aws-sigv4\"\n\
+         access_key = \"{{{{secret:aws/prod/access-key-id}}}}\"\nsecret_key = \"{{{{secret:aws/prod/secret-access-key}}}}\"\n\
+         session_token = \"{{{{secret:aws/prod/session-token}}}}\"\nregion = \"eu-west-1\"\n"
+    );
+    let policy = parse(&text);
+    let sign = policy.sign_for("s3.eu-west-1.amazonaws.com").expect("the rule matches");
+    assert_eq!(sign.kind(), SignKind::AwsSigV4);
+    assert_eq!(sign.access_key().path().as_str(), "aws/prod/access-key-id");
+    assert_eq!(sign.session_token().map(|p| p.path().as_str()), Some("aws/prod/session-token"));
+    assert_eq!((sign.region(), sign.service()), (Some("eu-west-1"), None));
+    assert_eq!(sign.placeholders().count(), 3);
+    assert!(policy.sign_for("api.openai.com").is_none() && policy.sign_for("amazonaws.com.evil.com").is_none());
+    assert!(policy.closed("gone").signs().is_empty());
+}
+
+#[test]
+fn sign_rule_errors_point_at_their_line() {
+    let rule = |body: &str| format!("{SIGN_HEAD}\n[[sign]]\n{body}");
+    let ak = "access_key = \"{{secret:aws/prod/ak}}\"";
+    let sk = "secret_key = \"{{secret:aws/prod/sk}}\"";
+    let cases = [
+        (
+            "unknown kind",
+            rule(&format!("host = \"*.amazonaws.com\"\nkind = \"gcp-hmac\" # here\n{ak}\n{sk}\n")),
+            "sign kind 'gcp-hmac' is unknown",
+        ),
+        (
+            "unknown key",
+            rule(&format!("host = \"*.amazonaws.com\"\nkind = \"aws-sigv4\"\n{ak}\n{sk}\nregoin = \"x\" # here\n")),
+            "unknown field `regoin`",
+        ),
+        (
+            "host outside egress",
+            rule(&format!("host = \"s3.example.com\" # here\nkind = \"aws-sigv4\"\n{ak}\n{sk}\n")),
+            "not in egress.allow",
+        ),
+        (
+            "ungranted secret",
+            rule(&format!(
+                "host = \"*.amazonaws.com\"\nkind = \"aws-sigv4\"\naccess_key = \"{{{{secret:aws/dev/ak}}}}\" # here\n{sk}\n"
+            )),
+            "not covered by any grant",
+        ),
+        (
+            "grant for another host",
+            rule(&format!(
+                "host = \"*.amazonaws.com\"\nkind = \"aws-sigv4\"\n{ak}\nsecret_key = \"{{{{secret:openai/key}}}}\" # here\n"
+            )),
+            "does not list that host",
+        ),
+        (
+            "not one placeholder",
+            rule(&format!(
+                "host = \"*.amazonaws.com\"\nkind = \"aws-sigv4\"\naccess_key = \"AKIA{{{{secret:aws/prod/ak}}}}\" # here\n{sk}\n"
+            )),
+            "exactly one placeholder",
+        ),
+        (
+            "bad region",
+            rule(&format!(
+                "host = \"*.amazonaws.com\"\nkind = \"aws-sigv4\"\n{ak}\n{sk}\nregion = \"EU West\" # here\n"
+            )),
+            "not a region or service name",
+        ),
+        (
+            "an inject rule for Authorization toward the host",
+            rule(&format!(
+                "host = \"*.amazonaws.com\" # here\nkind = \"aws-sigv4\"\n{ak}\n{sk}\n\n[[inject]]\n\
+                 host = \"s3.amazonaws.com\"\nheader = \"Authorization\"\nvalue = \"Bearer {{{{secret:aws/prod/t}}}}\"\n"
+            )),
+            "overlaps an inject rule for 'authorization' toward 's3.amazonaws.com'",
+        ),
+        (
+            "an oauth2 rule on the host",
+            rule(&format!(
+                "host = \"*.amazonaws.com\" # here\nkind = \"aws-sigv4\"\n{ak}\n{sk}\n\n[[oauth2]]\n\
+                 host = \"s3.amazonaws.com\"\ntoken_url = \"https://sts.amazonaws.com/token\"\nclient_id = \"me\"\n\
+                 client_secret = \"{{{{secret:aws/prod/cs}}}}\"\n"
+            )),
+            "overlaps the oauth2 rule for 's3.amazonaws.com'",
+        ),
+        (
+            "missing secret key",
+            format!("{SIGN_HEAD}\n[[sign]] # here\nhost = \"*.amazonaws.com\"\nkind = \"aws-sigv4\"\n{ak}\n"),
+            "missing field `secret_key`",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let err = Policy::parse("bad.toml", &text).err().unwrap_or_else(|| panic!("{name}: parsed\n{text}"));
+        assert!(err.message.contains(needle), "{name}: {err}");
+        assert_eq!(err.line, marked_line(&text), "{name}: {err}\n{text}");
+    }
+}

@@ -279,7 +279,7 @@ mod tests {
         let (_fake, central) = connected().await;
         central.start();
         let path: SecretPath = "prod/key".parse().unwrap();
-        let e = central.value(&path).await.err().expect("no token was ever minted");
+        let e = central.value(&path).await.expect_err("no token was ever minted");
         assert!(matches!(*e, api::CentralError::NoToken(_)), "{e}");
         assert!(e.to_string().contains("none could be minted in time"), "{e}");
     }

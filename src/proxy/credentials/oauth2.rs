@@ -144,7 +144,7 @@ impl Tokens {
     /// A token for a request under `rule` (the `index`th of the policy's `[[oauth2]]` rules):
     /// the cached one while fresh and the client id and secret are unchanged, else one fetched
     /// (once for every request that misses at the same time).
-    pub async fn token(
+    pub(in crate::proxy) async fn token(
         &self,
         proxy: &Proxy,
         cache: &ThreadCache<'_>,

@@ -11,7 +11,8 @@
 //! What it does not take — HTTP/1.0, `Transfer-Encoding` or `Expect` on a request, upgrades,
 //! CONNECT, HTTP/2, `/_airlock/`, anything malformed, while the agent's policy names body
 //! fields, a request with a form or JSON body (the hyper path reads such bodies), and a request to
-//! a host of an `[[oauth2]]` rule (the hyper path sends it again after a 401) — it hands over, with the bytes
+//! a host of an `[[oauth2]]` rule (the hyper path sends it again after a 401) or of a `[[sign]]`
+//! rule (the hyper path hashes its body for the signature) — it hands over, with the bytes
 //! already read, to hyper (`ConnectionEnd::Fallback`), which serves the rest of that connection.
 //!
 //! The exchange reads top to bottom across the files here: this one keeps the serve loop of
@@ -77,13 +78,13 @@ where
     let mut watch = Watch::new(timeouts.header_read.min(timeouts.idle));
     loop {
         watch.set(if buf.is_empty() { timeouts.idle } else { timeouts.header_read });
-        let (body_fields, oauth2) = {
+        let (body_fields, credentials) = {
             let cache = ThreadCache::enter(proxy);
-            (cache.policy().has_body_fields(), !cache.policy().oauth2().is_empty())
+            (cache.policy().has_body_fields(), cache.policy().makes_credentials())
         };
         let head = loop {
             match parse_request(&mut buf, via, body_fields, &mut kept) {
-                Parsed::Complete(head) if oauth2 && pipeline::wants_hyper(proxy, &head.parts, via) => {
+                Parsed::Complete(head) if credentials && pipeline::wants_hyper(proxy, &head.parts, via) => {
                     codec::give_back(&head.raw, &mut buf);
                     return ConnectionEnd::Fallback(Rewind::new(buf.freeze(), io));
                 }

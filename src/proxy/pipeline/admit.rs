@@ -75,9 +75,11 @@ pub(super) fn target(policy: &Policy, head: &Parts, via: &Via) -> Result<Target,
 }
 
 /// A plain http:// upstream may carry values only when the policy names it so on purpose:
-/// an inject rule (or an `[[oauth2]]` rule) for the host and a route to its http:// address.
+/// an inject, `[[oauth2]]` or `[[sign]]` rule for the host and a route to its http:// address.
 fn plain_http_named(policy: &Policy, host: &str) -> bool {
-    (policy.injects().iter().any(|i| i.host().matches(host)) || policy.oauth2_for(host).is_some())
+    (policy.injects().iter().any(|i| i.host().matches(host))
+        || policy.oauth2_for(host).is_some()
+        || policy.sign_for(host).is_some())
         && policy.routes().iter().any(|r| r.upstream().host() == host && !r.upstream().is_tls())
 }
 

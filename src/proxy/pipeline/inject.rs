@@ -143,7 +143,7 @@ pub(super) async fn body_fields(
     if declared.is_some_and(|n| n > BODY_FIELDS_MAX) {
         return Err(too_large());
     }
-    let bytes = read_bounded(body, BODY_FIELDS_MAX).await?;
+    let bytes = read_bounded(body, BODY_FIELDS_MAX, too_large).await?;
     let found = substitute::scan_body(kind, &bytes)?;
     let sent = if found.is_empty() {
         bytes
@@ -178,8 +178,12 @@ pub(super) async fn body_fields(
     Ok(full(sent))
 }
 
-/// The whole body, refused past `max` bytes.
-pub(super) async fn read_bounded(mut body: Body, max: u64) -> Result<Bytes, ProxyError> {
+/// The whole body, refused past `max` bytes with `too_large`'s error.
+pub(in crate::proxy) async fn read_bounded(
+    mut body: Body,
+    max: u64,
+    too_large: fn() -> ProxyError,
+) -> Result<Bytes, ProxyError> {
     use http_body_util::BodyExt;
     let mut out = BytesMut::new();
     while let Some(frame) = body.frame().await {

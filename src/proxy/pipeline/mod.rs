@@ -47,7 +47,7 @@ use super::substitute::Written;
 
 pub use self::admit::proxy_authorized;
 pub(super) use self::forward::{HOP_BY_HOP, has_body, has_token, hides_values, unscannable};
-pub(super) use self::inject::central_error;
+pub(super) use self::inject::{central_error, read_bounded};
 pub(super) use self::respond::scrubbed;
 
 /// Entry point: every outcome becomes a response; errors in the API's JSON shape.
@@ -219,7 +219,11 @@ async fn replayable(body: Body, head: &Parts) -> Result<(Body, Option<(Parts, By
     let bytes = if hyper::body::Body::is_end_stream(&body) {
         Bytes::new()
     } else if hyper::body::Body::size_hint(&body).upper().is_some_and(|n| n <= REPLAY_MAX) {
-        self::inject::read_bounded(body, REPLAY_MAX).await?
+        // (Its length is known and within the bound: it is not refused here.)
+        read_bounded(body, REPLAY_MAX, || {
+            ProxyError::new(ErrorCode::BodyTooLarge, "the request body is longer than it said")
+        })
+        .await?
     } else {
         return Ok((body, None));
     };
@@ -303,11 +307,13 @@ impl Drop for Recorder<'_> {
 
 /// Whether the HTTP/1.1 fast path hands a request it parsed to hyper for a reason of the
 /// policy's: it goes to a host of an `[[oauth2]]` rule, whose 401 the hyper path answers by
-/// sending the request again with a new token. Asked only while the policy has such rules.
+/// sending the request again with a new token, or of a `[[sign]]` rule, whose body the hyper
+/// path hashes for the signature. Asked only while the policy has such rules
+/// (`Policy::makes_credentials`).
 pub(super) fn wants_hyper(proxy: &Proxy, head: &Parts, via: &Via) -> bool {
     let cache = ThreadCache::enter(proxy);
     let policy = cache.policy();
-    target(policy, head, via).is_ok_and(|t| policy.oauth2_for(&t.host).is_some())
+    target(policy, head, via).is_ok_and(|t| policy.oauth2_for(&t.host).is_some() || policy.sign_for(&t.host).is_some())
 }
 
 /// A request that passed every check, with its values in place, ready to be sent.
@@ -332,12 +338,14 @@ pub(super) struct Outbound {
 /// HTTP/1.1 fast path (`h1`), which differ only in how they forward.
 /// `now` is when the request came in (plans and values are fresh as of then).
 /// The fast path's `prepare`: it hands over to hyper every request whose body could hold
-/// body fields (`codec::parse_request`), so it never has a body to give.
+/// body fields and every request toward a host a sign rule matches (`codec::parse_request`),
+/// so it never has a body to give.
 pub(super) async fn prepare(proxy: &Proxy, head: Parts, via: &Via, now: Instant) -> Result<Outbound, ProxyError> {
     prepare_inner(proxy, head, None, via, now).await.map(|(outbound, _)| outbound)
 }
 
-/// `prepare`, then the body fields step (`inject::body_fields`): the body as it is to be sent.
+/// `prepare`, then the body fields step (`inject::body_fields`) and the SigV4 signing step
+/// (`credentials::sigv4::sign`): the body as it is to be sent.
 async fn prepare_with_body(
     proxy: &Proxy,
     head: Parts,
@@ -399,6 +407,8 @@ async fn prepare_inner(
         }
         None => None,
     };
+    // Last of the changes to the request's signed parts: the signature covers them as sent.
+    let body = super::credentials::sigv4::sign(proxy, &cache, &mut head, body, &target, &mut used).await?;
     if !used.is_empty() && proxy.reporter.spool_full() {
         // A use that could not be recorded is not made.
         return Err(unrecordable());

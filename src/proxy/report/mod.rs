@@ -65,7 +65,8 @@ pub struct AccessEvent {
     pub error_code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    /// `body_field` for a value written into a body field; absent for headers and queries.
+    /// `body_field` for a value written into a body field, `aws_sigv4` for a credential a
+    /// request was signed with; absent for headers and queries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
     /// The mean over the `count` uses this event stands for.

@@ -104,7 +104,7 @@ impl<'b> Rules<'_, 'b> {
                 refuse(ErrorCode::UnresolvedPlaceholder, message)
             })?),
         };
-        let in_header = matches!(place, Place::Header(_) | Place::BasicAuth);
+        let in_header = matches!(place, Place::Header(_) | Place::BasicAuth | Place::Signature);
         if in_header && memchr::memchr3(b'\r', b'\n', b'\0', resolved.as_str().as_bytes()).is_some() {
             let message = format!("the value of secret '{path}' holds CR, LF or NUL and is never written into {place}");
             return Err(refuse(ErrorCode::UnsafeValue, message));
@@ -137,6 +137,8 @@ fn placement_allowed(grant: &Grant, place: &Place) -> bool {
         Place::BasicAuth => grant.allows_header(AUTHORIZATION.as_str()),
         Place::Query => grant.query(),
         Place::BodyField(name) => grant.allows_body_field(name),
+        // A sign rule's secrets: its policy check found their grants list its host.
+        Place::Signature => true,
         Place::Path | Place::Body => false,
     }
 }

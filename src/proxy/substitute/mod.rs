@@ -108,6 +108,9 @@ pub enum Place {
     BodyField(String),
     /// Anywhere else in a form or JSON request body; never allowed.
     Body,
+    /// A credential a `[[sign]]` rule signs the request with (the access key id and session
+    /// token go on the wire in headers; the secret key only into the signature).
+    Signature,
 }
 
 impl fmt::Display for Place {
@@ -119,6 +122,7 @@ impl fmt::Display for Place {
             Place::Path => f.write_str("the URL path"),
             Place::BodyField(name) => write!(f, "body field '{name}'"),
             Place::Body => f.write_str("the request body"),
+            Place::Signature => f.write_str("the request's signature"),
         }
     }
 }
@@ -175,4 +179,19 @@ pub fn inject<'b>(
     let rules = Rules { host, is_tls, plain_http_allowed, bindings };
     rules.check_all(found, templates)?;
     rules.write(head, templates)
+}
+
+/// The binding check of one credential a `[[sign]]` rule signs with (`Place::Signature`):
+/// granted, its grant and the secret's `allowed_hosts` let it go to `host`, a `#field`
+/// resolves, no CR, LF or NUL (the access key id and token go in headers), and TLS or plain
+/// http named on purpose. The text to sign with, in a zeroizing buffer.
+pub fn bind_for_signing<'b>(
+    placeholder: &Placeholder,
+    host: &str,
+    is_tls: bool,
+    plain_http_allowed: bool,
+    bindings: &dyn Fn(&Placeholder) -> Option<BoundValue<'b>>,
+) -> Result<zeroize::Zeroizing<String>, Refusal> {
+    let rules = Rules { host, is_tls, plain_http_allowed, bindings };
+    rules.check(placeholder, &Place::Signature).map(|resolved| zeroize::Zeroizing::new(resolved.as_str().to_owned()))
 }
