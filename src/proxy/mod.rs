@@ -5,6 +5,7 @@
 
 mod backoff;
 mod body;
+mod bounded;
 pub mod central;
 mod codec;
 pub mod credentials;

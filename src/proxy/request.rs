@@ -100,11 +100,31 @@ pub struct CarriedValue {
     pub fetched: Arc<HeldValue>,
     /// When the placeholder named a `#field`: the field's name and the text written for it.
     pub field: Option<(String, Zeroizing<String>)>,
-    /// `Some("body_field")` for a value written into a request body field, `Some("oauth2")` for
-    /// an OAuth2 access token the proxy obtained (`credentials::oauth2`), `Some("aws_sigv4")`
-    /// for a credential the request was signed with; `None` in a header or query (the access
-    /// event's `kind`).
-    pub kind: Option<&'static str>,
+    /// How the value went out, when not as a placeholder's text in a header or query (the
+    /// access event's `kind`).
+    pub kind: Option<AccessKind>,
+}
+
+/// How a value went out other than in a header or query: the access event's `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessKind {
+    /// Written into a request body field (`body_fields`).
+    BodyField,
+    /// An `[[oauth2]]` rule's client credentials sent to its token endpoint, or the access
+    /// token the proxy obtained with them (`credentials::oauth2`).
+    OAuth2,
+    /// A credential a `[[sign]]` rule signed the request with (`credentials::sigv4`).
+    AwsSigV4,
+}
+
+impl AccessKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessKind::BodyField => "body_field",
+            AccessKind::OAuth2 => "oauth2",
+            AccessKind::AwsSigV4 => "aws_sigv4",
+        }
+    }
 }
 
 impl CarriedValue {
@@ -119,7 +139,7 @@ impl CarriedValue {
     /// The placeholder the value is shown as when redacted; an OAuth2 access token, which no
     /// placeholder names, as `[oauth2 access token]`.
     pub(super) fn placeholder(&self) -> String {
-        if self.kind == Some(super::credentials::oauth2::KIND) {
+        if self.kind == Some(AccessKind::OAuth2) {
             return "[oauth2 access token]".to_owned();
         }
         crate::domain::policy::placeholder_text(&self.fetched.path, self.field.as_ref().map(|(name, _)| name.as_str()))

@@ -26,6 +26,7 @@ use super::rate::Rate;
 use super::scope::PathGlob;
 
 mod host;
+mod invalid;
 mod oauth2;
 mod placeholder;
 mod raw;

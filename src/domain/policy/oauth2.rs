@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::host::HostPattern;
+use super::invalid::{Invalid, host_pattern, invalid, line_of, parse_at};
 use super::placeholder::{PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN, Placeholder, placeholders};
-use super::raw::{Invalid, host_pattern, invalid, line_of, parse_at};
 use super::route::Upstream;
 use super::{Egress, Grant, Inject, as_string, most_specific};
 

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::host::HostPattern;
+use super::invalid::{Invalid, host_pattern, invalid, line_of, parse_at};
 use super::placeholder::{PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN, Placeholder, placeholders};
 use super::route::{Route, Upstream, route_name};
 use super::sign::RawSign;
@@ -65,12 +66,6 @@ impl Policy {
             text: String::new(),
         })
     }
-}
-
-/// Line (1-based) of byte offset `at` in `text`.
-pub(super) fn line_of(text: &str, at: usize) -> usize {
-    let end = at.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 #[derive(Deserialize)]
@@ -141,29 +136,6 @@ struct RawInject {
 struct RawRoute {
     name: Spanned<String>,
     upstream: Spanned<String>,
-}
-
-/// A validation failure at a span of the file; `Policy::parse` turns it into a line.
-pub(super) struct Invalid {
-    pub(super) span: Range<usize>,
-    pub(super) message: String,
-}
-
-pub(super) fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid {
-    Invalid { span: at.span(), message: message.into() }
-}
-
-/// Parses a spanned string with `parse`, prefixing errors with `what`.
-pub(super) fn parse_at<T>(
-    value: &Spanned<String>,
-    what: &str,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<T, Invalid> {
-    parse(value.get_ref()).map_err(|why| invalid(value, format!("{what}: {why}")))
-}
-
-pub(super) fn host_pattern(value: &Spanned<String>, what: &str) -> Result<HostPattern, Invalid> {
-    parse_at(value, what, HostPattern::parse)
 }
 
 impl TryFrom<RawAgent> for AgentRules {

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::host::HostPattern;
+use super::invalid::{Invalid, host_pattern, invalid, parse_at};
 use super::placeholder::{PLACEHOLDER_CLOSE, PLACEHOLDER_OPEN, Placeholder, placeholders};
-use super::raw::{Invalid, host_pattern, invalid, parse_at};
 use super::{Egress, Grant, most_specific};
 
 /// How a `[[sign]]` rule signs.

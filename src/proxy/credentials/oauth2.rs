@@ -37,12 +37,9 @@ use crate::proxy::central::HeldValue;
 use crate::proxy::error::{ErrorCode, ProxyError};
 use crate::proxy::local::ThreadCache;
 use crate::proxy::report::Use;
-use crate::proxy::request::CarriedValue;
+use crate::proxy::request::{AccessKind, CarriedValue};
 use crate::proxy::substitute;
 
-/// The access event's `kind` for the client credentials sent to a token endpoint and for a
-/// request sent with the token.
-pub const KIND: &str = "oauth2";
 /// The most of a token endpoint's answer that is read.
 const ANSWER_MAX: usize = 64 * 1024;
 /// How long a token without `expires_in` is used (an upstream's 401 drops it sooner).
@@ -112,7 +109,7 @@ impl Issued {
     /// The token as a value the request carries: scrubbed from the response, noted as sent to
     /// the host, recorded (kind `oauth2`) against the client secret's path and version.
     pub fn carried(&self) -> CarriedValue {
-        CarriedValue { fetched: self.token.clone(), field: None, kind: Some(KIND) }
+        CarriedValue { fetched: self.token.clone(), field: None, kind: Some(AccessKind::OAuth2) }
     }
 
     /// `Bearer <token>`, marked sensitive (HTTP/2 never indexes it).
@@ -210,7 +207,7 @@ async fn read(
     token_host: &str,
 ) -> Result<Credential, ProxyError> {
     let path = placeholder.path();
-    let held = cache.value(path, || proxy.central.value(path)).await.map_err(crate::proxy::pipeline::central_error)?;
+    let held = cache.value(path, || proxy.central.value(path)).await.map_err(substitute::central_error)?;
     if !substitute::secret_allows_host(&held.allowed_hosts, token_host) {
         let message = format!(
             "secret '{path}' may not be sent to the OAuth2 token endpoint '{token_host}'; the secret's allowed_hosts \
@@ -443,7 +440,7 @@ fn record(
             error_code: None,
             status: Some(status.map_or(504, |s| s.as_u16())),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            kind: Some(KIND),
+            kind: Some(AccessKind::OAuth2.as_str()),
         });
     }
 }

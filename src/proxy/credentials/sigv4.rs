@@ -36,20 +36,18 @@ use zeroize::Zeroizing;
 use crate::domain::policy::{Placeholder, Sign};
 use crate::proxy::Proxy;
 use crate::proxy::body::{Body, full};
+use crate::proxy::bounded::read_bounded;
 use crate::proxy::central::HeldValue;
 use crate::proxy::error::{ErrorCode, ProxyError};
 use crate::proxy::local::ThreadCache;
-use crate::proxy::pipeline::{central_error, read_bounded};
-use crate::proxy::request::{CarriedValue, Target};
+use crate::proxy::request::{AccessKind, CarriedValue, Target};
+use crate::proxy::substitute::central_error;
 use crate::proxy::substitute::{self, BoundValue, Refusal};
 
 /// The most of a request body the proxy reads whole to hash it for a signature: enough for
 /// API calls and small objects; larger uploads go as `UNSIGNED-PAYLOAD` (which the agent's
 /// SDK sends when told to) or multipart.
 pub const SIGN_BODY_MAX: u64 = 8 * 1024 * 1024;
-
-/// The access event's `kind` for a value a request was signed with.
-pub const ACCESS_KIND: &str = "aws_sigv4";
 
 const X_AMZ_CONTENT_SHA256: &str = "x-amz-content-sha256";
 const X_AMZ_DATE: &str = "x-amz-date";
@@ -290,7 +288,7 @@ pub(in crate::proxy) async fn sign(
             u.fetched.path == value.path && u.field.as_ref().map(|f| &f.0) == field.as_ref().map(|f| &f.0)
         };
         if !all.iter().any(same) {
-            all.push(CarriedValue { fetched: value, field, kind: Some(ACCESS_KIND) });
+            all.push(CarriedValue { fetched: value, field, kind: Some(AccessKind::AwsSigV4) });
         }
     }
     *used = all.into();

@@ -5,18 +5,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 
 use crate::domain::policy::{Grant, Placeholder, Policy};
 use crate::proxy::Proxy;
 use crate::proxy::body::{Body, full};
-use crate::proxy::central::{CentralError, HeldValue};
+use crate::proxy::bounded::read_bounded;
+use crate::proxy::central::HeldValue;
 use crate::proxy::error::{ErrorCode, ProxyError};
 use crate::proxy::local::{InjectPlan, ThreadCache};
-use crate::proxy::request::{CarriedValue, Target};
-use crate::proxy::substitute::{self, BodyKind, BoundValue, Refusal, Written};
+use crate::proxy::request::{AccessKind, CarriedValue, Target};
+use crate::proxy::substitute::{self, BodyKind, BoundValue, Written, central_error};
 
 /// What substitution leaves: the head with values in place, the values it carries (shared
 /// with this thread's plan for the upstream, when it came from one), and what it wrote byte
@@ -161,7 +162,7 @@ pub(super) async fn body_fields(
         let written = substitute::inject_body(kind, &bytes, &found, transport, &bindings)?;
         let mut all: Vec<CarriedValue> = used.iter().cloned().collect();
         for mut carried in used_values(found.iter().map(|f| &f.found.placeholder), &fetched) {
-            carried.kind = Some("body_field");
+            carried.kind = Some(AccessKind::BodyField);
             let same = |u: &CarriedValue| {
                 u.fetched.path == carried.fetched.path
                     && u.field.as_ref().map(|f| &f.0) == carried.field.as_ref().map(|f| &f.0)
@@ -176,28 +177,6 @@ pub(super) async fn body_fields(
     head.headers.remove(header::TRANSFER_ENCODING);
     head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(sent.len()));
     Ok(full(sent))
-}
-
-/// The whole body, refused past `max` bytes with `too_large`'s error.
-pub(in crate::proxy) async fn read_bounded(
-    mut body: Body,
-    max: u64,
-    too_large: fn() -> ProxyError,
-) -> Result<Bytes, ProxyError> {
-    use http_body_util::BodyExt;
-    let mut out = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ProxyError::new(ErrorCode::InvalidRequest, format!("the request body could not be read: {e}"))
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if (out.len() + data.len()) as u64 > max {
-                return Err(too_large());
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out.freeze())
 }
 
 fn too_large() -> ProxyError {
@@ -267,49 +246,4 @@ fn used_values<'a>(
         used.push(CarriedValue { fetched: v.clone(), field, kind: None });
     }
     used
-}
-
-/// The central API's 404 `reason`, as words.
-fn reason_words(reason: &str) -> &str {
-    match reason {
-        "provider_not_found" => "not found in its external provider",
-        "provider_unusable" => "unusable as read from its external provider",
-        other => other,
-    }
-}
-
-pub(in crate::proxy) fn central_error(e: Arc<CentralError>) -> ProxyError {
-    match e.as_ref() {
-        CentralError::NotFound(path) => Refusal {
-            code: ErrorCode::SecretNotGranted,
-            message: format!("secret '{path}' is not available to this agent (missing, deleted or not granted)"),
-            secret: Some(path.to_string()),
-        }
-        .into(),
-        // Disabled, archived, or not in its provider: the agent is told which.
-        CentralError::Unavailable { path, reason, .. } => Refusal {
-            code: ErrorCode::SecretNotGranted,
-            message: format!("secret '{path}' is not available to this agent: it is {}", reason_words(reason)),
-            secret: Some(path.to_string()),
-        }
-        .into(),
-        CentralError::Provider { path, .. } => ProxyError::new(
-            ErrorCode::ProviderError,
-            format!("the external provider of secret '{path}' failed and the proxy holds no recent copy"),
-        )
-        .with_source(e),
-        CentralError::NoToken(_) => ProxyError::central(e.to_string()).with_source(e),
-        CentralError::AwaitingApproval(path) => ProxyError::new(
-            ErrorCode::ApprovalPending,
-            format!("the grant for '{path}' waits for an operator's approval"),
-        )
-        .with_secret(path.as_str()),
-        // Final for the cool-down: the agent is told why, and when the proxy asks again.
-        CentralError::ApprovalDenied { path, retry_in, .. } => {
-            let retry_after = retry_in.as_secs().max(1);
-            let path = path.clone();
-            ProxyError::new(ErrorCode::ApprovalDenied, e.to_string()).with_retry_after(retry_after).with_secret(path)
-        }
-        _ => ProxyError::central(e.to_string()).with_source(e),
-    }
 }

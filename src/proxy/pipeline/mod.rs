@@ -36,18 +36,18 @@ use self::inject::{Substituted, body_fields, substitute};
 use self::respond::{redact, scrub_for};
 use super::Proxy;
 use super::body::{Body, BoxError};
+use super::bounded::read_bounded;
 use super::credentials::oauth2::Issued;
 use super::error::{ErrorCode, ProxyError};
 use super::local::ThreadCache;
 use super::meters::{CountAs, finished};
 use super::redact::Patterns;
 use super::report::Use;
-use super::request::{CarriedValue, Target, Via};
+use super::request::{AccessKind, CarriedValue, Target, Via};
 use super::substitute::Written;
 
 pub use self::admit::proxy_authorized;
 pub(super) use self::forward::{HOP_BY_HOP, has_body, has_token, hides_values, unscannable};
-pub(super) use self::inject::{central_error, read_bounded};
 pub(super) use self::respond::scrubbed;
 
 /// Entry point: every outcome becomes a response; errors in the API's JSON shape.
@@ -124,7 +124,7 @@ impl RequestRecord {
             error_code: error.map(ProxyError::code),
             status: Some(status.as_u16()),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            kind: used.and_then(|u| u.kind),
+            kind: used.and_then(|u| u.kind).map(AccessKind::as_str),
         });
     }
 }

@@ -29,6 +29,9 @@ use http::request::Parts;
 
 use crate::domain::SecretValue;
 use crate::domain::policy::{Grant, Placeholder, PlaceholderError};
+use std::sync::Arc;
+
+use crate::proxy::central::CentralError;
 use crate::proxy::error::{ErrorCode, ProxyError};
 
 mod bind;
@@ -79,6 +82,52 @@ impl From<Refusal> for ProxyError {
             Some(path) => e.with_secret(path),
             None => e,
         }
+    }
+}
+
+/// The central API's 404 `reason`, as words.
+fn reason_words(reason: &str) -> &str {
+    match reason {
+        "provider_not_found" => "not found in its external provider",
+        "provider_unusable" => "unusable as read from its external provider",
+        other => other,
+    }
+}
+
+/// A value the central API would not or could not give, as the agent is told it.
+pub(in crate::proxy) fn central_error(e: Arc<CentralError>) -> ProxyError {
+    match e.as_ref() {
+        CentralError::NotFound(path) => Refusal {
+            code: ErrorCode::SecretNotGranted,
+            message: format!("secret '{path}' is not available to this agent (missing, deleted or not granted)"),
+            secret: Some(path.to_string()),
+        }
+        .into(),
+        // Disabled, archived, or not in its provider: the agent is told which.
+        CentralError::Unavailable { path, reason, .. } => Refusal {
+            code: ErrorCode::SecretNotGranted,
+            message: format!("secret '{path}' is not available to this agent: it is {}", reason_words(reason)),
+            secret: Some(path.to_string()),
+        }
+        .into(),
+        CentralError::Provider { path, .. } => ProxyError::new(
+            ErrorCode::ProviderError,
+            format!("the external provider of secret '{path}' failed and the proxy holds no recent copy"),
+        )
+        .with_source(e),
+        CentralError::NoToken(_) => ProxyError::central(e.to_string()).with_source(e),
+        CentralError::AwaitingApproval(path) => ProxyError::new(
+            ErrorCode::ApprovalPending,
+            format!("the grant for '{path}' waits for an operator's approval"),
+        )
+        .with_secret(path.as_str()),
+        // Final for the cool-down: the agent is told why, and when the proxy asks again.
+        CentralError::ApprovalDenied { path, retry_in, .. } => {
+            let retry_after = retry_in.as_secs().max(1);
+            let path = path.clone();
+            ProxyError::new(ErrorCode::ApprovalDenied, e.to_string()).with_retry_after(retry_after).with_secret(path)
+        }
+        _ => ProxyError::central(e.to_string()).with_source(e),
     }
 }
 
