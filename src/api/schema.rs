@@ -67,7 +67,7 @@ impl JsonSchema for Policy {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "object",
-            "description": "The calling agent's parsed policy: egress, grants, inject rules and routes."
+            "description": "The calling agent's parsed policy: egress, grants, inject rules, routes, `[[oauth2]]` and `[[sign]]` rules."
         })
     }
 }
