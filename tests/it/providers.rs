@@ -302,21 +302,42 @@ impl Moto {
     /// With `INITIAL_NO_AUTH_ACTION_COUNT`, moto checks SigV4 signatures and IAM policies
     /// after that many requests, as AWS does.
     pub fn start_with(env: &[(&str, &str)]) -> Option<Moto> {
+        Moto::start_serving(env, None)
+    }
+
+    /// Serving HTTPS with `tls`'s certificate and key (moto's `-c`/`-k`), as AWS does; the
+    /// endpoint is `https://127.0.0.1:PORT`, so the certificate names 127.0.0.1 besides the
+    /// AWS host names a proxy is pinned to reach it by.
+    pub fn start_tls(env: &[(&str, &str)], tls: &crate::upstream::PemFiles) -> Option<Moto> {
+        Moto::start_serving(env, Some(tls))
+    }
+
+    fn start_serving(env: &[(&str, &str)], tls: Option<&crate::upstream::PemFiles>) -> Option<Moto> {
         if !have_tool("moto_server", "moto[server]") {
             return None;
         }
         airlock::install_crypto_provider();
-        let http = reqwest::blocking::Client::new();
+        let http = match tls {
+            None => reqwest::blocking::Client::new(),
+            Some(tls) => {
+                let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).unwrap()).expect("the test CA's PEM");
+                reqwest::blocking::Client::builder().add_root_certificate(ca).build().unwrap()
+            }
+        };
+        let tls_args: Vec<&std::ffi::OsStr> =
+            tls.map(|t| vec!["-c".as_ref(), t.cert.as_os_str(), "-k".as_ref(), t.key.as_os_str()]).unwrap_or_default();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         for _ in 0..3 {
             let port = free_port();
             let child = Command::new("moto_server")
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .args(&tls_args)
                 .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("moto_server is on PATH but does not start");
-            let endpoint = format!("http://127.0.0.1:{port}");
+            let endpoint = format!("{scheme}://127.0.0.1:{port}");
             if let Some(child) = crate::support::until_ready(child, &http, &format!("{endpoint}/moto-api/")) {
                 return Some(Moto { _process: Some(Running(child)), endpoint, http });
             }

@@ -5,7 +5,9 @@
 //! without the proxy are refused. curl's requests over HTTP/2 and inside a CONNECT tunnel are
 //! signed too. A request to a host outside the sign rule keeps the agent's own
 //! `Authorization`; a body over the bound is 413 with nothing sent; the access events have
-//! kind `aws_sigv4`; neither key reaches a trace log.
+//! kind `aws_sigv4`; neither key reaches a trace log. With `HTTPS_PROXY`, as SDKs talk to AWS,
+//! boto3's requests to the real AWS host names are signed inside the TLS the proxy intercepts,
+//! and go on over TLS to moto serving a certificate for those names.
 
 use std::process::Command;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use serde_json::{Value, json};
 use crate::providers::{Moto, xml_text};
 use crate::sidecar::Sidecar;
 use crate::support::until;
-use crate::upstream::Upstream;
+use crate::upstream::{PemFiles, Upstream};
 
 const ACCESS_KEY_PATH: &str = "aws/prod/access-key-id";
 const SECRET_KEY_PATH: &str = "aws/prod/secret-access-key";
@@ -94,17 +96,7 @@ fn start_with(temporary: bool) -> Option<Setup> {
     // Four unchecked requests set up a user with a key and a policy, and a secret; every
     // request after them must carry a valid signature by a key moto issued.
     let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")])?;
-    moto.iam(&[("Action", "CreateUser"), ("UserName", "airlock")]);
-    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]});
-    moto.iam(&[
-        ("Action", "PutUserPolicy"),
-        ("UserName", "airlock"),
-        ("PolicyName", "all"),
-        ("PolicyDocument", &policy.to_string()),
-    ]);
-    let created = moto.iam(&[("Action", "CreateAccessKey"), ("UserName", "airlock")]);
-    let (key_id, secret_key) = (xml_text(&created, "AccessKeyId"), xml_text(&created, "SecretAccessKey"));
-    moto.call("CreateSecret", json!({ "Name": "app/db", "SecretString": DB_SECRET }));
+    let (key_id, secret_key) = seed(&moto);
     let (key_id, secret_key, token) = if temporary {
         let out = Command::new("python3")
             .args(["-c", ASSUME_ROLE, &moto.endpoint, &key_id, &secret_key])
@@ -161,23 +153,49 @@ secret_key = "{{{{secret:{SECRET_KEY_PATH}}}}}"
     Some(Setup { moto, sc, plain, key_id, secret_key, token, script })
 }
 
+/// The four requests moto takes unchecked: a user `airlock` with a policy allowing
+/// everything and an access key, and the secret `app/db`; the key's id and secret key.
+fn seed(moto: &Moto) -> (String, String) {
+    moto.iam(&[("Action", "CreateUser"), ("UserName", "airlock")]);
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]});
+    moto.iam(&[
+        ("Action", "PutUserPolicy"),
+        ("UserName", "airlock"),
+        ("PolicyName", "all"),
+        ("PolicyDocument", &policy.to_string()),
+    ]);
+    let created = moto.iam(&[("Action", "CreateAccessKey"), ("UserName", "airlock")]);
+    moto.call("CreateSecret", json!({ "Name": "app/db", "SecretString": DB_SECRET }));
+    (xml_text(&created, "AccessKeyId"), xml_text(&created, "SecretAccessKey"))
+}
+
 /// Runs the boto3 script against `endpoint`, through `http_proxy` when given.
 fn boto3(s: &Setup, endpoint: &str, tag: &str, http_proxy: Option<&str>) -> Value {
+    let proxy = http_proxy.map(|p| ("HTTP_PROXY", p));
+    python(&s.script, &[endpoint, tag], proxy).0
+}
+
+/// Runs the python `script` with `args` and no proxy or AWS profile from the environment but
+/// `proxy` (a variable and its value); its JSON output, and its whole output as text.
+fn python(script: &std::path::Path, args: &[&str], proxy: Option<(&str, &str)>) -> (Value, String) {
     let mut cmd = Command::new("python3");
-    cmd.arg(&s.script).args([endpoint, tag]);
+    cmd.arg(script).args(args);
     for var in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY"] {
         cmd.env_remove(var);
     }
-    for var in ["AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"] {
+    for var in ["AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE"]
+    {
         cmd.env_remove(var);
     }
-    if let Some(proxy) = http_proxy {
-        cmd.env("HTTP_PROXY", proxy);
+    if let Some((var, proxy)) = proxy {
+        cmd.env(var, proxy);
     }
     let out = cmd.output().expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "boto3 script failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    let all = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "python script failed: {all}");
+    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    (json, all)
 }
 
 fn expect_served(out: &Value, tag: &str) {
@@ -271,14 +289,17 @@ fn boto3_with_dummy_keys_is_signed_with_the_real_ones() {
 
 /// Neither key (nor the token) reaches a trace log, the proxy's or the server's.
 fn no_key_in_the_logs(s: &Setup) {
-    let server_log = std::fs::read_to_string(s.sc.server.log_path()).unwrap_or_default();
-    for (name, log) in [("proxy", s.sc.log()), ("server", server_log)] {
+    keys_not_logged(&s.sc, &s.key_id, &s.secret_key, s.token.as_deref());
+}
+
+fn keys_not_logged(sc: &Sidecar, key_id: &str, secret_key: &str, token: Option<&str>) {
+    let server_log = std::fs::read_to_string(sc.server.log_path()).unwrap_or_default();
+    for (name, log) in [("proxy", sc.log()), ("server", server_log)] {
         assert!(!log.is_empty(), "the {name} wrote no log");
-        let keys =
-            [("access key id", Some(&s.key_id)), ("secret key", Some(&s.secret_key)), ("token", s.token.as_ref())];
+        let keys = [("access key id", Some(key_id)), ("secret key", Some(secret_key)), ("token", token)];
         for (what, key) in keys.into_iter().filter_map(|(what, key)| Some((what, key?))) {
-            if let Some(line) = log.lines().find(|l| l.contains(key.as_str())) {
-                panic!("the {what} reached the {name} log: {}", line.replace(key.as_str(), "<KEY>"));
+            if let Some(line) = log.lines().find(|l| l.contains(key)) {
+                panic!("the {what} reached the {name} log: {}", line.replace(key, "<KEY>"));
             }
         }
     }
@@ -355,4 +376,104 @@ fn other_hosts_are_not_signed_and_the_body_bound_holds() {
     ]);
     assert_ne!(status, 413, "{out}");
     assert_ne!(status, 403, "{out}");
+}
+
+const SM_HOST: &str = "secretsmanager.us-east-1.amazonaws.com";
+const IAM_HOST: &str = "iam.amazonaws.com";
+
+/// As an AWS SDK is used: the real endpoints, `HTTPS_PROXY`, and the proxy's CA to verify.
+const TLS_SCRIPT: &str = r#"
+import json, sys
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+sm_endpoint, iam_endpoint, ca = sys.argv[1], sys.argv[2], sys.argv[3]
+kw = dict(region_name="us-east-1", aws_access_key_id="AKIDUMMYAGENTKEY", aws_secret_access_key="dummy-agent-secret-key",
+          config=Config(retries={"max_attempts": 1, "mode": "standard"}), verify=ca)
+out = {}
+try:
+    sm = boto3.client("secretsmanager", endpoint_url=sm_endpoint, **kw)
+    out["names"] = sorted(s["Name"] for s in sm.list_secrets()["SecretList"])
+    out["secret"] = sm.get_secret_value(SecretId="app/db")["SecretString"]
+    iam = boto3.client("iam", endpoint_url=iam_endpoint, **kw)
+    out["listed_key"] = iam.list_access_keys(UserName="airlock")["AccessKeyMetadata"][0]["AccessKeyId"]
+except ClientError as e:
+    out["error"] = e.response["Error"]["Code"]
+print(json.dumps(out))
+"#;
+
+/// `HTTPS_PROXY`, the way AWS SDKs reach AWS: boto3 sends `CONNECT` for the real AWS host
+/// names, the proxy intercepts the TLS with its own CA, re-signs with the real keys and speaks
+/// TLS to moto (serving a certificate for those names by a test CA the proxy is given, and
+/// pinned to them). Moto checks the signatures; the real key id never reaches the agent.
+#[test]
+fn boto3_through_https_proxy_is_signed_inside_the_intercepted_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let tls = PemFiles::write(certs.path(), "moto-", &[SM_HOST, IAM_HOST, "127.0.0.1"]);
+    let Some(moto) = Moto::start_tls(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")], &tls) else { return };
+    let (key_id, secret_key) = seed(&moto);
+    let port = moto_port(&moto);
+    let policy = format!(
+        r#"
+[agent]
+name = "research-agent"
+
+[egress]
+allow = ["*.amazonaws.com"]
+deny_private_networks = false
+
+[[grant]]
+secrets = "aws/prod/*"
+hosts = ["*.amazonaws.com"]
+
+[[sign]]
+host = "*.amazonaws.com"
+kind = "aws-sigv4"
+access_key = "{{{{secret:{ACCESS_KEY_PATH}}}}}"
+secret_key = "{{{{secret:{SECRET_KEY_PATH}}}}}"
+"#
+    );
+    let pins = [format!("{SM_HOST}=127.0.0.1:{port}"), format!("{IAM_HOST}=127.0.0.1:{port}")];
+    let sc = Sidecar::start_custom_against(&policy, &["--resolve", &pins[0], "--resolve", &pins[1]], port, &tls.ca);
+    sc.server.create(ACCESS_KEY_PATH, &key_id);
+    sc.server.create(SECRET_KEY_PATH, &secret_key);
+    let script = sc.dir.path().join("agent_tls.py");
+    std::fs::write(&script, TLS_SCRIPT).unwrap();
+
+    // Straight to moto over TLS, the dummy keys are refused: moto checks signatures.
+    let direct = format!("https://127.0.0.1:{port}");
+    let moto_ca = tls.ca.to_str().unwrap();
+    let (out, _) = python(&script, &[&direct, &direct, moto_ca], None);
+    assert!(out["error"].is_string() && out.get("names").is_none(), "{out}");
+
+    // Through HTTPS_PROXY, verifying the proxy's CA: served, and the key id is a placeholder.
+    let (sm, iam) = (format!("https://{SM_HOST}"), format!("https://{IAM_HOST}"));
+    let proxy = format!("http://{}", sc.proxy_addr);
+    let ca = sc.ca_path();
+    let (out, all) = python(&script, &[&sm, &iam, ca.to_str().unwrap()], Some(("HTTPS_PROXY", &proxy)));
+    assert_eq!(out["names"], json!(["app/db"]), "{out}");
+    assert_eq!(out["secret"], DB_SECRET, "{out}");
+    assert_eq!(out["listed_key"], format!("{{{{secret:{ACCESS_KEY_PATH}}}}}"), "{out}");
+    assert!(!all.contains(key_id.as_str()), "the real key id reached the agent");
+
+    // Three signed requests, one event per key each, of kind aws_sigv4 for the host signed.
+    let injected = |path: &str| {
+        let path = path.replace('/', "%2F");
+        let (_, page) = sc.server.admin("GET", &format!("/v1/secrets/{path}/access-events?limit=100"), None);
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        events.into_iter().filter(|e| e["detail"]["outcome"] == "injected").collect::<Vec<_>>()
+    };
+    let count = |path: &str| injected(path).iter().filter_map(|e| e["detail"]["count"].as_u64()).sum::<u64>();
+    until(Duration::from_secs(10), || count(ACCESS_KEY_PATH) >= 3 && count(SECRET_KEY_PATH) >= 3);
+    assert_eq!((count(ACCESS_KEY_PATH), count(SECRET_KEY_PATH)), (3, 3));
+    let mut hosts = Vec::new();
+    for event in injected(ACCESS_KEY_PATH).iter().chain(&injected(SECRET_KEY_PATH)) {
+        assert_eq!(event["detail"]["kind"], "aws_sigv4", "{event}");
+        hosts.push(event["detail"]["host"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(hosts.iter().any(|h| h == SM_HOST) && hosts.iter().any(|h| h == IAM_HOST), "{hosts:?}");
+    assert!(hosts.iter().all(|h| h == SM_HOST || h == IAM_HOST), "{hosts:?}");
+
+    keys_not_logged(&sc, &key_id, &secret_key, None);
 }
