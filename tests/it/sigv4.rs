@@ -380,6 +380,7 @@ fn other_hosts_are_not_signed_and_the_body_bound_holds() {
 
 const SM_HOST: &str = "secretsmanager.us-east-1.amazonaws.com";
 const IAM_HOST: &str = "iam.amazonaws.com";
+const S3_HOST: &str = "s3.amazonaws.com";
 
 /// As an AWS SDK is used: the real endpoints, `HTTPS_PROXY`, and the proxy's CA to verify.
 const TLS_SCRIPT: &str = r#"
@@ -388,7 +389,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-sm_endpoint, iam_endpoint, ca = sys.argv[1], sys.argv[2], sys.argv[3]
+sm_endpoint, iam_endpoint, s3_endpoint, ca = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 kw = dict(region_name="us-east-1", aws_access_key_id="AKIDUMMYAGENTKEY", aws_secret_access_key="dummy-agent-secret-key",
           config=Config(retries={"max_attempts": 1, "mode": "standard"}), verify=ca)
 out = {}
@@ -398,6 +399,13 @@ try:
     out["secret"] = sm.get_secret_value(SecretId="app/db")["SecretString"]
     iam = boto3.client("iam", endpoint_url=iam_endpoint, **kw)
     out["listed_key"] = iam.list_access_keys(UserName="airlock")["AccessKeyMetadata"][0]["AccessKeyId"]
+    # Over HTTPS, boto3 uploads with an aws-chunked body and a checksum trailer
+    # (STREAMING-UNSIGNED-PAYLOAD-TRAILER): the body streams, the head is signed.
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, **dict(kw, config=Config(
+        retries={"max_attempts": 1, "mode": "standard"}, s3={"addressing_style": "path"})))
+    s3.create_bucket(Bucket="tls-bucket")
+    s3.put_object(Bucket="tls-bucket", Key="note.txt", Body=b"through the intercepted tls")
+    out["object"] = s3.get_object(Bucket="tls-bucket", Key="note.txt")["Body"].read().decode()
 except ClientError as e:
     out["error"] = e.response["Error"]["Code"]
 print(json.dumps(out))
@@ -410,7 +418,7 @@ print(json.dumps(out))
 #[test]
 fn boto3_through_https_proxy_is_signed_inside_the_intercepted_tls() {
     let certs = tempfile::tempdir().unwrap();
-    let tls = PemFiles::write(certs.path(), "moto-", &[SM_HOST, IAM_HOST, "127.0.0.1"]);
+    let tls = PemFiles::write(certs.path(), "moto-", &[SM_HOST, IAM_HOST, S3_HOST, "127.0.0.1"]);
     let Some(moto) = Moto::start_tls(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")], &tls) else { return };
     let (key_id, secret_key) = seed(&moto);
     let port = moto_port(&moto);
@@ -434,8 +442,9 @@ access_key = "{{{{secret:{ACCESS_KEY_PATH}}}}}"
 secret_key = "{{{{secret:{SECRET_KEY_PATH}}}}}"
 "#
     );
-    let pins = [format!("{SM_HOST}=127.0.0.1:{port}"), format!("{IAM_HOST}=127.0.0.1:{port}")];
-    let sc = Sidecar::start_custom_against(&policy, &["--resolve", &pins[0], "--resolve", &pins[1]], port, &tls.ca);
+    let pins = [SM_HOST, IAM_HOST, S3_HOST].map(|host| format!("{host}=127.0.0.1:{port}"));
+    let args = ["--resolve", &pins[0], "--resolve", &pins[1], "--resolve", &pins[2]];
+    let sc = Sidecar::start_custom_against(&policy, &args, port, &tls.ca);
     sc.server.create(ACCESS_KEY_PATH, &key_id);
     sc.server.create(SECRET_KEY_PATH, &secret_key);
     let script = sc.dir.path().join("agent_tls.py");
@@ -444,20 +453,21 @@ secret_key = "{{{{secret:{SECRET_KEY_PATH}}}}}"
     // Straight to moto over TLS, the dummy keys are refused: moto checks signatures.
     let direct = format!("https://127.0.0.1:{port}");
     let moto_ca = tls.ca.to_str().unwrap();
-    let (out, _) = python(&script, &[&direct, &direct, moto_ca], None);
+    let (out, _) = python(&script, &[&direct, &direct, &direct, moto_ca], None);
     assert!(out["error"].is_string() && out.get("names").is_none(), "{out}");
 
     // Through HTTPS_PROXY, verifying the proxy's CA: served, and the key id is a placeholder.
-    let (sm, iam) = (format!("https://{SM_HOST}"), format!("https://{IAM_HOST}"));
+    let (sm, iam, s3) = (format!("https://{SM_HOST}"), format!("https://{IAM_HOST}"), format!("https://{S3_HOST}"));
     let proxy = format!("http://{}", sc.proxy_addr);
     let ca = sc.ca_path();
-    let (out, all) = python(&script, &[&sm, &iam, ca.to_str().unwrap()], Some(("HTTPS_PROXY", &proxy)));
+    let (out, all) = python(&script, &[&sm, &iam, &s3, ca.to_str().unwrap()], Some(("HTTPS_PROXY", &proxy)));
     assert_eq!(out["names"], json!(["app/db"]), "{out}");
     assert_eq!(out["secret"], DB_SECRET, "{out}");
     assert_eq!(out["listed_key"], format!("{{{{secret:{ACCESS_KEY_PATH}}}}}"), "{out}");
+    assert_eq!(out["object"], "through the intercepted tls", "{out}");
     assert!(!all.contains(key_id.as_str()), "the real key id reached the agent");
 
-    // Three signed requests, one event per key each, of kind aws_sigv4 for the host signed.
+    // Six signed requests, one event per key each, of kind aws_sigv4 for the host signed.
     let injected = |path: &str| {
         let path = path.replace('/', "%2F");
         let (_, page) = sc.server.admin("GET", &format!("/v1/secrets/{path}/access-events?limit=100"), None);
@@ -465,15 +475,17 @@ secret_key = "{{{{secret:{SECRET_KEY_PATH}}}}}"
         events.into_iter().filter(|e| e["detail"]["outcome"] == "injected").collect::<Vec<_>>()
     };
     let count = |path: &str| injected(path).iter().filter_map(|e| e["detail"]["count"].as_u64()).sum::<u64>();
-    until(Duration::from_secs(10), || count(ACCESS_KEY_PATH) >= 3 && count(SECRET_KEY_PATH) >= 3);
-    assert_eq!((count(ACCESS_KEY_PATH), count(SECRET_KEY_PATH)), (3, 3));
+    until(Duration::from_secs(10), || count(ACCESS_KEY_PATH) >= 6 && count(SECRET_KEY_PATH) >= 6);
+    assert_eq!((count(ACCESS_KEY_PATH), count(SECRET_KEY_PATH)), (6, 6));
     let mut hosts = Vec::new();
     for event in injected(ACCESS_KEY_PATH).iter().chain(&injected(SECRET_KEY_PATH)) {
         assert_eq!(event["detail"]["kind"], "aws_sigv4", "{event}");
         hosts.push(event["detail"]["host"].as_str().unwrap_or_default().to_owned());
     }
-    assert!(hosts.iter().any(|h| h == SM_HOST) && hosts.iter().any(|h| h == IAM_HOST), "{hosts:?}");
-    assert!(hosts.iter().all(|h| h == SM_HOST || h == IAM_HOST), "{hosts:?}");
+    for host in [SM_HOST, IAM_HOST, S3_HOST] {
+        assert!(hosts.iter().any(|h| h == host), "{host} not in {hosts:?}");
+    }
+    assert!(hosts.iter().all(|h| [SM_HOST, IAM_HOST, S3_HOST].contains(&h.as_str())), "{hosts:?}");
 
     keys_not_logged(&sc, &key_id, &secret_key, None);
 }
