@@ -466,6 +466,9 @@ fn concurrent_misses_share_one_token_fetch() {
     });
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(auth.issued(), 1, "{}", auth.stats());
+    // Operators see the one fetch in the proxy's metrics.
+    let metrics = reqwest::blocking::get(format!("http://{}/_airlock/metrics", sc.proxy_addr)).unwrap().text().unwrap();
+    assert!(metrics.contains("airlock_proxy_oauth2_token_fetches_total{outcome=\"issued\"} 1"), "{metrics}");
 }
 
 #[test]

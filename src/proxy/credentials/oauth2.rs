@@ -175,7 +175,12 @@ impl Tokens {
                 self.cache.invalidate(&Key { credentials: before, ..key.clone() }).await;
             }
         }
-        let fetch = fetch(proxy, rule, id_text, id.as_ref(), &secret);
+        let fetch = async {
+            let fetched = fetch(proxy, rule, id_text, id.as_ref(), &secret).await;
+            let outcome = if fetched.is_ok() { "issued" } else { "failed" };
+            metrics::counter!("airlock_proxy_oauth2_token_fetches_total", "outcome" => outcome).increment(1);
+            fetched
+        };
         match self.cache.try_get_with(key.clone(), fetch).await {
             Ok(token) => Ok(Issued { key, token }),
             // Shared by every request that waited on the fetch: each gets its own copy.
