@@ -516,8 +516,10 @@ pub struct BulkRequest {
     pub operations: Vec<BulkOperation>,
 }
 
-/// One operation of a bulk request, by `op`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+/// One operation of a bulk request, by `op`. Read through `RawBulkOperation`, a plain struct:
+/// serde's derive for an internally tagged enum buffers the whole object first, leaving a
+/// value with JSON escapes in an owned `String` that is never wiped.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BulkOperation {
     /// Create or replace (as `PUT`; `cas: 0` = create only).
@@ -555,6 +557,110 @@ pub enum BulkOperation {
         #[serde(default)]
         grace_period_seconds: u32,
     },
+}
+
+/// The operations `op` names.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum BulkOp {
+    Set,
+    Delete,
+    Undelete,
+    Destroy,
+    Rotate,
+}
+
+impl<'de> Deserialize<'de> for BulkOperation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BulkOperation, D::Error> {
+        BulkOperation::try_from(RawBulkOperation::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A bulk operation as written, every field of every `op` optional; `BulkOperation`'s
+/// `TryFrom` checks that the fields fit the `op`. Values go straight into wiping buffers.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBulkOperation {
+    op: BulkOp,
+    path: SecretPath,
+    #[serde(default, deserialize_with = "text_or_object_opt")]
+    value: Option<SecretValue>,
+    #[serde(default)]
+    cas: Option<i64>,
+    #[serde(default)]
+    tier: Option<Tier>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    versions: Option<Vec<i64>>,
+    #[serde(default, deserialize_with = "text_or_object_opt")]
+    new_value: Option<SecretValue>,
+    #[serde(default, deserialize_with = "not_null")]
+    grace_period_seconds: Option<u32>,
+}
+
+/// A field that may be left out but is not `null` when given (as in `BulkOperation`, where
+/// it is not an `Option`).
+fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+impl TryFrom<RawBulkOperation> for BulkOperation {
+    type Error = String;
+
+    fn try_from(raw: RawBulkOperation) -> Result<BulkOperation, String> {
+        let RawBulkOperation {
+            op,
+            path,
+            value,
+            cas,
+            tier,
+            description,
+            tags,
+            versions,
+            new_value,
+            grace_period_seconds,
+        } = raw;
+        // The fields each op takes; any other one given is an error, as `deny_unknown_fields`
+        // would say of it.
+        let (name, allowed): (&str, &[&str]) = match op {
+            BulkOp::Set => ("set", &["value", "cas", "tier", "description", "tags"]),
+            BulkOp::Delete => ("delete", &[]),
+            BulkOp::Undelete => ("undelete", &["versions"]),
+            BulkOp::Destroy => ("destroy", &["versions"]),
+            BulkOp::Rotate => ("rotate", &["new_value", "grace_period_seconds"]),
+        };
+        let given = [
+            ("value", value.is_some()),
+            ("cas", cas.is_some()),
+            ("tier", tier.is_some()),
+            ("description", description.is_some()),
+            ("tags", tags.is_some()),
+            ("versions", versions.is_some()),
+            ("new_value", new_value.is_some()),
+            ("grace_period_seconds", grace_period_seconds.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(field, set)| *set && !allowed.contains(field)) {
+            return Err(format!("unknown field `{field}` for op `{name}`, expected one of {allowed:?}"));
+        }
+        let missing = |field: &str| format!("missing field `{field}` for op `{name}`");
+        Ok(match op {
+            BulkOp::Set => {
+                let value = value.ok_or_else(|| missing("value"))?;
+                BulkOperation::Set { path, value, cas, tier, description, tags }
+            }
+            BulkOp::Delete => BulkOperation::Delete { path },
+            BulkOp::Undelete => BulkOperation::Undelete { path, versions },
+            BulkOp::Destroy => BulkOperation::Destroy { path, versions: versions.ok_or_else(|| missing("versions"))? },
+            BulkOp::Rotate => BulkOperation::Rotate {
+                path,
+                new_value: new_value.ok_or_else(|| missing("new_value"))?,
+                grace_period_seconds: grace_period_seconds.unwrap_or_default(),
+            },
+        })
+    }
 }
 
 /// The answer of a bulk request (200 whenever the request was well-formed): whether its

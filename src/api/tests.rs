@@ -313,3 +313,37 @@ fn a_secret_read_has_exactly_the_metadatas_fields_and_the_value() {
     assert_eq!(read.as_object_mut().unwrap().remove("value"), Some(json!("hunter2")));
     assert_eq!(read, wire, "SecretRead::new carries every field over to its own name");
 }
+
+#[test]
+fn bulk_operations_read_each_op_and_refuse_fields_of_another() {
+    use super::secrets::BulkOperation;
+    for wire in [
+        json!({ "op": "set", "path": "a/b", "value": "v\"1", "cas": 0, "tier": "standard", "tags": { "t": "x" } }),
+        json!({ "op": "set", "path": "a/b", "value": "plain" }),
+        json!({ "op": "delete", "path": "a/b" }),
+        json!({ "op": "undelete", "path": "a/b", "versions": [1, 2] }),
+        json!({ "op": "undelete", "path": "a/b" }),
+        json!({ "op": "destroy", "path": "a/b", "versions": [3] }),
+        json!({ "op": "rotate", "path": "a/b", "new_value": "n", "grace_period_seconds": 60 }),
+    ] {
+        round_trip::<BulkOperation>(wire);
+    }
+    // An object value is kept as its canonical text, as everywhere else.
+    let parsed: BulkOperation = decode("t", br#"{"op":"set","path":"a/b","value":{"b":"2","a":"1"}}"#).unwrap();
+    assert!(matches!(parsed, BulkOperation::Set { value, .. } if value.expose() == r#"{"a":"1","b":"2"}"#));
+    for (wire, says) in [
+        (json!({ "op": "delete", "path": "a/b", "value": "v" }), "unknown field `value` for op `delete`"),
+        (json!({ "op": "rotate", "path": "a/b", "value": "v" }), "unknown field `value` for op `rotate`"),
+        (json!({ "op": "set", "path": "a/b" }), "missing field `value` for op `set`"),
+        (json!({ "op": "destroy", "path": "a/b" }), "missing field `versions` for op `destroy`"),
+        (json!({ "op": "rotate", "path": "a/b" }), "missing field `new_value` for op `rotate`"),
+        (json!({ "op": "copy", "path": "a/b" }), "unknown variant `copy`"),
+        (json!({ "op": "set", "path": "a/b", "value": "v", "owner": "x" }), "unknown field `owner`"),
+        (json!({ "op": "rotate", "path": "a/b", "new_value": "n", "grace_period_seconds": null }), "invalid type: null"),
+        (json!({ "op": "destroy", "path": "a/b", "versions": null }), "invalid type: null"),
+        (json!({ "op": "set", "path": "a/b", "value": null }), "invalid type: null"),
+    ] {
+        let e = decode::<BulkOperation>("t", &serde_json::to_vec(&wire).unwrap()).expect_err("refused");
+        assert!(e.to_string().contains(says), "{wire}: {e}");
+    }
+}
