@@ -339,7 +339,10 @@ fn bulk_operations_read_each_op_and_refuse_fields_of_another() {
         (json!({ "op": "rotate", "path": "a/b" }), "missing field `new_value` for op `rotate`"),
         (json!({ "op": "copy", "path": "a/b" }), "unknown variant `copy`"),
         (json!({ "op": "set", "path": "a/b", "value": "v", "owner": "x" }), "unknown field `owner`"),
-        (json!({ "op": "rotate", "path": "a/b", "new_value": "n", "grace_period_seconds": null }), "invalid type: null"),
+        (
+            json!({ "op": "rotate", "path": "a/b", "new_value": "n", "grace_period_seconds": null }),
+            "invalid type: null",
+        ),
         (json!({ "op": "destroy", "path": "a/b", "versions": null }), "invalid type: null"),
         (json!({ "op": "set", "path": "a/b", "value": null }), "invalid type: null"),
     ] {
